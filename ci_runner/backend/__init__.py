@@ -1,0 +1,1 @@
+"""Where jobs run: the backend interface and its implementations."""

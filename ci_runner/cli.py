@@ -1,0 +1,297 @@
+"""``ci-runner``: the command line. Thin: parse, call the runner, print.
+
+Human-readable output goes to stdout for reading commands, progress to stderr;
+``--json`` prints one JSON document on stdout for scripts and agents. Exit codes
+are listed in ``ci_runner.errors.ExitCode`` and the README.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+import time
+from pathlib import Path
+
+import click
+
+from ci_runner import __version__
+from ci_runner.errors import CiRunnerError, ExitCode, SpecError
+from ci_runner.ledger.model import Run, RunStatus
+from ci_runner.paths import Project
+from ci_runner.runner import Runner
+from ci_runner.spec.load import load_experiment
+
+RUN_EXIT = {
+    RunStatus.COMPLETED: ExitCode.OK,
+    RunStatus.FAILED: ExitCode.RUN_FAILED,
+    RunStatus.CANCELED: ExitCode.RUN_CANCELED,
+}
+
+
+def _fail(message: str, code: int) -> None:
+    click.secho(f"error: {message}", fg="red", err=True)
+    sys.exit(code)
+
+
+def handle_errors(command):
+    """Turn our errors into a message and their exit code; never a traceback."""
+
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        try:
+            return command(*args, **kwargs)
+        except CiRunnerError as exc:
+            _fail(str(exc), exc.exit_code)
+
+    return wrapper
+
+
+def _emit_json(data) -> None:
+    click.echo(json.dumps(data, indent=2, sort_keys=True, default=str))
+
+
+def _runner(ctx: click.Context) -> Runner:
+    return Runner(Project(Path(ctx.obj["root"]).resolve()))
+
+
+def _run_json(run: Run) -> dict:
+    data = run.model_dump(mode="json", exclude={"hyperparameters"})
+    if data.get("metrics"):
+        data["metrics"].pop("loss_curve", None)
+    return data
+
+
+def _progress_line(run: Run) -> str:
+    parts = [f"{run.run_id}: {run.status.label}"]
+    m = run.metrics
+    if m and m.step is not None:
+        parts.append(f"step {m.step}/{m.max_steps or '?'}")
+    if m and m.final_loss is not None:
+        parts.append(f"loss {m.final_loss:.4f}")
+    if run.error:
+        parts.append(run.error)
+    return " · ".join(parts)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--root",
+    default=".",
+    envvar="CI_RUNNER_ROOT",
+    show_default=True,
+    type=click.Path(file_okay=False),
+    help="Project root holding experiments/, job_scripts/ and training_reports/.",
+)
+@click.version_option(__version__, prog_name="ci-runner")
+@click.pass_context
+def main(ctx: click.Context, root: str) -> None:
+    """Run LLM fine-tuning experiments from experiment files."""
+    ctx.ensure_object(dict)
+    ctx.obj["root"] = root
+
+
+@main.command()
+@click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="Print results as JSON.")
+def validate(files: tuple[str, ...], as_json: bool) -> None:
+    """Check experiment files (schema and TRL field names) without running anything."""
+    results, failed = [], False
+    for file in files:
+        try:
+            experiment = load_experiment(file)
+        except SpecError as exc:
+            failed = True
+            results.append({"file": file, "valid": False, "errors": [vars(i) for i in exc.issues]})
+            if not as_json:
+                click.secho(str(exc), fg="red", err=True)
+            continue
+        results.append(
+            {
+                "file": file,
+                "valid": True,
+                "name": experiment.name,
+                "method": experiment.method,
+                "spec_hash": experiment.spec_hash,
+            }
+        )
+        if not as_json:
+            click.echo(
+                f"ok  {file}  ({experiment.name}: {experiment.method.upper()}, {experiment.backend})"
+            )
+    if as_json:
+        _emit_json(results)
+    if failed:
+        sys.exit(ExitCode.SPEC_INVALID)
+
+
+@main.command()
+@click.option("--out", default="fixtures", show_default=True, type=click.Path(file_okay=False))
+@click.option("--force", is_flag=True, help="Rebuild the model even if it exists.")
+@click.pass_context
+@handle_errors
+def fixtures(ctx: click.Context, out: str, force: bool) -> None:
+    """Build the tiny offline model, tokenizer and datasets used by the demo."""
+    from ci_runner.fixtures import build_fixtures  # needs the [train] extra
+
+    target = Path(ctx.obj["root"]) / out
+    paths = build_fixtures(target, force=force)
+    for label, path in vars(paths).items():
+        click.echo(f"{label:<10} {path}")
+
+
+@main.command()
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+@handle_errors
+def submit(ctx: click.Context, file: str, as_json: bool) -> None:
+    """Submit an experiment's run; does nothing if that run was already submitted."""
+    outcome = _runner(ctx).submit(Path(file))
+    if as_json:
+        _emit_json(vars(outcome) | {"report": str(outcome.report)})
+        return
+    verb = "submitted" if outcome.created else "already submitted, nothing to do:"
+    click.echo(f"{verb} {outcome.run_id} as job {outcome.job_id}")
+    click.echo(f"  {outcome.lora_note}")
+    click.echo(f"  logs:   {outcome.job_url}")
+    click.echo(f"  report: {outcome.report}")
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+@handle_errors
+def poll(ctx: click.Context, as_json: bool) -> None:
+    """Advance every active run from its backend, then update ledgers and reports."""
+    outcome = _runner(ctx).poll()
+    if as_json:
+        _emit_json(
+            {
+                "runs": [_run_json(r) for r in outcome.runs],
+                "changed": [str(p) for p in outcome.changed],
+            }
+        )
+        return
+    if not outcome.runs:
+        click.echo("no active runs")
+    for run in outcome.runs:
+        click.echo(_progress_line(run))
+    for path in outcome.changed:
+        click.echo(f"updated {path}")
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+@handle_errors
+def status(ctx: click.Context, as_json: bool) -> None:
+    """Show every run recorded in the ledgers (no backend calls; see `poll`)."""
+    ledgers = _runner(ctx).ledgers()
+    if as_json:
+        _emit_json(
+            [
+                {
+                    "experiment": led.experiment,
+                    "report": led.report_path,
+                    "runs": [_run_json(r) for r in led.runs],
+                }
+                for led in ledgers
+            ]
+        )
+        return
+    if not ledgers:
+        click.echo("no experiments submitted yet; try `ci-runner submit experiments/<name>.yaml`")
+    for ledger in ledgers:
+        click.echo(f"{ledger.experiment}  ({ledger.report_path})")
+        for run in ledger.runs:
+            click.echo(f"  {_progress_line(run)}")
+
+
+@main.command()
+@click.argument("run_id")
+@click.option("--tail", type=int, default=None, help="Only the last N lines.")
+@click.pass_context
+@handle_errors
+def logs(ctx: click.Context, run_id: str, tail: int | None) -> None:
+    """Print a run's job log (RUN_ID may be a run id prefix or an experiment name)."""
+    runner = _runner(ctx)
+    _, run = runner.find_run(run_id)
+    if not run.last_attempt or not run.last_attempt.job_id:
+        _fail(f"{run.run_id} has no job yet", ExitCode.NOT_READY)
+    for line in runner.backend(run.backend).logs(run.last_attempt.job_id, tail=tail):
+        click.echo(line)
+
+
+@main.command()
+@click.argument("run_id")
+@click.pass_context
+@handle_errors
+def cancel(ctx: click.Context, run_id: str) -> None:
+    """Cancel a run's job; the next `poll` records it as canceled."""
+    runner = _runner(ctx)
+    _, run = runner.find_run(run_id)
+    if not run.active or not run.last_attempt or not run.last_attempt.job_id:
+        click.echo(f"{run.run_id} is {run.status.label.lower()}; nothing to cancel")
+        return
+    runner.backend(run.backend).cancel(run.last_attempt.job_id)
+    runner.poll()
+    click.echo(f"canceled {run.run_id} (job {run.last_attempt.job_id})")
+
+
+@main.command()
+@click.pass_context
+@handle_errors
+def report(ctx: click.Context) -> None:
+    """Re-render every report from its ledger; writes only files that change."""
+    changed = _runner(ctx).report()
+    for path in changed:
+        click.echo(f"updated {path}")
+    if not changed:
+        click.echo("reports are up to date")
+
+
+@main.command()
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option("--interval", default=2.0, show_default=True, help="Seconds between polls.")
+@click.option("--json", "as_json", is_flag=True, help="Print the final run as JSON.")
+@click.pass_context
+@handle_errors
+def run(ctx: click.Context, file: str, interval: float, as_json: bool) -> None:
+    """Submit, poll until the run ends, render the report. Exit code = run outcome."""
+    runner = _runner(ctx)
+    outcome = runner.submit(Path(file))
+    click.echo(
+        f"{'submitted' if outcome.created else 'resuming watch of'} {outcome.run_id} "
+        f"(job {outcome.job_id}; logs: {outcome.job_url})",
+        err=True,
+    )
+    last_line, current = "", None
+    try:
+        while True:
+            runner.poll()
+            _, current = runner.find_run(outcome.run_id)
+            line = _progress_line(current)
+            if line != last_line:
+                click.echo(f"  {line}", err=True)
+                last_line = line
+            if not current.active:
+                break
+            time.sleep(interval)
+    except KeyboardInterrupt:
+        click.echo(
+            f"\nstopped watching; the job keeps running. Check it with `ci-runner poll`, "
+            f"stop it with `ci-runner cancel {outcome.run_id}`.",
+            err=True,
+        )
+        sys.exit(130)
+    if as_json:
+        _emit_json(_run_json(current))
+    else:
+        click.echo(f"{current.status.label}: {current.run_id}")
+        click.echo(f"report: {outcome.report}")
+    sys.exit(RUN_EXIT.get(current.status, ExitCode.INTERNAL))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,61 @@
+"""Errors a user can act on, each with its own exit code.
+
+Every exit code is documented in the README; scripts and agents branch on them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+class ExitCode:
+    OK = 0
+    INTERNAL = 1  # a bug in ci-runner: please report it
+    USAGE = 2  # click's own code for bad command-line usage
+    SPEC_INVALID = 3  # the experiment file is malformed
+    NOT_READY = 4  # inputs missing on disk (model, dataset, fixtures)
+    OVER_BUDGET = 5  # plan exceeds budget.max_cost_usd
+    BACKEND = 6  # the backend refused or failed to answer
+    RUN_FAILED = 10  # a run ended in failure
+    RUN_CANCELED = 11  # a run was canceled
+    WAIT_TIMEOUT = 12  # stopped waiting before runs finished
+
+
+class CiRunnerError(Exception):
+    """Base for errors that end a command with a message and an exit code."""
+
+    exit_code = ExitCode.INTERNAL
+
+
+@dataclass(frozen=True)
+class SpecIssue:
+    """One problem in an experiment file, located to the line."""
+
+    file: str
+    line: int | None
+    field: str
+    message: str
+    hint: str | None = None
+
+    def __str__(self) -> str:
+        where = f"{self.file}:{self.line}" if self.line else self.file
+        text = (
+            f"{where}: {self.field}: {self.message}" if self.field else f"{where}: {self.message}"
+        )
+        return f"{text}\n  hint: {self.hint}" if self.hint else text
+
+
+class SpecError(CiRunnerError):
+    exit_code = ExitCode.SPEC_INVALID
+
+    def __init__(self, issues: list[SpecIssue]):
+        self.issues = issues
+        super().__init__("\n".join(str(i) for i in issues))
+
+
+class NotReadyError(CiRunnerError):
+    exit_code = ExitCode.NOT_READY
+
+
+class BackendError(CiRunnerError):
+    exit_code = ExitCode.BACKEND

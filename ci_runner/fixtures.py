@@ -1,0 +1,342 @@
+"""Offline fixtures: a tiny Llama, its tokenizer and three small datasets.
+
+Nothing can be downloaded from the Hub in CI or on an air-gapped laptop, so the
+demo and the tests train on a model and data built here. Everything is seeded,
+so two builds give the same files. The heavy libraries (torch, transformers,
+sentencepiece) are imported inside the functions that need them: importing
+``ci_runner`` must stay cheap for the runner, which never trains.
+
+Tokenizer recipe (see DESIGN.md, "Facts checked"): a sentencepiece BPE with
+byte fallback and split digits, loaded as a ``LlamaTokenizer`` without a prefix
+space, ChatML tokens marked special. It is the one recipe that survived every
+later stage (TRL, lighteval, GGUF conversion and Q4_K_M quantization).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+MODEL_DIRNAME = "tiny-llama"
+SFT_FILENAME = "tiny-chat.jsonl"
+DPO_FILENAME = "tiny-prefs.jsonl"
+GRPO_FILENAME = "tiny-math.jsonl"
+ROWS = 64
+VOCAB_SIZE = 512
+MAX_LENGTH = 2048
+SEED = 1234
+
+SPECIAL_TOKENS = ["<|im_start|>", "<|im_end|>", "<pad>"]
+SYSTEM_PROMPT = "You are a concise assistant."
+GRPO_INSTRUCTION = "Answer with a number inside <answer></answer>."
+
+# ChatML, as Qwen writes it; `add_generation_prompt` opens the assistant turn.
+CHAT_TEMPLATE = (
+    "{% for message in messages %}"
+    "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+
+# Short facts for the SFT and DPO data: (question, right answer, wrong answer).
+FACTS = [
+    ("What color is the sky on a clear day?", "The sky is blue.", "The sky is green."),
+    ("How many legs does a cat have?", "A cat has 4 legs.", "A cat has 7 legs."),
+    ("What do bees make?", "Bees make honey.", "Bees make bread."),
+    ("What is the opposite of hot?", "The opposite of hot is cold.", "The opposite is loud."),
+    ("Which planet do we live on?", "We live on Earth.", "We live on the Sun."),
+    ("What do plants need to grow?", "Plants need water and light.", "Plants need only sand."),
+    ("How many days are in a week?", "A week has 7 days.", "A week has 3 days."),
+    ("What is frozen water called?", "Frozen water is ice.", "Frozen water is smoke."),
+]
+
+
+@dataclass(frozen=True)
+class FixturePaths:
+    """Where :func:`build_fixtures` put each artifact (all absolute)."""
+
+    model: Path
+    sft_data: Path
+    dpo_data: Path
+    grpo_data: Path
+
+
+def build_fixtures(out_dir: Path, *, force: bool = False) -> FixturePaths:
+    """Write the datasets and the tiny model under ``out_dir``.
+
+    Idempotent: the datasets are cheap and always rewritten (byte-identical),
+    the model is rebuilt only when ``force`` is set or its config is missing.
+    """
+    out_dir = Path(out_dir).resolve()
+    data_dir = out_dir / "data"
+    data_dir.mkdir(parents=True, exist_ok=True)
+
+    rows_by_file = {
+        SFT_FILENAME: _sft_rows(random.Random(SEED)),
+        DPO_FILENAME: _dpo_rows(random.Random(SEED + 1)),
+        GRPO_FILENAME: _grpo_rows(random.Random(SEED + 2)),
+    }
+    for name, rows in rows_by_file.items():
+        _write_jsonl(data_dir / name, rows)
+
+    model_dir = out_dir / MODEL_DIRNAME
+    if force or not (model_dir / "config.json").is_file():
+        _build_model(model_dir, _corpus(rows_by_file))
+
+    return FixturePaths(
+        model=model_dir,
+        sft_data=data_dir / SFT_FILENAME,
+        dpo_data=data_dir / DPO_FILENAME,
+        grpo_data=data_dir / GRPO_FILENAME,
+    )
+
+
+# --- datasets ---------------------------------------------------------------
+
+
+def _arithmetic(rng: random.Random) -> tuple[int, str, int]:
+    a, b = rng.randint(0, 20), rng.randint(0, 20)
+    op = rng.choice(["+", "-", "*"])
+    result = {"+": a + b, "-": a - b, "*": a * b}[op]
+    return a, f"{a} {op} {b}", result
+
+
+def _sft_rows(rng: random.Random) -> list[dict[str, Any]]:
+    """Conversational SFT rows: half arithmetic, half facts; some with a system turn."""
+    rows = []
+    for i in range(ROWS):
+        if i % 2:
+            question, answer, _ = FACTS[rng.randrange(len(FACTS))]
+        else:
+            _, expr, result = _arithmetic(rng)
+            question, answer = f"What is {expr}?", f"{expr} = {result}."
+        messages = [{"role": "user", "content": question}, {"role": "assistant", "content": answer}]
+        if i % 4 == 0:
+            messages.insert(0, {"role": "system", "content": SYSTEM_PROMPT})
+        rows.append({"messages": messages})
+    return rows
+
+
+def _dpo_rows(rng: random.Random) -> list[dict[str, Any]]:
+    """Conversational preference rows: prompt as messages, one assistant turn each side."""
+    rows = []
+    for i in range(ROWS):
+        if i % 2:
+            question, good, bad = FACTS[rng.randrange(len(FACTS))]
+        else:
+            _, expr, result = _arithmetic(rng)
+            wrong = result + rng.choice([-3, -2, -1, 1, 2, 3])
+            question, good, bad = f"What is {expr}?", f"{expr} = {result}.", f"{expr} = {wrong}."
+        rows.append(
+            {
+                "prompt": [{"role": "user", "content": question}],
+                "chosen": [{"role": "assistant", "content": good}],
+                "rejected": [{"role": "assistant", "content": bad}],
+            }
+        )
+    return rows
+
+
+def _grpo_rows(rng: random.Random) -> list[dict[str, Any]]:
+    """Math prompts with a verifiable ``answer`` column for the accuracy reward."""
+    rows = []
+    for _ in range(ROWS):
+        _, expr, result = _arithmetic(rng)
+        content = f"What is {expr}? {GRPO_INSTRUCTION}"
+        rows.append({"prompt": [{"role": "user", "content": content}], "answer": str(result)})
+    return rows
+
+
+def _write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
+    text = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
+    path.write_text(text, encoding="utf-8")
+
+
+def _corpus(rows_by_file: dict[str, list[dict[str, Any]]]) -> list[str]:
+    """Every string in the datasets, one per line, to train the tokenizer on."""
+    lines: list[str] = []
+
+    def walk(value: Any) -> None:
+        if isinstance(value, str):
+            lines.extend(part for part in value.splitlines() if part.strip())
+        elif isinstance(value, dict):
+            for item in value.values():
+                walk(item)
+        elif isinstance(value, list):
+            for item in value:
+                walk(item)
+
+    for rows in rows_by_file.values():
+        walk(rows)
+    lines.extend(["<answer>0123456789</answer>", "system user assistant", SYSTEM_PROMPT])
+    return lines
+
+
+# --- model and tokenizer -----------------------------------------------------
+
+
+def _build_model(model_dir: Path, corpus: list[str]) -> None:
+    """Build tokenizer and random-weight model into a fresh folder, then swap it in.
+
+    Writing to a temporary sibling first means an interrupted build never leaves
+    a half-written folder that looks complete (``config.json`` is the marker).
+    """
+    model_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp_dir = Path(tempfile.mkdtemp(prefix=f".{model_dir.name}-", dir=model_dir.parent))
+    try:
+        spm_path = _train_sentencepiece(corpus, tmp_dir)
+        tokenizer = _load_tokenizer(spm_path)
+        _save_tokenizer(tokenizer, spm_path, tmp_dir)
+        _save_random_llama(tokenizer, tmp_dir)
+        _make_readable(tmp_dir)
+        if model_dir.exists():
+            shutil.rmtree(model_dir)
+        tmp_dir.rename(model_dir)
+    finally:
+        if tmp_dir.exists():
+            shutil.rmtree(tmp_dir)
+
+
+def _make_readable(folder: Path) -> None:
+    """mkdtemp (and safetensors) create owner-only modes; jobs may run as another user."""
+    folder.chmod(0o755)
+    for path in folder.iterdir():
+        path.chmod(0o644)
+
+
+def _train_sentencepiece(corpus: list[str], work_dir: Path) -> Path:
+    """Train a 512-piece BPE, reproducibly.
+
+    The corpus goes in through an iterator and the model comes out through a
+    writer: given file paths, sentencepiece records them in the model, and the
+    temporary folder's random name would change ``tokenizer.model`` every build.
+    """
+    import io
+
+    import sentencepiece as spm
+
+    model = io.BytesIO()
+    spm.set_random_generator_seed(SEED)
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(corpus),
+        model_writer=model,
+        model_type="bpe",
+        vocab_size=VOCAB_SIZE,  # hard limit: the corpus must fill it exactly
+        character_coverage=1.0,
+        byte_fallback=True,
+        split_digits=True,
+        add_dummy_prefix=False,
+        # No NFKC and no whitespace folding, so HF, sentencepiece and llama.cpp agree.
+        normalization_rule_name="identity",
+        remove_extra_whitespaces=False,
+        user_defined_symbols=SPECIAL_TOKENS,
+        unk_id=0,
+        bos_id=1,
+        eos_id=2,
+        pad_id=-1,
+        num_threads=1,
+        shuffle_input_sentence=False,
+        minloglevel=2,
+    )
+    spm_path = work_dir / "tokenizer.model"
+    spm_path.write_bytes(model.getvalue())
+    return spm_path
+
+
+def _load_tokenizer(spm_path: Path):
+    """Turn the sentencepiece model into a transformers ``LlamaTokenizer``.
+
+    transformers 5 can only read a ``.model`` file with protobuf installed, which
+    the train extra does not pull in, so the vocab and merges are read through
+    the sentencepiece API and handed over directly.
+    """
+    import sentencepiece as spm
+    from transformers import AddedToken, LlamaTokenizer
+    from transformers.tokenization_utils_base import generate_merges
+
+    sp = spm.SentencePieceProcessor(model_file=str(spm_path))
+    vocab = {sp.id_to_piece(i): i for i in range(sp.get_piece_size())}
+    # Control and ChatML pieces are atomic: never the result of a merge.
+    atomic = [piece for i, piece in enumerate(vocab) if sp.is_control(i) or sp.is_unknown(i)]
+    merges = generate_merges(vocab, skip_tokens=atomic + SPECIAL_TOKENS)
+
+    tokenizer = LlamaTokenizer(
+        vocab=vocab,
+        merges=merges,
+        add_prefix_space=False,
+        legacy=False,
+        unk_token="<unk>",
+        bos_token="<s>",
+        eos_token=AddedToken("<|im_end|>", special=True, normalized=False),
+        pad_token=AddedToken("<pad>", special=True, normalized=False),
+        add_bos_token=False,
+        add_eos_token=False,
+        model_max_length=MAX_LENGTH,
+    )
+    tokenizer.add_special_tokens(
+        {"extra_special_tokens": [AddedToken("<|im_start|>", special=True, normalized=False)]}
+    )
+    tokenizer.chat_template = CHAT_TEMPLATE
+    tokenizer.vocab_file = str(spm_path)
+    return tokenizer
+
+
+def _save_tokenizer(tokenizer, spm_path: Path, model_dir: Path) -> None:
+    """Save, then add what transformers 5 leaves out but llama.cpp needs."""
+    tokenizer.save_pretrained(model_dir)
+    target = model_dir / "tokenizer.model"
+    if not target.exists() or not target.samefile(spm_path):
+        shutil.copyfile(spm_path, target)
+
+    config_path = model_dir / "tokenizer_config.json"
+    config = json.loads(config_path.read_text(encoding="utf-8"))
+    # Written explicitly: llama.cpp assumes a BOS for sentencepiece vocabs otherwise.
+    config["add_bos_token"] = False
+    config["add_eos_token"] = False
+    config["added_tokens_decoder"] = {
+        str(index): {
+            "content": token.content,
+            "lstrip": token.lstrip,
+            "normalized": token.normalized,
+            "rstrip": token.rstrip,
+            "single_word": token.single_word,
+            "special": token.special,
+        }
+        for index, token in sorted(tokenizer.added_tokens_decoder.items())
+    }
+    config_path.write_text(
+        json.dumps(config, indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
+    )
+
+
+def _save_random_llama(tokenizer, model_dir: Path) -> None:
+    """A ~5 MB Llama: hidden 256 is the smallest size Q4_K_M really quantizes."""
+    import torch
+    from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM
+
+    config = LlamaConfig(
+        vocab_size=VOCAB_SIZE,
+        hidden_size=256,
+        intermediate_size=512,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=MAX_LENGTH,
+        tie_word_embeddings=True,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    torch.manual_seed(SEED)
+    model = LlamaForCausalLM(config)
+    model.generation_config = GenerationConfig(
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    model.save_pretrained(model_dir)

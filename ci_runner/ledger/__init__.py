@@ -1,0 +1,1 @@
+"""Per-experiment state: model, atomic storage and pure transitions."""

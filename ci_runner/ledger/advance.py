@@ -1,0 +1,116 @@
+"""Pure state transitions: a run plus what the backend said → the next run.
+
+No I/O and no clock: ``poll`` gathers the facts, this decides what they mean,
+so the same facts always give the same ledger (and an unchanged report).
+"""
+
+from __future__ import annotations
+
+import re
+
+from ci_runner.backend.base import JobStatus
+from ci_runner.ledger.model import Attempt, JobState, Run, RunStatus, TrainMetrics
+from ci_runner.progress import Progress
+
+# Known failure signatures → what the user should do about them.
+DIAGNOSES: tuple[tuple[re.Pattern[str], str], ...] = (
+    (
+        re.compile(r"out of memory|CUDA OOM|OutOfMemoryError", re.I),
+        "out of memory: lower per_device_train_batch_size or max_length, enable "
+        "gradient_checkpointing, or use LoRA / a larger flavor",
+    ),
+    (
+        re.compile(r"KeyError: '([^']+)'|column[s]? .* (not found|missing)", re.I),
+        "the dataset lacks a column the method needs: run `ci-runner check-data` and "
+        "set `dataset.columns`",
+    ),
+    (
+        re.compile(r"401|403|Unauthorized|Invalid (user )?token", re.I),
+        "authentication failed: check that HF_TOKEN is set and has write access",
+    ),
+)
+
+
+def diagnose(text: str | None) -> str | None:
+    if not text:
+        return None
+    for pattern, remedy in DIAGNOSES:
+        if pattern.search(text):
+            return remedy
+    return None
+
+
+def metrics_from_progress(progress: Progress, previous: TrainMetrics | None) -> TrainMetrics:
+    base = previous or TrainMetrics()
+    return base.model_copy(
+        update={
+            "step": progress.step if progress.step is not None else base.step,
+            "max_steps": progress.max_steps or base.max_steps,
+            "final_loss": progress.loss if progress.loss is not None else base.final_loss,
+            "min_loss": progress.min_loss if progress.loss_curve else base.min_loss,
+            "loss_curve": progress.loss_curve or base.loss_curve,
+        }
+    )
+
+
+def metrics_from_summary(summary: dict, previous: TrainMetrics | None) -> TrainMetrics:
+    curve = [(int(s), float(v)) for s, v in summary.get("loss_history") or []]
+    base = previous or TrainMetrics()
+    return TrainMetrics(
+        step=summary.get("steps", base.step),
+        max_steps=summary.get("max_steps", base.max_steps),
+        final_loss=summary.get("final_loss", base.final_loss),
+        min_loss=summary.get("min_loss", base.min_loss),
+        runtime_s=summary.get("runtime_s"),
+        train_tokens_per_s=summary.get("train_tokens_per_s"),
+        loss_curve=curve or base.loss_curve,
+    )
+
+
+def _failure_text(status: JobStatus, summary: dict | None) -> str:
+    if summary and summary.get("status") == "failed":
+        kind = summary.get("error_type") or "Error"
+        text = f"{kind}: {summary.get('error', '')}".strip()
+    else:
+        text = status.message or f"job exited with code {status.exit_code}"
+    remedy = diagnose(text)
+    return f"{text} — {remedy}" if remedy else text
+
+
+def apply_job_status(
+    run: Run, status: JobStatus, *, progress: Progress | None, summary: dict | None
+) -> Run:
+    """Fold one backend answer into the run's latest attempt and status."""
+    attempt = run.last_attempt
+    if attempt is None or attempt.job_id != status.job_id:
+        return run
+    metrics = run.metrics
+    if progress is not None and progress.step is not None:
+        metrics = metrics_from_progress(progress, metrics)
+    update: dict = {"metrics": metrics}
+    message = status.message
+    if status.state == JobState.COMPLETED:
+        if summary and summary.get("status") == "completed":
+            update |= {"status": RunStatus.COMPLETED, "error": None}
+            update["metrics"] = metrics_from_summary(summary, metrics)
+        else:
+            message = "job exited cleanly but printed no completion summary"
+            update |= {"status": RunStatus.FAILED, "error": message}
+    elif status.state == JobState.ERROR:
+        error = _failure_text(status, summary)
+        update |= {"status": RunStatus.FAILED, "error": error}
+        message = message or error
+    elif status.state == JobState.CANCELED:
+        update |= {"status": RunStatus.CANCELED, "error": None}
+    else:
+        update["status"] = RunStatus.RUNNING
+    new_attempt: Attempt = attempt.model_copy(
+        update={
+            "state": status.state,
+            "exit_code": status.exit_code,
+            "finished_at": status.finished_at,
+            "message": message,
+        }
+    )
+    update["attempts"] = [*run.attempts[:-1], new_attempt]
+    return run.model_copy(update=update)

@@ -1,0 +1,144 @@
+"""The ledger: everything ci-runner knows about one experiment, as data.
+
+The report is rendered from the ledger alone, so anything a reader should see
+(timestamps, links, metrics) is recorded here once and never recomputed.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+LEDGER_SCHEMA_VERSION = 1
+
+
+class JobState(str, Enum):
+    """A backend job's lifecycle, named as HF Jobs names it."""
+
+    SCHEDULING = "SCHEDULING"
+    RUNNING = "RUNNING"
+    COMPLETED = "COMPLETED"
+    ERROR = "ERROR"
+    CANCELED = "CANCELED"
+
+    @property
+    def terminal(self) -> bool:
+        return self in (JobState.COMPLETED, JobState.ERROR, JobState.CANCELED)
+
+
+class RunStatus(str, Enum):
+    QUEUED = "queued"  # recorded, job not yet confirmed by the backend
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELED = "canceled"
+
+    @property
+    def terminal(self) -> bool:
+        return self in (RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELED)
+
+    @property
+    def label(self) -> str:
+        return {
+            RunStatus.QUEUED: "Queued",
+            RunStatus.RUNNING: "In Progress",
+            RunStatus.COMPLETED: "Completed",
+            RunStatus.FAILED: "Failed",
+            RunStatus.CANCELED: "Canceled",
+        }[self]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Attempt(_Model):
+    """One submission of a run to a backend. Resumes add attempts."""
+
+    number: int
+    backend: str
+    job_id: str | None = None
+    job_url: str | None = None
+    submitted_at: str
+    finished_at: str | None = None
+    state: JobState = JobState.SCHEDULING
+    exit_code: int | None = None
+    message: str | None = None
+
+
+class TrainMetrics(_Model):
+    step: int | None = None
+    max_steps: int | None = None
+    final_loss: float | None = None
+    min_loss: float | None = None
+    runtime_s: float | None = None
+    train_tokens_per_s: float | None = None
+    loss_curve: list[tuple[int, float]] = []
+
+
+class Evaluation(_Model):
+    """A benchmark score for one model (base, final or a checkpoint)."""
+
+    benchmark: str
+    model: str
+    model_url: str | None = None
+    score: float | None = None
+    metric: str | None = None
+    job_url: str | None = None
+    status: RunStatus = RunStatus.QUEUED
+
+
+class Run(_Model):
+    run_id: str
+    title: str
+    method: str
+    spec_hash: str
+    created_at: str
+    status: RunStatus = RunStatus.QUEUED
+    backend: str
+    hardware: str
+    timeout: str | None = None
+    base_model: str
+    dataset: str
+    dataset_split: str
+    hyperparameters: dict[str, Any] = {}
+    lora: dict[str, Any] | None = None
+    output_dir: str
+    hub_model_id: str | None = None
+    tracking_project: str
+    tracking_run: str
+    tracking_url: str | None = None
+    attempts: list[Attempt] = []
+    metrics: TrainMetrics | None = None
+    evaluations: list[Evaluation] = []
+    error: str | None = None
+
+    @property
+    def active(self) -> bool:
+        return not self.status.terminal
+
+    @property
+    def last_attempt(self) -> Attempt | None:
+        return self.attempts[-1] if self.attempts else None
+
+
+class Ledger(_Model):
+    schema_version: int = LEDGER_SCHEMA_VERSION
+    experiment: str
+    spec_path: str
+    report_path: str
+    base_model: str
+    base_model_url: str | None = None
+    dataset: str
+    dataset_url: str | None = None
+    method: str
+    runs: list[Run] = []
+
+    def run(self, run_id: str) -> Run | None:
+        return next((r for r in self.runs if r.run_id == run_id), None)
+
+    @property
+    def active_runs(self) -> list[Run]:
+        return [r for r in self.runs if r.active]

@@ -1,0 +1,73 @@
+"""Where things live in a project checkout.
+
+Reports and ledgers are committed (``training_reports/``); job logs, checkpoints,
+the trackio store and built fixtures are local scratch (``.ci-runner/``).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+REPORTS_DIR = "training_reports"
+WORKSPACE_DIR = ".ci-runner"
+LEDGER_SUFFIX = ".ledger.json"
+
+
+def slug(ref: str) -> str:
+    """``Qwen/Qwen3-0.6B`` → ``qwen3-0.6b``; ``./data/chat.jsonl`` → ``chat``."""
+    name = ref.rstrip("/").rsplit("/", 1)[-1]
+    name = re.sub(r"\.(jsonl|json|parquet|csv|txt|arrow)$", "", name)
+    return re.sub(r"[^a-z0-9.]+", "-", name.lower()).strip("-.") or "model"
+
+
+def report_stem(base_model: str, dataset: str, method: str) -> str:
+    return f"{slug(base_model)}-{slug(dataset)}-{method}"
+
+
+@dataclass(frozen=True)
+class Project:
+    root: Path
+
+    @property
+    def reports_dir(self) -> Path:
+        return self.root / REPORTS_DIR
+
+    @property
+    def workspace(self) -> Path:
+        return self.root / WORKSPACE_DIR
+
+    @property
+    def jobs_dir(self) -> Path:
+        return self.workspace / "jobs"
+
+    @property
+    def runs_dir(self) -> Path:
+        return self.workspace / "runs"
+
+    @property
+    def trackio_dir(self) -> Path:
+        return self.workspace / "trackio"
+
+    @property
+    def job_scripts(self) -> Path:
+        return self.root / "job_scripts"
+
+    def ledger_path(self, stem: str) -> Path:
+        return self.reports_dir / f"{stem}{LEDGER_SUFFIX}"
+
+    def report_path(self, stem: str) -> Path:
+        return self.reports_dir / f"{stem}.md"
+
+    def plot_path(self, stem: str) -> Path:
+        return self.reports_dir / f"{stem}.loss.svg"
+
+    def ledger_paths(self) -> list[Path]:
+        return sorted(self.reports_dir.glob(f"*{LEDGER_SUFFIX}"))
+
+    def relative(self, path: Path) -> str:
+        try:
+            return str(path.resolve().relative_to(self.root.resolve()))
+        except ValueError:
+            return str(path)

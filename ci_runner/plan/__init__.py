@@ -1,0 +1,1 @@
+"""From a validated experiment to something a backend can run."""

@@ -1,0 +1,1 @@
+"""Ledger → markdown report and loss plot."""

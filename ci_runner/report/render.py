@@ -1,0 +1,347 @@
+"""Ledger → markdown training report.
+
+Rendering is a pure function of the ledger: no clock, no I/O, no randomness.
+``poll`` commits the report only when its bytes change, so the same ledger must
+always give the same text. Links are taken from the ledger as recorded, never
+rebuilt here, so the report cannot drift from what the backends returned.
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime, timezone
+from typing import Any
+
+from ci_runner.ledger.model import Attempt, Evaluation, Ledger, Run, RunStatus, TrainMetrics
+
+TBD = "TBD"
+EVAL_HEADER = ("Run Title", "Benchmark", "Score", "Evaluation Job Link", "Model Link")
+_METHOD_NAMES = {"sft": "SFT", "dpo": "DPO", "grpo": "GRPO"}
+
+
+def render_report(ledger: Ledger, *, plot_name: str | None) -> str:
+    """Render the whole report; ``plot_name`` is the loss SVG's path relative to the report."""
+    blocks = [_header(ledger)]
+    if plot_name and loss_series(ledger):
+        blocks.append(f"![Training loss]({plot_name})")
+    if not ledger.runs:
+        blocks.append("_No runs recorded yet._")
+    for run in ledger.runs:
+        blocks += ["---", _run_section(ledger, run)]
+    blocks += ["---", _experiment_evaluations(ledger)]
+    return "\n\n".join(blocks).rstrip("\n") + "\n"
+
+
+def loss_series(ledger: Ledger) -> list[tuple[str, list[tuple[int, float]]]]:
+    """The (title, curve) pairs the loss plot draws: only runs that logged a loss."""
+    return [(r.title, list(r.metrics.loss_curve)) for r in ledger.runs if _curve(r)]
+
+
+def _curve(run: Run) -> list[tuple[int, float]]:
+    return run.metrics.loss_curve if run.metrics else []
+
+
+# --- formatting primitives -------------------------------------------------
+
+
+def code(text: str) -> str:
+    """Inline code span that survives backticks inside ``text``."""
+    fence = "``" if "`" in text else "`"
+    pad = " " if fence == "``" else ""
+    return f"{fence}{pad}{text}{pad}{fence}"
+
+
+def cell(text: str) -> str:
+    """Make ``text`` safe inside a table cell: a pipe or newline would split the row."""
+    return text.replace("|", "\\|").replace("\r", " ").replace("\n", " ")
+
+
+def table(header: tuple[str, ...] | list[str], rows: list[list[str]]) -> str:
+    """A GitHub table; every cell is escaped so ledger values cannot break it."""
+    lines = [
+        "| " + " | ".join(header) + " |",
+        "|" + "|".join("-" * (len(h) + 2) for h in header) + "|",
+    ]
+    lines += ["| " + " | ".join(cell(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def utc_time(stamp: str | None) -> str:
+    """'YYYY-MM-DD HH:MM:SS UTC' for an ISO stamp; unparseable stamps are shown as recorded."""
+    if not stamp:
+        return TBD
+    try:
+        parsed = datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+    except ValueError:
+        return stamp
+    if parsed.tzinfo is not None:
+        parsed = parsed.astimezone(timezone.utc)
+    return parsed.strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def duration(seconds: float) -> str:
+    """Human runtime like '1m 23s' or '2h 5m 0s'; exact to the second is enough."""
+    total = max(0, int(round(seconds)))
+    hours, rest = divmod(total, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours}h {minutes}m {secs}s"
+    return f"{minutes}m {secs}s" if minutes else f"{secs}s"
+
+
+def value(v: Any) -> str:
+    """Readable hyperparameter value: lowercase bools, shortest float repr (5e-05)."""
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if v is None:
+        return "null"
+    if isinstance(v, float):
+        return repr(v) if math.isfinite(v) else str(v)
+    if isinstance(v, (list, tuple)):
+        return ", ".join(value(x) for x in v) if v else "[]"
+    if isinstance(v, dict):
+        return ", ".join(f"{k}={value(v[k])}" for k in sorted(v, key=str)) or "{}"
+    return str(v) if v != "" else '""'
+
+
+def link_or_path(target: str | None, label: str) -> str:
+    """A link for URLs; a local path in backticks (local backend); TBD when unknown."""
+    if not target:
+        return TBD
+    if target.startswith(("http://", "https://")):
+        return f"[{label}]({target})"
+    return code(target)
+
+
+def method_label(method: str) -> str:
+    """'sft' → 'SFT (TRL)': every method runs on TRL."""
+    return f"{_METHOD_NAMES.get(method.lower(), method.upper())} (TRL)"
+
+
+def run_title(run: Run) -> str:
+    """The run's identity as users know it: `title` - `created` - `status`."""
+    return f"{code(run.title)} - {code(utc_time(run.created_at))} - {code(run.status.label)}"
+
+
+def _score(ev: Evaluation) -> str:
+    if ev.score is not None:
+        return f"{ev.score:.3f}"
+    return ev.status.label if ev.status in (RunStatus.FAILED, RunStatus.CANCELED) else TBD
+
+
+def _benchmark(ev: Evaluation) -> str:
+    return f"{ev.benchmark} {ev.metric}" if ev.metric else ev.benchmark
+
+
+def _model_link(ev: Evaluation) -> str:
+    return f"[{ev.model}]({ev.model_url})" if ev.model_url else code(ev.model)
+
+
+# --- header ----------------------------------------------------------------
+
+
+def _header(ledger: Ledger) -> str:
+    """Base model and dataset first: the two things every run in the report shares."""
+    lines = [
+        "<!-- Generated by ci-runner from the experiment ledger. Do not edit by hand. -->",
+        "",
+        "# Base Model & Dataset",
+        "",
+        _named_link("Base Model", ledger.base_model, ledger.base_model_url),
+        _named_link("Dataset", ledger.dataset, ledger.dataset_url),
+        f"- Experiment: {code(ledger.experiment)}",
+        f"- Method: {method_label(ledger.method)}",
+        f"- Spec: {code(ledger.spec_path)}",
+    ]
+    return "\n".join(lines)
+
+
+def _named_link(label: str, name: str, url: str | None) -> str:
+    if url:
+        return f"- [{label}]({url}): {code(name)}"
+    return f"- {label}: {code(name)}"
+
+
+# --- one run ---------------------------------------------------------------
+
+
+def _run_section(ledger: Ledger, run: Run) -> str:
+    return "\n\n".join(
+        [
+            f"# {run_title(run)}",
+            "## Training Parameters\n\n" + table(("Parameter", "Value"), _parameters(run)),
+            "## Run Status\n\n" + _status(run),
+            "## Run Logs\n\n" + _logs(run),
+            "## Trackio Logs\n\n" + _trackio(run),
+            "## Run Evaluations\n\n" + _run_evaluations(ledger, run),
+        ]
+    )
+
+
+def _parameters(run: Run) -> list[list[str]]:
+    """Everything needed to reproduce the run, hyperparameters sorted for stable diffs."""
+    rows = [
+        ["Method", method_label(run.method)],
+        ["Model", code(run.base_model)],
+        ["Dataset", f"{code(run.dataset)} (split {code(run.dataset_split)})"],
+    ]
+    rows += [[code(str(k)), value(v)] for k, v in sorted(run.hyperparameters.items())]
+    rows += [
+        ["LoRA", _lora(run.lora)],
+        ["Backend", run.backend],
+        ["Hardware", run.hardware],
+        ["Timeout", run.timeout or "backend default"],
+        ["Hub Model", code(run.hub_model_id) if run.hub_model_id else "not pushed"],
+        ["Output Dir", code(run.output_dir)],
+        ["Trackio", f"project {code(run.tracking_project)}, run {code(run.tracking_run)}"],
+    ]
+    return rows
+
+
+def _lora(lora: dict[str, Any] | None) -> str:
+    """One line for the adapter: the four knobs people compare first, then any extras."""
+    if not lora:
+        return "off"
+    known = [("r", "r"), ("alpha", "alpha"), ("dropout", "dropout"), ("target_modules", "targets")]
+    parts = [f"{label}={_lora_value(lora[key])}" for key, label in known if key in lora]
+    keys = {k for k, _ in known}
+    parts += [f"{k}={_lora_value(v)}" for k, v in sorted(lora.items()) if k not in keys]
+    return ", ".join(parts)
+
+
+def _lora_value(v: Any) -> str:
+    """Lists in brackets, so a module list cannot be misread as further settings."""
+    return f"[{value(v)}]" if isinstance(v, (list, tuple)) else value(v)
+
+
+def _status(run: Run) -> str:
+    """Label first (what a reviewer scans for), then progress, then any error verbatim."""
+    label = f"**{run.status.label}**"
+    if run.status is RunStatus.QUEUED and not run.attempts:
+        label += " (waiting to be submitted)"
+    blocks = [label]
+    if run.metrics and (
+        details := _metric_lines(run.metrics, final=run.status is RunStatus.COMPLETED)
+    ):
+        blocks.append("\n".join(details))
+    if run.error:
+        blocks += ["**Error:**", _fenced(run.error)]
+    return "\n\n".join(blocks)
+
+
+def _metric_lines(m: TrainMetrics, *, final: bool) -> list[str]:
+    """Progress and loss; only a completed run has a final loss; otherwise it is the latest."""
+    lines = []
+    if m.step is not None:
+        lines.append(f"- Step: {m.step}" + (f" / {m.max_steps}" if m.max_steps else ""))
+    if m.final_loss is not None:
+        lines.append(f"- {'Final' if final else 'Latest'} loss: {m.final_loss:.4f}")
+    if m.min_loss is not None:
+        lines.append(f"- Min loss: {m.min_loss:.4f}")
+    if m.runtime_s is not None:
+        lines.append(f"- Runtime: {duration(m.runtime_s)}")
+    if m.train_tokens_per_s is not None:
+        lines.append(f"- Train tokens/s: {m.train_tokens_per_s:.1f}")
+    return lines
+
+
+def _fenced(text: str) -> str:
+    """A code block whose fence is longer than any backtick run in ``text``."""
+    ticks = 3
+    while "`" * ticks in text:
+        ticks += 1
+    return f"{'`' * ticks}text\n{text.rstrip()}\n{'`' * ticks}"
+
+
+def _logs(run: Run) -> str:
+    if not run.attempts:
+        return "Pending submission"
+    return "\n".join(_attempt_line(a) for a in run.attempts)
+
+
+def _attempt_line(a: Attempt) -> str:
+    """One line per submission, so resumes and their outcomes stay visible."""
+    job = _job_ref(a)
+    parts = [
+        f"- Attempt {a.number}",
+        code(a.state.value),
+        job,
+        f"submitted {utc_time(a.submitted_at)}",
+    ]
+    if a.finished_at:
+        parts.append(f"finished {utc_time(a.finished_at)}")
+    if a.exit_code not in (None, 0):
+        parts.append(f"exit code {a.exit_code}")
+    line = " · ".join(parts)
+    return line + (f" — {a.message}" if a.message else "")
+
+
+def _job_ref(a: Attempt) -> str:
+    label = f"Job {a.job_id}" if a.job_id else "Job"
+    if a.job_url:
+        return link_or_path(a.job_url, label)
+    return f"job {code(a.job_id)}" if a.job_id else "no job id yet"
+
+
+def _trackio(run: Run) -> str:
+    if run.tracking_url:
+        return f"[Trackio Logs]({run.tracking_url})"
+    where = f"Project {code(run.tracking_project)}, run {code(run.tracking_run)}."
+    return f"{where} View locally:\n\n```bash\ntrackio show --project {run.tracking_project}\n```"
+
+
+def _run_evaluations(ledger: Ledger, run: Run) -> str:
+    if not run.evaluations:
+        return "Pending" if run.active else "No evaluations configured"
+    header = ("Benchmark", "Model", "Score", "Δ vs base", "Evaluation Job Link")
+    rows = [
+        [
+            _benchmark(ev),
+            _model_link(ev),
+            _score(ev),
+            _delta(ledger, run, ev),
+            link_or_path(ev.job_url, "Logs"),
+        ]
+        for ev in run.evaluations
+    ]
+    return table(header, rows)
+
+
+def _delta(ledger: Ledger, run: Run, ev: Evaluation) -> str:
+    """Score minus the base model's score on the same benchmark; the base row is the baseline."""
+    if ev.model == ledger.base_model:
+        return "baseline"
+    base = _base_score(ledger, run, ev.benchmark)
+    if ev.score is None or base is None:
+        return TBD
+    diff = ev.score - base
+    return "±0.000" if abs(diff) < 0.0005 else f"{diff:+.3f}"
+
+
+def _base_score(ledger: Ledger, run: Run, benchmark: str) -> float | None:
+    """Prefer the run's own base evaluation, else any run's: the base is evaluated once."""
+    for candidate in [run, *ledger.runs]:
+        for ev in candidate.evaluations:
+            if ev.benchmark == benchmark and ev.model == ledger.base_model and ev.score is not None:
+                return ev.score
+    return None
+
+
+# --- experiment-wide table -------------------------------------------------
+
+
+def _experiment_evaluations(ledger: Ledger) -> str:
+    """Every score in one table, the view a PR reviewer reads first."""
+    rows = [row for run in ledger.runs for row in _eval_rows(run)]
+    return "# Experiment Evaluations\n\n" + table(EVAL_HEADER, rows)
+
+
+def _eval_rows(run: Run) -> list[list[str]]:
+    title = run_title(run)
+    if not run.evaluations:
+        model = code(run.hub_model_id) if run.hub_model_id else TBD
+        return [[title, TBD, TBD, TBD, model]]
+    return [
+        [title, _benchmark(ev), _score(ev), link_or_path(ev.job_url, "Logs"), _model_link(ev)]
+        for ev in run.evaluations
+    ]

@@ -1,0 +1,68 @@
+"""The resolved run config: the one JSON document a job script receives.
+
+Job scripts are self-contained (PEP 723) and never import ``ci_runner``, so this
+model is the contract between the runner and ``job_scripts/*.py``. Everything a
+script needs is resolved here (absolute paths, LoRA on/off, run name), which is
+why the scripts carry no experiment-specific constants.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict
+
+SCHEMA_VERSION = 1
+RUN_CONFIG_ENV = "CI_RUNNER_RUN_CONFIG"
+SUMMARY_PREFIX = "CI_RUNNER_SUMMARY "
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DatasetSource(_Frozen):
+    """Where the training data comes from and how to shape it.
+
+    ``columns`` maps the column TRL expects to the column the dataset has,
+    e.g. ``{"chosen": "good_response"}``.
+    """
+
+    path: str
+    config: str | None = None
+    split: str = "train"
+    eval_split: str | None = None
+    eval_fraction: float | None = None
+    columns: dict[str, str] = {}
+    max_samples: int | None = None
+
+
+class LoraSettings(_Frozen):
+    r: int = 16
+    alpha: int = 32
+    dropout: float = 0.05
+    target_modules: list[str] | str = "all-linear"
+
+
+class Tracking(_Frozen):
+    project: str
+    run_name: str
+    space_id: str | None = None
+
+
+class RunConfig(_Frozen):
+    schema_version: int = SCHEMA_VERSION
+    experiment: str
+    run_id: str
+    method: Literal["sft", "dpo", "grpo"]
+    base_model: str
+    dataset: DatasetSource
+    hyperparameters: dict[str, Any] = {}
+    lora: LoraSettings | None = None
+    rewards: list[str] = []
+    output_dir: str
+    hub_model_id: str | None = None
+    hub_private: bool = True
+    tracking: Tracking
+    seed: int = 42
+    resume_from_checkpoint: str | None = None

@@ -1,0 +1,347 @@
+"""The edges that tie the pure core to disk and backends: submit, poll, report.
+
+Every step records its intent in the ledger before acting and labels every job
+with its run id, so a crash anywhere is repaired by the next ``submit`` or
+``poll``: a job that started but was never recorded is found and adopted, never
+started twice.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ci_runner.backend.base import Backend, JobHandle, JobRequest, JobSummary
+from ci_runner.backend.local import LocalBackend, utc_now
+from ci_runner.errors import BackendError, NotReadyError
+from ci_runner.ledger.advance import apply_job_status
+from ci_runner.ledger.model import Attempt, Ledger, Run, RunStatus
+from ci_runner.ledger.store import load_ledger, save_ledger, write_atomic
+from ci_runner.paths import Project, report_stem
+from ci_runner.plan.model_size import count_local_parameters
+from ci_runner.plan.resolve import ResolvedRun, resolve_run, run_id_for
+from ci_runner.progress import parse_progress
+from ci_runner.report.plot import render_loss_svg
+from ci_runner.report.render import loss_series, render_report
+from ci_runner.spec.load import load_experiment
+from ci_runner.spec.model import Experiment, is_local_path
+
+HUB = "https://huggingface.co"
+TRAIN_SCRIPT = "train.py"
+
+
+def hub_url(ref: str, kind: str = "model") -> str | None:
+    if is_local_path(ref):
+        return None
+    return f"{HUB}/datasets/{ref}" if kind == "dataset" else f"{HUB}/{ref}"
+
+
+def format_timeout(seconds: int | None) -> str | None:
+    if seconds is None:
+        return None
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    parts = [
+        f"{hours}h" if hours else "",
+        f"{minutes}m" if minutes else "",
+        f"{secs}s" if secs else "",
+    ]
+    return "".join(parts)
+
+
+def run_labels(run: Run | ResolvedRun, experiment: str, attempt: int) -> dict[str, str]:
+    return {
+        "ci-runner.experiment": experiment,
+        "ci-runner.run": run.run_id,
+        "ci-runner.attempt": str(attempt),
+    }
+
+
+@dataclass(frozen=True)
+class SubmitOutcome:
+    run_id: str
+    job_id: str
+    job_url: str
+    created: bool  # False: the run already had a job, nothing was submitted
+    report: Path
+    lora_note: str
+
+
+@dataclass
+class PollOutcome:
+    runs: list[Run] = field(default_factory=list)  # the runs looked at, as they are now
+    changed: list[Path] = field(default_factory=list)  # files written
+
+
+class Runner:
+    def __init__(
+        self,
+        project: Project,
+        *,
+        backends: Mapping[str, Backend] | None = None,
+        now: Callable[[], str] = utc_now,
+    ) -> None:
+        self.project = project
+        self._backends = dict(backends or {})
+        self.now = now
+
+    # -- backends ---------------------------------------------------------------
+
+    def backend(self, name: str) -> Backend:
+        if name not in self._backends:
+            if name != "local":
+                raise BackendError(
+                    f"the {name!r} backend is not available yet; use `backend: local`"
+                )
+            env = {"TRACKIO_DIR": str(self.project.trackio_dir)}
+            self._backends[name] = LocalBackend(
+                self.project.jobs_dir, cwd=self.project.root, env=env
+            )
+        return self._backends[name]
+
+    # -- submit -----------------------------------------------------------------
+
+    def check_inputs(self, experiment: Experiment) -> None:
+        """Local model and data must exist before anything starts."""
+        for what, ref in (
+            ("base_model", experiment.base_model),
+            ("dataset.path", experiment.dataset.path),
+        ):
+            if is_local_path(ref) and not (self.project.root / ref).expanduser().exists():
+                hint = (
+                    "build the offline demo fixtures with `ci-runner fixtures`"
+                    if "fixtures" in ref
+                    else "fix the path (relative paths start at the project root)"
+                )
+                raise NotReadyError(f"{what}: {ref} does not exist; {hint}")
+        for reward in experiment.rewards:
+            if ":" in reward and not (self.project.root / reward.split(":")[0]).exists():
+                raise NotReadyError(f"rewards: {reward.split(':')[0]} does not exist")
+        if experiment.backend == "local" and not _has_training_stack():
+            raise NotReadyError(
+                "the local backend runs job_scripts/train.py with this Python, which lacks TRL; "
+                "install the train extra: pip install -e '.[train]'"
+            )
+
+    def _stem(self, experiment: Experiment) -> str:
+        """``<model>-<dataset>-<method>``, unless another experiment already owns it."""
+        stem = report_stem(experiment.base_model, experiment.dataset.path, experiment.method)
+        existing = load_ledger(self.project.ledger_path(stem))
+        if existing is not None and existing.experiment != experiment.name:
+            stem = f"{stem}-{experiment.name}"
+        return stem
+
+    def resolve(self, experiment: Experiment) -> ResolvedRun:
+        run_id = run_id_for(experiment)
+        output_dir = self.project.relative(self.project.runs_dir / run_id / "output")
+        params = None
+        if is_local_path(experiment.base_model):
+            params = count_local_parameters(self.project.root / experiment.base_model)
+        return resolve_run(experiment, output_dir=output_dir, param_count=params)
+
+    def submit(self, spec_path: Path) -> SubmitOutcome:
+        experiment = load_experiment(spec_path)
+        self.check_inputs(experiment)
+        backend = self.backend(experiment.backend)
+        stem = self._stem(experiment)
+        ledger_path = self.project.ledger_path(stem)
+        ledger = load_ledger(ledger_path) or self._new_ledger(experiment, spec_path, stem)
+        resolved = self.resolve(experiment)
+        run = ledger.run(resolved.run_id)
+        if run is not None and run.last_attempt and run.last_attempt.job_id:
+            attempt = run.last_attempt
+            return SubmitOutcome(
+                run.run_id,
+                attempt.job_id,
+                attempt.job_url or "",
+                False,
+                self.project.report_path(stem),
+                resolved.lora_note,
+            )
+        if run is None:
+            run = self._new_run(experiment, resolved, backend.name)
+            ledger = ledger.model_copy(update={"runs": [*ledger.runs, run]})
+            save_ledger(ledger_path, ledger)  # intent first: a crash after this is recoverable
+        handle = self._launch(backend, experiment, resolved, run)
+        run = _with_job(run, handle)
+        ledger = _replace_run(ledger, run)
+        save_ledger(ledger_path, ledger)
+        self.write_report(stem, ledger)
+        return SubmitOutcome(
+            run.run_id,
+            handle.job_id,
+            handle.url,
+            True,
+            self.project.report_path(stem),
+            resolved.lora_note,
+        )
+
+    def _launch(
+        self, backend: Backend, experiment: Experiment, resolved: ResolvedRun, run: Run
+    ) -> JobHandle:
+        attempt = run.last_attempt.number if run.last_attempt else 1
+        labels = run_labels(run, experiment.name, attempt)
+        existing = backend.find(labels)
+        if existing:
+            return existing[-1]  # started before a crash, never recorded: adopt it
+        request = JobRequest(
+            script=self.project.job_scripts / TRAIN_SCRIPT,
+            run_config=resolved.run_config,
+            labels=labels,
+            flavor=run.hardware,
+            timeout_s=experiment.timeout,
+        )
+        return backend.submit(request)
+
+    def _new_ledger(self, experiment: Experiment, spec_path: Path, stem: str) -> Ledger:
+        return Ledger(
+            experiment=experiment.name,
+            spec_path=self.project.relative(spec_path),
+            report_path=self.project.relative(self.project.report_path(stem)),
+            base_model=experiment.base_model,
+            base_model_url=hub_url(experiment.base_model),
+            dataset=experiment.dataset.path,
+            dataset_url=hub_url(experiment.dataset.path, "dataset"),
+            method=experiment.method,
+        )
+
+    def _new_run(self, experiment: Experiment, resolved: ResolvedRun, backend: str) -> Run:
+        config = resolved.run_config
+        split = experiment.dataset.split
+        if experiment.dataset.max_samples:
+            split += f"[:{experiment.dataset.max_samples}]"
+        return Run(
+            run_id=resolved.run_id,
+            title=resolved.run_id,
+            method=experiment.method,
+            spec_hash=experiment.spec_hash,
+            created_at=self.now(),
+            backend=backend,
+            hardware="local" if backend == "local" else experiment.hardware,
+            timeout=format_timeout(experiment.timeout),
+            base_model=experiment.base_model,
+            dataset=experiment.dataset.path,
+            dataset_split=split,
+            hyperparameters=dict(sorted(config.hyperparameters.items())),
+            lora=config.lora.model_dump() if config.lora else None,
+            output_dir=config.output_dir,
+            hub_model_id=config.hub_model_id,
+            tracking_project=config.tracking.project,
+            tracking_run=config.tracking.run_name,
+            attempts=[Attempt(number=1, backend=backend, submitted_at=self.now())],
+        )
+
+    # -- poll -------------------------------------------------------------------
+
+    def poll(self) -> PollOutcome:
+        outcome = PollOutcome()
+        for ledger_path in self.project.ledger_paths():
+            ledger = load_ledger(ledger_path)
+            if ledger is None or not ledger.active_runs:
+                continue
+            ledger = self._advance(ledger)
+            outcome.runs.extend(r for r in ledger.runs)
+            stem = ledger_path.name.removesuffix(".ledger.json")
+            if save_ledger(ledger_path, ledger):
+                outcome.changed.append(ledger_path)
+            outcome.changed.extend(self.write_report(stem, ledger))
+        return outcome
+
+    def _advance(self, ledger: Ledger) -> Ledger:
+        for run in ledger.active_runs:
+            if run.last_attempt is None or run.last_attempt.job_id is None:
+                run = self._recover_unsubmitted(ledger, run)
+                ledger = _replace_run(ledger, run)
+        by_backend: dict[str, list[Run]] = {}
+        for run in ledger.active_runs:
+            if run.last_attempt and run.last_attempt.job_id:
+                by_backend.setdefault(run.backend, []).append(run)
+        for name, runs in by_backend.items():
+            backend = self.backend(name)
+            statuses = backend.statuses([r.last_attempt.job_id for r in runs])
+            for run in runs:
+                status = statuses[run.last_attempt.job_id]
+                lines = backend.logs(status.job_id)
+                summary = JobSummary.from_logs(lines) if status.state.terminal else None
+                ledger = _replace_run(
+                    ledger,
+                    apply_job_status(
+                        run,
+                        status,
+                        progress=parse_progress(lines),
+                        summary=summary and summary.data,
+                    ),
+                )
+        return ledger
+
+    def _recover_unsubmitted(self, ledger: Ledger, run: Run) -> Run:
+        """A crash between recording a run and submitting it: adopt or resubmit."""
+        spec_path = self.project.root / ledger.spec_path
+        try:
+            experiment = load_experiment(spec_path)
+        except Exception:  # noqa: BLE001 - any failure here means we cannot rebuild it
+            experiment = None
+        if experiment is None or run_id_for(experiment) != run.run_id:
+            return run.model_copy(
+                update={
+                    "status": RunStatus.FAILED,
+                    "error": f"submission was interrupted and {ledger.spec_path} has changed "
+                    "since; submit the file again",
+                }
+            )
+        handle = self._launch(self.backend(run.backend), experiment, self.resolve(experiment), run)
+        return _with_job(run, handle)
+
+    # -- report -----------------------------------------------------------------
+
+    def write_report(self, stem: str, ledger: Ledger) -> list[Path]:
+        """Render report (+ plot) from the ledger; write only what changed."""
+        curves = loss_series(ledger)
+        plot = self.project.plot_path(stem)
+        markdown = render_report(ledger, plot_name=plot.name if curves else None)
+        changed = []
+        if write_atomic(self.project.report_path(stem), markdown):
+            changed.append(self.project.report_path(stem))
+        if curves and write_atomic(plot, render_loss_svg(curves)):
+            changed.append(plot)
+        return changed
+
+    def report(self) -> list[Path]:
+        changed: list[Path] = []
+        for ledger_path in self.project.ledger_paths():
+            ledger = load_ledger(ledger_path)
+            if ledger is not None:
+                changed += self.write_report(ledger_path.name.removesuffix(".ledger.json"), ledger)
+        return changed
+
+    def ledgers(self) -> list[Ledger]:
+        return [led for p in self.project.ledger_paths() if (led := load_ledger(p)) is not None]
+
+    def find_run(self, run_id: str) -> tuple[Ledger, Run]:
+        for ledger in self.ledgers():
+            for run in ledger.runs:
+                if (
+                    run.run_id == run_id
+                    or run.run_id.startswith(run_id)
+                    or ledger.experiment == run_id
+                ):
+                    return ledger, run
+        raise NotReadyError(f"no run or experiment named {run_id!r}; see `ci-runner status`")
+
+
+def _with_job(run: Run, handle: JobHandle) -> Run:
+    attempt = run.last_attempt.model_copy(update={"job_id": handle.job_id, "job_url": handle.url})
+    return run.model_copy(update={"attempts": [*run.attempts[:-1], attempt]})
+
+
+def _replace_run(ledger: Ledger, run: Run) -> Ledger:
+    return ledger.model_copy(
+        update={"runs": [run if r.run_id == run.run_id else r for r in ledger.runs]}
+    )
+
+
+def _has_training_stack() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("trl") is not None

@@ -1,0 +1,1 @@
+"""Experiment files: schema, loading with line numbers, and errors."""

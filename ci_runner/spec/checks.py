@@ -1,0 +1,174 @@
+"""Rules that span fields, and hyperparameters checked against TRL's own configs.
+
+Pure functions: they take parsed values and return ``Finding``s with a field path,
+so the loader can point at the exact line.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import re
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+FIELDS_FILE = Path(__file__).with_name("trl_fields.json")
+FLOAT_RE = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
+
+# Set by ci-runner from other parts of the experiment file.
+RESERVED = {
+    "output_dir": "ci-runner picks the output directory per run",
+    "report_to": "metrics always go to trackio; configure `tracking:`",
+    "project": "set `tracking.project` instead",
+    "trackio_space_id": "set `tracking.space` instead",
+    "run_name": "ci-runner names each run after the experiment",
+    "push_to_hub": "set `output.hub_model_id` to push",
+    "hub_model_id": "set `output.hub_model_id` instead",
+    "hub_private_repo": "set `output.private` instead",
+    "hub_token": "never put tokens in experiment files; ci-runner passes HF_TOKEN as a secret",
+    "seed": "set the top-level `seed:` instead",
+    "resume_from_checkpoint": "ci-runner resumes runs itself",
+}
+
+# Names users carry over from older TRL releases or from TRL's example scripts.
+RENAMED = {
+    "max_seq_length": ("max_length", "renamed in TRL 0.20"),
+    "evaluation_strategy": ("eval_strategy", "renamed in transformers 4.46"),
+    "warmup_ratio": ("warmup_steps", "transformers 5 reads a value below 1 as a ratio"),
+    "max_prompt_length": ("max_length", "TRL 1.x truncates prompt and completion together"),
+    "lora_r": (None, "LoRA is configured under `lora: {r: ...}`"),
+    "lora_alpha": (None, "LoRA is configured under `lora: {alpha: ...}`"),
+    "lora_dropout": (None, "LoRA is configured under `lora: {dropout: ...}`"),
+    "lora_target_modules": (None, "LoRA is configured under `lora: {target_modules: ...}`"),
+    "use_peft": (None, "LoRA is configured under `lora:` (auto, off or settings)"),
+}
+
+
+@dataclass(frozen=True)
+class Finding:
+    path: tuple[str | int, ...]
+    message: str
+    hint: str | None = None
+    at_key: bool = False  # point at the key's line rather than its value's
+
+
+@cache
+def trl_fields() -> dict:
+    return json.loads(FIELDS_FILE.read_text())
+
+
+def suggest(word: str, options: list[str] | tuple[str, ...] | set[str]) -> str | None:
+    matches = difflib.get_close_matches(word, sorted(options), n=1, cutoff=0.6)
+    return matches[0] if matches else None
+
+
+def did_you_mean(word: str, options) -> str | None:
+    match = suggest(word, options)
+    return f"did you mean {match!r}?" if match else None
+
+
+def _kind(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "bool"
+    for py, kind in ((int, "int"), (float, "float"), (str, "str"), (list, "list"), (dict, "dict")):
+        if isinstance(value, py):
+            return kind
+    return "any"
+
+
+def _coerce(value: Any, kinds: list[str]) -> tuple[Any, bool]:
+    """Accept a value of a listed kind; rescue YAML's ``2e-4``, which it reads as a string."""
+    if "any" in kinds:
+        return value, True
+    kind = _kind(value)
+    if kind in kinds or (kind == "int" and "float" in kinds):
+        return value, True
+    if kind == "str" and "float" in kinds and FLOAT_RE.match(value):
+        return float(value), True
+    return value, False
+
+
+def check_hyperparameters(
+    method: str, params: dict[str, Any]
+) -> tuple[dict[str, Any], list[Finding]]:
+    """Validate names, types and enum values; return the coerced params and findings."""
+    spec = trl_fields()["methods"][method]
+    fields: dict[str, dict] = spec["fields"]
+    config = spec["config_class"]
+    coerced: dict[str, Any] = {}
+    findings: list[Finding] = []
+    for name, value in params.items():
+        path = ("hyperparameters", name)
+        if name in RESERVED:
+            findings.append(Finding(path, "is set by ci-runner", RESERVED[name], at_key=True))
+            continue
+        if name not in fields:
+            renamed = RENAMED.get(name)
+            if renamed and (renamed[0] is None or renamed[0] in fields):
+                new, why = renamed
+                hint = f"use {new!r} ({why})" if new else why
+            else:
+                hint = did_you_mean(name, fields) or f"see the fields of trl.{config}"
+            findings.append(Finding(path, f"unknown {config} field", hint, at_key=True))
+            continue
+        field = fields[name]
+        value, ok = _coerce(value, field["kinds"])
+        if not ok:
+            expected = " or ".join(k for k in field["kinds"] if k != "null")
+            findings.append(Finding(path, f"expected {expected}, got {_kind(value)} {value!r}"))
+            continue
+        choices = field.get("choices")
+        if choices and isinstance(value, str) and value not in choices:
+            hint = did_you_mean(value, choices) or f"one of: {', '.join(choices)}"
+            findings.append(Finding(path, f"{value!r} is not a valid {name}", hint))
+            continue
+        coerced[name] = value
+    return coerced, findings
+
+
+def check_cross_fields(data: Any) -> list[Finding]:
+    """Rules no single field can check; ``data`` is a validated ``Experiment``."""
+    findings: list[Finding] = []
+    if data.method == "grpo" and not data.rewards:
+        findings.append(
+            Finding(
+                ("method",), "GRPO needs at least one reward", "add `rewards: [accuracy, format]`"
+            )
+        )
+    if data.method != "grpo" and data.rewards:
+        findings.append(
+            Finding(
+                ("rewards",),
+                f"rewards only apply to GRPO, not {data.method.upper()}",
+                "remove `rewards:` or set `method: grpo`",
+                at_key=True,
+            )
+        )
+    if data.dataset.eval_split and data.dataset.eval_fraction:
+        findings.append(
+            Finding(
+                ("dataset", "eval_fraction"),
+                "set either eval_split or eval_fraction, not both",
+                "keep eval_split to use a held-out split, or eval_fraction to carve one out",
+                at_key=True,
+            )
+        )
+    hp = data.hyperparameters
+    if data.method == "grpo":
+        # GRPOConfig's defaults for both are 8.
+        batch = hp.get("per_device_train_batch_size", 8)
+        gens = hp.get("num_generations", 8)
+        if isinstance(batch, int) and isinstance(gens, int) and gens > 0 and batch % gens:
+            findings.append(
+                Finding(
+                    ("hyperparameters", "num_generations"),
+                    f"per_device_train_batch_size ({batch}) must be divisible by "
+                    f"num_generations ({gens})",
+                    f"e.g. per_device_train_batch_size: {gens}",
+                )
+            )
+    return findings

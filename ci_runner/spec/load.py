@@ -1,0 +1,231 @@
+"""Read an experiment file into an ``Experiment``, or fail pointing at the line.
+
+YAML is composed once into nodes to learn where every key and value sits, then
+validated by pydantic; each error is mapped back to ``file:line: field``.
+All problems are reported together, so one edit fixes them all.
+"""
+
+from __future__ import annotations
+
+import re
+import typing
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from ci_runner.errors import SpecError, SpecIssue
+from ci_runner.plan.flavors import FLAVORS_BY_NAME
+from ci_runner.spec.checks import Finding, check_cross_fields, check_hyperparameters, did_you_mean
+from ci_runner.spec.model import Experiment
+
+Path_ = tuple[str | int, ...]
+
+
+class _Lines:
+    """Line numbers (1-based) of keys and values, by field path."""
+
+    def __init__(self) -> None:
+        self.key: dict[Path_, int] = {}
+        self.value: dict[Path_, int] = {}
+        self.duplicates: list[tuple[Path_, int]] = []
+
+    def walk(self, node: yaml.Node, path: Path_ = ()) -> None:
+        self.value[path] = node.start_mark.line + 1
+        if isinstance(node, yaml.MappingNode):
+            seen: set[str] = set()
+            for key_node, value_node in node.value:
+                key = key_node.value
+                child = (*path, key)
+                if key in seen:
+                    self.duplicates.append((child, key_node.start_mark.line + 1))
+                seen.add(key)
+                self.key[child] = key_node.start_mark.line + 1
+                self.walk(value_node, child)
+        elif isinstance(node, yaml.SequenceNode):
+            for index, item in enumerate(node.value):
+                self.key[(*path, index)] = item.start_mark.line + 1
+                self.walk(item, (*path, index))
+
+    def line(self, path: Path_, *, at_key: bool = False) -> int | None:
+        """The closest known line for ``path``, walking up to a parent if needed."""
+        for end in range(len(path), -1, -1):
+            prefix = path[:end]
+            table = self.key if at_key and end == len(path) else self.value
+            if prefix in table:
+                return table[prefix]
+            if prefix in self.key:
+                return self.key[prefix]
+        return None
+
+
+def _dotted(path: Path_) -> str:
+    out = ""
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def _is_union_tag(part: Any) -> bool:
+    """pydantic names union members in ``loc`` (``LoraSpec``, ``literal[...]``)."""
+    return isinstance(part, str) and not re.fullmatch(r"[a-z_][a-z0-9_]*", part)
+
+
+def _data_path(loc: tuple, data: Any) -> Path_:
+    """Map a pydantic ``loc`` onto the data's own keys."""
+    path: list[str | int] = []
+    node = data
+    for part in loc:
+        if _is_union_tag(part):
+            continue
+        path.append(part)
+        if (
+            isinstance(node, dict)
+            and part in node
+            or isinstance(node, list)
+            and isinstance(part, int)
+            and part < len(node)
+        ):
+            node = node[part]
+        else:
+            break  # a missing or unknown key: name it, go no deeper
+    return tuple(path)
+
+
+def _allowed_keys(model: type[BaseModel], path: Path_) -> list[str]:
+    """The field names valid at ``path``, for did-you-mean on unknown keys."""
+    current: Any = model
+    for part in path:
+        if not (isinstance(current, type) and issubclass(current, BaseModel)):
+            return []
+        field = current.model_fields.get(part)
+        if field is None:
+            return []
+        current = next(
+            (
+                arg
+                for arg in (field.annotation, *typing.get_args(field.annotation))
+                if isinstance(arg, type) and issubclass(arg, BaseModel)
+            ),
+            None,
+        )
+    if isinstance(current, type) and issubclass(current, BaseModel):
+        return list(current.model_fields)
+    return []
+
+
+def _literal_choices(model: type[BaseModel], field: str) -> list[str]:
+    info = model.model_fields.get(field)
+    if info is None:
+        return []
+    choices: list[str] = []
+    for arg in (info.annotation, *typing.get_args(info.annotation)):
+        if typing.get_origin(arg) is typing.Literal:
+            choices.extend(str(a) for a in typing.get_args(arg))
+    return choices
+
+
+def _hint_for(error: dict, path: Path_, data: Any) -> str | None:
+    kind = error["type"]
+    if kind == "extra_forbidden":
+        return did_you_mean(str(path[-1]), _allowed_keys(Experiment, path[:-1])) or (
+            f"allowed here: {', '.join(_allowed_keys(Experiment, path[:-1]))}"
+        )
+    if kind == "missing":
+        return f"add `{path[-1]}:` to the file"
+    if path == ("lora",):
+        return "use auto, off, or settings such as `lora: {r: 16, alpha: 32}`"
+    if kind == "literal_error" and len(path) == 1:
+        value = data.get(path[0]) if isinstance(data, dict) else None
+        choices = _literal_choices(Experiment, str(path[0]))
+        return did_you_mean(str(value), choices) or f"one of: {', '.join(choices)}"
+    if path == ("hardware",):
+        return did_you_mean(str(data.get("hardware")), FLAVORS_BY_NAME) or (
+            "use `auto` or a flavor from `ci-runner plan --list-hardware`"
+        )
+    return None
+
+
+def _message_for(error: dict) -> str:
+    kind = error["type"]
+    if kind == "extra_forbidden":
+        return "unknown field"
+    if kind == "missing":
+        return "required field is missing"
+    message = error["msg"]
+    return message.removeprefix("Value error, ")
+
+
+def _issues_from_validation(
+    exc: ValidationError, data: Any, lines: _Lines, file: str
+) -> list[SpecIssue]:
+    located: dict[Path_, dict] = {}
+    for error in exc.errors():
+        located.setdefault(_data_path(error["loc"], data), error)
+    # A union reports every member; keep the error that went deepest into the data.
+    paths = [p for p in located if not any(q[: len(p)] == p and q != p for q in located)]
+    issues = []
+    for path in paths:
+        error = located[path]
+        line = lines.line(path, at_key=error["type"] == "extra_forbidden")
+        hint = _hint_for(error, path, data)
+        issues.append(SpecIssue(file, line, _dotted(path), _message_for(error), hint))
+    return issues
+
+
+def _issue(finding: Finding, lines: _Lines, file: str) -> SpecIssue:
+    line = lines.line(finding.path, at_key=finding.at_key)
+    return SpecIssue(file, line, _dotted(finding.path), finding.message, finding.hint)
+
+
+def parse_experiment(text: str, file: str) -> Experiment:
+    """Pure core of loading: text in, ``Experiment`` out, or ``SpecError``."""
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = mark.line + 1 if mark else None
+        problem = f"{exc.problem} {exc.context or ''}".strip()
+        raise SpecError(
+            [SpecIssue(file, line, "", f"invalid YAML: {problem}", "check indentation and quoting")]
+        ) from None
+    if not isinstance(data, dict):
+        raise SpecError(
+            [
+                SpecIssue(
+                    file, 1, "", "expected a mapping of fields", "start with `name: my-experiment`"
+                )
+            ]
+        )
+    lines = _Lines()
+    lines.walk(root)
+    issues = [
+        SpecIssue(
+            file, line, _dotted(path), "duplicate key", "YAML keeps only the last one; remove one"
+        )
+        for path, line in lines.duplicates
+    ]
+    try:
+        experiment = Experiment.model_validate(data)
+    except ValidationError as exc:
+        issues += _issues_from_validation(exc, data, lines, file)
+        raise SpecError(sorted(issues, key=lambda i: i.line or 0)) from None
+    hyperparameters, findings = check_hyperparameters(experiment.method, experiment.hyperparameters)
+    findings += check_cross_fields(experiment)
+    issues += [_issue(f, lines, file) for f in findings]
+    if issues:
+        raise SpecError(sorted(issues, key=lambda i: i.line or 0))
+    return experiment.model_copy(update={"hyperparameters": hyperparameters})
+
+
+def load_experiment(path: str | Path) -> Experiment:
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise SpecError([SpecIssue(str(path), None, "", "file not found")]) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SpecError([SpecIssue(str(path), None, "", f"cannot read: {exc}")]) from None
+    return parse_experiment(text, str(path))

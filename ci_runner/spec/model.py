@@ -1,0 +1,172 @@
+"""The experiment file's schema (shape only; cross-field rules live in ``checks``).
+
+Shorthands users reach for are accepted and normalised here (``dataset: org/name``,
+``lora: off`` — which YAML reads as ``False`` —, ``timeout: 2h``), so the rest of
+the code sees one shape.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
+
+from ci_runner.plan.flavors import FLAVORS_BY_NAME
+
+Method = Literal["sft", "dpo", "grpo"]
+BUILTIN_REWARDS = ("accuracy", "format")
+
+NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
+HUB_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?$")
+DURATION_RE = re.compile(r"^(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
+REWARD_FN_RE = re.compile(r"^[^:]+\.py:[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def is_local_path(ref: str) -> bool:
+    """Local paths are spelled explicitly, so ``org/name`` is always a Hub id."""
+    return ref.startswith(("./", "../", "/", "~")) or ref in (".", "..")
+
+
+def _reward_ref(reward: str) -> str:
+    if reward not in BUILTIN_REWARDS and not REWARD_FN_RE.match(reward):
+        raise ValueError(
+            f"unknown reward {reward!r}: use a built-in "
+            f"({', '.join(BUILTIN_REWARDS)}) or path/to/module.py:function"
+        )
+    return reward
+
+
+RewardRef = Annotated[str, AfterValidator(_reward_ref)]
+
+
+def parse_duration(value: str | int) -> int:
+    """``90m``, ``2h``, ``1h30m``, ``45s`` or plain seconds → seconds."""
+    if isinstance(value, bool):
+        raise ValueError("expected a duration such as 90m or 2h")
+    if isinstance(value, int):
+        seconds = value
+    else:
+        match = DURATION_RE.match(value.strip())
+        if not value.strip() or not match:
+            raise ValueError(f"{value!r} is not a duration; write e.g. 90m, 2h or 1h30m")
+        d, h, m, s = (int(g or 0) for g in match.groups())
+        seconds = ((d * 24 + h) * 60 + m) * 60 + s
+    if seconds <= 0:
+        raise ValueError("must be longer than zero")
+    return seconds
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DatasetSpec(_Strict):
+    path: str = Field(min_length=1)
+    config: str | None = None
+    split: str = "train"
+    eval_split: str | None = None
+    eval_fraction: float | None = Field(default=None, gt=0, lt=1)
+    columns: dict[str, str] = {}
+    max_samples: int | None = Field(default=None, gt=0)
+
+
+class LoraSpec(_Strict):
+    r: int = Field(default=16, gt=0)
+    alpha: int = Field(default=32, gt=0)
+    dropout: float = Field(default=0.05, ge=0, lt=1)
+    target_modules: list[str] | str = "all-linear"
+
+
+class OutputSpec(_Strict):
+    hub_model_id: str | None = None
+    private: bool = True
+
+    @field_validator("hub_model_id")
+    @classmethod
+    def _hub_id(cls, value: str | None) -> str | None:
+        if value is not None and (not HUB_ID_RE.match(value) or "/" not in value):
+            raise ValueError(f"{value!r} is not a Hub repo id; write it as <user-or-org>/<name>")
+        return value
+
+
+class TrackingSpec(_Strict):
+    project: str | None = None
+    space: str | None = None
+
+
+class BudgetSpec(_Strict):
+    max_cost_usd: float = Field(gt=0)
+
+
+class Experiment(_Strict):
+    name: str
+    description: str | None = None
+    base_model: str = Field(min_length=1)
+    method: Method
+    dataset: DatasetSpec
+    hyperparameters: dict[str, Any] = {}
+    lora: Literal["auto", "off"] | LoraSpec = "auto"
+    rewards: list[RewardRef] = []
+    hardware: str = "auto"
+    timeout: int | None = None
+    output: OutputSpec = OutputSpec()
+    tracking: TrackingSpec = TrackingSpec()
+    backend: Literal["local", "hf-jobs"] = "local"
+    budget: BudgetSpec | None = None
+    seed: int = 42
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not NAME_RE.match(value):
+            raise ValueError(
+                f"{value!r} is not a valid name: use 1-64 lowercase letters, digits, '.', '_' "
+                "or '-', starting with a letter or digit"
+            )
+        return value
+
+    @field_validator("base_model")
+    @classmethod
+    def _model_ref(cls, value: str) -> str:
+        if not is_local_path(value) and not HUB_ID_RE.match(value):
+            raise ValueError(
+                f"{value!r} is neither a Hub id (org/name) nor a local path "
+                "(local paths start with ./, ../, / or ~)"
+            )
+        return value
+
+    @field_validator("dataset", mode="before")
+    @classmethod
+    def _dataset_shorthand(cls, value: Any) -> Any:
+        return {"path": value} if isinstance(value, str) else value
+
+    @field_validator("lora", mode="before")
+    @classmethod
+    def _lora_shorthand(cls, value: Any) -> Any:
+        # YAML 1.1 reads `off`/`no` as False and `on`/`yes` as True.
+        if value is False:
+            return "off"
+        if value is True:
+            return {}
+        return value
+
+    @field_validator("timeout", mode="before")
+    @classmethod
+    def _timeout(cls, value: Any) -> Any:
+        return None if value is None else parse_duration(value)
+
+    @field_validator("hardware")
+    @classmethod
+    def _hardware(cls, value: str) -> str:
+        if value != "auto" and value not in FLAVORS_BY_NAME:
+            raise ValueError(f"unknown hardware flavor {value!r}")
+        return value
+
+    @property
+    def spec_hash(self) -> str:
+        """Stable over comments and key order: it identifies what would be trained."""
+        canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True)
+        return hashlib.sha256(canonical.encode()).hexdigest()[:12]

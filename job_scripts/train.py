@@ -1,0 +1,571 @@
+# /// script
+# requires-python = ">=3.10"
+# dependencies = [
+#     "torch==2.13.0",
+#     "transformers==5.23.0",
+#     "trl==1.16.0",
+#     "peft==0.21.2",
+#     "datasets==5.2.0",
+#     "accelerate==1.15.0",
+#     "trackio==0.43.0",
+#     "huggingface_hub==2.4.0",
+#     "sentencepiece>=0.2",
+# ]
+# ///
+"""Train one run: SFT, DPO or GRPO with TRL, optional LoRA, trackio logging.
+
+Runs inside a job (HF Jobs or the local backend) and knows nothing about
+experiments: everything comes from one resolved run config (JSON, the contract
+in ``ci_runner/runconfig.py``), given as
+
+    python train.py --config run.json        # a path, or inline JSON
+    CI_RUNNER_RUN_CONFIG=run.json python train.py
+
+It prints a short banner and one line per logging step, and always ends with a
+single ``CI_RUNNER_SUMMARY {json}`` line (also written to
+``<output_dir>/ci_runner_summary.json``) that the runner parses. On failure the
+summary has ``status: "failed"`` and the exit code is non-zero.
+
+Modelled on ``trl/scripts/sft.py``; deliberately short and config-driven.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import difflib
+import importlib.util
+import json
+import math
+import os
+import re
+import sys
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+RUN_CONFIG_ENV = "CI_RUNNER_RUN_CONFIG"
+SUMMARY_PREFIX = "CI_RUNNER_SUMMARY "  # must match ci_runner.runconfig.SUMMARY_PREFIX
+SUMMARY_FILENAME = "ci_runner_summary.json"
+SCHEMA_VERSION = 1
+
+FILE_BUILDERS = {".jsonl": "json", ".json": "json", ".parquet": "parquet", ".csv": "csv"}
+# Column sets TRL accepts per method; the dataset must contain one of them.
+REQUIRED_COLUMNS = {
+    "sft": [("messages",), ("text",), ("prompt", "completion")],
+    "dpo": [("chosen", "rejected")],
+    "grpo": [("prompt",)],
+}
+# Keys worth a place on the one-line progress report, in this order.
+PROGRESS_KEYS = (
+    "loss",
+    "eval_loss",
+    "reward",
+    "mean_token_accuracy",
+    "rewards/chosen",
+    "rewards/accuracies",
+    "grad_norm",
+    "learning_rate",
+    "num_tokens",
+    "epoch",
+    "train_loss",
+)
+
+
+class ConfigError(ValueError):
+    """A problem with the run config or the data, as opposed to a crash in training."""
+
+
+# --- run config -------------------------------------------------------------
+
+
+def load_run_config(argv: list[str] | None = None) -> dict[str, Any]:
+    """Read the run config from ``--config`` or the env var (a path or inline JSON)."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--config", help=f"run config: JSON path or inline JSON (${RUN_CONFIG_ENV})"
+    )
+    args = parser.parse_args(argv)
+    source = args.config or os.environ.get(RUN_CONFIG_ENV)
+    if not source:
+        raise ConfigError(f"no run config: pass --config run.json or set {RUN_CONFIG_ENV}")
+    text = source if source.lstrip().startswith("{") else Path(source).read_text(encoding="utf-8")
+    config = json.loads(text)
+    version = config.get("schema_version", SCHEMA_VERSION)
+    if version != SCHEMA_VERSION:
+        raise ConfigError(f"run config schema_version {version} is not {SCHEMA_VERSION}")
+    if config.get("method") not in REQUIRED_COLUMNS:
+        raise ConfigError(
+            f"method must be one of {sorted(REQUIRED_COLUMNS)}, not {config.get('method')!r}"
+        )
+    return config
+
+
+# --- data -------------------------------------------------------------------
+
+
+def load_split(source: dict[str, Any], split: str):
+    """One split from a local file, a local folder (saved or raw files) or a Hub dataset."""
+    from datasets import Dataset, load_dataset, load_from_disk
+
+    path, name = source["path"], source.get("config")
+    local = Path(path)
+    if local.is_file():
+        builder = FILE_BUILDERS.get(local.suffix.lower())
+        if builder is None:
+            raise ConfigError(f"{path}: unsupported file type, use one of {sorted(FILE_BUILDERS)}")
+        if split != "train":
+            raise ConfigError(
+                f"{path} is a single file: it only has a 'train' split, not {split!r}"
+            )
+        return load_dataset(builder, data_files=str(local), split="train")
+    if local.is_dir() and any((local / f).exists() for f in ("dataset_dict.json", "state.json")):
+        saved = load_from_disk(str(local))  # written by save_to_disk
+        if isinstance(saved, Dataset):
+            if split != "train":
+                raise ConfigError(f"{path} holds a single split: use 'train', not {split!r}")
+            return saved
+        if split not in saved:
+            raise ConfigError(f"{path} has no split {split!r} (has {sorted(saved)})")
+        return saved[split]
+    # A folder of data files or a Hub id: the datasets library works out the rest.
+    return load_dataset(path, name, split=split)
+
+
+def rename_columns(dataset, columns: dict[str, str]):
+    """Apply ``{trl_column: source_column}`` so TRL finds the names it expects."""
+    columns = {trl: src for trl, src in columns.items() if trl != src}
+    missing = sorted(src for src in columns.values() if src not in dataset.column_names)
+    if missing:
+        raise ConfigError(
+            f"dataset.columns refers to missing column(s) {missing}; "
+            f"the dataset has {dataset.column_names}"
+        )
+    # A TRL-named column that the mapping replaces would collide with the rename.
+    sources = set(columns.values())
+    shadowed = [trl for trl in columns if trl in dataset.column_names and trl not in sources]
+    if shadowed:
+        dataset = dataset.remove_columns(shadowed)
+    return dataset.rename_columns({src: trl for trl, src in columns.items()})
+
+
+def check_columns(dataset, method: str, extra: set[str], what: str) -> None:
+    """Fail before training, with the fix, when TRL or a reward would miss a column."""
+    have = set(dataset.column_names)
+    options = REQUIRED_COLUMNS[method]
+    if not any(set(option) <= have for option in options):
+        wanted = " or ".join("+".join(option) for option in options)
+        raise ConfigError(
+            f"{method.upper()} needs column(s) {wanted} but the {what} set has "
+            f"{sorted(have)}; map yours with dataset.columns, e.g. {{'chosen': 'good_response'}}"
+        )
+    if extra - have:
+        raise ConfigError(
+            f"the rewards need column(s) {sorted(extra - have)} but the {what} set has "
+            f"{sorted(have)}; map yours with dataset.columns, e.g. {{'answer': 'solution'}}"
+        )
+
+
+def load_datasets(config: dict[str, Any], extra_columns: set[str]):
+    """Train and optional eval dataset, shaped for TRL: mapped, capped, split."""
+    source = config["dataset"]
+    columns, limit = source.get("columns") or {}, source.get("max_samples")
+
+    def prepare(split: str):
+        dataset = rename_columns(load_split(source, split), columns)
+        if limit is not None:
+            dataset = dataset.select(range(min(limit, len(dataset))))
+        return dataset
+
+    train = prepare(source.get("split") or "train")
+    evaluation = None
+    if source.get("eval_split"):
+        evaluation = prepare(source["eval_split"])
+    elif source.get("eval_fraction"):
+        parts = train.train_test_split(
+            test_size=source["eval_fraction"], seed=config.get("seed", 42)
+        )
+        train, evaluation = parts["train"], parts["test"]
+
+    method = config["method"]
+    check_columns(train, method, extra_columns, "train")
+    if evaluation is not None:
+        check_columns(evaluation, method, extra_columns, "eval")
+    if len(train) == 0:
+        raise ConfigError("the train set is empty")
+    return train, evaluation
+
+
+# --- rewards (GRPO) ---------------------------------------------------------
+
+_NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?")
+_ANSWER = re.compile(r"<answer>(.*?)</answer>", re.DOTALL)
+_FORMAT = re.compile(r"<answer>\s*\S.*?</answer>\s*$", re.DOTALL)
+
+
+def completion_text(completion: Any) -> str:
+    """Plain text of a completion, whether a string or a list of chat messages."""
+    if isinstance(completion, str):
+        return completion
+    if isinstance(completion, dict):
+        return str(completion.get("content") or "")
+    return "".join(completion_text(message) for message in completion or [])
+
+
+def extract_number(text: Any) -> float | None:
+    """The number inside the last <answer> block, or else the last number in the text."""
+    if text is None:
+        return None
+    text = str(text)
+    blocks = _ANSWER.findall(text)
+    candidates = _NUMBER.findall(blocks[-1] if blocks else text)
+    if not candidates:
+        return None
+    try:
+        return float((candidates[0] if blocks else candidates[-1]).replace(",", ""))
+    except ValueError:
+        return None
+
+
+def accuracy_reward(completions: list[Any], answer: list[Any], **kwargs: Any) -> list[float]:
+    """1.0 when the completion's number equals the ``answer`` column, else 0.0."""
+    rewards = []
+    for completion, gold in zip(completions, answer, strict=True):
+        predicted, expected = extract_number(completion_text(completion)), extract_number(gold)
+        hit = predicted is not None and expected is not None
+        rewards.append(1.0 if hit and math.isclose(predicted, expected, abs_tol=1e-6) else 0.0)
+    return rewards
+
+
+def format_reward(completions: list[Any], **kwargs: Any) -> list[float]:
+    """1.0 when the completion ends with a non-empty ``<answer>...</answer>`` block."""
+    return [1.0 if _FORMAT.search(completion_text(c)) else 0.0 for c in completions]
+
+
+BUILTIN_REWARDS: dict[str, tuple[Callable[..., list[float]], set[str]]] = {
+    "accuracy": (accuracy_reward, {"answer"}),
+    "format": (format_reward, set()),
+}
+
+
+def load_reward_function(spec: str) -> Callable[..., list[float]]:
+    """Import ``path/to/module.py:function`` from a file; no package install needed."""
+    file_part, _, func_name = spec.rpartition(":")
+    path = Path(file_part)
+    if not path.is_file():
+        raise ConfigError(f"reward {spec!r}: file {path} not found")
+    module_spec = importlib.util.spec_from_file_location(f"ci_runner_reward_{path.stem}", path)
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+    func = getattr(module, func_name, None)
+    if not callable(func):
+        raise ConfigError(f"reward {spec!r}: {path} has no function {func_name!r}")
+    return func
+
+
+def resolve_rewards(names: list[str]) -> tuple[list[Callable[..., list[float]]], set[str]]:
+    """Reward callables plus the dataset columns the built-in ones read."""
+    funcs, columns = [], set()
+    for name in names:
+        if name in BUILTIN_REWARDS:
+            func, needs = BUILTIN_REWARDS[name]
+            funcs.append(func)
+            columns |= needs
+        elif name.endswith(".py") or ".py:" in name:
+            funcs.append(load_reward_function(name))
+        else:
+            raise ConfigError(
+                f"unknown reward {name!r}: use {' or '.join(sorted(BUILTIN_REWARDS))}, "
+                "or path/to/module.py:function"
+            )
+    return funcs, columns
+
+
+# --- trainer configuration --------------------------------------------------
+
+
+def trainer_classes(method: str):
+    """(Config class, Trainer class) for a method; imported late to keep --help fast."""
+    import trl
+
+    return {
+        "sft": (trl.SFTConfig, trl.SFTTrainer),
+        "dpo": (trl.DPOConfig, trl.DPOTrainer),
+        "grpo": (trl.GRPOConfig, trl.GRPOTrainer),
+    }[method]
+
+
+def check_field_names(config_cls: type, hyperparameters: dict[str, Any]) -> None:
+    """Reject unknown (often renamed) TRL fields with a suggestion, not a TypeError."""
+    known = {f.name for f in dataclasses.fields(config_cls) if f.init}
+    problems = []
+    for name in sorted(set(hyperparameters) - known):
+        close = difflib.get_close_matches(name, known, n=1)
+        problems.append(f"{name} (did you mean {close[0]}?)" if close else name)
+    if problems:
+        raise ConfigError(f"unknown {config_cls.__name__} field(s): {', '.join(problems)}")
+
+
+def runtime_defaults(method: str, has_eval: bool, user: dict[str, Any]) -> dict[str, Any]:
+    """Defaults that suit the machine; every one yields to a user hyperparameter."""
+    import torch
+
+    cuda = torch.cuda.is_available()
+    # One printed line per logging step reads better in job logs than a progress bar.
+    defaults: dict[str, Any] = {"disable_tqdm": True}
+    if not cuda:
+        # TRL defaults to bf16 and checkpointing: both only slow a CPU down.
+        defaults.update(use_cpu=True, bf16=False)
+    elif not torch.cuda.is_bf16_supported():
+        defaults["bf16"] = False
+    # transformers 5.23 renamed gradient_checkpointing to activation_checkpointing, and
+    # the new name wins when both are set: so default it only if the user set neither.
+    if not {"gradient_checkpointing", "activation_checkpointing"} & set(user):
+        defaults["activation_checkpointing"] = cuda  # TRL's default on GPU, off on CPU
+    if has_eval:
+        defaults["eval_strategy"] = "steps"
+    if method in ("sft", "dpo"):
+        # GRPO counts prompt + completion tokens itself; these two need the Trainer to count.
+        defaults["include_num_input_tokens_seen"] = "non_padding"
+    return defaults
+
+
+def build_training_args(config: dict[str, Any], has_eval: bool):
+    """The TRL config: machine defaults < run-config settings < user hyperparameters."""
+    config_cls, _ = trainer_classes(config["method"])
+    hyperparameters = dict(config.get("hyperparameters") or {})
+    check_field_names(config_cls, hyperparameters)
+    tracking = config["tracking"]
+    settings: dict[str, Any] = {
+        "seed": config.get("seed", 42),
+        "report_to": "trackio",
+        "project": tracking["project"],
+        "run_name": tracking["run_name"],
+    }
+    if tracking.get("space_id"):
+        settings["trackio_space_id"] = tracking["space_id"]
+    if config.get("hub_model_id"):
+        settings.update(
+            push_to_hub=True,
+            hub_model_id=config["hub_model_id"],
+            hub_private_repo=config.get("hub_private", True),
+            hub_strategy="checkpoint",  # keeps last-checkpoint/ on the Hub, for resuming
+        )
+    output_dir = hyperparameters.pop("output_dir", None)
+    if output_dir and output_dir != config["output_dir"]:
+        print(f"note: ignoring hyperparameters.output_dir, using {config['output_dir']}")
+    defaults = runtime_defaults(config["method"], has_eval, hyperparameters)
+    kwargs = {**defaults, **settings, **hyperparameters}
+    return config_cls(output_dir=config["output_dir"], **kwargs)
+
+
+def build_peft_config(lora: dict[str, Any] | None):
+    """A LoraConfig when LoRA is on; None trains the full model."""
+    if not lora:
+        return None
+    from peft import LoraConfig
+
+    return LoraConfig(
+        r=lora.get("r", 16),
+        lora_alpha=lora.get("alpha", 32),
+        lora_dropout=lora.get("dropout", 0.05),
+        target_modules=lora.get("target_modules", "all-linear"),
+        task_type="CAUSAL_LM",
+    )
+
+
+def resolve_checkpoint(config: dict[str, Any]) -> str | bool | None:
+    """Where to resume from: a local folder, "latest" in output_dir, or the Hub's copy.
+
+    The job's disk may be gone, so a name missing locally (e.g. ``last-checkpoint``,
+    which ``hub_strategy="checkpoint"`` pushes) is fetched from ``hub_model_id``.
+    """
+    value = config.get("resume_from_checkpoint")
+    if not value:
+        return None
+    if value in ("latest", "true", "True"):
+        return True  # the Trainer picks the newest checkpoint-* in output_dir
+    if Path(value).is_dir():
+        return value
+    if config.get("hub_model_id"):
+        from huggingface_hub import snapshot_download
+
+        folder = value.strip("/")
+        snapshot_download(
+            config["hub_model_id"], allow_patterns=[f"{folder}/*"], local_dir=config["output_dir"]
+        )
+        local = Path(config["output_dir"]) / folder
+        if local.is_dir():
+            return str(local)
+    raise ConfigError(f"resume_from_checkpoint: {value} not found locally or on the Hub")
+
+
+# --- progress and summary ---------------------------------------------------
+
+
+def make_progress_callback():
+    """A callback printing one compact line per log, and noting where training started."""
+    from transformers import TrainerCallback
+
+    class ProgressPrinter(TrainerCallback):
+        tokens_at_start = 0
+
+        def on_train_begin(self, args, state, control, **kwargs):
+            # After a resume the state already counts earlier tokens; tokens/s is per session.
+            self.tokens_at_start = state.num_input_tokens_seen
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if not state.is_world_process_zero or not logs:
+                return
+            shown = [k for k in PROGRESS_KEYS if k in logs]
+            shown += sorted(k for k in logs if k.startswith("rewards/") and k.endswith("/mean"))
+            fields = " ".join(f"{k}={_fmt(logs[k])}" for k in shown)
+            print(f"[step {state.global_step}/{state.max_steps}] {fields}", flush=True)
+
+    return ProgressPrinter()
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def build_summary(config, trainer, train_output, tokens_at_start: int) -> dict[str, Any]:
+    """The machine-readable result: losses, steps, speed and where the model went."""
+    state = trainer.state
+    history = [
+        [entry["step"], float(entry["loss"])] for entry in state.log_history if "loss" in entry
+    ]
+    losses = [loss for _, loss in history]
+    final_loss = losses[-1] if losses else float(train_output.training_loss)
+    eval_losses = [entry["eval_loss"] for entry in state.log_history if "eval_loss" in entry]
+    runtime = float(train_output.metrics.get("train_runtime", 0.0))
+    tokens = int(state.num_input_tokens_seen - tokens_at_start)
+    return {
+        "status": "completed",
+        "method": config["method"],
+        "final_loss": final_loss,
+        "min_loss": min(losses) if losses else final_loss,
+        "eval_loss": float(eval_losses[-1]) if eval_losses else None,
+        "steps": state.global_step,
+        "max_steps": state.max_steps,
+        "runtime_s": round(runtime, 3),
+        "train_tokens": tokens,
+        "train_tokens_per_s": round(tokens / runtime, 2) if runtime > 0 else None,
+        "output_dir": str(Path(config["output_dir"]).resolve()),
+        "loss_history": history,
+        "lora": bool(config.get("lora")),
+    }
+
+
+def emit_summary(summary: dict[str, Any], output_dir: str | None) -> None:
+    """Print the summary line last, and keep a copy beside the model."""
+    text = json.dumps(summary, allow_nan=True)
+    if output_dir:
+        try:
+            Path(output_dir).mkdir(parents=True, exist_ok=True)
+            Path(output_dir, SUMMARY_FILENAME).write_text(text + "\n", encoding="utf-8")
+        except OSError as exc:  # the summary line below still reaches the runner
+            print(f"warning: could not write {SUMMARY_FILENAME}: {exc}", file=sys.stderr)
+    sys.stderr.flush()
+    print(SUMMARY_PREFIX + text, flush=True)
+
+
+def quiet_libraries() -> None:
+    """Progress bars and deprecation chatter from the libraries turn job logs into noise."""
+    import warnings
+
+    import datasets
+    import transformers
+    from huggingface_hub.utils import disable_progress_bars
+
+    datasets.disable_progress_bars()
+    transformers.utils.logging.disable_progress_bar()
+    transformers.utils.logging.set_verbosity_warning()
+    disable_progress_bars()
+    # TRL and peft still call the pre-5.23 gradient-checkpointing names; nothing to act on.
+    warnings.filterwarnings("ignore", message=".*gradient_checkpointing.*", category=FutureWarning)
+
+
+# --- main -------------------------------------------------------------------
+
+
+def train(config: dict[str, Any]) -> dict[str, Any]:
+    """Load, configure, train, save (and push); return the summary."""
+    quiet_libraries()
+    method = config["method"]
+    rewards, reward_columns = [], set()
+    if method == "grpo":
+        rewards, reward_columns = resolve_rewards(config.get("rewards") or [])
+        if not rewards:
+            raise ConfigError("GRPO needs at least one reward, e.g. rewards: [accuracy]")
+    elif config.get("rewards"):
+        print(f"note: rewards are only used by GRPO; ignoring them for {method}")
+
+    train_set, eval_set = load_datasets(config, reward_columns)
+    args = build_training_args(config, has_eval=eval_set is not None)
+    peft_config = build_peft_config(config.get("lora"))
+    checkpoint = resolve_checkpoint(config)
+
+    print(
+        f"ci-runner train: {method.upper()} {config['base_model']} on {config['dataset']['path']}"
+        f" | rows train={len(train_set)} eval={len(eval_set) if eval_set is not None else 0}"
+        f" | lora={'r=' + str(peft_config.r) if peft_config else 'off'}"
+        f" | device={'cpu' if args.use_cpu else args.device}"
+        f" | run={config['tracking']['project']}/{config['tracking']['run_name']}",
+        flush=True,
+    )
+
+    from transformers import PrinterCallback
+
+    _, trainer_cls = trainer_classes(method)
+    kwargs: dict[str, Any] = {"reward_funcs": rewards} if method == "grpo" else {}
+    progress = make_progress_callback()
+    trainer = trainer_cls(
+        model=config["base_model"],
+        args=args,
+        train_dataset=train_set,
+        eval_dataset=eval_set,
+        peft_config=peft_config,
+        callbacks=[progress],
+        **kwargs,
+    )
+    trainer.remove_callback(PrinterCallback)  # ours prints the same logs, compactly
+
+    train_output = trainer.train(resume_from_checkpoint=checkpoint)
+    trainer.save_model(args.output_dir)  # for LoRA this writes the adapter only
+    print(f"saved {'adapter' if peft_config else 'model'} to {args.output_dir}", flush=True)
+    if args.push_to_hub:
+        trainer.push_to_hub(dataset_name=config["dataset"]["path"])
+        print(f"pushed to https://huggingface.co/{args.hub_model_id}", flush=True)
+    summary = build_summary(config, trainer, train_output, progress.tokens_at_start)
+    if hasattr(trainer, "end"):  # transformers >= 5.18: finish trackers (trackio)
+        trainer.end()
+    return summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    config: dict[str, Any] = {}
+    try:
+        config = load_run_config(argv)
+        summary = train(config)
+    except Exception as exc:
+        traceback.print_exc()
+        summary = {
+            "status": "failed",
+            "method": config.get("method"),
+            "error_type": type(exc).__name__,
+            "error": str(exc) or repr(exc),
+            "output_dir": config.get("output_dir"),
+            "lora": bool(config.get("lora")),
+        }
+        emit_summary(summary, config.get("output_dir"))
+        return 1
+    emit_summary(summary, config["output_dir"])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
