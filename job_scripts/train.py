@@ -90,8 +90,18 @@ def load_run_config(argv: list[str] | None = None) -> dict[str, Any]:
     source = args.config or os.environ.get(RUN_CONFIG_ENV)
     if not source:
         raise ConfigError(f"no run config: pass --config run.json or set {RUN_CONFIG_ENV}")
-    text = source if source.lstrip().startswith("{") else Path(source).read_text(encoding="utf-8")
-    config = json.loads(text)
+    try:
+        inline = source.lstrip().startswith("{")
+        config = json.loads(source if inline else Path(source).read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ConfigError(f"cannot read the run config: {exc}") from exc
+    missing = [
+        key
+        for key in ("method", "base_model", "dataset", "output_dir", "tracking")
+        if key not in config
+    ]
+    if missing:
+        raise ConfigError(f"run config lacks {missing}")
     version = config.get("schema_version", SCHEMA_VERSION)
     if version != SCHEMA_VERSION:
         raise ConfigError(f"run config schema_version {version} is not {SCHEMA_VERSION}")
@@ -552,7 +562,10 @@ def main(argv: list[str] | None = None) -> int:
         config = load_run_config(argv)
         summary = train(config)
     except Exception as exc:
-        traceback.print_exc()
+        if isinstance(exc, ConfigError):
+            print(f"error: {exc}", file=sys.stderr)  # the fix is in the message, not the stack
+        else:
+            traceback.print_exc()
         summary = {
             "status": "failed",
             "method": config.get("method"),

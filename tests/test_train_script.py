@@ -225,6 +225,29 @@ def test_grpo_accuracy_reward(tiny_fixtures, job_env, tmp_path, monkeypatch):
     assert "rewards/accuracy_reward/mean=" in result.output
 
 
+@pytest.mark.training
+def test_resume_from_latest_checkpoint(tiny_fixtures, job_env, tmp_path, monkeypatch):
+    first = make_config(
+        tmp_path,
+        tiny_fixtures.model,
+        tiny_fixtures.sft_data,
+        "sft",
+        hyperparameters={"max_steps": 2, "save_strategy": "steps", "save_steps": 2},
+    )
+    before = run_train(first, job_env, tmp_path).summary
+    assert before is not None and before["steps"] == 2
+    assert (Path(first.output_dir) / "checkpoint-2").is_dir()
+
+    hyperparameters = {**first.hyperparameters, "max_steps": 4}
+    second = first.model_copy(
+        update={"hyperparameters": hyperparameters, "resume_from_checkpoint": "latest"}
+    )
+    summary = assert_trained(run_train(second, job_env, tmp_path), second, job_env, monkeypatch)
+    # Steps 1-2 come from the checkpoint's history; tokens count this session only.
+    assert summary["loss_history"][:2] == before["loss_history"]
+    assert 0 < summary["train_tokens"] < 2 * before["train_tokens"]
+
+
 # --- failures end in a failed summary ---------------------------------------
 
 
@@ -267,6 +290,15 @@ def test_config_errors_fail_with_summary(tiny_fixtures, job_env, tmp_path, case,
     assert expected in result.summary["error"]
     saved = json.loads((Path(config.output_dir) / "ci_runner_summary.json").read_text())
     assert saved == result.summary
+
+
+def test_crash_in_training_fails_with_summary(tiny_fixtures, job_env, tmp_path):
+    config = make_config(tmp_path, tmp_path / "no-such-model", tiny_fixtures.sft_data, "sft")
+    result = run_train(config, job_env, tmp_path)
+    assert result.returncode != 0
+    assert result.summary is not None and result.summary["status"] == "failed"
+    assert result.summary["error_type"] != "ConfigError" and result.summary["error"]
+    assert "Traceback" in result.output  # unexpected errors keep their stack
 
 
 def test_missing_config_fails_with_summary(job_env, tmp_path):

@@ -287,7 +287,10 @@ def _trackio(run: Run) -> str:
     if run.tracking_url:
         return f"[Trackio Logs]({run.tracking_url})"
     where = f"Project {code(run.tracking_project)}, run {code(run.tracking_run)}."
-    return f"{where} View locally:\n\n```bash\ntrackio show --project {run.tracking_project}\n```"
+    # Local jobs log to the project's own trackio store, not ~/.cache.
+    env = "TRACKIO_DIR=.ci-runner/trackio " if run.backend == "local" else ""
+    command = f"{env}trackio show --project {run.tracking_project}"
+    return f"{where} View locally:\n\n```bash\n{command}\n```"
 
 
 def _run_evaluations(ledger: Ledger, run: Run) -> str:

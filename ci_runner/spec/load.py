@@ -17,8 +17,14 @@ from pydantic import BaseModel, ValidationError
 
 from ci_runner.errors import SpecError, SpecIssue
 from ci_runner.plan.flavors import FLAVORS_BY_NAME
-from ci_runner.spec.checks import Finding, check_cross_fields, check_hyperparameters, did_you_mean
-from ci_runner.spec.model import Experiment
+from ci_runner.spec.checks import (
+    Finding,
+    check_cross_fields,
+    check_hyperparameters,
+    did_you_mean,
+    trl_fields,
+)
+from ci_runner.spec.model import BUILTIN_REWARDS, Experiment
 
 Path_ = tuple[str | int, ...]
 
@@ -129,6 +135,8 @@ def _literal_choices(model: type[BaseModel], field: str) -> list[str]:
 def _hint_for(error: dict, path: Path_, data: Any) -> str | None:
     kind = error["type"]
     if kind == "extra_forbidden":
+        if len(path) == 1 and any(path[0] in m["fields"] for m in trl_fields()["methods"].values()):
+            return f"{path[0]} is a TRL setting: move it under `hyperparameters:`"
         return did_you_mean(str(path[-1]), _allowed_keys(Experiment, path[:-1])) or (
             f"allowed here: {', '.join(_allowed_keys(Experiment, path[:-1]))}"
         )
@@ -140,6 +148,8 @@ def _hint_for(error: dict, path: Path_, data: Any) -> str | None:
         value = data.get(path[0]) if isinstance(data, dict) else None
         choices = _literal_choices(Experiment, str(path[0]))
         return did_you_mean(str(value), choices) or f"one of: {', '.join(choices)}"
+    if len(path) == 2 and path[0] == "rewards":
+        return did_you_mean(str(data["rewards"][path[1]]), BUILTIN_REWARDS)
     if path == ("hardware",):
         return did_you_mean(str(data.get("hardware")), FLAVORS_BY_NAME) or (
             "use `auto` or a flavor from `ci-runner plan --list-hardware`"

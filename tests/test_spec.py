@@ -1,0 +1,155 @@
+"""Experiment files: shipped examples validate; malformed ones fail precisely."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from ci_runner.cli import main
+from ci_runner.errors import ExitCode, SpecError
+from ci_runner.spec.load import parse_experiment
+from ci_runner.spec.model import parse_duration
+
+ROOT = Path(__file__).resolve().parents[1]
+MALFORMED = Path(__file__).parent / "malformed"
+
+# file → (line, field, words the message or hint must contain)
+EXPECTED = {
+    "bad_name.yaml": (1, "name", "lowercase"),
+    "dataset_key_typo.yaml": (6, "dataset.colums", "did you mean 'columns'"),
+    "duplicate_key.yaml": (4, "method", "duplicate key"),
+    "grpo_batch_divisibility.yaml": (8, "hyperparameters.num_generations", "divisible"),
+    "grpo_without_rewards.yaml": (3, "method", "rewards: [accuracy, format]"),
+    "hardware_typo.yaml": (5, "hardware", "did you mean 'a10g-small'"),
+    "hyperparameter_type.yaml": (6, "hyperparameters.beta", "expected float"),
+    "invalid_yaml.yaml": (6, "", "invalid YAML"),
+    "lora_key_typo.yaml": (6, "lora.rank", "allowed here: r, alpha"),
+    "method_typo.yaml": (3, "method", "did you mean 'sft'"),
+    "missing_base_model.yaml": (1, "base_model", "required field is missing"),
+    "renamed_trl_field.yaml": (7, "hyperparameters.max_seq_length", "use 'max_length'"),
+    "reward_unknown.yaml": (7, "rewards[1]", "did you mean 'accuracy'"),
+    "scheduler_choice.yaml": (6, "hyperparameters.lr_scheduler_type", "did you mean 'cosine'"),
+    "timeout_unparsable.yaml": (5, "timeout", "90m"),
+    "token_in_file.yaml": (6, "hyperparameters.hub_token", "never put tokens"),
+    "unknown_top_key.yaml": (5, "learning_rate", "move it under `hyperparameters:`"),
+}
+
+
+def test_every_malformed_file_has_an_expectation():
+    assert sorted(p.name for p in MALFORMED.glob("*.yaml")) == sorted(EXPECTED)
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_malformed_file_fails_with_location_field_and_hint(name):
+    line, field, words = EXPECTED[name]
+    path = MALFORMED / name
+    result = CliRunner().invoke(main, ["validate", str(path)])
+    assert result.exit_code == ExitCode.SPEC_INVALID
+    prefix = f"{path}:{line}: {field}: " if field else f"{path}:{line}: "
+    assert prefix in result.output
+    assert words in result.output
+
+
+def test_secret_values_are_never_echoed():
+    result = CliRunner().invoke(main, ["validate", str(MALFORMED / "token_in_file.yaml")])
+    assert "hf_SECRET" not in result.output
+
+
+@pytest.mark.parametrize("name", ["method_typo.yaml", "renamed_trl_field.yaml", "invalid_yaml.yaml"])
+def test_submit_of_malformed_file_starts_nothing(tmp_path, name):
+    shutil.copy(MALFORMED / name, tmp_path / name)
+    result = subprocess.run(
+        [sys.executable, "-m", "ci_runner.cli", "--root", str(tmp_path), "submit", name],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == ExitCode.SPEC_INVALID, result.stderr
+    assert f"{name}:" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / ".ci-runner").exists()
+    assert not (tmp_path / "training_reports").exists()
+
+
+def test_shipped_experiments_validate():
+    files = sorted(str(p) for p in (ROOT / "experiments").glob("*.yaml"))
+    assert len(files) >= 5
+    result = CliRunner().invoke(main, ["validate", *files])
+    assert result.exit_code == 0, result.output
+    assert result.output.count("ok  ") == len(files)
+
+
+def test_validate_json_reports_each_file(tmp_path):
+    good = ROOT / "experiments" / "tiny-sft.yaml"
+    bad = MALFORMED / "method_typo.yaml"
+    result = CliRunner().invoke(main, ["validate", "--json", str(good), str(bad)])
+    assert result.exit_code == ExitCode.SPEC_INVALID
+    import json
+
+    data = json.loads(result.stdout)
+    assert [d["valid"] for d in data] == [True, False]
+    assert data[1]["errors"][0]["line"] == 3
+    assert data[1]["errors"][0]["field"] == "method"
+
+
+MINIMAL = "name: x\nbase_model: org/model\nmethod: sft\ndataset: org/data\n"
+
+
+def test_all_problems_are_reported_at_once():
+    text = MINIMAL + "hyperparameters:\n  max_seq_length: 1\n  learning_rat: 1\n"
+    with pytest.raises(SpecError) as info:
+        parse_experiment(text, "f.yaml")
+    assert [(i.line, i.field) for i in info.value.issues] == [
+        (6, "hyperparameters.max_seq_length"),
+        (7, "hyperparameters.learning_rat"),
+    ]
+    assert "did you mean 'learning_rate'" in str(info.value)
+
+
+def test_yaml_quirks_are_normalised():
+    text = MINIMAL + "lora: off\ntimeout: 1h30m\nhyperparameters:\n  learning_rate: 2e-4\n"
+    experiment = parse_experiment(text, "f.yaml")
+    assert experiment.lora == "off"  # YAML 1.1 reads `off` as False
+    assert experiment.timeout == 5400
+    assert experiment.hyperparameters["learning_rate"] == pytest.approx(2e-4)  # YAML reads a str
+
+
+def test_dataset_shorthand_and_lora_settings():
+    experiment = parse_experiment(MINIMAL + "lora:\n  r: 8\n", "f.yaml")
+    assert experiment.dataset.path == "org/data"
+    assert experiment.dataset.split == "train"
+    assert experiment.lora.r == 8 and experiment.lora.alpha == 32
+
+
+def test_spec_hash_ignores_comments_and_key_order_but_not_values():
+    a = parse_experiment(MINIMAL, "a.yaml")
+    reordered = "method: sft\n# a comment\ndataset: org/data\nname: x\nbase_model: org/model\n"
+    b = parse_experiment(reordered, "b.yaml")
+    c = parse_experiment(MINIMAL + "seed: 7\n", "c.yaml")
+    assert a.spec_hash == b.spec_hash
+    assert a.spec_hash != c.spec_hash
+
+
+def test_local_paths_must_be_explicit():
+    with pytest.raises(SpecError) as info:
+        parse_experiment(MINIMAL.replace("org/model", "models\\tiny llama"), "f.yaml")
+    assert "local paths start with ./" in str(info.value)
+    assert parse_experiment(MINIMAL.replace("org/model", "./models/tiny"), "f.yaml")
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"), [("90m", 5400), ("2h", 7200), ("1h30m", 5400), ("45s", 45), (600, 600)]
+)
+def test_parse_duration(text, seconds):
+    assert parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["", "soon", "0m", "-5", True])
+def test_parse_duration_rejects(text):
+    with pytest.raises(ValueError):
+        parse_duration(text)
