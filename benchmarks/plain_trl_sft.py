@@ -47,6 +47,10 @@ trainer = SFTTrainer(model=args.model, args=config, train_dataset=dataset)
 output = trainer.train()
 runtime = float(output.metrics["train_runtime"])
 tokens = int(trainer.state.num_input_tokens_seen)
-result = {"train_tokens": tokens, "runtime_s": round(runtime, 3), "steps": trainer.state.global_step}
+result = {
+    "train_tokens": tokens,
+    "runtime_s": round(runtime, 3),
+    "steps": trainer.state.global_step,
+}
 result["train_tokens_per_s"] = round(tokens / runtime, 2) if runtime > 0 else None
 print(json.dumps(result), flush=True)

@@ -116,9 +116,8 @@ def validate(files: tuple[str, ...], as_json: bool) -> None:
             }
         )
         if not as_json:
-            click.echo(
-                f"ok  {file}  ({experiment.name}: {experiment.method.upper()}, {experiment.backend})"
-            )
+            what = f"{experiment.name}: {experiment.method.upper()}, {experiment.backend}"
+            click.echo(f"ok  {file}  ({what})")
     if as_json:
         _emit_json(results)
     if failed:

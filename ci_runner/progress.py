@@ -41,7 +41,7 @@ def parse_progress(lines: list[str]) -> Progress:
     loss = lr = eta = None
     curve: dict[int, float] = {}
     for line in lines:
-        match = STEP_RE.match(line.strip())
+        match = STEP_RE.match(line)
         if not match:
             continue
         step, max_steps = int(match[1]), int(match[2])

@@ -16,3 +16,21 @@ def tiny_fixtures(tmp_path_factory):
     from ci_runner.fixtures import build_fixtures
 
     return build_fixtures(tmp_path_factory.mktemp("tiny-fixtures"))
+
+
+ROOT = __import__("pathlib").Path(__file__).resolve().parents[1]
+
+
+def make_project(root, fixtures_dir, *experiments: str):
+    """A throwaway project checkout: its own experiments, reports and workspace.
+
+    ``job_scripts/`` and the built fixtures are linked in, not copied.
+    """
+    import shutil
+
+    (root / "experiments").mkdir(parents=True)
+    (root / "job_scripts").symlink_to(ROOT / "job_scripts")
+    (root / "fixtures").symlink_to(fixtures_dir)
+    for name in experiments:
+        shutil.copy(ROOT / "experiments" / name, root / "experiments" / name)
+    return root

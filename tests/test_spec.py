@@ -60,7 +60,9 @@ def test_secret_values_are_never_echoed():
     assert "hf_SECRET" not in result.output
 
 
-@pytest.mark.parametrize("name", ["method_typo.yaml", "renamed_trl_field.yaml", "invalid_yaml.yaml"])
+@pytest.mark.parametrize(
+    "name", ["method_typo.yaml", "renamed_trl_field.yaml", "invalid_yaml.yaml"]
+)
 def test_submit_of_malformed_file_starts_nothing(tmp_path, name):
     shutil.copy(MALFORMED / name, tmp_path / name)
     result = subprocess.run(

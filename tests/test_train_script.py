@@ -149,7 +149,7 @@ def assert_trained(result: Result, config: RunConfig, env, monkeypatch) -> dict[
     losses = trackio_losses(env, config.tracking.run_name, monkeypatch)
     assert len(losses) == max_steps
     assert losses[-1] == pytest.approx(summary["final_loss"])
-    assert "[step 1/" in result.output  # the per-step progress line
+    assert f"[step {max_steps}/{max_steps}] loss=" in result.output  # per-step progress
     return summary
 
 

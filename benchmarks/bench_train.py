@@ -1,0 +1,292 @@
+"""Benchmark the offline demo and the cost of our training wrapper.
+
+    .venv/bin/python benchmarks/bench_train.py [--repeats N] [--steps N]
+
+(a) demo: wall seconds of ``ci-runner run experiments/tiny-sft.yaml`` end to end, in a
+    throwaway copy of the project (never touches training_reports/, always trains
+    fresh), against the job's own ``runtime_s``; the ratio wall/runtime is the overhead.
+(b) wrapper: train tokens/s of ``job_scripts/train.py`` (trackio on, eval off) against
+    ``benchmarks/plain_trl_sft.py`` (plain TRL, same model, data and hyperparameters);
+    the ratio ours/plain is the throughput our wrapper keeps.
+
+Needs the fixtures (``ci-runner fixtures``). See benchmarks/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+MODEL = ROOT / "fixtures" / "tiny-llama"
+DATA = ROOT / "fixtures" / "data" / "tiny-chat.jsonl"
+EXPERIMENT = "experiments/tiny-sft.yaml"
+TRAIN_SCRIPT = ROOT / "job_scripts" / "train.py"
+PLAIN_SCRIPT = ROOT / "benchmarks" / "plain_trl_sft.py"
+SUMMARY_PREFIX = "CI_RUNNER_SUMMARY "
+# The settings (b) holds equal for both scripts; max_steps comes from --steps.
+BATCH_SIZE, LEARNING_RATE, MAX_LENGTH, LOGGING_STEPS, SEED = 4, 5e-4, 128, 1, 42
+
+
+class BenchError(RuntimeError):
+    pass
+
+
+def offline_env(**extra: str) -> dict[str, str]:
+    return {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1", **extra}
+
+
+def run_command(command: list[str], *, cwd: Path, env: dict[str, str]) -> tuple[float, str]:
+    """Run to completion; return (wall seconds, stdout+stderr). Raise with the log's tail."""
+    start = time.perf_counter()
+    proc = subprocess.run(
+        command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    wall = time.perf_counter() - start
+    if proc.returncode != 0:
+        tail = "\n".join(proc.stdout.splitlines()[-30:])
+        raise BenchError(f"{' '.join(command)} exited with {proc.returncode}:\n{tail}")
+    return wall, proc.stdout
+
+
+def last_json(output: str, prefix: str = "") -> dict[str, Any]:
+    """The last line starting with ``prefix`` (and then ``{``), parsed."""
+    for line in reversed(output.splitlines()):
+        if line.startswith(prefix) and line[len(prefix) :].lstrip().startswith("{"):
+            return json.loads(line[len(prefix) :])
+    raise BenchError(f"no JSON line{f' starting with {prefix!r}' if prefix else ''} in output")
+
+
+# --- (a) the demo, end to end ----------------------------------------------------
+
+
+def ci_runner_command() -> list[str]:
+    script = Path(sys.executable).with_name("ci-runner")
+    return [str(script)] if script.exists() else [sys.executable, "-m", "ci_runner.cli"]
+
+
+def bench_demo(scratch: Path, index: int) -> dict[str, float]:
+    root = scratch / f"demo-{index}"
+    root.mkdir()
+    shutil.copytree(ROOT / "experiments", root / "experiments")
+    shutil.copytree(ROOT / "job_scripts", root / "job_scripts")
+    (root / "fixtures").symlink_to(ROOT / "fixtures", target_is_directory=True)
+    command = [*ci_runner_command(), "--root", str(root), "run", EXPERIMENT]
+    wall, _ = run_command(command, cwd=root, env=offline_env())
+    logs = sorted((root / ".ci-runner" / "jobs").glob("*/log.txt"))
+    if len(logs) != 1:
+        raise BenchError(f"expected one job in {root}, found {len(logs)}")
+    summary = last_json(logs[0].read_text(encoding="utf-8", errors="replace"), SUMMARY_PREFIX)
+    if summary.get("status") != "completed":
+        raise BenchError(f"demo job did not complete: {summary}")
+    runtime = float(summary["runtime_s"])
+    return {
+        "wall_s": wall,
+        "runtime_s": runtime,
+        "overhead": wall / runtime if runtime > 0 else float("nan"),
+        "steps": summary["steps"],
+    }
+
+
+# --- (b) train.py versus plain TRL -------------------------------------------------
+
+
+def hyperparameters(steps: int) -> dict[str, Any]:
+    return {
+        "max_steps": steps,
+        "per_device_train_batch_size": BATCH_SIZE,
+        "learning_rate": LEARNING_RATE,
+        "max_length": MAX_LENGTH,
+        "logging_steps": LOGGING_STEPS,
+        "save_strategy": "no",  # checkpoints are a setting, not wrapper cost: off in both
+    }
+
+
+def train_py_config(out: Path, steps: int, index: int) -> dict[str, Any]:
+    from ci_runner.runconfig import RunConfig  # validates against the contract
+
+    run_id = f"bench-{index}"
+    config = RunConfig(
+        experiment="bench-train",
+        run_id=run_id,
+        method="sft",
+        base_model=str(MODEL),
+        dataset={"path": str(DATA)},  # no eval_fraction / eval_split: eval off
+        hyperparameters=hyperparameters(steps),
+        output_dir=str(out / "output"),
+        tracking={"project": "bench-train", "run_name": run_id},
+        seed=SEED,
+    )
+    return config.model_dump(mode="json")
+
+
+def bench_ours(scratch: Path, steps: int, index: int) -> dict[str, float]:
+    out = scratch / f"ours-{index}"
+    out.mkdir()
+    config_path = out / "run.json"
+    config_path.write_text(json.dumps(train_py_config(out, steps, index), indent=2))
+    env = offline_env(TRACKIO_DIR=str(out / "trackio"))
+    command = [sys.executable, str(TRAIN_SCRIPT), "--config", str(config_path)]
+    wall, output = run_command(command, cwd=out, env=env)
+    summary = last_json(output, SUMMARY_PREFIX)
+    if summary.get("status") != "completed":
+        raise BenchError(f"train.py did not complete: {summary}")
+    return result_row(summary, wall, steps)
+
+
+def bench_plain(scratch: Path, steps: int, index: int) -> dict[str, float]:
+    out = scratch / f"plain-{index}"
+    out.mkdir()
+    command = [
+        sys.executable,
+        str(PLAIN_SCRIPT),
+        *("--model", str(MODEL), "--data", str(DATA), "--output-dir", str(out / "output")),
+        *("--max-steps", str(steps), "--batch-size", str(BATCH_SIZE)),
+        *("--learning-rate", str(LEARNING_RATE), "--max-length", str(MAX_LENGTH)),
+        *("--logging-steps", str(LOGGING_STEPS), "--seed", str(SEED)),
+    ]
+    wall, output = run_command(command, cwd=out, env=offline_env())
+    return result_row(last_json(output), wall, steps)
+
+
+def result_row(summary: dict[str, Any], wall: float, steps: int) -> dict[str, float]:
+    if summary.get("steps") != steps:
+        raise BenchError(f"expected {steps} steps, got {summary.get('steps')}")
+    return {
+        "tokens_per_s": float(summary["train_tokens_per_s"]),
+        "train_tokens": summary["train_tokens"],
+        "runtime_s": float(summary["runtime_s"]),
+        "process_s": wall,
+    }
+
+
+# --- output ------------------------------------------------------------------------
+
+
+def median(rows: list[dict[str, float]], key: str) -> float:
+    return statistics.median(row[key] for row in rows)
+
+
+def spread(rows: list[dict[str, float]], key: str, fmt: str) -> str:
+    values = [row[key] for row in rows]
+    return f"{statistics.median(values):{fmt}}  [{min(values):{fmt}} – {max(values):{fmt}}]"
+
+
+def print_table(title: str, headers: list[str], rows: list[list[str]]) -> None:
+    widths = [max(len(str(c)) for c in col) for col in zip(headers, *rows, strict=True)]
+    print(f"\n{title}")
+    for cells in [headers, ["-" * w for w in widths], *rows]:
+        line = "  ".join(str(c).ljust(w) for c, w in zip(cells, widths, strict=True))
+        print(f"  {line}".rstrip())
+
+
+def print_environment() -> None:
+    import torch
+    import transformers
+    import trl
+
+    cuda = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
+    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
+    print("environment")
+    print(f"  python {platform.python_version()}  torch {torch.__version__}  ", end="")
+    print(f"transformers {transformers.__version__}  trl {trl.__version__}")
+    print(f"  cpu cores {os.cpu_count()}  torch threads {torch.get_num_threads()}  cuda {cuda}")
+    print(f"  load average {load} (1/5/15 min; > 0.5 means something else is using the CPU)")
+    sys.stdout.flush()  # before the progress lines on stderr
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=3, help="runs of each (default 3)")
+    parser.add_argument(
+        "--steps",
+        type=int,
+        default=48,
+        help="max_steps for (b) (default 48; the demo keeps its 12)",
+    )
+    parser.add_argument("--skip-demo", action="store_true", help="only run (b)")
+    args = parser.parse_args(argv)
+    if args.repeats < 1 or args.steps < 1:
+        parser.error("--repeats and --steps must be at least 1")
+    if not (MODEL / "config.json").exists() or not DATA.exists():
+        print("error: fixtures missing; build them with `ci-runner fixtures`", file=sys.stderr)
+        return 2
+
+    print_environment()
+    demo, ours, plain = [], [], []
+    try:
+        with tempfile.TemporaryDirectory(prefix="ci-runner-bench-") as tmp:
+            scratch = Path(tmp)
+            for i in range(args.repeats):
+                if not args.skip_demo:
+                    print(f"  (a) demo        run {i + 1}/{args.repeats}", file=sys.stderr)
+                    demo.append(bench_demo(scratch, i))
+                # Alternate which goes first so warm caches and drift favour neither.
+                order = [("ours", bench_ours), ("plain", bench_plain)]
+                for name, bench in order if i % 2 == 0 else order[::-1]:
+                    print(
+                        f"  (b) {name:<5} x{args.steps:<4} run {i + 1}/{args.repeats}",
+                        file=sys.stderr,
+                    )
+                    (ours if name == "ours" else plain).append(bench(scratch, args.steps, i))
+    except BenchError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+
+    n = f"median [min – max] of {args.repeats}"
+    if demo:
+        print_table(
+            f"(a) offline demo end to end: ci-runner run {EXPERIMENT}"
+            f" ({demo[0]['steps']} steps; {n})",
+            ["wall s", "job runtime_s", "overhead wall/runtime"],
+            [
+                [
+                    spread(demo, "wall_s", ".2f"),
+                    spread(demo, "runtime_s", ".2f"),
+                    spread(demo, "overhead", ".1f"),
+                ]
+            ],
+        )
+    print_table(
+        f"(b) SFT train throughput: {args.steps} steps, batch {BATCH_SIZE},"
+        f" max_length {MAX_LENGTH} ({n})",
+        ["script", "train tokens/s", "train runtime_s", "process wall s", "train tokens"],
+        [
+            [
+                label,
+                spread(rows, "tokens_per_s", ".0f"),
+                spread(rows, "runtime_s", ".2f"),
+                spread(rows, "process_s", ".2f"),
+                str(int(median(rows, "train_tokens"))),
+            ]
+            for label, rows in (("train.py (ours)", ours), ("plain TRL", plain))
+        ],
+    )
+    ratio = median(ours, "tokens_per_s") / median(plain, "tokens_per_s")
+    process_ratio = median(ours, "process_s") / median(plain, "process_s")
+    print("\nratios")
+    if demo:
+        print(f"  demo overhead wall/runtime   {median(demo, 'overhead'):.1f}x")
+    print(f"  tokens/s ours/plain          {ratio:.3f}  (1.0 = wrapper costs nothing in training)")
+    print(f"  process wall ours/plain      {process_ratio:.3f}  (startup, trackio, save, summary)")
+    if {row["train_tokens"] for row in ours} != {row["train_tokens"] for row in plain}:
+        print(
+            "  warning: the two scripts saw different token counts; the ratio is not like for like"
+        )
+    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
+    print(f"\nload average at the end {load}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

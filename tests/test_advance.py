@@ -1,0 +1,111 @@
+"""Pure ledger transitions and log parsing: same facts in, same ledger out."""
+
+from __future__ import annotations
+
+from ci_runner.backend.base import JobStatus, JobSummary
+from ci_runner.ledger.advance import apply_job_status, diagnose
+from ci_runner.ledger.model import Attempt, JobState, Run, RunStatus
+from ci_runner.progress import parse_progress
+
+LOG = [
+    "loading model",
+    "[step 1/4] loss=2.5 learning_rate=0.001 epoch=0.25",
+    "[step 1/4] eval_loss=2.6",
+    "[step 2/4] loss=2.25 learning_rate=0.00075 epoch=0.5",
+    "[step 3/4] loss=nan learning_rate=0.0005",
+    "  [step 9/9] loss=1.0 (indented lines from other tools are ignored)",
+]
+
+
+def make_run(**attempt) -> Run:
+    return Run(
+        run_id="r-1",
+        title="r-1",
+        method="sft",
+        spec_hash="abc",
+        created_at="2026-11-22T00:00:00Z",
+        backend="local",
+        hardware="local",
+        base_model="./m",
+        dataset="./d.jsonl",
+        dataset_split="train",
+        output_dir="out",
+        tracking_project="p",
+        tracking_run="r-1",
+        attempts=[Attempt(number=1, backend="local", job_id="j1", submitted_at="t0", **attempt)],
+    )
+
+
+def test_parse_progress_reads_steps_losses_and_skips_nan():
+    progress = parse_progress(LOG)
+    assert (progress.step, progress.max_steps) == (3, 4)
+    assert progress.loss_curve == [(1, 2.5), (2, 2.25)]
+    assert progress.loss == 2.25
+    assert progress.learning_rate == 0.0005
+    assert progress.min_loss == 2.25
+
+
+def test_running_job_updates_step_and_curve():
+    run = apply_job_status(
+        make_run(), JobStatus("j1", JobState.RUNNING), progress=parse_progress(LOG), summary=None
+    )
+    assert run.status == RunStatus.RUNNING
+    assert run.metrics.step == 3 and run.metrics.final_loss == 2.25
+    assert run.last_attempt.state == JobState.RUNNING
+
+
+def test_completed_job_takes_metrics_from_summary():
+    summary = JobSummary.from_logs(
+        [
+            'CI_RUNNER_SUMMARY {"status": "completed", "steps": 4, "max_steps": 4,'
+            ' "final_loss": 1.5, "min_loss": 1.4, "runtime_s": 9.5, "train_tokens_per_s": 100.0,'
+            ' "loss_history": [[1, 2.5], [4, 1.5]]}'
+        ]
+    ).data
+    status = JobStatus("j1", JobState.COMPLETED, 0, None, "2026-11-22T00:01:00Z")
+    run = apply_job_status(make_run(), status, progress=parse_progress(LOG), summary=summary)
+    assert run.status == RunStatus.COMPLETED
+    assert run.metrics.step == 4 and run.metrics.final_loss == 1.5
+    assert run.metrics.loss_curve == [(1, 2.5), (4, 1.5)]
+    assert run.last_attempt.finished_at == "2026-11-22T00:01:00Z"
+    # Applying the same facts again is a no-op.
+    assert apply_job_status(run, status, progress=parse_progress(LOG), summary=summary) == run
+
+
+def test_clean_exit_without_summary_is_a_failure():
+    run = apply_job_status(
+        make_run(), JobStatus("j1", JobState.COMPLETED, 0), progress=None, summary=None
+    )
+    assert run.status == RunStatus.FAILED
+    assert "no completion summary" in run.error
+
+
+def test_error_carries_the_scripts_own_message_and_a_remedy():
+    summary = {"status": "failed", "error_type": "OutOfMemoryError", "error": "CUDA out of memory"}
+    run = apply_job_status(
+        make_run(),
+        JobStatus("j1", JobState.ERROR, 1, "exited with code 1"),
+        progress=None,
+        summary=summary,
+    )
+    assert run.status == RunStatus.FAILED
+    assert run.error.startswith("OutOfMemoryError: CUDA out of memory")
+    assert "per_device_train_batch_size" in run.error
+
+
+def test_canceled_and_stale_status_for_another_job():
+    run = apply_job_status(
+        make_run(), JobStatus("j1", JobState.CANCELED, -15), progress=None, summary=None
+    )
+    assert run.status == RunStatus.CANCELED
+    untouched = make_run()
+    assert (
+        apply_job_status(untouched, JobStatus("other", JobState.ERROR), progress=None, summary=None)
+        == untouched
+    )
+
+
+def test_diagnose_known_failures():
+    assert "dataset.columns" in diagnose("KeyError: 'messages'")
+    assert "HF_TOKEN" in diagnose("401 Client Error: Unauthorized")
+    assert diagnose("something else entirely") is None

@@ -1,0 +1,198 @@
+"""The core loop on the tiny model: experiment file → local job → ledger → report.
+
+These run real TRL steps through job_scripts/train.py as detached local jobs.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from ci_runner.backend.local import LocalBackend
+from ci_runner.errors import ExitCode
+from ci_runner.ledger.model import RunStatus
+from ci_runner.ledger.store import load_ledger
+from ci_runner.paths import Project
+from ci_runner.runner import Runner
+from tests.conftest import make_project
+
+pytestmark = pytest.mark.training
+
+STEM = "tiny-llama-tiny-chat-sft"
+
+
+def cli(root: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "ci_runner.cli", "--root", str(root), *args],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
+def git(root: Path, *args: str) -> str:
+    out = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, check=True)
+    return out.stdout
+
+
+def write_experiment(root: Path, name: str, extra: str = "", steps: int = 2) -> Path:
+    path = root / "experiments" / f"{name}.yaml"
+    path.write_text(
+        f"name: {name}\n"
+        "base_model: ./fixtures/tiny-llama\n"
+        "method: sft\n"
+        "dataset:\n  path: ./fixtures/data/tiny-chat.jsonl\n  max_samples: 16\n"
+        f"hyperparameters:\n  max_steps: {steps}\n  per_device_train_batch_size: 4\n"
+        "  logging_steps: 1\n  max_length: 64\n"
+        "lora: off\n" + extra
+    )
+    return path
+
+
+def wait_until_done(runner: Runner, run_id: str, timeout: float = 300):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        runner.poll()
+        _, run = runner.find_run(run_id)
+        if not run.active:
+            return run
+        time.sleep(0.5)
+    raise AssertionError(f"{run_id} did not finish in {timeout}s")
+
+
+@pytest.fixture(scope="module")
+def demo(tiny_fixtures, tmp_path_factory):
+    """The offline demo, run once through the CLI exactly as the README's command does."""
+    root = make_project(
+        tmp_path_factory.mktemp("demo"), tiny_fixtures.model.parent, "tiny-sft.yaml"
+    )
+    git(root, "init", "-q")
+    result = cli(root, "run", "experiments/tiny-sft.yaml")
+    return root, result
+
+
+def test_demo_finishes_with_report_loss_and_plot(demo):
+    root, result = demo
+    assert result.returncode == 0, result.stderr
+    report = root / "training_reports" / f"{STEM}.md"
+    assert f"report: {report}" in result.stdout
+    text = report.read_text()
+    assert "- `Completed`" in text
+    ledger = load_ledger(root / "training_reports" / f"{STEM}.ledger.json")
+    (run,) = ledger.runs
+    assert run.status == RunStatus.COMPLETED
+    assert run.metrics.step == run.metrics.max_steps == 12
+    assert f"Final loss: {run.metrics.final_loss:.4f}" in text
+    assert len(run.metrics.loss_curve) == 12
+    assert f"![Training loss]({STEM}.loss.svg)" in text
+    svg = (root / "training_reports" / f"{STEM}.loss.svg").read_text()
+    assert svg.count("<polyline") == 1
+    assert (root / run.output_dir / "model.safetensors").exists()
+
+
+def test_second_submit_starts_no_job(demo):
+    root, _ = demo
+    jobs_before = sorted((root / ".ci-runner" / "jobs").iterdir())
+    result = cli(root, "submit", "experiments/tiny-sft.yaml")
+    assert result.returncode == 0, result.stderr
+    assert "already submitted" in result.stdout
+    assert sorted((root / ".ci-runner" / "jobs").iterdir()) == jobs_before
+    assert len(jobs_before) == 1
+
+
+def test_poll_and_report_twice_change_nothing(demo):
+    root, _ = demo
+    git(root, "add", "-A")
+    git(root, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "demo")
+    for _ in range(2):
+        assert cli(root, "poll").returncode == 0
+        assert cli(root, "report").returncode == 0
+        assert git(root, "status", "--porcelain") == ""
+
+
+def test_status_and_logs_read_back_as_json(demo):
+    root, _ = demo
+    status = json.loads(cli(root, "status", "--json").stdout)
+    (run,) = status[0]["runs"]
+    assert run["status"] == "completed"
+    assert run["metrics"]["step"] == 12
+    logs = cli(root, "logs", "tiny-sft", "--tail", "1")
+    assert logs.stdout.startswith("CI_RUNNER_SUMMARY ")
+
+
+class CrashAfterStart(LocalBackend):
+    """The runner dies right after the job started, before recording it."""
+
+    def submit(self, request):
+        super().submit(request)
+        raise KeyboardInterrupt("simulated crash")
+
+
+class CrashBeforeStart(LocalBackend):
+    def submit(self, request):
+        raise KeyboardInterrupt("simulated crash")
+
+
+@pytest.mark.parametrize("crashing", [CrashAfterStart, CrashBeforeStart])
+def test_crash_during_submit_is_recovered_by_poll_without_a_second_job(
+    tiny_fixtures, tmp_path, crashing
+):
+    root = make_project(tmp_path, tiny_fixtures.model.parent)
+    spec = write_experiment(root, "crashy")
+    project = Project(root)
+    backend = crashing(project.jobs_dir, cwd=root, env={"TRACKIO_DIR": str(project.trackio_dir)})
+    with pytest.raises(KeyboardInterrupt):
+        Runner(project, backends={"local": backend}).submit(spec)
+    (ledger_path,) = project.ledger_paths()
+    (run,) = load_ledger(ledger_path).runs
+    assert run.last_attempt.job_id is None  # intent recorded, job not
+
+    runner = Runner(project)
+    done = wait_until_done(runner, run.run_id)
+    assert done.status == RunStatus.COMPLETED
+    assert len(list(project.jobs_dir.iterdir())) == 1
+    assert runner.submit(spec).created is False
+
+
+def test_failed_run_exits_10_with_diagnosis_in_report(tiny_fixtures, tmp_path):
+    root = make_project(tmp_path, tiny_fixtures.model.parent)
+    write_experiment(root, "wrong-column", extra="")
+    text = (root / "experiments" / "wrong-column.yaml").read_text()
+    text = text.replace(
+        "  max_samples: 16\n", "  max_samples: 16\n  columns: {messages: conversation}\n"
+    )
+    (root / "experiments" / "wrong-column.yaml").write_text(text)
+    result = cli(root, "run", "experiments/wrong-column.yaml")
+    assert result.returncode == ExitCode.RUN_FAILED, result.stderr
+    (report,) = (root / "training_reports").glob("*.md")
+    body = report.read_text()
+    assert "- `Failed`" in body
+    assert "conversation" in body  # the missing column is named
+
+
+def test_cancel_marks_run_canceled_and_run_exits_11(tiny_fixtures, tmp_path):
+    root = make_project(tmp_path, tiny_fixtures.model.parent)
+    write_experiment(root, "to-cancel", steps=500)
+    submitted = cli(root, "submit", "experiments/to-cancel.yaml")
+    assert submitted.returncode == 0, submitted.stderr
+    canceled = cli(root, "cancel", "to-cancel")
+    assert canceled.returncode == 0 and "canceled" in canceled.stdout
+    result = cli(root, "run", "experiments/to-cancel.yaml")
+    assert result.returncode == ExitCode.RUN_CANCELED
+    (report,) = (root / "training_reports").glob("*.md")
+    assert "- `Canceled`" in report.read_text()
+
+
+def test_missing_fixtures_fail_before_anything_starts(tmp_path):
+    (tmp_path / "experiments").mkdir()
+    spec = write_experiment(tmp_path, "no-fixtures")
+    result = cli(tmp_path, "submit", str(spec))
+    assert result.returncode == ExitCode.NOT_READY
+    assert "ci-runner fixtures" in result.stderr
+    assert not (tmp_path / ".ci-runner").exists()
