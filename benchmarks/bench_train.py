@@ -35,6 +35,7 @@ TRAIN_SCRIPT = ROOT / "job_scripts" / "train.py"
 PLAIN_SCRIPT = ROOT / "benchmarks" / "plain_trl_sft.py"
 SUMMARY_PREFIX = "CI_RUNNER_SUMMARY "
 # The settings (b) holds equal for both scripts; max_steps comes from --steps.
+NOISY = 1.5  # max/min across repeats above which the result is flagged as noisy
 BATCH_SIZE, LEARNING_RATE, MAX_LENGTH, LOGGING_STEPS, SEED = 4, 5e-4, 128, 1, 42
 
 
@@ -173,6 +174,10 @@ def result_row(summary: dict[str, Any], wall: float, steps: int) -> dict[str, fl
 # --- output ------------------------------------------------------------------------
 
 
+def progress(message: str) -> None:
+    print(f"  ... {message}", file=sys.stderr, flush=True)
+
+
 def median(rows: list[dict[str, float]], key: str) -> float:
     return statistics.median(row[key] for row in rows)
 
@@ -229,15 +234,12 @@ def main(argv: list[str] | None = None) -> int:
             scratch = Path(tmp)
             for i in range(args.repeats):
                 if not args.skip_demo:
-                    print(f"  (a) demo        run {i + 1}/{args.repeats}", file=sys.stderr)
+                    progress(f"(a) demo, run {i + 1}/{args.repeats}")
                     demo.append(bench_demo(scratch, i))
                 # Alternate which goes first so warm caches and drift favour neither.
                 order = [("ours", bench_ours), ("plain", bench_plain)]
                 for name, bench in order if i % 2 == 0 else order[::-1]:
-                    print(
-                        f"  (b) {name:<5} x{args.steps:<4} run {i + 1}/{args.repeats}",
-                        file=sys.stderr,
-                    )
+                    progress(f"(b) {name}, {args.steps} steps, run {i + 1}/{args.repeats}")
                     (ours if name == "ours" else plain).append(bench(scratch, args.steps, i))
     except BenchError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -272,16 +274,45 @@ def main(argv: list[str] | None = None) -> int:
             for label, rows in (("train.py (ours)", ours), ("plain TRL", plain))
         ],
     )
+    print_table(
+        "each run (in the order run; a noisy run shows up here)",
+        ["run", "demo wall s", "demo runtime_s", "ours tokens/s", "plain tokens/s", "ours/plain"],
+        [
+            [
+                str(i + 1),
+                f"{demo[i]['wall_s']:.2f}" if demo else "-",
+                f"{demo[i]['runtime_s']:.2f}" if demo else "-",
+                f"{ours[i]['tokens_per_s']:.0f}",
+                f"{plain[i]['tokens_per_s']:.0f}",
+                f"{ours[i]['tokens_per_s'] / plain[i]['tokens_per_s']:.3f}",
+            ]
+            for i in range(args.repeats)
+        ],
+    )
     ratio = median(ours, "tokens_per_s") / median(plain, "tokens_per_s")
     process_ratio = median(ours, "process_s") / median(plain, "process_s")
     print("\nratios")
     if demo:
         print(f"  demo overhead wall/runtime   {median(demo, 'overhead'):.1f}x")
     print(f"  tokens/s ours/plain          {ratio:.3f}  (1.0 = wrapper costs nothing in training)")
-    print(f"  process wall ours/plain      {process_ratio:.3f}  (startup, trackio, save, summary)")
+    print(f"  process wall ours/plain      {process_ratio:.3f}  (+ start-up, trackio finish, save)")
     if {row["train_tokens"] for row in ours} != {row["train_tokens"] for row in plain}:
         print(
             "  warning: the two scripts saw different token counts; the ratio is not like for like"
+        )
+    noisy = [
+        label
+        for label, rows, key in (
+            ("demo", demo, "wall_s"),
+            ("ours", ours, "tokens_per_s"),
+            ("plain", plain, "tokens_per_s"),
+        )
+        if rows and max(r[key] for r in rows) > NOISY * min(r[key] for r in rows)
+    ]
+    if noisy:
+        print(
+            f"  warning: runs of {', '.join(noisy)} differ by more than {NOISY}x: the CPU was"
+            " shared or busy; rerun on an idle machine or with more --repeats"
         )
     load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
     print(f"\nload average at the end {load}")

@@ -69,8 +69,9 @@ class FixturePaths:
 def build_fixtures(out_dir: Path, *, force: bool = False) -> FixturePaths:
     """Write the datasets and the tiny model under ``out_dir``.
 
-    Idempotent: the datasets are cheap and always rewritten (byte-identical),
-    the model is rebuilt only when ``force`` is set or its config is missing.
+    Idempotent: a dataset file is only written when its (seeded, so fixed) text
+    differs, and the model is rebuilt only when ``force`` is set or its
+    ``config.json`` is missing.
     """
     out_dir = Path(out_dir).resolve()
     data_dir = out_dir / "data"
@@ -99,11 +100,11 @@ def build_fixtures(out_dir: Path, *, force: bool = False) -> FixturePaths:
 # --- datasets ---------------------------------------------------------------
 
 
-def _arithmetic(rng: random.Random) -> tuple[int, str, int]:
+def _arithmetic(rng: random.Random) -> tuple[str, int]:
+    """A small expression and its value, e.g. ("7 * 3", 21)."""
     a, b = rng.randint(0, 20), rng.randint(0, 20)
     op = rng.choice(["+", "-", "*"])
-    result = {"+": a + b, "-": a - b, "*": a * b}[op]
-    return a, f"{a} {op} {b}", result
+    return f"{a} {op} {b}", {"+": a + b, "-": a - b, "*": a * b}[op]
 
 
 def _sft_rows(rng: random.Random) -> list[dict[str, Any]]:
@@ -113,7 +114,7 @@ def _sft_rows(rng: random.Random) -> list[dict[str, Any]]:
         if i % 2:
             question, answer, _ = FACTS[rng.randrange(len(FACTS))]
         else:
-            _, expr, result = _arithmetic(rng)
+            expr, result = _arithmetic(rng)
             question, answer = f"What is {expr}?", f"{expr} = {result}."
         messages = [{"role": "user", "content": question}, {"role": "assistant", "content": answer}]
         if i % 4 == 0:
@@ -129,7 +130,7 @@ def _dpo_rows(rng: random.Random) -> list[dict[str, Any]]:
         if i % 2:
             question, good, bad = FACTS[rng.randrange(len(FACTS))]
         else:
-            _, expr, result = _arithmetic(rng)
+            expr, result = _arithmetic(rng)
             wrong = result + rng.choice([-3, -2, -1, 1, 2, 3])
             question, good, bad = f"What is {expr}?", f"{expr} = {result}.", f"{expr} = {wrong}."
         rows.append(
@@ -146,15 +147,17 @@ def _grpo_rows(rng: random.Random) -> list[dict[str, Any]]:
     """Math prompts with a verifiable ``answer`` column for the accuracy reward."""
     rows = []
     for _ in range(ROWS):
-        _, expr, result = _arithmetic(rng)
+        expr, result = _arithmetic(rng)
         content = f"What is {expr}? {GRPO_INSTRUCTION}"
         rows.append({"prompt": [{"role": "user", "content": content}], "answer": str(result)})
     return rows
 
 
 def _write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
+    """Write only on change, so a rebuild leaves mtimes (and caches keyed on them) alone."""
     text = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
-    path.write_text(text, encoding="utf-8")
+    if not path.is_file() or path.read_text(encoding="utf-8") != text:
+        path.write_text(text, encoding="utf-8")
 
 
 def _corpus(rows_by_file: dict[str, list[dict[str, Any]]]) -> list[str]:

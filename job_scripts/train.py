@@ -32,6 +32,7 @@ Modelled on ``trl/scripts/sft.py``; deliberately short and config-driven.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import difflib
 import importlib.util
@@ -160,15 +161,19 @@ def rename_columns(dataset, columns: dict[str, str]):
     return dataset.rename_columns({src: trl for trl, src in columns.items()})
 
 
-def check_columns(dataset, method: str, extra: set[str], what: str) -> None:
+def check_columns(dataset, config: dict[str, Any], extra: set[str], what: str) -> None:
     """Fail before training, with the fix, when TRL or a reward would miss a column."""
-    have = set(dataset.column_names)
-    options = REQUIRED_COLUMNS[method]
+    have, method = set(dataset.column_names), config["method"]
+    options = list(REQUIRED_COLUMNS[method])
+    text_field = (config.get("hyperparameters") or {}).get("dataset_text_field")
+    if method == "sft" and text_field:
+        options.append((text_field,))
     if not any(set(option) <= have for option in options):
         wanted = " or ".join("+".join(option) for option in options)
+        example = f"{{'{options[0][0]}': 'your_column'}}"
         raise ConfigError(
             f"{method.upper()} needs column(s) {wanted} but the {what} set has "
-            f"{sorted(have)}; map yours with dataset.columns, e.g. {{'chosen': 'good_response'}}"
+            f"{sorted(have)}; map yours with dataset.columns, e.g. {example}"
         )
     if extra - have:
         raise ConfigError(
@@ -189,6 +194,10 @@ def load_datasets(config: dict[str, Any], extra_columns: set[str]):
         return dataset
 
     train = prepare(source.get("split") or "train")
+    if len(train) == 0:
+        raise ConfigError(
+            f"the {source.get('split') or 'train'!r} split of {source['path']} is empty"
+        )
     evaluation = None
     if source.get("eval_split"):
         evaluation = prepare(source["eval_split"])
@@ -198,12 +207,9 @@ def load_datasets(config: dict[str, Any], extra_columns: set[str]):
         )
         train, evaluation = parts["train"], parts["test"]
 
-    method = config["method"]
-    check_columns(train, method, extra_columns, "train")
+    check_columns(train, config, extra_columns, "train")
     if evaluation is not None:
-        check_columns(evaluation, method, extra_columns, "eval")
-    if len(train) == 0:
-        raise ConfigError("the train set is empty")
+        check_columns(evaluation, config, extra_columns, "eval")
     return train, evaluation
 
 
@@ -437,6 +443,7 @@ def make_progress_callback():
 
 
 def _fmt(value: Any) -> str:
+    """Four significant digits: enough to watch a loss move, short enough for one line."""
     if isinstance(value, float):
         return f"{value:.4g}"
     return str(value)
@@ -481,6 +488,16 @@ def emit_summary(summary: dict[str, Any], output_dir: str | None) -> None:
             print(f"warning: could not write {SUMMARY_FILENAME}: {exc}", file=sys.stderr)
     sys.stderr.flush()
     print(SUMMARY_PREFIX + text, flush=True)
+
+
+def finish_trackers() -> None:
+    """Close an open trackio run now, so its exit message can't land after the summary."""
+    trackio = sys.modules.get("trackio")
+    if trackio is None:
+        return
+    # Nothing to close, or the store is the problem: either way the summary matters more.
+    with contextlib.suppress(Exception):
+        trackio.finish()
 
 
 def quiet_libraries() -> None:
@@ -548,7 +565,8 @@ def train(config: dict[str, Any]) -> dict[str, Any]:
     trainer.save_model(args.output_dir)  # for LoRA this writes the adapter only
     print(f"saved {'adapter' if peft_config else 'model'} to {args.output_dir}", flush=True)
     if args.push_to_hub:
-        trainer.push_to_hub(dataset_name=config["dataset"]["path"])
+        dataset = config["dataset"]["path"]
+        trainer.push_to_hub(dataset_name=None if Path(dataset).exists() else dataset)
         print(f"pushed to https://huggingface.co/{args.hub_model_id}", flush=True)
     summary = build_summary(config, trainer, train_output, progress.tokens_at_start)
     if hasattr(trainer, "end"):  # transformers >= 5.18: finish trackers (trackio)
@@ -566,6 +584,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {exc}", file=sys.stderr)  # the fix is in the message, not the stack
         else:
             traceback.print_exc()
+        finish_trackers()
         summary = {
             "status": "failed",
             "method": config.get("method"),

@@ -436,11 +436,11 @@ def test_fixtures_module_imports_light():
 def test_fixtures_are_idempotent_and_well_formed(tiny_fixtures):
     from ci_runner.fixtures import build_fixtures
 
-    weights = tiny_fixtures.model / "model.safetensors"
-    before = weights.stat().st_mtime_ns
+    files = [tiny_fixtures.model / "model.safetensors", tiny_fixtures.sft_data]
+    before = [path.stat().st_mtime_ns for path in files]
     again = build_fixtures(tiny_fixtures.model.parent)
     assert again == tiny_fixtures
-    assert weights.stat().st_mtime_ns == before  # model not rebuilt
+    assert [path.stat().st_mtime_ns for path in files] == before  # nothing rewritten
 
     sft = [json.loads(line) for line in tiny_fixtures.sft_data.read_text().splitlines()]
     assert len(sft) == 64 and all(r["messages"][-1]["role"] == "assistant" for r in sft)

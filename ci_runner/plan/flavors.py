@@ -3,6 +3,8 @@
 Prices are the public per-hour list prices (hub-docs ``jobs-pricing``,
 August 2026); ``list_jobs_hardware`` refreshes them when a token is present.
 TFLOP/s are dense bf16 (fp16 on T4, which has no bf16) tensor-core peaks.
+``ACCELERATORS`` adds what the planner needs beyond the catalog: bf16 support,
+memory bandwidth (for GRPO's decode-bound generation) and an assumed MFU.
 """
 
 from __future__ import annotations
@@ -66,3 +68,26 @@ FLAVORS: tuple[Flavor, ...] = (
 )
 
 FLAVORS_BY_NAME: dict[str, Flavor] = {f.name: f for f in FLAVORS}
+
+
+@dataclass(frozen=True)
+class Accelerator:
+    """Per-GPU facts the time estimate uses, beyond the catalog's peak TFLOP/s."""
+
+    bf16: bool  # bf16 tensor cores; T4 has none, so bf16 there is emulated and slow
+    mem_bw_gbps: float  # memory bandwidth per GPU, GB/s: bounds token-by-token decoding
+    mfu: float  # model FLOPs utilisation we assume for HF Trainer fine-tuning
+    emulated_bf16_tflops: float | None = None  # what bf16 runs at without tensor cores
+
+
+# MFU: what single-node HF Trainer runs reach at a few thousand tokens per micro-batch.
+# Power-capped inference cards (T4 70 W, L4 72 W) sustain less of their peak.
+ACCELERATORS: dict[str, Accelerator] = {
+    "T4": Accelerator(bf16=False, mem_bw_gbps=320, mfu=0.25, emulated_bf16_tflops=8.1),
+    "L4": Accelerator(bf16=True, mem_bw_gbps=300, mfu=0.30),
+    "A10G": Accelerator(bf16=True, mem_bw_gbps=600, mfu=0.35),
+    "L40S": Accelerator(bf16=True, mem_bw_gbps=864, mfu=0.35),
+    "A100": Accelerator(bf16=True, mem_bw_gbps=2039, mfu=0.40),
+    "RTX PRO 6000": Accelerator(bf16=True, mem_bw_gbps=1792, mfu=0.35),
+    "H200": Accelerator(bf16=True, mem_bw_gbps=4800, mfu=0.35),
+}

@@ -1,0 +1,287 @@
+"""The Hugging Face Jobs backend, on ``huggingface_hub``'s Jobs API.
+
+How a job script gets into the container: ``run_uv_job`` would upload a local
+script to a private Hub bucket over Xet before starting the job. That is one more
+moving part per submission, and one no test can exercise offline. Instead the
+script travels inside the job spec itself: base64 in an env var, decoded by a
+one-line ``bash -c`` and run with ``uv run`` (which reads its PEP 723 header).
+The run config travels the same way, as JSON. The job spec is then the whole
+truth about what ran, visible on the job's page.
+
+``HF_TOKEN`` is always passed as a *secret*, never in ``env``: secrets are
+encrypted and never echoed back by the API.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import re
+import shlex
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+from ci_runner.backend.base import JobHandle, JobRequest, JobStatus
+from ci_runner.errors import BackendError
+from ci_runner.ledger.model import JobState
+from ci_runner.plan.flavors import FLAVORS_BY_NAME
+
+UV_IMAGE = "ghcr.io/astral-sh/uv:python3.12-bookworm"
+SCRIPT_ENV = "CI_RUNNER_SCRIPT_B64"
+CONFIG_ENV = "CI_RUNNER_RUN_CONFIG"
+SCRIPT_PATH = "/tmp/ci_runner_job.py"
+RETRY_STATUS = (408, 429, 500, 502, 503, 504)
+LOG_TAIL = 2000
+REPO_LABEL = "ci-runner.repo"
+
+T = TypeVar("T")
+
+AUTH_HINTS = {
+    401: "the HF token is missing or invalid: create a write token at "
+    "https://huggingface.co/settings/tokens and set HF_TOKEN",
+    402: "HF Jobs needs a paid plan (PRO, Team or Enterprise) on this namespace",
+    403: "the HF token cannot run jobs in this namespace: it needs write access "
+    "(or the namespace needs a Jobs-enabled plan)",
+    404: "the namespace does not exist or the token cannot see it: check --namespace / HF_TOKEN",
+}
+
+
+def job_command(flavor: str) -> list[str]:
+    """Decode the script and run it; multi-GPU flavors go through torchrun.
+
+    For a single process ``uv run`` resolves the script's PEP 723 header itself.
+    torchrun needs the dependencies in the environment it runs in, so the header
+    is exported to a requirements file first and torchrun runs inside it.
+    """
+    decode = f'printf %s "${SCRIPT_ENV}" | base64 -d > {SCRIPT_PATH}'
+    gpus = FLAVORS_BY_NAME[flavor].gpus if flavor in FLAVORS_BY_NAME else 1
+    if gpus > 1:
+        launch = (
+            f"uv export --script {SCRIPT_PATH} --no-hashes > /tmp/requirements.txt && "
+            f"exec uv run --with-requirements /tmp/requirements.txt -- "
+            f"torchrun --standalone --nproc_per_node {gpus} {SCRIPT_PATH}"
+        )
+    else:
+        launch = f"exec uv run {shlex.quote(SCRIPT_PATH)}"
+    return ["bash", "-c", f"{decode} && {launch}"]
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    attempts: int = 4
+    base_delay_s: float = 1.0
+    max_delay_s: float = 16.0
+
+
+class HfJobsBackend:
+    name = "hf-jobs"
+
+    def __init__(
+        self,
+        api: Any,  # huggingface_hub.HfApi; typed loosely to keep imports lazy
+        *,
+        namespace: str,
+        token: str,
+        repo: str,
+        retry: RetryPolicy = RetryPolicy(),
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.api = api
+        self.namespace = namespace
+        self._token = token
+        self.repo = repo
+        self.retry = retry
+        self.sleep = sleep
+
+    # -- plumbing ---------------------------------------------------------------
+
+    def _call(self, what: str, fn: Callable[[], T]) -> T:
+        """Bounded retries with backoff on 5xx/429/network errors; clear 4xx messages."""
+        import httpx2
+        from huggingface_hub.errors import HfHubHTTPError
+
+        delay = self.retry.base_delay_s
+        for attempt in range(1, self.retry.attempts + 1):
+            try:
+                return fn()
+            except HfHubHTTPError as exc:
+                status = exc.response.status_code if exc.response is not None else None
+                if status in AUTH_HINTS:
+                    raise BackendError(
+                        f"HF Jobs refused to {what} ({status}): {AUTH_HINTS[status]}"
+                    ) from None
+                if status not in RETRY_STATUS:
+                    raise BackendError(
+                        f"HF Jobs could not {what}: HTTP {status}: {_server_message(exc)}"
+                    ) from None
+                problem = f"HTTP {status}"
+                wait = _retry_after(exc) or delay
+            except (httpx2.TransportError, OSError) as exc:
+                problem = type(exc).__name__
+                wait = delay
+            if attempt == self.retry.attempts:
+                break
+            self.sleep(min(wait, self.retry.max_delay_s))
+            delay = min(delay * 2, self.retry.max_delay_s)
+        raise BackendError(
+            f"HF Jobs kept failing to {what} ({problem}) after {self.retry.attempts} attempts; "
+            "nothing was recorded as done. Run the command again later."
+        )
+
+    def url(self, job_id: str) -> str:
+        return f"{self.api.endpoint}/jobs/{self.namespace}/{job_id}"
+
+    # -- submit -----------------------------------------------------------------
+
+    def submit(self, request: JobRequest) -> JobHandle:
+        """Create the job; on a retried create, adopt a job the failed call made."""
+        script = request.script.read_bytes()
+        labels = {REPO_LABEL: self.repo, **request.labels}
+        env = {
+            SCRIPT_ENV: base64.b64encode(script).decode(),
+            CONFIG_ENV: request.run_config.model_dump_json(),
+            "PYTHONUNBUFFERED": "1",
+        }
+
+        def create() -> Any:
+            # A 5xx may still have created the job: look before creating again.
+            existing = self.find(request.labels)
+            if existing:
+                return existing[-1]
+            return self.api.run_job(
+                image=UV_IMAGE,
+                command=job_command(request.flavor),
+                env=env,
+                secrets={"HF_TOKEN": self._token},
+                flavor=request.flavor,
+                timeout=request.timeout_s,
+                labels=labels,
+                namespace=self.namespace,
+                token=self._token,
+            )
+
+        job = self._call("create the job", create)
+        if isinstance(job, JobHandle):
+            return job
+        return JobHandle(job.id, self.url(job.id))
+
+    # -- queries ----------------------------------------------------------------
+
+    def _list(self, labels: dict[str, str]) -> list[Any]:
+        return self._call(
+            "list jobs",
+            lambda: list(
+                self.api.list_jobs(
+                    labels={REPO_LABEL: self.repo, **labels},
+                    namespace=self.namespace,
+                    token=self._token,
+                )
+            ),
+        )
+
+    def find(self, labels: dict[str, str]) -> list[JobHandle]:
+        jobs = [j for j in self._list(labels) if _stage(j) != "DELETED"]
+        jobs.sort(key=lambda j: (j.created_at or 0, j.id))
+        return [JobHandle(j.id, self.url(j.id)) for j in jobs]
+
+    def statuses(self, job_ids: list[str]) -> dict[str, JobStatus]:
+        """One labelled list (plus pages) for all runs; inspect only stragglers."""
+        if not job_ids:
+            return {}
+        wanted = set(job_ids)
+        found = {j.id: _to_status(j) for j in self._list({}) if j.id in wanted}
+        for job_id in wanted - found.keys():
+            job = self._call(
+                "inspect a job",
+                lambda job_id=job_id: self.api.inspect_job(
+                    job_id=job_id, namespace=self.namespace, token=self._token
+                ),
+            )
+            found[job_id] = _to_status(job)
+        return found
+
+    def logs(self, job_id: str, tail: int | None = None) -> list[str]:
+        return self._call(
+            "fetch logs",
+            lambda: list(
+                self.api.fetch_job_logs(
+                    job_id=job_id,
+                    namespace=self.namespace,
+                    follow=False,
+                    tail=tail or LOG_TAIL,
+                    token=self._token,
+                )
+            ),
+        )
+
+    def cancel(self, job_id: str) -> None:
+        self._call(
+            "cancel the job",
+            lambda: self.api.cancel_job(job_id=job_id, namespace=self.namespace, token=self._token),
+        )
+
+
+def _stage(job: Any) -> str:
+    stage = job.status.stage if job.status else "SCHEDULING"
+    return getattr(stage, "value", stage)
+
+
+def _to_status(job: Any) -> JobStatus:
+    stage = _stage(job)
+    try:
+        state = JobState(stage)
+    except ValueError:  # DELETED, UPDATING, or a stage added later
+        state = JobState.ERROR if stage == "DELETED" else JobState.RUNNING
+    finished = getattr(job, "finished_at", None)
+    return JobStatus(
+        job.id,
+        state,
+        message=job.status.message if job.status else None,
+        finished_at=finished.strftime("%Y-%m-%dT%H:%M:%SZ") if finished else None,
+    )
+
+
+def _server_message(exc: Exception) -> str:
+    return getattr(exc, "server_message", None) or str(exc).splitlines()[0]
+
+
+def _retry_after(exc: Any) -> float | None:
+    value = exc.response.headers.get("retry-after") if exc.response is not None else None
+    try:
+        return float(value) if value else None
+    except ValueError:
+        return None
+
+
+def label_value(text: str) -> str:
+    """HF labels allow 100 chars of ``[A-Za-z0-9._-]``."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-")[:100] or "unknown"
+
+
+def repo_label(root: Path) -> str:
+    """The repository a job belongs to: GitHub's name for it in CI, else the folder."""
+    return label_value(os.environ.get("GITHUB_REPOSITORY") or root.resolve().name)
+
+
+def from_environment(root: Path, *, namespace: str | None = None) -> HfJobsBackend:
+    """Build the backend from HF_TOKEN / HF_ENDPOINT / HF_JOBS_NAMESPACE."""
+    from huggingface_hub import HfApi, get_token
+
+    token = os.environ.get("HF_TOKEN") or get_token()
+    if not token:
+        raise BackendError(
+            "the hf-jobs backend needs a Hugging Face token: create a write token at "
+            "https://huggingface.co/settings/tokens and set HF_TOKEN (in CI: a repository secret)"
+        )
+    api = HfApi(endpoint=os.environ.get("HF_ENDPOINT") or None, token=token)
+    backend = HfJobsBackend(api, namespace="", token=token, repo=repo_label(root))
+    # whoami must go through this api: the module-level one ignores HF_ENDPOINT overrides.
+    backend.namespace = (
+        namespace
+        or os.environ.get("HF_JOBS_NAMESPACE")
+        or backend._call("identify the token's user", lambda: api.whoami(token=token))["name"]
+    )
+    return backend

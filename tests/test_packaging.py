@@ -1,0 +1,25 @@
+"""The runner stays light: no ML stack at import, and the console script is wired."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+HEAVY = ("torch", "transformers", "trl", "peft", "datasets", "trackio", "sentencepiece")
+
+
+def test_cli_import_pulls_in_no_ml_stack():
+    code = (
+        "import sys, ci_runner.cli, ci_runner.runner;"
+        f"print([m for m in {HEAVY!r} if m in sys.modules])"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_console_script_reports_version():
+    out = subprocess.run(
+        [sys.executable, "-m", "ci_runner.cli", "--version"], capture_output=True, text=True
+    )
+    assert out.returncode == 0
+    assert out.stdout.startswith("ci-runner, version ")
