@@ -139,14 +139,23 @@ def fixtures(ctx: click.Context, out: str, force: bool) -> None:
         click.echo(f"{label:<10} {path}")
 
 
+BACKEND_OPTION = click.option(
+    "--backend",
+    type=click.Choice(["local", "hf-jobs"]),
+    default=None,
+    help="Override the experiment file's backend.",
+)
+
+
 @main.command()
 @click.argument("file", type=click.Path(dir_okay=False))
+@BACKEND_OPTION
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
 @handle_errors
-def submit(ctx: click.Context, file: str, as_json: bool) -> None:
+def submit(ctx: click.Context, file: str, backend: str | None, as_json: bool) -> None:
     """Submit an experiment's run; does nothing if that run was already submitted."""
-    outcome = _runner(ctx).submit(Path(file))
+    outcome = _runner(ctx).submit(Path(file), backend=backend)
     if as_json:
         _emit_json(vars(outcome) | {"report": str(outcome.report)})
         return
@@ -252,14 +261,15 @@ def report(ctx: click.Context) -> None:
 
 @main.command()
 @click.argument("file", type=click.Path(dir_okay=False))
+@BACKEND_OPTION
 @click.option("--interval", default=2.0, show_default=True, help="Seconds between polls.")
 @click.option("--json", "as_json", is_flag=True, help="Print the final run as JSON.")
 @click.pass_context
 @handle_errors
-def run(ctx: click.Context, file: str, interval: float, as_json: bool) -> None:
+def run(ctx: click.Context, file: str, backend: str | None, interval: float, as_json: bool) -> None:
     """Submit, poll until the run ends, render the report. Exit code = run outcome."""
     runner = _runner(ctx)
-    outcome = runner.submit(Path(file))
+    outcome = runner.submit(Path(file), backend=backend)
     click.echo(
         f"{'submitted' if outcome.created else 'resuming watch of'} {outcome.run_id} "
         f"(job {outcome.job_id}; logs: {outcome.job_url})",

@@ -9,16 +9,17 @@ started twice.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ci_runner.backend.base import Backend, JobHandle, JobRequest, JobSummary
+from ci_runner.backend.base import Backend, JobHandle, JobRequest, JobStatus, JobSummary
 from ci_runner.backend.local import LocalBackend, utc_now
 from ci_runner.errors import BackendError, NotReadyError
 from ci_runner.ledger.advance import apply_job_status
 from ci_runner.ledger.model import Attempt, Ledger, Run, RunStatus
 from ci_runner.ledger.store import load_ledger, save_ledger, write_atomic
-from ci_runner.paths import Project, report_stem
+from ci_runner.paths import LEDGER_SUFFIX, Project, report_stem
 from ci_runner.plan.model_size import count_local_parameters
 from ci_runner.plan.resolve import ResolvedRun, resolve_run, run_id_for
 from ci_runner.progress import parse_progress
@@ -29,12 +30,19 @@ from ci_runner.spec.model import Experiment, is_local_path
 
 HUB = "https://huggingface.co"
 TRAIN_SCRIPT = "train.py"
+LOG_FETCH_WORKERS = 8
 
 
 def hub_url(ref: str, kind: str = "model") -> str | None:
     if is_local_path(ref):
         return None
     return f"{HUB}/datasets/{ref}" if kind == "dataset" else f"{HUB}/{ref}"
+
+
+def trackio_url(space: str | None, project: str, run: str) -> str | None:
+    if not space:
+        return None
+    return f"{HUB}/spaces/{space}?project={project}&runs={run}&metrics=train/loss"
 
 
 def format_timeout(seconds: int | None) -> str | None:
@@ -90,14 +98,17 @@ class Runner:
 
     def backend(self, name: str) -> Backend:
         if name not in self._backends:
-            if name != "local":
-                raise BackendError(
-                    f"the {name!r} backend is not available yet; use `backend: local`"
+            if name == "local":
+                env = {"TRACKIO_DIR": str(self.project.trackio_dir)}
+                self._backends[name] = LocalBackend(
+                    self.project.jobs_dir, cwd=self.project.root, env=env
                 )
-            env = {"TRACKIO_DIR": str(self.project.trackio_dir)}
-            self._backends[name] = LocalBackend(
-                self.project.jobs_dir, cwd=self.project.root, env=env
-            )
+            elif name == "hf-jobs":
+                from ci_runner.backend.hf_jobs import from_environment
+
+                self._backends[name] = from_environment(self.project.root)
+            else:
+                raise BackendError(f"unknown backend {name!r}; use local or hf-jobs")
         return self._backends[name]
 
     # -- submit -----------------------------------------------------------------
@@ -134,14 +145,17 @@ class Runner:
 
     def resolve(self, experiment: Experiment) -> ResolvedRun:
         run_id = run_id_for(experiment)
-        output_dir = self.project.relative(self.project.runs_dir / run_id / "output")
+        if experiment.backend == "local":
+            output_dir = self.project.relative(self.project.runs_dir / run_id / "output")
+        else:  # inside the job's container; what matters is pushed to the Hub
+            output_dir = f"/tmp/ci-runner/{run_id}/output"
         params = None
         if is_local_path(experiment.base_model):
             params = count_local_parameters(self.project.root / experiment.base_model)
         return resolve_run(experiment, output_dir=output_dir, param_count=params)
 
-    def submit(self, spec_path: Path) -> SubmitOutcome:
-        experiment = load_experiment(spec_path)
+    def submit(self, spec_path: Path, *, backend: str | None = None) -> SubmitOutcome:
+        experiment = load_experiment(spec_path, {"backend": backend} if backend else None)
         self.check_inputs(experiment)
         backend = self.backend(experiment.backend)
         stem = self._stem(experiment)
@@ -229,57 +243,70 @@ class Runner:
             hub_model_id=config.hub_model_id,
             tracking_project=config.tracking.project,
             tracking_run=config.tracking.run_name,
+            tracking_url=trackio_url(
+                config.tracking.space_id, config.tracking.project, resolved.run_id
+            ),
             attempts=[Attempt(number=1, backend=backend, submitted_at=self.now())],
         )
 
     # -- poll -------------------------------------------------------------------
 
     def poll(self) -> PollOutcome:
+        """One bulk status call per backend for all active runs of all experiments."""
         outcome = PollOutcome()
-        for ledger_path in self.project.ledger_paths():
-            ledger = load_ledger(ledger_path)
-            if ledger is None or not ledger.active_runs:
-                continue
-            ledger = self._advance(ledger)
-            outcome.runs.extend(r for r in ledger.runs)
-            stem = ledger_path.name.removesuffix(".ledger.json")
-            if save_ledger(ledger_path, ledger):
-                outcome.changed.append(ledger_path)
-            outcome.changed.extend(self.write_report(stem, ledger))
-        return outcome
-
-    def _advance(self, ledger: Ledger) -> Ledger:
-        for run in ledger.active_runs:
-            if run.last_attempt is None or run.last_attempt.job_id is None:
-                run = self._recover_unsubmitted(ledger, run)
-                ledger = _replace_run(ledger, run)
-        by_backend: dict[str, list[Run]] = {}
-        for run in ledger.active_runs:
-            if run.last_attempt and run.last_attempt.job_id:
-                by_backend.setdefault(run.backend, []).append(run)
-        for name, runs in by_backend.items():
-            backend = self.backend(name)
-            statuses = backend.statuses([r.last_attempt.job_id for r in runs])
-            for run in runs:
-                status = statuses[run.last_attempt.job_id]
-                lines = backend.logs(status.job_id)
-                summary = JobSummary.from_logs(lines) if status.state.terminal else None
-                ledger = _replace_run(
-                    ledger,
-                    apply_job_status(
+        ledgers: dict[Path, Ledger] = {}
+        for path in self.project.ledger_paths():
+            ledger = load_ledger(path)
+            if ledger is not None and ledger.active_runs:
+                ledgers[path] = self._recover_unsubmitted_runs(ledger)
+        facts = self._job_facts([r for led in ledgers.values() for r in led.active_runs])
+        for path, ledger in ledgers.items():
+            for run in ledger.active_runs:
+                job_id = run.last_attempt.job_id if run.last_attempt else None
+                if job_id in facts:
+                    status, lines = facts[job_id]
+                    summary = JobSummary.from_logs(lines) if status.state.terminal else None
+                    advanced = apply_job_status(
                         run,
                         status,
                         progress=parse_progress(lines),
                         summary=summary and summary.data,
-                    ),
-                )
+                    )
+                    ledger = _replace_run(ledger, advanced)
+            outcome.runs.extend(ledger.runs)
+            if save_ledger(path, ledger):
+                outcome.changed.append(path)
+            outcome.changed.extend(self.write_report(path.name.removesuffix(LEDGER_SUFFIX), ledger))
+        return outcome
+
+    def _job_facts(self, runs: list[Run]) -> dict[str, tuple[JobStatus, list[str]]]:
+        """Status and log lines of every run's current job, grouped by backend."""
+        by_backend: dict[str, list[str]] = {}
+        for run in runs:
+            if run.last_attempt and run.last_attempt.job_id:
+                by_backend.setdefault(run.backend, []).append(run.last_attempt.job_id)
+        facts: dict[str, tuple[JobStatus, list[str]]] = {}
+        for name, job_ids in by_backend.items():
+            backend = self.backend(name)
+            statuses = backend.statuses(job_ids)
+            # HF's log endpoint holds a running job's stream open for seconds: fetch in parallel.
+            with ThreadPoolExecutor(max_workers=LOG_FETCH_WORKERS) as pool:
+                logs = pool.map(backend.logs, job_ids)
+                for job_id, lines in zip(job_ids, logs, strict=True):
+                    facts[job_id] = (statuses[job_id], lines)
+        return facts
+
+    def _recover_unsubmitted_runs(self, ledger: Ledger) -> Ledger:
+        for run in ledger.active_runs:
+            if run.last_attempt is None or run.last_attempt.job_id is None:
+                ledger = _replace_run(ledger, self._recover_unsubmitted(ledger, run))
         return ledger
 
     def _recover_unsubmitted(self, ledger: Ledger, run: Run) -> Run:
         """A crash between recording a run and submitting it: adopt or resubmit."""
         spec_path = self.project.root / ledger.spec_path
         try:
-            experiment = load_experiment(spec_path)
+            experiment = load_experiment(spec_path, {"backend": run.backend})
         except Exception:  # noqa: BLE001 - any failure here means we cannot rebuild it
             experiment = None
         if experiment is None or run_id_for(experiment) != run.run_id:
@@ -312,7 +339,7 @@ class Runner:
         for ledger_path in self.project.ledger_paths():
             ledger = load_ledger(ledger_path)
             if ledger is not None:
-                changed += self.write_report(ledger_path.name.removesuffix(".ledger.json"), ledger)
+                changed += self.write_report(ledger_path.name.removesuffix(LEDGER_SUFFIX), ledger)
         return changed
 
     def ledgers(self) -> list[Ledger]:

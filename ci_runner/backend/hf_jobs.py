@@ -98,13 +98,14 @@ class HfJobsBackend:
 
     # -- plumbing ---------------------------------------------------------------
 
-    def _call(self, what: str, fn: Callable[[], T]) -> T:
+    def _call(self, what: str, fn: Callable[[], T], *, attempts: int | None = None) -> T:
         """Bounded retries with backoff on 5xx/429/network errors; clear 4xx messages."""
         import httpx2
         from huggingface_hub.errors import HfHubHTTPError
 
+        attempts = attempts or self.retry.attempts
         delay = self.retry.base_delay_s
-        for attempt in range(1, self.retry.attempts + 1):
+        for attempt in range(1, attempts + 1):
             try:
                 return fn()
             except HfHubHTTPError as exc:
@@ -122,12 +123,12 @@ class HfJobsBackend:
             except (httpx2.TransportError, OSError) as exc:
                 problem = type(exc).__name__
                 wait = delay
-            if attempt == self.retry.attempts:
+            if attempt == attempts:
                 break
             self.sleep(min(wait, self.retry.max_delay_s))
             delay = min(delay * 2, self.retry.max_delay_s)
         raise BackendError(
-            f"HF Jobs kept failing to {what} ({problem}) after {self.retry.attempts} attempts; "
+            f"HF Jobs kept failing to {what} ({problem}) after {attempts} attempt(s); "
             "nothing was recorded as done. Run the command again later."
         )
 
@@ -158,6 +159,7 @@ class HfJobsBackend:
                 secrets={"HF_TOKEN": self._token},
                 flavor=request.flavor,
                 timeout=request.timeout_s,
+                name=label_value(request.run_config.run_id),
                 labels=labels,
                 namespace=self.namespace,
                 token=self._token,
@@ -171,6 +173,8 @@ class HfJobsBackend:
     # -- queries ----------------------------------------------------------------
 
     def _list(self, labels: dict[str, str]) -> list[Any]:
+        # list_jobs already retries with backoff inside huggingface_hub (http_backoff);
+        # retrying again here would multiply the requests of a 429 storm.
         return self._call(
             "list jobs",
             lambda: list(
@@ -180,6 +184,7 @@ class HfJobsBackend:
                     token=self._token,
                 )
             ),
+            attempts=1,
         )
 
     def find(self, labels: dict[str, str]) -> list[JobHandle]:

@@ -47,8 +47,11 @@ def metrics_from_progress(progress: Progress, previous: TrainMetrics | None) -> 
             "step": progress.step if progress.step is not None else base.step,
             "max_steps": progress.max_steps or base.max_steps,
             "final_loss": progress.loss if progress.loss is not None else base.final_loss,
-            "min_loss": progress.min_loss if progress.loss_curve else base.min_loss,
-            "loss_curve": progress.loss_curve or base.loss_curve,
+            "min_loss": min(
+                (v for v in (progress.min_loss, base.min_loss) if v is not None), default=None
+            ),
+            # A log tail holds only recent steps: merge it into the curve so far.
+            "loss_curve": sorted({**dict(base.loss_curve), **dict(progress.loss_curve)}.items()),
         }
     )
 

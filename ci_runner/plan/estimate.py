@@ -575,14 +575,15 @@ def _seconds(
 
 
 def _timeout_warnings(experiment: Experiment, est: float | None, recommended: int | None) -> list:
+    """A timeout below the estimate kills the job; none at all means HF Jobs' 30 min."""
     if est is None or recommended is None:
         return []
     advice = f"set `timeout: {format_duration(recommended)}`"
     timeout = experiment.timeout
-    if timeout is None and est > HF_JOBS_DEFAULT_TIMEOUT_S:
+    if timeout is None and recommended > HF_JOBS_DEFAULT_TIMEOUT_S:
         return [
-            f"no timeout set: HF Jobs stops jobs after 30 min by default, and this one needs "
-            f"~{format_duration(est)}; {advice}"
+            "no timeout set: HF Jobs stops jobs after 30 min by default, which kills most "
+            f"training; this one is estimated at ~{format_duration(est)}; {advice}"
         ]
     if timeout is not None and timeout < est:
         return [
@@ -616,6 +617,84 @@ def _budget_warnings(experiment: Experiment, cost: float | None) -> tuple[bool, 
     return False, []
 
 
+@dataclass(frozen=True)
+class _Sizing:
+    """What the model and the file fix before hardware is chosen."""
+
+    lora: LoraSpec | None
+    lora_note: str
+    lengths: _Lengths
+    shape: ModelShape | None
+    trainable: int | None
+    memory: Memory | None
+
+
+def _sizing(s: Settings, experiment: Experiment, size: ModelSize | None, mean_len: float | None):
+    lora, note = decide_lora(experiment, size.params if size else None)
+    lengths = _lengths(s, mean_len)
+    if size is None:
+        return _Sizing(lora, note, lengths, None, None, None)
+    shape = size.shape or approx_shape(size.params)
+    trainable = lora_trainable(shape, lora) if lora else None
+    memory = estimate_memory(
+        size.params, shape, s, trainable=trainable, prompt_len=lengths.prompt_len
+    )
+    return _Sizing(lora, note, lengths, shape, trainable, memory)
+
+
+@dataclass(frozen=True)
+class _Timing:
+    seconds: float | None = None
+    usd_per_hour: float | None = None
+    cost: float | None = None
+    recommended: int | None = None
+
+
+def _timing(
+    flavor: Flavor,
+    s: Settings,
+    size: ModelSize,
+    sized: _Sizing,
+    work: Workload,
+    prices: Mapping[str, float],
+    notes: _Notes,
+) -> _Timing:
+    assert sized.shape is not None
+    price = _price(flavor, prices)
+    lora_on = sized.lora is not None
+    est = _seconds(flavor, s, size, sized.shape, lora_on, work)
+    if est is None:
+        return _Timing(usd_per_hour=price)
+    notes.assumptions.append(_throughput_note(flavor, s, lora_on))
+    notes.assumptions.append(
+        f"start-up {FIXED_OVERHEAD_S // 60} min + {size.params * 2 / GB:.1f} GB download"
+    )
+    if s.method == "grpo":
+        notes.assumptions.append(
+            "GRPO completions run to max_completion_length; transformers generate "
+            f"(no vLLM) at ≥{DECODE_FLOOR_S * 1000:.0f} ms per decode step"
+        )
+    notes.assumptions.append("evaluation passes and checkpoint uploads are not counted")
+    return _Timing(est, price, cost_usd(est, price), recommended_timeout(est))
+
+
+@dataclass
+class _Notes:
+    warnings: list[str]
+    assumptions: list[str]
+
+
+def _workload_notes(experiment: Experiment, s: Settings, work: Workload, rows_known: bool):
+    if work.tokens is None:
+        return [
+            "dataset size unknown and no max_steps or max_samples: time and cost not "
+            "estimated; run the dataset check or set max_steps"
+        ], []
+    if not rows_known and not s.max_steps:
+        return [], [f"the dataset has at least max_samples ({experiment.dataset.max_samples}) rows"]
+    return [], []
+
+
 def make_plan(
     experiment: Experiment,
     *,
@@ -627,99 +706,80 @@ def make_plan(
     """Decide LoRA and hardware and estimate memory, time, cost and timeout.
 
     ``size`` None (unknown model) still plans, without hardware or memory.
-    ``dataset_rows``/``mean_seq_len`` come from the dataset check when it has run.
+    ``dataset_rows``/``mean_seq_len`` come from the dataset check when it has run
+    (for GRPO ``mean_seq_len`` is the mean prompt length).
     ``prices`` ($/h by flavor) override the shipped table (see ``prices_from_hardware``).
     The local backend gets flavor "local" at no cost and no time estimate.
     """
+    prices = prices or {}
     s = settings_from(experiment)
-    params = size.params if size else None
-    lora, lora_note = decide_lora(experiment, params)
-    lengths = _lengths(s, mean_seq_len)
-    shape = (size.shape or approx_shape(size.params)) if size else None
-    trainable = lora_trainable(shape, lora) if lora and shape else None
-    memory = None
-    if size and shape:
-        memory = estimate_memory(
-            size.params, shape, s, trainable=trainable, prompt_len=lengths.prompt_len
-        )
-    warnings: list[str] = []
-    assumptions = _static_assumptions(s, lora is not None, size) if size else []
-    if lengths.note:
-        assumptions.append(lengths.note)
-    if params is None:
-        warnings.append("model size unknown: memory, hardware and time not estimated")
+    sized = _sizing(s, experiment, size, mean_seq_len)
+    notes = _Notes([], _static_assumptions(s, sized.lora is not None, size) if size else [])
+    if sized.lengths.note:
+        notes.assumptions.append(sized.lengths.note)
+    if size is None:
+        notes.warnings.append("model size unknown: memory, hardware and time not estimated")
 
     local = experiment.backend == "local"
     if local:
         choice = FlavorChoice(None, False, None)
         if experiment.hardware != "auto":
-            assumptions.append(f"hardware {experiment.hardware} is ignored by the local backend")
+            notes.assumptions.append(
+                f"hardware {experiment.hardware} is ignored by the local backend"
+            )
     else:
-        choice, hw_warnings, hw_notes = _hardware(experiment, memory, s, prices or {})
-        warnings += hw_warnings
-        assumptions += hw_notes
+        choice, hw_warnings, hw_notes = _hardware(experiment, sized.memory, s, prices)
+        notes.warnings.extend(hw_warnings)
+        notes.assumptions.extend(hw_notes)
     flavor = choice.flavor
-    gpus = flavor.gpus if flavor else 1
-    per_example = tokens_per_example(s, lengths.mean_len, lengths.prompt_len)
+    gpus = flavor.gpus if flavor else (1 if local else 0)
+
+    per_example = tokens_per_example(s, sized.lengths.mean_len, sized.lengths.prompt_len)
     rows = _train_rows(experiment, dataset_rows)
     work = workload(experiment, s, gpus=gpus, rows=rows, per_example=per_example)
-    if work.tokens is None:
-        warnings.append(
-            "dataset size unknown and no max_steps or max_samples: time and cost not "
-            "estimated; run the dataset check or set max_steps"
-        )
-    elif dataset_rows is None and not s.max_steps:
-        assumptions.append(
-            f"the dataset has at least max_samples ({experiment.dataset.max_samples}) rows"
-        )
+    work_warnings, work_notes = _workload_notes(experiment, s, work, dataset_rows is not None)
+    notes.warnings.extend(work_warnings)
+    notes.assumptions.extend(work_notes)
 
-    est = price = cost = recommended = None
-    if flavor is not None and size and shape:
-        est = _seconds(flavor, s, size, shape, lora is not None, work)
-        price = _price(flavor, prices or {})
-        if est is not None:
-            cost = cost_usd(est, price)
-            recommended = recommended_timeout(est)
-            assumptions.append(_throughput_note(flavor, s, lora is not None))
-            assumptions.append(
-                f"start-up {FIXED_OVERHEAD_S // 60} min + {size.params * 2 / GB:.1f} GB download"
-            )
-            if s.method == "grpo":
-                assumptions.append(
-                    "GRPO completions run to max_completion_length; transformers generate "
-                    f"(no vLLM) at ≥{DECODE_FLOOR_S * 1000:.0f} ms per decode step"
-                )
-            assumptions.append("evaluation passes and checkpoint uploads are not counted")
-            warnings += _timeout_warnings(experiment, est, recommended)
-    over_budget, budget_warnings = (False, []) if local else _budget_warnings(experiment, cost)
-    warnings += budget_warnings
+    timing = _Timing()
+    if flavor is not None and size is not None:
+        timing = _timing(flavor, s, size, sized, work, prices, notes)
+        notes.warnings.extend(_timeout_warnings(experiment, timing.seconds, timing.recommended))
+    over_budget, budget_warnings = (
+        (False, []) if local else _budget_warnings(experiment, timing.cost)
+    )
+    notes.warnings.extend(budget_warnings)
 
     return Plan(
         experiment=experiment.name,
         method=experiment.method,
         backend=experiment.backend,
         flavor="local" if local else (flavor.name if flavor else None),
-        flavor_usd_per_hour=0.0 if local else price,
+        flavor_usd_per_hour=0.0 if local else timing.usd_per_hour,
         flavor_vram_gb=flavor.total_vram_gb if flavor and flavor.is_gpu else None,
-        gpus=gpus if flavor else (1 if local else 0),
+        gpus=gpus,
         sharded=choice.sharded,
         fits=choice.fits,
-        lora_on=lora is not None,
-        lora_note=lora_note,
-        params=params,
+        lora_on=sized.lora is not None,
+        lora_note=sized.lora_note,
+        params=size.params if size else None,
         params_source=size.source if size else None,
-        trainable_params=trainable,
-        memory_gb=round(memory.per_gpu_gb(), 2) if memory else None,
+        trainable_params=sized.trainable,
+        memory_gb=round(sized.memory.per_gpu_gb(), 2) if sized.memory else None,
         examples=work.examples,
         steps=work.steps,
         tokens=work.tokens,
-        mean_seq_len=lengths.mean_len,
-        est_seconds=None if local or est is None else math.ceil(est),
-        est_cost_usd=0.0 if local else (round(cost, 4) if cost is not None else None),
+        mean_seq_len=sized.lengths.mean_len,
+        est_seconds=None if timing.seconds is None else math.ceil(timing.seconds),
+        est_cost_usd=0.0 if local else _round(timing.cost, 4),
         timeout_s=experiment.timeout,
-        recommended_timeout_s=None if local else recommended,
+        recommended_timeout_s=timing.recommended,
         budget_usd=experiment.budget.max_cost_usd if experiment.budget else None,
         over_budget=over_budget,
-        warnings=tuple(warnings),
-        assumptions=tuple(assumptions),
+        warnings=tuple(notes.warnings),
+        assumptions=tuple(notes.assumptions),
     )
+
+
+def _round(value: float | None, digits: int) -> float | None:
+    return None if value is None else round(value, digits)

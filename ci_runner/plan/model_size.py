@@ -9,6 +9,7 @@ decoder-only transformers). The shape (hidden size, layers, vocab...) comes from
 from __future__ import annotations
 
 import json
+import math
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,21 +42,24 @@ def _header(path: Path) -> dict:
         return json.loads(handle.read(length))
 
 
+def local_tensor_shapes(model_dir: Path) -> dict[str, list[int]]:
+    """Tensor name → shape over every ``*.safetensors`` file: reads a few KB only."""
+    shapes: dict[str, list[int]] = {}
+    for file in sorted(model_dir.glob("*.safetensors")):
+        for name, info in _header(file).items():
+            if name != "__metadata__":
+                shapes[name] = list(info["shape"])
+    return shapes
+
+
+def _numel(shape: list[int]) -> int:
+    return math.prod(shape)
+
+
 def count_local_parameters(model_dir: Path) -> int | None:
     """Sum tensor sizes from safetensors headers: exact, and reads a few KB only."""
-    files = sorted(model_dir.glob("*.safetensors"))
-    if not files:
-        return None
-    total = 0
-    for file in files:
-        for name, info in _header(file).items():
-            if name == "__metadata__":
-                continue
-            count = 1
-            for dim in info["shape"]:
-                count *= dim
-            total += count
-    return total
+    shapes = local_tensor_shapes(model_dir)
+    return sum(_numel(shape) for shape in shapes.values()) if shapes else None
 
 
 @dataclass(frozen=True)
@@ -128,6 +132,13 @@ def _dims(c: dict[str, Any]) -> tuple[int, int, int, int, int] | None:
     return h, layers, vocab, heads * head_dim, kv_heads * head_dim
 
 
+def _tied(config: dict[str, Any]) -> bool:
+    """transformers' default is tied; multimodal configs may say it at either level."""
+    return bool(
+        _text_config(config).get("tie_word_embeddings", config.get("tie_word_embeddings", True))
+    )
+
+
 def _count(config: dict[str, Any]) -> tuple[int, int, int] | None:
     """(total params, active params, mean active MLP width) from a decoder config."""
     c = _text_config(config)
@@ -144,7 +155,7 @@ def _count(config: dict[str, Any]) -> tuple[int, int, int] | None:
         total += attention + norms + mlp_total
         active += attention + norms + mlp_active
         widths += width
-    tied = c.get("tie_word_embeddings", config.get("tie_word_embeddings", True))
+    tied = _tied(config)
     embeddings = vocab * h * (1 if tied else 2) + h  # + final norm
     return total + embeddings, active + embeddings, widths // layers
 
@@ -169,6 +180,17 @@ def shape_from_config(config: dict[str, Any]) -> ModelShape | None:
     return ModelShape(h, layers, counted[2], vocab, q, kv, counted[1])
 
 
+def tied_duplicate(shapes: dict[str, list[int]], config: dict[str, Any] | None) -> int:
+    """Parameters stored twice: a checkpoint may keep ``lm_head.weight`` although the
+    config ties it to the embeddings (Qwen3-0.6B does); in memory it is one tensor."""
+    if not config or not _tied(config):
+        return 0
+    heads = [name for name in shapes if name.endswith("lm_head.weight")]
+    if len(heads) != 1 or not any(name.endswith("embed_tokens.weight") for name in shapes):
+        return 0
+    return _numel(shapes[heads[0]])
+
+
 def _read_json(path: Path) -> dict[str, Any] | None:
     try:
         data = json.loads(path.read_text())
@@ -182,8 +204,9 @@ def _local_size(model_dir: Path) -> ModelSize | None:
         return None
     config = _read_json(model_dir / "config.json")
     shape = shape_from_config(config) if config else None
-    counted = count_local_parameters(model_dir)
-    if counted:
+    shapes = local_tensor_shapes(model_dir)
+    if shapes:
+        counted = sum(_numel(s) for s in shapes.values()) - tied_duplicate(shapes, config)
         return ModelSize(counted, "safetensors headers", shape)
     estimated = estimate_from_config(config) if config else None
     return ModelSize(estimated, "config.json", shape) if estimated else None
@@ -203,9 +226,16 @@ def _hub_size(api: HfApi, repo_id: str) -> ModelSize | None:
     shape = shape_from_config(config) if config else None
     try:
         metadata = api.get_safetensors_metadata(repo_id)
-        counted = sum(metadata.parameter_count.values())
     except Exception:  # not a safetensors repo, gated, offline...: fall back to config
-        counted = 0
+        metadata = None
+    counted = 0
+    if metadata is not None:
+        shapes = {
+            name: list(info.shape)
+            for file in metadata.files_metadata.values()
+            for name, info in file.tensors.items()
+        }
+        counted = sum(metadata.parameter_count.values()) - tied_duplicate(shapes, config)
     if counted:
         return ModelSize(counted, "Hub safetensors metadata", shape)
     estimated = estimate_from_config(config) if config else None

@@ -157,6 +157,8 @@ def check_cross_fields(data: Any) -> list[Finding]:
                 at_key=True,
             )
         )
+    if data.backend == "hf-jobs":
+        findings += _hf_jobs_findings(data)
     hp = data.hyperparameters
     if data.method == "grpo":
         # GRPOConfig's defaults for both are 8.
@@ -171,4 +173,29 @@ def check_cross_fields(data: Any) -> list[Finding]:
                     f"e.g. per_device_train_batch_size: {gens}",
                 )
             )
+    return findings
+
+
+def _hf_jobs_findings(data: Any) -> list[Finding]:
+    """A job's disk is wiped when it ends and it cannot see this machine's files."""
+    from ci_runner.spec.model import is_local_path
+
+    findings = []
+    for path, ref in ((("base_model",), data.base_model), (("dataset", "path"), data.dataset.path)):
+        if is_local_path(ref):
+            findings.append(
+                Finding(
+                    path,
+                    "a local path is not visible inside an HF Jobs container",
+                    "push it to the Hub first (`hf upload <repo> <path>`) and use the repo id",
+                )
+            )
+    if not data.output.hub_model_id:
+        findings.append(
+            Finding(
+                ("backend",),
+                "hf-jobs needs output.hub_model_id: the job's disk is wiped when it ends",
+                "add `output: {hub_model_id: <you>/<model-name>}`",
+            )
+        )
     return findings

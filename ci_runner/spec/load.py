@@ -189,8 +189,12 @@ def _issue(finding: Finding, lines: _Lines, file: str) -> SpecIssue:
     return SpecIssue(file, line, _dotted(finding.path), finding.message, finding.hint)
 
 
-def parse_experiment(text: str, file: str) -> Experiment:
-    """Pure core of loading: text in, ``Experiment`` out, or ``SpecError``."""
+def parse_experiment(text: str, file: str, overrides: dict | None = None) -> Experiment:
+    """Pure core of loading: text in, ``Experiment`` out, or ``SpecError``.
+
+    ``overrides`` (e.g. ``--backend`` on the command line) replace top-level fields
+    before validation, so they are checked like the file itself.
+    """
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
         data = yaml.safe_load(text)
@@ -209,6 +213,7 @@ def parse_experiment(text: str, file: str) -> Experiment:
                 )
             ]
         )
+    data = {**data, **(overrides or {})}
     lines = _Lines()
     lines.walk(root)
     issues = [
@@ -230,7 +235,7 @@ def parse_experiment(text: str, file: str) -> Experiment:
     return experiment.model_copy(update={"hyperparameters": hyperparameters})
 
 
-def load_experiment(path: str | Path) -> Experiment:
+def load_experiment(path: str | Path, overrides: dict | None = None) -> Experiment:
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -238,4 +243,4 @@ def load_experiment(path: str | Path) -> Experiment:
         raise SpecError([SpecIssue(str(path), None, "", "file not found")]) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise SpecError([SpecIssue(str(path), None, "", f"cannot read: {exc}")]) from None
-    return parse_experiment(text, str(path))
+    return parse_experiment(text, str(path), overrides)

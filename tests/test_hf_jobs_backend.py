@@ -1,0 +1,303 @@
+"""The HF Jobs backend through the real huggingface_hub client, against the loopback API."""
+
+from __future__ import annotations
+
+import base64
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from huggingface_hub import constants
+
+from ci_runner.backend.hf_jobs import (
+    CONFIG_ENV,
+    REPO_LABEL,
+    SCRIPT_ENV,
+    UV_IMAGE,
+    HfJobsBackend,
+    RetryPolicy,
+    job_command,
+)
+from ci_runner.errors import BackendError, ExitCode
+from ci_runner.ledger.model import RunStatus
+from ci_runner.ledger.store import load_ledger
+from ci_runner.paths import Project
+from ci_runner.runner import Runner
+from tests.conftest import ROOT
+from tests.hf_jobs_server import FakeHFJobs
+
+NS = "alice"
+TOKEN = "hf_TOPSECRET_token_never_printed_0042"
+
+
+@pytest.fixture(autouse=True)
+def _online(monkeypatch):
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+
+
+@pytest.fixture
+def hf():
+    with FakeHFJobs(namespace=NS, page_size=2, token=TOKEN, stream_idle_close_s=0.05) as server:
+        yield server
+
+
+def experiment_text(name: str, extra: str = "") -> str:
+    return (
+        f"name: {name}\n"
+        "base_model: Qwen/Qwen3-0.6B\n"
+        "method: sft\n"
+        "dataset: trl-lib/Capybara\n"
+        "hyperparameters:\n  max_steps: 100\n"
+        "hardware: t4-small\n"
+        "timeout: 90m\n"
+        f"output:\n  hub_model_id: {NS}/{name}\n"
+        "tracking:\n  space: alice/trackio\n"
+        "backend: hf-jobs\n" + extra
+    )
+
+
+@pytest.fixture
+def project(tmp_path) -> Project:
+    (tmp_path / "experiments").mkdir()
+    (tmp_path / "job_scripts").symlink_to(ROOT / "job_scripts")
+    return Project(tmp_path)
+
+
+def write(project: Project, name: str, extra: str = "") -> Path:
+    path = project.root / "experiments" / f"{name}.yaml"
+    path.write_text(experiment_text(name, extra))
+    return path
+
+
+def make_runner(project: Project, hf: FakeHFJobs, backend_cls=HfJobsBackend) -> Runner:
+    backend = backend_cls(
+        hf.api(TOKEN),
+        namespace=NS,
+        token=TOKEN,
+        repo="acme-experiments",
+        retry=RetryPolicy(attempts=3, base_delay_s=0),
+        sleep=lambda s: None,
+    )
+    return Runner(project, backends={"hf-jobs": backend})
+
+
+def creates(hf: FakeHFJobs):
+    return hf.requests_to("POST", rf"^/api/jobs/{NS}$")
+
+
+def summary_line(**fields) -> str:
+    data = {
+        "status": "completed",
+        "method": "sft",
+        "steps": 100,
+        "max_steps": 100,
+        "final_loss": 0.9,
+        "min_loss": 0.85,
+        "runtime_s": 600.0,
+        "train_tokens_per_s": 1800.0,
+        "loss_history": [[50, 1.2], [100, 0.9]],
+    } | fields
+    return "CI_RUNNER_SUMMARY " + json.dumps(data)
+
+
+def test_submit_sends_script_config_secret_labels_flavor_and_timeout(project, hf):
+    outcome = make_runner(project, hf).submit(write(project, "qwen-sft"))
+    (request,) = creates(hf)
+    body = request.json
+    assert body["dockerImage"] == UV_IMAGE
+    assert body["flavor"] == "t4-small"
+    assert body["timeoutSeconds"] == 5400
+    assert body["secrets"] == {"HF_TOKEN": TOKEN}
+    assert TOKEN not in json.dumps(body["environment"])
+    assert body["labels"][REPO_LABEL] == "acme-experiments"
+    assert body["labels"]["ci-runner.experiment"] == "qwen-sft"
+    assert body["labels"]["ci-runner.run"] == outcome.run_id
+    script = base64.b64decode(body["environment"][SCRIPT_ENV])
+    assert script == (ROOT / "job_scripts" / "train.py").read_bytes()
+    config = json.loads(body["environment"][CONFIG_ENV])
+    assert config["hub_model_id"] == f"{NS}/qwen-sft" and config["run_id"] == outcome.run_id
+    assert body["command"][:2] == ["bash", "-c"] and "uv run" in body["command"][2]
+    assert TOKEN.encode() not in request.response_body
+    assert outcome.job_url == f"{hf.url}/jobs/{NS}/{outcome.job_id}"
+
+
+def test_multi_gpu_flavors_launch_through_torchrun():
+    assert "torchrun --standalone --nproc_per_node 4" in job_command("a100x4")[2]
+    assert "torchrun" not in job_command("a10g-large")[2]
+
+
+def test_poll_follows_a_job_to_completion_and_reports_links(project, hf):
+    runner = make_runner(project, hf)
+    outcome = runner.submit(write(project, "qwen-sft"))
+    hf.set_stage(outcome.job_id, "RUNNING")
+    hf.add_logs(outcome.job_id, ["[step 10/100] loss=1.9 learning_rate=2e-05"])
+    runner.poll()
+    _, run = runner.find_run(outcome.run_id)
+    assert run.status == RunStatus.RUNNING and run.metrics.step == 10
+    hf.add_logs(outcome.job_id, ["[step 100/100] loss=0.9 learning_rate=0", summary_line()])
+    hf.set_stage(outcome.job_id, "COMPLETED")
+    runner.poll()
+    ledger, run = runner.find_run(outcome.run_id)
+    assert run.status == RunStatus.COMPLETED
+    assert run.metrics.final_loss == 0.9 and run.metrics.step == 100
+    report = (project.root / ledger.report_path).read_text()
+    assert f"[Job {outcome.job_id}]({hf.url}/jobs/{NS}/{outcome.job_id})" in report
+    assert "https://huggingface.co/spaces/alice/trackio?project=qwen-sft" in report
+    changed = runner.poll()  # nothing active: a second poll is a no-op
+    assert changed.changed == []
+
+
+def test_oom_error_is_diagnosed_in_the_report(project, hf):
+    runner = make_runner(project, hf)
+    outcome = runner.submit(write(project, "qwen-oom"))
+    hf.add_logs(
+        outcome.job_id,
+        [
+            "torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB",
+            'CI_RUNNER_SUMMARY {"status": "failed", "error_type": "OutOfMemoryError", '
+            '"error": "CUDA out of memory. Tried to allocate 2.00 GiB"}',
+        ],
+    )
+    hf.set_stage(outcome.job_id, "ERROR", message="Job failed with exit code: 1")
+    runner.poll()
+    ledger, run = runner.find_run(outcome.run_id)
+    assert run.status == RunStatus.FAILED
+    report = (project.root / ledger.report_path).read_text()
+    assert "OutOfMemoryError: CUDA out of memory" in report
+    assert "gradient_checkpointing" in report
+
+
+def test_cancel_reaches_the_api_and_is_recorded(project, hf):
+    runner = make_runner(project, hf)
+    outcome = runner.submit(write(project, "qwen-cancel"))
+    runner.backend("hf-jobs").cancel(outcome.job_id)
+    assert hf.requests_to("POST", rf"/api/jobs/{NS}/{outcome.job_id}/cancel")
+    runner.poll()
+    _, run = runner.find_run(outcome.run_id)
+    assert run.status == RunStatus.CANCELED
+
+
+def test_500_on_create_twice_still_gives_exactly_one_job(project, hf):
+    hf.fail_next("POST", rf"^/api/jobs/{NS}$", status=500, times=2)
+    outcome = make_runner(project, hf).submit(write(project, "qwen-flaky"))
+    assert len(hf.jobs) == 1 and outcome.job_id in hf.jobs
+    assert [r.status for r in creates(hf)] == [500, 500, 200]
+
+
+def test_create_that_keeps_failing_gives_a_clear_error_and_no_job(project, hf):
+    hf.fail_next("POST", rf"^/api/jobs/{NS}$", status=503, times=10)
+    with pytest.raises(BackendError, match="kept failing to create the job"):
+        make_runner(project, hf).submit(write(project, "qwen-down"))
+    assert hf.jobs == {}
+
+
+class CrashAfterCreate(HfJobsBackend):
+    def submit(self, request):
+        super().submit(request)
+        raise KeyboardInterrupt("runner killed between create and ledger write")
+
+
+def test_crash_after_create_is_adopted_by_the_next_poll(project, hf):
+    spec = write(project, "qwen-crash")
+    with pytest.raises(KeyboardInterrupt):
+        make_runner(project, hf, CrashAfterCreate).submit(spec)
+    runner = make_runner(project, hf)
+    runner.poll()
+    (job_id,) = hf.jobs
+    _, run = runner.find_run("qwen-crash")
+    assert run.last_attempt.job_id == job_id
+    assert runner.submit(spec).created is False
+    assert len(creates(hf)) == 1
+
+
+def test_429_storm_on_list_fails_clearly_and_leaves_the_ledger_alone(project, hf, monkeypatch):
+    runner = make_runner(project, hf)
+    runner.submit(write(project, "qwen-busy"))
+    (ledger_path,) = project.ledger_paths()
+    before = ledger_path.read_bytes()
+    monkeypatch.setattr("huggingface_hub.utils._http.time.sleep", lambda s: None)
+    hf.fail_next("GET", rf"^/api/jobs/{NS}$", status=429, times=100, retry_after=0)
+    with pytest.raises(BackendError, match="429"):
+        runner.poll()
+    assert ledger_path.read_bytes() == before
+    assert len(hf.requests_to("GET", rf"^/api/jobs/{NS}$")) <= 10  # bounded
+
+
+def test_auth_errors_name_the_fix(project, hf):
+    runner = make_runner(project, hf)
+    hf.fail_next("POST", rf"^/api/jobs/{NS}$", status=403, times=1)
+    with pytest.raises(BackendError, match="write access"):
+        runner.submit(write(project, "qwen-forbidden"))
+
+
+def test_poll_of_many_runs_uses_one_paginated_list_and_no_inspects(project, hf):
+    runner = make_runner(project, hf)
+    for i in range(5):
+        runner.submit(write(project, f"qwen-bulk-{i}"))
+    hf.requests.clear()
+    runner.poll()
+    lists = hf.requests_to("GET", rf"^/api/jobs/{NS}$")
+    inspects = hf.requests_to("GET", rf"^/api/jobs/{NS}/[0-9a-f]+$")
+    assert len(lists) == 3  # 5 jobs at 2 per page
+    assert inspects == []
+
+
+def test_token_never_reaches_files_or_output(project, hf, monkeypatch):
+    write(project, "qwen-secret")
+    env = {
+        **__import__("os").environ,
+        "HF_TOKEN": TOKEN,
+        "HF_ENDPOINT": hf.url,
+        "HF_HUB_OFFLINE": "0",
+        "GITHUB_REPOSITORY": "acme/experiments",
+    }
+    outputs = []
+    for args in (
+        ["submit", "experiments/qwen-secret.yaml"],
+        ["poll"],
+        ["status", "--json"],
+        ["logs", "qwen-secret"],
+        ["cancel", "qwen-secret"],
+        ["report"],
+    ):
+        result = subprocess.run(
+            [sys.executable, "-m", "ci_runner.cli", "--root", str(project.root), *args],
+            cwd=project.root,
+            env=env,
+            capture_output=True,
+            text=True,
+        )
+        assert result.returncode == 0, result.stderr
+        outputs.append(result.stdout + result.stderr)
+    assert hf.jobs, "the job was submitted"
+    assert next(iter(hf.jobs.values()))["labels"][REPO_LABEL] == "acme-experiments"
+    assert all(TOKEN not in out for out in outputs)
+    for path in project.root.rglob("*"):
+        if path.is_file():
+            assert TOKEN.encode() not in path.read_bytes(), path
+
+
+def test_missing_token_is_a_clear_backend_error(project, monkeypatch, tmp_path):
+    write(project, "qwen-notoken")
+    env = {k: v for k, v in __import__("os").environ.items() if k != "HF_TOKEN"}
+    env["HF_HOME"] = str(tmp_path / "hf-home")  # no saved token either
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "ci_runner.cli",
+            "--root",
+            str(project.root),
+            "submit",
+            "experiments/qwen-notoken.yaml",
+        ],
+        cwd=project.root,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == ExitCode.BACKEND
+    assert "HF_TOKEN" in result.stderr
+    assert load_ledger(project.ledger_path("qwen3-0.6b-capybara-sft")) is None
