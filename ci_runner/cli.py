@@ -19,6 +19,7 @@ from ci_runner import __version__
 from ci_runner.errors import CiRunnerError, ExitCode, SpecError
 from ci_runner.ledger.model import Run, RunStatus
 from ci_runner.paths import Project
+from ci_runner.plan.render import plan_to_json, render_plan
 from ci_runner.runner import Runner
 from ci_runner.spec.load import load_experiment
 
@@ -147,21 +148,54 @@ BACKEND_OPTION = click.option(
 )
 
 
+BUDGET_OPTION = click.option(
+    "--allow-over-budget", is_flag=True, help="Submit even if the plan exceeds budget.max_cost_usd."
+)
+
+
 @main.command()
 @click.argument("file", type=click.Path(dir_okay=False))
 @BACKEND_OPTION
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
 @handle_errors
-def submit(ctx: click.Context, file: str, backend: str | None, as_json: bool) -> None:
-    """Submit an experiment's run; does nothing if that run was already submitted."""
-    outcome = _runner(ctx).submit(Path(file), backend=backend)
+def plan(ctx: click.Context, file: str, backend: str | None, as_json: bool) -> None:
+    """Show hardware, LoRA, memory, time and cost for an experiment; nothing runs.
+
+    Exits 5 when the plan exceeds budget.max_cost_usd.
+    """
+    runner = _runner(ctx)
+    experiment = load_experiment(file, {"backend": backend} if backend else None)
+    the_plan = runner.plan(experiment)
     if as_json:
-        _emit_json(vars(outcome) | {"report": str(outcome.report)})
+        _emit_json(plan_to_json(the_plan))
+    else:
+        click.echo(render_plan(the_plan))
+    if the_plan.over_budget:
+        sys.exit(ExitCode.OVER_BUDGET)
+
+
+@main.command()
+@click.argument("file", type=click.Path(dir_okay=False))
+@BACKEND_OPTION
+@BUDGET_OPTION
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+@handle_errors
+def submit(
+    ctx: click.Context, file: str, backend: str | None, allow_over_budget: bool, as_json: bool
+) -> None:
+    """Plan and submit an experiment's run; does nothing if it was already submitted."""
+    outcome = _runner(ctx).submit(Path(file), backend=backend, allow_over_budget=allow_over_budget)
+    if as_json:
+        data = vars(outcome) | {"report": str(outcome.report)}
+        data["plan"] = plan_to_json(outcome.plan) if outcome.plan else None
+        _emit_json(data)
         return
+    if outcome.plan:
+        click.echo(render_plan(outcome.plan))
     verb = "submitted" if outcome.created else "already submitted, nothing to do:"
     click.echo(f"{verb} {outcome.run_id} as job {outcome.job_id}")
-    click.echo(f"  {outcome.lora_note}")
     click.echo(f"  logs:   {outcome.job_url}")
     click.echo(f"  report: {outcome.report}")
 
@@ -262,14 +296,22 @@ def report(ctx: click.Context) -> None:
 @main.command()
 @click.argument("file", type=click.Path(dir_okay=False))
 @BACKEND_OPTION
+@BUDGET_OPTION
 @click.option("--interval", default=2.0, show_default=True, help="Seconds between polls.")
 @click.option("--json", "as_json", is_flag=True, help="Print the final run as JSON.")
 @click.pass_context
 @handle_errors
-def run(ctx: click.Context, file: str, backend: str | None, interval: float, as_json: bool) -> None:
+def run(
+    ctx: click.Context,
+    file: str,
+    backend: str | None,
+    allow_over_budget: bool,
+    interval: float,
+    as_json: bool,
+) -> None:
     """Submit, poll until the run ends, render the report. Exit code = run outcome."""
     runner = _runner(ctx)
-    outcome = runner.submit(Path(file), backend=backend)
+    outcome = runner.submit(Path(file), backend=backend, allow_over_budget=allow_over_budget)
     click.echo(
         f"{'submitted' if outcome.created else 'resuming watch of'} {outcome.run_id} "
         f"(job {outcome.job_id}; logs: {outcome.job_url})",

@@ -59,3 +59,7 @@ class NotReadyError(CiRunnerError):
 
 class BackendError(CiRunnerError):
     exit_code = ExitCode.BACKEND
+
+
+class OverBudgetError(CiRunnerError):
+    exit_code = ExitCode.OVER_BUDGET

@@ -8,6 +8,7 @@ started twice.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -15,12 +16,13 @@ from pathlib import Path
 
 from ci_runner.backend.base import Backend, JobHandle, JobRequest, JobStatus, JobSummary
 from ci_runner.backend.local import LocalBackend, utc_now
-from ci_runner.errors import BackendError, NotReadyError
+from ci_runner.errors import BackendError, NotReadyError, OverBudgetError
 from ci_runner.ledger.advance import apply_job_status
 from ci_runner.ledger.model import Attempt, Ledger, Run, RunStatus
 from ci_runner.ledger.store import load_ledger, save_ledger, write_atomic
 from ci_runner.paths import LEDGER_SUFFIX, Project, report_stem
-from ci_runner.plan.model_size import count_local_parameters
+from ci_runner.plan.estimate import Plan, make_plan, prices_from_hardware
+from ci_runner.plan.model_size import model_size
 from ci_runner.plan.resolve import ResolvedRun, resolve_run, run_id_for
 from ci_runner.progress import parse_progress
 from ci_runner.report.plot import render_loss_svg
@@ -58,6 +60,34 @@ def format_timeout(seconds: int | None) -> str | None:
     return "".join(parts)
 
 
+def run_timeout(experiment: Experiment, plan: Plan) -> int | None:
+    """The file's timeout, else the plan's recommendation (HF's own default kills most runs)."""
+    if experiment.timeout or experiment.backend == "local":
+        return experiment.timeout
+    return plan.recommended_timeout_s
+
+
+def check_plan(plan: Plan, *, allow_over_budget: bool) -> None:
+    """Refuse what cannot run, or costs more than the file allows, before anything starts."""
+    if plan.flavor is None:
+        raise NotReadyError(
+            f"cannot size {plan.base_model} (offline, or no safetensors metadata), so no hardware "
+            "can be chosen: set `hardware:` to a flavor in the experiment file"
+        )
+    if plan.over_budget and not allow_over_budget:
+        raise OverBudgetError(
+            f"the plan costs ~${plan.est_cost_usd:.2f}, over budget.max_cost_usd "
+            f"${plan.budget_usd:.2f}: lower max_steps/max_samples, raise the budget, "
+            "or pass --allow-over-budget"
+        )
+
+
+def _hub_api():
+    from huggingface_hub import HfApi
+
+    return HfApi(endpoint=os.environ.get("HF_ENDPOINT") or None)
+
+
 def run_labels(run: Run | ResolvedRun, experiment: str, attempt: int) -> dict[str, str]:
     return {
         "ci-runner.experiment": experiment,
@@ -73,7 +103,7 @@ class SubmitOutcome:
     job_url: str
     created: bool  # False: the run already had a job, nothing was submitted
     report: Path
-    lora_note: str
+    plan: Plan | None  # None when nothing was submitted
 
 
 @dataclass
@@ -143,26 +173,32 @@ class Runner:
             stem = f"{stem}-{experiment.name}"
         return stem
 
-    def resolve(self, experiment: Experiment) -> ResolvedRun:
+    def plan(self, experiment: Experiment) -> Plan:
+        """Size the model (local files, or Hub metadata when reachable) and plan the run."""
+        api = None if is_local_path(experiment.base_model) else _hub_api()
+        size = model_size(experiment.base_model, root=self.project.root, api=api)
+        prices = None
+        if experiment.backend == "hf-jobs" and api is not None and api.token:
+            prices = prices_from_hardware(api)
+        return make_plan(experiment, size=size, dataset_rows=None, mean_seq_len=None, prices=prices)
+
+    def resolve(self, experiment: Experiment, plan: Plan | None = None) -> ResolvedRun:
         run_id = run_id_for(experiment)
         if experiment.backend == "local":
             output_dir = self.project.relative(self.project.runs_dir / run_id / "output")
         else:  # inside the job's container; what matters is pushed to the Hub
             output_dir = f"/tmp/ci-runner/{run_id}/output"
-        params = None
-        if is_local_path(experiment.base_model):
-            params = count_local_parameters(self.project.root / experiment.base_model)
-        return resolve_run(experiment, output_dir=output_dir, param_count=params)
+        return resolve_run(experiment, output_dir=output_dir, plan=plan or self.plan(experiment))
 
-    def submit(self, spec_path: Path, *, backend: str | None = None) -> SubmitOutcome:
+    def submit(
+        self, spec_path: Path, *, backend: str | None = None, allow_over_budget: bool = False
+    ) -> SubmitOutcome:
         experiment = load_experiment(spec_path, {"backend": backend} if backend else None)
         self.check_inputs(experiment)
-        backend = self.backend(experiment.backend)
         stem = self._stem(experiment)
         ledger_path = self.project.ledger_path(stem)
         ledger = load_ledger(ledger_path) or self._new_ledger(experiment, spec_path, stem)
-        resolved = self.resolve(experiment)
-        run = ledger.run(resolved.run_id)
+        run = ledger.run(run_id_for(experiment))
         if run is not None and run.last_attempt and run.last_attempt.job_id:
             attempt = run.last_attempt
             return SubmitOutcome(
@@ -171,8 +207,12 @@ class Runner:
                 attempt.job_url or "",
                 False,
                 self.project.report_path(stem),
-                resolved.lora_note,
+                None,
             )
+        plan = self.plan(experiment)
+        check_plan(plan, allow_over_budget=allow_over_budget)
+        resolved = self.resolve(experiment, plan)
+        backend = self.backend(experiment.backend)
         if run is None:
             run = self._new_run(experiment, resolved, backend.name)
             ledger = ledger.model_copy(update={"runs": [*ledger.runs, run]})
@@ -183,12 +223,7 @@ class Runner:
         save_ledger(ledger_path, ledger)
         self.write_report(stem, ledger)
         return SubmitOutcome(
-            run.run_id,
-            handle.job_id,
-            handle.url,
-            True,
-            self.project.report_path(stem),
-            resolved.lora_note,
+            run.run_id, handle.job_id, handle.url, True, self.project.report_path(stem), plan
         )
 
     def _launch(
@@ -204,7 +239,7 @@ class Runner:
             run_config=resolved.run_config,
             labels=labels,
             flavor=run.hardware,
-            timeout_s=experiment.timeout,
+            timeout_s=run_timeout(experiment, resolved.plan),
         )
         return backend.submit(request)
 
@@ -232,8 +267,8 @@ class Runner:
             spec_hash=experiment.spec_hash,
             created_at=self.now(),
             backend=backend,
-            hardware="local" if backend == "local" else experiment.hardware,
-            timeout=format_timeout(experiment.timeout),
+            hardware=resolved.plan.flavor or experiment.hardware,
+            timeout=format_timeout(run_timeout(experiment, resolved.plan)),
             base_model=experiment.base_model,
             dataset=experiment.dataset.path,
             dataset_split=split,

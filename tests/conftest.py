@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
+
+# Nothing in the suite may reach the real Hub: sizing a Hub model would otherwise
+# retry against an unreachable huggingface.co. Tests of the HF API use a loopback fake.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
 @pytest.fixture(scope="session")

@@ -38,8 +38,9 @@ def _online(monkeypatch):
 
 
 @pytest.fixture
-def hf():
+def hf(monkeypatch):
     with FakeHFJobs(namespace=NS, page_size=2, token=TOKEN, stream_idle_close_s=0.05) as server:
+        monkeypatch.setenv("HF_ENDPOINT", server.url)  # model sizing asks the fake too (404)
         yield server
 
 

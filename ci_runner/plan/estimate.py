@@ -60,6 +60,7 @@ class Plan(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     experiment: str
+    base_model: str
     method: str
     backend: str
     flavor: str | None  # "local" for the local backend; None when nothing can be chosen
@@ -136,8 +137,10 @@ def _int(hp: Mapping[str, Any], key: str, default: int) -> int:
 
 def _load_bytes(hp: Mapping[str, Any]) -> int:
     """TRL loads in float32 unless ``model_init_kwargs.dtype`` says otherwise."""
-    kwargs = hp.get("model_init_kwargs") or {}
-    dtype = str(kwargs.get("dtype", kwargs.get("torch_dtype", "float32")) if kwargs else "float32")
+    kwargs = hp.get("model_init_kwargs")
+    kwargs = kwargs if isinstance(kwargs, dict) else {}
+    dtype = str(kwargs.get("dtype") or kwargs.get("torch_dtype") or "float32")
+    # "auto" keeps the checkpoint's dtype: 16-bit for nearly every published model
     return 2 if dtype.removeprefix("torch.") in ("bfloat16", "float16", "auto") else 4
 
 
@@ -320,7 +323,11 @@ def choose_flavor(
     """
     prices = prices or {}
     candidates = _gpu_candidates(bf16, prices)
-    notes = ("T4 skipped: no bf16 tensor cores (set `fp16: true` to allow it)",) if bf16 else ()
+    t4 = FLAVORS_BY_NAME["t4-small"]
+    t4_would_fit = bf16 and memory.per_gpu_gb(1) <= usable_gb(t4)
+    notes: tuple[str, ...] = ()
+    if t4_would_fit:
+        notes = ("T4 skipped: no bf16 tensor cores (set `fp16: true` to allow it)",)
     for flavor in candidates:
         if flavor.gpus == 1 and memory.per_gpu_gb(1) <= usable_gb(flavor):
             return FlavorChoice(flavor, False, True, notes)
@@ -377,9 +384,7 @@ def tokens_per_example(s: Settings, mean_len: float, prompt_len: float) -> float
     return mean_len
 
 
-def workload(
-    experiment: Experiment, s: Settings, *, gpus: int, rows: int | None, per_example: float
-) -> Workload:
+def workload(s: Settings, *, gpus: int, rows: int | None, per_example: float) -> Workload:
     """max_steps × batch × accumulation × GPUs when max_steps is set, else rows × epochs
     (GRPO: × num_generations completions per prompt)."""
     per_step = s.batch * s.grad_accum * max(gpus, 1)
@@ -421,14 +426,18 @@ def effective_tflops(flavor: Flavor, bf16: bool) -> float:
 
 
 def generation_seconds(flavor: Flavor, s: Settings, params: int, steps: int) -> float:
-    """GRPO decoding, one generation batch per optimizer step, completions run to
-    max_completion_length. A decode step reads every weight once: time = weight bytes
-    / (bandwidth × 0.6), but no less than DECODE_FLOOR_S of launch overhead."""
-    if not flavor.is_gpu:
-        return steps * s.completion_len * params * 2 * s.batch / (CPU_EFFECTIVE_TFLOPS * 1e12)
-    bandwidth = ACCELERATORS[flavor.accelerator].mem_bw_gbps * 1e9 * DECODE_BANDWIDTH_EFFICIENCY
-    per_token = max(DECODE_FLOOR_S, params * s.weight_bytes / bandwidth)
-    return steps * s.completion_len * per_token
+    """GRPO decoding: one generation batch (batch × accumulation sequences per GPU) per
+    optimizer step, completions run to max_completion_length. A decode step reads every
+    weight once, so it takes the longest of weight bytes / (bandwidth × 0.6), the batch's
+    2·N FLOPs per sequence at the training rate, and DECODE_FLOOR_S of launch overhead."""
+    sequences = s.batch * s.grad_accum
+    per_device_flops = effective_tflops(flavor, s.bf16) / max(flavor.gpus, 1) * 1e12
+    compute = 2 * params * sequences / per_device_flops
+    memory = 0.0
+    if flavor.is_gpu:
+        accel = ACCELERATORS[flavor.accelerator]
+        memory = params * s.weight_bytes / (accel.mem_bw_gbps * 1e9 * DECODE_BANDWIDTH_EFFICIENCY)
+    return steps * s.completion_len * max(DECODE_FLOOR_S, memory, compute)
 
 
 def overhead_seconds(params: int) -> float:
@@ -537,17 +546,19 @@ def _hardware(
     experiment: Experiment, memory: Memory | None, s: Settings, prices: Mapping[str, float]
 ) -> tuple[FlavorChoice, list[str], list[str]]:
     """(choice, warnings, assumptions) for the hf-jobs backend."""
-    if experiment.hardware != "auto":
+    explicit = experiment.hardware != "auto"
+    if explicit:
         choice, warnings = _explicit_hardware(experiment.hardware, memory, s)
-        return choice, warnings, []
-    choice, warnings = _auto_hardware(memory, s, prices)
+    else:
+        choice, warnings = _auto_hardware(memory, s, prices)
     if choice.sharded and choice.flavor is not None:
+        why = "" if explicit else "no single GPU fits, so "
         warnings.append(
-            f"{choice.flavor.name}: no single GPU fits, so the estimate shards weights, "
-            "gradients and optimizer states over its GPUs (FSDP); the job must run under "
-            "`accelerate launch` with FSDP"
+            f"{choice.flavor.name}: {why}the estimate shards weights, gradients and optimizer "
+            "states over its GPUs (FSDP); the job must run under `accelerate launch` with FSDP, "
+            "a plain single process uses one GPU"
         )
-    return choice, warnings, list(choice.notes)
+    return choice, warnings, [] if explicit else list(choice.notes)
 
 
 def _throughput_note(flavor: Flavor, s: Settings, lora_on: bool) -> str:
@@ -736,7 +747,7 @@ def make_plan(
 
     per_example = tokens_per_example(s, sized.lengths.mean_len, sized.lengths.prompt_len)
     rows = _train_rows(experiment, dataset_rows)
-    work = workload(experiment, s, gpus=gpus, rows=rows, per_example=per_example)
+    work = workload(s, gpus=gpus, rows=rows, per_example=per_example)
     work_warnings, work_notes = _workload_notes(experiment, s, work, dataset_rows is not None)
     notes.warnings.extend(work_warnings)
     notes.assumptions.extend(work_notes)
@@ -752,10 +763,11 @@ def make_plan(
 
     return Plan(
         experiment=experiment.name,
+        base_model=experiment.base_model,
         method=experiment.method,
         backend=experiment.backend,
         flavor="local" if local else (flavor.name if flavor else None),
-        flavor_usd_per_hour=0.0 if local else timing.usd_per_hour,
+        flavor_usd_per_hour=0.0 if local else _hourly(flavor, timing, prices),
         flavor_vram_gb=flavor.total_vram_gb if flavor and flavor.is_gpu else None,
         gpus=gpus,
         sharded=choice.sharded,
@@ -779,6 +791,13 @@ def make_plan(
         warnings=tuple(notes.warnings),
         assumptions=tuple(notes.assumptions),
     )
+
+
+def _hourly(flavor: Flavor | None, timing: _Timing, prices: Mapping[str, float]) -> float | None:
+    """The price is known whenever the flavor is, even if the time is not."""
+    if timing.usd_per_hour is not None:
+        return timing.usd_per_hour
+    return _price(flavor, prices) if flavor else None
 
 
 def _round(value: float | None, digits: int) -> float | None:

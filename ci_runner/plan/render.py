@@ -22,8 +22,8 @@ def _billions(count: int) -> str:
 
 def _model(plan: Plan) -> str:
     if plan.params is None:
-        return "size unknown"
-    return f"{_billions(plan.params)} parameters ({plan.params_source})"
+        return f"{plan.base_model}: size unknown"
+    return f"{plan.base_model}: {_billions(plan.params)} parameters ({plan.params_source})"
 
 
 def _lora(plan: Plan) -> str:
@@ -50,6 +50,8 @@ def _hardware(plan: Plan) -> str:
         return "not chosen"
     if plan.flavor == "local":
         return "local (this machine)"
+    if plan.flavor_usd_per_hour is None:
+        return plan.flavor
     return f"{plan.flavor} at ${plan.flavor_usd_per_hour:.2f}/h"
 
 
@@ -58,9 +60,10 @@ def _workload(plan: Plan) -> str:
         return "unknown (dataset size not known)"
     unit = {"grpo": "completions", "dpo": "pairs"}.get(plan.method, "examples")
     tokens = f"{plan.tokens / 1e6:.2f}M" if plan.tokens and plan.tokens >= 1e5 else plan.tokens
+    length = "mean prompt" if plan.method == "grpo" else "mean length"
     return (
         f"{plan.examples:,} {unit}, {plan.steps:,} steps, ~{tokens} tokens "
-        f"(mean length {plan.mean_seq_len:g})"
+        f"({length} {plan.mean_seq_len:g})"
     )
 
 
@@ -71,7 +74,8 @@ def _time(plan: Plan) -> str:
 
 
 def _timeout(plan: Plan) -> str:
-    given = format_duration(plan.timeout_s) if plan.timeout_s else "not set (HF Jobs: 30m)"
+    unset = "none" if plan.backend == "local" else "not set (HF Jobs' default: 30m)"
+    given = format_duration(plan.timeout_s) if plan.timeout_s else unset
     if plan.recommended_timeout_s is None:
         return given
     return f"{given}; recommended {format_duration(plan.recommended_timeout_s)}"

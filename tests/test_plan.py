@@ -1,0 +1,545 @@
+"""The plan stage: model size, memory → flavor, LoRA auto, time, cost, timeout, budget.
+
+Model sizes come from real Qwen configs under tests/model_configs/. Hub calls go
+through the real huggingface_hub client to a loopback server on 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+from huggingface_hub import HfApi, constants
+
+from ci_runner.plan.estimate import (
+    LORA_AUTO_THRESHOLD,
+    Plan,
+    decide_lora,
+    make_plan,
+    prices_from_hardware,
+    recommended_timeout,
+)
+from ci_runner.plan.model_size import (
+    ModelSize,
+    count_local_parameters,
+    estimate_from_config,
+    model_size,
+)
+from ci_runner.plan.render import plan_from_json, plan_to_json, render_plan
+from ci_runner.spec.load import load_experiment
+from ci_runner.spec.model import Experiment
+
+
+@pytest.fixture(autouse=True)
+def _online(monkeypatch):
+    # conftest sets HF_HUB_OFFLINE=1; these tests talk to a loopback Hub only.
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIGS = Path(__file__).parent / "model_configs"
+
+# Published parameter counts (safetensors totals, tied lm_head counted once).
+REAL_COUNTS = {
+    "Qwen3-0.6B": 596_049_920,
+    "Qwen2.5-3B": 3_085_938_688,
+    "Qwen2.5-7B": 7_615_616_512,
+    "Qwen2.5-14B": 14_770_033_664,
+}
+
+
+def size_of(name: str) -> ModelSize:
+    size = model_size(f"./{name}", root=CONFIGS, api=None)
+    assert size is not None
+    return size
+
+
+def experiment(**overrides: Any) -> Experiment:
+    """A Hub SFT experiment; ``hyperparameters`` overrides merge into the defaults."""
+    hp = {
+        "num_train_epochs": 1,
+        "per_device_train_batch_size": 1,
+        "gradient_accumulation_steps": 8,
+        "max_length": 2048,
+    }
+    hp.update(overrides.pop("hyperparameters", {}))
+    data: dict[str, Any] = {
+        "name": "plan-test",
+        "base_model": "Qwen/Qwen3-0.6B",
+        "method": "sft",
+        "dataset": {"path": "org/data", "max_samples": 1000},
+        "hyperparameters": hp,
+        "backend": "hf-jobs",
+        "timeout": "2h",
+    }
+    data.update(overrides)
+    return Experiment.model_validate(data)
+
+
+def plan_for(model: str, **overrides: Any) -> Plan:
+    mean = overrides.pop("mean_seq_len", None)
+    return make_plan(
+        experiment(**overrides), size=size_of(model), dataset_rows=None, mean_seq_len=mean
+    )
+
+
+# --- model size --------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", sorted(REAL_COUNTS))
+def test_config_estimate_matches_real_counts(name: str) -> None:
+    config = json.loads((CONFIGS / name / "config.json").read_text())
+    estimated = estimate_from_config(config)
+    assert estimated is not None
+    assert abs(estimated - REAL_COUNTS[name]) / REAL_COUNTS[name] < 0.01
+
+
+def test_config_estimate_handles_moe_and_missing_keys() -> None:
+    dense = json.loads((CONFIGS / "Qwen3-0.6B" / "config.json").read_text())
+    moe = {**dense, "model_type": "qwen3_moe", "num_experts": 8, "num_experts_per_tok": 2}
+    moe["moe_intermediate_size"] = 768
+    per_layer_experts = 8 * 3 * 1024 * 768 + 1024 * 8  # experts + router
+    per_layer_dense = 3 * 1024 * 3072
+    assert estimate_from_config(moe) == REAL_COUNTS["Qwen3-0.6B"] + 28 * (
+        per_layer_experts - per_layer_dense
+    )
+    assert estimate_from_config({"hidden_size": 8}) is None
+
+
+def test_local_model_dir_sized_from_config_and_shape_kept() -> None:
+    size = size_of("Qwen3-0.6B")
+    assert (size.params, size.source) == (REAL_COUNTS["Qwen3-0.6B"], "config.json")
+    assert size.shape is not None and size.shape.vocab_size == 151936
+
+
+def _safetensors(tensors: dict[str, list[int]]) -> bytes:
+    """A valid BF16 safetensors file with zero weights."""
+    header: dict[str, Any] = {}
+    offset = 0
+    for name, shape in tensors.items():
+        size = 2
+        for dim in shape:
+            size *= dim
+        header[name] = {"dtype": "BF16", "shape": shape, "data_offsets": [offset, offset + size]}
+        offset += size
+    raw = json.dumps(header).encode()
+    raw += b" " * (-len(raw) % 8)
+    return struct.pack("<Q", len(raw)) + raw + bytes(offset)
+
+
+TINY_TENSORS = {
+    "model.embed_tokens.weight": [64, 16],
+    "model.layers.0.mlp.down_proj.weight": [16, 48],
+    "lm_head.weight": [64, 16],
+}
+TINY_CONFIG = {
+    "model_type": "llama",
+    "hidden_size": 16,
+    "intermediate_size": 48,
+    "num_hidden_layers": 1,
+    "num_attention_heads": 2,
+    "vocab_size": 64,
+    "tie_word_embeddings": True,
+}
+
+
+def test_local_safetensors_count_drops_a_stored_tied_lm_head(tmp_path: Path) -> None:
+    model = tmp_path / "tiny"
+    model.mkdir()
+    (model / "model.safetensors").write_bytes(_safetensors(TINY_TENSORS))
+    assert count_local_parameters(model) == 64 * 16 * 2 + 16 * 48
+    (model / "config.json").write_text(json.dumps(TINY_CONFIG))
+    size = model_size(str(model), root=Path("/nowhere"), api=None)
+    assert size is not None
+    assert (size.params, size.source) == (64 * 16 + 16 * 48, "safetensors headers")
+
+
+def test_unknown_sizes_are_none_never_guessed(tmp_path: Path) -> None:
+    assert model_size("./missing", root=tmp_path, api=None) is None
+    assert model_size("Qwen/Qwen2.5-7B", root=tmp_path, api=None) is None
+
+
+# --- a loopback Hub ----------------------------------------------------------
+
+COMMIT = "a" * 40
+
+
+class _Hub(BaseHTTPRequestHandler):
+    files: dict[str, bytes] = {}
+    hardware: Any = []
+    fail = 0  # an HTTP status every request gets, when set
+    seen: list[tuple[str, str, str | None]] = []  # method, path, range: what reached us
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+    def _send(self, status: int, body: bytes, headers: dict[str, str]) -> None:
+        self.send_response(status)
+        for key, value in {"Content-Length": str(len(body)), **headers}.items():
+            self.send_header(key, value)
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    def _file(self) -> None:
+        self.seen.append((self.command, self.path, self.headers.get("range")))
+        if self.fail:
+            return self._send(self.fail, b"{}", {"Content-Type": "application/json"})
+        if self.path == "/api/jobs/hardware":
+            return self._send(200, json.dumps(self.hardware).encode(), {})
+        _, _, filename = self.path.partition("/resolve/main/")
+        if filename not in self.files:
+            return self._send(404, b"", {"X-Error-Code": "EntryNotFound"})
+        body = self.files[filename]
+        status, rng = 200, self.headers.get("range")
+        if rng and self.command == "GET":
+            start, end = (int(x) for x in rng.removeprefix("bytes=").split("-"))
+            body, status = body[start : end + 1], 206
+        headers = {"ETag": f'"{hash(self.files[filename]) & 0xFFFF:x}"', "X-Repo-Commit": COMMIT}
+        if self.command == "HEAD":
+            headers["Content-Length"] = str(len(self.files[filename]))
+            self.send_response(200)
+            for key, value in headers.items():
+                self.send_header(key, value)
+            self.end_headers()
+            return None
+        return self._send(status, body, headers)
+
+    do_GET = do_HEAD = _file
+
+
+@contextmanager
+def loopback_hub(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, **state: Any
+) -> Iterator[tuple[HfApi, type[_Hub]]]:
+    handler = type("Hub", (_Hub,), {"files": {}, "hardware": [], "fail": 0, "seen": []})
+    for key, value in state.items():
+        setattr(handler, key, value)
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub-cache"))
+    try:
+        yield HfApi(endpoint=f"http://127.0.0.1:{server.server_port}", token="hf_test"), handler
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_hub_model_sized_from_safetensors_metadata(tmp_path, monkeypatch) -> None:
+    files = {
+        "model.safetensors": _safetensors(TINY_TENSORS),
+        "config.json": json.dumps(TINY_CONFIG).encode(),
+    }
+    with loopback_hub(tmp_path, monkeypatch, files=files) as (api, hub):
+        size = model_size("org/tiny", root=tmp_path, api=api)
+    assert ("GET", "/org/tiny/resolve/main/model.safetensors", "bytes=0-100000") in hub.seen
+    assert size is not None
+    assert (size.params, size.source) == (64 * 16 + 16 * 48, "Hub safetensors metadata")
+    assert size.shape is not None and size.shape.hidden_size == 16
+
+
+def test_hub_without_safetensors_falls_back_to_config(tmp_path, monkeypatch) -> None:
+    files = {"config.json": (CONFIGS / "Qwen2.5-7B" / "config.json").read_bytes()}
+    with loopback_hub(tmp_path, monkeypatch, files=files) as (api, _):
+        size = model_size("Qwen/Qwen2.5-7B", root=tmp_path, api=api)
+    assert size is not None
+    assert (size.params, size.source) == (REAL_COUNTS["Qwen2.5-7B"], "Hub config.json")
+
+
+def test_hub_errors_give_unknown_size(tmp_path, monkeypatch) -> None:
+    # 401: a gated or private repo without access (5xx behave alike, after the client's retries)
+    with loopback_hub(tmp_path, monkeypatch, fail=401) as (api, _):
+        assert model_size("org/tiny", root=tmp_path, api=api) is None
+
+
+HARDWARE = [
+    {
+        "name": "cpu-basic",
+        "prettyName": "CPU Basic",
+        "cpu": "2 vCPU",
+        "ram": "16 GB",
+        "accelerator": None,
+        "unitCostMicroUSD": 167,
+        "unitCostUSD": 0.000167,
+        "unitLabel": "minute",
+    },
+    {
+        "name": "l4x1",
+        "prettyName": "Nvidia 1xL4",
+        "cpu": "8 vCPU",
+        "ram": "30 GB",
+        "accelerator": {
+            "type": "gpu",
+            "model": "L4",
+            "quantity": "1",
+            "vram": "24 GB",
+            "manufacturer": "Nvidia",
+        },
+        "unitCostMicroUSD": 20000,
+        "unitCostUSD": 0.02,
+        "unitLabel": "minute",
+    },
+]
+
+
+def test_prices_from_hardware_converts_per_minute_to_per_hour(tmp_path, monkeypatch) -> None:
+    with loopback_hub(tmp_path, monkeypatch, hardware=HARDWARE) as (api, hub):
+        prices = prices_from_hardware(api)
+    assert hub.seen == [("GET", "/api/jobs/hardware", None)]
+    assert prices == {"cpu-basic": pytest.approx(0.01002), "l4x1": pytest.approx(1.2)}
+    plan = make_plan(
+        experiment(),
+        size=size_of("Qwen3-0.6B"),
+        dataset_rows=None,
+        mean_seq_len=None,
+        prices=prices,
+    )
+    # live prices decide: l4x1 at $1.20/h now costs more than a10g-small's shipped $1.00/h
+    assert plan.flavor == "a10g-small" and plan.flavor_usd_per_hour == 1.0
+
+
+def test_prices_from_hardware_failure_keeps_the_table(tmp_path, monkeypatch) -> None:
+    with loopback_hub(tmp_path, monkeypatch, fail=503) as (api, _):
+        assert prices_from_hardware(api) is None
+
+
+# --- LoRA auto ---------------------------------------------------------------
+
+
+def test_lora_auto_is_strictly_above_3b() -> None:
+    exp = experiment()
+    assert decide_lora(exp, LORA_AUTO_THRESHOLD)[0] is None
+    lora, note = decide_lora(exp, REAL_COUNTS["Qwen2.5-7B"])
+    assert lora is not None and note == "LoRA on (auto): 7.62B parameters > 3B"
+    assert decide_lora(experiment(lora="off"), 10**11) == (
+        None,
+        "LoRA off (set in the experiment file)",
+    )
+    assert decide_lora(experiment(lora={"r": 8}), 10**6)[0].r == 8
+
+
+# --- flavors per model size ----------------------------------------------------
+
+
+def test_demo_sft_on_0_6b_fits_a_t4_for_cents() -> None:
+    plan = plan_for("Qwen3-0.6B", hyperparameters={"max_length": 1024, "fp16": True})
+    assert (plan.flavor, plan.lora_on, plan.fits) == ("t4-small", False, True)
+    assert plan.lora_note == "LoRA off (auto): 0.60B parameters ≤ 3B"
+    assert plan.examples == 1000 and plan.tokens == 512_000
+    assert 0.01 < plan.est_cost_usd < 0.30
+    assert plan.est_seconds < 20 * 60
+
+
+def test_0_6b_at_2048_tokens_needs_24gb_for_its_152k_vocab_logits() -> None:
+    plan = plan_for("Qwen3-0.6B", hyperparameters={"fp16": True, "max_steps": 300})
+    assert plan.flavor == "l4x1" and 13.6 < plan.memory_gb < 20.4
+    assert plan.examples == 300 * 8 and plan.steps == 300
+    assert plan.est_cost_usd < 0.30
+
+
+def test_bf16_skips_t4() -> None:
+    plan = plan_for("Qwen3-0.6B", hyperparameters={"max_length": 1024})
+    assert plan.flavor == "l4x1"
+    assert any("T4 skipped" in note for note in plan.assumptions)
+
+
+def test_3b_gets_lora_and_a_24gb_card() -> None:
+    plan = plan_for("Qwen2.5-3B")
+    assert plan.lora_on and plan.lora_note == "LoRA on (auto): 3.09B parameters > 3B"
+    assert plan.flavor == "l4x1"
+    assert plan.trainable_params == 16 * 36 * (
+        (2048 + 2048) * 2 + (2048 + 256) * 2 + (2048 + 11008) * 3
+    )
+
+
+def test_3b_full_fine_tuning_needs_80gb() -> None:
+    plan = plan_for("Qwen2.5-3B", lora="off")
+    assert not plan.lora_on and plan.flavor == "a100-large"
+
+
+def test_7b_gets_lora_and_a_48gb_card() -> None:
+    plan = plan_for("Qwen2.5-7B")
+    assert plan.lora_on and plan.flavor == "l40sx1"
+    assert 24 < plan.memory_gb <= 48 * 0.85
+    assert not any("T4" in note for note in plan.assumptions)  # it would not fit anyway
+
+
+def test_14b_gets_lora_and_80gb_or_48gb_when_loaded_in_bf16() -> None:
+    plan = plan_for("Qwen2.5-14B")
+    assert plan.lora_on and plan.flavor == "a100-large"
+    bf16 = plan_for("Qwen2.5-14B", hyperparameters={"model_init_kwargs": {"dtype": "bfloat16"}})
+    assert bf16.flavor == "l40sx1" and bf16.memory_gb < plan.memory_gb
+
+
+def test_no_single_gpu_fits_so_a_sharded_flavor_is_marked() -> None:
+    plan = plan_for("Qwen2.5-14B", lora="off")
+    assert (plan.flavor, plan.gpus, plan.sharded, plan.fits) == ("a100x4", 4, True, True)
+    assert any("accelerate launch" in w for w in plan.warnings)
+    assert plan.examples == 1000  # from max_samples, whatever the GPU count
+
+
+# --- explicit hardware, budget, timeout ----------------------------------------
+
+
+def test_explicit_hardware_is_kept_and_warned_when_too_small() -> None:
+    plan = plan_for("Qwen2.5-7B", hardware="l4x1")
+    assert plan.flavor == "l4x1" and plan.fits is False
+    assert any("l4x1 does not fit" in w for w in plan.warnings)
+
+
+def test_explicit_t4_with_bf16_is_warned() -> None:
+    plan = plan_for("Qwen3-0.6B", hardware="t4-medium", hyperparameters={"max_length": 512})
+    assert plan.flavor == "t4-medium" and plan.fits
+    assert any("no bf16 tensor cores" in w for w in plan.warnings)
+
+
+def test_explicit_multi_gpu_and_cpu_flavors_are_warned() -> None:
+    multi = plan_for("Qwen2.5-7B", hardware="a10g-largex2")
+    assert (multi.gpus, multi.sharded) == (2, True)
+    assert any("accelerate launch" in w for w in multi.warnings)
+    cpu = plan_for("Qwen3-0.6B", hardware="cpu-upgrade", method="grpo", rewards=["format"])
+    assert (cpu.flavor, cpu.fits, cpu.flavor_vram_gb) == ("cpu-upgrade", None, None)
+    assert any("has no GPU" in w for w in cpu.warnings) and cpu.est_seconds > 3600
+
+
+def test_over_budget() -> None:
+    plan = plan_for("Qwen2.5-7B", budget={"max_cost_usd": 0.05})
+    assert plan.over_budget and plan.budget_usd == 0.05
+    assert any("exceeds budget" in w for w in plan.warnings)
+    assert not plan_for("Qwen2.5-7B", budget={"max_cost_usd": 50}).over_budget
+
+
+def test_timeout_below_estimate_is_warned() -> None:
+    plan = plan_for("Qwen2.5-7B", timeout="5m")
+    assert plan.timeout_s == 300 and plan.est_seconds > 300
+    assert any(w.startswith("timeout 5m is below the estimated") for w in plan.warnings)
+    assert not any("timeout" in w for w in plan_for("Qwen2.5-7B").warnings)
+
+
+def test_missing_timeout_warns_about_the_30_minute_default() -> None:
+    plan = plan_for("Qwen2.5-7B", timeout=None, hyperparameters={"num_train_epochs": 3})
+    assert plan.recommended_timeout_s > 1800
+    assert any("30 min by default" in w for w in plan.warnings)
+
+
+def test_recommended_timeout_is_1_5x_plus_10_min_in_quarter_hours() -> None:
+    assert recommended_timeout(600) == 1800  # 900 + 600 = 25 min → 30 min
+    assert recommended_timeout(3600) == 6300  # 90 + 10 = 100 min → 105 min
+
+
+# --- methods ---------------------------------------------------------------------
+
+
+def test_dpo_full_fine_tuning_needs_more_memory_than_sft() -> None:
+    sft = plan_for("Qwen3-0.6B", lora="off")
+    dpo = plan_for("Qwen3-0.6B", lora="off", method="dpo")
+    assert dpo.memory_gb > sft.memory_gb
+    # LoRA needs no separate reference model: the adapter-disabled base is the reference.
+    dpo_lora = plan_for("Qwen2.5-7B", method="dpo")
+    sft_lora = plan_for("Qwen2.5-7B")
+    assert dpo_lora.memory_gb - sft_lora.memory_gb < 7.6 * 4
+
+
+def test_grpo_takes_longer_than_sft_at_equal_steps() -> None:
+    steps = {"max_steps": 100, "per_device_train_batch_size": 8, "gradient_accumulation_steps": 1}
+    sft = plan_for("Qwen3-0.6B", hyperparameters=steps)
+    grpo = plan_for(
+        "Qwen3-0.6B", method="grpo", rewards=["accuracy"], hyperparameters={**steps, "beta": 0.04}
+    )
+    assert grpo.examples == sft.examples == 800
+    assert grpo.est_seconds > sft.est_seconds and grpo.est_cost_usd > sft.est_cost_usd
+
+
+def test_examples_from_rows_less_eval_fraction_times_epochs() -> None:
+    exp = experiment(
+        dataset={"path": "org/data", "eval_fraction": 0.1},
+        hyperparameters={"num_train_epochs": 2},
+    )
+    plan = make_plan(exp, size=size_of("Qwen3-0.6B"), dataset_rows=500, mean_seq_len=300)
+    assert plan.examples == 900 and plan.tokens == 900 * 300
+    assert not any("assumed" in a for a in plan.assumptions)
+
+
+def test_unknown_dataset_size_leaves_time_unestimated() -> None:
+    exp = experiment(dataset={"path": "org/data"})
+    plan = make_plan(exp, size=size_of("Qwen3-0.6B"), dataset_rows=None, mean_seq_len=None)
+    assert plan.examples is None and plan.est_seconds is None and plan.est_cost_usd is None
+    assert plan.flavor == "l4x1"
+
+
+def test_unknown_model_plans_without_hardware() -> None:
+    plan = make_plan(experiment(), size=None, dataset_rows=None, mean_seq_len=None)
+    assert plan.flavor is None and not plan.lora_on and plan.memory_gb is None
+    assert "model size unknown" in plan.lora_note
+
+
+def test_local_backend_has_no_flavor_cost_or_timeout() -> None:
+    plan = plan_for("Qwen2.5-7B", backend="local")
+    assert (plan.flavor, plan.est_cost_usd, plan.est_seconds) == ("local", 0.0, None)
+    assert plan.lora_on and plan.memory_gb is not None and not plan.over_budget
+
+
+# --- rendering -------------------------------------------------------------------
+
+
+def test_json_round_trip_and_markdown_table() -> None:
+    plan = plan_for("Qwen2.5-7B", timeout="5m", budget={"max_cost_usd": 0.05})
+    data = json.loads(json.dumps(plan_to_json(plan)))
+    assert plan_from_json(data) == plan
+    text = render_plan(plan)
+    assert text.startswith("| Plan | |\n|---|---|\n")
+    assert "| Hardware | l40sx1 at $1.80/h |" in text
+    assert "**Warnings**" in text and "over budget $0.05" in text
+
+
+@pytest.mark.parametrize("name", ["qwen3-codeforces-sft.yaml", "qwen3-gsm8k-grpo.yaml"])
+def test_shipped_hub_examples_plan_within_budget(name: str) -> None:
+    exp = load_experiment(ROOT / "experiments" / name)
+    plan = make_plan(exp, size=size_of("Qwen3-0.6B"), dataset_rows=None, mean_seq_len=None)
+    assert plan.flavor == "l4x1" and not plan.lora_on and not plan.over_budget
+    assert plan.timeout_s >= plan.est_seconds and not plan.warnings
+
+
+# --- the plan guards submit ----------------------------------------------------
+
+BIG_SPEC = """\
+name: big-sft
+base_model: Qwen/Qwen2.5-7B
+method: sft
+dataset: trl-lib/Capybara
+hyperparameters: {max_steps: 5000, per_device_train_batch_size: 8, max_length: 2048}
+output: {hub_model_id: alice/big-sft}
+backend: hf-jobs
+budget: {max_cost_usd: 1}
+"""
+
+
+def test_over_budget_plan_exits_5_and_submit_starts_nothing(tmp_path, monkeypatch) -> None:
+    from click.testing import CliRunner
+
+    from ci_runner.cli import main
+
+    spec = tmp_path / "big.yaml"
+    spec.write_text(BIG_SPEC)
+    files = {"config.json": (CONFIGS / "Qwen2.5-7B" / "config.json").read_bytes()}
+    with loopback_hub(tmp_path, monkeypatch, files=files) as (api, _):
+        monkeypatch.setenv("HF_ENDPOINT", api.endpoint)
+        monkeypatch.setenv("HF_TOKEN", "hf_test")
+        runner = CliRunner()
+        planned = runner.invoke(main, ["--root", str(tmp_path), "plan", "--json", str(spec)])
+        submitted = runner.invoke(main, ["--root", str(tmp_path), "submit", str(spec)])
+    assert planned.exit_code == 5
+    data = json.loads(planned.stdout)
+    assert data["over_budget"] is True and data["lora_on"] is True
+    assert data["est_cost_usd"] > 1
+    assert submitted.exit_code == 5
+    assert "--allow-over-budget" in submitted.output
+    assert not (tmp_path / "training_reports").exists()
