@@ -276,6 +276,7 @@ class Runner:
             lora=config.lora.model_dump() if config.lora else None,
             output_dir=config.output_dir,
             hub_model_id=config.hub_model_id,
+            hub_model_url=hub_url(config.hub_model_id) if config.hub_model_id else None,
             tracking_project=config.tracking.project,
             tracking_run=config.tracking.run_name,
             tracking_url=trackio_url(

@@ -109,3 +109,9 @@ def test_diagnose_known_failures():
     assert "dataset.columns" in diagnose("KeyError: 'messages'")
     assert "HF_TOKEN" in diagnose("401 Client Error: Unauthorized")
     assert diagnose("something else entirely") is None
+
+
+def test_diagnose_timeout_missing_module_and_push_errors():
+    assert "longer `timeout:`" in diagnose("Job timeout: exceeded 1800 seconds")
+    assert "PEP 723" in diagnose("ModuleNotFoundError: No module named 'flash_attn'")
+    assert "output.hub_model_id" in diagnose("push_to_hub failed: 403 Forbidden")

@@ -144,6 +144,7 @@ def test_poll_follows_a_job_to_completion_and_reports_links(project, hf):
     assert run.status == RunStatus.COMPLETED
     assert run.metrics.final_loss == 0.9 and run.metrics.step == 100
     report = (project.root / ledger.report_path).read_text()
+    assert f"[{NS}/qwen-sft](https://huggingface.co/{NS}/qwen-sft)" in report
     assert f"[Job {outcome.job_id}]({hf.url}/jobs/{NS}/{outcome.job_id})" in report
     assert "https://huggingface.co/spaces/alice/trackio?project=qwen-sft" in report
     changed = runner.poll()  # nothing active: a second poll is a no-op

@@ -64,6 +64,7 @@ def _completed_sft() -> Run:
         },
         output_dir="/data/outputs/sft-a10g-full",
         hub_model_id=HUB_MODEL,
+        hub_model_url=f"https://huggingface.co/{HUB_MODEL}",
         tracking_project="qwen3-codeforces-cots",
         tracking_run="sft-a10g-full",
         tracking_url="https://burtenshaw-trackio.hf.space/?project=qwen3-codeforces-cots&runs=sft-a10g-full",

@@ -16,16 +16,30 @@ from ci_runner.progress import Progress
 DIAGNOSES: tuple[tuple[re.Pattern[str], str], ...] = (
     (
         re.compile(r"out of memory|CUDA OOM|OutOfMemoryError", re.I),
-        "out of memory: lower per_device_train_batch_size or max_length, enable "
-        "gradient_checkpointing, or use LoRA / a larger flavor",
+        "out of memory: halve per_device_train_batch_size and double gradient_accumulation_steps, "
+        "lower max_length, enable gradient_checkpointing, or use LoRA / a larger flavor",
     ),
     (
-        re.compile(r"KeyError: '([^']+)'|column[s]? .* (not found|missing)", re.I),
+        re.compile(r"\btime(d)?[ _-]?out\b|timeout", re.I),
+        "timed out: set a longer `timeout:` (the plan recommends one) or fewer max_steps; "
+        "checkpoints pushed so far are kept",
+    ),
+    (
+        re.compile(r"ModuleNotFoundError|No module named", re.I),
+        "a package is missing in the job: add it to the job script's PEP 723 dependencies",
+    ),
+    (
+        re.compile(r"KeyError: '([^']+)'|column[s]? .* (not found|missing)|needs column", re.I),
         "the dataset lacks a column the method needs: run `ci-runner check-data` and "
         "set `dataset.columns`",
     ),
     (
-        re.compile(r"401|403|Unauthorized|Invalid (user )?token", re.I),
+        re.compile(r"(push|upload|create_repo).*(403|Forbidden)|RepositoryNotFound", re.I),
+        "pushing the model failed: check output.hub_model_id's namespace and that HF_TOKEN "
+        "has write access to it",
+    ),
+    (
+        re.compile(r"\b401\b|\b403\b|Unauthorized|Invalid (user )?token", re.I),
         "authentication failed: check that HF_TOKEN is set and has write access",
     ),
 )

@@ -107,6 +107,7 @@ class Run(_Model):
     lora: dict[str, Any] | None = None
     output_dir: str
     hub_model_id: str | None = None
+    hub_model_url: str | None = None
     tracking_project: str
     tracking_run: str
     tracking_url: str | None = None

@@ -191,11 +191,19 @@ def _parameters(run: Run) -> list[list[str]]:
         ["Backend", run.backend],
         ["Hardware", run.hardware],
         ["Timeout", run.timeout or "backend default"],
-        ["Hub Model", code(run.hub_model_id) if run.hub_model_id else "not pushed"],
+        ["Hub Model", _hub_model(run)],
         ["Output Dir", code(run.output_dir)],
         ["Trackio", f"project {code(run.tracking_project)}, run {code(run.tracking_run)}"],
     ]
     return rows
+
+
+def _hub_model(run: Run) -> str:
+    if not run.hub_model_id:
+        return "not pushed"
+    if run.hub_model_url:
+        return f"[{cell(run.hub_model_id)}]({run.hub_model_url})"
+    return code(run.hub_model_id)
 
 
 def _lora(lora: dict[str, Any] | None) -> str:
