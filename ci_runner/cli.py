@@ -70,6 +70,8 @@ def _progress_line(run: Run) -> str:
         parts.append(f"step {m.step}/{m.max_steps or '?'}")
     if m and m.final_loss is not None:
         parts.append(f"loss {m.final_loss:.4f}")
+    if m and m.eta_s is not None and run.active:
+        parts.append(f"ETA {m.eta_s:.0f}s")
     if run.error:
         parts.append(run.error)
     return " · ".join(parts)

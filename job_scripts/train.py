@@ -41,6 +41,7 @@ import math
 import os
 import re
 import sys
+import time
 import traceback
 from collections.abc import Callable
 from pathlib import Path
@@ -430,6 +431,8 @@ def make_progress_callback():
         def on_train_begin(self, args, state, control, **kwargs):
             # After a resume the state already counts earlier tokens; tokens/s is per session.
             self.tokens_at_start = state.num_input_tokens_seen
+            self.started = time.monotonic()
+            self.step_at_start = state.global_step
 
         def on_log(self, args, state, control, logs=None, **kwargs):
             if not state.is_world_process_zero or not logs:
@@ -437,6 +440,10 @@ def make_progress_callback():
             shown = [k for k in PROGRESS_KEYS if k in logs]
             shown += sorted(k for k in logs if k.startswith("rewards/") and k.endswith("/mean"))
             fields = " ".join(f"{k}={_fmt(logs[k])}" for k in shown)
+            done = state.global_step - self.step_at_start
+            if done > 0 and state.max_steps:
+                rate = (time.monotonic() - self.started) / done
+                fields += f" eta_s={rate * (state.max_steps - state.global_step):.0f}"
             print(f"[step {state.global_step}/{state.max_steps}] {fields}", flush=True)
 
     return ProgressPrinter()

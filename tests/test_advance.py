@@ -11,7 +11,7 @@ LOG = [
     "loading model",
     "[step 1/4] loss=2.5 learning_rate=0.001 epoch=0.25",
     "[step 1/4] eval_loss=2.6",
-    "[step 2/4] loss=2.25 learning_rate=0.00075 epoch=0.5",
+    "[step 2/4] loss=2.25 learning_rate=0.00075 epoch=0.5 eta_s=12",
     "[step 3/4] loss=nan learning_rate=0.0005",
     "  [step 9/9] loss=1.0 (indented lines from other tools are ignored)",
 ]
@@ -51,6 +51,7 @@ def test_running_job_updates_step_and_curve():
     )
     assert run.status == RunStatus.RUNNING
     assert run.metrics.step == 3 and run.metrics.final_loss == 2.25
+    assert run.metrics.eta_s == 12
     assert run.last_attempt.state == JobState.RUNNING
 
 

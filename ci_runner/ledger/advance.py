@@ -61,6 +61,7 @@ def metrics_from_progress(progress: Progress, previous: TrainMetrics | None) -> 
             "step": progress.step if progress.step is not None else base.step,
             "max_steps": progress.max_steps or base.max_steps,
             "final_loss": progress.loss if progress.loss is not None else base.final_loss,
+            "eta_s": progress.eta_s,
             "min_loss": min(
                 (v for v in (progress.min_loss, base.min_loss) if v is not None), default=None
             ),

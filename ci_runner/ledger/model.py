@@ -73,6 +73,7 @@ class TrainMetrics(_Model):
     max_steps: int | None = None
     final_loss: float | None = None
     min_loss: float | None = None
+    eta_s: float | None = None  # while running, from the trainer's pace
     runtime_s: float | None = None
     train_tokens_per_s: float | None = None
     loss_curve: list[tuple[int, float]] = []

@@ -246,6 +246,8 @@ def _metric_lines(m: TrainMetrics, *, final: bool) -> list[str]:
         lines.append(f"- {'Final' if final else 'Latest'} loss: {m.final_loss:.4f}")
     if m.min_loss is not None:
         lines.append(f"- Min loss: {m.min_loss:.4f}")
+    if m.eta_s is not None and not final:
+        lines.append(f"- ETA: {duration(m.eta_s)}")
     if m.runtime_s is not None:
         lines.append(f"- Runtime: {duration(m.runtime_s)}")
     if m.train_tokens_per_s is not None:
