@@ -11,6 +11,14 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
+@pytest.fixture
+def loopback_online(monkeypatch):
+    """Let huggingface_hub make requests again, for tests whose Hub is a loopback fake."""
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+
+
 @pytest.fixture(scope="session")
 def tiny_fixtures(tmp_path_factory):
     """The offline tiny Llama and its three datasets, built once per test session (~4 s).

@@ -9,7 +9,6 @@ import sys
 from pathlib import Path
 
 import pytest
-from huggingface_hub import constants
 
 from ci_runner.backend.hf_jobs import (
     CONFIG_ENV,
@@ -32,9 +31,7 @@ NS = "alice"
 TOKEN = "hf_TOPSECRET_token_never_printed_0042"
 
 
-@pytest.fixture(autouse=True)
-def _online(monkeypatch):
-    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+pytestmark = pytest.mark.usefixtures("loopback_online")
 
 
 @pytest.fixture

@@ -20,7 +20,7 @@ import time
 
 import httpx2
 import pytest
-from huggingface_hub import HfApi, constants
+from huggingface_hub import HfApi
 from huggingface_hub.errors import BadRequestError, HfHubHTTPError, JobNotFoundError
 
 from tests.hf_jobs_server import FakeHFJobs
@@ -30,10 +30,7 @@ NS = "alice"
 SECRET = "hf_TOPSECRET_value_do_not_leak_42"
 
 
-@pytest.fixture(autouse=True)
-def _online(monkeypatch):
-    # HF_HUB_OFFLINE=1 in the environment would make the client refuse even loopback calls.
-    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+pytestmark = pytest.mark.usefixtures("loopback_online")
 
 
 @pytest.fixture

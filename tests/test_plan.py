@@ -36,11 +36,7 @@ from ci_runner.plan.render import plan_from_json, plan_to_json, render_plan
 from ci_runner.spec.load import load_experiment
 from ci_runner.spec.model import Experiment
 
-
-@pytest.fixture(autouse=True)
-def _online(monkeypatch):
-    # conftest sets HF_HUB_OFFLINE=1; these tests talk to a loopback Hub only.
-    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+pytestmark = pytest.mark.usefixtures("loopback_online")
 
 
 ROOT = Path(__file__).resolve().parents[1]
