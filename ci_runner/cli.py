@@ -16,7 +16,8 @@ from pathlib import Path
 import click
 
 from ci_runner import __version__
-from ci_runner.errors import CiRunnerError, ExitCode, SpecError
+from ci_runner.data.formats import Verdict
+from ci_runner.errors import CiRunnerError, DatasetViewerError, ExitCode, SpecError
 from ci_runner.ledger.model import Run, RunStatus
 from ci_runner.paths import Project
 from ci_runner.plan.render import plan_to_json, render_plan
@@ -155,40 +156,118 @@ BUDGET_OPTION = click.option(
 )
 
 
+SKIP_DATA_OPTION = click.option(
+    "--skip-data-check", is_flag=True, help="Do not read the dataset before planning."
+)
+
+
 @main.command()
 @click.argument("file", type=click.Path(dir_okay=False))
 @BACKEND_OPTION
+@SKIP_DATA_OPTION
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
 @handle_errors
-def plan(ctx: click.Context, file: str, backend: str | None, as_json: bool) -> None:
-    """Show hardware, LoRA, memory, time and cost for an experiment; nothing runs.
+def plan(
+    ctx: click.Context, file: str, backend: str | None, skip_data_check: bool, as_json: bool
+) -> None:
+    """Check the data, then show hardware, LoRA, memory, time and cost; nothing runs.
 
-    Exits 5 when the plan exceeds budget.max_cost_usd.
+    Exits 7 when the dataset does not fit the method, 5 when the plan exceeds
+    budget.max_cost_usd.
     """
     runner = _runner(ctx)
     experiment = load_experiment(file, {"backend": backend} if backend else None)
-    the_plan = runner.plan(experiment)
+    data, warnings = None, []
+    if not skip_data_check:
+        try:
+            data = runner.check_data(experiment)
+        except DatasetViewerError as exc:
+            warnings.append(f"dataset not checked: {exc}")
+    the_plan = runner.plan(experiment, data)
     if as_json:
-        _emit_json(plan_to_json(the_plan))
+        _emit_json(
+            {
+                "plan": plan_to_json(the_plan),
+                "data": data.to_json() if data else None,
+                "warnings": warnings,
+            }
+        )
     else:
+        if data:
+            click.echo(data.render() + "\n")
+        for warning in warnings:
+            click.secho(f"warning: {warning}", fg="yellow", err=True)
         click.echo(render_plan(the_plan))
+    if data and data.verdict != Verdict.READY:
+        sys.exit(ExitCode.DATA)
     if the_plan.over_budget:
         sys.exit(ExitCode.OVER_BUDGET)
+
+
+@main.command("check-data")
+@click.argument("file", required=False, type=click.Path(dir_okay=False))
+@click.option("--dataset", "dataset", help="A Hub id or local path, instead of an experiment file.")
+@click.option("--config", "config", default=None, help="Hub dataset config (with --dataset).")
+@click.option("--split", default="train", show_default=True, help="Split (with --dataset).")
+@click.option("--remote", is_flag=True, help="Read the rows in a CPU HF Jobs job.")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+@handle_errors
+def check_data(
+    ctx: click.Context,
+    file: str | None,
+    dataset: str | None,
+    config: str | None,
+    split: str,
+    remote: bool,
+    as_json: bool,
+) -> None:
+    """Say, per method, whether a dataset fits: READY, NEEDS MAPPING or INCOMPATIBLE.
+
+    With FILE, checks the experiment's dataset (after its `dataset.columns` mapping)
+    against its method and max_length, and exits 7 unless it is READY.
+    """
+    if bool(file) == bool(dataset):
+        raise click.UsageError("give an experiment FILE or --dataset ID_OR_PATH (not both)")
+    runner = _runner(ctx)
+    if file:
+        result = runner.check_data(load_experiment(file), remote=remote)
+    else:
+        result = runner.check_source(dataset, config=config, split=split, remote=remote)
+    if as_json:
+        _emit_json(result.to_json())
+    else:
+        click.echo(result.render())
+    if result.method and result.verdict != Verdict.READY:
+        sys.exit(ExitCode.DATA)
 
 
 @main.command()
 @click.argument("file", type=click.Path(dir_okay=False))
 @BACKEND_OPTION
 @BUDGET_OPTION
+@SKIP_DATA_OPTION
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
 @handle_errors
 def submit(
-    ctx: click.Context, file: str, backend: str | None, allow_over_budget: bool, as_json: bool
+    ctx: click.Context,
+    file: str,
+    backend: str | None,
+    allow_over_budget: bool,
+    skip_data_check: bool,
+    as_json: bool,
 ) -> None:
-    """Plan and submit an experiment's run; does nothing if it was already submitted."""
-    outcome = _runner(ctx).submit(Path(file), backend=backend, allow_over_budget=allow_over_budget)
+    """Check data, plan and submit a run; does nothing if it was already submitted."""
+    outcome = _runner(ctx).submit(
+        Path(file),
+        backend=backend,
+        allow_over_budget=allow_over_budget,
+        check_data=not skip_data_check,
+    )
+    for warning in outcome.warnings:
+        click.secho(f"warning: {warning}", fg="yellow", err=True)
     if as_json:
         data = vars(outcome) | {"report": str(outcome.report)}
         data["plan"] = plan_to_json(outcome.plan) if outcome.plan else None
@@ -299,6 +378,7 @@ def report(ctx: click.Context) -> None:
 @click.argument("file", type=click.Path(dir_okay=False))
 @BACKEND_OPTION
 @BUDGET_OPTION
+@SKIP_DATA_OPTION
 @click.option("--interval", default=2.0, show_default=True, help="Seconds between polls.")
 @click.option("--json", "as_json", is_flag=True, help="Print the final run as JSON.")
 @click.pass_context
@@ -308,12 +388,20 @@ def run(
     file: str,
     backend: str | None,
     allow_over_budget: bool,
+    skip_data_check: bool,
     interval: float,
     as_json: bool,
 ) -> None:
     """Submit, poll until the run ends, render the report. Exit code = run outcome."""
     runner = _runner(ctx)
-    outcome = runner.submit(Path(file), backend=backend, allow_over_budget=allow_over_budget)
+    outcome = runner.submit(
+        Path(file),
+        backend=backend,
+        allow_over_budget=allow_over_budget,
+        check_data=not skip_data_check,
+    )
+    for warning in outcome.warnings:
+        click.secho(f"warning: {warning}", fg="yellow", err=True)
     click.echo(
         f"{'submitted' if outcome.created else 'resuming watch of'} {outcome.run_id} "
         f"(job {outcome.job_id}; logs: {outcome.job_url})",

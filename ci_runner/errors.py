@@ -16,6 +16,7 @@ class ExitCode:
     NOT_READY = 4  # inputs missing on disk (model, dataset, fixtures)
     OVER_BUDGET = 5  # plan exceeds budget.max_cost_usd
     BACKEND = 6  # the backend refused or failed to answer
+    DATA = 7  # the dataset can't be read as the experiment asks (format, split, rows)
     RUN_FAILED = 10  # a run ended in failure
     RUN_CANCELED = 11  # a run was canceled
     WAIT_TIMEOUT = 12  # stopped waiting before runs finished
@@ -63,3 +64,30 @@ class BackendError(CiRunnerError):
 
 class OverBudgetError(CiRunnerError):
     exit_code = ExitCode.OVER_BUDGET
+
+
+class DataSourceError(CiRunnerError):
+    """The dataset is there but can't be read as asked: bad rows, unknown split, odd format."""
+
+    exit_code = ExitCode.DATA
+
+
+class DatasetNotFoundError(DataSourceError, NotReadyError):
+    """No dataset where the experiment points: a missing path, or a Hub id we can't see.
+
+    Exit 4 like every other missing input; still a ``DataSourceError`` for callers.
+    """
+
+    exit_code = ExitCode.NOT_READY
+
+
+class DatasetViewerError(DataSourceError, BackendError):
+    """The Hub's dataset viewer refused or kept failing: exit 6 like any service we call."""
+
+    exit_code = ExitCode.BACKEND
+
+
+class DataIncompatibleError(CiRunnerError):
+    """The dataset reads fine but does not fit the method (or needs a mapping)."""
+
+    exit_code = ExitCode.DATA

@@ -16,7 +16,8 @@ from pathlib import Path
 
 from ci_runner.backend.base import Backend, JobHandle, JobRequest, JobStatus, JobSummary
 from ci_runner.backend.local import LocalBackend, utc_now
-from ci_runner.errors import BackendError, NotReadyError, OverBudgetError
+from ci_runner.data.check import DataCheck, check_experiment_data
+from ci_runner.errors import BackendError, DatasetViewerError, NotReadyError, OverBudgetError
 from ci_runner.ledger.advance import apply_job_status
 from ci_runner.ledger.model import Attempt, Ledger, Run, RunStatus
 from ci_runner.ledger.store import load_ledger, save_ledger, write_atomic
@@ -27,6 +28,7 @@ from ci_runner.plan.resolve import ResolvedRun, resolve_run, run_id_for
 from ci_runner.progress import parse_progress
 from ci_runner.report.plot import render_loss_svg
 from ci_runner.report.render import loss_series, render_report
+from ci_runner.runconfig import DatasetSource
 from ci_runner.spec.load import load_experiment
 from ci_runner.spec.model import Experiment, is_local_path
 
@@ -104,6 +106,7 @@ class SubmitOutcome:
     created: bool  # False: the run already had a job, nothing was submitted
     report: Path
     plan: Plan | None  # None when nothing was submitted
+    warnings: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -173,14 +176,68 @@ class Runner:
             stem = f"{stem}-{experiment.name}"
         return stem
 
-    def plan(self, experiment: Experiment) -> Plan:
-        """Size the model (local files, or Hub metadata when reachable) and plan the run."""
+    def plan(self, experiment: Experiment, data: DataCheck | None = None) -> Plan:
+        """Size the model (local files, or Hub metadata when reachable) and plan the run.
+
+        With a data check, the plan uses the measured example count and mean length
+        instead of assumptions.
+        """
         api = None if is_local_path(experiment.base_model) else _hub_api()
         size = model_size(experiment.base_model, root=self.project.root, api=api)
         prices = None
         if experiment.backend == "hf-jobs" and api is not None and api.token:
             prices = prices_from_hardware(api)
-        return make_plan(experiment, size=size, dataset_rows=None, mean_seq_len=None, prices=prices)
+        return make_plan(
+            experiment,
+            size=size,
+            dataset_rows=data.sample.num_rows if data else None,
+            mean_seq_len=data.lengths.mean if data and data.lengths else None,
+            prices=prices,
+        )
+
+    def check_data(self, experiment: Experiment, *, remote: bool = False) -> DataCheck:
+        sample = None
+        if remote:
+            from ci_runner.data.remote import fetch_remote_sample
+
+            ds = experiment.dataset
+            source = DatasetSource(path=ds.path, config=ds.config, split=ds.split)
+            sample = fetch_remote_sample(
+                self.backend("hf-jobs"), source, job_scripts=self.project.job_scripts
+            )
+        return check_experiment_data(experiment, root=self.project.root, sample=sample)
+
+    def check_source(
+        self, path: str, *, config: str | None, split: str, remote: bool = False
+    ) -> DataCheck:
+        """A dataset on its own, judged for every method (``check-data --dataset``)."""
+        from ci_runner.data.check import check_sample
+        from ci_runner.data.sources import read_sample
+
+        if remote:
+            from ci_runner.data.remote import fetch_remote_sample
+
+            source = DatasetSource(path=path, config=config, split=split)
+            sample = fetch_remote_sample(
+                self.backend("hf-jobs"), source, job_scripts=self.project.job_scripts
+            )
+        else:
+            sample = read_sample(path, root=self.project.root, config=config, split=split)
+        return check_sample(sample, None)
+
+    def preflight(
+        self, experiment: Experiment, spec_path: Path
+    ) -> tuple[DataCheck | None, list[str]]:
+        """The data check that guards submit: a misfit stops it, an unreachable viewer warns."""
+        try:
+            data = self.check_data(experiment)
+        except DatasetViewerError as exc:
+            return None, [f"dataset not checked: {exc}"]
+        data.require_fit(str(spec_path))
+        warnings = [data.lengths.warning] if data.lengths and data.lengths.warning else []
+        check = data.for_method(experiment.method)
+        warnings += list(check.warnings) if check else []
+        return data, warnings
 
     def resolve(self, experiment: Experiment, plan: Plan | None = None) -> ResolvedRun:
         run_id = run_id_for(experiment)
@@ -191,7 +248,12 @@ class Runner:
         return resolve_run(experiment, output_dir=output_dir, plan=plan or self.plan(experiment))
 
     def submit(
-        self, spec_path: Path, *, backend: str | None = None, allow_over_budget: bool = False
+        self,
+        spec_path: Path,
+        *,
+        backend: str | None = None,
+        allow_over_budget: bool = False,
+        check_data: bool = True,
     ) -> SubmitOutcome:
         experiment = load_experiment(spec_path, {"backend": backend} if backend else None)
         self.check_inputs(experiment)
@@ -209,7 +271,8 @@ class Runner:
                 self.project.report_path(stem),
                 None,
             )
-        plan = self.plan(experiment)
+        data, warnings = self.preflight(experiment, spec_path) if check_data else (None, [])
+        plan = self.plan(experiment, data)
         check_plan(plan, allow_over_budget=allow_over_budget)
         resolved = self.resolve(experiment, plan)
         backend = self.backend(experiment.backend)
@@ -223,7 +286,13 @@ class Runner:
         save_ledger(ledger_path, ledger)
         self.write_report(stem, ledger)
         return SubmitOutcome(
-            run.run_id, handle.job_id, handle.url, True, self.project.report_path(stem), plan
+            run.run_id,
+            handle.job_id,
+            handle.url,
+            True,
+            self.project.report_path(stem),
+            plan,
+            warnings,
         )
 
     def _launch(

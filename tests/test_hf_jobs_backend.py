@@ -25,6 +25,7 @@ from ci_runner.ledger.store import load_ledger
 from ci_runner.paths import Project
 from ci_runner.runner import Runner
 from tests.conftest import ROOT
+from tests.dataset_viewer_server import FakeDatasetViewer
 from tests.hf_jobs_server import FakeHFJobs
 
 NS = "alice"
@@ -34,10 +35,21 @@ TOKEN = "hf_TOPSECRET_token_never_printed_0042"
 pytestmark = pytest.mark.usefixtures("loopback_online")
 
 
+CAPYBARA = [
+    {"messages": [{"role": "user", "content": f"q{i}"}, {"role": "assistant", "content": f"a{i}"}]}
+    for i in range(20)
+]
+
+
 @pytest.fixture
 def hf(monkeypatch):
-    with FakeHFJobs(namespace=NS, page_size=2, token=TOKEN, stream_idle_close_s=0.05) as server:
+    with (
+        FakeHFJobs(namespace=NS, page_size=2, token=TOKEN, stream_idle_close_s=0.05) as server,
+        FakeDatasetViewer() as viewer,
+    ):
+        viewer.add_dataset("trl-lib/Capybara", {"default": {"train": CAPYBARA}})
         monkeypatch.setenv("HF_ENDPOINT", server.url)  # model sizing asks the fake too (404)
+        monkeypatch.setenv("HF_DATASETS_SERVER", viewer.url)  # the pre-submit data check
         yield server
 
 

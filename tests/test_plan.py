@@ -530,10 +530,11 @@ def test_over_budget_plan_exits_5_and_submit_starts_nothing(tmp_path, monkeypatc
         monkeypatch.setenv("HF_ENDPOINT", api.endpoint)
         monkeypatch.setenv("HF_TOKEN", "hf_test")
         runner = CliRunner()
-        planned = runner.invoke(main, ["--root", str(tmp_path), "plan", "--json", str(spec)])
-        submitted = runner.invoke(main, ["--root", str(tmp_path), "submit", str(spec)])
+        root = ["--root", str(tmp_path)]
+        planned = runner.invoke(main, [*root, "plan", "--json", "--skip-data-check", str(spec)])
+        submitted = runner.invoke(main, [*root, "submit", "--skip-data-check", str(spec)])
     assert planned.exit_code == 5
-    data = json.loads(planned.stdout)
+    data = json.loads(planned.stdout)["plan"]
     assert data["over_budget"] is True and data["lora_on"] is True
     assert data["est_cost_usd"] > 1
     assert submitted.exit_code == 5

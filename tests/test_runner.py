@@ -160,7 +160,7 @@ def test_crash_during_submit_is_recovered_by_poll_without_a_second_job(
     assert runner.submit(spec).created is False
 
 
-def test_failed_run_exits_10_with_diagnosis_in_report(tiny_fixtures, tmp_path):
+def test_bad_mapping_is_refused_before_running_and_fails_the_job_if_forced(tiny_fixtures, tmp_path):
     root = make_project(tmp_path, tiny_fixtures.model.parent)
     write_experiment(root, "wrong-column", extra="")
     text = (root / "experiments" / "wrong-column.yaml").read_text()
@@ -168,7 +168,12 @@ def test_failed_run_exits_10_with_diagnosis_in_report(tiny_fixtures, tmp_path):
         "  max_samples: 16\n", "  max_samples: 16\n  columns: {messages: conversation}\n"
     )
     (root / "experiments" / "wrong-column.yaml").write_text(text)
-    result = cli(root, "run", "experiments/wrong-column.yaml")
+    refused = cli(root, "run", "experiments/wrong-column.yaml")
+    assert refused.returncode == ExitCode.DATA, refused.stderr  # the data check catches it first
+    assert "conversation" in refused.stderr
+    assert not (root / ".ci-runner" / "jobs").exists()
+    # Past the check, the job itself fails, and the report says why.
+    result = cli(root, "run", "--skip-data-check", "experiments/wrong-column.yaml")
     assert result.returncode == ExitCode.RUN_FAILED, result.stderr
     (report,) = (root / "training_reports").glob("*.md")
     body = report.read_text()

@@ -1,0 +1,95 @@
+# /// script
+# requires-python = ">=3.10"
+# dependencies = [
+#     "datasets==5.2.0",
+#     "huggingface_hub==2.4.0",
+# ]
+# ///
+"""Fetch the first rows of a dataset split, inside a cheap CPU job.
+
+``ci-runner check-data --remote`` runs this where the data is reachable (private
+or gated datasets, formats the dataset viewer cannot serve) and then runs the
+format checks on the rows it prints. It streams: nothing is downloaded whole.
+
+Usage: ``uv run job_scripts/check_data.py --config run.json`` (a ci-runner run
+config; only its ``dataset`` part is used) or ``CI_RUNNER_RUN_CONFIG`` set to the
+JSON itself or a path to it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+SUMMARY_PREFIX = "CI_RUNNER_SUMMARY "
+SAMPLE_ROWS = 50
+MAX_CELL_CHARS = 8000  # keeps the summary line within what a job log carries
+
+
+def load_config(argv: list[str]) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", help="path to the run config JSON")
+    args = parser.parse_args(argv)
+    raw = args.config or os.environ.get("CI_RUNNER_RUN_CONFIG")
+    if not raw:
+        raise SystemExit("error: pass --config run.json or set CI_RUNNER_RUN_CONFIG")
+    text = raw if raw.lstrip().startswith("{") else Path(raw).read_text()
+    return json.loads(text)
+
+
+def jsonable(value: Any) -> Any:
+    """Rows as JSON: long strings clipped, images and other objects described."""
+    if isinstance(value, str):
+        return value[:MAX_CELL_CHARS]
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [jsonable(v) for v in value]
+    if value is None or isinstance(value, bool | int | float):
+        return value
+    return f"<{type(value).__name__}>"
+
+
+def split_size(path: str, config: str | None, split: str) -> int | None:
+    """Row count from the dataset's metadata, without reading the data."""
+    from datasets import load_dataset_builder
+
+    try:
+        info = load_dataset_builder(path, config).info
+        return info.splits[split].num_examples if info.splits and split in info.splits else None
+    except Exception:  # noqa: BLE001 - metadata is a bonus; the rows are what matters
+        return None
+
+
+def main(argv: list[str] | None = None) -> int:
+    config = load_config(sys.argv[1:] if argv is None else argv)
+    source = config["dataset"]
+    path, name, split = source["path"], source.get("config"), source.get("split", "train")
+    try:
+        from datasets import load_dataset
+
+        print(f"streaming the first {SAMPLE_ROWS} rows of {path} ({name or 'default'}/{split})")
+        stream = load_dataset(path, name, split=split, streaming=True)
+        rows = [jsonable(row) for row in itertools.islice(stream, SAMPLE_ROWS)]
+        summary = {
+            "status": "completed",
+            "columns": list(rows[0]) if rows else list(stream.column_names or []),
+            "rows": rows,
+            "num_rows": split_size(path, name, split),
+            "features": {k: str(v) for k, v in (stream.features or {}).items()},
+        }
+        code = 0
+    except Exception as exc:  # noqa: BLE001 - reported to the runner, which explains it
+        summary = {"status": "failed", "error_type": type(exc).__name__, "error": str(exc)}
+        code = 1
+    print(SUMMARY_PREFIX + json.dumps(summary), flush=True)
+    return code
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

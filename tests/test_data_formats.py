@@ -1,0 +1,626 @@
+"""ci_runner.data.formats: which TRL method a sampled dataset fits, and the mapping to paste."""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ci_runner.data.formats import (
+    MAX_LISTED,
+    DataReport,
+    MethodCheck,
+    Verdict,
+    build_report,
+    check_dataset,
+    mapping_yaml,
+    render_report,
+    report_to_json,
+)
+from ci_runner.data.sample import DatasetSample
+
+READY, NEEDS, INCOMPATIBLE = Verdict.READY, Verdict.NEEDS_MAPPING, Verdict.INCOMPATIBLE
+TRAIN_SCRIPT = Path(__file__).resolve().parents[1] / "job_scripts" / "train.py"
+
+
+def sample(*rows: dict[str, Any], columns: list[str] | None = None) -> DatasetSample:
+    names = columns if columns is not None else list(dict.fromkeys(k for r in rows for k in r))
+    return DatasetSample(source="x", split="train", columns=names, rows=list(rows))
+
+
+def checks(s: DatasetSample, **kwargs: Any) -> dict[str, MethodCheck]:
+    return {check.method: check for check in check_dataset(s, **kwargs)}
+
+
+def user(text: str) -> dict[str, str]:
+    return {"role": "user", "content": text}
+
+
+def bot(text: str) -> dict[str, str]:
+    return {"role": "assistant", "content": text}
+
+
+def system(text: str) -> dict[str, str]:
+    return {"role": "system", "content": text}
+
+
+# --- formats ---------------------------------------------------------------------------------
+
+
+def test_messages_is_ready_for_sft_only():
+    result = checks(sample({"messages": [system("be brief"), user("hi"), bot("hello")]}))
+    sft = result["sft"]
+    assert (sft.verdict, sft.format, sft.mapping, sft.problems) == (
+        READY,
+        "conversational (messages)",
+        {},
+        (),
+    )
+    assert result["dpo"].verdict is INCOMPATIBLE
+    assert "missing chosen, rejected" in result["dpo"].reasons[0]
+    assert result["grpo"].verdict is INCOMPATIBLE
+    assert result["kto"].verdict is INCOMPATIBLE
+
+
+def test_text_is_ready_for_sft():
+    sft = checks(sample({"text": "The sky is blue."}))["sft"]
+    assert (sft.verdict, sft.format) == (READY, "standard (text)")
+
+
+def test_dataset_text_field_names_the_text_column():
+    s = sample({"body": "The sky is blue."})
+    assert checks(s)["sft"].verdict is INCOMPATIBLE
+    sft = checks(s, text_field="body")["sft"]
+    assert (sft.verdict, sft.format) == (READY, "standard (body)")
+
+
+def test_prompt_completion_fits_sft_and_grpo():
+    result = checks(sample({"prompt": "2+2=", "completion": "4"}))
+    assert (result["sft"].verdict, result["sft"].format) == (READY, "prompt-completion")
+    assert (result["grpo"].verdict, result["grpo"].format) == (READY, "prompt-only")
+    assert result["kto"].verdict is INCOMPATIBLE
+    assert "missing label" in result["kto"].reasons[0]
+
+
+def test_conversational_prompt_completion():
+    sft = checks(sample({"prompt": [user("2+2?")], "completion": [bot("4")]}))["sft"]
+    assert (sft.verdict, sft.format) == (READY, "prompt-completion (conversational)")
+
+
+def test_preference_explicit_prompt():
+    result = checks(sample({"prompt": "Sky?", "chosen": " blue", "rejected": " green"}))
+    dpo = result["dpo"]
+    assert (dpo.verdict, dpo.format, dpo.mapping) == (READY, "preference, explicit prompt", {})
+    kto = result["kto"]
+    assert (kto.verdict, kto.format) == (READY, "preference, explicit prompt")
+    assert "TRL's KTOTrainer unpairs chosen/rejected into prompt/completion/label" in kto.reasons
+    assert "train.py runs sft, dpo and grpo only: KTO is checked for reference" in kto.reasons
+    assert result["sft"].verdict is INCOMPATIBLE
+
+
+def test_preference_implicit_prompt_conversational():
+    row = {
+        "chosen": [user("Sky?"), bot("Blue.")],
+        "rejected": [user("Sky?"), bot("Green.")],
+    }
+    dpo = checks(sample(row))["dpo"]
+    assert (dpo.verdict, dpo.format) == (READY, "preference, implicit prompt (conversational)")
+
+
+def test_implicit_prompt_without_shared_turns_is_incompatible():
+    row = {"chosen": [user("Sky?"), bot("Blue.")], "rejected": [user("Sea?"), bot("Green.")]}
+    dpo = checks(sample(row))["dpo"]
+    assert dpo.verdict is INCOMPATIBLE
+    assert dpo.problems == (
+        "row 0, column 'rejected': shares no leading turns with chosen, so TRL extracts an "
+        "empty prompt and fails",
+    )
+
+
+def test_implicit_prompt_strings_without_shared_text_is_a_warning():
+    dpo = checks(sample({"chosen": "Blue.", "rejected": "Green."}))["dpo"]
+    assert (dpo.verdict, dpo.format) == (READY, "preference, implicit prompt")
+    assert dpo.warnings == (
+        "row 0, column 'rejected': shares no leading text with chosen, so TRL extracts an "
+        "empty prompt",
+    )
+
+
+def test_kto_unpaired_ready():
+    s = sample(
+        {"prompt": "Sky?", "completion": "Blue.", "label": True},
+        {"prompt": "Sky?", "completion": "Green.", "label": False},
+    )
+    kto = checks(s)["kto"]
+    assert (kto.verdict, kto.format, kto.problems) == (READY, "unpaired preference (KTO)", ())
+
+
+def test_kto_label_not_bool_is_incompatible():
+    s = sample(
+        {"prompt": "Sky?", "completion": "Blue.", "label": True},
+        {"prompt": "Sky?", "completion": "Green.", "label": "no"},
+    )
+    kto = checks(s)["kto"]
+    assert kto.verdict is INCOMPATIBLE
+    assert kto.problems == ("row 1, column 'label': is 'no' (a string); KTO needs true/false",)
+
+
+def test_kto_label_zero_one_is_a_warning():
+    s = sample({"prompt": "Sky?", "completion": "Blue.", "label": 1})
+    kto = checks(s)["kto"]
+    assert kto.verdict is READY
+    assert kto.warnings == (
+        "row 0, column 'label': is 1, not a bool; TRL casts it, but write true/false",
+    )
+
+
+def test_grpo_accuracy_needs_answer_format_does_not():
+    s = sample({"prompt": "What is 2+2?"})
+    grpo = checks(s, rewards=["accuracy"])["grpo"]
+    assert grpo.verdict is INCOMPATIBLE
+    assert grpo.reasons[0].startswith("the accuracy reward needs column(s) answer: none found")
+    grpo = checks(s, rewards=["format"])["grpo"]
+    assert (grpo.verdict, grpo.format, grpo.reasons) == (READY, "prompt-only", ())
+
+
+def test_grpo_user_reward_is_noted_not_checked():
+    grpo = checks(sample({"prompt": "Hi"}), rewards=["rewards.py:score"])["grpo"]
+    assert grpo.verdict is READY
+    assert grpo.reasons == (
+        "reward 'rewards.py:score' may read other columns (TRL passes every column to it): "
+        "not checked",
+    )
+
+
+def test_grpo_proposes_prompt_and_answer_from_synonyms():
+    s = sample({"problem": "What is 2+2?", "solution": "4"})
+    grpo = checks(s, rewards=["accuracy", "format"])["grpo"]
+    assert (grpo.verdict, grpo.mapping) == (NEEDS, {"prompt": "problem", "answer": "solution"})
+    assert "prompt ← 'problem': the column is named like TRL's 'prompt'" in grpo.reasons
+
+
+def test_grpo_answer_without_a_number_is_a_warning():
+    s = sample({"prompt": "2+2?", "answer": "4"}, {"prompt": "Name?", "answer": "Bob"})
+    grpo = checks(s, rewards=["accuracy"])["grpo"]
+    assert grpo.verdict is READY
+    assert grpo.warnings == (
+        "row 1, column 'answer': has no number; the accuracy reward always scores 0 on this row",
+    )
+
+
+def test_vision_images_and_messages():
+    row = {"images": [{"path": "cat.png"}], "messages": [user("What is this?"), bot("A cat.")]}
+    sft = checks(sample(row))["sft"]
+    assert (sft.verdict, sft.format) == (READY, "vision (images + messages)")
+
+
+def test_vision_placeholders_must_match_images():
+    content = [{"type": "image"}, {"type": "image"}, {"type": "text", "text": "Same?"}]
+    row = {"images": [{"path": "cat.png"}], "messages": [user(content), bot("Yes.")]}
+    sft = checks(sample(row))["sft"]
+    assert sft.verdict is INCOMPATIBLE
+    assert sft.problems == (
+        "row 0, column 'messages': has 2 image placeholder(s) but 'images' has 1 image(s)",
+    )
+
+
+def test_vision_dpo_needs_an_explicit_prompt():
+    row = {"image": {"path": "cat.png"}, "chosen": "A cat.", "rejected": "A dog."}
+    dpo = checks(sample(row))["dpo"]
+    assert (dpo.verdict, dpo.format) == (
+        INCOMPATIBLE,
+        "vision (image + preference, implicit prompt)",
+    )
+    assert dpo.reasons[0].startswith("vision preference data needs an explicit prompt column")
+
+
+# --- column names and mappings ----------------------------------------------------------------
+
+
+def test_wrong_column_names_propose_the_mapping():
+    s = sample({"prompt": "Sky?", "good_response": "Blue.", "bad_response": "Green."})
+    dpo = checks(s)["dpo"]
+    assert (dpo.verdict, dpo.format) == (NEEDS, "preference, explicit prompt")
+    assert dpo.mapping == {"chosen": "good_response", "rejected": "bad_response"}
+    assert dpo.reasons == (
+        "chosen ← 'good_response': the column is named like TRL's 'chosen'",
+        "rejected ← 'bad_response': the column is named like TRL's 'rejected'",
+    )
+
+
+def test_question_answer_maps_to_prompt_completion_for_sft():
+    sft = checks(sample({"question": "2+2?", "answer": "4"}))["sft"]
+    assert (sft.verdict, sft.mapping) == (NEEDS, {"prompt": "question", "completion": "answer"})
+
+
+def test_prompt_synonym_is_proposed_for_preference_strings():
+    s = sample({"question": "Sky?", "preferred": "Blue.", "dispreferred": "Green."})
+    dpo = checks(s)["dpo"]
+    assert dpo.mapping == {"chosen": "preferred", "rejected": "dispreferred", "prompt": "question"}
+    assert dpo.format == "preference, explicit prompt"
+
+
+def test_unknown_names_are_incompatible_naming_what_is_missing():
+    dpo = checks(sample({"prompt": "Sky?", "best": "Blue.", "worst": "Green."}))["dpo"]
+    assert (dpo.verdict, dpo.mapping) == (INCOMPATIBLE, {})
+    assert dpo.reasons == (
+        "needs chosen + rejected (and optionally prompt); missing chosen, rejected and no "
+        "column is named like them (the dataset has prompt, best, worst)",
+    )
+
+
+def test_ambiguous_synonyms_are_not_guessed():
+    s = sample({"instruction": "Add.", "input": "2+2", "output": "4"})
+    sft = checks(s)["sft"]
+    assert (sft.verdict, sft.mapping) == (NEEDS, {"completion": "output"})
+    assert (
+        "prompt: several columns could be it (instruction, input); add the right one under "
+        "dataset.columns" in sft.reasons
+    )
+    text = render_report(s, list(checks(s).values()), method="sft")
+    assert "    completion: output\n    # prompt: several columns could be it" in text
+
+
+def test_synonym_with_the_wrong_value_type_is_not_proposed():
+    s = sample({"query": True, "response": "4"})
+    sft = checks(s)["sft"]
+    assert sft.verdict is INCOMPATIBLE
+    assert "missing prompt" in sft.reasons[0]
+
+
+def test_conversations_with_role_content_needs_mapping():
+    sft = checks(sample({"conversations": [user("hi"), bot("hello")]}))["sft"]
+    assert (sft.verdict, sft.mapping) == (NEEDS, {"messages": "conversations"})
+
+
+def test_sharegpt_from_value_is_incompatible():
+    turns = [{"from": "human", "value": "hi"}, {"from": "gpt", "value": "hello"}]
+    sft = checks(sample({"conversations": turns}))["sft"]
+    assert (sft.verdict, sft.mapping) == (INCOMPATIBLE, {"messages": "conversations"})
+    assert sft.problems == (
+        "row 0, column 'conversations' (messages): ShareGPT-style {from, value} turns; "
+        "TRL needs {role, content}",
+    )
+    assert any("TRL converts them only in a column named 'conversations'" in r for r in sft.reasons)
+
+
+def test_experiment_mapping_makes_dpo_ready():
+    s = sample({"prompt": "Sky?", "good_response": "Blue.", "bad_response": "Green."})
+    columns = {"chosen": "good_response", "rejected": "bad_response"}
+    dpo = checks(s, columns=columns)["dpo"]
+    assert (dpo.verdict, dpo.format, dpo.mapping) == (READY, "preference, explicit prompt", columns)
+
+
+def test_experiment_mapping_problems_name_the_dataset_column():
+    s = sample({"prompt": "Sky?", "good_response": "Blue.", "bad_response": ""})
+    dpo = checks(s, columns={"chosen": "good_response", "rejected": "bad_response"})["dpo"]
+    assert dpo.problems == ("row 0, column 'bad_response' (rejected): is empty",)
+
+
+def test_experiment_mapping_is_completed_not_replaced():
+    s = sample({"q": "Sky?", "good_response": "Blue.", "bad_response": "Green."})
+    dpo = checks(s, columns={"prompt": "q"})["dpo"]
+    assert dpo.verdict is NEEDS
+    assert dpo.mapping == {"prompt": "q", "chosen": "good_response", "rejected": "bad_response"}
+
+
+def test_mapping_to_a_missing_column_is_incompatible_naming_it():
+    s = sample({"prompt": "Sky?", "good_response": "Blue.", "bad_response": "Green."})
+    result = checks(s, columns={"chosen": "good_respnse", "rejected": "bad_response"})
+    for check in result.values():
+        assert check.verdict is INCOMPATIBLE
+        assert check.reasons == (
+            "dataset.columns maps chosen to 'good_respnse', but the dataset has no column "
+            "'good_respnse' (it has prompt, good_response, bad_response)",
+        )
+
+
+def test_mapping_two_names_to_one_column_is_incompatible():
+    s = sample({"question": "2+2?", "answer": "4"})
+    grpo = checks(s, columns={"prompt": "question", "answer": "question"})["grpo"]
+    assert grpo.verdict is INCOMPATIBLE
+    assert grpo.reasons[0].startswith(
+        "dataset.columns maps prompt and answer to the same column 'question'"
+    )
+
+
+def test_mapping_shadows_a_trl_named_column_like_train_py():
+    s = sample({"chosen": "", "better": "Blue.", "rejected": "Green."})
+    dpo = checks(s, columns={"chosen": "better"})["dpo"]
+    assert (dpo.verdict, dpo.problems) == (READY, ())
+
+
+def test_sft_prompt_beside_messages_is_renamed_away():
+    s = sample({"prompt": "hi", "messages": [user("hi"), bot("hello")]})
+    sft = checks(s)["sft"]
+    assert (sft.verdict, sft.format) == (NEEDS, "conversational (messages)")
+    assert sft.mapping == {"prompt_unused": "prompt"}
+    assert sft.reasons[0].startswith("TRL's SFTTrainer treats every row with a 'prompt'")
+
+
+def test_dpo_string_prompt_beside_whole_conversations_is_renamed_away():
+    row = {
+        "prompt": "Sky?",
+        "chosen": [user("Sky?"), bot("Blue.")],
+        "rejected": [user("Sky?"), bot("Green.")],
+    }
+    dpo = checks(sample(row))["dpo"]
+    assert (dpo.verdict, dpo.mapping) == (NEEDS, {"prompt_unused": "prompt"})
+    assert dpo.format == "preference, implicit prompt (conversational)"
+
+
+# --- content problems -------------------------------------------------------------------------
+
+
+def test_roles_out_of_order_are_incompatible():
+    sft = checks(sample({"messages": [system("s"), bot("hello"), user("hi"), bot("ok")]}))["sft"]
+    assert sft.verdict is INCOMPATIBLE
+    assert sft.problems == (
+        "row 0, column 'messages': first non-system turn is 'assistant', not 'user'",
+    )
+
+
+def test_last_turn_not_assistant_is_incompatible_for_sft():
+    sft = checks(sample({"messages": [user("hi"), bot("hello"), user("bye")]}))["sft"]
+    assert sft.verdict is INCOMPATIBLE
+    assert sft.problems == (
+        "row 0, column 'messages': last turn is 'user'; it must be the assistant's, the turn "
+        "that is trained",
+    )
+
+
+def test_consecutive_user_turns_are_a_warning():
+    sft = checks(sample({"messages": [user("hi"), user("there"), bot("hello")]}))["sft"]
+    assert sft.verdict is READY
+    assert sft.warnings == (
+        "row 0, column 'messages': turns 0 and 1 are both user; some chat templates "
+        "(e.g. Gemma's) require alternating roles",
+    )
+
+
+def test_unknown_role_is_incompatible():
+    sft = checks(sample({"messages": [{"role": "human", "content": "hi"}, bot("hello")]}))["sft"]
+    assert sft.problems == (
+        "row 0, column 'messages': turn 0 has role 'human'; expected one of system, developer, "
+        "user, assistant, tool",
+    )
+
+
+def test_empty_rejected_is_incompatible():
+    s = sample(
+        {"prompt": "Sky?", "chosen": "Blue.", "rejected": "Green."},
+        {"prompt": "Sea?", "chosen": "Blue.", "rejected": "  "},
+    )
+    dpo = checks(s)["dpo"]
+    assert dpo.verdict is INCOMPATIBLE
+    assert dpo.problems == ("row 1, column 'rejected': is empty",)
+
+
+def test_chosen_and_rejected_of_mixed_types_are_incompatible():
+    row = {"prompt": [user("Sky?")], "chosen": [bot("Blue.")], "rejected": "Green."}
+    dpo = checks(sample(row))["dpo"]
+    assert dpo.verdict is INCOMPATIBLE
+    assert (
+        "row 0, column 'rejected': chosen is a message list but rejected is a string; "
+        "they must match" in dpo.problems
+    )
+
+
+def test_identical_chosen_and_rejected_is_a_warning():
+    dpo = checks(sample({"prompt": "Sky?", "chosen": "Blue.", "rejected": "Blue."}))["dpo"]
+    assert dpo.verdict is READY
+    assert dpo.warnings == (
+        "row 0, column 'rejected': is identical to chosen; the pair teaches nothing",
+    )
+
+
+def test_nulls_in_a_required_column_are_incompatible():
+    s = sample({"text": "a"}, {"text": "b"}, {"text": None})
+    sft = checks(s)["sft"]
+    assert sft.verdict is INCOMPATIBLE
+    assert sft.problems == ("row 2, column 'text': is null",)
+
+
+def test_missing_key_in_a_row_counts_as_null():
+    s = sample({"prompt": "a"}, {"other": 1}, columns=["prompt", "other"])
+    grpo = checks(s)["grpo"]
+    assert grpo.problems == ("row 1, column 'prompt': is null",)
+
+
+def test_prompt_types_mixed_across_rows_are_incompatible():
+    s = sample({"prompt": "2+2?"}, {"prompt": [user("3+3?")]})
+    grpo = checks(s)["grpo"]
+    assert grpo.verdict is INCOMPATIBLE
+    assert grpo.problems == (
+        "row 1, column 'prompt': is a message list but row 0 is a string; a column must hold "
+        "one type",
+    )
+
+
+def test_prompt_ending_with_system_is_incompatible_for_grpo():
+    grpo = checks(sample({"prompt": [user("2+2?"), system("be brief")]}))["grpo"]
+    assert grpo.verdict is INCOMPATIBLE
+    assert grpo.problems[0].startswith("row 0, column 'prompt': ends with a system turn")
+
+
+def test_completion_must_start_with_the_assistant():
+    sft = checks(sample({"prompt": [user("2+2?")], "completion": [user("4")]}))["sft"]
+    assert sft.problems == (
+        "row 0, column 'completion': starts with a 'user' turn; a completion after a prompt is "
+        "the assistant's reply",
+    )
+
+
+def test_problem_lists_are_capped():
+    s = sample(*({"text": None} for _ in range(25)))
+    sft = checks(s)["sft"]
+    assert len(sft.problems) == MAX_LISTED + 1
+    assert sft.problems[-1] == "... and 15 more in the sampled rows"
+    assert sft.headline == "standard (text): 25 problem(s) in the sampled rows"
+
+
+def test_no_rows_checks_names_only():
+    s = DatasetSample(source="x", split="train", columns=["text"], rows=[])
+    sft = checks(s)["sft"]
+    assert sft.verdict is READY
+    assert "no rows were sampled: only the column names were checked" in sft.reasons
+
+
+# --- rendering --------------------------------------------------------------------------------
+
+
+def test_render_report_shows_the_paste_snippet():
+    s = sample({"prompt": "Sky?", "good_response": "Blue.", "bad_response": "Green."})
+    text = render_report(s, check_dataset(s), method="dpo")
+    assert text.splitlines()[0] == "Dataset x (split train, local file): size unknown, 1 sampled"
+    assert (
+        "DPO: NEEDS MAPPING — preference, explicit prompt; paste:\n"
+        "dataset:\n  columns:\n    chosen: good_response\n    rejected: bad_response\n" in text
+    )
+    assert text.splitlines()[-1] == (
+        "Other methods: SFT INCOMPATIBLE, GRPO READY, KTO NEEDS MAPPING"
+    )
+
+
+def test_render_report_all_methods():
+    s = sample({"messages": [user("hi"), bot("hello")]})
+    lines = render_report(s, check_dataset(s)).splitlines()
+    assert "SFT: READY — conversational (messages)" in lines
+    assert any(line.startswith("DPO: INCOMPATIBLE — needs chosen + rejected") for line in lines)
+
+
+def test_render_report_marks_problems():
+    s = sample({"text": None})
+    assert "  ! row 0, column 'text': is null" in render_report(s, check_dataset(s))
+
+
+def test_mapping_yaml_quotes_what_yaml_would_misread():
+    assert mapping_yaml({"chosen": "good response", "label": "yes"}) == (
+        'dataset:\n  columns:\n    chosen: "good response"\n    label: "yes"'
+    )
+
+
+def test_report_to_json_is_plain_json():
+    s = sample({"prompt": "Sky?", "good_response": "Blue.", "bad_response": "Green."})
+    data = report_to_json(s, check_dataset(s), method="dpo")
+    assert json.loads(json.dumps(data)) == data
+    dpo = next(c for c in data["checks"] if c["method"] == "dpo")
+    assert dpo["verdict"] == "NEEDS MAPPING"
+    assert dpo["mapping"] == {"chosen": "good_response", "rejected": "bad_response"}
+    assert data["columns"] == ["prompt", "good_response", "bad_response"]
+
+
+def test_data_report_for_method():
+    report = build_report(sample({"text": "a"}))
+    assert isinstance(report, DataReport)
+    assert report.for_method("sft").verdict is READY
+    assert [c.method for c in report.checks] == ["sft", "dpo", "grpo", "kto"]
+    with pytest.raises(KeyError):
+        report.for_method("ppo")
+
+
+# --- agreement with job_scripts/train.py -----------------------------------------------------
+
+
+@functools.cache
+def train_module():
+    spec = importlib.util.spec_from_file_location("ci_runner_job_train_formats", TRAIN_SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+class FakeDataset:
+    """Just what train.py's rename_columns and check_columns touch."""
+
+    def __init__(self, column_names: list[str]):
+        self.column_names = list(column_names)
+
+    def remove_columns(self, names: list[str]) -> FakeDataset:
+        return FakeDataset([c for c in self.column_names if c not in names])
+
+    def rename_columns(self, mapping: dict[str, str]) -> FakeDataset:
+        return FakeDataset([mapping.get(c, c) for c in self.column_names])
+
+
+def train_py_accepts(s: DatasetSample, method: str, columns: dict[str, str], rewards: list[str]):
+    train = train_module()
+    config = {"method": method, "hyperparameters": {}}
+    needs = train.resolve_rewards([r for r in rewards if ".py" not in r])[1]
+    try:
+        dataset = train.rename_columns(FakeDataset(s.columns), columns)
+        train.check_columns(dataset, config, needs if method == "grpo" else set(), "train")
+    except train.ConfigError:
+        return False
+    return True
+
+
+AGREEMENT_CASES = [
+    ({"messages": [user("hi"), bot("hello")]}, {}, []),
+    ({"text": "a"}, {}, []),
+    ({"prompt": "q", "completion": "a"}, {}, []),
+    ({"question": "q", "answer": "4"}, {}, ["accuracy"]),
+    ({"problem": "q", "solution": "4"}, {}, ["accuracy", "format"]),
+    ({"prompt": "q", "good_response": "a", "bad_response": "b"}, {}, []),
+    ({"prompt": "q", "good_response": "a", "bad_response": "b"}, {"chosen": "good_response"}, []),
+    ({"prompt": "q", "good": "a", "bad": "b"}, {"chosen": "good", "rejected": "bd"}, []),
+    ({"chosen": "", "better": "a", "rejected": "b"}, {"chosen": "better"}, []),
+    ({"conversations": [user("hi"), bot("hello")]}, {}, []),
+    ({"prompt": "q"}, {}, ["accuracy"]),
+    ({"best": "a", "worst": "b"}, {}, []),
+]
+
+
+@pytest.mark.parametrize(("row", "columns", "rewards"), AGREEMENT_CASES)
+def test_verdicts_agree_with_train_py(row, columns, rewards):
+    """READY / NEEDS MAPPING (with the proposed mapping) pass train.py; column misses fail it."""
+    s = sample(row)
+    for check in check_dataset(s, columns=columns, rewards=rewards):
+        if check.method == "kto":
+            continue  # train.py has no KTO
+        accepted = train_py_accepts(s, check.method, check.mapping, rewards)
+        assert accepted is (check.verdict is not INCOMPATIBLE), (check.method, check)
+
+
+def test_vision_preference_with_explicit_prompt():
+    row = {
+        "images": [{"path": "cat.png"}],
+        "prompt": [user("What is this?")],
+        "chosen": [bot("A cat.")],
+        "rejected": [bot("A dog.")],
+    }
+    result = checks(sample(row))
+    assert (result["dpo"].verdict, result["dpo"].format) == (
+        READY,
+        "vision (images + preference, explicit prompt)",
+    )
+    assert result["kto"].verdict is INCOMPATIBLE  # TRL's KTOTrainer refuses paired vision data
+
+
+def test_known_disagreement_train_py_accepts_a_prompt_beside_messages():
+    """train.py's check_columns passes (messages is there) but TRL's SFTTrainer takes the
+    prompt-completion path and fails on the missing completion: we say so up front."""
+    s = sample({"question": "hi", "messages": [user("hi"), bot("hello")]})
+    columns = {"prompt": "question"}
+    sft = checks(s, columns=columns)["sft"]
+    assert sft.verdict is INCOMPATIBLE
+    assert sft.reasons[0].endswith("drop prompt from dataset.columns")
+    assert train_py_accepts(s, "sft", columns, []) is True
+
+
+def test_sharegpt_prompt_is_incompatible_for_grpo():
+    grpo = checks(sample({"prompt": [{"from": "human", "value": "2+2?"}]}))["grpo"]
+    assert grpo.verdict is INCOMPATIBLE
+    assert grpo.problems == (
+        "row 0, column 'prompt': ShareGPT-style {from, value} turns; TRL needs {role, content}",
+    )
+
+
+def test_grpo_missing_answer_leads_with_the_reward_even_when_mapping_prompt():
+    grpo = checks(sample({"question": "2+2?"}), rewards=["accuracy"])["grpo"]
+    assert (grpo.verdict, grpo.mapping) == (INCOMPATIBLE, {"prompt": "question"})
+    assert grpo.reasons[0].startswith("the accuracy reward needs column(s) answer")
