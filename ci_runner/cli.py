@@ -97,10 +97,15 @@ def main(ctx: click.Context, root: str) -> None:
 
 @main.command()
 @click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.option("--data", "with_data", is_flag=True, help="Also check each dataset (reads rows).")
 @click.option("--json", "as_json", is_flag=True, help="Print results as JSON.")
-def validate(files: tuple[str, ...], as_json: bool) -> None:
-    """Check experiment files (schema and TRL field names) without running anything."""
-    results, failed = [], False
+@click.pass_context
+def validate(ctx: click.Context, files: tuple[str, ...], with_data: bool, as_json: bool) -> None:
+    """Check experiment files (schema and TRL field names) without running anything.
+
+    Exits 3 if a file is invalid; with --data, 7 if a dataset does not fit.
+    """
+    results, failed, misfit = [], False, False
     for file in files:
         try:
             experiment = load_experiment(file)
@@ -122,10 +127,25 @@ def validate(files: tuple[str, ...], as_json: bool) -> None:
         if not as_json:
             what = f"{experiment.name}: {experiment.method.upper()}, {experiment.backend}"
             click.echo(f"ok  {file}  ({what})")
+        if with_data:
+            try:
+                data = _runner(ctx).check_data(experiment)
+            except CiRunnerError as exc:
+                misfit = True
+                results[-1]["data_error"] = str(exc)
+                if not as_json:
+                    click.secho(f"{file}: dataset: {exc}", fg="red", err=True)
+                continue
+            results[-1]["data"] = data.to_json()
+            misfit |= data.verdict != Verdict.READY
+            if not as_json:
+                click.echo(data.render())
     if as_json:
         _emit_json(results)
     if failed:
         sys.exit(ExitCode.SPEC_INVALID)
+    if misfit:
+        sys.exit(ExitCode.DATA)
 
 
 @main.command()

@@ -213,3 +213,16 @@ def test_remote_check_runs_a_cpu_job_and_checks_its_rows():
     assert again.rows == rows and len(hf.requests_to("POST", r"^/api/jobs/alice$")) == 1
     result = check_sample(sample, None)
     assert result.for_method("grpo").verdict == Verdict.READY
+
+
+def test_validate_with_data_reports_the_fit(tiny_fixtures, tmp_path):
+    root = make_project(tmp_path, tiny_fixtures.model.parent, "tiny-sft.yaml")
+    (root / "experiments" / "bad.yaml").write_text(
+        "name: bad\nbase_model: ./fixtures/tiny-llama\nmethod: dpo\n"
+        "dataset: ./fixtures/data/tiny-chat.jsonl\n"
+    )
+    good = cli(root, "validate", "--data", "experiments/tiny-sft.yaml")
+    assert good.returncode == 0 and "SFT: READY" in good.stdout
+    bad = cli(root, "validate", "--data", "experiments/bad.yaml")
+    assert bad.returncode == ExitCode.DATA and "DPO: INCOMPATIBLE" in bad.stdout
+    assert cli(root, "validate", "experiments/bad.yaml").returncode == 0  # spec-only by default
