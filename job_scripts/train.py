@@ -568,6 +568,9 @@ def train(config: dict[str, Any]) -> dict[str, Any]:
     )
     trainer.remove_callback(PrinterCallback)  # ours prints the same logs, compactly
 
+    if checkpoint:
+        where = "the newest checkpoint in the output dir" if checkpoint is True else checkpoint
+        print(f"resuming from {where}", flush=True)
     train_output = trainer.train(resume_from_checkpoint=checkpoint)
     trainer.save_model(args.output_dir)  # for LoRA this writes the adapter only
     print(f"saved {'adapter' if peft_config else 'model'} to {args.output_dir}", flush=True)

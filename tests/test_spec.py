@@ -116,9 +116,10 @@ def test_all_problems_are_reported_at_once():
 def test_yaml_quirks_are_normalised():
     text = MINIMAL + "lora: off\ntimeout: 1h30m\nhyperparameters:\n  learning_rate: 2e-4\n"
     experiment = parse_experiment(text, "f.yaml")
-    assert experiment.lora == "off"  # YAML 1.1 reads `off` as False
+    assert experiment.lora == "off"
     assert experiment.timeout == 5400
-    assert experiment.hyperparameters["learning_rate"] == pytest.approx(2e-4)  # YAML reads a str
+    assert experiment.hyperparameters["learning_rate"] == pytest.approx(2e-4)  # YAML 1.2 float
+    assert parse_experiment(MINIMAL + "lora: on\n", "f.yaml").lora.r == 16
 
 
 def test_dataset_shorthand_and_lora_settings():
@@ -155,3 +156,25 @@ def test_parse_duration(text, seconds):
 def test_parse_duration_rejects(text):
     with pytest.raises(ValueError):
         parse_duration(text)
+
+
+def test_spec_hash_ignores_settings_that_do_not_change_training():
+    base = parse_experiment(MINIMAL, "a.yaml")
+    watched = parse_experiment(
+        MINIMAL + "timeout: 3h\nbudget: {max_cost_usd: 9}\nretry: {max_attempts: 5}\n"
+        "description: longer timeout\n",
+        "b.yaml",
+    )
+    explicit_default = parse_experiment(MINIMAL + "seed: 42\n", "c.yaml")
+    assert base.spec_hash == watched.spec_hash == explicit_default.spec_hash
+    assert (
+        base.spec_hash
+        != parse_experiment(MINIMAL + "backend: local\nhardware: t4-small\n", "d").spec_hash
+    )
+
+
+def test_retry_settings_are_validated():
+    with pytest.raises(SpecError) as info:
+        parse_experiment(MINIMAL + "retry:\n  max_attempts: 0\n  on: [timeout, oom]\n", "r.yaml")
+    fields = {i.field for i in info.value.issues}
+    assert {"retry.max_attempts", "retry.on[1]"} <= fields  # `on:` is a key, not True

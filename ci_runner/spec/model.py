@@ -39,6 +39,9 @@ def _reward_ref(reward: str) -> str:
     return reward
 
 
+# Fields that change how a run is watched or paid for, not what it trains.
+NOT_TRAINING = {"description", "timeout", "budget", "retry"}
+
 RewardRef = Annotated[str, AfterValidator(_reward_ref)]
 
 
@@ -101,6 +104,16 @@ class BudgetSpec(_Strict):
     max_cost_usd: float = Field(gt=0)
 
 
+FailureKind = Literal["timeout", "preempted", "infra"]
+
+
+class RetrySpec(_Strict):
+    """Resume a run from its last checkpoint when its job dies of a transient cause."""
+
+    max_attempts: int = Field(default=3, ge=1, le=20)
+    on: list[FailureKind] = ["timeout", "preempted", "infra"]
+
+
 class Experiment(_Strict):
     name: str
     description: str | None = None
@@ -116,6 +129,7 @@ class Experiment(_Strict):
     tracking: TrackingSpec = TrackingSpec()
     backend: Literal["local", "hf-jobs"] = "local"
     budget: BudgetSpec | None = None
+    retry: RetrySpec = RetrySpec()
     seed: int = 42
 
     @field_validator("name")
@@ -146,10 +160,10 @@ class Experiment(_Strict):
     @field_validator("lora", mode="before")
     @classmethod
     def _lora_shorthand(cls, value: Any) -> Any:
-        # YAML 1.1 reads `off`/`no` as False and `on`/`yes` as True.
+        # `lora: true|false|on`, as people write it: on means default settings.
         if value is False:
             return "off"
-        if value is True:
+        if value is True or value == "on":
             return {}
         return value
 
@@ -167,6 +181,9 @@ class Experiment(_Strict):
 
     @property
     def spec_hash(self) -> str:
-        """Stable over comments and key order: it identifies what would be trained."""
-        canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True)
+        """Identifies what would be trained: stable over comments, key order, defaults
+        added by later ci-runner versions, and settings that don't change the model
+        (so raising a timeout and resubmitting resumes the same run)."""
+        data = self.model_dump(mode="json", exclude_defaults=True, exclude=NOT_TRAINING)
+        canonical = json.dumps(data, sort_keys=True)
         return hashlib.sha256(canonical.encode()).hexdigest()[:12]
