@@ -24,12 +24,6 @@ from ci_runner.plan.render import plan_to_json, render_plan
 from ci_runner.runner import Runner
 from ci_runner.spec.load import load_experiment
 
-RUN_EXIT = {
-    RunStatus.COMPLETED: ExitCode.OK,
-    RunStatus.FAILED: ExitCode.RUN_FAILED,
-    RunStatus.CANCELED: ExitCode.RUN_CANCELED,
-}
-
 
 def _fail(message: str, code: int) -> None:
     click.secho(f"error: {message}", fg="red", err=True)
@@ -400,6 +394,7 @@ def report(ctx: click.Context) -> None:
 @BUDGET_OPTION
 @SKIP_DATA_OPTION
 @click.option("--interval", default=2.0, show_default=True, help="Seconds between polls.")
+@click.option("--timeout", type=float, default=None, help="Stop waiting after N seconds (exit 12).")
 @click.option("--json", "as_json", is_flag=True, help="Print the final run as JSON.")
 @click.pass_context
 @handle_errors
@@ -410,6 +405,7 @@ def run(
     allow_over_budget: bool,
     skip_data_check: bool,
     interval: float,
+    timeout: float | None,
     as_json: bool,
 ) -> None:
     """Submit, poll until the run ends, render the report. Exit code = run outcome."""
@@ -423,35 +419,99 @@ def run(
     for warning in outcome.warnings:
         click.secho(f"warning: {warning}", fg="yellow", err=True)
     click.echo(
-        f"{'submitted' if outcome.created else 'resuming watch of'} {outcome.run_id} "
+        f"{'submitted' if outcome.created else 'watching'} {outcome.run_id} "
         f"(job {outcome.job_id}; logs: {outcome.job_url})",
         err=True,
     )
-    last_line, current = "", None
-    try:
-        while True:
-            runner.poll()
-            _, current = runner.find_run(outcome.run_id)
-            line = _progress_line(current)
-            if line != last_line:
-                click.echo(f"  {line}", err=True)
-                last_line = line
-            if not current.active:
-                break
-            time.sleep(interval)
-    except KeyboardInterrupt:
-        click.echo(
-            f"\nstopped watching; the job keeps running. Check it with `ci-runner poll`, "
-            f"stop it with `ci-runner cancel {outcome.run_id}`.",
-            err=True,
-        )
-        sys.exit(130)
+    runs = _watch(runner, [outcome.run_id], timeout=timeout, interval=interval)
+    (current,) = runs
     if as_json:
         _emit_json(_run_json(current))
     else:
         click.echo(f"{current.status.label}: {current.run_id}")
         click.echo(f"report: {outcome.report}")
-    sys.exit(RUN_EXIT.get(current.status, ExitCode.INTERNAL))
+    sys.exit(outcome_code(runs))
+
+
+@main.command()
+@click.argument("experiments", nargs=-1)
+@click.option(
+    "--timeout", type=float, default=None, help="Give up after this many seconds (exit 12)."
+)
+@click.option("--interval", default=10.0, show_default=True, help="Seconds between polls.")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON summary of the runs.")
+@click.pass_context
+@handle_errors
+def wait(
+    ctx: click.Context,
+    experiments: tuple[str, ...],
+    timeout: float | None,
+    interval: float,
+    as_json: bool,
+) -> None:
+    """Block until every run of EXPERIMENTS (default: all active runs) has ended.
+
+    Exit 0 if all completed, 10 if any failed, 11 if any was canceled (and none
+    failed), 12 if --timeout passed first. Progress goes to stderr.
+    """
+    runner = _runner(ctx)
+    if experiments:
+        run_ids = [r.run_id for name in experiments for r in runner.runs_of(name)]
+    else:
+        run_ids = [r.run_id for led in runner.ledgers() for r in led.active_runs]
+    runs = _watch(runner, run_ids, timeout=timeout, interval=interval) if run_ids else []
+    if as_json:
+        _emit_json({"exit_code": outcome_code(runs), "runs": [_run_json(r) for r in runs]})
+    else:
+        for run in runs:
+            click.echo(
+                f"{run.status.label}: {run.run_id}" + (f" — {run.error}" if run.error else "")
+            )
+        if not runs:
+            click.echo("no runs to wait for")
+    sys.exit(outcome_code(runs))
+
+
+def outcome_code(runs: list[Run]) -> int:
+    """One exit code for many runs: any failure wins, then cancel, then still running."""
+    statuses = {r.status for r in runs}
+    if RunStatus.FAILED in statuses:
+        return ExitCode.RUN_FAILED
+    if RunStatus.CANCELED in statuses:
+        return ExitCode.RUN_CANCELED
+    if any(r.active for r in runs):
+        return ExitCode.WAIT_TIMEOUT
+    return ExitCode.OK
+
+
+def _watch(
+    runner: Runner, run_ids: list[str], *, timeout: float | None, interval: float
+) -> list[Run]:
+    """Poll until the runs end or the timeout passes; progress lines to stderr."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    shown: dict[str, str] = {}
+    try:
+        while True:
+            runner.poll()
+            runs = [runner.find_run(run_id)[1] for run_id in run_ids]
+            for run in runs:
+                line = _progress_line(run)
+                if shown.get(run.run_id) != line:
+                    click.echo(f"  {line}", err=True)
+                    shown[run.run_id] = line
+            if not any(r.active for r in runs):
+                return runs
+            if deadline is not None and time.monotonic() >= deadline:
+                click.echo(f"stopped waiting after {timeout:.0f}s; runs continue", err=True)
+                return runs
+            time.sleep(interval)
+    except KeyboardInterrupt:
+        click.echo(
+            "\nstopped watching; jobs keep running. Check with `ci-runner poll`, "
+            "stop one with `ci-runner cancel RUN`.",
+            err=True,
+        )
+        sys.exit(130)
 
 
 if __name__ == "__main__":

@@ -66,3 +66,47 @@ class RunConfig(_Frozen):
     tracking: Tracking
     seed: int = 42
     resume_from_checkpoint: str | None = None
+
+
+class BenchmarkSpec(_Frozen):
+    """One benchmark to run: a ci-runner task (humaneval, gsm8k) or a lighteval task name.
+
+    ``dataset`` overrides where the task reads its rows (a Hub id or a local dir);
+    tests point it at tiny local copies in the same format.
+    """
+
+    benchmark: str
+    fewshot: int = 0
+    dataset: str | None = None
+    max_samples: int | None = None
+
+
+class EvalConfig(_Frozen):
+    """What ``job_scripts/evaluate.py`` receives: one model, several benchmarks."""
+
+    schema_version: int = SCHEMA_VERSION
+    experiment: str
+    run_id: str
+    eval_id: str  # stable per (run, model, benchmarks): the job's label
+    model: str  # a local path or a Hub id (a repo, or repo@revision for a checkpoint)
+    model_label: str  # "base", "final" or "checkpoint-<step>"
+    base_model: str | None = None  # set when ``model`` is a LoRA adapter
+    benchmarks: list[BenchmarkSpec]
+    output_dir: str
+    seed: int = 42
+    max_new_tokens: int = 256
+    inference_backend: Literal["accelerate", "vllm"] = "accelerate"
+
+
+class ExportConfig(_Frozen):
+    """What ``job_scripts/export_gguf.py`` receives."""
+
+    schema_version: int = SCHEMA_VERSION
+    experiment: str
+    run_id: str
+    model: str  # a local path or a Hub id
+    base_model: str | None = None  # set when ``model`` is a LoRA adapter to merge first
+    quantizations: list[str] = ["Q4_K_M"]
+    output_dir: str
+    hub_repo: str | None = None
+    hub_private: bool = True

@@ -20,6 +20,7 @@ from ci_runner.data.check import DataCheck, check_experiment_data
 from ci_runner.errors import BackendError, DatasetViewerError, NotReadyError, OverBudgetError
 from ci_runner.ledger.advance import apply_job_status
 from ci_runner.ledger.model import Attempt, Ledger, Run, RunStatus
+from ci_runner.ledger.retry import next_attempt, should_resume
 from ci_runner.ledger.store import load_ledger, save_ledger, write_atomic
 from ci_runner.paths import LEDGER_SUFFIX, Project, report_stem
 from ci_runner.plan.estimate import Plan, make_plan, prices_from_hardware
@@ -261,7 +262,8 @@ class Runner:
         ledger_path = self.project.ledger_path(stem)
         ledger = load_ledger(ledger_path) or self._new_ledger(experiment, spec_path, stem)
         run = ledger.run(run_id_for(experiment))
-        if run is not None and run.last_attempt and run.last_attempt.job_id:
+        retry = run is not None and run.status in (RunStatus.FAILED, RunStatus.CANCELED)
+        if run is not None and not retry and run.last_attempt and run.last_attempt.job_id:
             attempt = run.last_attempt
             return SubmitOutcome(
                 run.run_id,
@@ -279,7 +281,10 @@ class Runner:
         if run is None:
             run = self._new_run(experiment, resolved, backend.name)
             ledger = ledger.model_copy(update={"runs": [*ledger.runs, run]})
-            save_ledger(ledger_path, ledger)  # intent first: a crash after this is recoverable
+        elif retry:  # a failed or canceled run: resubmitting resumes it
+            run = self._new_attempt(run)
+            ledger = _replace_run(ledger, run)
+        save_ledger(ledger_path, ledger)  # intent first: a crash after this is recoverable
         handle = self._launch(backend, experiment, resolved, run)
         run = _with_job(run, handle)
         ledger = _replace_run(ledger, run)
@@ -303,9 +308,12 @@ class Runner:
         existing = backend.find(labels)
         if existing:
             return existing[-1]  # started before a crash, never recorded: adopt it
+        resume_from = run.last_attempt.resume_from if run.last_attempt else None
         request = JobRequest(
             script=self.project.job_scripts / TRAIN_SCRIPT,
-            run_config=resolved.run_config,
+            run_config=resolved.run_config.model_copy(
+                update={"resume_from_checkpoint": resume_from}
+            ),
             labels=labels,
             flavor=run.hardware,
             timeout_s=run_timeout(experiment, resolved.plan),
@@ -337,6 +345,9 @@ class Runner:
             created_at=self.now(),
             backend=backend,
             hardware=resolved.plan.flavor or experiment.hardware,
+            usd_per_hour=resolved.plan.flavor_usd_per_hour or None,
+            max_attempts=experiment.retry.max_attempts,
+            retry_on=list(experiment.retry.on),
             timeout=format_timeout(run_timeout(experiment, resolved.plan)),
             base_model=experiment.base_model,
             dataset=experiment.dataset.path,
@@ -378,6 +389,7 @@ class Runner:
                         summary=summary and summary.data,
                     )
                     ledger = _replace_run(ledger, advanced)
+            ledger = self._resume_transient_failures(ledger)
             outcome.runs.extend(ledger.runs)
             if save_ledger(path, ledger):
                 outcome.changed.append(path)
@@ -401,6 +413,34 @@ class Runner:
                     facts[job_id] = (statuses[job_id], lines)
         return facts
 
+    def _resume_transient_failures(self, ledger: Ledger) -> Ledger:
+        """Timeouts, preemptions and infra failures resume from the last checkpoint."""
+        for run in ledger.runs:
+            if should_resume(run):
+                resumed = self._new_attempt(run)
+                ledger = _replace_run(ledger, self._recover_unsubmitted(ledger, resumed))
+        return ledger
+
+    def _new_attempt(self, run: Run) -> Run:
+        return next_attempt(
+            run, backend=run.backend, now=self.now(), resume_from=self._resume_target(run)
+        )
+
+    def _resume_target(self, run: Run) -> str | None:
+        """The newest checkpoint: on disk for local runs, the Hub's copy for HF Jobs."""
+        if run.backend != "local":
+            return "last-checkpoint" if run.hub_model_id else None
+        # A kill can land mid-save: only a checkpoint whose trainer state was written counts.
+        checkpoints = [
+            p
+            for p in (self.project.root / run.output_dir).glob("checkpoint-*")
+            if p.name.removeprefix("checkpoint-").isdigit() and (p / "trainer_state.json").exists()
+        ]
+        if not checkpoints:
+            return None
+        newest = max(checkpoints, key=lambda p: int(p.name.removeprefix("checkpoint-")))
+        return self.project.relative(newest)
+
     def _recover_unsubmitted_runs(self, ledger: Ledger) -> Ledger:
         for run in ledger.active_runs:
             if run.last_attempt is None or run.last_attempt.job_id is None:
@@ -418,8 +458,8 @@ class Runner:
             return run.model_copy(
                 update={
                     "status": RunStatus.FAILED,
-                    "error": f"submission was interrupted and {ledger.spec_path} has changed "
-                    "since; submit the file again",
+                    "error": f"cannot start attempt {run.last_attempt.number}: "
+                    f"{ledger.spec_path} no longer describes this run; submit it again",
                 }
             )
         handle = self._launch(self.backend(run.backend), experiment, self.resolve(experiment), run)
@@ -450,15 +490,29 @@ class Runner:
     def ledgers(self) -> list[Ledger]:
         return [led for p in self.project.ledger_paths() if (led := load_ledger(p)) is not None]
 
-    def find_run(self, run_id: str) -> tuple[Ledger, Run]:
+    def runs_of(self, name: str) -> list[Run]:
+        """An experiment's runs, or the one run a run id (prefix) names."""
         for ledger in self.ledgers():
+            if ledger.experiment == name:
+                return list(ledger.runs)
+        return [self.find_run(name)[1]]
+
+    def find_run(self, run_id: str) -> tuple[Ledger, Run]:
+        """By run id, else an experiment's latest run, else a unique run id prefix."""
+        ledgers = self.ledgers()
+        for ledger in ledgers:
             for run in ledger.runs:
-                if (
-                    run.run_id == run_id
-                    or run.run_id.startswith(run_id)
-                    or ledger.experiment == run_id
-                ):
+                if run.run_id == run_id:
                     return ledger, run
+        for ledger in ledgers:
+            if ledger.experiment == run_id and ledger.runs:
+                return ledger, ledger.runs[-1]
+        matches = [(led, r) for led in ledgers for r in led.runs if r.run_id.startswith(run_id)]
+        if len(matches) == 1:
+            return matches[0]
+        if matches:
+            names = ", ".join(r.run_id for _, r in matches)
+            raise NotReadyError(f"{run_id!r} matches several runs ({names}); give more of the id")
         raise NotReadyError(f"no run or experiment named {run_id!r}; see `ci-runner status`")
 
 

@@ -415,6 +415,10 @@ def resolve_checkpoint(config: dict[str, Any]) -> str | bool | None:
         local = Path(config["output_dir"]) / folder
         if local.is_dir():
             return str(local)
+        # The runner asks for the Hub's copy whenever one may exist; none pushed yet
+        # means the previous attempt died before its first save.
+        print(f"no {folder} on the Hub yet: starting from step 0", flush=True)
+        return None
     raise ConfigError(f"resume_from_checkpoint: {value} not found locally or on the Hub")
 
 

@@ -181,14 +181,14 @@ def test_bad_mapping_is_refused_before_running_and_fails_the_job_if_forced(tiny_
     assert "conversation" in body  # the missing column is named
 
 
-def test_cancel_marks_run_canceled_and_run_exits_11(tiny_fixtures, tmp_path):
+def test_cancel_marks_run_canceled_and_wait_exits_11(tiny_fixtures, tmp_path):
     root = make_project(tmp_path, tiny_fixtures.model.parent)
     write_experiment(root, "to-cancel", steps=500)
     submitted = cli(root, "submit", "experiments/to-cancel.yaml")
     assert submitted.returncode == 0, submitted.stderr
     canceled = cli(root, "cancel", "to-cancel")
     assert canceled.returncode == 0 and "canceled" in canceled.stdout
-    result = cli(root, "run", "experiments/to-cancel.yaml")
+    result = cli(root, "wait", "to-cancel", "--interval", "0.2")
     assert result.returncode == ExitCode.RUN_CANCELED
     (report,) = (root / "training_reports").glob("*.md")
     assert "- `Canceled`" in report.read_text()

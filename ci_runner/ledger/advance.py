@@ -10,6 +10,7 @@ import re
 
 from ci_runner.backend.base import JobStatus
 from ci_runner.ledger.model import Attempt, JobState, Run, RunStatus, TrainMetrics
+from ci_runner.ledger.retry import attempt_cost, classify_failure
 from ci_runner.progress import Progress
 
 # Known failure signatures → what the user should do about them.
@@ -103,6 +104,7 @@ def apply_job_status(
     if attempt is None or attempt.job_id != status.job_id:
         return run
     metrics = run.metrics
+    failure_kind = None
     if progress is not None and progress.step is not None:
         metrics = metrics_from_progress(progress, metrics)
     update: dict = {"metrics": metrics}
@@ -118,6 +120,7 @@ def apply_job_status(
         error = _failure_text(status, summary)
         update |= {"status": RunStatus.FAILED, "error": error}
         message = message or error
+        failure_kind = classify_failure(status, summary)
     elif status.state == JobState.CANCELED:
         update |= {"status": RunStatus.CANCELED, "error": None}
     else:
@@ -128,7 +131,11 @@ def apply_job_status(
             "exit_code": status.exit_code,
             "finished_at": status.finished_at,
             "message": message,
+            "failure_kind": failure_kind,
         }
+    )
+    new_attempt = new_attempt.model_copy(
+        update={"cost_usd": attempt_cost(new_attempt, run.usd_per_hour)}
     )
     update["attempts"] = [*run.attempts[:-1], new_attempt]
     return run.model_copy(update=update)

@@ -66,6 +66,9 @@ class Attempt(_Model):
     state: JobState = JobState.SCHEDULING
     exit_code: int | None = None
     message: str | None = None
+    failure_kind: str | None = None  # timeout, preempted, infra, oom, data, auth, error
+    resume_from: str | None = None  # the checkpoint this attempt started from
+    cost_usd: float | None = None  # wall time × the flavor's price, once finished
 
 
 class TrainMetrics(_Model):
@@ -101,6 +104,9 @@ class Run(_Model):
     backend: str
     hardware: str
     timeout: str | None = None
+    usd_per_hour: float | None = None
+    max_attempts: int = 1
+    retry_on: list[str] = []
     base_model: str
     dataset: str
     dataset_split: str

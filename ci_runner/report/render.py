@@ -282,6 +282,10 @@ def _attempt_line(a: Attempt) -> str:
         parts.append(f"finished {utc_time(a.finished_at)}")
     if a.exit_code not in (None, 0):
         parts.append(f"exit code {a.exit_code}")
+    if a.resume_from:
+        parts.append(f"resumed from {code(a.resume_from)}")
+    if a.cost_usd:
+        parts.append(f"~${a.cost_usd:.2f}")
     line = " · ".join(parts)
     return line + (f" — {a.message}" if a.message else "")
 

@@ -1,0 +1,74 @@
+"""Why a job died, and whether its run should resume: pure decisions.
+
+Transient deaths (timeout, preemption, infrastructure) resume from the last
+checkpoint; errors that would only repeat (OOM, bad data, auth) never retry:
+they get a diagnosis instead.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+
+from ci_runner.backend.base import JobStatus
+from ci_runner.ledger.model import Attempt, Run, RunStatus
+
+_KINDS: tuple[tuple[str, re.Pattern[str]], ...] = (
+    ("oom", re.compile(r"out of memory|OutOfMemoryError|CUDA OOM", re.I)),
+    ("timeout", re.compile(r"\btime(d)?[ _-]?out\b|timeout", re.I)),
+    ("preempted", re.compile(r"preempt|evict|spot instance|killed by SIG(KILL|TERM)", re.I)),
+    (
+        "infra",
+        re.compile(
+            r"process is gone|node (failure|lost)|infrastructure|internal (server )?error|"
+            r"hardware failure|scheduling failed",
+            re.I,
+        ),
+    ),
+    ("auth", re.compile(r"\b401\b|\b403\b|Unauthorized|Invalid (user )?token", re.I)),
+    ("data", re.compile(r"ConfigError|KeyError|column|DatasetGenerationError|dataset", re.I)),
+)
+
+
+def classify_failure(status: JobStatus, summary: dict | None) -> str:
+    """One word for how the job died, from the script's own summary first."""
+    texts = []
+    if summary and summary.get("status") == "failed":
+        texts.append(f"{summary.get('error_type', '')}: {summary.get('error', '')}")
+    texts.append(status.message or "")
+    for text in texts:
+        for kind, pattern in _KINDS:
+            if pattern.search(text):
+                return kind
+    return "error"
+
+
+def should_resume(run: Run) -> bool:
+    attempt = run.last_attempt
+    return (
+        run.status == RunStatus.FAILED
+        and attempt is not None
+        and attempt.failure_kind in run.retry_on
+        and len(run.attempts) < run.max_attempts
+    )
+
+
+def attempt_cost(attempt: Attempt, usd_per_hour: float | None) -> float | None:
+    if not usd_per_hour or not attempt.finished_at:
+        return None
+    seconds = (_parse(attempt.finished_at) - _parse(attempt.submitted_at)).total_seconds()
+    return round(max(seconds, 0) / 3600 * usd_per_hour, 4)
+
+
+def next_attempt(run: Run, *, backend: str, now: str, resume_from: str | None) -> Run:
+    """A new attempt, queued: the runner launches it and records its job."""
+    attempt = Attempt(
+        number=len(run.attempts) + 1, backend=backend, submitted_at=now, resume_from=resume_from
+    )
+    return run.model_copy(
+        update={"attempts": [*run.attempts, attempt], "status": RunStatus.QUEUED, "error": None}
+    )
+
+
+def _parse(stamp: str) -> datetime:
+    return datetime.fromisoformat(stamp.replace("Z", "+00:00"))
