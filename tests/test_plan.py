@@ -540,3 +540,13 @@ def test_over_budget_plan_exits_5_and_submit_starts_nothing(tmp_path, monkeypatc
     assert submitted.exit_code == 5
     assert "--allow-over-budget" in submitted.output
     assert not (tmp_path / "training_reports").exists()
+
+
+def test_runs_checkpoint_about_ten_times_unless_told() -> None:
+    from ci_runner.plan.resolve import checkpointing
+
+    plan = make_plan(experiment(), size=size_of("Qwen3-0.6B"), dataset_rows=None, mean_seq_len=None)
+    assert plan.steps and plan.steps >= 20
+    assert checkpointing({}, plan)["save_steps"] == -(-plan.steps // 10)
+    assert checkpointing({"save_steps": 7}, plan) == {"save_steps": 7}
+    assert checkpointing({"save_strategy": "epoch"}, plan) == {"save_strategy": "epoch"}

@@ -201,3 +201,33 @@ def test_missing_fixtures_fail_before_anything_starts(tmp_path):
     assert result.returncode == ExitCode.NOT_READY
     assert "ci-runner fixtures" in result.stderr
     assert not (tmp_path / ".ci-runner").exists()
+
+
+def test_run_exits_11_when_its_run_is_canceled_from_elsewhere(tiny_fixtures, tmp_path):
+    root = make_project(tmp_path, tiny_fixtures.model.parent)
+    write_experiment(root, "watched", steps=2000)
+    watcher = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "ci_runner.cli",
+            "--root",
+            str(root),
+            "run",
+            "experiments/watched.yaml",
+            "--interval",
+            "0.2",
+        ],
+        cwd=root,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 120
+    while not list((root / ".ci-runner" / "jobs").glob("*/log.txt")):
+        assert time.monotonic() < deadline and watcher.poll() is None
+        time.sleep(0.2)
+    assert cli(root, "cancel", "watched").returncode == 0
+    _, err = watcher.communicate(timeout=120)
+    assert watcher.returncode == ExitCode.RUN_CANCELED, err
+    assert "Canceled" in err
