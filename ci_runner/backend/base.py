@@ -13,13 +13,13 @@ from pathlib import Path
 from typing import Protocol
 
 from ci_runner.ledger.model import JobState
-from ci_runner.runconfig import SUMMARY_PREFIX, RunConfig
+from ci_runner.runconfig import SUMMARY_PREFIX, EvalConfig, ExportConfig, RunConfig
 
 
 @dataclass(frozen=True)
 class JobRequest:
     script: Path  # a job script from job_scripts/
-    run_config: RunConfig
+    run_config: RunConfig | EvalConfig | ExportConfig  # the script's one input
     labels: dict[str, str]
     flavor: str = "cpu-basic"
     timeout_s: int | None = None

@@ -82,10 +82,36 @@ class TrainMetrics(_Model):
     loss_curve: list[tuple[int, float]] = []
 
 
+class StageJob(_Model):
+    """A job after training: one evaluation of one model, or the GGUF export."""
+
+    kind: str  # "eval" or "export"
+    key: str  # eval: "base", "final" or "checkpoint-<step>"; export: "gguf"
+    model: str  # what it reads: a local path or a Hub id
+    job_id: str | None = None
+    job_url: str | None = None
+    state: JobState = JobState.SCHEDULING
+    submitted_at: str
+    finished_at: str | None = None
+    message: str | None = None
+
+    @property
+    def done(self) -> bool:
+        return self.job_id is not None and self.state.terminal
+
+
+class ExportFile(_Model):
+    name: str
+    quantization: str
+    bytes: int
+    url: str | None = None
+
+
 class Evaluation(_Model):
     """A benchmark score for one model (base, final or a checkpoint)."""
 
     benchmark: str
+    model_label: str = "final"
     model: str
     model_url: str | None = None
     score: float | None = None
@@ -120,7 +146,13 @@ class Run(_Model):
     tracking_url: str | None = None
     attempts: list[Attempt] = []
     metrics: TrainMetrics | None = None
+    stage: str = "train"  # train → eval → export → done
+    evaluation: dict[str, Any] | None = None  # the experiment's evaluation settings
+    export: dict[str, Any] | None = None  # the experiment's export settings
+    stage_jobs: list[StageJob] = []
     evaluations: list[Evaluation] = []
+    best_model: str | None = None  # the evaluated model that scored best on the first benchmark
+    exports: list[ExportFile] = []
     error: str | None = None
 
     @property

@@ -174,8 +174,26 @@ def _run_section(ledger: Ledger, run: Run) -> str:
             "## Run Logs\n\n" + _logs(run),
             "## Trackio Logs\n\n" + _trackio(run),
             "## Run Evaluations\n\n" + _run_evaluations(ledger, run),
+            *(["## Exports\n\n" + _exports(run)] if run.exports else []),
         ]
     )
+
+
+def _exports(run: Run) -> str:
+    """GGUF files with their real sizes, as the export job measured them."""
+    rows = [
+        [link_or_path(f.url, f.name) if f.url else code(f.name), f.quantization, _size(f.bytes)]
+        for f in run.exports
+    ]
+    return table(("File", "Quantization", "Size"), rows)
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} GB"
 
 
 def _parameters(run: Run) -> list[list[str]]:
@@ -309,6 +327,15 @@ def _trackio(run: Run) -> str:
 
 def _run_evaluations(ledger: Ledger, run: Run) -> str:
     if not run.evaluations:
+        if run.evaluation and run.active:
+            return (
+                "Pending: "
+                + ", ".join(
+                    f"{j.key} ({j.state.value.lower()})" for j in run.stage_jobs if j.kind == "eval"
+                )
+                if run.stage_jobs
+                else "Pending (after training)"
+            )
         return "Pending" if run.active else "No evaluations configured"
     header = ("Benchmark", "Model", "Score", "Δ vs base", "Evaluation Job Link")
     rows = [
@@ -321,7 +348,10 @@ def _run_evaluations(ledger: Ledger, run: Run) -> str:
         ]
         for ev in run.evaluations
     ]
-    return table(header, rows)
+    best = (
+        f"\n\nBest model by the first benchmark: {code(run.best_model)}" if run.best_model else ""
+    )
+    return table(header, rows) + best
 
 
 def _delta(ledger: Ledger, run: Run, ev: Evaluation) -> str:

@@ -104,6 +104,32 @@ class BudgetSpec(_Strict):
     max_cost_usd: float = Field(gt=0)
 
 
+class BenchmarkEntry(_Strict):
+    benchmark: str = Field(min_length=1)  # humaneval, gsm8k, or a lighteval task name
+    fewshot: int = Field(default=0, ge=0)
+    dataset: str | None = None  # a Hub id or local dir in the benchmark's format
+    max_samples: int | None = Field(default=None, gt=0)
+
+
+class EvaluationSpec(_Strict):
+    """Benchmarks run on the base model and the trained one once training completes."""
+
+    benchmarks: list[BenchmarkEntry] = Field(min_length=1)
+    models: list[Literal["base", "final"]] = ["base", "final"]
+    checkpoints: Literal["none", "all"] = "none"
+    max_samples: int | None = Field(default=None, gt=0)  # default for every benchmark
+    hardware: str = "auto"
+
+
+class GgufSpec(_Strict):
+    quantizations: list[Literal["Q4_K_M", "Q5_K_M", "Q8_0", "F16"]] = ["Q4_K_M"]
+    hub_repo: str | None = None
+
+
+class ExportSpec(_Strict):
+    gguf: GgufSpec | None = None
+
+
 FailureKind = Literal["timeout", "preempted", "infra"]
 
 
@@ -130,6 +156,8 @@ class Experiment(_Strict):
     backend: Literal["local", "hf-jobs"] = "local"
     budget: BudgetSpec | None = None
     retry: RetrySpec = RetrySpec()
+    evaluation: EvaluationSpec | None = None
+    export: ExportSpec | None = None
     seed: int = 42
 
     @field_validator("name")
@@ -166,6 +194,11 @@ class Experiment(_Strict):
         if value is True or value == "on":
             return {}
         return value
+
+    @field_validator("evaluation", mode="before")
+    @classmethod
+    def _evaluation_shorthand(cls, value: Any) -> Any:
+        return {"benchmarks": value} if isinstance(value, list) else value
 
     @field_validator("timeout", mode="before")
     @classmethod

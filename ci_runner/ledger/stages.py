@@ -1,0 +1,144 @@
+"""After training: evaluate, pick the best model, export. Pure transitions.
+
+A run moves train → eval → export → done. Each later stage is a set of
+``StageJob``s the runner launches and polls like training jobs; these functions
+decide which jobs a stage needs and fold their results into the run.
+"""
+
+from __future__ import annotations
+
+from ci_runner.backend.base import JobStatus
+from ci_runner.ledger.model import Evaluation, ExportFile, JobState, Run, RunStatus, StageJob
+
+BASE, FINAL = "base", "final"
+
+
+def _next_stage(run: Run, after: str) -> str:
+    order = ["train", "eval", "export", "done"]
+    for stage in order[order.index(after) + 1 :]:
+        if stage == "eval" and run.evaluation:
+            return stage
+        if stage == "export" and run.export and run.export.get("gguf"):
+            return stage
+        if stage == "done":
+            return stage
+    return "done"
+
+
+def enter_next_stage(run: Run, *, after: str) -> Run:
+    """Training (or a stage) finished: the run stays in progress until the last stage."""
+    stage = _next_stage(run, after)
+    status = RunStatus.COMPLETED if stage == "done" else RunStatus.RUNNING
+    return run.model_copy(update={"stage": stage, "status": status})
+
+
+def eval_jobs(run: Run, *, final_model: str, checkpoints: list[str], now: str) -> list[StageJob]:
+    """One evaluation job per model: the base, the final model, and checkpoints if asked."""
+    settings = run.evaluation or {}
+    models = list(settings.get("models", [BASE, FINAL]))
+    jobs = []
+    if BASE in models:
+        jobs.append(StageJob(kind="eval", key=BASE, model=run.base_model, submitted_at=now))
+    if settings.get("checkpoints") == "all":
+        for path in checkpoints:
+            name = path.rstrip("/").rsplit("/", 1)[-1]
+            jobs.append(StageJob(kind="eval", key=name, model=path, submitted_at=now))
+    if FINAL in models:
+        jobs.append(StageJob(kind="eval", key=FINAL, model=final_model, submitted_at=now))
+    return jobs
+
+
+def export_job(run: Run, *, now: str) -> StageJob:
+    model = run.best_model or run.output_dir
+    return StageJob(kind="export", key="gguf", model=model, submitted_at=now)
+
+
+def _with_job(run: Run, job: StageJob) -> Run:
+    jobs = [job if (j.kind, j.key) == (job.kind, job.key) else j for j in run.stage_jobs]
+    return run.model_copy(update={"stage_jobs": jobs})
+
+
+def apply_stage_status(run: Run, job: StageJob, status: JobStatus, summary: dict | None) -> Run:
+    """Fold a stage job's status (and, once finished, its summary) into the run."""
+    failed = status.state == JobState.COMPLETED and not (
+        summary and summary.get("status") == "completed"
+    )
+    message = status.message
+    if status.state == JobState.ERROR or failed:
+        message = (summary or {}).get("error") or message or "the job printed no summary"
+    updated = job.model_copy(
+        update={
+            "state": JobState.ERROR if failed else status.state,
+            "finished_at": status.finished_at,
+            "message": message,
+        }
+    )
+    run = _with_job(run, updated)
+    if updated.state == JobState.COMPLETED and summary:
+        run = _record_results(run, updated, summary)
+    return run
+
+
+def _record_results(run: Run, job: StageJob, summary: dict) -> Run:
+    if job.kind == "export":
+        files = [
+            ExportFile(
+                name=f["name"],
+                quantization=f.get("quantization", ""),
+                bytes=int(f["bytes"]),
+                url=f.get("url"),
+            )
+            for f in summary.get("files", [])
+        ]
+        return run.model_copy(update={"exports": files})
+    keep = [e for e in run.evaluations if e.model_label != job.key]
+    scores = [
+        Evaluation(
+            benchmark=s["benchmark"]
+            if not s.get("fewshot")
+            else f"{s['benchmark']} ({s['fewshot']}-shot)",
+            model_label=job.key,
+            model=job.model,
+            model_url=_hub_url(job.model),
+            score=s.get("score"),
+            metric=s.get("metric"),
+            job_url=job.job_url,
+            status=RunStatus.COMPLETED,
+        )
+        for s in summary.get("scores", [])
+    ]
+    return run.model_copy(update={"evaluations": keep + scores})
+
+
+def stage_finished(run: Run, kind: str) -> bool:
+    jobs = [j for j in run.stage_jobs if j.kind == kind]
+    return bool(jobs) and all(j.done for j in jobs)
+
+
+def best_model(run: Run) -> str | None:
+    """The trained model (final or checkpoint) scoring highest on the first benchmark."""
+    scored = [e for e in run.evaluations if e.model_label != BASE and e.score is not None]
+    if not scored:
+        return None
+    first = next(e.benchmark for e in run.evaluations)
+    candidates = [e for e in scored if e.benchmark == first]
+    return max(candidates, key=lambda e: e.score).model if candidates else None
+
+
+def close_stage(run: Run, kind: str) -> Run:
+    """All of a stage's jobs ended: record failures, pick the best model, move on."""
+    failures = [j for j in run.stage_jobs if j.kind == kind and j.state != JobState.COMPLETED]
+    if failures:
+        names = ", ".join(f"{j.kind} {j.key}: {j.message}" for j in failures)
+        return run.model_copy(update={"status": RunStatus.FAILED, "error": names})
+    if kind == "eval":
+        run = run.model_copy(update={"best_model": best_model(run)})
+    return enter_next_stage(run, after=kind)
+
+
+def _hub_url(model: str) -> str | None:
+    from ci_runner.spec.model import is_local_path
+
+    return (
+        None if is_local_path(model) or model.startswith(".") else f"https://huggingface.co/{model}"
+    )
