@@ -60,6 +60,10 @@ def _run_json(run: Run) -> dict:
 
 def _progress_line(run: Run) -> str:
     parts = [f"{run.run_id}: {run.status.label}"]
+    if run.active and run.stage in ("eval", "export"):
+        jobs = [j for j in run.stage_jobs if j.kind == run.stage]
+        verb = "evaluating" if run.stage == "eval" else "exporting GGUF"
+        parts.append(f"{verb} ({sum(j.done for j in jobs)}/{len(jobs)} jobs done)")
     m = run.metrics
     if m and m.step is not None:
         parts.append(f"step {m.step}/{m.max_steps or '?'}")
@@ -153,8 +157,10 @@ def fixtures(ctx: click.Context, out: str, force: bool) -> None:
 
     target = Path(ctx.obj["root"]) / out
     paths = build_fixtures(target, force=force)
-    for label, path in vars(paths).items():
-        click.echo(f"{label:<10} {path}")
+    fields = {k: v for k, v in vars(paths).items() if v is not None}
+    width = max(map(len, fields))
+    for label, path in fields.items():
+        click.echo(f"{label:<{width}}  {path}")
 
 
 BACKEND_OPTION = click.option(

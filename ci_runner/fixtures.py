@@ -1,4 +1,4 @@
-"""Offline fixtures: a tiny Llama, its tokenizer and three small datasets.
+"""Offline fixtures: a tiny Llama, its tokenizer, three small datasets, two tiny benchmarks.
 
 Nothing can be downloaded from the Hub in CI or on an air-gapped laptop, so the
 demo and the tests train on a model and data built here. Everything is seeded,
@@ -26,6 +26,8 @@ MODEL_DIRNAME = "tiny-llama"
 SFT_FILENAME = "tiny-chat.jsonl"
 DPO_FILENAME = "tiny-prefs.jsonl"
 GRPO_FILENAME = "tiny-math.jsonl"
+HUMANEVAL_DIRNAME = "tiny-humaneval"  # openai/openai_humaneval format, split "test"
+GSM8K_DIRNAME = "tiny-gsm8k"  # openai/gsm8k format, splits "train" (few-shot) and "test"
 ROWS = 64
 VOCAB_SIZE = 512
 MAX_LENGTH = 2048
@@ -64,6 +66,9 @@ class FixturePaths:
     sft_data: Path
     dpo_data: Path
     grpo_data: Path
+    # Benchmark folders for job_scripts/evaluate.py (``BenchmarkSpec.dataset``).
+    humaneval_data: Path | None = None
+    gsm8k_data: Path | None = None
 
 
 def build_fixtures(out_dir: Path, *, force: bool = False) -> FixturePaths:
@@ -84,6 +89,13 @@ def build_fixtures(out_dir: Path, *, force: bool = False) -> FixturePaths:
     }
     for name, rows in rows_by_file.items():
         _write_jsonl(data_dir / name, rows)
+    # Benchmark data stays out of the tokenizer corpus: the model is the same with or without it.
+    humaneval_dir, gsm8k_dir = data_dir / HUMANEVAL_DIRNAME, data_dir / GSM8K_DIRNAME
+    humaneval_dir.mkdir(exist_ok=True)
+    gsm8k_dir.mkdir(exist_ok=True)
+    _write_jsonl(humaneval_dir / "test.jsonl", humaneval_rows())
+    _write_jsonl(gsm8k_dir / "train.jsonl", gsm8k_rows("train"))
+    _write_jsonl(gsm8k_dir / "test.jsonl", gsm8k_rows("test"))
 
     model_dir = out_dir / MODEL_DIRNAME
     if force or not (model_dir / "config.json").is_file():
@@ -94,6 +106,8 @@ def build_fixtures(out_dir: Path, *, force: bool = False) -> FixturePaths:
         sft_data=data_dir / SFT_FILENAME,
         dpo_data=data_dir / DPO_FILENAME,
         grpo_data=data_dir / GRPO_FILENAME,
+        humaneval_data=humaneval_dir,
+        gsm8k_data=gsm8k_dir,
     )
 
 
@@ -178,6 +192,144 @@ def _corpus(rows_by_file: dict[str, list[dict[str, Any]]]) -> list[str]:
         walk(rows)
     lines.extend(["<answer>0123456789</answer>", "system user assistant", SYSTEM_PROMPT])
     return lines
+
+
+# --- benchmarks -------------------------------------------------------------
+
+# Hand-written problems in the exact openai/openai_humaneval format: the prompt ends
+# inside the function (after its docstring), the canonical solution is the indented
+# body, and ``test`` defines ``check(candidate)``. TinyEval/5 has a helper above the
+# entry point, as several real problems do.
+_HUMANEVAL = [
+    (
+        "add",
+        "def add(a: int, b: int) -> int:\n"
+        '    """Return the sum of a and b.\n'
+        "    >>> add(2, 3)\n"
+        "    5\n"
+        '    """\n',
+        "    return a + b\n",
+        "    assert candidate(2, 3) == 5\n"
+        "    assert candidate(-1, 1) == 0\n"
+        "    assert candidate(0, 0) == 0\n"
+        "    assert candidate(100, 23) == 123\n",
+    ),
+    (
+        "is_palindrome",
+        "def is_palindrome(text: str) -> bool:\n"
+        '    """Check whether text reads the same backwards.\n'
+        "    >>> is_palindrome('level')\n"
+        "    True\n"
+        "    >>> is_palindrome('ab')\n"
+        "    False\n"
+        '    """\n',
+        "    return text == text[::-1]\n",
+        "    assert candidate('') is True\n"
+        "    assert candidate('level') is True\n"
+        "    assert candidate('ab') is False\n"
+        "    assert candidate('abba') is True\n",
+    ),
+    (
+        "count_vowels",
+        "def count_vowels(s: str) -> int:\n"
+        '    """Count the vowels (a, e, i, o, u, either case) in s.\n'
+        "    >>> count_vowels('Hello')\n"
+        "    2\n"
+        '    """\n',
+        "    return sum(1 for ch in s.lower() if ch in 'aeiou')\n",
+        "    assert candidate('Hello') == 2\n"
+        "    assert candidate('xyz') == 0\n"
+        "    assert candidate('AEIOU') == 5\n",
+    ),
+    (
+        "fib",
+        "def fib(n: int) -> int:\n"
+        '    """Return the n-th Fibonacci number, with fib(0) == 0 and fib(1) == 1.\n'
+        "    >>> fib(10)\n"
+        "    55\n"
+        '    """\n',
+        "    a, b = 0, 1\n    for _ in range(n):\n        a, b = b, a + b\n    return a\n",
+        "    assert candidate(0) == 0\n"
+        "    assert candidate(1) == 1\n"
+        "    assert candidate(10) == 55\n"
+        "    assert candidate(20) == 6765\n",
+    ),
+    (
+        "running_max",
+        "from typing import List\n\n\n"
+        "def running_max(numbers: List[int]) -> List[int]:\n"
+        '    """The largest element seen so far, at each position.\n'
+        "    >>> running_max([1, 3, 2, 5])\n"
+        "    [1, 3, 3, 5]\n"
+        '    """\n',
+        "    result = []\n"
+        "    best = None\n"
+        "    for n in numbers:\n"
+        "        best = n if best is None else max(best, n)\n"
+        "        result.append(best)\n"
+        "    return result\n",
+        "    assert candidate([]) == []\n"
+        "    assert candidate([1, 3, 2, 5]) == [1, 3, 3, 5]\n"
+        "    assert candidate([4, 3, 2]) == [4, 4, 4]\n",
+    ),
+    (
+        "count_primes",
+        "def is_prime(n: int) -> bool:\n"
+        "    if n < 2:\n"
+        "        return False\n"
+        "    return all(n % d for d in range(2, int(n ** 0.5) + 1))\n\n\n"
+        "def count_primes(limit: int) -> int:\n"
+        '    """Count the primes below limit, using is_prime.\n'
+        "    >>> count_primes(10)\n"
+        "    4\n"
+        '    """\n',
+        "    return sum(1 for n in range(limit) if is_prime(n))\n",
+        "    assert candidate(0) == 0\n"
+        "    assert candidate(10) == 4\n"
+        "    assert candidate(30) == 10\n",
+    ),
+]
+
+# (question, calculation, result): openai/gsm8k annotates "<<3+5=8>>8" and ends "#### N".
+_GSM8K = [
+    ("Tom has 3 apples and buys 5 more. How many apples does he have?", "3 + 5", 8),
+    ("A box holds 6 eggs. How many eggs are in 4 boxes?", "6 * 4", 24),
+    ("Mia had 20 stickers and gave away 7. How many stickers are left?", "20 - 7", 13),
+    ("A pencil costs 2 dollars. How much do 9 pencils cost?", "2 * 9", 18),
+    ("There are 12 birds on a tree and 5 fly away. How many birds remain?", "12 - 5", 7),
+    ("Sam reads 10 pages a day. How many pages does he read in 7 days?", "10 * 7", 70),
+    ("A class has 14 girls and 13 boys. How many students are in the class?", "14 + 13", 27),
+    ("Ana splits 30 candies equally among 5 friends. How many does each get?", "30 / 5", 6),
+    ("A farmer has 8 cows and buys 3 times as many sheep. How many sheep?", "8 * 3", 24),
+    ("Leo saves 15 dollars and spends 4, then saves 6 more. How much has he?", "15 - 4 + 6", 17),
+    ("A train has 9 cars with 10 seats each. How many seats in total?", "9 * 10", 90),
+    ("Kim bakes 25 cookies and eats 5. How many cookies are left?", "25 - 5", 20),
+    ("Each bag has 7 marbles. How many marbles are in 3 bags?", "7 * 3", 21),
+]
+_GSM8K_TRAIN = 3  # the first rows are the few-shot pool; the rest is the test split
+
+
+def humaneval_rows() -> list[dict[str, Any]]:
+    """A tiny HumanEval: six problems, each with a correct canonical solution."""
+    return [
+        {
+            "task_id": f"TinyEval/{i}",
+            "prompt": prompt,
+            "canonical_solution": solution,
+            "test": f"\n\nMETADATA = {{'author': 'ci-runner'}}\n\n\ndef check(candidate):\n{test}",
+            "entry_point": entry_point,
+        }
+        for i, (entry_point, prompt, solution, test) in enumerate(_HUMANEVAL)
+    ]
+
+
+def gsm8k_rows(split: str) -> list[dict[str, Any]]:
+    """A tiny GSM8K: one-step word problems; ``train`` is the few-shot pool."""
+    rows = [
+        {"question": question, "answer": f"{calc} = <<{calc.replace(' ', '')}={n}>>{n}.\n#### {n}"}
+        for question, calc, n in _GSM8K
+    ]
+    return rows[:_GSM8K_TRAIN] if split == "train" else rows[_GSM8K_TRAIN:]
 
 
 # --- model and tokenizer -----------------------------------------------------

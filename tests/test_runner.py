@@ -6,6 +6,7 @@ These run real TRL steps through job_scripts/train.py as detached local jobs.
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import time
@@ -96,6 +97,32 @@ def test_demo_finishes_with_report_loss_and_plot(demo):
     assert (root / run.output_dir / "model.safetensors").exists()
 
 
+def test_demo_evaluates_base_and_final_models(demo):
+    root, _ = demo
+    ledger = load_ledger(root / "training_reports" / f"{STEM}.ledger.json")
+    (run,) = ledger.runs
+    assert [(j.kind, j.key, j.state.value) for j in run.stage_jobs] == [
+        ("eval", "base", "COMPLETED"),
+        ("eval", "final", "COMPLETED"),
+    ]
+    by_label = {(e.model_label, e.benchmark): e.score for e in run.evaluations}
+    assert set(by_label) == {
+        ("base", "humaneval"),
+        ("base", "gsm8k (2-shot)"),
+        ("final", "humaneval"),
+        ("final", "gsm8k (2-shot)"),
+    }
+    assert all(0.0 <= score <= 1.0 for score in by_label.values())
+    table = (
+        (root / "training_reports" / f"{STEM}.md").read_text().split("# Experiment Evaluations")[1]
+    )
+    rows = [line for line in table.splitlines() if line.startswith("| `tiny-sft")]
+    assert len(rows) == 4
+    assert any("`./fixtures/tiny-llama`" in r for r in rows)  # the base model's rows
+    assert any(f"`{run.output_dir}`" in r for r in rows)  # the trained model's rows
+    assert all(re.search(r"\| \d\.\d{3} \|", r) for r in rows)  # every row has a score
+
+
 def test_second_submit_starts_no_job(demo):
     root, _ = demo
     jobs_before = sorted((root / ".ci-runner" / "jobs").iterdir())
@@ -103,7 +130,7 @@ def test_second_submit_starts_no_job(demo):
     assert result.returncode == 0, result.stderr
     assert "already submitted" in result.stdout
     assert sorted((root / ".ci-runner" / "jobs").iterdir()) == jobs_before
-    assert len(jobs_before) == 1
+    assert len(jobs_before) == 3  # training, then the base and final evaluations
 
 
 def test_poll_and_report_twice_change_nothing(demo):

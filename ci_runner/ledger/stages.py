@@ -107,7 +107,16 @@ def _record_results(run: Run, job: StageJob, summary: dict) -> Run:
         )
         for s in summary.get("scores", [])
     ]
-    return run.model_copy(update={"evaluations": keep + scores})
+    return run.model_copy(update={"evaluations": sorted(keep + scores, key=_eval_order)})
+
+
+def _eval_order(ev: Evaluation) -> tuple[int, int]:
+    """Base first, then checkpoints by step, then the final model: the order they trained."""
+    if ev.model_label == BASE:
+        return (0, 0)
+    if ev.model_label.startswith("checkpoint-"):
+        return (1, int(ev.model_label.removeprefix("checkpoint-") or 0))
+    return (2, 0)
 
 
 def stage_finished(run: Run, kind: str) -> bool:

@@ -1,0 +1,370 @@
+"""job_scripts/evaluate.py: the HumanEval sandbox, GSM8K scoring, and a real lighteval run.
+
+The scorer tests run real subprocesses (about 0.1 s each); only the end-to-end
+runs on the tiny model are marked ``training``.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ci_runner.fixtures import gsm8k_rows, humaneval_rows
+from ci_runner.runconfig import RUN_CONFIG_ENV, SUMMARY_PREFIX, EvalConfig
+
+REPO = Path(__file__).resolve().parents[1]
+EVAL_SCRIPT = REPO / "job_scripts" / "evaluate.py"
+TIMEOUT_S = 2.0
+SLACK_S = 3.0  # process start-up and kill on two busy cores
+
+
+@functools.cache
+def evaluate_module():
+    """Import evaluate.py from its path: a standalone script, not part of the package."""
+    spec = importlib.util.spec_from_file_location("ci_runner_job_evaluate", EVAL_SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def score(problem: dict[str, Any], completion: str, timeout_s: float = TIMEOUT_S) -> float:
+    return evaluate_module().score_humaneval(problem, completion, timeout_s)
+
+
+PROBLEMS = humaneval_rows()
+ADD = next(p for p in PROBLEMS if p["entry_point"] == "add")
+
+
+# --- (a) canonical solutions pass, broken ones fail ----------------------------
+
+
+@pytest.mark.parametrize("problem", PROBLEMS, ids=[p["task_id"] for p in PROBLEMS])
+def test_canonical_solutions_pass(problem):
+    assert set(problem) == {"task_id", "prompt", "canonical_solution", "test", "entry_point"}
+    assert score(problem, problem["canonical_solution"]) == 1.0
+
+
+@pytest.mark.parametrize(
+    "completion",
+    [
+        "    return a - b\n",  # wrong answer
+        "    return (a +\n",  # syntax error
+        "    raise ValueError('no')\n",  # exception
+        "    return undefined_name\n",  # NameError
+        "    import sys\n    sys.exit(0)\n",  # exits 0 before the tests run
+        "    import os\n    os._exit(0)\n",  # same, without cleanup
+        "",  # nothing generated
+    ],
+    ids=["wrong", "syntax", "exception", "name-error", "sys-exit-0", "os-exit-0", "empty"],
+)
+def test_broken_completions_fail(completion):
+    assert score(ADD, completion) == 0.0
+
+
+def test_stop_sequences_cut_trailing_code():
+    """Code after the function (a new def, a print, a main block) is not run."""
+    completion = (
+        "    return a + b\n\nprint(1 / 0)\n\nif __name__ == '__main__':\n    raise SystemExit(1)\n"
+    )
+    assert score(ADD, completion) == 1.0
+    module = evaluate_module()
+    assert module.truncate_at_stops("x\ndef f(): pass", module.HUMANEVAL_STOP) == "x"
+
+
+def test_chat_style_answers_replace_the_function():
+    """A fenced block with the whole function is run under the prompt's imports and helpers."""
+    counted = next(p for p in PROBLEMS if p["entry_point"] == "count_primes")
+    fenced = (
+        "Here you go:\n```python\ndef count_primes(limit: int) -> int:\n"
+        "    return len([n for n in range(limit) if is_prime(n)])\n```\nDone."
+    )
+    assert score(counted, fenced) == 1.0
+    program = evaluate_module().build_program(counted, fenced)
+    assert "def is_prime" in program and program.rstrip().endswith("check(count_primes)")
+    wrong = fenced.replace("len([n", "1 + len([n")
+    assert score(counted, wrong) == 0.0
+
+
+# --- (b) runaway programs are killed ---------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "completion",
+    ["    while True:\n        pass\n", "    import time\n    time.sleep(100)\n"],
+    ids=["busy-loop", "sleep"],
+)
+def test_runaway_completions_are_killed_within_the_timeout(completion):
+    started = time.monotonic()
+    assert score(ADD, completion, timeout_s=TIMEOUT_S) == 0.0
+    assert time.monotonic() - started < TIMEOUT_S + SLACK_S
+
+
+def test_memory_hog_fails_fast():
+    started = time.monotonic()
+    assert score(ADD, "    blob = 'x' * (8 << 30)\n    return a + b\n") == 0.0
+    assert time.monotonic() - started < TIMEOUT_S + SLACK_S
+
+
+def test_timeout_kills_the_whole_process_group(tmp_path):
+    """A child forked past the seatbelt (posix.fork) dies with the program on timeout."""
+    marker = tmp_path / "child-outlived-the-run"
+    completion = (
+        "    import posix, time\n"
+        "    if posix.fork() == 0:\n"
+        f"        time.sleep({TIMEOUT_S + 1})\n"
+        f"        open({str(marker)!r}, 'w').close()\n"
+        "    while True:\n"
+        "        pass\n"
+    )
+    # As root the fork succeeds and only the process-group kill stops the child;
+    # as another user RLIMIT_NPROC refuses the fork. Either way: no marker.
+    assert score(ADD, completion) == 0.0
+    time.sleep(2.0)
+    assert not marker.exists()
+
+
+# --- (c) no network -------------------------------------------------------------
+
+
+@pytest.fixture
+def listener():
+    """A TCP server on loopback that records every connection it accepts."""
+    server = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    server.bind(("127.0.0.1", 0))
+    server.listen(8)
+    server.settimeout(0.2)
+    accepted: list[Any] = []
+    stop = threading.Event()
+
+    def serve():
+        while not stop.is_set():
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                continue
+            accepted.append(conn)
+            conn.close()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    yield server.getsockname()[1], accepted
+    stop.set()
+    thread.join(timeout=2)
+    server.close()
+
+
+@pytest.mark.parametrize(
+    "attempt",
+    [
+        "socket.create_connection(('127.0.0.1', {port}), timeout=1)",
+        "socket.socket(socket.AF_INET, socket.SOCK_STREAM).connect(('127.0.0.1', {port}))",
+        "__import__('_socket').socket().connect(('127.0.0.1', {port}))",
+        "__import__('urllib.request').request.urlopen('http://127.0.0.1:{port}/', timeout=1)",
+    ],
+    ids=["create_connection", "socket", "_socket", "urllib"],
+)
+def test_network_is_unreachable(listener, attempt):
+    port, accepted = listener
+    completion = f"    import socket\n    {attempt.format(port=port)}\n    return a + b\n"
+    assert score(ADD, completion) == 0.0
+    time.sleep(0.3)  # let the server thread see a late connection, if any
+    assert accepted == []
+
+
+def test_environment_is_scrubbed(monkeypatch):
+    """Secrets in the evaluator's environment do not reach the program."""
+    monkeypatch.setenv("HF_TOKEN", "hf_secret")
+    completion = "    import os\n    assert 'HF_TOKEN' not in os.environ\n    return a + b\n"
+    assert score(ADD, completion) == 1.0
+
+
+# --- GSM8K scoring and config errors (no model) --------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("3 + 5 = <<3+5=8>>8.\n#### 8", 8.0),
+        ("so the total is 1,234.", 1234.0),
+        ("The answer is 42. Next question has 7", 42.0),
+        ("<answer>-3</answer>", -3.0),
+        ("ANSWER: 12", 12.0),
+        ("no digits here", None),
+    ],
+)
+def test_extract_final_number(text, expected):
+    assert evaluate_module().extract_final_number(text) == expected
+
+
+def test_gsm8k_scoring():
+    module = evaluate_module()
+    for row in gsm8k_rows("test"):
+        gold = row["answer"]
+        assert module.score_gsm8k(gold, row["answer"]) == 1.0
+        number = gold.rsplit("#### ", 1)[1]
+        assert module.score_gsm8k(gold, f" It is {number}.\n\nQuestion: 1 + 1") == 1.0
+        assert module.score_gsm8k(gold, f" It is {int(number) + 1}.") == 0.0
+    assert module.score_gsm8k(gold, "") == 0.0
+    assert len(gsm8k_rows("train")) >= 3 and len(gsm8k_rows("test")) >= 10
+
+
+def test_humaneval_metric_scores_a_task_in_parallel():
+    """The lighteval metric object gives the same verdicts as the plain scorer."""
+    pytest.importorskip("lighteval")
+    from lighteval.models.model_output import ModelResponse
+
+    module = evaluate_module()
+    docs = [module.humaneval_prompt(p, "humaneval|0") for p in PROBLEMS]
+    good = [ModelResponse(text=[p["canonical_solution"]]) for p in PROBLEMS]
+    bad = [ModelResponse(text=["    return None\n"]) for _ in PROBLEMS]
+    metric = module.humaneval_metric(timeout_s=TIMEOUT_S)
+    outputs = metric.compute_sample(docs=docs + docs, responses=good + bad)
+    assert outputs["pass@1"] == [1.0] * len(PROBLEMS) + [0.0] * len(PROBLEMS)
+
+
+def run_evaluate(config: dict[str, Any] | str, env: dict[str, str], cwd: Path):
+    """Run the script like a job does; returns (exit code, output, summary)."""
+    env = {**env, RUN_CONFIG_ENV: config if isinstance(config, str) else json.dumps(config)}
+    proc = subprocess.run(
+        [sys.executable, str(EVAL_SCRIPT)],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    lines = proc.stdout.splitlines()
+    summary = None
+    if lines and lines[-1].startswith(SUMMARY_PREFIX):
+        summary = json.loads(lines[-1][len(SUMMARY_PREFIX) :])
+    return proc.returncode, proc.stdout + proc.stderr, summary
+
+
+@pytest.fixture(scope="module")
+def job_env(tmp_path_factory) -> dict[str, str]:
+    root = tmp_path_factory.mktemp("eval-env")
+    env = dict(os.environ)
+    env.pop(RUN_CONFIG_ENV, None)
+    env.update(
+        HF_HOME=str(root / "hf-home"),
+        HF_HUB_OFFLINE="1",
+        HF_DATASETS_OFFLINE="1",
+        TRANSFORMERS_OFFLINE="1",
+        TOKENIZERS_PARALLELISM="false",
+    )
+    return env
+
+
+def test_bad_config_fails_with_a_summary(job_env, tmp_path):
+    config = {"model": "m", "benchmarks": [], "output_dir": str(tmp_path / "out")}
+    code, output, summary = run_evaluate(config, job_env, tmp_path)
+    assert code == 1, output
+    assert summary["status"] == "failed" and "no benchmarks" in summary["error"]
+    assert json.loads((tmp_path / "out" / "ci_runner_summary.json").read_text()) == summary
+
+
+def test_unknown_benchmark_is_a_clear_error():
+    pytest.importorskip("lighteval")
+    module = evaluate_module()
+    with pytest.raises(module.ConfigError, match="unknown benchmark 'no_such_bench'"):
+        module.resolve_tasks([{"benchmark": "no_such_bench"}], 16)
+
+
+# --- (d) a real run on the tiny model ----------------------------------------------
+
+
+def eval_config(tmp_path: Path, fixtures, **fields) -> dict[str, Any]:
+    """An eval config through the real contract model, so the test also checks the schema."""
+    benchmarks = [
+        {"benchmark": "humaneval", "dataset": str(fixtures.humaneval_data), "max_samples": 4},
+        {
+            "benchmark": "gsm8k",
+            "fewshot": 2,
+            "dataset": str(fixtures.gsm8k_data),
+            "max_samples": 5,
+        },
+    ]
+    config = EvalConfig(
+        experiment="tiny",
+        run_id="run-1",
+        eval_id=fields.pop("eval_id", "eval-1"),
+        model=str(fields.pop("model", fixtures.model)),
+        model_label=fields.pop("model_label", "base"),
+        benchmarks=benchmarks,
+        output_dir=str(tmp_path / "eval-out"),
+        max_new_tokens=24,
+        **fields,
+    )
+    return config.model_dump(mode="json")
+
+
+def assert_evaluated(code: int, output: str, summary, config: dict[str, Any]) -> dict:
+    assert code == 0, output[-6000:]
+    assert summary is not None and summary["status"] == "completed", output[-6000:]
+    assert summary["model"] == config["model"]
+    assert summary["model_label"] == config["model_label"]
+    by_task = {entry["task"]: entry for entry in summary["scores"]}
+    assert set(by_task) == {"humaneval|0", "gsm8k|2"}
+    humaneval, gsm8k = by_task["humaneval|0"], by_task["gsm8k|2"]
+    assert humaneval["benchmark"] == "humaneval" and humaneval["fewshot"] == 0
+    assert humaneval["metric"] == "pass@1" and humaneval["samples"] == 4
+    assert gsm8k["metric"] == "exact_match" and gsm8k["samples"] == 5
+    for entry in (humaneval, gsm8k):
+        assert 0.0 <= entry["score"] <= 1.0
+
+    out = Path(config["output_dir"])
+    results = json.loads(Path(summary["results_file"]).read_text())["results"]
+    assert Path(summary["results_file"]).parent == out / "lighteval"
+    assert results["humaneval|0"]["pass@1"] == humaneval["score"]
+    assert results["gsm8k|2"]["exact_match"] == gsm8k["score"]
+    assert json.loads((out / "ci_runner_summary.json").read_text()) == summary
+    assert list((out / "details").rglob("*.parquet"))  # per-sample generations
+    return summary
+
+
+@pytest.mark.training
+def test_evaluate_tiny_model_on_both_benchmarks(tiny_fixtures, job_env, tmp_path):
+    assert (tiny_fixtures.humaneval_data / "test.jsonl").is_file()
+    assert {p.name for p in tiny_fixtures.gsm8k_data.iterdir()} == {"train.jsonl", "test.jsonl"}
+    config = eval_config(tmp_path, tiny_fixtures)
+    started = time.monotonic()
+    code, output, summary = run_evaluate(config, job_env, tmp_path)
+    elapsed = time.monotonic() - started
+    assert_evaluated(code, output, summary, config)
+    assert "humaneval|0" in output and "pass@1=" in output  # readable progress
+    assert not any(Path(tiny_fixtures.model).glob("*/"))  # nothing written into the model
+    assert elapsed < 120
+
+
+@pytest.mark.training
+def test_evaluate_lora_adapter_merges_into_its_base(tiny_fixtures, job_env, tmp_path):
+    peft = pytest.importorskip("peft")
+    from transformers import AutoModelForCausalLM
+
+    base = AutoModelForCausalLM.from_pretrained(tiny_fixtures.model)
+    lora = peft.LoraConfig(r=4, target_modules="all-linear", init_lora_weights=False)
+    adapter_dir = tmp_path / "adapter"
+    peft.get_peft_model(base, lora).save_pretrained(adapter_dir)  # no tokenizer: uses the base's
+
+    config = eval_config(
+        tmp_path,
+        tiny_fixtures,
+        model=adapter_dir,
+        base_model=str(tiny_fixtures.model),
+        model_label="final",
+        eval_id="eval-lora",
+    )
+    code, output, summary = run_evaluate(config, job_env, tmp_path)
+    assert_evaluated(code, output, summary, config)
+    assert summary["base_model"] == str(tiny_fixtures.model)
