@@ -520,5 +520,14 @@ def _watch(
         sys.exit(130)
 
 
+def _register_github_commands() -> None:
+    from ci_runner.cli_github import action, publish
+
+    main.add_command(action)
+    main.add_command(publish)
+
+
+_register_github_commands()
+
 if __name__ == "__main__":
     main()

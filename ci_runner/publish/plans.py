@@ -1,0 +1,41 @@
+"""Plan experiment files for people: validate, check the data, plan; never raise.
+
+Shared by the action's plan/submit summaries, the PR plan comment and the proposal PR, so
+all three say the same thing about a file. Each problem becomes the entry's error and its
+exit code, and the caller decides what to do with a file that is not ready.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ci_runner.data.formats import Verdict
+from ci_runner.errors import CiRunnerError, DatasetViewerError, ExitCode
+from ci_runner.publish.comment import PlanEntry
+from ci_runner.runner import Runner
+from ci_runner.spec.load import load_experiment
+
+
+def plan_entry(
+    runner: Runner, file: Path, *, backend: str | None = None, check_data: bool = True
+) -> PlanEntry:
+    entry = PlanEntry(file=runner.project.relative(file))
+    try:
+        experiment = load_experiment(file, {"backend": backend} if backend else None)
+        entry.name = experiment.name
+        data = None
+        if check_data:
+            try:
+                data = runner.check_data(experiment)
+            except DatasetViewerError as exc:
+                entry.warnings.append(f"dataset not checked: {exc}")
+        if data is not None:
+            entry.data = data.verdict.value if data.verdict else None
+            if data.verdict not in (None, Verdict.READY):
+                data.require_fit(entry.file)  # raises with the mapping hint
+        entry.plan = runner.plan(experiment, data)
+        if entry.plan.over_budget:
+            entry.exit_code = ExitCode.OVER_BUDGET
+    except CiRunnerError as exc:
+        entry.error, entry.exit_code = str(exc), exc.exit_code
+    return entry

@@ -1,0 +1,158 @@
+"""Publish each experiment's ledger, report and plot: one branch and one PR per experiment.
+
+Only files under ``training_reports/`` that belong to the experiment are committed, on
+``ci-runner/<experiment>``, and only when their bytes differ from the branch (or, before
+the branch exists, from the base). The PR body is rendered from the same ledger, so a
+re-run with nothing new makes no commit and no API write.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from ci_runner.ledger.model import Ledger
+from ci_runner.ledger.store import load_ledger
+from ci_runner.paths import LEDGER_SUFFIX, Project
+from ci_runner.publish.git import Git, push_files
+from ci_runner.publish.github import Written, upsert_pull
+from ci_runner.publish.pr_body import Links, pr_title, render_pr_body
+from ci_runner.publish.redact import redact
+
+if TYPE_CHECKING:
+    from github.Repository import Repository
+
+BRANCH_PREFIX = "ci-runner/"
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where results go: the GitHub repository (None: git only) and its web address."""
+
+    repo: Repository | None
+    full_name: str
+    base: str
+    server_url: str = "https://github.com"
+
+    def blob(self, sha: str, path: str) -> str:
+        return f"{self.server_url.rstrip('/')}/{self.full_name}/blob/{sha}/{path}"
+
+
+@dataclass(frozen=True)
+class Published:
+    experiment: str
+    branch: str
+    files: tuple[str, ...]
+    commit: str | None  # the branch tip; None when the branch does not exist
+    committed: bool
+    pr: Written | None = None
+
+
+def branch_for(experiment: str) -> str:
+    return f"{BRANCH_PREFIX}{experiment}"
+
+
+def repo_path(git: Git, path: Path) -> str:
+    """``path`` relative to the repository's top level, as git names it."""
+    top = Path(git.out("rev-parse", "--show-toplevel")).resolve()
+    return path.resolve().relative_to(top).as_posix()
+
+
+def experiment_files(project: Project, git: Git, ledger_path: Path) -> dict[str, bytes]:
+    """The ledger, report and plot of one experiment, keyed by repository path.
+
+    Files the repository ignores (the offline demo's reports) are never published, and
+    token values are masked in what is.
+    """
+    stem = ledger_path.name.removesuffix(LEDGER_SUFFIX)
+    paths = [ledger_path, project.report_path(stem), project.plot_path(stem)]
+    # A backend's error text could carry a token; it must not reach a commit.
+    files = {repo_path(git, p): redact(p.read_text("utf-8")).encode() for p in paths if p.exists()}
+    ignored = git.ignored(list(files))
+    return {p: data for p, data in files.items() if p not in ignored}
+
+
+def commit_message(ledger: Ledger) -> str:
+    lines = [f"ci-runner: update {ledger.experiment} training report", ""]
+    for run in ledger.runs:
+        m = run.metrics
+        loss = f", loss {m.final_loss:.4f}" if m and m.final_loss is not None else ""
+        lines.append(f"- {run.run_id}: {run.status.label}{loss}")
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def _same_as_base(git: Git, base: str, files: dict[str, bytes]) -> bool:
+    base_tip = git.remote_tip(base)
+    return base_tip is not None and all(git.read(base_tip, p) == d for p, d in files.items())
+
+
+def publish_experiment(project: Project, git: Git, target: Target, ledger_path: Path) -> Published:
+    ledger = load_ledger(ledger_path)
+    branch = branch_for(ledger.experiment)
+    files = experiment_files(project, git, ledger_path)
+    if not files:
+        return Published(ledger.experiment, branch, (), None, False)
+    pushed = push_files(
+        git, branch=branch, base=target.base, files=files, message=commit_message(ledger)
+    )
+    result = Published(
+        ledger.experiment, branch, tuple(sorted(files)), pushed.sha, pushed.committed
+    )
+    if target.repo is None or pushed.sha is None:
+        return result
+    if not pushed.committed and _same_as_base(git, target.base, files):
+        return result  # already on the base branch: nothing to review
+    stem = ledger_path.name.removesuffix(LEDGER_SUFFIX)
+    plot = project.plot_path(stem)
+    links = Links(
+        report=target.blob(pushed.sha, repo_path(git, project.report_path(stem))),
+        ledger=target.blob(pushed.sha, repo_path(git, ledger_path)),
+        plot=target.blob(pushed.sha, repo_path(git, plot)) + "?raw=true" if plot.exists() else None,
+    )
+    pr = upsert_pull(
+        target.repo,
+        branch=branch,
+        base=target.base,
+        title=pr_title(ledger),
+        body=render_pr_body(ledger, links),
+        head_sha=pushed.sha,
+        new_commit=pushed.committed,
+    )
+    return Published(**{**vars(result), "pr": pr})
+
+
+def publish_reports(
+    project: Project, git: Git, target: Target, experiments: set[str] | None = None
+) -> list[Published]:
+    """Publish every experiment with a ledger (or only those named)."""
+    results = []
+    for path in project.ledger_paths():
+        ledger = load_ledger(path)
+        if ledger is None or (experiments and ledger.experiment not in experiments):
+            continue
+        results.append(publish_experiment(project, git, target, path))
+    return results
+
+
+def restore_pending(project: Project, git: Git, base: str = "HEAD") -> list[str]:
+    """Bring results that wait in unmerged ``ci-runner/*`` branches into the checkout.
+
+    ``poll`` runs on the default branch, where a run submitted since the last merge has no
+    ledger yet; without this it would never be polled.
+    """
+    under = repo_path(git, project.reports_dir)
+    top = Path(git.out("rev-parse", "--show-toplevel"))
+    restored = []
+    for branch in git.remote_branches(BRANCH_PREFIX):
+        ref = f"refs/remotes/{git.remote}/{branch}"
+        for path in git.changed_since_fork(base, ref, under):
+            data = git.read(ref, path)
+            if data is None:
+                continue
+            target = top / path
+            target.parent.mkdir(parents=True, exist_ok=True)
+            if not target.exists() or target.read_bytes() != data:
+                target.write_bytes(data)
+                restored.append(path)
+    return sorted(restored)
