@@ -436,7 +436,27 @@ class Runner:
                     run = apply_stage_status(run, job, status, summary and summary.data)
             if stage_finished(run, kind):
                 run = self._enter_stage(close_stage(run, kind))
+                if kind == "eval":
+                    run = self._push_model_card(run)
         return self._launch_stage_jobs(run)
+
+    def _push_model_card(self, run: Run) -> Run:
+        """With a Hub repo, the card carries the eval results as model-index."""
+        if not run.hub_model_id or not run.evaluations or run.model_card:
+            return run
+        from ci_runner.publish.model_card import push_model_card
+
+        token = os.environ.get("HF_TOKEN")
+        if not token:
+            return run.model_copy(update={"model_card": "not pushed: HF_TOKEN is not set"})
+        api = _hub_api()
+        api.token = token
+        ledger = next((led for led in self.ledgers() if led.run(run.run_id)), None)
+        try:
+            url = push_model_card(api, ledger, run)
+        except Exception as exc:  # noqa: BLE001 - the card is a bonus; the run still succeeded
+            return run.model_copy(update={"model_card": f"not pushed: {type(exc).__name__}"})
+        return run.model_copy(update={"model_card": url})
 
     def _enter_stage(self, run: Run) -> Run:
         if run.stage == "eval" and not any(j.kind == "eval" for j in run.stage_jobs):

@@ -153,6 +153,7 @@ class Run(_Model):
     evaluations: list[Evaluation] = []
     best_model: str | None = None  # the evaluated model that scored best on the first benchmark
     exports: list[ExportFile] = []
+    model_card: str | None = None  # the card's commit URL once pushed, or why not
     error: str | None = None
 
     @property
