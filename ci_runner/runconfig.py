@@ -63,6 +63,7 @@ class RunConfig(_Frozen):
     output_dir: str
     hub_model_id: str | None = None
     hub_private: bool = True
+    merge_lora: bool = False  # also save (and push) the adapter merged into the base
     tracking: Tracking
     seed: int = 42
     resume_from_checkpoint: str | None = None

@@ -425,6 +425,20 @@ def resolve_checkpoint(config: dict[str, Any]) -> str | bool | None:
 # --- progress and summary ---------------------------------------------------
 
 
+def save_merged(trainer, output_dir: str) -> str:
+    """Fold the LoRA adapter into the base weights, in a fresh folder (no stale files)."""
+    merged_dir = Path(output_dir) / "merged"
+    if merged_dir.exists():
+        import shutil
+
+        shutil.rmtree(merged_dir)
+    model = trainer.model.merge_and_unload()
+    model.save_pretrained(merged_dir)
+    trainer.processing_class.save_pretrained(merged_dir)
+    print(f"saved the merged model to {merged_dir}", flush=True)
+    return str(merged_dir)
+
+
 def make_progress_callback():
     """A callback printing one compact line per log, and noting where training started."""
     from transformers import TrainerCallback
@@ -578,9 +592,21 @@ def train(config: dict[str, Any]) -> dict[str, Any]:
     train_output = trainer.train(resume_from_checkpoint=checkpoint)
     trainer.save_model(args.output_dir)  # for LoRA this writes the adapter only
     print(f"saved {'adapter' if peft_config else 'model'} to {args.output_dir}", flush=True)
+    merged_dir = (
+        save_merged(trainer, args.output_dir) if peft_config and config.get("merge_lora") else None
+    )
     if args.push_to_hub:
         dataset = config["dataset"]["path"]
+        # The adapter and checkpoints go up with the Trainer; a merged model replaces them.
         trainer.push_to_hub(dataset_name=None if Path(dataset).exists() else dataset)
+        if merged_dir:
+            from huggingface_hub import HfApi
+
+            HfApi().upload_folder(
+                repo_id=args.hub_model_id,
+                folder_path=merged_dir,
+                commit_message="ci-runner: merged LoRA weights",
+            )
         print(f"pushed to https://huggingface.co/{args.hub_model_id}", flush=True)
     summary = build_summary(config, trainer, train_output, progress.tokens_at_start)
     if hasattr(trainer, "end"):  # transformers >= 5.18: finish trackers (trackio)

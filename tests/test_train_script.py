@@ -174,6 +174,7 @@ def test_sft_lora_with_eval_split(tiny_fixtures, job_env, tmp_path, monkeypatch)
         dataset={"eval_fraction": 0.25, "max_samples": 32},
         lora={"r": 4, "alpha": 8, "dropout": 0.0, "target_modules": ["q_proj", "v_proj"]},
         hyperparameters={"learning_rate": 1e-3, "eval_steps": 3},
+        merge_lora=True,
     )
     result = run_train(config, job_env, tmp_path)
     summary = assert_trained(result, config, job_env, monkeypatch)
@@ -181,6 +182,9 @@ def test_sft_lora_with_eval_split(tiny_fixtures, job_env, tmp_path, monkeypatch)
     assert math.isfinite(summary["eval_loss"])
     adapter = json.loads((Path(config.output_dir) / "adapter_config.json").read_text())
     assert adapter["r"] == 4 and sorted(adapter["target_modules"]) == ["q_proj", "v_proj"]
+    merged = Path(config.output_dir) / "merged"  # output.merge: a full model, no adapter
+    assert (merged / "model.safetensors").exists() and (merged / "tokenizer_config.json").exists()
+    assert not (merged / "adapter_config.json").exists()
 
 
 @pytest.mark.training

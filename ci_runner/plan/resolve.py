@@ -54,6 +54,7 @@ def resolve_run(experiment: Experiment, *, output_dir: str, plan: Plan) -> Resol
             output_dir=output_dir,
             hub_model_id=experiment.output.hub_model_id,
             hub_private=experiment.output.private,
+            merge_lora=experiment.output.merge and lora is not None,
             tracking=Tracking(
                 project=experiment.tracking.project or experiment.name,
                 run_name=run_id,

@@ -86,6 +86,7 @@ class LoraSpec(_Strict):
 class OutputSpec(_Strict):
     hub_model_id: str | None = None
     private: bool = True
+    merge: bool = False  # LoRA runs: publish the merged model, not just the adapter
 
     @field_validator("hub_model_id")
     @classmethod
