@@ -258,3 +258,22 @@ def test_run_exits_11_when_its_run_is_canceled_from_elsewhere(tiny_fixtures, tmp
     _, err = watcher.communicate(timeout=120)
     assert watcher.returncode == ExitCode.RUN_CANCELED, err
     assert "Canceled" in err
+
+
+def test_gguf_export_runs_after_training_and_lists_files_with_sizes(tiny_fixtures, tmp_path):
+    from tests.test_export_gguf import need_llama_cpp
+
+    need_llama_cpp()  # llama-cpp-python and its pinned converter, or skip
+    root = make_project(tmp_path, tiny_fixtures.model.parent)
+    write_experiment(root, "exported", extra="export: {gguf: {quantizations: [Q4_K_M]}}\n")
+    result = cli(root, "run", "experiments/exported.yaml", "--interval", "0.5")
+    assert result.returncode == 0, result.stderr
+    (ledger_path,) = (root / "training_reports").glob("*.ledger.json")
+    (run,) = load_ledger(ledger_path).runs
+    assert [(j.kind, j.state.value) for j in run.stage_jobs] == [("export", "COMPLETED")]
+    (gguf,) = run.exports
+    assert gguf.quantization == "Q4_K_M" and gguf.name.endswith("Q4_K_M.gguf")
+    on_disk = next((root / ".ci-runner" / "runs" / run.run_id).rglob(gguf.name))
+    assert gguf.bytes == on_disk.stat().st_size
+    report = ledger_path.with_name(ledger_path.name.replace(".ledger.json", ".md")).read_text()
+    assert "## Exports" in report and f"| `{gguf.name}` | Q4_K_M |" in report
