@@ -48,3 +48,17 @@ def make_project(root, fixtures_dir, *experiments: str):
     for name in experiments:
         shutil.copy(ROOT / "experiments" / name, root / "experiments" / name)
     return root
+
+
+def cli(root, *args: str):
+    """``ci-runner --root ROOT ARGS`` in a fresh process, as a user or CI would run it."""
+    import subprocess
+    import sys
+
+    return subprocess.run(
+        [sys.executable, "-m", "ci_runner.cli", "--root", str(root), *args],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )

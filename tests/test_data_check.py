@@ -7,7 +7,6 @@ import subprocess
 import sys
 import threading
 import time
-from pathlib import Path
 
 import pytest
 
@@ -20,18 +19,8 @@ from ci_runner.data.sample import DatasetSample
 from ci_runner.errors import ExitCode
 from ci_runner.runconfig import DatasetSource
 from ci_runner.spec.load import parse_experiment
-from tests.conftest import ROOT, make_project
+from tests.conftest import ROOT, cli, make_project
 from tests.hf_jobs_server import FakeHFJobs
-
-
-def cli(root: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "ci_runner.cli", "--root", str(root), *args],
-        cwd=root,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
 
 
 def test_length_stats_percentiles_and_truncation_warning():

@@ -20,21 +20,11 @@ from ci_runner.ledger.model import RunStatus
 from ci_runner.ledger.store import load_ledger
 from ci_runner.paths import Project
 from ci_runner.runner import Runner
-from tests.conftest import make_project
+from tests.conftest import cli, make_project
 
 pytestmark = pytest.mark.training
 
 STEM = "tiny-llama-tiny-chat-sft"
-
-
-def cli(root: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "ci_runner.cli", "--root", str(root), *args],
-        cwd=root,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
 
 
 def git(root: Path, *args: str) -> str:
