@@ -8,6 +8,7 @@ are listed in ``ci_runner.errors.ExitCode`` and the README.
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import sys
 import time
@@ -21,8 +22,11 @@ from ci_runner.errors import CiRunnerError, DatasetViewerError, ExitCode, SpecEr
 from ci_runner.ledger.model import Run, RunStatus
 from ci_runner.paths import Project
 from ci_runner.plan.render import plan_to_json, render_plan
-from ci_runner.runner import Runner
+from ci_runner.plan.total import file_plan_to_json, render_file_plan
+from ci_runner.runner import Runner, SubmitOutcome, methods_of
+from ci_runner.spec.expand import expand
 from ci_runner.spec.load import load_experiment
+from ci_runner.spec.model import Experiment
 
 
 def _fail(message: str, code: int) -> None:
@@ -58,8 +62,17 @@ def _run_json(run: Run) -> dict:
     return data
 
 
+def _methods(experiment: Experiment) -> str:
+    """``sft``, or for a file with stages ``sft → dpo``."""
+    if not experiment.is_multi_run:
+        return experiment.method
+    return (" → " if experiment.stages else " / ").join(methods_of(expand(experiment)))
+
+
 def _progress_line(run: Run) -> str:
     parts = [f"{run.run_id}: {run.status.label}"]
+    if run.waiting:
+        parts.append("waiting to start" + (f" after {run.depends_on}" if run.depends_on else ""))
     if run.active and run.stage in ("eval", "export"):
         jobs = [j for j in run.stage_jobs if j.kind == run.stage]
         verb = "evaluating" if run.stage == "eval" else "exporting GGUF"
@@ -118,26 +131,34 @@ def validate(ctx: click.Context, files: tuple[str, ...], with_data: bool, as_jso
                 "file": file,
                 "valid": True,
                 "name": experiment.name,
-                "method": experiment.method,
+                "method": _methods(experiment),
                 "spec_hash": experiment.spec_hash,
             }
         )
+        if experiment.is_multi_run:  # identified by its runs (the file's own hash omits them)
+            results[-1]["runs"] = [spec.run_id for spec in expand(experiment)]
+            joined = ",".join(results[-1]["runs"]).encode()
+            results[-1]["spec_hash"] = hashlib.sha256(joined).hexdigest()[:12]
         if not as_json:
-            what = f"{experiment.name}: {experiment.method.upper()}, {experiment.backend}"
+            what = f"{experiment.name}: {_methods(experiment).upper()}, {experiment.backend}"
+            if experiment.is_multi_run:
+                what += f", {len(results[-1]['runs'])} runs"
             click.echo(f"ok  {file}  ({what})")
         if with_data:
             try:
-                data = _runner(ctx).check_data(experiment)
+                checks = _data_checks(_runner(ctx), experiment)
             except CiRunnerError as exc:
                 misfit = True
                 results[-1]["data_error"] = str(exc)
                 if not as_json:
                     click.secho(f"{file}: dataset: {exc}", fg="red", err=True)
                 continue
-            results[-1]["data"] = data.to_json()
-            misfit |= data.verdict != Verdict.READY
+            results[-1]["data"] = checks[0].to_json()
+            if len(checks) > 1:
+                results[-1]["data_per_run"] = [c.to_json() for c in checks]
+            misfit |= any(c.verdict != Verdict.READY for c in checks)
             if not as_json:
-                click.echo(data.render())
+                click.echo("\n".join(c.render() for c in checks))
     if as_json:
         _emit_json(results)
     if failed:
@@ -161,6 +182,21 @@ def fixtures(ctx: click.Context, out: str, force: bool) -> None:
     width = max(map(len, fields))
     for label, path in fields.items():
         click.echo(f"{label:<{width}}  {path}")
+
+
+def _data_checks(runner: Runner, experiment: Experiment, *, remote: bool = False) -> list:
+    """The experiment's data check; for a file with several runs, one per distinct dataset."""
+    if not experiment.is_multi_run:
+        return [runner.check_data(experiment, remote=remote)]
+    if remote:
+        seen: dict[str, object] = {}
+        for spec in expand(experiment):
+            key = spec.experiment.dataset.model_dump_json() + spec.experiment.method
+            if key not in seen:
+                seen[key] = runner.check_data(spec.experiment, remote=True)
+        return list(seen.values())
+    _, distinct, _ = runner.check_runs_data(expand(experiment))
+    return [check for _, check in distinct]
 
 
 BACKEND_OPTION = click.option(
@@ -198,6 +234,9 @@ def plan(
     """
     runner = _runner(ctx)
     experiment = load_experiment(file, {"backend": backend} if backend else None)
+    if experiment.is_multi_run:
+        _plan_file(runner, experiment, skip_data_check=skip_data_check, as_json=as_json)
+        return
     data, warnings = None, []
     if not skip_data_check:
         try:
@@ -222,6 +261,30 @@ def plan(
     if data and data.verdict != Verdict.READY:
         sys.exit(ExitCode.DATA)
     if the_plan.over_budget:
+        sys.exit(ExitCode.OVER_BUDGET)
+
+
+def _plan_file(
+    runner: Runner, experiment: Experiment, *, skip_data_check: bool, as_json: bool
+) -> None:
+    """Each run's plan, then the total; the budget applies to the total."""
+    runs = expand(experiment)
+    data, distinct, warnings = ({}, [], []) if skip_data_check else runner.check_runs_data(runs)
+    file_plan = runner.plan_file(experiment, runs, data)
+    if as_json:
+        _emit_json(
+            file_plan_to_json(file_plan)
+            | {"data": [c.to_json() for _, c in distinct], "warnings": warnings}
+        )
+    else:
+        for _, check in distinct:
+            click.echo(check.render() + "\n")
+        for warning in warnings:
+            click.secho(f"warning: {warning}", fg="yellow", err=True)
+        click.echo(render_file_plan(file_plan))
+    if any(check.verdict != Verdict.READY for _, check in distinct):
+        sys.exit(ExitCode.DATA)
+    if file_plan.over_budget:
         sys.exit(ExitCode.OVER_BUDGET)
 
 
@@ -252,7 +315,17 @@ def check_data(
         raise click.UsageError("give an experiment FILE or --dataset ID_OR_PATH (not both)")
     runner = _runner(ctx)
     if file:
-        result = runner.check_data(load_experiment(file), remote=remote)
+        experiment = load_experiment(file)
+        if experiment.is_multi_run:
+            checks = _data_checks(runner, experiment, remote=remote)
+            if as_json:
+                _emit_json([c.to_json() for c in checks])
+            else:
+                click.echo("\n\n".join(c.render() for c in checks))
+            if any(c.verdict != Verdict.READY for c in checks):
+                sys.exit(ExitCode.DATA)
+            return
+        result = runner.check_data(experiment, remote=remote)
     else:
         result = runner.check_source(dataset, config=config, split=split, remote=remote)
     if as_json:
@@ -289,9 +362,10 @@ def submit(
     for warning in outcome.warnings:
         click.secho(f"warning: {warning}", fg="yellow", err=True)
     if as_json:
-        data = vars(outcome) | {"report": str(outcome.report)}
-        data["plan"] = plan_to_json(outcome.plan) if outcome.plan else None
-        _emit_json(data)
+        _emit_json(_submit_json(outcome))
+        return
+    if outcome.runs:
+        _echo_runs(outcome)
         return
     if outcome.plan:
         click.echo(render_plan(outcome.plan))
@@ -299,6 +373,33 @@ def submit(
     click.echo(f"{verb} {outcome.run_id} as job {outcome.job_id}")
     click.echo(f"  logs:   {outcome.job_url}")
     click.echo(f"  report: {outcome.report}")
+
+
+def _submit_json(outcome: SubmitOutcome) -> dict:
+    data = vars(outcome) | {"report": str(outcome.report)}
+    data["plan"] = plan_to_json(outcome.plan) if outcome.plan else None
+    file_plan = data.pop("file_plan")
+    runs = data.pop("runs")
+    if runs:  # a file with stages or a matrix
+        data["runs"] = [vars(r) for r in runs]
+        data["file_plan"] = file_plan_to_json(file_plan) if file_plan else None
+    return data
+
+
+def _echo_runs(outcome: SubmitOutcome) -> None:
+    if outcome.file_plan:
+        click.echo(render_file_plan(outcome.file_plan))
+    for run in outcome.runs:
+        if run.status == "submitted":
+            click.echo(f"submitted {run.title} as job {run.job_id}")
+            click.echo(f"  logs:   {run.job_url}")
+        elif run.status == "already submitted":
+            click.echo(f"already submitted, nothing to do: {run.title} (job {run.job_id})")
+        elif run.status == "waiting":
+            click.echo(f"queued {run.title}: waiting for {run.waiting_for}")
+        else:
+            click.echo(f"not started: {run.title}")
+    click.echo(f"report: {outcome.report}")
 
 
 @main.command()
@@ -374,6 +475,9 @@ def cancel(ctx: click.Context, run_id: str) -> None:
     """Cancel a run's job; the next `poll` records it as canceled."""
     runner = _runner(ctx)
     _, run = runner.find_run(run_id)
+    if run.waiting and runner.cancel_waiting(run.run_id):
+        click.echo(f"canceled {run.run_id} (it had not started)")
+        return
     if not run.active or not run.last_attempt or not run.last_attempt.job_id:
         click.echo(f"{run.run_id} is {run.status.label.lower()}; nothing to cancel")
         return
@@ -424,6 +528,8 @@ def run(
     )
     for warning in outcome.warnings:
         click.secho(f"warning: {warning}", fg="yellow", err=True)
+    if outcome.runs:
+        _run_file(runner, outcome, timeout=timeout, interval=interval, as_json=as_json)
     click.echo(
         f"{'submitted' if outcome.created else 'watching'} {outcome.run_id} "
         f"(job {outcome.job_id}; logs: {outcome.job_url})",
@@ -435,6 +541,25 @@ def run(
         _emit_json(_run_json(current))
     else:
         click.echo(f"{current.status.label}: {current.run_id}")
+        click.echo(f"report: {outcome.report}")
+    sys.exit(outcome_code(runs))
+
+
+def _run_file(
+    runner: Runner, outcome: SubmitOutcome, *, timeout: float | None, interval: float, as_json: bool
+) -> None:
+    """`run` for a file with stages or a matrix: watch every run; exit with their outcome."""
+    for run in outcome.runs:
+        how = f"job {run.job_id}" if run.job_id else f"waiting for {run.waiting_for or 'a turn'}"
+        click.echo(f"{run.status} {run.title} ({how})", err=True)
+    runs = _watch(runner, [r.run_id for r in outcome.runs], timeout=timeout, interval=interval)
+    if as_json:
+        _emit_json([_run_json(r) for r in runs])
+    else:
+        for run in runs:
+            click.echo(
+                f"{run.status.label}: {run.run_id}" + (f" — {run.error}" if run.error else "")
+            )
         click.echo(f"report: {outcome.report}")
     sys.exit(outcome_code(runs))
 

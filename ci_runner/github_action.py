@@ -25,12 +25,14 @@ from ci_runner.errors import CiRunnerError, ExitCode, SpecError
 from ci_runner.ledger.model import RunStatus
 from ci_runner.paths import Project
 from ci_runner.plan.render import render_plan
+from ci_runner.plan.total import render_totals
 from ci_runner.publish import comment as plan_comment
 from ci_runner.publish.plans import plan_entry
 from ci_runner.publish.pr_body import eval_table, status_table
 from ci_runner.publish.redact import redact
 from ci_runner.report.render import code, table
-from ci_runner.runner import Runner
+from ci_runner.runner import Runner, methods_of
+from ci_runner.spec.expand import expand
 from ci_runner.spec.load import load_experiment
 
 COMMANDS = ("validate", "plan", "submit", "poll", "report", "run")
@@ -192,7 +194,8 @@ def do_validate(runner: Runner, files: list[str], out: Outcome) -> None:
             out.fail(exc.exit_code)
             continue
         out.experiments.append(exp.name)
-        rows.append([code(file), code(exp.name), exp.method.upper(), exp.backend, "ok"])
+        method = exp.method or " → ".join(methods_of(expand(exp)))
+        rows.append([code(file), code(exp.name), method.upper(), exp.backend, "ok"])
     header = ("File", "Experiment", "Method", "Backend", "Result")
     text = "## ci-runner validate\n\n" + (table(header, rows) if rows else "_No files._")
     if errors:
@@ -219,9 +222,22 @@ def do_submit(runner: Runner, inputs: Inputs, files: list[str], out: Outcome) ->
             out.fail(exc.exit_code)
             blocks.append(f"### {code(file)}\n\n**Not submitted:**\n\n```text\n{exc}\n```")
             continue
+        out.reports.append(runner.project.relative(result.report))
+        if result.runs:  # a file with a matrix or stages: every run, some still waiting
+            lines = [f"### {code(file)}"]
+            for run in result.runs:
+                out.run_ids.append(run.run_id)
+                if run.job_id:
+                    out.job_ids.append(run.job_id)
+                how = f"job {code(run.job_id)}" if run.job_id else f"waiting for {run.waiting_for}"
+                lines.append(f"- {run.status}: {code(run.run_id)} ({how})")
+            lines += [f"> warning: {w}" for w in result.warnings]
+            if result.file_plan:
+                lines.append(render_totals(result.file_plan).rstrip("\n"))
+            blocks.append("\n\n".join(lines))
+            continue
         out.run_ids.append(result.run_id)
         out.job_ids.append(result.job_id)
-        out.reports.append(runner.project.relative(result.report))
         verb = "Submitted" if result.created else "Already submitted"
         lines = [f"### {code(file)}", f"{verb} {code(result.run_id)} as job {code(result.job_id)}"]
         lines += [f"> warning: {w}" for w in result.warnings]

@@ -8,6 +8,7 @@ started twice.
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -34,11 +35,13 @@ from ci_runner.ledger.store import load_ledger, save_ledger, write_atomic
 from ci_runner.paths import LEDGER_SUFFIX, Project, report_stem
 from ci_runner.plan.estimate import Plan, make_plan, prices_from_hardware
 from ci_runner.plan.model_size import model_size
-from ci_runner.plan.resolve import ResolvedRun, resolve_run, run_id_for
+from ci_runner.plan.resolve import ResolvedRun, resolve_run
+from ci_runner.plan.total import FilePlan, RunPlan
 from ci_runner.progress import parse_progress
 from ci_runner.report.plot import render_loss_svg
 from ci_runner.report.render import loss_series, render_report
 from ci_runner.runconfig import BenchmarkSpec, DatasetSource, EvalConfig, ExportConfig
+from ci_runner.spec.expand import RunSpec, expand, max_parallel
 from ci_runner.spec.load import load_experiment
 from ci_runner.spec.model import Experiment, is_local_path
 
@@ -110,6 +113,47 @@ def run_labels(run: Run | ResolvedRun, experiment: str, attempt: int) -> dict[st
     }
 
 
+def check_file_plan(plan: FilePlan, *, allow_over_budget: bool) -> None:
+    """A file's runs: each must be plannable, and their total within the budget."""
+    for run in plan.runs:
+        check_plan(run.plan, allow_over_budget=True)
+    if plan.over_budget and not allow_over_budget:
+        raise OverBudgetError(
+            f"the {len(plan.runs)} runs cost ~${plan.total_cost_usd:.2f} together, over "
+            f"budget.max_cost_usd ${plan.budget_usd:.2f}: shrink the matrix, lower "
+            "max_steps/max_samples, raise the budget, or pass --allow-over-budget"
+        )
+
+
+def methods_of(runs: list[RunSpec]) -> list[str]:
+    """The methods a file's runs use, in order, once each."""
+    return list(dict.fromkeys(spec.experiment.method for spec in runs))
+
+
+def trained_model(run: Run) -> str:
+    """What a later stage trains from: the run's model on disk, or its Hub repo.
+
+    A LoRA stage followed by another saves its adapter merged into its base
+    (``output.merge``, implied), so the next stage loads a full model.
+    """
+    if run.backend != "local":
+        return run.hub_model_id or run.output_dir
+    path = run.output_dir if is_local_path(run.output_dir) else f"./{run.output_dir}"
+    return f"{path}/merged" if run.lora else path
+
+
+@dataclass(frozen=True)
+class RunOutcome:
+    """One run of a multi-run file, after submit."""
+
+    run_id: str
+    title: str
+    status: str  # submitted | already submitted | waiting | not started
+    job_id: str | None = None
+    job_url: str | None = None
+    waiting_for: str | None = None  # the run it depends on, or "max_parallel"
+
+
 @dataclass(frozen=True)
 class SubmitOutcome:
     run_id: str
@@ -119,6 +163,9 @@ class SubmitOutcome:
     report: Path
     plan: Plan | None  # None when nothing was submitted
     warnings: list[str] = field(default_factory=list)
+    # A file with `stages:` or `matrix:`: every run, and the plan of them all.
+    runs: list[RunOutcome] = field(default_factory=list)
+    file_plan: FilePlan | None = None
 
 
 @dataclass
@@ -188,17 +235,25 @@ class Runner:
             stem = f"{stem}-{experiment.name}"
         return stem
 
-    def plan(self, experiment: Experiment, data: DataCheck | None = None) -> Plan:
+    def plan(
+        self, experiment: Experiment, data: DataCheck | None = None, *, cache: dict | None = None
+    ) -> Plan:
         """Size the model (local files, or Hub metadata when reachable) and plan the run.
 
         With a data check, the plan uses the measured example count and mean length
-        instead of assumptions.
+        instead of assumptions. ``cache`` keeps sizes and prices across a file's runs.
         """
+        cache = {} if cache is None else cache
         api = None if is_local_path(experiment.base_model) else _hub_api()
-        size = model_size(experiment.base_model, root=self.project.root, api=api)
+        key = ("size", experiment.base_model)
+        if key not in cache:
+            cache[key] = model_size(experiment.base_model, root=self.project.root, api=api)
+        size = cache[key]
         prices = None
         if experiment.backend == "hf-jobs" and api is not None and api.token:
-            prices = prices_from_hardware(api)
+            if "prices" not in cache:
+                cache["prices"] = prices_from_hardware(api)
+            prices = cache["prices"]
         return make_plan(
             experiment,
             size=size,
@@ -251,13 +306,75 @@ class Runner:
         warnings += list(check.warnings) if check else []
         return data, warnings
 
-    def resolve(self, experiment: Experiment, plan: Plan | None = None) -> ResolvedRun:
-        run_id = run_id_for(experiment)
+    def resolve(
+        self, experiment: Experiment, plan: Plan | None = None, *, run_id: str | None = None
+    ) -> ResolvedRun:
+        run_id = run_id or expand(experiment)[0].run_id
         if experiment.backend == "local":
             output_dir = self.project.relative(self.project.runs_dir / run_id / "output")
         else:  # inside the job's container; what matters is pushed to the Hub
             output_dir = f"/tmp/ci-runner/{run_id}/output"
-        return resolve_run(experiment, output_dir=output_dir, plan=plan or self.plan(experiment))
+        return resolve_run(
+            experiment, output_dir=output_dir, plan=plan or self.plan(experiment), run_id=run_id
+        )
+
+    # -- files with several runs (`matrix:`, `stages:`) -------------------------
+
+    def check_runs_data(
+        self, runs: list[RunSpec]
+    ) -> tuple[dict[str, DataCheck | None], list[tuple[RunSpec, DataCheck]], list[str]]:
+        """Each run's data check, done once per distinct dataset, method and tokenizer.
+
+        Returns the check by run id, the distinct checks (with a run each applies to)
+        and warnings (an unreachable dataset viewer only warns, as for one run).
+        """
+        by_run: dict[str, DataCheck | None] = {}
+        done: dict[str, DataCheck | None] = {}
+        distinct: list[tuple[RunSpec, DataCheck]] = []
+        warnings: list[str] = []
+        for spec in runs:
+            e = spec.experiment
+            key = json.dumps(
+                [
+                    e.base_model,
+                    e.method,
+                    e.dataset.model_dump(mode="json"),
+                    e.rewards,
+                    e.hyperparameters.get("max_length"),
+                ],
+                sort_keys=True,
+                default=str,
+            )
+            if key not in done:
+                try:
+                    done[key] = self.check_data(e)
+                    distinct.append((spec, done[key]))
+                except DatasetViewerError as exc:
+                    done[key] = None
+                    warnings.append(f"dataset not checked: {exc}")
+            by_run[spec.run_id] = done[key]
+        return by_run, distinct, list(dict.fromkeys(warnings))
+
+    def plan_file(
+        self,
+        experiment: Experiment,
+        runs: list[RunSpec] | None = None,
+        data: Mapping[str, DataCheck | None] | None = None,
+    ) -> FilePlan:
+        """Every run planned (a later stage is sized on the model it descends from,
+        which has the same size), and the total the budget applies to."""
+        runs = runs if runs is not None else expand(experiment)
+        cache: dict = {}
+        plans = [
+            RunPlan(
+                spec.run_id,
+                spec.title,
+                self.plan(spec.experiment, (data or {}).get(spec.run_id), cache=cache),
+            )
+            for spec in runs
+        ]
+        budget = experiment.budget.max_cost_usd if experiment.budget else None
+        return FilePlan(experiment.name, plans, budget, max_parallel(experiment))
 
     def submit(
         self,
@@ -268,11 +385,15 @@ class Runner:
         check_data: bool = True,
     ) -> SubmitOutcome:
         experiment = load_experiment(spec_path, {"backend": backend} if backend else None)
+        if experiment.is_multi_run:
+            return self._submit_file(
+                experiment, spec_path, allow_over_budget=allow_over_budget, check_data=check_data
+            )
         self.check_inputs(experiment)
         stem = self._stem(experiment)
         ledger_path = self.project.ledger_path(stem)
         ledger = load_ledger(ledger_path) or self._new_ledger(experiment, spec_path, stem)
-        run = ledger.run(run_id_for(experiment))
+        run = ledger.run(expand(experiment)[0].run_id)
         retry = run is not None and run.status in (RunStatus.FAILED, RunStatus.CANCELED)
         if run is not None and not retry and run.last_attempt and run.last_attempt.job_id:
             attempt = run.last_attempt
@@ -311,6 +432,209 @@ class Runner:
             warnings,
         )
 
+    def _submit_file(
+        self, experiment: Experiment, spec_path: Path, *, allow_over_budget: bool, check_data: bool
+    ) -> SubmitOutcome:
+        """Record every run of the file; start those whose turn it is.
+
+        Runs already recorded are left alone (so resubmitting starts nothing), failed
+        or canceled ones are queued again, and a run waits, with no job, while the stage
+        before it is unfinished or ``max_parallel`` jobs are running; ``poll`` starts it.
+        """
+        runs = expand(experiment)
+        for spec in runs:
+            self.check_inputs(spec.experiment)
+        stem = self._file_stem(experiment, spec_path, runs)
+        ledger_path = self.project.ledger_path(stem)
+        ledger = load_ledger(ledger_path) or self._new_file_ledger(
+            experiment, spec_path, stem, runs
+        )
+        todo = [spec for spec in runs if _needs_submit(ledger.run(spec.run_id))]
+        warnings: list[str] = []
+        file_plan = None
+        if todo:
+            data: dict[str, DataCheck | None] = {}
+            if check_data:
+                data, distinct, warnings = self.check_runs_data(runs)
+                for spec, check in distinct:
+                    check.require_fit(str(spec_path))
+                    if check.lengths and check.lengths.warning:
+                        warnings.append(check.lengths.warning)
+                    method_check = check.for_method(spec.experiment.method)
+                    warnings += list(method_check.warnings) if method_check else []
+            file_plan = self.plan_file(experiment, runs, data)
+            check_file_plan(file_plan, allow_over_budget=allow_over_budget)
+            plans = {r.run_id: r.plan for r in file_plan.runs}
+            for spec in todo:
+                run = ledger.run(spec.run_id)
+                if run is None:
+                    resolved = self.resolve(spec.experiment, plans[spec.run_id], run_id=spec.run_id)
+                    run = self._new_run(
+                        spec.experiment,
+                        resolved,
+                        spec.experiment.backend,
+                        spec=spec,
+                        limit=max_parallel(experiment),
+                        waiting=True,
+                    )
+                    ledger = ledger.model_copy(update={"runs": [*ledger.runs, run]})
+                else:
+                    ledger = _replace_run(ledger, self._requeue(run, max_parallel(experiment)))
+            save_ledger(ledger_path, ledger)  # intent first: poll starts what this does not
+            before = {r.run_id: r.last_attempt and r.last_attempt.job_id for r in ledger.runs}
+            ledger = self._start_waiting_runs(ledger, {s.run_id: s for s in runs}, plans)
+            save_ledger(ledger_path, ledger)
+            self.write_report(stem, ledger)
+        else:
+            before = {r.run_id: r.last_attempt and r.last_attempt.job_id for r in ledger.runs}
+        outcomes = [_run_outcome(ledger, ledger.run(s.run_id), before.get(s.run_id)) for s in runs]
+        started = [o for o in outcomes if o.status == "submitted"]
+        first = started[0] if started else outcomes[0]
+        return SubmitOutcome(
+            first.run_id,
+            first.job_id or "",
+            first.job_url or "",
+            bool(started),
+            self.project.report_path(stem),
+            None,
+            list(dict.fromkeys(warnings)),
+            outcomes,
+            file_plan,
+        )
+
+    def _requeue(self, run: Run, limit: int) -> Run:
+        """Resubmitting a failed or canceled run queues it again: resumed if it had begun."""
+        update = {"max_parallel": limit}
+        if any(a.job_id for a in run.attempts):
+            run = self._new_attempt(run)
+        else:
+            update |= {"status": RunStatus.QUEUED, "error": None}
+        return run.model_copy(update=update)
+
+    def _file_stem(self, experiment: Experiment, spec_path: Path, runs: list[RunSpec]) -> str:
+        """One report per file, found again by experiment and file (a matrix may vary the
+        model), else named after the file's base model, dataset and methods."""
+        relative = self.project.relative(spec_path)
+        for path in self.project.ledger_paths():
+            ledger = load_ledger(path)
+            if ledger and ledger.experiment == experiment.name and ledger.spec_path == relative:
+                return path.name.removesuffix(LEDGER_SUFFIX)
+        dataset = runs[0].experiment.dataset.path
+        stem = report_stem(experiment.base_model, dataset, "-".join(methods_of(runs)))
+        existing = load_ledger(self.project.ledger_path(stem))
+        if existing is not None and existing.experiment != experiment.name:
+            stem = f"{stem}-{experiment.name}"
+        return stem
+
+    def _new_file_ledger(
+        self, experiment: Experiment, spec_path: Path, stem: str, runs: list[RunSpec]
+    ) -> Ledger:
+        dataset = runs[0].experiment.dataset.path
+        joiner = " → " if experiment.stages else " / "
+        return Ledger(
+            experiment=experiment.name,
+            spec_path=self.project.relative(spec_path),
+            report_path=self.project.relative(self.project.report_path(stem)),
+            base_model=experiment.base_model,
+            base_model_url=hub_url(experiment.base_model),
+            dataset=dataset,
+            dataset_url=hub_url(dataset, "dataset"),
+            method=joiner.join(methods_of(runs)),
+        )
+
+    def _specs_for(self, ledger: Ledger, backend: str, cache: dict | None = None) -> dict:
+        """The runs the ledger's experiment file describes now, by run id ({} if unreadable)."""
+        cache = {} if cache is None else cache
+        if backend not in cache:
+            try:
+                experiment = load_experiment(
+                    self.project.root / ledger.spec_path, {"backend": backend}
+                )
+                cache[backend] = {spec.run_id: spec for spec in expand(experiment)}
+            except Exception:  # noqa: BLE001 - any failure here means we cannot rebuild it
+                cache[backend] = {}
+        return cache[backend]
+
+    def _with_base(self, ledger: Ledger, spec: RunSpec) -> Experiment:
+        """A later stage trains from the previous stage's model, known once it completed."""
+        if not spec.base_from:
+            return spec.experiment
+        previous = ledger.run(spec.base_from)
+        if previous is None:
+            return spec.experiment
+        return spec.experiment.model_copy(update={"base_model": trained_model(previous)})
+
+    def _start_waiting_runs(
+        self,
+        ledger: Ledger,
+        specs: dict[str, RunSpec] | None = None,
+        plans: dict[str, Plan] | None = None,
+    ) -> Ledger:
+        """Start waiting runs whose dependency completed, up to ``max_parallel`` jobs.
+
+        A dependency that failed or was canceled stops the chain: the runs after it are
+        marked canceled, with the reason.
+        """
+        if not any(run.waiting for run in ledger.runs):
+            return ledger
+        cache: dict = {}
+        busy = sum(1 for run in ledger.runs if run.active and run.started)
+        for run_id in [run.run_id for run in ledger.runs if run.waiting]:
+            run = ledger.run(run_id)
+            if run is None or not run.waiting:
+                continue
+            if run.depends_on:
+                previous = ledger.run(run.depends_on)
+                if previous is None or previous.active:
+                    continue
+                if previous.status != RunStatus.COMPLETED:
+                    ledger = _replace_run(ledger, _chain_stopped(run, previous))
+                    continue
+            if busy >= (run.max_parallel or 1):
+                continue
+            known = specs if specs is not None else self._specs_for(ledger, run.backend, cache)
+            ledger = _replace_run(ledger, self._start_run(ledger, run, known, plans or {}))
+            busy += 1
+        return ledger
+
+    def _start_run(
+        self, ledger: Ledger, run: Run, specs: Mapping[str, RunSpec], plans: Mapping[str, Plan]
+    ) -> Run:
+        spec = specs.get(run.run_id)
+        if spec is None:
+            return run.model_copy(
+                update={
+                    "status": RunStatus.FAILED,
+                    "error": f"cannot start: {ledger.spec_path} no longer describes this run; "
+                    "submit it again",
+                }
+            )
+        experiment = self._with_base(ledger, spec)
+        plan = plans.get(run.run_id) or self.plan(spec.experiment)
+        resolved = self.resolve(experiment, plan, run_id=run.run_id)
+        if not run.attempts:  # first start: record it as it is now (a stage's real base model)
+            fresh = self._new_run(
+                experiment, resolved, run.backend, spec=spec, limit=run.max_parallel
+            )
+            run = fresh.model_copy(update={"created_at": run.created_at})
+        handle = self._launch(self.backend(run.backend), experiment, resolved, run)
+        return _with_job(run, handle)
+
+    def cancel_waiting(self, run_id: str) -> Run | None:
+        """Cancel a run that has no job yet (waiting for its stage or its turn)."""
+        for path in self.project.ledger_paths():
+            ledger = load_ledger(path)
+            run = ledger.run(run_id) if ledger else None
+            if run is not None and run.waiting:
+                run = run.model_copy(
+                    update={"status": RunStatus.CANCELED, "error": "canceled before it started"}
+                )
+                ledger = _replace_run(ledger, run)
+                save_ledger(path, ledger)
+                self.write_report(path.name.removesuffix(LEDGER_SUFFIX), ledger)
+                return run
+        return None
+
     def _launch(
         self, backend: Backend, experiment: Experiment, resolved: ResolvedRun, run: Run
     ) -> JobHandle:
@@ -343,12 +667,23 @@ class Runner:
             method=experiment.method,
         )
 
-    def _new_run(self, experiment: Experiment, resolved: ResolvedRun, backend: str) -> Run:
+    def _new_run(
+        self,
+        experiment: Experiment,
+        resolved: ResolvedRun,
+        backend: str,
+        *,
+        spec: RunSpec | None = None,
+        limit: int | None = None,
+        waiting: bool = False,
+    ) -> Run:
+        """The run's record. A multi-run file's run (``spec``) starts with no attempt when it
+        must wait, and names, until then, the run whose model it will train from."""
         config = resolved.run_config
         split = experiment.dataset.split
         if experiment.dataset.max_samples:
             split += f"[:{experiment.dataset.max_samples}]"
-        return Run(
+        run = Run(
             run_id=resolved.run_id,
             title=resolved.run_id,
             method=experiment.method,
@@ -377,6 +712,22 @@ class Runner:
             ),
             attempts=[Attempt(number=1, backend=backend, submitted_at=self.now())],
         )
+        if spec is None:
+            return run
+        update: dict = {
+            "title": spec.title,
+            "stage_index": spec.stage_index,
+            "stage_name": spec.stage_name,
+            "depends_on": spec.depends_on,
+            "base_from": spec.base_from,
+            "matrix": spec.matrix,
+            "max_parallel": limit,
+        }
+        if waiting:
+            update["attempts"] = []
+            if spec.base_from:
+                update["base_model"] = f"output of {spec.base_from}"  # known once it completed
+        return run.model_copy(update=update)
 
     # -- poll -------------------------------------------------------------------
 
@@ -393,6 +744,7 @@ class Runner:
             for run in ledger.active_runs:
                 ledger = _replace_run(ledger, self._advance_run(run, facts))
             ledger = self._resume_transient_failures(ledger)
+            ledger = self._start_waiting_runs(ledger)
             outcome.runs.extend(ledger.runs)
             if save_ledger(path, ledger):
                 outcome.changed.append(path)
@@ -578,18 +930,16 @@ class Runner:
 
     def _recover_unsubmitted_runs(self, ledger: Ledger) -> Ledger:
         for run in ledger.active_runs:
+            if run.waiting:
+                continue  # started in turn by _start_waiting_runs (adopted there if needed)
             if run.last_attempt is None or run.last_attempt.job_id is None:
                 ledger = _replace_run(ledger, self._recover_unsubmitted(ledger, run))
         return ledger
 
     def _recover_unsubmitted(self, ledger: Ledger, run: Run) -> Run:
         """A crash between recording a run and submitting it: adopt or resubmit."""
-        spec_path = self.project.root / ledger.spec_path
-        try:
-            experiment = load_experiment(spec_path, {"backend": run.backend})
-        except Exception:  # noqa: BLE001 - any failure here means we cannot rebuild it
-            experiment = None
-        if experiment is None or run_id_for(experiment) != run.run_id:
+        spec = self._specs_for(ledger, run.backend).get(run.run_id)
+        if spec is None:
             return run.model_copy(
                 update={
                     "status": RunStatus.FAILED,
@@ -597,7 +947,9 @@ class Runner:
                     f"{ledger.spec_path} no longer describes this run; submit it again",
                 }
             )
-        handle = self._launch(self.backend(run.backend), experiment, self.resolve(experiment), run)
+        experiment = self._with_base(ledger, spec)
+        resolved = self.resolve(experiment, self.plan(spec.experiment), run_id=run.run_id)
+        handle = self._launch(self.backend(run.backend), experiment, resolved, run)
         return _with_job(run, handle)
 
     # -- report -----------------------------------------------------------------
@@ -656,6 +1008,34 @@ def _live_job_ids(run: Run) -> list[str]:
     if run.stage == "train":
         return [run.last_attempt.job_id] if run.last_attempt and run.last_attempt.job_id else []
     return [j.job_id for j in run.stage_jobs if j.kind == run.stage and j.job_id and not j.done]
+
+
+def _needs_submit(run: Run | None) -> bool:
+    return run is None or run.status in (RunStatus.FAILED, RunStatus.CANCELED)
+
+
+def _chain_stopped(run: Run, previous: Run) -> Run:
+    stage = (
+        f"stage {previous.stage_name} ({previous.run_id})"
+        if previous.stage_name
+        else (previous.run_id)
+    )
+    reason = f"not started: {stage} {previous.status.label.lower()}"
+    if previous.error:
+        reason += f": {previous.error}"
+    return run.model_copy(update={"status": RunStatus.CANCELED, "error": reason})
+
+
+def _run_outcome(ledger: Ledger, run: Run, job_before: str | None) -> RunOutcome:
+    attempt = run.last_attempt
+    if run.started:
+        status = "already submitted" if attempt.job_id == job_before else "submitted"
+        return RunOutcome(run.run_id, run.title, status, attempt.job_id, attempt.job_url)
+    if run.waiting:
+        previous = ledger.run(run.depends_on) if run.depends_on else None
+        waiting_for = run.depends_on if previous and previous.active else "max_parallel"
+        return RunOutcome(run.run_id, run.title, "waiting", waiting_for=waiting_for)
+    return RunOutcome(run.run_id, run.title, "not started")
 
 
 def _with_job(run: Run, handle: JobHandle) -> Run:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from enum import Enum
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, model_serializer
 
 LEDGER_SCHEMA_VERSION = 1
 
@@ -120,6 +120,16 @@ class Evaluation(_Model):
     status: RunStatus = RunStatus.QUEUED
 
 
+MULTI_RUN_FIELDS = (
+    "stage_index",
+    "stage_name",
+    "depends_on",
+    "base_from",
+    "matrix",
+    "max_parallel",
+)
+
+
 class Run(_Model):
     run_id: str
     title: str
@@ -155,10 +165,38 @@ class Run(_Model):
     exports: list[ExportFile] = []
     model_card: str | None = None  # the card's commit URL once pushed, or why not
     error: str | None = None
+    # Runs from a file with `stages:` or `matrix:` (absent from other runs' JSON).
+    stage_index: int | None = None  # 0-based position in the pipeline
+    stage_name: str | None = None
+    depends_on: str | None = None  # the run that must complete (evaluation included) first
+    base_from: str | None = None  # the run whose trained model this one trains from
+    matrix: dict[str, Any] | None = None  # the combination's values, by matrix key
+    max_parallel: int | None = None  # set: the run waits its turn (see ``waiting``)
+
+    @model_serializer(mode="wrap")
+    def _omit_unused_multi_run_fields(self, handler):
+        """Ledgers of single-run files stay byte-identical to those written before."""
+        data = handler(self)
+        for key in MULTI_RUN_FIELDS:
+            if data.get(key) is None:
+                data.pop(key, None)
+        return data
 
     @property
     def active(self) -> bool:
         return not self.status.terminal
+
+    @property
+    def started(self) -> bool:
+        """A job was submitted for the current attempt (or a later stage is under way)."""
+        return bool(self.last_attempt and self.last_attempt.job_id)
+
+    @property
+    def waiting(self) -> bool:
+        """Queued behind its dependency or ``max_parallel``: no job yet, poll starts it."""
+        return (
+            self.max_parallel is not None and self.status == RunStatus.QUEUED and not self.started
+        )
 
     @property
     def last_attempt(self) -> Attempt | None:

@@ -37,8 +37,11 @@ def checkpointing(hyperparameters: dict, plan: Plan) -> dict:
     return {**hyperparameters, "save_steps": -(-plan.steps // CHECKPOINTS_PER_RUN)}
 
 
-def resolve_run(experiment: Experiment, *, output_dir: str, plan: Plan) -> ResolvedRun:
-    run_id = run_id_for(experiment)
+def resolve_run(
+    experiment: Experiment, *, output_dir: str, plan: Plan, run_id: str | None = None
+) -> ResolvedRun:
+    """``run_id``: a file's matrix or stage run has the id its expansion gave it."""
+    run_id = run_id or run_id_for(experiment)
     lora, _ = decide_lora(experiment, plan.params)
     return ResolvedRun(
         run_id,

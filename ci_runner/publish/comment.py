@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 from ci_runner.plan.estimate import Plan
 from ci_runner.plan.render import render_plan
+from ci_runner.plan.total import FilePlan, render_file_plan
 from ci_runner.report.render import code
 
 PLAN_MARKER = "<!-- ci-runner:plan -->"
@@ -23,6 +24,7 @@ class PlanEntry:
     file: str
     name: str | None = None
     plan: Plan | None = None
+    file_plan: FilePlan | None = None  # a file with `matrix:` or `stages:`: every run, the total
     data: str | None = None  # the data check's verdict, e.g. READY
     error: str | None = None  # invalid file, data misfit, missing input...
     warnings: list[str] = field(default_factory=list)
@@ -31,6 +33,7 @@ class PlanEntry:
 
 def _total(entries: list[PlanEntry]) -> str:
     costs = [e.plan.est_cost_usd for e in entries if e.plan]
+    costs += [r.plan.est_cost_usd for e in entries if e.file_plan for r in e.file_plan.runs]
     known = [c for c in costs if c is not None]
     if not costs:
         return "no plan"
@@ -50,6 +53,8 @@ def _entry(entry: PlanEntry) -> str:
     blocks += [f"> warning: {w}" for w in entry.warnings]
     if entry.plan:
         blocks.append(render_plan(entry.plan).rstrip("\n"))
+    if entry.file_plan:
+        blocks.append(render_file_plan(entry.file_plan).replace("### ", "#### ").rstrip("\n"))
     return "\n\n".join(blocks)
 
 

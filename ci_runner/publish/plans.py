@@ -13,6 +13,7 @@ from ci_runner.data.formats import Verdict
 from ci_runner.errors import CiRunnerError, DatasetViewerError, ExitCode
 from ci_runner.publish.comment import PlanEntry
 from ci_runner.runner import Runner
+from ci_runner.spec.expand import expand
 from ci_runner.spec.load import load_experiment
 
 
@@ -23,6 +24,9 @@ def plan_entry(
     try:
         experiment = load_experiment(file, {"backend": backend} if backend else None)
         entry.name = experiment.name
+        if experiment.is_multi_run:
+            _plan_runs(runner, experiment, entry, check_data=check_data)
+            return entry
         data = None
         if check_data:
             try:
@@ -39,3 +43,20 @@ def plan_entry(
     except CiRunnerError as exc:
         entry.error, entry.exit_code = str(exc), exc.exit_code
     return entry
+
+
+def _plan_runs(runner: Runner, experiment, entry: PlanEntry, *, check_data: bool) -> None:
+    """A file with a matrix or stages: every run's plan, and the budget on their total."""
+    runs = expand(experiment)
+    data: dict = {}
+    if check_data:
+        data, distinct, warnings = runner.check_runs_data(runs)
+        entry.warnings += warnings
+        verdicts = [check.verdict for _, check in distinct]
+        entry.data = verdicts[0].value if len(set(verdicts)) == 1 and verdicts[0] else None
+        for _, check in distinct:
+            if check.verdict not in (None, Verdict.READY):
+                check.require_fit(entry.file)  # raises with the mapping hint
+    entry.file_plan = runner.plan_file(experiment, runs, data)
+    if entry.file_plan.over_budget:
+        entry.exit_code = ExitCode.OVER_BUDGET

@@ -26,6 +26,8 @@ def render_report(ledger: Ledger, *, plot_name: str | None) -> str:
         blocks.append(f"![Training loss]({plot_name})")
     if not ledger.runs:
         blocks.append("_No runs recorded yet._")
+    if any(run.stage_index is not None for run in ledger.runs):
+        blocks.append(_pipeline(ledger))
     for run in ledger.runs:
         blocks += ["---", _run_section(ledger, run)]
     blocks += ["---", _experiment_evaluations(ledger)]
@@ -374,21 +376,106 @@ def _base_score(ledger: Ledger, run: Run, benchmark: str) -> float | None:
     return None
 
 
+# --- pipelines ---------------------------------------------------------------
+
+
+def _pipeline(ledger: Ledger) -> str:
+    """A file's stages as one chain: stage → method → model → the trained model's scores."""
+    runs = [run for run in ledger.runs if run.stage_index is not None]
+    benchmarks = list(
+        dict.fromkeys(_benchmark(ev) for run in runs for ev in run.evaluations if _is_final(ev))
+    )
+    header = ["Stage", "Run", "Method", "Trained From", "Model", "Status", *benchmarks]
+    rows = []
+    for run in runs:
+        scores = {_benchmark(ev): _score(ev) for ev in run.evaluations if _is_final(ev)}
+        rows.append(
+            [
+                f"{run.stage_index + 1}. {run.stage_name or run.method}",
+                code(run.run_id) + (f" ({_matrix_label(run)})" if run.matrix else ""),
+                method_label(run.method),
+                code(run.base_model),
+                _trained_model(run),
+                _pipeline_status(run),
+                *[scores.get(b, TBD if run.active else "—") for b in benchmarks],
+            ]
+        )
+    return "# Pipeline\n\n" + table(header, rows)
+
+
+def _is_final(ev: Evaluation) -> bool:
+    return ev.model_label == "final"
+
+
+def _matrix_label(run: Run) -> str:
+    return ", ".join(f"{k}={value(v)}" for k, v in (run.matrix or {}).items())
+
+
+def _trained_model(run: Run) -> str:
+    if run.hub_model_id:
+        return _hub_model(run)
+    return code(run.output_dir)
+
+
+def _pipeline_status(run: Run) -> str:
+    if run.waiting:
+        return "Waiting" + (f" for {code(run.depends_on)}" if run.depends_on else "")
+    if run.status is RunStatus.CANCELED and run.error and run.error.startswith("not started"):
+        return "Not started (an earlier stage did not complete)"
+    label = run.status.label
+    if run.active and run.stage in ("eval", "export"):
+        label += " (evaluating)" if run.stage == "eval" else " (exporting)"
+    return label
+
+
 # --- experiment-wide table -------------------------------------------------
 
 
 def _experiment_evaluations(ledger: Ledger) -> str:
-    """Every score in one table, the view a PR reviewer reads first."""
-    rows = [row for run in ledger.runs for row in _eval_rows(run)]
+    """Every score in one table, the view a PR reviewer reads first.
+
+    For a file with a matrix or stages, runs are sorted by the final model's score on
+    the first benchmark, best first, and the best is marked.
+    """
+    runs, best = list(ledger.runs), None
+    if any(run.max_parallel is not None for run in ledger.runs):
+        runs, best = _ranked(ledger)
+    rows = [row for run in runs for row in _eval_rows(run, best)]
     return "# Experiment Evaluations\n\n" + table(EVAL_HEADER, rows)
 
 
-def _eval_rows(run: Run) -> list[list[str]]:
+def _ranked(ledger: Ledger) -> tuple[list[Run], tuple[str, str] | None]:
+    """Runs by final score on the first benchmark (unscored last), and (run, benchmark)
+    of the best."""
+    first = next((ev.benchmark for run in ledger.runs for ev in run.evaluations), None)
+
+    def final_score(run: Run) -> float | None:
+        return next(
+            (
+                ev.score
+                for ev in run.evaluations
+                if ev.benchmark == first and _is_final(ev) and ev.score is not None
+            ),
+            None,
+        )
+
+    scored = [(run, final_score(run)) for run in ledger.runs]
+    ranked = sorted(scored, key=lambda item: (item[1] is None, -(item[1] or 0.0)))
+    best = ranked[0] if ranked and ranked[0][1] is not None else None
+    return [run for run, _ in ranked], (best[0].run_id, first) if best else None
+
+
+def _eval_rows(run: Run, best: tuple[str, str] | None = None) -> list[list[str]]:
     title = run_title(run)
     if not run.evaluations:
         model = code(run.hub_model_id) if run.hub_model_id else TBD
         return [[title, TBD, TBD, TBD, model]]
-    return [
-        [title, _benchmark(ev), _score(ev), link_or_path(ev.job_url, "Logs"), _model_link(ev)]
-        for ev in run.evaluations
-    ]
+    rows = []
+    for ev in run.evaluations:
+        score = _score(ev)
+        if best == (run.run_id, ev.benchmark) and _is_final(ev):
+            score = f"**{score}** (best)"
+        rows.append(
+            [title, _benchmark(ev), score, link_or_path(ev.job_url, "Logs"), _model_link(ev)]
+        )
+    return rows

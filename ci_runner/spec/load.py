@@ -24,6 +24,7 @@ from ci_runner.spec.checks import (
     did_you_mean,
     trl_fields,
 )
+from ci_runner.spec.expand import expand_checked
 from ci_runner.spec.model import BUILTIN_REWARDS, Experiment
 
 _BOOL = "tag:yaml.org,2002:bool"
@@ -240,6 +241,9 @@ def parse_experiment(text: str, file: str, overrides: dict | None = None) -> Exp
             ]
         )
     data = {**data, **(overrides or {})}
+    multi_run = data.get("stages") is not None or data.get("matrix") is not None
+    if multi_run:
+        data = _first_base_model(data)
     lines = _Lines()
     lines.walk(root)
     issues = [
@@ -248,17 +252,64 @@ def parse_experiment(text: str, file: str, overrides: dict | None = None) -> Exp
         )
         for path, line in lines.duplicates
     ]
+    # Optional in the schema only because stages and matrices can set them.
+    missing = (
+        []
+        if multi_run
+        else [
+            SpecIssue(
+                file,
+                lines.line((key,)),
+                key,
+                "required field is missing",
+                f"add `{key}:` to the file",
+            )
+            for key in ("method", "dataset")
+            if data.get(key) is None
+        ]
+    )
+    issues += missing
     try:
         experiment = Experiment.model_validate(data)
     except ValidationError as exc:
         issues += _issues_from_validation(exc, data, lines, file)
         raise SpecError(sorted(issues, key=lambda i: i.line or 0)) from None
+    if experiment.is_multi_run:  # every run is checked on its own, its errors located here
+        _, findings = expand_checked(experiment)
+        issues += [_issue(f, lines, file) for f in findings]
+        if issues:
+            raise SpecError(sorted(issues, key=lambda i: i.line or 0))
+        return experiment
+    if missing:
+        raise SpecError(sorted(issues, key=lambda i: i.line or 0))
     hyperparameters, findings = check_hyperparameters(experiment.method, experiment.hyperparameters)
     findings += check_cross_fields(experiment)
     issues += [_issue(f, lines, file) for f in findings]
     if issues:
         raise SpecError(sorted(issues, key=lambda i: i.line or 0))
     return experiment.model_copy(update={"hyperparameters": hyperparameters})
+
+
+def _first_base_model(data: dict) -> dict:
+    """``base_model`` may live only in the matrix or the first stage; the file's top level
+    then takes the first one (it names the report; every run sets its own)."""
+    if "base_model" in data:
+        return data
+    matrix, stages = data.get("matrix"), data.get("stages")
+    if (
+        isinstance(matrix, dict)
+        and isinstance(matrix.get("base_model"), list)
+        and matrix["base_model"]
+    ):
+        return {**data, "base_model": matrix["base_model"][0]}
+    if (
+        isinstance(stages, list)
+        and stages
+        and isinstance(stages[0], dict)
+        and stages[0].get("base_model")
+    ):
+        return {**data, "base_model": stages[0]["base_model"]}
+    return data
 
 
 def load_experiment(path: str | Path, overrides: dict | None = None) -> Experiment:

@@ -41,6 +41,8 @@ def _reward_ref(reward: str) -> str:
 
 # Fields that change how a run is watched or paid for, not what it trains.
 NOT_TRAINING = {"description", "timeout", "budget", "retry"}
+# Fields that make a file describe several runs (``spec.expand``); never part of a run's id.
+MULTI_RUN = {"matrix", "stages", "max_parallel"}
 
 RewardRef = Annotated[str, AfterValidator(_reward_ref)]
 
@@ -141,12 +143,90 @@ class RetrySpec(_Strict):
     on: list[FailureKind] = ["timeout", "preempted", "infra"]
 
 
-class Experiment(_Strict):
+class _RunFields(_Strict):
+    """Shorthands and checks shared by the file's top level and each of its ``stages``."""
+
+    @field_validator("base_model", check_fields=False)
+    @classmethod
+    def _model_ref(cls, value: str | None) -> str | None:
+        if value is not None and not is_local_path(value) and not HUB_ID_RE.match(value):
+            raise ValueError(
+                f"{value!r} is neither a Hub id (org/name) nor a local path "
+                "(local paths start with ./, ../, / or ~)"
+            )
+        return value
+
+    @field_validator("dataset", mode="before", check_fields=False)
+    @classmethod
+    def _dataset_shorthand(cls, value: Any) -> Any:
+        return {"path": value} if isinstance(value, str) else value
+
+    @field_validator("lora", mode="before", check_fields=False)
+    @classmethod
+    def _lora_shorthand(cls, value: Any) -> Any:
+        # `lora: true|false|on`, as people write it: on means default settings.
+        if value is False:
+            return "off"
+        if value is True or value == "on":
+            return {}
+        return value
+
+    @field_validator("evaluation", mode="before", check_fields=False)
+    @classmethod
+    def _evaluation_shorthand(cls, value: Any) -> Any:
+        return {"benchmarks": value} if isinstance(value, list) else value
+
+    @field_validator("timeout", mode="before", check_fields=False)
+    @classmethod
+    def _timeout(cls, value: Any) -> Any:
+        return None if value is None else parse_duration(value)
+
+    @field_validator("hardware", check_fields=False)
+    @classmethod
+    def _hardware(cls, value: str | None) -> str | None:
+        if value is not None and value != "auto" and value not in FLAVORS_BY_NAME:
+            raise ValueError(f"unknown hardware flavor {value!r}")
+        return value
+
+
+class StageSpec(_RunFields):
+    """One step of a pipeline (``stages:``). What a stage leaves out it takes from the
+    file's top level; ``hyperparameters`` merge key by key. ``base_model`` defaults to
+    the previous stage's trained model."""
+
+    name: str | None = None  # defaults to the method (sft, dpo, grpo)
+    method: Method | None = None
+    base_model: str | None = Field(default=None, min_length=1)
+    dataset: DatasetSpec | None = None
+    hyperparameters: dict[str, Any] | None = None
+    lora: Literal["auto", "off"] | LoraSpec | None = None
+    rewards: list[RewardRef] | None = None
+    hardware: str | None = None
+    timeout: int | None = None
+    output: OutputSpec | None = None
+    tracking: TrackingSpec | None = None
+    evaluation: EvaluationSpec | None = None
+    export: ExportSpec | None = None
+    seed: int | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str | None) -> str | None:
+        if value is not None and not NAME_RE.match(value):
+            raise ValueError(
+                f"{value!r} is not a valid stage name: use lowercase letters, digits, "
+                "'.', '_' or '-'"
+            )
+        return value
+
+
+class Experiment(_RunFields):
     name: str
     description: str | None = None
     base_model: str = Field(min_length=1)
-    method: Method
-    dataset: DatasetSpec
+    # Required unless `stages:` (or `matrix:`) provide them; the loader says so.
+    method: Method | None = None
+    dataset: DatasetSpec | None = None
     hyperparameters: dict[str, Any] = {}
     lora: Literal["auto", "off"] | LoraSpec = "auto"
     rewards: list[RewardRef] = []
@@ -160,6 +240,10 @@ class Experiment(_Strict):
     evaluation: EvaluationSpec | None = None
     export: ExportSpec | None = None
     seed: int = 42
+    # Several runs from one file (see ``spec.expand``): a pipeline, a sweep, or both.
+    stages: list[StageSpec] | None = Field(default=None, min_length=1)
+    matrix: dict[str, Any] | None = None
+    max_parallel: int | None = Field(default=None, ge=1, le=64)
 
     @field_validator("name")
     @classmethod
@@ -171,53 +255,15 @@ class Experiment(_Strict):
             )
         return value
 
-    @field_validator("base_model")
-    @classmethod
-    def _model_ref(cls, value: str) -> str:
-        if not is_local_path(value) and not HUB_ID_RE.match(value):
-            raise ValueError(
-                f"{value!r} is neither a Hub id (org/name) nor a local path "
-                "(local paths start with ./, ../, / or ~)"
-            )
-        return value
-
-    @field_validator("dataset", mode="before")
-    @classmethod
-    def _dataset_shorthand(cls, value: Any) -> Any:
-        return {"path": value} if isinstance(value, str) else value
-
-    @field_validator("lora", mode="before")
-    @classmethod
-    def _lora_shorthand(cls, value: Any) -> Any:
-        # `lora: true|false|on`, as people write it: on means default settings.
-        if value is False:
-            return "off"
-        if value is True or value == "on":
-            return {}
-        return value
-
-    @field_validator("evaluation", mode="before")
-    @classmethod
-    def _evaluation_shorthand(cls, value: Any) -> Any:
-        return {"benchmarks": value} if isinstance(value, list) else value
-
-    @field_validator("timeout", mode="before")
-    @classmethod
-    def _timeout(cls, value: Any) -> Any:
-        return None if value is None else parse_duration(value)
-
-    @field_validator("hardware")
-    @classmethod
-    def _hardware(cls, value: str) -> str:
-        if value != "auto" and value not in FLAVORS_BY_NAME:
-            raise ValueError(f"unknown hardware flavor {value!r}")
-        return value
+    @property
+    def is_multi_run(self) -> bool:
+        return self.stages is not None or self.matrix is not None
 
     @property
     def spec_hash(self) -> str:
         """Identifies what would be trained: stable over comments, key order, defaults
         added by later ci-runner versions, and settings that don't change the model
         (so raising a timeout and resubmitting resumes the same run)."""
-        data = self.model_dump(mode="json", exclude_defaults=True, exclude=NOT_TRAINING)
+        data = self.model_dump(mode="json", exclude_defaults=True, exclude=NOT_TRAINING | MULTI_RUN)
         canonical = json.dumps(data, sort_keys=True)
         return hashlib.sha256(canonical.encode()).hexdigest()[:12]
