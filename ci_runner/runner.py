@@ -19,7 +19,14 @@ from ci_runner.backend.base import Backend, JobHandle, JobRequest, JobStatus, Jo
 from ci_runner.backend.hf_jobs import label_value
 from ci_runner.backend.local import LocalBackend, utc_now
 from ci_runner.data.check import DataCheck, check_experiment_data
-from ci_runner.errors import BackendError, DatasetViewerError, NotReadyError, OverBudgetError
+from ci_runner.errors import (
+    BackendError,
+    DatasetViewerError,
+    NotReadyError,
+    OverBudgetError,
+    SpecError,
+    SpecIssue,
+)
 from ci_runner.ledger.advance import apply_job_status
 from ci_runner.ledger.model import Attempt, Ledger, Run, RunStatus, StageJob
 from ci_runner.ledger.retry import next_attempt, should_resume
@@ -464,6 +471,7 @@ class Runner:
                     warnings += list(method_check.warnings) if method_check else []
             file_plan = self.plan_file(experiment, runs, data)
             check_file_plan(file_plan, allow_over_budget=allow_over_budget)
+            _check_hub_chain(runs, file_plan, str(spec_path))
             plans = {r.run_id: r.plan for r in file_plan.runs}
             for spec in todo:
                 run = ledger.run(spec.run_id)
@@ -1008,6 +1016,28 @@ def _live_job_ids(run: Run) -> list[str]:
     if run.stage == "train":
         return [run.last_attempt.job_id] if run.last_attempt and run.last_attempt.job_id else []
     return [j.job_id for j in run.stage_jobs if j.kind == run.stage and j.job_id and not j.done]
+
+
+def _check_hub_chain(runs: list[RunSpec], plan: FilePlan, file: str) -> None:
+    """On HF Jobs a stage trains from the previous stage's Hub repo, which for a LoRA stage
+    holds the adapter beside the merged weights, and transformers would load the adapter
+    on its base rather than the merged model. Refuse that rather than train on it."""
+    feeds = {spec.base_from for spec in runs if spec.base_from}
+    for run in plan.runs:
+        if run.run_id in feeds and run.plan.backend == "hf-jobs" and run.plan.lora_on:
+            raise SpecError(
+                [
+                    SpecIssue(
+                        file,
+                        None,
+                        "stages",
+                        f"{run.title}: on hf-jobs a later stage cannot yet train from a LoRA "
+                        "stage's Hub repo",
+                        "set `lora: off` on that stage, or give the next stage its own "
+                        "`base_model` (locally, the merged model is used)",
+                    )
+                ]
+            )
 
 
 def _needs_submit(run: Run | None) -> bool:

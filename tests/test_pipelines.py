@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
-import sys
 
 import pytest
 from click.testing import CliRunner
@@ -24,7 +22,7 @@ from ci_runner.plan.resolve import run_id_for
 from ci_runner.report.render import render_report
 from ci_runner.spec.expand import expand, max_parallel
 from ci_runner.spec.load import parse_experiment
-from tests.conftest import ROOT, make_project
+from tests.conftest import ROOT, cli, make_project
 from tests.test_hf_jobs_backend import CAPYBARA, NS, TOKEN, creates, make_runner, summary_line
 
 SWEEP = """\
@@ -251,6 +249,11 @@ def project(tmp_path) -> Project:
     return Project(tmp_path)
 
 
+HUB_PIPELINE = PIPELINE.replace("evaluation: [{benchmark: gsm8k}]\n", "").replace(
+    "lora: {r: 8}", "lora: off"
+)
+
+
 def configs(hf) -> list[dict]:
     return [json.loads(r.json["environment"][CONFIG_ENV]) for r in creates(hf)]
 
@@ -312,7 +315,7 @@ def test_max_parallel_holds_runs_back_until_poll_sees_room(project, hf):
 @loopback
 def test_pipeline_starts_the_next_stage_from_the_previous_model(project, hf):
     spec = project.root / "experiments" / "pipe.yaml"
-    spec.write_text(PIPELINE.replace("evaluation: [{benchmark: gsm8k}]\n", ""))
+    spec.write_text(HUB_PIPELINE)
     runner = make_runner(project, hf)
     outcome = runner.submit(spec)
     sft, dpo = outcome.runs
@@ -335,9 +338,18 @@ def test_pipeline_starts_the_next_stage_from_the_previous_model(project, hf):
 
 
 @loopback
+def test_hf_jobs_refuses_to_chain_a_stage_onto_a_lora_stage(project, hf):
+    spec = project.root / "experiments" / "pipe.yaml"
+    spec.write_text(PIPELINE)
+    with pytest.raises(SpecError, match="cannot yet train from a LoRA"):
+        make_runner(project, hf).submit(spec)
+    assert creates(hf) == [] and not project.ledger_paths()
+
+
+@loopback
 def test_a_failed_stage_stops_the_chain_with_its_diagnosis(project, hf):
     spec = project.root / "experiments" / "pipe.yaml"
-    spec.write_text(PIPELINE.replace("evaluation: [{benchmark: gsm8k}]\n", ""))
+    spec.write_text(HUB_PIPELINE)
     runner = make_runner(project, hf)
     sft, dpo = runner.submit(spec).runs
     hf.add_logs(
@@ -380,13 +392,13 @@ def test_matrix_plan_shows_each_run_and_the_total_and_refuses_over_budget(tmp_pa
     )
     spec = tmp_path / "big-sweep.yaml"
     files = {"config.json": (CONFIGS / "Qwen2.5-7B" / "config.json").read_bytes()}
-    cli = CliRunner()
+    invoke = CliRunner().invoke
     root = ["--root", str(tmp_path)]
     with loopback_hub(tmp_path, monkeypatch, files=files) as (api, _):
         monkeypatch.setenv("HF_ENDPOINT", api.endpoint)
         monkeypatch.setenv("HF_TOKEN", "hf_test")
         spec.write_text(text.replace("BUDGET", "1000"))
-        roomy = cli.invoke(main, [*root, "plan", "--json", "--skip-data-check", str(spec)])
+        roomy = invoke(main, [*root, "plan", "--json", "--skip-data-check", str(spec)])
         assert roomy.exit_code == 0, roomy.output
         data = json.loads(roomy.stdout)
         costs = [r["plan"]["est_cost_usd"] for r in data["runs"]]
@@ -396,8 +408,8 @@ def test_matrix_plan_shows_each_run_and_the_total_and_refuses_over_budget(tmp_pa
 
         one_run = max(costs)
         spec.write_text(text.replace("BUDGET", f"{one_run * 2:.4f}"))  # each fits, all do not
-        planned = cli.invoke(main, [*root, "plan", "--skip-data-check", str(spec)])
-        submitted = cli.invoke(main, [*root, "submit", "--skip-data-check", str(spec)])
+        planned = invoke(main, [*root, "plan", "--skip-data-check", str(spec)])
+        submitted = invoke(main, [*root, "submit", "--skip-data-check", str(spec)])
     assert planned.exit_code == ExitCode.OVER_BUDGET
     for run_id in ids(text.replace("BUDGET", "1")):
         assert f"`{run_id}`" in planned.stdout  # a row per run with its cost
@@ -506,43 +518,30 @@ def test_sft_then_dpo_pipeline_runs_end_to_end(tiny_fixtures, tmp_path):
         "stages:\n"
         "  - method: sft\n"
         "    dataset: {path: ./fixtures/data/tiny-chat.jsonl, max_samples: 16}\n"
+        "    lora: {r: 4, alpha: 8}\n"  # DPO then trains from the merged SFT model
         "  - method: dpo\n"
         "    dataset: {path: ./fixtures/data/tiny-prefs.jsonl, max_samples: 16}\n"
     )
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "ci_runner.cli",
-            "--root",
-            str(root),
-            "run",
-            "experiments/tiny-pipe.yaml",
-            "--interval",
-            "0.5",
-        ],
-        cwd=root,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    result = cli(root, "run", "experiments/tiny-pipe.yaml", "--interval", "0.5")
     assert result.returncode == 0, result.stderr
     (ledger_path,) = (root / "training_reports").glob("*.ledger.json")
     assert ledger_path.name == "tiny-llama-tiny-chat-sft-dpo.ledger.json"
     sft, dpo = load_ledger(ledger_path).runs
     assert sft.status == dpo.status == RunStatus.COMPLETED
     assert (sft.method, dpo.method) == ("sft", "dpo")
-    # DPO trained from SFT's output, and started only after SFT's evaluation finished
-    assert dpo.base_model == f"./{sft.output_dir}"
+    # DPO trained from SFT's output (its LoRA merged), only after SFT's evaluation finished
+    assert sft.lora and not dpo.lora
+    assert dpo.base_model == f"./{sft.output_dir}/merged"
+    assert (root / sft.output_dir / "merged" / "config.json").exists()
     log = (root / dpo.last_attempt.job_url).read_text()
-    assert f"ci-runner train: DPO ./{sft.output_dir} on" in log
+    assert f"ci-runner train: DPO ./{sft.output_dir}/merged on" in log
     sft_evals_done = max(j.finished_at for j in sft.stage_jobs)
     assert dpo.last_attempt.submitted_at >= sft_evals_done
     assert [j.key for j in dpo.stage_jobs] == ["final"]
     report = ledger_path.with_name("tiny-llama-tiny-chat-sft-dpo.md").read_text()
     pipeline = report.split("# Pipeline")[1].split("\n---\n")[0]
     assert f"| 1. sft | `{sft.run_id}` | SFT (TRL) | `./fixtures/tiny-llama` |" in pipeline
-    assert f"| 2. dpo | `{dpo.run_id}` | DPO (TRL) | `./{sft.output_dir}` |" in pipeline
+    assert f"| 2. dpo | `{dpo.run_id}` | DPO (TRL) | `./{sft.output_dir}/merged` |" in pipeline
     assert len(re.findall(r"\| Completed \| \d\.\d{3} \|", pipeline)) == 2  # both scored
     assert "Method: SFT → DPO (TRL)" in report
 

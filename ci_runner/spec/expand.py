@@ -174,14 +174,13 @@ def _expand_combination(
     if not stage_raws:
         where = _Where(combo, names, None, {}, top)
         spec, findings = _concrete(top, where, name=None, depends_on=None, matrix=values)
-        return [(spec and _finish(spec, top, where, None, has_matrix, successor=False), findings)]
+        return [(spec and _finish(spec, where, None, has_matrix, successor=False), findings)]
 
     out: list[tuple[RunSpec | None, list[Finding]]] = []
     previous: RunSpec | None = None
     for i, raw in enumerate(stage_raws):
-        if i > 0 and previous is None:
-            out.append((None, []))  # the chain is already broken; its first error says why
-            continue
+        # After a stage that failed to validate, later ones are still checked (all errors
+        # at once); the runs are discarded anyway.
         stage = copy.deepcopy(raw)
         for parts, value in stage_keys.get(names[i], []):
             _assign(stage, parts, value)
@@ -207,7 +206,7 @@ def _expand_combination(
         )
         successor = i + 1 < len(stage_raws) and "base_model" not in stage_raws[i + 1]
         if spec is not None:
-            spec = _finish(spec, merged, where, names[i], has_matrix, successor=successor)
+            spec = _finish(spec, where, names[i], has_matrix, successor=successor)
         out.append((spec, findings))
         previous = spec
     return out
@@ -324,7 +323,6 @@ def _concrete(
 
 def _finish(
     spec: RunSpec,
-    data: dict,
     where: _Where,
     stage: str | None,
     has_matrix: bool,
