@@ -353,14 +353,7 @@ def submit(
     as_json: bool,
 ) -> None:
     """Check data, plan and submit a run; does nothing if it was already submitted."""
-    outcome = _runner(ctx).submit(
-        Path(file),
-        backend=backend,
-        allow_over_budget=allow_over_budget,
-        check_data=not skip_data_check,
-    )
-    for warning in outcome.warnings:
-        click.secho(f"warning: {warning}", fg="yellow", err=True)
+    outcome = _submit(_runner(ctx), file, backend, allow_over_budget, skip_data_check)
     if as_json:
         _emit_json(_submit_json(outcome))
         return
@@ -520,14 +513,7 @@ def run(
 ) -> None:
     """Submit, poll until the run ends, render the report. Exit code = run outcome."""
     runner = _runner(ctx)
-    outcome = runner.submit(
-        Path(file),
-        backend=backend,
-        allow_over_budget=allow_over_budget,
-        check_data=not skip_data_check,
-    )
-    for warning in outcome.warnings:
-        click.secho(f"warning: {warning}", fg="yellow", err=True)
+    outcome = _submit(runner, file, backend, allow_over_budget, skip_data_check)
     if outcome.runs:
         _run_file(runner, outcome, timeout=timeout, interval=interval, as_json=as_json)
     click.echo(
@@ -643,6 +629,21 @@ def _watch(
             err=True,
         )
         sys.exit(130)
+
+
+def _submit(
+    runner: Runner, file: str, backend: str | None, allow_over_budget: bool, skip_data_check: bool
+):
+    """Submit as `submit` and `run` both do, warnings to stderr."""
+    outcome = runner.submit(
+        Path(file),
+        backend=backend,
+        allow_over_budget=allow_over_budget,
+        check_data=not skip_data_check,
+    )
+    for warning in outcome.warnings:
+        click.secho(f"warning: {warning}", fg="yellow", err=True)
+    return outcome
 
 
 def _register_github_commands() -> None:
