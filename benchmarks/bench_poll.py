@@ -66,7 +66,6 @@ def main() -> None:
         os.environ["HF_ENDPOINT"] = hf.url
         root = Path(tmp)
         (root / "experiments").mkdir()
-        (root / "job_scripts").symlink_to(ROOT / "job_scripts")
         backend = HfJobsBackend(
             hf.api(TOKEN),
             namespace="bench",

@@ -5,7 +5,7 @@
 (a) demo: wall seconds of ``ci-runner run experiments/tiny-sft.yaml`` end to end, in a
     throwaway copy of the project (never touches training_reports/, always trains
     fresh), against the job's own ``runtime_s``; the ratio wall/runtime is the overhead.
-(b) wrapper: train tokens/s of ``job_scripts/train.py`` (trackio on, eval off) against
+(b) wrapper: train tokens/s of ``ci_runner/job_scripts/train.py`` (trackio on, eval off) against
     ``benchmarks/plain_trl_sft.py`` (plain TRL, same model, data and hyperparameters);
     the ratio ours/plain is the throughput our wrapper keeps.
 
@@ -31,7 +31,7 @@ ROOT = Path(__file__).resolve().parent.parent
 MODEL = ROOT / "fixtures" / "tiny-llama"
 DATA = ROOT / "fixtures" / "data" / "tiny-chat.jsonl"
 EXPERIMENT = "experiments/tiny-sft.yaml"
-TRAIN_SCRIPT = ROOT / "job_scripts" / "train.py"
+TRAIN_SCRIPT = ROOT / "ci_runner" / "job_scripts" / "train.py"
 PLAIN_SCRIPT = ROOT / "benchmarks" / "plain_trl_sft.py"
 SUMMARY_PREFIX = "CI_RUNNER_SUMMARY "
 # The settings (b) holds equal for both scripts; max_steps comes from --steps.
@@ -80,7 +80,6 @@ def bench_demo(scratch: Path, index: int) -> dict[str, float]:
     root = scratch / f"demo-{index}"
     root.mkdir()
     shutil.copytree(ROOT / "experiments", root / "experiments")
-    shutil.copytree(ROOT / "job_scripts", root / "job_scripts")
     (root / "fixtures").symlink_to(ROOT / "fixtures", target_is_directory=True)
     command = [*ci_runner_command(), "--root", str(root), "run", EXPERIMENT]
     wall, _ = run_command(command, cwd=root, env=offline_env())

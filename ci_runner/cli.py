@@ -25,7 +25,6 @@ from ci_runner.plan.render import plan_to_json, render_plan
 from ci_runner.plan.total import file_plan_to_json, render_file_plan
 from ci_runner.runner import Runner, SubmitOutcome, methods_of
 from ci_runner.spec.expand import expand
-from ci_runner.spec.load import load_experiment
 from ci_runner.spec.model import Experiment
 
 
@@ -116,20 +115,27 @@ def validate(ctx: click.Context, files: tuple[str, ...], with_data: bool, as_jso
 
     Exits 3 if a file is invalid; with --data, 7 if a dataset does not fit.
     """
-    results, failed, misfit = [], False, False
+    results, failed, misfit = [], 0, False
+    runner = _runner(ctx)
     for file in files:
+        warnings: list[str] = []
         try:
-            experiment = load_experiment(file)
+            experiment = runner.load(file, warnings=warnings)
         except SpecError as exc:
-            failed = True
+            # A wrong file (3) outranks one whose local inputs are only missing so far (4).
+            failed = min(failed or exc.exit_code, exc.exit_code)
             results.append({"file": file, "valid": False, "errors": [vars(i) for i in exc.issues]})
             if not as_json:
                 click.secho(str(exc), fg="red", err=True)
             continue
+        if not as_json:
+            for warning in warnings:
+                click.secho(f"warning: {warning}", fg="yellow", err=True)
         results.append(
             {
                 "file": file,
                 "valid": True,
+                "warnings": warnings,
                 "name": experiment.name,
                 "method": _methods(experiment),
                 "spec_hash": experiment.spec_hash,
@@ -146,7 +152,7 @@ def validate(ctx: click.Context, files: tuple[str, ...], with_data: bool, as_jso
             click.echo(f"ok  {file}  ({what})")
         if with_data:
             try:
-                checks = _data_checks(_runner(ctx), experiment)
+                checks = _data_checks(runner, experiment)
             except CiRunnerError as exc:
                 misfit = True
                 results[-1]["data_error"] = str(exc)
@@ -162,7 +168,7 @@ def validate(ctx: click.Context, files: tuple[str, ...], with_data: bool, as_jso
     if as_json:
         _emit_json(results)
     if failed:
-        sys.exit(ExitCode.SPEC_INVALID)
+        sys.exit(failed)
     if misfit:
         sys.exit(ExitCode.DATA)
 
@@ -233,11 +239,12 @@ def plan(
     budget.max_cost_usd.
     """
     runner = _runner(ctx)
-    experiment = load_experiment(file, {"backend": backend} if backend else None)
+    warnings: list[str] = []
+    experiment = runner.load(file, backend=backend, warnings=warnings)
     if experiment.is_multi_run:
         _plan_file(runner, experiment, skip_data_check=skip_data_check, as_json=as_json)
         return
-    data, warnings = None, []
+    data = None
     if not skip_data_check:
         try:
             data = runner.check_data(experiment)
@@ -315,7 +322,7 @@ def check_data(
         raise click.UsageError("give an experiment FILE or --dataset ID_OR_PATH (not both)")
     runner = _runner(ctx)
     if file:
-        experiment = load_experiment(file)
+        experiment = runner.load(file)
         if experiment.is_multi_run:
             checks = _data_checks(runner, experiment, remote=remote)
             if as_json:

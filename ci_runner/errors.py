@@ -47,10 +47,14 @@ class SpecIssue:
 
 
 class SpecError(CiRunnerError):
+    """The file is wrong (exit 3), or only points at inputs not on disk yet (exit 4)."""
+
     exit_code = ExitCode.SPEC_INVALID
 
-    def __init__(self, issues: list[SpecIssue]):
+    def __init__(self, issues: list[SpecIssue], *, missing_inputs: bool = False):
         self.issues = issues
+        if missing_inputs:
+            self.exit_code = ExitCode.NOT_READY
         super().__init__("\n".join(str(i) for i in issues))
 
 

@@ -33,7 +33,6 @@ from ci_runner.publish.redact import redact
 from ci_runner.report.render import code, table
 from ci_runner.runner import Runner, methods_of
 from ci_runner.spec.expand import expand
-from ci_runner.spec.load import load_experiment
 
 COMMANDS = ("validate", "plan", "submit", "poll", "report", "run")
 WRITES = ("submit", "poll", "report", "run")  # commands whose results are published
@@ -187,7 +186,7 @@ def do_validate(runner: Runner, files: list[str], out: Outcome) -> None:
     rows, errors = [], []
     for file in files:
         try:
-            exp = load_experiment(file)
+            exp = runner.load(file)
         except SpecError as exc:
             rows.append([code(file), "", "", "", "invalid"])
             errors.append(str(exc))

@@ -10,6 +10,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from ci_runner.job_scripts import JobScript, locate
+
 REPORTS_DIR = "training_reports"
 WORKSPACE_DIR = ".ci-runner"
 LEDGER_SUFFIX = ".ledger.json"
@@ -50,9 +52,9 @@ class Project:
     def trackio_dir(self) -> Path:
         return self.workspace / "trackio"
 
-    @property
-    def job_scripts(self) -> Path:
-        return self.root / "job_scripts"
+    def job_script(self, name: str) -> JobScript:
+        """The project's own ``job_scripts/<name>``, else the one shipped with ci-runner."""
+        return locate(name, self.root)
 
     def ledger_path(self, stem: str) -> Path:
         return self.reports_dir / f"{stem}{LEDGER_SUFFIX}"

@@ -8,6 +8,7 @@ started twice.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from collections.abc import Callable, Mapping
@@ -18,9 +19,11 @@ from pathlib import Path
 from ci_runner.backend.base import Backend, JobHandle, JobRequest, JobStatus, JobSummary
 from ci_runner.backend.hf_jobs import label_value
 from ci_runner.backend.local import LocalBackend, utc_now
+from ci_runner.core.hub import missing_path_hint, resolve_ref
 from ci_runner.data.check import DataCheck, check_experiment_data
 from ci_runner.errors import (
     BackendError,
+    DatasetNotFoundError,
     DatasetViewerError,
     NotReadyError,
     OverBudgetError,
@@ -212,6 +215,25 @@ class Runner:
 
     # -- submit -----------------------------------------------------------------
 
+    def load(
+        self,
+        spec_path: Path | str,
+        *,
+        backend: str | None = None,
+        warnings: list[str] | None = None,
+    ) -> Experiment:
+        """An experiment file, checked against this project (paths, reward code)."""
+        found: list = []
+        experiment = load_experiment(
+            spec_path,
+            {"backend": backend} if backend else None,
+            root=self.project.root,
+            warnings=found,
+        )
+        if warnings is not None:
+            warnings += [str(w) for w in found]
+        return experiment
+
     def check_inputs(self, experiment: Experiment) -> None:
         """Local model and data must exist before anything starts."""
         for what, ref in (
@@ -230,7 +252,7 @@ class Runner:
                 raise NotReadyError(f"rewards: {reward.split(':')[0]} does not exist")
         if experiment.backend == "local" and not _has_training_stack():
             raise NotReadyError(
-                "the local backend runs job_scripts/train.py with this Python, which lacks TRL; "
+                "the local backend runs train.py with this Python, which lacks TRL; "
                 "install the train extra: pip install -e '.[train]'"
             )
 
@@ -277,23 +299,37 @@ class Runner:
             ds = experiment.dataset
             source = DatasetSource(path=ds.path, config=ds.config, split=ds.split)
             sample = fetch_remote_sample(
-                self.backend("hf-jobs"), source, job_scripts=self.project.job_scripts
+                self.backend("hf-jobs"),
+                source,
+                script=self.project.job_script("check_data.py").path,
             )
         return check_experiment_data(experiment, root=self.project.root, sample=sample)
 
     def check_source(
         self, path: str, *, config: str | None, split: str, remote: bool = False
     ) -> DataCheck:
-        """A dataset on its own, judged for every method (``check-data --dataset``)."""
+        """A dataset on its own, judged for every method (``check-data --dataset``).
+
+        A path that exists in the project is read from disk, however it is spelled.
+        """
         from ci_runner.data.check import check_sample
         from ci_runner.data.sources import read_sample
 
+        ref = resolve_ref(path, self.project.root)
+        if ref.local and not ref.exists:
+            raise DatasetNotFoundError(
+                f"--dataset {path}: not in this project and not a Hub id; "
+                f"{missing_path_hint(ref.path)}"
+            )
+        path = ref.value
         if remote:
             from ci_runner.data.remote import fetch_remote_sample
 
             source = DatasetSource(path=path, config=config, split=split)
             sample = fetch_remote_sample(
-                self.backend("hf-jobs"), source, job_scripts=self.project.job_scripts
+                self.backend("hf-jobs"),
+                source,
+                script=self.project.job_script("check_data.py").path,
             )
         else:
             sample = read_sample(path, root=self.project.root, config=config, split=split)
@@ -391,11 +427,13 @@ class Runner:
         allow_over_budget: bool = False,
         check_data: bool = True,
     ) -> SubmitOutcome:
-        experiment = load_experiment(spec_path, {"backend": backend} if backend else None)
+        load_warnings: list[str] = []
+        experiment = self.load(spec_path, backend=backend, warnings=load_warnings)
         if experiment.is_multi_run:
-            return self._submit_file(
+            outcome = self._submit_file(
                 experiment, spec_path, allow_over_budget=allow_over_budget, check_data=check_data
             )
+            return dataclasses.replace(outcome, warnings=[*load_warnings, *outcome.warnings])
         self.check_inputs(experiment)
         stem = self._stem(experiment)
         ledger_path = self.project.ledger_path(stem)
@@ -436,7 +474,7 @@ class Runner:
             True,
             self.project.report_path(stem),
             plan,
-            warnings,
+            [*load_warnings, *warnings],
         )
 
     def _submit_file(
@@ -555,9 +593,7 @@ class Runner:
         cache = {} if cache is None else cache
         if backend not in cache:
             try:
-                experiment = load_experiment(
-                    self.project.root / ledger.spec_path, {"backend": backend}
-                )
+                experiment = self.load(self.project.root / ledger.spec_path, backend=backend)
                 cache[backend] = {spec.run_id: spec for spec in expand(experiment)}
             except Exception:  # noqa: BLE001 - any failure here means we cannot rebuild it
                 cache[backend] = {}
@@ -653,7 +689,7 @@ class Runner:
             return existing[-1]  # started before a crash, never recorded: adopt it
         resume_from = run.last_attempt.resume_from if run.last_attempt else None
         request = JobRequest(
-            script=self.project.job_scripts / TRAIN_SCRIPT,
+            script=self.project.job_script(TRAIN_SCRIPT).path,
             run_config=resolved.run_config.model_copy(
                 update={"resume_from_checkpoint": resume_from}
             ),
@@ -902,7 +938,7 @@ class Runner:
             )
             script = EXPORT_SCRIPT
         return JobRequest(
-            script=self.project.job_scripts / script,
+            script=self.project.job_script(script).path,
             run_config=config,
             labels=labels,
             flavor=run.hardware,

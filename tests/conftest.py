@@ -32,18 +32,34 @@ def tiny_fixtures(tmp_path_factory):
     return build_fixtures(tmp_path_factory.mktemp("tiny-fixtures"))
 
 
+@pytest.fixture(scope="module")
+def job_env(tmp_path_factory) -> dict[str, str]:
+    """Offline env for the script, with trackio and HF caches kept in a temp dir."""
+    root = tmp_path_factory.mktemp("train-env")
+    env = dict(os.environ)
+    env.pop("CI_RUNNER_RUN_CONFIG", None)
+    env.update(
+        TRACKIO_DIR=str(root / "trackio"),
+        HF_HOME=str(root / "hf-home"),
+        HF_HUB_OFFLINE="1",
+        HF_DATASETS_OFFLINE="1",
+        TRANSFORMERS_OFFLINE="1",
+        TOKENIZERS_PARALLELISM="false",
+    )
+    return env
+
+
 ROOT = __import__("pathlib").Path(__file__).resolve().parents[1]
 
 
 def make_project(root, fixtures_dir, *experiments: str):
     """A throwaway project checkout: its own experiments, reports and workspace.
 
-    ``job_scripts/`` and the built fixtures are linked in, not copied.
+    The built fixtures are linked in, not copied; job scripts come with the package.
     """
     import shutil
 
     (root / "experiments").mkdir(parents=True)
-    (root / "job_scripts").symlink_to(ROOT / "job_scripts")
     (root / "fixtures").symlink_to(fixtures_dir)
     for name in experiments:
         shutil.copy(ROOT / "experiments" / name, root / "experiments" / name)

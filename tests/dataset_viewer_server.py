@@ -68,6 +68,7 @@ class _Dataset:
     features: dict[str, Any] | None = None
     error: tuple[int, str, str] | None = None  # status, X-Error-Code, message
     partial: bool = False
+    num_rows: dict[tuple[str, str], int] = field(default_factory=dict)  # the real split sizes
 
 
 @dataclass
@@ -157,13 +158,18 @@ class FakeDatasetViewer:
         features: dict[str, Any] | None = None,
         error: tuple[int, str, str] | None = None,
         partial: bool = False,
+        num_rows: dict[tuple[str, str], int] | None = None,
     ) -> None:
         """Register ``{config: {split: rows}}``. ``token``: private, readable with it only.
+
+        ``features``: ``{column: datasets type dict}`` as the real dataset declares them
+        (default: guessed from the first row). ``num_rows``: ``{(config, split): n}``, the
+        real split sizes /size reports (default: the rows given).
 
         ``error=(status, code, message)``: every route answers that cached error, as the
         viewer does for datasets it can't process (e.g. 501 DatasetWithScriptNotSupportedError).
         """
-        self.datasets[name] = _Dataset(configs, token, features, error, partial)
+        self.datasets[name] = _Dataset(configs, token, features, error, partial, num_rows or {})
 
     def fail_next(
         self,
@@ -261,7 +267,7 @@ class FakeDatasetViewer:
         if wanted is not None and wanted not in dataset.configs:
             raise _error(404, "ResponseNotFound", "Not found.")
         splits = [
-            _split_size(name, config, split, rows)
+            _split_size(name, config, split, rows, dataset.num_rows.get((config, split)))
             for config, by_split in dataset.configs.items()
             if wanted in (None, config)
             for split, rows in by_split.items()
@@ -283,15 +289,17 @@ def _param(query: dict[str, list[str]], name: str) -> str:
     return values[0]
 
 
-def _split_size(name: str, config: str, split: str, rows: list[dict]) -> dict[str, Any]:
-    num_bytes = len(json.dumps(rows).encode())
+def _split_size(
+    name: str, config: str, split: str, rows: list[dict], num_rows: int | None = None
+) -> dict[str, Any]:
+    num_bytes = len(json.dumps(rows, default=str).encode())
     return {
         "dataset": name,
         "config": config,
         "split": split,
         "num_bytes_parquet_files": num_bytes,
         "num_bytes_memory": num_bytes,
-        "num_rows": len(rows),
+        "num_rows": len(rows) if num_rows is None else num_rows,
         "num_columns": len(rows[0]) if rows else 0,
     }
 

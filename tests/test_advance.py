@@ -116,3 +116,35 @@ def test_diagnose_timeout_missing_module_and_push_errors():
     assert "longer `timeout:`" in diagnose("Job timeout: exceeded 1800 seconds")
     assert "PEP 723" in diagnose("ModuleNotFoundError: No module named 'flash_attn'")
     assert "output.hub_model_id" in diagnose("push_to_hub failed: 403 Forbidden")
+
+
+def test_rows_the_job_dropped_become_run_warnings_in_the_report():
+    from ci_runner.ledger.model import Ledger
+    from ci_runner.report.render import render_report
+
+    summary = {
+        "status": "completed",
+        "steps": 4,
+        "max_steps": 4,
+        "final_loss": 1.0,
+        "data": {
+            "train_rows_without_content": {"dropped": 2, "total": 16, "columns": ["messages"]}
+        },
+    }
+    run = apply_job_status(
+        make_run(), JobStatus("j1", JobState.COMPLETED, 0), progress=None, summary=summary
+    )
+    assert run.warnings == ["train set: dropped 2 of 16 rows with no content in messages"]
+    assert '"warnings"' in run.model_dump_json()
+    assert '"warnings"' not in make_run().model_dump_json()  # older ledgers stay byte-identical
+    ledger = Ledger(
+        experiment="r",
+        spec_path="r.yaml",
+        report_path="r.md",
+        base_model="./m",
+        dataset="./d.jsonl",
+        method="sft",
+        runs=[run],
+    )
+    text = render_report(ledger, plot_name=None)
+    assert "> **Warning:** train set: dropped 2 of 16 rows with no content in messages" in text

@@ -142,7 +142,7 @@ def test_check_data_job_script_streams_a_local_dataset(tmp_path):
     )
     config = {"dataset": {"path": str(folder), "config": None, "split": "train"}}
     out = subprocess.run(
-        [sys.executable, str(ROOT / "job_scripts" / "check_data.py")],
+        [sys.executable, str(ROOT / "ci_runner" / "job_scripts" / "check_data.py")],
         env={
             **__import__("os").environ,
             "CI_RUNNER_RUN_CONFIG": json.dumps(config),
@@ -190,11 +190,19 @@ def test_remote_check_runs_a_cpu_job_and_checks_its_rows():
         )
         source = DatasetSource(path="openai/gsm8k", config="main", split="train")
         sample = fetch_remote_sample(
-            backend, source, job_scripts=ROOT / "job_scripts", interval_s=0.05, sleep=time.sleep
+            backend,
+            source,
+            script=ROOT / "ci_runner" / "job_scripts" / "check_data.py",
+            interval_s=0.05,
+            sleep=time.sleep,
         )
         (create,) = hf.requests_to("POST", r"^/api/jobs/alice$")
         again = fetch_remote_sample(
-            backend, source, job_scripts=ROOT / "job_scripts", interval_s=0.05, sleep=time.sleep
+            backend,
+            source,
+            script=ROOT / "ci_runner" / "job_scripts" / "check_data.py",
+            interval_s=0.05,
+            sleep=time.sleep,
         )
     assert create.json["flavor"] == "cpu-basic"
     assert sample.num_rows == 7473 and sample.rows == rows

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import importlib.util
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,7 @@ from ci_runner.data.formats import (
 from ci_runner.data.sample import DatasetSample
 
 READY, NEEDS, INCOMPATIBLE = Verdict.READY, Verdict.NEEDS_MAPPING, Verdict.INCOMPATIBLE
-TRAIN_SCRIPT = Path(__file__).resolve().parents[1] / "job_scripts" / "train.py"
+TRAIN_SCRIPT = Path(__file__).resolve().parents[1] / "ci_runner" / "job_scripts" / "train.py"
 
 
 def sample(*rows: dict[str, Any], columns: list[str] | None = None) -> DatasetSample:
@@ -272,20 +273,31 @@ def test_synonym_with_the_wrong_value_type_is_not_proposed():
     assert "missing prompt" in sft.reasons[0]
 
 
-def test_conversations_with_role_content_needs_mapping():
-    sft = checks(sample({"conversations": [user("hi"), bot("hello")]}))["sft"]
-    assert (sft.verdict, sft.mapping) == (NEEDS, {"messages": "conversations"})
+def test_conversations_is_read_as_messages():
+    sft = checks(sample({"conversations": [user("hi"), bot("hello")], "id": 3}))["sft"]
+    assert (sft.verdict, sft.mapping) == (READY, {})
+    assert sft.reasons == ("train.py keeps messages; reads conversations as messages; drops id",)
 
 
-def test_sharegpt_from_value_is_incompatible():
-    turns = [{"from": "human", "value": "hi"}, {"from": "gpt", "value": "hello"}]
+def test_sharegpt_from_value_turns_are_normalised():
+    turns = [
+        {"from": "system", "value": "be brief", "weight": None},
+        {"from": "human", "value": "hi", "weight": None},
+        {"from": "gpt", "value": "hello", "weight": 1.0},
+    ]
     sft = checks(sample({"conversations": turns}))["sft"]
-    assert (sft.verdict, sft.mapping) == (INCOMPATIBLE, {"messages": "conversations"})
+    assert (sft.verdict, sft.mapping, sft.problems) == (READY, {}, ())
+    assert "turns ShareGPT {from, value} turns into {role, content}" in sft.reasons[0]
+
+
+def test_sharegpt_speaker_without_a_role_is_named():
+    turns = [{"from": "human", "value": "hi"}, {"from": "bot", "value": "hello"}]
+    sft = checks(sample({"conversations": turns}))["sft"]
+    assert sft.verdict is INCOMPATIBLE
     assert sft.problems == (
-        "row 0, column 'conversations' (messages): ShareGPT-style {from, value} turns; "
-        "TRL needs {role, content}",
+        "row 0, column 'conversations' (messages): turn 1 has role 'bot'; expected one of "
+        "system, developer, user, assistant, tool",
     )
-    assert any("TRL converts them only in a column named 'conversations'" in r for r in sft.reasons)
 
 
 def test_experiment_mapping_makes_dpo_ready():
@@ -296,9 +308,14 @@ def test_experiment_mapping_makes_dpo_ready():
 
 
 def test_experiment_mapping_problems_name_the_dataset_column():
-    s = sample({"prompt": "Sky?", "good_response": "Blue.", "bad_response": ""})
+    ok = {"prompt": "Sky?", "good_response": "Blue.", "bad_response": "Green."}
+    s = sample(ok, ok, {**ok, "bad_response": ""})
     dpo = checks(s, columns={"chosen": "good_response", "rejected": "bad_response"})["dpo"]
-    assert dpo.problems == ("row 0, column 'bad_response' (rejected): is empty",)
+    assert dpo.verdict is READY
+    assert dpo.warnings == (
+        "1 of 3 sampled rows (33%) have no content in 'bad_response' (rejected): "
+        "train.py drops them",
+    )
 
 
 def test_experiment_mapping_is_completed_not_replaced():
@@ -334,12 +351,11 @@ def test_mapping_shadows_a_trl_named_column_like_train_py():
     assert (dpo.verdict, dpo.problems) == (READY, ())
 
 
-def test_sft_prompt_beside_messages_is_renamed_away():
+def test_sft_prompt_beside_messages_is_dropped():
     s = sample({"prompt": "hi", "messages": [user("hi"), bot("hello")]})
     sft = checks(s)["sft"]
-    assert (sft.verdict, sft.format) == (NEEDS, "conversational (messages)")
-    assert sft.mapping == {"prompt_unused": "prompt"}
-    assert sft.reasons[0].startswith("TRL's SFTTrainer treats every row with a 'prompt'")
+    assert (sft.verdict, sft.format, sft.mapping) == (READY, "conversational (messages)", {})
+    assert sft.reasons == ("train.py keeps messages; drops prompt",)
 
 
 def test_dpo_string_prompt_beside_whole_conversations_is_renamed_away():
@@ -349,8 +365,20 @@ def test_dpo_string_prompt_beside_whole_conversations_is_renamed_away():
         "rejected": [user("Sky?"), bot("Green.")],
     }
     dpo = checks(sample(row))["dpo"]
-    assert (dpo.verdict, dpo.mapping) == (NEEDS, {"prompt_unused": "prompt"})
+    assert (dpo.verdict, dpo.mapping) == (READY, {})
     assert dpo.format == "preference, implicit prompt (conversational)"
+    assert dpo.reasons == ("train.py keeps chosen, rejected; drops prompt",)
+
+
+def test_dpo_string_prompt_the_file_mapped_is_kept_and_blocks():
+    row = {
+        "q": "Sky?",
+        "chosen": [user("Sky?"), bot("Blue.")],
+        "rejected": [user("Sky?"), bot("No")],
+    }
+    dpo = checks(sample(row), columns={"prompt": "q"})["dpo"]
+    assert dpo.verdict is INCOMPATIBLE
+    assert dpo.reasons[0].endswith("drop prompt from dataset.columns")
 
 
 # --- content problems -------------------------------------------------------------------------
@@ -418,17 +446,44 @@ def test_identical_chosen_and_rejected_is_a_warning():
     )
 
 
-def test_nulls_in_a_required_column_are_incompatible():
+def test_rows_without_content_are_dropped_with_a_warning():
     s = sample({"text": "a"}, {"text": "b"}, {"text": None})
     sft = checks(s)["sft"]
+    assert (sft.verdict, sft.problems) == (READY, ())
+    assert sft.warnings == (
+        "1 of 3 sampled rows (33%) have no content in 'text': train.py drops them",
+    )
+
+
+def test_a_majority_without_content_is_refused():
+    s = sample({"text": "a"}, {"text": ""}, {"text": None})
+    sft = checks(s)["sft"]
     assert sft.verdict is INCOMPATIBLE
-    assert sft.problems == ("row 2, column 'text': is null",)
+    assert sft.reasons[0] == (
+        "2 of 3 sampled rows (67%) have no content in 'text': more than half, so the dataset "
+        "is refused; fix or filter it"
+    )
+
+
+def test_a_turn_with_null_content_drops_its_row():
+    good = {"messages": [user("hi"), bot("hello")]}
+    s = sample(good, good, {"messages": [user("hi"), {"role": "assistant", "content": None}]})
+    sft = checks(s)["sft"]
+    assert sft.verdict is READY
+    assert sft.warnings[0].startswith("1 of 3 sampled rows (33%) have no content in 'messages'")
 
 
 def test_missing_key_in_a_row_counts_as_null():
-    s = sample({"prompt": "a"}, {"other": 1}, columns=["prompt", "other"])
+    s = sample({"prompt": "a"}, {"prompt": "b"}, {"other": 1}, columns=["prompt", "other"])
     grpo = checks(s)["grpo"]
-    assert grpo.problems == ("row 1, column 'prompt': is null",)
+    assert grpo.warnings[0].startswith("1 of 3 sampled rows (33%) have no content in 'prompt'")
+
+
+def test_an_empty_split_is_not_ready():
+    s = DatasetSample(source="x", split="train", columns=["text"], rows=[], num_rows=0)
+    for check in check_dataset(s):
+        assert check.verdict is INCOMPATIBLE
+        assert check.reasons == ("the 'train' split has no rows: there is nothing to train on",)
 
 
 def test_prompt_types_mixed_across_rows_are_incompatible():
@@ -456,7 +511,7 @@ def test_completion_must_start_with_the_assistant():
 
 
 def test_problem_lists_are_capped():
-    s = sample(*({"text": None} for _ in range(25)))
+    s = sample(*({"text": 5} for _ in range(25)))
     sft = checks(s)["sft"]
     assert len(sft.problems) == MAX_LISTED + 1
     assert sft.problems[-1] == "... and 15 more in the sampled rows"
@@ -494,8 +549,9 @@ def test_render_report_all_methods():
 
 
 def test_render_report_marks_problems():
-    s = sample({"text": None})
-    assert "  ! row 0, column 'text': is null" in render_report(s, check_dataset(s))
+    s = sample({"text": 5})
+    text = render_report(s, check_dataset(s))
+    assert "  ! row 0, column 'text': is a number; expected a string" in text
 
 
 def test_mapping_yaml_quotes_what_yaml_would_misread():
@@ -528,31 +584,28 @@ def test_data_report_for_method():
 
 @functools.cache
 def train_module():
+    if str(TRAIN_SCRIPT.parent) not in sys.path:  # as a job runs it: helpers beside it
+        sys.path.insert(0, str(TRAIN_SCRIPT.parent))
     spec = importlib.util.spec_from_file_location("ci_runner_job_train_formats", TRAIN_SCRIPT)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
 
 
-class FakeDataset:
-    """Just what train.py's rename_columns and check_columns touch."""
-
-    def __init__(self, column_names: list[str]):
-        self.column_names = list(column_names)
-
-    def remove_columns(self, names: list[str]) -> FakeDataset:
-        return FakeDataset([c for c in self.column_names if c not in names])
-
-    def rename_columns(self, mapping: dict[str, str]) -> FakeDataset:
-        return FakeDataset([mapping.get(c, c) for c in self.column_names])
-
-
 def train_py_accepts(s: DatasetSample, method: str, columns: dict[str, str], rewards: list[str]):
+    """train.py's own data steps (rename, shape for TRL, column check) on a real Dataset."""
+    datasets = pytest.importorskip("datasets")
     train = train_module()
-    config = {"method": method, "hyperparameters": {}}
+    config = {
+        "method": method,
+        "hyperparameters": {},
+        "dataset": {"path": "x", "columns": columns},
+        "rewards": rewards,
+    }
     needs = train.resolve_rewards([r for r in rewards if ".py" not in r])[1]
     try:
-        dataset = train.rename_columns(FakeDataset(s.columns), columns)
+        dataset = train.rename_columns(datasets.Dataset.from_list(s.rows), columns)
+        dataset, _ = train.shape_for_trl(dataset, config, "train")
         train.check_columns(dataset, config, needs if method == "grpo" else set(), "train")
     except train.ConfigError:
         return False
@@ -601,23 +654,19 @@ def test_vision_preference_with_explicit_prompt():
     assert result["kto"].verdict is INCOMPATIBLE  # TRL's KTOTrainer refuses paired vision data
 
 
-def test_known_disagreement_train_py_accepts_a_prompt_beside_messages():
-    """train.py's check_columns passes (messages is there) but TRL's SFTTrainer takes the
-    prompt-completion path and fails on the missing completion: we say so up front."""
+def test_a_mapped_prompt_beside_messages_is_dropped_like_train_py_does():
+    """SFT on messages never reads a prompt, so one the file mapped goes too."""
     s = sample({"question": "hi", "messages": [user("hi"), bot("hello")]})
     columns = {"prompt": "question"}
     sft = checks(s, columns=columns)["sft"]
-    assert sft.verdict is INCOMPATIBLE
-    assert sft.reasons[0].endswith("drop prompt from dataset.columns")
+    assert sft.verdict is READY
     assert train_py_accepts(s, "sft", columns, []) is True
 
 
-def test_sharegpt_prompt_is_incompatible_for_grpo():
+def test_sharegpt_prompt_is_normalised_for_grpo():
     grpo = checks(sample({"prompt": [{"from": "human", "value": "2+2?"}]}))["grpo"]
-    assert grpo.verdict is INCOMPATIBLE
-    assert grpo.problems == (
-        "row 0, column 'prompt': ShareGPT-style {from, value} turns; TRL needs {role, content}",
-    )
+    assert (grpo.verdict, grpo.problems) == (READY, ())
+    assert grpo.format == "prompt-only (conversational)"
 
 
 def test_grpo_missing_answer_leads_with_the_reward_even_when_mapping_prompt():

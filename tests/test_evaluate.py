@@ -9,7 +9,6 @@ from __future__ import annotations
 import functools
 import importlib.util
 import json
-import os
 import socket
 import subprocess
 import sys
@@ -24,7 +23,7 @@ from ci_runner.fixtures import gsm8k_rows, humaneval_rows
 from ci_runner.runconfig import RUN_CONFIG_ENV, SUMMARY_PREFIX, EvalConfig
 
 REPO = Path(__file__).resolve().parents[1]
-EVAL_SCRIPT = REPO / "job_scripts" / "evaluate.py"
+EVAL_SCRIPT = REPO / "ci_runner" / "job_scripts" / "evaluate.py"
 TIMEOUT_S = 2.0
 SLACK_S = 3.0  # process start-up and kill on two busy cores
 
@@ -249,21 +248,6 @@ def run_evaluate(config: dict[str, Any] | str, env: dict[str, str], cwd: Path):
     if lines and lines[-1].startswith(SUMMARY_PREFIX):
         summary = json.loads(lines[-1][len(SUMMARY_PREFIX) :])
     return proc.returncode, proc.stdout + proc.stderr, summary
-
-
-@pytest.fixture(scope="module")
-def job_env(tmp_path_factory) -> dict[str, str]:
-    root = tmp_path_factory.mktemp("eval-env")
-    env = dict(os.environ)
-    env.pop(RUN_CONFIG_ENV, None)
-    env.update(
-        HF_HOME=str(root / "hf-home"),
-        HF_HUB_OFFLINE="1",
-        HF_DATASETS_OFFLINE="1",
-        TRANSFORMERS_OFFLINE="1",
-        TOKENIZERS_PARALLELISM="false",
-    )
-    return env
 
 
 def test_bad_config_fails_with_a_summary(job_env, tmp_path):

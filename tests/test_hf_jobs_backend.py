@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import json
 import subprocess
 import sys
@@ -11,15 +10,16 @@ from pathlib import Path
 import pytest
 
 from ci_runner.backend.hf_jobs import (
+    BUNDLE_ENV,
     CONFIG_ENV,
     REPO_LABEL,
-    SCRIPT_ENV,
     UV_IMAGE,
     HfJobsBackend,
     RetryPolicy,
     job_command,
 )
 from ci_runner.errors import BackendError, ExitCode
+from ci_runner.job_scripts import unbundle
 from ci_runner.ledger.model import RunStatus
 from ci_runner.ledger.store import load_ledger
 from ci_runner.paths import Project
@@ -71,7 +71,6 @@ def experiment_text(name: str, extra: str = "") -> str:
 @pytest.fixture
 def project(tmp_path) -> Project:
     (tmp_path / "experiments").mkdir()
-    (tmp_path / "job_scripts").symlink_to(ROOT / "job_scripts")
     return Project(tmp_path)
 
 
@@ -124,8 +123,10 @@ def test_submit_sends_script_config_secret_labels_flavor_and_timeout(project, hf
     assert body["labels"][REPO_LABEL] == "acme-experiments"
     assert body["labels"]["ci-runner.experiment"] == "qwen-sft"
     assert body["labels"]["ci-runner.run"] == outcome.run_id
-    script = base64.b64decode(body["environment"][SCRIPT_ENV])
-    assert script == (ROOT / "job_scripts" / "train.py").read_bytes()
+    shipped = unbundle(body["environment"][BUNDLE_ENV])
+    scripts = ROOT / "ci_runner" / "job_scripts"
+    assert shipped["train.py"] == (scripts / "train.py").read_bytes()
+    assert shipped["shaping.py"] == (scripts / "shaping.py").read_bytes()
     config = json.loads(body["environment"][CONFIG_ENV])
     assert config["hub_model_id"] == f"{NS}/qwen-sft" and config["run_id"] == outcome.run_id
     assert body["command"][:2] == ["bash", "-c"] and "uv run" in body["command"][2]
@@ -134,8 +135,8 @@ def test_submit_sends_script_config_secret_labels_flavor_and_timeout(project, hf
 
 
 def test_multi_gpu_flavors_launch_through_torchrun():
-    assert "torchrun --standalone --nproc_per_node 4" in job_command("a100x4")[2]
-    assert "torchrun" not in job_command("a10g-large")[2]
+    assert "torchrun --standalone --nproc_per_node 4" in job_command("a100x4", "train.py")[2]
+    assert "torchrun" not in job_command("a10g-large", "train.py")[2]
 
 
 def test_poll_follows_a_job_to_completion_and_reports_links(project, hf):

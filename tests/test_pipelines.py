@@ -245,7 +245,6 @@ def hf(monkeypatch):
 @pytest.fixture
 def project(tmp_path) -> Project:
     (tmp_path / "experiments").mkdir()
-    (tmp_path / "job_scripts").symlink_to(ROOT / "job_scripts")
     return Project(tmp_path)
 
 

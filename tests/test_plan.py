@@ -7,16 +7,13 @@ through the real huggingface_hub client to a loopback server on 127.0.0.1.
 from __future__ import annotations
 
 import json
-import struct
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
-from huggingface_hub import HfApi, constants
+from huggingface_hub import HfApi
 
 from ci_runner.plan.estimate import (
     LORA_AUTO_THRESHOLD,
@@ -35,6 +32,7 @@ from ci_runner.plan.model_size import (
 from ci_runner.plan.render import plan_from_json, plan_to_json, render_plan
 from ci_runner.spec.load import load_experiment
 from ci_runner.spec.model import Experiment
+from tests.model_hub import FakeModelHub, model_hub, safetensors_bytes
 
 pytestmark = pytest.mark.usefixtures("loopback_online")
 
@@ -115,21 +113,6 @@ def test_local_model_dir_sized_from_config_and_shape_kept() -> None:
     assert size.shape is not None and size.shape.vocab_size == 151936
 
 
-def _safetensors(tensors: dict[str, list[int]]) -> bytes:
-    """A valid BF16 safetensors file with zero weights."""
-    header: dict[str, Any] = {}
-    offset = 0
-    for name, shape in tensors.items():
-        size = 2
-        for dim in shape:
-            size *= dim
-        header[name] = {"dtype": "BF16", "shape": shape, "data_offsets": [offset, offset + size]}
-        offset += size
-    raw = json.dumps(header).encode()
-    raw += b" " * (-len(raw) % 8)
-    return struct.pack("<Q", len(raw)) + raw + bytes(offset)
-
-
 TINY_TENSORS = {
     "model.embed_tokens.weight": [64, 16],
     "model.layers.0.mlp.down_proj.weight": [16, 48],
@@ -149,7 +132,7 @@ TINY_CONFIG = {
 def test_local_safetensors_count_drops_a_stored_tied_lm_head(tmp_path: Path) -> None:
     model = tmp_path / "tiny"
     model.mkdir()
-    (model / "model.safetensors").write_bytes(_safetensors(TINY_TENSORS))
+    (model / "model.safetensors").write_bytes(safetensors_bytes(TINY_TENSORS))
     assert count_local_parameters(model) == 64 * 16 * 2 + 16 * 48
     (model / "config.json").write_text(json.dumps(TINY_CONFIG))
     size = model_size(str(model), root=Path("/nowhere"), api=None)
@@ -164,74 +147,19 @@ def test_unknown_sizes_are_none_never_guessed(tmp_path: Path) -> None:
 
 # --- a loopback Hub ----------------------------------------------------------
 
-COMMIT = "a" * 40
-
-
-class _Hub(BaseHTTPRequestHandler):
-    files: dict[str, bytes] = {}
-    hardware: Any = []
-    fail = 0  # an HTTP status every request gets, when set
-    seen: list[tuple[str, str, str | None]] = []  # method, path, range: what reached us
-
-    def log_message(self, *args: Any) -> None:
-        pass
-
-    def _send(self, status: int, body: bytes, headers: dict[str, str]) -> None:
-        self.send_response(status)
-        for key, value in {"Content-Length": str(len(body)), **headers}.items():
-            self.send_header(key, value)
-        self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(body)
-
-    def _file(self) -> None:
-        self.seen.append((self.command, self.path, self.headers.get("range")))
-        if self.fail:
-            return self._send(self.fail, b"{}", {"Content-Type": "application/json"})
-        if self.path == "/api/jobs/hardware":
-            return self._send(200, json.dumps(self.hardware).encode(), {})
-        _, _, filename = self.path.partition("/resolve/main/")
-        if filename not in self.files:
-            return self._send(404, b"", {"X-Error-Code": "EntryNotFound"})
-        body = self.files[filename]
-        status, rng = 200, self.headers.get("range")
-        if rng and self.command == "GET":
-            start, end = (int(x) for x in rng.removeprefix("bytes=").split("-"))
-            body, status = body[start : end + 1], 206
-        headers = {"ETag": f'"{hash(self.files[filename]) & 0xFFFF:x}"', "X-Repo-Commit": COMMIT}
-        if self.command == "HEAD":
-            headers["Content-Length"] = str(len(self.files[filename]))
-            self.send_response(200)
-            for key, value in headers.items():
-                self.send_header(key, value)
-            self.end_headers()
-            return None
-        return self._send(status, body, headers)
-
-    do_GET = do_HEAD = _file
-
 
 @contextmanager
 def loopback_hub(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, **state: Any
-) -> Iterator[tuple[HfApi, type[_Hub]]]:
-    handler = type("Hub", (_Hub,), {"files": {}, "hardware": [], "fail": 0, "seen": []})
-    for key, value in state.items():
-        setattr(handler, key, value)
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
-    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub-cache"))
-    try:
-        yield HfApi(endpoint=f"http://127.0.0.1:{server.server_port}", token="hf_test"), handler
-    finally:
-        server.shutdown()
-        server.server_close()
+) -> Iterator[tuple[HfApi, FakeModelHub]]:
+    files = state.pop("files", {})
+    with model_hub(tmp_path, monkeypatch, files, **state) as hub:
+        yield HfApi(endpoint=hub.url, token="hf_test"), hub
 
 
 def test_hub_model_sized_from_safetensors_metadata(tmp_path, monkeypatch) -> None:
     files = {
-        "model.safetensors": _safetensors(TINY_TENSORS),
+        "model.safetensors": safetensors_bytes(TINY_TENSORS),
         "config.json": json.dumps(TINY_CONFIG).encode(),
     }
     with loopback_hub(tmp_path, monkeypatch, files=files) as (api, hub):

@@ -17,7 +17,7 @@ from ci_runner.errors import ExitCode
 from ci_runner.ledger.model import RunStatus
 from ci_runner.paths import Project
 from ci_runner.runner import Runner
-from tests.conftest import ROOT, make_project
+from tests.conftest import make_project
 from tests.dataset_viewer_server import FakeDatasetViewer
 from tests.hf_jobs_server import FakeHFJobs
 
@@ -99,8 +99,6 @@ def hf(monkeypatch):
 
 def hf_project(tmp_path: Path, name: str, extra: str = "") -> tuple[Project, Path]:
     (tmp_path / "experiments").mkdir(exist_ok=True)
-    if not (tmp_path / "job_scripts").exists():
-        (tmp_path / "job_scripts").symlink_to(ROOT / "job_scripts")
     spec = tmp_path / "experiments" / f"{name}.yaml"
     spec.write_text(
         f"name: {name}\nbase_model: Qwen/Qwen3-0.6B\nmethod: sft\ndataset: trl-lib/Capybara\n"

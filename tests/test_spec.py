@@ -14,6 +14,7 @@ from ci_runner.cli import main
 from ci_runner.errors import ExitCode, SpecError
 from ci_runner.spec.load import parse_experiment
 from ci_runner.spec.model import parse_duration
+from tests.conftest import make_project
 
 ROOT = Path(__file__).resolve().parents[1]
 MALFORMED = Path(__file__).parent / "malformed"
@@ -78,16 +79,28 @@ def test_submit_of_malformed_file_starts_nothing(tmp_path, name):
     assert not (tmp_path / "training_reports").exists()
 
 
-def test_shipped_experiments_validate():
-    files = sorted(str(p) for p in (ROOT / "experiments").glob("*.yaml"))
-    assert len(files) >= 5
-    result = CliRunner().invoke(main, ["validate", *files])
+def test_shipped_experiments_validate(tiny_fixtures, tmp_path):
+    names = sorted(p.name for p in (ROOT / "experiments").glob("*.yaml"))
+    assert len(names) >= 5
+    root = make_project(tmp_path, tiny_fixtures.model.parent, *names)
+    files = [str(root / "experiments" / name) for name in names]
+    result = CliRunner().invoke(main, ["--root", str(root), "validate", *files])
     assert result.exit_code == 0, result.output
     assert result.output.count("ok  ") == len(files)
 
 
+def test_demo_files_without_fixtures_say_how_to_build_them(tmp_path):
+    root = make_project(tmp_path, tmp_path / "not-built", "tiny-sft.yaml")
+    result = CliRunner().invoke(
+        main, ["--root", str(root), "validate", str(root / "experiments" / "tiny-sft.yaml")]
+    )
+    assert result.exit_code == ExitCode.NOT_READY
+    assert "base_model: no model folder at './fixtures/tiny-llama'" in result.output
+    assert "hint: build the offline demo fixtures first: ci-runner fixtures" in result.output
+
+
 def test_validate_json_reports_each_file(tmp_path):
-    good = ROOT / "experiments" / "tiny-sft.yaml"
+    good = ROOT / "experiments" / "qwen3-codeforces-sft.yaml"
     bad = MALFORMED / "method_typo.yaml"
     result = CliRunner().invoke(main, ["validate", "--json", str(good), str(bad)])
     assert result.exit_code == ExitCode.SPEC_INVALID
@@ -138,10 +151,10 @@ def test_spec_hash_ignores_comments_and_key_order_but_not_values():
     assert a.spec_hash != c.spec_hash
 
 
-def test_local_paths_must_be_explicit():
+def test_a_reference_that_can_be_neither_local_nor_hub_is_refused():
     with pytest.raises(SpecError) as info:
         parse_experiment(MINIMAL.replace("org/model", "models\\tiny llama"), "f.yaml")
-    assert "local paths start with ./" in str(info.value)
+    assert "is neither a Hub id (org/name) nor a local path" in str(info.value)
     assert parse_experiment(MINIMAL.replace("org/model", "./models/tiny"), "f.yaml")
 
 

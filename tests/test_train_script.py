@@ -10,7 +10,6 @@ import functools
 import importlib.util
 import json
 import math
-import os
 import re
 import subprocess
 import sys
@@ -23,13 +22,15 @@ import pytest
 from ci_runner.runconfig import RUN_CONFIG_ENV, SUMMARY_PREFIX, RunConfig
 
 REPO = Path(__file__).resolve().parents[1]
-TRAIN_SCRIPT = REPO / "job_scripts" / "train.py"
+TRAIN_SCRIPT = REPO / "ci_runner" / "job_scripts" / "train.py"
 PROJECT = "ci-runner-tests"
 
 
 @functools.cache
 def train_module():
-    """Import train.py from its path: it is a standalone script, not part of the package."""
+    """Import train.py from its path, with its folder on sys.path as when a job runs it."""
+    if str(TRAIN_SCRIPT.parent) not in sys.path:
+        sys.path.insert(0, str(TRAIN_SCRIPT.parent))
     spec = importlib.util.spec_from_file_location("ci_runner_job_train", TRAIN_SCRIPT)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -41,23 +42,6 @@ class Result:
     returncode: int
     output: str
     summary: dict[str, Any] | None
-
-
-@pytest.fixture(scope="module")
-def job_env(tmp_path_factory) -> dict[str, str]:
-    """Offline env for the script, with trackio and HF caches kept in a temp dir."""
-    root = tmp_path_factory.mktemp("train-env")
-    env = dict(os.environ)
-    env.pop(RUN_CONFIG_ENV, None)
-    env.update(
-        TRACKIO_DIR=str(root / "trackio"),
-        HF_HOME=str(root / "hf-home"),
-        HF_HUB_OFFLINE="1",
-        HF_DATASETS_OFFLINE="1",
-        TRANSFORMERS_OFFLINE="1",
-        TOKENIZERS_PARALLELISM="false",
-    )
-    return env
 
 
 def make_config(tmp_path: Path, model: Path, data: Path | str, method: str, **fields) -> RunConfig:
@@ -250,6 +234,70 @@ def test_resume_from_latest_checkpoint(tiny_fixtures, job_env, tmp_path, monkeyp
     # Steps 1-2 come from the checkpoint's history; tokens count this session only.
     assert summary["loss_history"][:2] == before["loss_history"]
     assert 0 < summary["train_tokens"] < 2 * before["train_tokens"]
+
+
+def _chat_rows(tiny_fixtures) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in tiny_fixtures.sft_data.read_text().splitlines()]
+
+
+@pytest.mark.training
+def test_rows_without_content_are_dropped_and_reported(
+    tiny_fixtures, job_env, tmp_path, monkeypatch
+):
+    rows = _chat_rows(tiny_fixtures)[:16]
+    rows[3] = {"messages": None}
+    rows[7]["messages"][-1]["content"] = None
+    data = tmp_path / "holes.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    config = make_config(tmp_path, tiny_fixtures.model, data, "sft")
+    result = run_train(config, job_env, tmp_path)
+    summary = assert_trained(result, config, job_env, monkeypatch)
+    assert summary["data"] == {
+        "train_rows_without_content": {"dropped": 2, "total": 16, "columns": ["messages"]}
+    }
+    assert "warning: the train set: 2 of 16 rows (12%) have no content in messages" in (
+        result.output
+    )
+    assert "rows train=14" in result.output
+
+
+def test_a_dataset_mostly_without_content_is_refused(tiny_fixtures, job_env, tmp_path):
+    rows = _chat_rows(tiny_fixtures)[:6]
+    for row in rows[:4]:
+        row["messages"] = None
+    data = tmp_path / "empty.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    config = make_config(tmp_path, tiny_fixtures.model, data, "sft")
+    result = run_train(config, job_env, tmp_path)
+    assert result.returncode == 1
+    assert result.summary is not None and result.summary["error_type"] == "ConfigError"
+    assert result.summary["error"] == (
+        "the train set: 4 of 6 rows (67%) have no content in messages: more than half, so the "
+        "dataset is refused; fix or filter it"
+    )
+
+
+@pytest.mark.training
+def test_sharegpt_conversations_train_as_chat(tiny_fixtures, job_env, tmp_path, monkeypatch):
+    speakers = {"user": "human", "assistant": "gpt", "system": "system"}
+    rows = [
+        {
+            "id": i,
+            "conversations": [
+                {"from": speakers[m["role"]], "value": m["content"], "weight": None}
+                for m in row["messages"]
+            ],
+        }
+        for i, row in enumerate(_chat_rows(tiny_fixtures)[:16])
+    ]
+    data = tmp_path / "sharegpt.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    config = make_config(tmp_path, tiny_fixtures.model, data, "sft")
+    result = run_train(config, job_env, tmp_path)
+    assert_trained(result, config, job_env, monkeypatch)
+    assert "train set: train.py keeps messages; reads conversations as messages; turns " in (
+        result.output
+    )
 
 
 # --- failures end in a failed summary ---------------------------------------

@@ -3,10 +3,11 @@
 How a job script gets into the container: ``run_uv_job`` would upload a local
 script to a private Hub bucket over Xet before starting the job. That is one more
 moving part per submission, and one no test can exercise offline. Instead the
-script travels inside the job spec itself: base64 in an env var, decoded by a
-one-line ``bash -c`` and run with ``uv run`` (which reads its PEP 723 header).
-The run config travels the same way, as JSON. The job spec is then the whole
-truth about what ran, visible on the job's page.
+script and the helper modules it imports travel inside the job spec itself: a
+reproducible tar.gz, base64 in an env var, unpacked by a one-line ``bash -c`` and
+run with ``uv run`` (which reads the script's PEP 723 header). The run config
+travels the same way, as JSON. The job spec is then the whole truth about what
+ran, visible on the job's page.
 
 ``HF_TOKEN`` is always passed as a *secret*, never in ``env``: secrets are
 encrypted and never echoed back by the API.
@@ -14,7 +15,6 @@ encrypted and never echoed back by the API.
 
 from __future__ import annotations
 
-import base64
 import os
 import re
 import shlex
@@ -26,13 +26,14 @@ from typing import Any, TypeVar
 
 from ci_runner.backend.base import JobHandle, JobRequest, JobStatus
 from ci_runner.errors import BackendError
+from ci_runner.job_scripts import bundle_b64
 from ci_runner.ledger.model import JobState
 from ci_runner.plan.flavors import FLAVORS_BY_NAME
 
 UV_IMAGE = "ghcr.io/astral-sh/uv:python3.12-bookworm"
-SCRIPT_ENV = "CI_RUNNER_SCRIPT_B64"
+BUNDLE_ENV = "CI_RUNNER_BUNDLE_B64"
 CONFIG_ENV = "CI_RUNNER_RUN_CONFIG"
-SCRIPT_PATH = "/tmp/ci_runner_job.py"
+JOB_DIR = "/tmp/ci-runner-job"
 RETRY_STATUS = (408, 429, 500, 502, 503, 504)
 LOG_TAIL = 2000
 REPO_LABEL = "ci-runner.repo"
@@ -49,24 +50,25 @@ AUTH_HINTS = {
 }
 
 
-def job_command(flavor: str) -> list[str]:
-    """Decode the script and run it; multi-GPU flavors go through torchrun.
+def job_command(flavor: str, script: str) -> list[str]:
+    """Unpack the bundle and run the script; multi-GPU flavors go through torchrun.
 
     For a single process ``uv run`` resolves the script's PEP 723 header itself.
     torchrun needs the dependencies in the environment it runs in, so the header
     is exported to a requirements file first and torchrun runs inside it.
     """
-    decode = f'printf %s "${SCRIPT_ENV}" | base64 -d > {SCRIPT_PATH}'
+    path = shlex.quote(f"{JOB_DIR}/{script}")
+    unpack = f'mkdir -p {JOB_DIR} && printf %s "${BUNDLE_ENV}" | base64 -d | tar -xz -C {JOB_DIR}'
     gpus = FLAVORS_BY_NAME[flavor].gpus if flavor in FLAVORS_BY_NAME else 1
     if gpus > 1:
         launch = (
-            f"uv export --script {SCRIPT_PATH} --no-hashes > /tmp/requirements.txt && "
+            f"uv export --script {path} --no-hashes > /tmp/requirements.txt && "
             f"exec uv run --with-requirements /tmp/requirements.txt -- "
-            f"torchrun --standalone --nproc_per_node {gpus} {SCRIPT_PATH}"
+            f"torchrun --standalone --nproc_per_node {gpus} {path}"
         )
     else:
-        launch = f"exec uv run {shlex.quote(SCRIPT_PATH)}"
-    return ["bash", "-c", f"{decode} && {launch}"]
+        launch = f"exec uv run {path}"
+    return ["bash", "-c", f"{unpack} && {launch}"]
 
 
 @dataclass(frozen=True)
@@ -139,10 +141,9 @@ class HfJobsBackend:
 
     def submit(self, request: JobRequest) -> JobHandle:
         """Create the job; on a retried create, adopt a job the failed call made."""
-        script = request.script.read_bytes()
         labels = {REPO_LABEL: self.repo, **request.labels}
         env = {
-            SCRIPT_ENV: base64.b64encode(script).decode(),
+            BUNDLE_ENV: bundle_b64(request.script),
             CONFIG_ENV: request.run_config.model_dump_json(),
             "PYTHONUNBUFFERED": "1",
         }
@@ -154,7 +155,7 @@ class HfJobsBackend:
                 return existing[-1]
             return self.api.run_job(
                 image=UV_IMAGE,
-                command=job_command(request.flavor),
+                command=job_command(request.flavor, request.script.name),
                 env=env,
                 secrets={"HF_TOKEN": self._token},
                 flavor=request.flavor,

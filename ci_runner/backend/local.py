@@ -21,6 +21,7 @@ from pathlib import Path
 
 from ci_runner.backend.base import JobHandle, JobRequest, JobStatus
 from ci_runner.errors import BackendError
+from ci_runner.job_scripts import PACKAGE_DIR
 from ci_runner.ledger.model import JobState
 from ci_runner.ledger.store import write_atomic
 
@@ -78,7 +79,7 @@ class LocalBackend:
             process = subprocess.Popen(
                 [sys.executable, "-m", SUPERVISOR, str(job_dir), *timeout, "--", *command],
                 cwd=self.cwd,
-                env={**os.environ, "PYTHONUNBUFFERED": "1", **self.env},
+                env={**os.environ, "PYTHONUNBUFFERED": "1", **self.env, **_helpers_path()},
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -152,6 +153,12 @@ class LocalBackend:
         pid = int((job_dir / PID_FILE).read_text())
         with contextlib.suppress(ProcessLookupError):
             os.killpg(pid, signal.SIGTERM)
+
+
+def _helpers_path() -> dict[str, str]:
+    """A project's own job script still imports the packaged helpers (after its siblings)."""
+    paths = [str(PACKAGE_DIR), *filter(None, [os.environ.get("PYTHONPATH")])]
+    return {"PYTHONPATH": os.pathsep.join(paths)}
 
 
 def _alive(job_dir: Path) -> bool:

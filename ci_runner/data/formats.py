@@ -18,9 +18,11 @@ rule                                                          methods     effect
 ============================================================  ==========  ==========
 dataset.columns names a missing column, or maps two TRL       all         blocking
   columns to one (train.py would keep only one of them)
+null or empty ("" / []) content in the columns the format      SFT, DPO,   dropped (2)
+  reads, or a turn whose content is null                        GRPO
 null, empty ("" / []) or wrongly typed value; types mixed     all         blocking
   across rows (TRL reads the first row to pick a code path)
-message not a {role, content} dict; ShareGPT {from, value}    all         blocking
+message not a {role, content} dict                            all         blocking
 role not system/developer/user/assistant/tool (developer is   all         blocking
   refused for vision: TRL's multimodal path rejects it)
 first turn after system/developer is not user                 all         blocking
@@ -33,9 +35,11 @@ reply (completion, or chosen/rejected after an explicit       all         blocki
 two user or two assistant turns in a row; system turn in      all         warning
   mid-conversation; tool turn not after assistant (some
   templates, e.g. Gemma's, reject these; most accept them)
-prompt beside messages/text but no completion: TRL takes the  SFT         mapping (1)
-  prompt-completion path and fails
-string prompt beside chosen/rejected conversations that       DPO, KTO    mapping (1)
+columns the format does not read (a prompt beside messages,    SFT, DPO,   dropped (3)
+  ids, metadata); a string prompt beside chosen/rejected       GRPO
+  conversations that start with the user (TRL would join
+  str + list and fail)
+string prompt beside chosen/rejected conversations that       KTO         mapping (1)
   start with the user: TRL joins str + list and fails
 prompt and completion of different types (str vs messages)    SFT, KTO    blocking
 chosen / rejected (/ prompt) of different types               DPO, KTO    blocking
@@ -54,14 +58,17 @@ accuracy reward: answer null or without a number (scores 0)   GRPO        warnin
 
 (1) NEEDS MAPPING with ``{prompt_unused: prompt}``, which renames the prompt out of TRL's
 way; blocking instead when ``dataset.columns`` itself produced the prompt column.
+(2) The check counts them; train.py drops them with a warning, and refuses a dataset where
+they are more than half the rows (``job_scripts.shaping``).
+(3) train.py keeps only the columns of one unambiguous format (``job_scripts.shaping``),
+and the check judges that narrowed view, so it says READY and lists what is dropped.
+ShareGPT ``{from, value}`` turns (``conversations`` or ``messages``) are normalised to
+``{role, content}`` the same way.
 
 Mapping proposals are conservative: a column is proposed only when its name is a known
 synonym of the TRL column (case, spaces and dashes ignored), its sampled values have a
 usable type, and it is the only such column. Several candidates are reported, not guessed:
 NEEDS MAPPING with the rest of the mapping, the choice left as a YAML comment.
-ShareGPT ``conversations`` ({from, value}) is INCOMPATIBLE: TRL's SFTTrainer converts it
-only under the name ``conversations``, which train.py's column check does not accept, and
-renaming it to ``messages`` skips TRL's conversion.
 """
 
 from __future__ import annotations
@@ -74,6 +81,7 @@ from enum import Enum
 from typing import Any
 
 from ci_runner.data.sample import DatasetSample
+from ci_runner.job_scripts import shaping
 
 METHODS = ("sft", "dpo", "grpo", "kto")
 TRAINABLE = ("sft", "dpo", "grpo")  # what job_scripts/train.py can run
@@ -624,13 +632,6 @@ def _vision(fmt: str, image: str | None) -> str:
 def _check_sft(view: _View, text_field: str) -> MethodCheck:
     """messages, text or prompt + completion, in the order TRL's SFTTrainer picks them."""
     image, cols = _image_column(view), set(view.columns)
-    if (
-        not image
-        and "prompt" in cols
-        and "completion" not in cols
-        and {"messages", text_field} & cols
-    ):
-        return _sft_stray_prompt(view, text_field)
     lm_first = bool(image)  # TRL's vision collator looks for messages/text before prompt
     if not lm_first and {"prompt", "completion"} <= cols:
         return _sft_prompt_completion(view, _bind(view, ("prompt", "completion")), image)
@@ -648,15 +649,6 @@ def _check_sft(view: _View, text_field: str) -> MethodCheck:
         return _sft_prompt_completion(view, pair, image)
     needs = f"messages, {text_field}, or prompt + completion"
     return _missing("sft", view, pair, needs)
-
-
-def _sft_stray_prompt(view: _View, text_field: str) -> MethodCheck:
-    """A prompt beside messages/text sends TRL down the prompt-completion path, which fails."""
-    why = (
-        "TRL's SFTTrainer treats every row with a 'prompt' as prompt-completion, and there "
-        "is no completion"
-    )
-    return _without_prompt("sft", view, why, lambda parked: _check_sft(parked, text_field))
 
 
 def _without_prompt(
@@ -696,14 +688,7 @@ def _sft_messages(view: _View, binding: _Binding, image: str | None) -> MethodCh
     issues = _textual_issues(view, binding, "messages", "conversation", bool(image))
     if image:
         issues += _image_issues(view, image, "messages", column)
-    reasons = []
-    if any("ShareGPT" in issue.text for issue in issues):
-        reasons.append(
-            "ShareGPT {from, value} turns must become {role, content} before training: TRL "
-            "converts them only in a column named 'conversations', which train.py's column "
-            "check rejects, and renamed to 'messages' they are no longer converted"
-        )
-    return _result("sft", fmt, view, binding, issues, reasons)
+    return _result("sft", fmt, view, binding, issues)
 
 
 def _sft_text(view: _View, text_field: str, image: str | None) -> MethodCheck:
@@ -1002,16 +987,72 @@ def check_dataset(
         none = _Binding({}, {}, {}, ())
         return [_result(m, "", view, none, blockers=errors) for m in METHODS]
     view = _apply_mapping(sample, columns)
+    if sample.num_rows == 0:
+        empty = f"the {sample.split!r} split has no rows: there is nothing to train on"
+        none = _Binding({}, {}, {}, ())
+        return [_result(m, "", view, none, blockers=[empty]) for m in METHODS]
     checks = [
-        _check_sft(view, text_field),
-        _check_dpo(view),
-        _check_grpo(view, list(rewards)),
+        _shaped("sft", view, lambda v: _check_sft(v, text_field), text_field=text_field),
+        _shaped("dpo", view, _check_dpo),
+        _shaped("grpo", view, lambda v: _check_grpo(v, list(rewards)), rewards=rewards),
         _check_kto(view),
     ]
     if not sample.rows:
         note = "no rows were sampled: only the column names were checked"
         checks = [_add_reason(check, note) for check in checks]
     return checks
+
+
+def _shaped(
+    method: str,
+    view: _View,
+    check: Callable[[_View], MethodCheck],
+    *,
+    text_field: str = "text",
+    rewards: Sequence[str] = (),
+) -> MethodCheck:
+    """Check the rows train.py will hand TRL: one format's columns, ShareGPT normalised,
+    rows without content dropped (refused when they are the majority)."""
+    shape = shaping.choose_shape(
+        method,
+        view.columns,
+        shaping.first_values(view.rows),
+        text_field=text_field,
+        rewards=rewards,
+        mapped=view.renamed,
+    )
+    if shape is None:
+        return check(view)
+    shaped = [shaping.shape_row(row, shape) for row in view.rows]
+    kept = tuple(row for row in shaped if not shaping.lacks_content(row, shape))
+    lacking = {c: None for row in shaped for c in shaping.missing_content(row, shape)}
+    back = {dst: src for src, dst in shape.rename.items()}
+    narrowed = _View(
+        columns=shape.keep,
+        rows=kept,
+        source={c: view.source.get(back.get(c, c), back.get(c, c)) for c in shape.keep},
+        renamed=frozenset(c for c in shape.keep if c in view.renamed or c in back),
+        mapping=view.mapping,
+    )
+    result = check(narrowed)
+    notes = [shape.describe()] if shape.dropped or shape.rename or shape.sharegpt else []
+    labels = tuple(narrowed.label(c) for c in lacking)
+    empty = shaping.EmptyRows(len(shaped) - len(kept), len(shaped), labels)
+    warnings = result.warnings
+    verdict, reasons = result.verdict, [*result.reasons, *notes]
+    if empty.too_many:
+        verdict, reasons = Verdict.INCOMPATIBLE, [empty.message("sampled rows"), *reasons]
+    elif empty.dropped:
+        warnings = (empty.message("sampled rows"), *warnings)
+    return MethodCheck(
+        result.method,
+        verdict,
+        result.format,
+        tuple(reasons),
+        result.mapping,
+        result.problems,
+        warnings,
+    )
 
 
 def build_report(

@@ -1,6 +1,6 @@
 """``check-data --remote``: fetch the sample inside a CPU job, check it here.
 
-The job only reads rows (``job_scripts/check_data.py``); the format checks stay
+The job only reads rows (``check_data.py``); the format checks stay
 in the runner, so a remote check and a local one give the same verdicts.
 """
 
@@ -31,7 +31,7 @@ def fetch_remote_sample(
     backend: Backend,
     source: DatasetSource,
     *,
-    job_scripts: Path,
+    script: Path,
     wait_s: float = CHECK_TIMEOUT_S,
     interval_s: float = 5.0,
     sleep: Callable[[float], None] = time.sleep,
@@ -55,7 +55,7 @@ def fetch_remote_sample(
             tracking=Tracking(project="check-data", run_name=run_id),
         )
         request = JobRequest(
-            script=job_scripts / CHECK_SCRIPT,
+            script=script,
             run_config=config,
             labels=labels,
             flavor=CHECK_FLAVOR,

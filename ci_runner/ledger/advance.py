@@ -86,6 +86,19 @@ def metrics_from_summary(summary: dict, previous: TrainMetrics | None) -> TrainM
     )
 
 
+def data_warnings(summary: dict) -> list[str]:
+    """What the job did to the data that a reviewer should know (``train.py``'s ``data``)."""
+    notes = []
+    for key, note in sorted((summary.get("data") or {}).items()):
+        split = key.split("_", 1)[0]
+        if key.endswith("_rows_without_content") and isinstance(note, dict):
+            notes.append(
+                f"{split} set: dropped {note['dropped']} of {note['total']} rows with no content "
+                f"in {' or '.join(note.get('columns') or ['the text columns'])}"
+            )
+    return notes
+
+
 def _failure_text(status: JobStatus, summary: dict | None) -> str:
     if summary and summary.get("status") == "failed":
         kind = summary.get("error_type") or "Error"
@@ -113,6 +126,7 @@ def apply_job_status(
         if summary and summary.get("status") == "completed":
             update |= {"status": RunStatus.COMPLETED, "error": None}
             update["metrics"] = metrics_from_summary(summary, metrics)
+            update["warnings"] = data_warnings(summary)
         else:
             message = "job exited cleanly but printed no completion summary"
             update |= {"status": RunStatus.FAILED, "error": message}

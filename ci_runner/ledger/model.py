@@ -120,7 +120,8 @@ class Evaluation(_Model):
     status: RunStatus = RunStatus.QUEUED
 
 
-MULTI_RUN_FIELDS = (
+OPTIONAL_FIELDS = (
+    "warnings",
     "stage_index",
     "stage_name",
     "depends_on",
@@ -165,6 +166,7 @@ class Run(_Model):
     exports: list[ExportFile] = []
     model_card: str | None = None  # the card's commit URL once pushed, or why not
     error: str | None = None
+    warnings: list[str] = []  # what the job noticed and handled (rows dropped for no content)
     # Runs from a file with `stages:` or `matrix:` (absent from other runs' JSON).
     stage_index: int | None = None  # 0-based position in the pipeline
     stage_name: str | None = None
@@ -174,11 +176,11 @@ class Run(_Model):
     max_parallel: int | None = None  # set: the run waits its turn (see ``waiting``)
 
     @model_serializer(mode="wrap")
-    def _omit_unused_multi_run_fields(self, handler):
-        """Ledgers of single-run files stay byte-identical to those written before."""
+    def _omit_unused_fields(self, handler):
+        """Ledgers without these stay byte-identical to those written before they existed."""
         data = handler(self)
-        for key in MULTI_RUN_FIELDS:
-            if data.get(key) is None:
+        for key in OPTIONAL_FIELDS:
+            if data.get(key) in (None, []):
                 data.pop(key, None)
         return data
 

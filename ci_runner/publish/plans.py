@@ -14,7 +14,6 @@ from ci_runner.errors import CiRunnerError, DatasetViewerError, ExitCode
 from ci_runner.publish.comment import PlanEntry
 from ci_runner.runner import Runner
 from ci_runner.spec.expand import expand
-from ci_runner.spec.load import load_experiment
 
 
 def plan_entry(
@@ -22,7 +21,7 @@ def plan_entry(
 ) -> PlanEntry:
     entry = PlanEntry(file=runner.project.relative(file))
     try:
-        experiment = load_experiment(file, {"backend": backend} if backend else None)
+        experiment = runner.load(file, backend=backend, warnings=entry.warnings)
         entry.name = experiment.name
         if experiment.is_multi_run:
             _plan_runs(runner, experiment, entry, check_data=check_data)

@@ -252,6 +252,7 @@ def _status(run: Run) -> str:
         details := _metric_lines(run.metrics, final=run.status is RunStatus.COMPLETED)
     ):
         blocks.append("\n".join(details))
+    blocks += [f"> **Warning:** {warning}" for warning in run.warnings]
     if run.error:
         blocks += ["**Error:**", _fenced(run.error)]
     return "\n\n".join(blocks)

@@ -43,6 +43,46 @@ RENAMED = {
     "lora_dropout": (None, "LoRA is configured under `lora: {dropout: ...}`"),
     "lora_target_modules": (None, "LoRA is configured under `lora: {target_modules: ...}`"),
     "use_peft": (None, "LoRA is configured under `lora:` (auto, off or settings)"),
+    "per_device_batch_size": ("per_device_train_batch_size", "the batch size is per device"),
+    "batch_size": ("per_device_train_batch_size", "the batch size is per device"),
+    "train_batch_size": ("per_device_train_batch_size", "the batch size is per device"),
+    "lr": ("learning_rate", "TRL's name for it"),
+    "epochs": ("num_train_epochs", "TRL's name for it"),
+}
+
+# Per method, where the general rename has no counterpart in that method's config.
+METHOD_RENAMED = {
+    "grpo": {
+        "max_seq_length": (
+            "max_completion_length",
+            "GRPO bounds what it generates; prompts are not truncated",
+        ),
+        "max_length": (
+            "max_completion_length",
+            "GRPO bounds what it generates; prompts are not truncated",
+        ),
+    },
+}
+
+# Bounds TRL's and transformers' own config checks imply (or that training needs to mean
+# anything): (lowest allowed, whether that value itself is allowed).
+RANGES: dict[str, tuple[float, bool]] = {
+    "per_device_train_batch_size": (1, True),
+    "per_device_eval_batch_size": (1, True),
+    "gradient_accumulation_steps": (1, True),
+    "learning_rate": (0, False),
+    "num_train_epochs": (0, False),
+    "logging_steps": (0, False),
+    "save_steps": (0, False),
+    "eval_steps": (0, False),
+    "warmup_steps": (0, True),
+    "weight_decay": (0, True),
+    "max_grad_norm": (0, True),
+    "save_total_limit": (1, True),
+    "max_length": (1, True),
+    "max_completion_length": (1, True),
+    "num_generations": (2, True),  # GRPO compares completions of one prompt
+    "beta": (0, True),
 }
 
 
@@ -52,6 +92,7 @@ class Finding:
     message: str
     hint: str | None = None
     at_key: bool = False  # point at the key's line rather than its value's
+    missing: bool = False  # a local input that is not on disk (yet): exit 4, not 3
 
 
 @cache
@@ -107,7 +148,7 @@ def check_hyperparameters(
             findings.append(Finding(path, "is set by ci-runner", RESERVED[name], at_key=True))
             continue
         if name not in fields:
-            renamed = RENAMED.get(name)
+            renamed = METHOD_RENAMED.get(method, {}).get(name) or RENAMED.get(name)
             if renamed and (renamed[0] is None or renamed[0] in fields):
                 new, why = renamed
                 hint = f"use {new!r} ({why})" if new else why
@@ -126,8 +167,41 @@ def check_hyperparameters(
             hint = did_you_mean(value, choices) or f"one of: {', '.join(choices)}"
             findings.append(Finding(path, f"{value!r} is not a valid {name}", hint))
             continue
+        problem = _out_of_range(name, value)
+        if problem:
+            findings.append(Finding(path, *problem))
+            continue
         coerced[name] = value
     return coerced, findings
+
+
+def _out_of_range(name: str, value: Any) -> tuple[str, str] | None:
+    """(message, hint) when a number is outside what TRL accepts or training can use."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    if name == "max_steps":
+        if value == 0 or value < -1:
+            return f"must be a positive step count (or -1), got {value!r}", (
+                "remove it to train for num_train_epochs, or set e.g. max_steps: 100"
+            )
+        return None
+    if name not in RANGES:
+        return None
+    low, inclusive = RANGES[name]
+    if value > low or (inclusive and value == low):
+        return None
+    bound = f"at least {low:g}" if inclusive else f"greater than {low:g}"
+    return f"must be {bound}, got {value!r}", f"e.g. {name}: {_typical(name)}"
+
+
+def _typical(name: str) -> str:
+    return {
+        "learning_rate": "2.0e-5",
+        "num_train_epochs": "1",
+        "num_generations": "4",
+        "gradient_accumulation_steps": "8",
+        "max_length": "1024",
+    }.get(name, "1")
 
 
 def check_cross_fields(data: Any) -> list[Finding]:

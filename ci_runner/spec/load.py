@@ -26,6 +26,7 @@ from ci_runner.spec.checks import (
 )
 from ci_runner.spec.expand import expand_checked
 from ci_runner.spec.model import BUILTIN_REWARDS, Experiment
+from ci_runner.spec.references import check_references
 
 _BOOL = "tag:yaml.org,2002:bool"
 _FLOAT = "tag:yaml.org,2002:float"
@@ -185,13 +186,17 @@ def _hint_for(error: dict, path: Path_, data: Any) -> str | None:
 
 
 def _message_for(error: dict) -> str:
+    """pydantic's message, with the value the file gave when it doesn't already say it."""
     kind = error["type"]
     if kind == "extra_forbidden":
         return "unknown field"
     if kind == "missing":
         return "required field is missing"
-    message = error["msg"]
-    return message.removeprefix("Value error, ")
+    message = error["msg"].removeprefix("Value error, ")
+    given = error.get("input")
+    if isinstance(given, (str, int, float, bool)) and repr(given) not in message:
+        message += f", got {given!r}"
+    return message
 
 
 def _issues_from_validation(
@@ -216,14 +221,23 @@ def _issue(finding: Finding, lines: _Lines, file: str) -> SpecIssue:
     return SpecIssue(file, line, _dotted(finding.path), finding.message, finding.hint)
 
 
-def parse_experiment(text: str, file: str, overrides: dict | None = None) -> Experiment:
-    """Pure core of loading: text in, ``Experiment`` out, or ``SpecError``.
+def parse_experiment(
+    text: str,
+    file: str,
+    overrides: dict | None = None,
+    *,
+    root: Path | None = None,
+    warnings: list[SpecIssue] | None = None,
+) -> Experiment:
+    """Text in, ``Experiment`` out, or ``SpecError`` with every problem found.
 
     ``overrides`` (e.g. ``--backend`` on the command line) replace top-level fields
-    before validation, so they are checked like the file itself.
+    before validation, so they are checked like the file itself. With ``root`` (the
+    project), references to models, datasets and reward code are checked on disk and
+    local ones spelled ``./…``; ``warnings`` collects what is worth saying but not wrong.
     """
     try:
-        root = yaml.compose(text, Loader=_Loader)
+        root_node = yaml.compose(text, Loader=_Loader)
         data = yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
@@ -245,13 +259,18 @@ def parse_experiment(text: str, file: str, overrides: dict | None = None) -> Exp
     if multi_run:
         data = _first_base_model(data)
     lines = _Lines()
-    lines.walk(root)
+    lines.walk(root_node)
+    data, ref_errors, ref_warnings = check_references(data, root)
+    if warnings is not None:
+        warnings += [_issue(f, lines, file) for f in ref_warnings]
     issues = [
         SpecIssue(
             file, line, _dotted(path), "duplicate key", "YAML keeps only the last one; remove one"
         )
         for path, line in lines.duplicates
     ]
+    issues += [_issue(f, lines, file) for f in ref_errors]
+    missing_inputs = [_issue(f, lines, file) for f in ref_errors if f.missing]
     # Optional in the schema only because stages and matrices can set them.
     missing = (
         []
@@ -273,21 +292,40 @@ def parse_experiment(text: str, file: str, overrides: dict | None = None) -> Exp
         experiment = Experiment.model_validate(data)
     except ValidationError as exc:
         issues += _issues_from_validation(exc, data, lines, file)
-        raise SpecError(sorted(issues, key=lambda i: i.line or 0)) from None
+        if not multi_run:  # the rest of the file is checked too: one run, every mistake
+            issues += [_issue(f, lines, file) for f in _raw_hyperparameter_findings(data)]
+        raise SpecError(_ordered(issues)) from None
     if experiment.is_multi_run:  # every run is checked on its own, its errors located here
         _, findings = expand_checked(experiment)
         issues += [_issue(f, lines, file) for f in findings]
         if issues:
-            raise SpecError(sorted(issues, key=lambda i: i.line or 0))
+            only_missing = set(issues) <= set(missing_inputs)
+            raise SpecError(_ordered(issues), missing_inputs=only_missing)
         return experiment
     if missing:
-        raise SpecError(sorted(issues, key=lambda i: i.line or 0))
+        issues += [_issue(f, lines, file) for f in _raw_hyperparameter_findings(data)]
+        raise SpecError(_ordered(issues))
     hyperparameters, findings = check_hyperparameters(experiment.method, experiment.hyperparameters)
     findings += check_cross_fields(experiment)
     issues += [_issue(f, lines, file) for f in findings]
     if issues:
-        raise SpecError(sorted(issues, key=lambda i: i.line or 0))
+        only_missing = set(issues) <= set(missing_inputs)
+        raise SpecError(_ordered(issues), missing_inputs=only_missing)
     return experiment.model_copy(update={"hyperparameters": hyperparameters})
+
+
+def _raw_hyperparameter_findings(data: dict) -> list[Finding]:
+    """TRL field checks on the file as written, when the schema failed elsewhere."""
+    method, hyperparameters = data.get("method"), data.get("hyperparameters")
+    if method not in trl_fields()["methods"] or not isinstance(hyperparameters, dict):
+        return []
+    return check_hyperparameters(method, hyperparameters)[1]
+
+
+def _ordered(issues: list[SpecIssue]) -> list[SpecIssue]:
+    """By line, each problem once."""
+    unique = list(dict.fromkeys(issues))
+    return sorted(unique, key=lambda i: i.line or 0)
 
 
 def _first_base_model(data: dict) -> dict:
@@ -312,7 +350,14 @@ def _first_base_model(data: dict) -> dict:
     return data
 
 
-def load_experiment(path: str | Path, overrides: dict | None = None) -> Experiment:
+def load_experiment(
+    path: str | Path,
+    overrides: dict | None = None,
+    *,
+    root: Path | None = None,
+    warnings: list[SpecIssue] | None = None,
+) -> Experiment:
+    """Read and parse an experiment file; ``root`` turns on the checks against the project."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -320,4 +365,4 @@ def load_experiment(path: str | Path, overrides: dict | None = None) -> Experime
         raise SpecError([SpecIssue(str(path), None, "", "file not found")]) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise SpecError([SpecIssue(str(path), None, "", f"cannot read: {exc}")]) from None
-    return parse_experiment(text, str(path), overrides)
+    return parse_experiment(text, str(path), overrides, root=root, warnings=warnings)

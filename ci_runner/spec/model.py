@@ -14,20 +14,15 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
+from ci_runner.core.hub import HUB_ID_RE, is_local_path  # noqa: F401 - also imported from here
 from ci_runner.plan.flavors import FLAVORS_BY_NAME
 
 Method = Literal["sft", "dpo", "grpo"]
 BUILTIN_REWARDS = ("accuracy", "format")
 
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
-HUB_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?$")
 DURATION_RE = re.compile(r"^(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
 REWARD_FN_RE = re.compile(r"^[^:]+\.py:[A-Za-z_][A-Za-z0-9_]*$")
-
-
-def is_local_path(ref: str) -> bool:
-    """Local paths are spelled explicitly, so ``org/name`` is always a Hub id."""
-    return ref.startswith(("./", "../", "/", "~")) or ref in (".", "..")
 
 
 def _reward_ref(reward: str) -> str:
@@ -145,16 +140,6 @@ class RetrySpec(_Strict):
 
 class _RunFields(_Strict):
     """Shorthands and checks shared by the file's top level and each of its ``stages``."""
-
-    @field_validator("base_model", check_fields=False)
-    @classmethod
-    def _model_ref(cls, value: str | None) -> str | None:
-        if value is not None and not is_local_path(value) and not HUB_ID_RE.match(value):
-            raise ValueError(
-                f"{value!r} is neither a Hub id (org/name) nor a local path "
-                "(local paths start with ./, ../, / or ~)"
-            )
-        return value
 
     @field_validator("dataset", mode="before", check_fields=False)
     @classmethod

@@ -47,6 +47,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import shaping  # a sibling helper module, shipped with this script
+
 RUN_CONFIG_ENV = "CI_RUNNER_RUN_CONFIG"
 SUMMARY_PREFIX = "CI_RUNNER_SUMMARY "  # must match ci_runner.runconfig.SUMMARY_PREFIX
 SUMMARY_FILENAME = "ci_runner_summary.json"
@@ -183,25 +185,72 @@ def check_columns(dataset, config: dict[str, Any], extra: set[str], what: str) -
         )
 
 
+def shape_for_trl(dataset, config: dict[str, Any], what: str):
+    """Keep the columns the method's TRL format reads, chat-shaped and with content.
+
+    Returns the dataset and the rows dropped for lacking content; refuses the dataset
+    when those are the majority (``shaping.MAX_EMPTY_FRACTION``).
+    """
+    hyperparameters = config.get("hyperparameters") or {}
+    columns = (config["dataset"].get("columns") or {}).keys()
+    shape = shaping.choose_shape(
+        config["method"],
+        dataset.column_names,
+        shaping.first_values(dataset.select(range(min(len(dataset), 100)))),
+        text_field=hyperparameters.get("dataset_text_field", "text"),
+        rewards=config.get("rewards") or [],
+        mapped=columns,
+    )
+    if shape is None:
+        return dataset, None  # no unambiguous format: check_columns says what is missing
+    if shape.dropped or shape.rename or shape.sharegpt:
+        print(f"{what} set: {shape.describe()}", flush=True)
+    if shape.rename:
+        dataset = dataset.rename_columns(shape.rename)
+    dataset = dataset.select_columns(list(shape.keep))
+    if shape.sharegpt:
+        dataset = dataset.map(
+            lambda row: {c: shaping.normalize_row(row, shape)[c] for c in shape.sharegpt},
+            remove_columns=list(shape.sharegpt),
+        )
+    total = len(dataset)
+    dataset = dataset.filter(lambda row: not shaping.lacks_content(row, shape))
+    empty = shaping.EmptyRows(total - len(dataset), total, shape.content)
+    if empty.too_many:
+        raise ConfigError(f"the {what} set: {empty.message()}")
+    if empty.dropped:
+        print(f"warning: the {what} set: {empty.message()}", flush=True)
+    return dataset, empty
+
+
 def load_datasets(config: dict[str, Any], extra_columns: set[str]):
-    """Train and optional eval dataset, shaped for TRL: mapped, capped, split."""
+    """Train and optional eval dataset, shaped for TRL: mapped, capped, narrowed, split.
+
+    Also returns the data notes for the summary (rows dropped for lacking content).
+    """
     source = config["dataset"]
     columns, limit = source.get("columns") or {}, source.get("max_samples")
+    notes: dict[str, Any] = {}
 
-    def prepare(split: str):
+    def prepare(split: str, what: str):
         dataset = rename_columns(load_split(source, split), columns)
         if limit is not None:
             dataset = dataset.select(range(min(limit, len(dataset))))
+        if len(dataset) == 0:
+            raise ConfigError(f"the {split!r} split of {source['path']} is empty")
+        dataset, empty = shape_for_trl(dataset, config, what)
+        if empty is not None and empty.dropped:
+            notes[f"{what}_rows_without_content"] = {
+                "dropped": empty.dropped,
+                "total": empty.total,
+                "columns": list(empty.columns),
+            }
         return dataset
 
-    train = prepare(source.get("split") or "train")
-    if len(train) == 0:
-        raise ConfigError(
-            f"the {source.get('split') or 'train'!r} split of {source['path']} is empty"
-        )
+    train = prepare(source.get("split") or "train", "train")
     evaluation = None
     if source.get("eval_split"):
-        evaluation = prepare(source["eval_split"])
+        evaluation = prepare(source["eval_split"], "eval")
     elif source.get("eval_fraction"):
         parts = train.train_test_split(
             test_size=source["eval_fraction"], seed=config.get("seed", 42)
@@ -211,7 +260,7 @@ def load_datasets(config: dict[str, Any], extra_columns: set[str]):
     check_columns(train, config, extra_columns, "train")
     if evaluation is not None:
         check_columns(evaluation, config, extra_columns, "eval")
-    return train, evaluation
+    return train, evaluation, notes
 
 
 # --- rewards (GRPO) ---------------------------------------------------------
@@ -556,7 +605,7 @@ def train(config: dict[str, Any]) -> dict[str, Any]:
     elif config.get("rewards"):
         print(f"note: rewards are only used by GRPO; ignoring them for {method}")
 
-    train_set, eval_set = load_datasets(config, reward_columns)
+    train_set, eval_set, data_notes = load_datasets(config, reward_columns)
     args = build_training_args(config, has_eval=eval_set is not None)
     peft_config = build_peft_config(config.get("lora"))
     checkpoint = resolve_checkpoint(config)
@@ -609,6 +658,8 @@ def train(config: dict[str, Any]) -> dict[str, Any]:
             )
         print(f"pushed to https://huggingface.co/{args.hub_model_id}", flush=True)
     summary = build_summary(config, trainer, train_output, progress.tokens_at_start)
+    if data_notes:
+        summary["data"] = data_notes
     if hasattr(trainer, "end"):  # transformers >= 5.18: finish trackers (trackio)
         trainer.end()
     return summary

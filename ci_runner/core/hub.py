@@ -1,0 +1,90 @@
+"""Local path or Hub repo? Decided once, here, and spelled explicitly from then on.
+
+Users write ``base_model: fixtures/tiny-llama`` as often as ``./fixtures/tiny-llama``. A
+value that exists on disk under the project root is local whatever its spelling, and
+``resolve_ref`` rewrites it as ``./…`` so every later stage (sizing, data check, job,
+report links) sees the same answer through ``is_local_path``. A value shaped like a Hub
+id that also exists locally is local too, with a warning saying so.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path
+
+HUB = "https://huggingface.co"
+HUB_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?$")
+# Names no Hub repo carries: a value ending in one is a local file that is missing.
+DATA_SUFFIXES = (".jsonl", ".json", ".parquet", ".csv", ".arrow", ".txt", ".py")
+
+
+class RefKind(str, Enum):
+    LOCAL = "local"
+    HUB = "hub"
+
+
+def is_local_path(ref: str) -> bool:
+    """Explicitly local: ``./``, ``../``, ``/`` or ``~``. Loaded files are spelled this way."""
+    return ref.startswith(("./", "../", "/", "~")) or ref in (".", "..")
+
+
+def looks_like_hub_id(ref: str) -> bool:
+    return bool(HUB_ID_RE.match(ref)) and not ref.lower().endswith(DATA_SUFFIXES)
+
+
+@dataclass(frozen=True)
+class Ref:
+    """A model or dataset reference, resolved against the project root."""
+
+    written: str  # as the file spells it
+    kind: RefKind
+    value: str  # what the rest of ci-runner uses: ``./…`` for a relative local path
+    path: Path | None = None  # local only: the absolute path (it may not exist)
+    exists: bool = False
+    shadows_hub_id: bool = False  # Hub-id shaped, but a local folder or file of that name won
+
+    @property
+    def local(self) -> bool:
+        return self.kind is RefKind.LOCAL
+
+
+def resolve_ref(ref: str, root: Path | None) -> Ref:
+    """Local when spelled so or present on disk under ``root``; else a Hub id if it can be one.
+
+    Without ``root`` nothing is looked up on disk (pure parsing of a file's text).
+    """
+    if is_local_path(ref):
+        path = Path(ref).expanduser()
+        path = path if path.is_absolute() or root is None else root / path
+        return Ref(ref, RefKind.LOCAL, ref, path, root is not None and path.exists())
+    on_disk = root / ref if root is not None else None
+    if on_disk is not None and on_disk.exists():
+        return Ref(ref, RefKind.LOCAL, f"./{ref}", on_disk, True, looks_like_hub_id(ref))
+    if looks_like_hub_id(ref):
+        return Ref(ref, RefKind.HUB, ref)
+    return Ref(ref, RefKind.LOCAL, f"./{ref}", on_disk, False)
+
+
+def missing_path_hint(path: Path | None) -> str:
+    """Did-you-mean among the siblings of a missing path, else where it was looked for."""
+    if path is None:
+        return "relative paths start at the project root"
+    parent = path.parent
+    if not parent.is_dir():
+        return f"{parent} does not exist either; relative paths start at the project root"
+    siblings = sorted(p.name for p in parent.iterdir() if not p.name.startswith("."))
+    close = difflib.get_close_matches(path.name, siblings, n=1, cutoff=0.6)
+    if close:
+        return f"did you mean {close[0]!r}?"
+    shown = ", ".join(siblings[:8]) + (" ..." if len(siblings) > 8 else "")
+    return f"{parent} holds: {shown or 'nothing'}"
+
+
+def hub_url(ref: str | None, kind: str = "model") -> str | None:
+    """The Hub page of a repo id; None for a local path, which has no page."""
+    if not ref or is_local_path(ref) or not looks_like_hub_id(ref):
+        return None
+    return f"{HUB}/datasets/{ref}" if kind == "dataset" else f"{HUB}/{ref}"

@@ -1,0 +1,75 @@
+"""The code that runs inside a job (HF Jobs or the local backend), shipped with ci-runner.
+
+Each entry script (``train.py``, ``evaluate.py``, ``export_gguf.py``, ``check_data.py``)
+is a PEP 723 script: ``uv run train.py --config run.json`` works anywhere. A script runs
+with its own folder first on ``sys.path``, so it imports the helper modules beside it
+(``shaping.py``) as top-level modules; the runner ships those helpers with every job.
+
+A project may override an entry script by keeping its own ``job_scripts/<name>``; the
+helpers still come from here unless the project's folder has its own copy.
+"""
+
+from __future__ import annotations
+
+import base64
+import gzip
+import io
+import tarfile
+from dataclasses import dataclass
+from pathlib import Path
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+PROJECT_DIR = "job_scripts"  # a project's own overrides, relative to its root
+ENTRY_SCRIPTS = ("train.py", "evaluate.py", "export_gguf.py", "check_data.py")
+HELPERS = ("shaping.py",)
+
+
+@dataclass(frozen=True)
+class JobScript:
+    """An entry script, and whether it is the project's own copy or the packaged one."""
+
+    name: str
+    path: Path
+    overridden: bool
+
+    @property
+    def origin(self) -> str:
+        return f"project ({PROJECT_DIR}/{self.name})" if self.overridden else "ci-runner"
+
+
+def locate(name: str, root: Path | None = None) -> JobScript:
+    """The project's ``job_scripts/<name>`` if it has one, else the packaged script."""
+    if name not in ENTRY_SCRIPTS:
+        raise ValueError(f"unknown job script {name!r}; known: {', '.join(ENTRY_SCRIPTS)}")
+    own = root / PROJECT_DIR / name if root is not None else None
+    if own is not None and own.is_file():
+        return JobScript(name, own, overridden=True)
+    return JobScript(name, PACKAGE_DIR / name, overridden=False)
+
+
+def bundle_files(script: Path) -> dict[str, bytes]:
+    """The script and the helpers it imports: the script's siblings win over ours."""
+    files = {script.name: script.read_bytes()}
+    for helper in HELPERS:
+        own = script.parent / helper
+        files[helper] = (own if own.is_file() else PACKAGE_DIR / helper).read_bytes()
+    return files
+
+
+def bundle_b64(script: Path) -> str:
+    """A reproducible ``tar.gz`` of ``bundle_files``, base64-encoded for a job's env."""
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for name, data in sorted(bundle_files(script).items()):
+            info = tarfile.TarInfo(name)
+            info.size, info.mode, info.mtime = len(data), 0o644, 0
+            tar.addfile(info, io.BytesIO(data))
+    packed = gzip.compress(raw.getvalue(), mtime=0)
+    return base64.b64encode(packed).decode()
+
+
+def unbundle(encoded: str) -> dict[str, bytes]:
+    """What a job receives from ``bundle_b64`` (tests read job specs back with it)."""
+    data = gzip.decompress(base64.b64decode(encoded))
+    with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+        return {m.name: tar.extractfile(m).read() for m in tar.getmembers() if m.isfile()}  # type: ignore[union-attr]
