@@ -25,6 +25,7 @@ from ci_runner.errors import (
     BackendError,
     DatasetNotFoundError,
     DatasetViewerError,
+    DataSourceError,
     NotReadyError,
     OverBudgetError,
     SpecError,
@@ -41,7 +42,7 @@ from ci_runner.ledger.stages import (
     export_job,
     stage_finished,
 )
-from ci_runner.ledger.store import load_ledger, save_ledger, write_atomic
+from ci_runner.ledger.store import load_ledger, locked, save_ledger, write_atomic
 from ci_runner.paths import LEDGER_SUFFIX, Project, report_stem
 from ci_runner.plan.estimate import Plan, make_plan, prices_from_hardware
 from ci_runner.plan.model_size import model_size
@@ -54,6 +55,7 @@ from ci_runner.runconfig import BenchmarkSpec, DatasetSource, EvalConfig, Export
 from ci_runner.spec.expand import RunSpec, expand, max_parallel
 from ci_runner.spec.load import load_experiment
 from ci_runner.spec.model import Experiment, is_local_path
+from ci_runner.spec.references import ROOTS_ENV, allowed_roots, escapes
 
 HUB = "https://huggingface.co"
 TRAIN_SCRIPT = "train.py"
@@ -321,6 +323,12 @@ class Runner:
                 f"--dataset {path}: not in this project and not a Hub id; "
                 f"{missing_path_hint(ref.path)}"
             )
+        outside = escapes(ref.path, allowed_roots(self.project.root)) if ref.local else None
+        if outside is not None:
+            raise DataSourceError(
+                f"--dataset {path}: reads {outside}, which is outside the project; copy the "
+                f"data into the project or allow its folder with {ROOTS_ENV}"
+            )
         path = ref.value
         if remote:
             from ci_runner.data.remote import fetch_remote_sample
@@ -437,45 +445,46 @@ class Runner:
         self.check_inputs(experiment)
         stem = self._stem(experiment)
         ledger_path = self.project.ledger_path(stem)
-        ledger = load_ledger(ledger_path) or self._new_ledger(experiment, spec_path, stem)
-        run = ledger.run(expand(experiment)[0].run_id)
-        retry = run is not None and run.status in (RunStatus.FAILED, RunStatus.CANCELED)
-        if run is not None and not retry and run.last_attempt and run.last_attempt.job_id:
-            attempt = run.last_attempt
+        with self.lock(ledger_path):
+            ledger = load_ledger(ledger_path) or self._new_ledger(experiment, spec_path, stem)
+            run = ledger.run(expand(experiment)[0].run_id)
+            retry = run is not None and run.status in (RunStatus.FAILED, RunStatus.CANCELED)
+            if run is not None and not retry and run.last_attempt and run.last_attempt.job_id:
+                attempt = run.last_attempt
+                return SubmitOutcome(
+                    run.run_id,
+                    attempt.job_id,
+                    attempt.job_url or "",
+                    False,
+                    self.project.report_path(stem),
+                    None,
+                )
+            data, warnings = self.preflight(experiment, spec_path) if check_data else (None, [])
+            plan = self.plan(experiment, data)
+            check_plan(plan, allow_over_budget=allow_over_budget)
+            resolved = self.resolve(experiment, plan)
+            backend = self.backend(experiment.backend)
+            if run is None:
+                run = self._new_run(experiment, resolved, backend.name)
+                ledger = ledger.model_copy(update={"runs": [*ledger.runs, run]})
+            elif retry:  # a failed or canceled run: resubmitting resumes it
+                run = self._new_attempt(run)
+                ledger = _replace_run(ledger, run)
+            save_ledger(ledger_path, ledger)  # intent first: a crash after this is recoverable
+            handle = self._launch(backend, experiment, resolved, run)
+            run = _with_job(run, handle)
+            ledger = _replace_run(ledger, run)
+            save_ledger(ledger_path, ledger)
+            self.write_report(stem, ledger)
             return SubmitOutcome(
                 run.run_id,
-                attempt.job_id,
-                attempt.job_url or "",
-                False,
+                handle.job_id,
+                handle.url,
+                True,
                 self.project.report_path(stem),
-                None,
+                plan,
+                [*load_warnings, *warnings],
             )
-        data, warnings = self.preflight(experiment, spec_path) if check_data else (None, [])
-        plan = self.plan(experiment, data)
-        check_plan(plan, allow_over_budget=allow_over_budget)
-        resolved = self.resolve(experiment, plan)
-        backend = self.backend(experiment.backend)
-        if run is None:
-            run = self._new_run(experiment, resolved, backend.name)
-            ledger = ledger.model_copy(update={"runs": [*ledger.runs, run]})
-        elif retry:  # a failed or canceled run: resubmitting resumes it
-            run = self._new_attempt(run)
-            ledger = _replace_run(ledger, run)
-        save_ledger(ledger_path, ledger)  # intent first: a crash after this is recoverable
-        handle = self._launch(backend, experiment, resolved, run)
-        run = _with_job(run, handle)
-        ledger = _replace_run(ledger, run)
-        save_ledger(ledger_path, ledger)
-        self.write_report(stem, ledger)
-        return SubmitOutcome(
-            run.run_id,
-            handle.job_id,
-            handle.url,
-            True,
-            self.project.report_path(stem),
-            plan,
-            [*load_warnings, *warnings],
-        )
 
     def _submit_file(
         self, experiment: Experiment, spec_path: Path, *, allow_over_budget: bool, check_data: bool
@@ -491,62 +500,67 @@ class Runner:
             self.check_inputs(spec.experiment)
         stem = self._file_stem(experiment, spec_path, runs)
         ledger_path = self.project.ledger_path(stem)
-        ledger = load_ledger(ledger_path) or self._new_file_ledger(
-            experiment, spec_path, stem, runs
-        )
-        todo = [spec for spec in runs if _needs_submit(ledger.run(spec.run_id))]
-        warnings: list[str] = []
-        file_plan = None
-        if todo:
-            data: dict[str, DataCheck | None] = {}
-            if check_data:
-                data, distinct, warnings = self.check_runs_data(runs)
-                for spec, check in distinct:
-                    check.require_fit(str(spec_path))
-                    if check.lengths and check.lengths.warning:
-                        warnings.append(check.lengths.warning)
-                    method_check = check.for_method(spec.experiment.method)
-                    warnings += list(method_check.warnings) if method_check else []
-            file_plan = self.plan_file(experiment, runs, data)
-            check_file_plan(file_plan, allow_over_budget=allow_over_budget)
-            _check_hub_chain(runs, file_plan, str(spec_path))
-            plans = {r.run_id: r.plan for r in file_plan.runs}
-            for spec in todo:
-                run = ledger.run(spec.run_id)
-                if run is None:
-                    resolved = self.resolve(spec.experiment, plans[spec.run_id], run_id=spec.run_id)
-                    run = self._new_run(
-                        spec.experiment,
-                        resolved,
-                        spec.experiment.backend,
-                        spec=spec,
-                        limit=max_parallel(experiment),
-                        waiting=True,
-                    )
-                    ledger = ledger.model_copy(update={"runs": [*ledger.runs, run]})
-                else:
-                    ledger = _replace_run(ledger, self._requeue(run, max_parallel(experiment)))
-            save_ledger(ledger_path, ledger)  # intent first: poll starts what this does not
-            before = {r.run_id: r.last_attempt and r.last_attempt.job_id for r in ledger.runs}
-            ledger = self._start_waiting_runs(ledger, {s.run_id: s for s in runs}, plans)
-            save_ledger(ledger_path, ledger)
-            self.write_report(stem, ledger)
-        else:
-            before = {r.run_id: r.last_attempt and r.last_attempt.job_id for r in ledger.runs}
-        outcomes = [_run_outcome(ledger, ledger.run(s.run_id), before.get(s.run_id)) for s in runs]
-        started = [o for o in outcomes if o.status == "submitted"]
-        first = started[0] if started else outcomes[0]
-        return SubmitOutcome(
-            first.run_id,
-            first.job_id or "",
-            first.job_url or "",
-            bool(started),
-            self.project.report_path(stem),
-            None,
-            list(dict.fromkeys(warnings)),
-            outcomes,
-            file_plan,
-        )
+        with self.lock(ledger_path):
+            ledger = load_ledger(ledger_path) or self._new_file_ledger(
+                experiment, spec_path, stem, runs
+            )
+            todo = [spec for spec in runs if _needs_submit(ledger.run(spec.run_id))]
+            warnings: list[str] = []
+            file_plan = None
+            if todo:
+                data: dict[str, DataCheck | None] = {}
+                if check_data:
+                    data, distinct, warnings = self.check_runs_data(runs)
+                    for spec, check in distinct:
+                        check.require_fit(str(spec_path))
+                        if check.lengths and check.lengths.warning:
+                            warnings.append(check.lengths.warning)
+                        method_check = check.for_method(spec.experiment.method)
+                        warnings += list(method_check.warnings) if method_check else []
+                file_plan = self.plan_file(experiment, runs, data)
+                check_file_plan(file_plan, allow_over_budget=allow_over_budget)
+                _check_hub_chain(runs, file_plan, str(spec_path))
+                plans = {r.run_id: r.plan for r in file_plan.runs}
+                for spec in todo:
+                    run = ledger.run(spec.run_id)
+                    if run is None:
+                        resolved = self.resolve(
+                            spec.experiment, plans[spec.run_id], run_id=spec.run_id
+                        )
+                        run = self._new_run(
+                            spec.experiment,
+                            resolved,
+                            spec.experiment.backend,
+                            spec=spec,
+                            limit=max_parallel(experiment),
+                            waiting=True,
+                        )
+                        ledger = ledger.model_copy(update={"runs": [*ledger.runs, run]})
+                    else:
+                        ledger = _replace_run(ledger, self._requeue(run, max_parallel(experiment)))
+                save_ledger(ledger_path, ledger)  # intent first: poll starts what this does not
+                before = {r.run_id: r.last_attempt and r.last_attempt.job_id for r in ledger.runs}
+                ledger = self._start_waiting_runs(ledger, {s.run_id: s for s in runs}, plans)
+                save_ledger(ledger_path, ledger)
+                self.write_report(stem, ledger)
+            else:
+                before = {r.run_id: r.last_attempt and r.last_attempt.job_id for r in ledger.runs}
+            outcomes = [
+                _run_outcome(ledger, ledger.run(s.run_id), before.get(s.run_id)) for s in runs
+            ]
+            started = [o for o in outcomes if o.status == "submitted"]
+            first = started[0] if started else outcomes[0]
+            return SubmitOutcome(
+                first.run_id,
+                first.job_id or "",
+                first.job_url or "",
+                bool(started),
+                self.project.report_path(stem),
+                None,
+                list(dict.fromkeys(warnings)),
+                outcomes,
+                file_plan,
+            )
 
     def _requeue(self, run: Run, limit: int) -> Run:
         """Resubmitting a failed or canceled run queues it again: resumed if it had begun."""
@@ -775,24 +789,40 @@ class Runner:
 
     # -- poll -------------------------------------------------------------------
 
+    def lock(self, ledger_path: Path):
+        """Held while an experiment's ledger is read, acted on and written."""
+        stem = ledger_path.name.removesuffix(LEDGER_SUFFIX)
+        return locked(self.project.workspace / "locks" / f"{stem}.lock")
+
     def poll(self) -> PollOutcome:
-        """One bulk status call per backend for all active runs of all experiments."""
+        """One bulk status call per backend for all active runs of all experiments.
+
+        Each experiment is advanced under its lock, from the ledger as it is on disk then,
+        so two polls at once (a schedule and a person) never start the same job twice.
+        """
         outcome = PollOutcome()
         ledgers: dict[Path, Ledger] = {}
         for path in self.project.ledger_paths():
             ledger = load_ledger(path)
-            if ledger is not None and ledger.active_runs:
-                ledgers[path] = self._recover_unsubmitted_runs(ledger)
+            if ledger is None or not ledger.active_runs:
+                continue
+            with self.lock(path):  # a crash before recording a job: adopt or resubmit it
+                ledger = self._recover_unsubmitted_runs(load_ledger(path) or ledger)
+                save_ledger(path, ledger)
+            ledgers[path] = ledger
         facts = self._job_facts([r for led in ledgers.values() for r in led.active_runs])
-        for path, ledger in ledgers.items():
-            for run in ledger.active_runs:
-                ledger = _replace_run(ledger, self._advance_run(run, facts))
-            ledger = self._resume_transient_failures(ledger)
-            ledger = self._start_waiting_runs(ledger)
-            outcome.runs.extend(ledger.runs)
-            if save_ledger(path, ledger):
-                outcome.changed.append(path)
-            outcome.changed.extend(self.write_report(path.name.removesuffix(LEDGER_SUFFIX), ledger))
+        for path in ledgers:
+            with self.lock(path):
+                ledger = load_ledger(path) or ledgers[path]
+                for run in ledger.active_runs:
+                    ledger = _replace_run(ledger, self._advance_run(run, facts))
+                ledger = self._resume_transient_failures(ledger)
+                ledger = self._start_waiting_runs(ledger)
+                outcome.runs.extend(ledger.runs)
+                if save_ledger(path, ledger):
+                    outcome.changed.append(path)
+                stem = path.name.removesuffix(LEDGER_SUFFIX)
+                outcome.changed.extend(self.write_report(stem, ledger))
         return outcome
 
     def _job_facts(self, runs: list[Run]) -> dict[str, tuple[JobStatus, list[str]]]:

@@ -29,7 +29,10 @@ def tiny_fixtures(tmp_path_factory):
         pytest.importorskip(module)
     from ci_runner.fixtures import build_fixtures
 
-    return build_fixtures(tmp_path_factory.mktemp("tiny-fixtures"))
+    paths = build_fixtures(tmp_path_factory.mktemp("tiny-fixtures"))
+    # Projects link these fixtures in from outside their root: name it as a user would.
+    os.environ["CI_RUNNER_ALLOWED_ROOTS"] = str(paths.model.parent)
+    return paths
 
 
 @pytest.fixture(scope="module")

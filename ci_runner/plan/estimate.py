@@ -730,6 +730,11 @@ def make_plan(
         notes.assumptions.append(sized.lengths.note)
     if size is None:
         notes.warnings.append("model size unknown: memory, hardware and time not estimated")
+    if experiment.allow_remote_code:
+        notes.warnings.append(
+            f"allow_remote_code: true: the job runs Python code from {experiment.base_model}'s "
+            "repository (trust_remote_code)"
+        )
 
     local = experiment.backend == "local"
     if local:

@@ -42,7 +42,7 @@ RESERVED = ("include", "exclude")
 MAX_RUNS = 256  # GitHub Actions' own limit for one matrix
 DEFAULT_MAX_PARALLEL = {"local": 1, "hf-jobs": 4}
 # What a matrix cannot vary: the run's identity, and how the whole file is run and paid for.
-FIXED = {"name", "description", "backend", "budget", "retry", *MULTI_RUN}
+FIXED = {"name", "description", "backend", "budget", "retry", "allow_remote_code", *MULTI_RUN}
 _KEY_HINT = "vary fields such as hyperparameters.learning_rate, lora.r, base_model or dataset.path"
 
 Combination = dict[str, tuple[Any, Path_]]  # matrix key → (value, where the file sets it)

@@ -33,12 +33,40 @@ _FLOAT = "tag:yaml.org,2002:float"
 Path_ = tuple[str | int, ...]
 
 
+# An experiment file is a page of settings. Anything far larger is a mistake or an attack
+# (a "billion laughs" file expands a few aliases into gigabytes).
+MAX_FILE_BYTES = 1 << 20
+MAX_ALIASES = 50
+MAX_NODES = 20_000
+
+
+class _TooBig(yaml.MarkedYAMLError):
+    """A file whose aliases or size would expand beyond what an experiment needs."""
+
+
 class _Loader(yaml.SafeLoader):
     """YAML 1.2 scalars: ``on``/``off``/``yes``/``no`` stay strings, ``2e-4`` is a float.
 
     PyYAML follows YAML 1.1, where ``on:`` becomes the key ``True`` (the GitHub
     Actions trap) and ``2e-4`` a string; experiment files should read as written.
+    Aliases (``*name``) are counted as they are composed, and refused past a budget.
     """
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self.aliases = 0
+
+    def compose_node(self, parent: yaml.Node | None, index: object) -> yaml.Node:
+        if self.check_event(yaml.AliasEvent):
+            self.aliases += 1
+            if self.aliases > MAX_ALIASES:
+                mark = self.peek_event().start_mark
+                raise _TooBig(
+                    problem=f"more than {MAX_ALIASES} aliases (*name); an experiment file "
+                    "needs few, if any",
+                    problem_mark=mark,
+                )
+        return super().compose_node(parent, index)
 
 
 _Loader.yaml_implicit_resolvers = {
@@ -236,16 +264,7 @@ def parse_experiment(
     project), references to models, datasets and reward code are checked on disk and
     local ones spelled ``./…``; ``warnings`` collects what is worth saying but not wrong.
     """
-    try:
-        root_node = yaml.compose(text, Loader=_Loader)
-        data = yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        line = mark.line + 1 if mark else None
-        problem = f"{exc.problem} {exc.context or ''}".strip()
-        raise SpecError(
-            [SpecIssue(file, line, "", f"invalid YAML: {problem}", "check indentation and quoting")]
-        ) from None
+    root_node, data = _compose(text, file)
     if not isinstance(data, dict):
         raise SpecError(
             [
@@ -314,6 +333,64 @@ def parse_experiment(
     return experiment.model_copy(update={"hyperparameters": hyperparameters})
 
 
+def _compose(text: str, file: str) -> tuple[yaml.Node | None, Any]:
+    """Nodes (for line numbers) and data, from one parse, within the size budgets."""
+    if len(text.encode("utf-8", "surrogatepass")) > MAX_FILE_BYTES:
+        raise SpecError(
+            [SpecIssue(file, None, "", f"larger than {MAX_FILE_BYTES >> 20} MiB", _SMALLER)]
+        )
+    loader = _Loader(text)
+    try:
+        node = loader.get_single_node()
+        if node is not None and _expanded_size(node, MAX_NODES) > MAX_NODES:
+            raise _TooBig(
+                problem=f"expands to more than {MAX_NODES:,} values through its aliases",
+                problem_mark=node.start_mark,
+            )
+        return node, loader.construct_document(node) if node is not None else None
+    except _TooBig as exc:
+        line = exc.problem_mark.line + 1 if exc.problem_mark else None
+        raise SpecError([SpecIssue(file, line, "", str(exc.problem), _SMALLER)]) from None
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = mark.line + 1 if mark else None
+        problem = f"{exc.problem} {exc.context or ''}".strip()
+        raise SpecError(
+            [SpecIssue(file, line, "", f"invalid YAML: {problem}", "check indentation and quoting")]
+        ) from None
+    except RecursionError:
+        raise SpecError([SpecIssue(file, None, "", "nested too deeply", _SMALLER)]) from None
+    finally:
+        loader.dispose()
+
+
+_SMALLER = "write the settings out plainly; experiment files need no anchors or generated bulk"
+
+
+def _expanded_size(node: yaml.Node, limit: int) -> int:
+    """How many nodes the document has once aliases are expanded (stops counting at limit)."""
+    memo: dict[int, int] = {}
+
+    def size(current: yaml.Node) -> int:
+        if id(current) in memo:
+            return memo[id(current)]
+        total = 1
+        if isinstance(current, yaml.SequenceNode):
+            children = current.value
+        elif isinstance(current, yaml.MappingNode):
+            children = [n for pair in current.value for n in pair]
+        else:
+            children = []
+        for child in children:
+            total += size(child)
+            if total > limit:
+                break
+        memo[id(current)] = total
+        return total
+
+    return size(node)
+
+
 def _raw_hyperparameter_findings(data: dict) -> list[Finding]:
     """TRL field checks on the file as written, when the schema failed elsewhere."""
     method, hyperparameters = data.get("method"), data.get("hyperparameters")
@@ -360,6 +437,9 @@ def load_experiment(
     """Read and parse an experiment file; ``root`` turns on the checks against the project."""
     path = Path(path)
     try:
+        if path.stat().st_size > MAX_FILE_BYTES:
+            issue = SpecIssue(str(path), None, "", f"larger than {MAX_FILE_BYTES >> 20} MiB")
+            raise SpecError([issue])
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise SpecError([SpecIssue(str(path), None, "", "file not found")]) from None

@@ -225,6 +225,8 @@ class Experiment(_RunFields):
     evaluation: EvaluationSpec | None = None
     export: ExportSpec | None = None
     seed: int = 42
+    # trust_remote_code runs the model repo's Python in the job: refused unless set here.
+    allow_remote_code: bool = False
     # Several runs from one file (see ``spec.expand``): a pipeline, a sweep, or both.
     stages: list[StageSpec] | None = Field(default=None, min_length=1)
     matrix: dict[str, Any] | None = None

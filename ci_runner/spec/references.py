@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import ast
 import copy
+import os
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,16 +23,38 @@ from ci_runner.spec.checks import Finding, did_you_mean
 Path_ = tuple[str | int, ...]
 
 
+# TRL/transformers settings whose string value names a file or folder to read.
+PATH_FIELDS = ("chat_template_path", "deepspeed", "fsdp_config", "accelerator_config")
+# Keys of ``*_kwargs`` dicts that name files or folders (from_pretrained's and datasets').
+PATH_KEYS = re.compile(r"(_dir|_path|_file|_files)$")
+ROOTS_ENV = "CI_RUNNER_ALLOWED_ROOTS"  # extra folders (os.pathsep-separated) data may live in
+
+
+def allowed_roots(root: Path) -> list[Path]:
+    """The project, plus folders the user named in ``CI_RUNNER_ALLOWED_ROOTS``."""
+    extra = [Path(p).expanduser() for p in os.environ.get(ROOTS_ENV, "").split(os.pathsep) if p]
+    return [root, *extra]
+
+
+def inside(path: Path, roots: list[Path]) -> bool:
+    """Does ``path``, symlinks followed, lie under one of ``roots``?"""
+    resolved = path.resolve()
+    return any(resolved.is_relative_to(r.resolve()) for r in roots)
+
+
 def check_references(
     data: dict[str, Any], root: Path | None
 ) -> tuple[dict[str, Any], list[Finding], list[Finding]]:
     """The data with local references spelled ``./…``, plus errors and warnings.
 
-    Without ``root`` nothing is looked up on disk; only the spelling is checked.
+    Without ``root`` nothing is looked up on disk; only the spelling is checked. Local
+    inputs must resolve, symlinks followed, inside the project or an allowed root: an
+    experiment file from a contributor must not read ``/etc`` or ``/proc`` into a report.
     """
     data = copy.deepcopy(data)
-    errors: list[Finding] = []
+    errors: list[Finding] = _remote_code_findings(data)
     warnings: list[Finding] = []
+    roots = allowed_roots(root) if root is not None else []
     for path, kind in list(_references(data)):
         value = _get(data, path)
         if not isinstance(value, str) or not value:
@@ -44,6 +68,10 @@ def check_references(
             continue
         if not ref.exists:
             errors.append(_missing(path, value, kind, ref.path))
+            continue
+        escape = escapes(ref.path, roots)
+        if escape:
+            errors.append(_outside(path, value, escape))
             continue
         problem = _not_a_model(ref.path) if kind == "model" else None
         if problem:
@@ -66,7 +94,92 @@ def check_references(
         _set(data, path, ref.value)
     for path, value in _rewards(data):
         errors += _reward_findings(path, value, root)
+    for path, value in _path_settings(data):
+        ref = resolve_ref(value, root)
+        if ref.kind is RefKind.HUB or root is None:
+            continue
+        if not ref.exists:
+            errors.append(Finding(path, f"no file at {value!r}", missing_path_hint(ref.path)))
+        elif escape := escapes(ref.path, roots):
+            errors.append(_outside(path, value, escape))
     return data, errors, warnings
+
+
+def escapes(path: Path | None, roots: list[Path]) -> Path | None:
+    """The first file that resolves outside ``roots``: the path itself, or a link in it."""
+    if path is None or not roots:
+        return None
+    if not inside(path, roots):
+        return path.resolve()
+    if path.is_dir():
+        for count, (folder, dirs, files) in enumerate(os.walk(path)):
+            for name in [*dirs, *files]:
+                entry = Path(folder) / name
+                if entry.is_symlink() and not inside(entry, roots):
+                    return entry
+            if count > 1000:
+                break
+    return None
+
+
+def _outside(path: Path_, value: str, where: Path) -> Finding:
+    return Finding(
+        path,
+        f"{value!r} reads {where}, which is outside the project",
+        f"copy it into the project, or allow its folder with {ROOTS_ENV}=/that/folder",
+    )
+
+
+def _remote_code_findings(data: dict[str, Any]) -> list[Finding]:
+    """``trust_remote_code`` runs the model repo's own Python in the job: opt in explicitly."""
+    if data.get("allow_remote_code") is True:
+        return []
+    findings = []
+    for prefix, scope in _scopes(data):
+        hyperparameters = scope.get("hyperparameters")
+        if not isinstance(hyperparameters, dict):
+            continue
+        places: list[tuple[Path_, Any]] = [
+            (
+                (*prefix, "hyperparameters", "trust_remote_code"),
+                hyperparameters.get("trust_remote_code"),
+            )
+        ]
+        for key in ("model_init_kwargs", "ref_model_init_kwargs"):
+            kwargs = hyperparameters.get(key)
+            if isinstance(kwargs, dict):
+                places.append(
+                    (
+                        (*prefix, "hyperparameters", key, "trust_remote_code"),
+                        kwargs.get("trust_remote_code"),
+                    )
+                )
+        findings += [
+            Finding(
+                path,
+                "trust_remote_code runs the model repository's own Python code in the job",
+                "if you trust that code, add `allow_remote_code: true` at the top of the file "
+                "(the plan and the PR comment will say so)",
+            )
+            for path, value in places
+            if value is True
+        ]
+    return findings
+
+
+def _path_settings(data: dict[str, Any]) -> Iterator[tuple[Path_, str]]:
+    """TRL settings and ``*_kwargs`` entries whose string value names a file to read."""
+    for prefix, scope in _scopes(data):
+        hyperparameters = scope.get("hyperparameters")
+        if not isinstance(hyperparameters, dict):
+            continue
+        for name, value in hyperparameters.items():
+            if name in PATH_FIELDS and isinstance(value, str):
+                yield (*prefix, "hyperparameters", name), value
+            elif name.endswith("_kwargs") and isinstance(value, dict):
+                for key, item in value.items():
+                    if PATH_KEYS.search(str(key)) and isinstance(item, str):
+                        yield (*prefix, "hyperparameters", name, key), item
 
 
 def _scopes(data: dict[str, Any]) -> Iterator[tuple[Path_, dict[str, Any]]]:
@@ -164,6 +277,14 @@ def _reward_findings(path: Path_, value: str, root: Path | None) -> list[Finding
         return []
     file = Path(file_part).expanduser()
     file = file if file.is_absolute() else root / file
+    if file.exists() and not inside(file, [root]):
+        return [
+            Finding(
+                path,
+                f"{file_part!r} is outside the project; reward code must live in the repository",
+                "move the module into the project and refer to it by a relative path",
+            )
+        ]
     if not file.is_file():
         hint = missing_path_hint(file)
         return [Finding(path, f"no reward module at {file_part!r}", hint, missing=True)]
