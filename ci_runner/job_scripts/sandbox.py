@@ -675,51 +675,32 @@ class Sandbox:
         plan = self.plan
         index = next(self._counter)
         with contextlib.ExitStack() as stack:
-            judge_uid = self._take_uid(plan, stack)
-            candidate_uid = self._take_uid(plan, stack)
-            judge_dir = self._run_dir(f"{index}-judge", judge_uid, stack)
-            candidate_dir = self._run_dir(f"{index}-candidate", candidate_uid, stack)
-            self._write(judge_dir / "judge.json", json.dumps([prompt, tests]), judge_uid)
-            self._write(candidate_dir / "candidate.py", program, candidate_uid)
-            calls_r, calls_w = os.pipe()
-            answers_r, answers_w = os.pipe()
+            calls_r, calls_w = os.pipe()  # judge -> candidate: arguments
+            answers_r, answers_w = os.pipe()  # candidate -> judge: results
+            sides = [  # role, its file and content, its pipe ends
+                ("judge", "judge.json", json.dumps([prompt, tests]), calls_w, answers_r),
+                ("candidate", "candidate.py", program, answers_w, calls_r),
+            ]
             boxes: list[_Box] = []
-            stack.callback(self._teardown, boxes)
             try:
-                boxes.append(
-                    self._launch(
-                        plan,
-                        "judge",
-                        f"{index}-judge",
-                        judge_uid,
-                        judge_dir,
-                        timeout_s,
-                        fds=[calls_w, answers_r],
-                        extra={
-                            "rpc_out": calls_w,
-                            "rpc_in": answers_r,
-                            "program": self._inside(plan, judge_dir, "judge.json"),
-                            "entry_point": entry_point,
-                        },
-                    )
-                )
-                boxes.append(
-                    self._launch(
-                        plan,
-                        "candidate",
-                        f"{index}-candidate",
-                        candidate_uid,
-                        candidate_dir,
-                        timeout_s,
-                        fds=[calls_r, answers_w],
-                        extra={
-                            "rpc_in": calls_r,
-                            "rpc_out": answers_w,
-                            "program": self._inside(plan, candidate_dir, "candidate.py"),
-                            "entry_point": entry_point,
-                        },
-                    )
-                )
+                places = []
+                for role, filename, content, _, _ in sides:
+                    uid = self._take_uid(plan, stack)
+                    folder = self._run_dir(f"{index}-{role}", uid, stack)
+                    self._write(folder / filename, content, uid)
+                    places.append((uid, folder))
+                stack.callback(self._teardown, boxes)  # runs first: before folders and uids go
+                for (role, filename, _, rpc_out, rpc_in), (uid, folder) in zip(
+                    sides, places, strict=True
+                ):
+                    extra = {
+                        "rpc_out": rpc_out,
+                        "rpc_in": rpc_in,
+                        "program": self._inside(plan, folder, filename),
+                        "entry_point": entry_point,
+                    }
+                    name, fds = f"{index}-{role}", [rpc_out, rpc_in]
+                    boxes.append(self._launch(plan, role, name, uid, folder, timeout_s, fds, extra))
             finally:
                 for fd in (calls_r, calls_w, answers_r, answers_w):
                     os.close(fd)
@@ -736,6 +717,8 @@ class Sandbox:
             stack.close()  # teardown first: the logs are complete once every process is gone
             verdict.judge_output = _tail(boxes[0].log)
             verdict.candidate_output = _tail(boxes[1].log)
+            for box in boxes:
+                box.log.unlink(missing_ok=True)
             if not verdict.passed and verdict.reason == "the judge exited without a verdict":
                 last = verdict.judge_output.strip().splitlines()
                 verdict.reason += f": {last[-1]}" if last else ""
@@ -845,6 +828,7 @@ class Sandbox:
             uid = self._take_uid(plan, stack)
             run_dir = self._run_dir(name, uid, stack)
             boxes: list[_Box] = []
+            stack.callback((self.root / "logs" / f"{name}.log").unlink, missing_ok=True)
             stack.callback(self._teardown, boxes)
             try:
                 boxes.append(self._launch(plan, "probe", name, uid, run_dir, 5.0, [], {}))
@@ -866,8 +850,17 @@ class Sandbox:
         consequences = {
             "bwrap": "no private filesystem view: generated code can read world-readable "
             "files (the project, packages) and write to world-writable folders such as /tmp",
-            "uid": f"sandboxes run as uid {os.geteuid()} without capabilities: files that uid "
-            "owns are readable, and concurrent sandboxes can read each other's files",
+            "uid": f"sandboxes run as uid {os.geteuid()} without capabilities"
+            + (
+                " inside bubblewrap: an escape from it would act as that uid"
+                if plan.mechanism == "bwrap"
+                else ": files that uid owns are readable (processes holding capabilities stay "
+                "out of reach), and concurrent sandboxes can read each other's files"
+                if self.is_root
+                else ": what that uid owns is readable (its files, and the environment of its "
+                "other processes, e.g. a parent that still holds HF_TOKEN), and concurrent "
+                "sandboxes can read each other's files"
+            ),
             "pid_namespace": (
                 "descendants are still found and killed through "
                 + ("the cgroup" if plan.cgroup_pids or plan.cgroup_memory else "their uid")
@@ -1041,6 +1034,7 @@ class Sandbox:
                 argv += ["--symlink", os.readlink(top), top]
             elif os.path.isdir(top):
                 argv += ["--ro-bind", top, top]
+        argv += ["--perms", "0755", "--dir", "/etc"]
         argv += ["--ro-bind-try", "/etc/ld.so.cache", "/etc/ld.so.cache"]
         real = os.path.realpath(plan.interpreter)
         prefixes = {str(Path(real).parent.parent)}
@@ -1055,7 +1049,8 @@ class Sandbox:
         argv += self._bwrap_parents(CHILD_DIR, made)
         argv += ["--ro-bind", str(self.root / "lib"), CHILD_DIR]
         argv += ["--bind", str(run_dir), SANDBOX_DIR, "--proc", "/proc", "--dev", "/dev"]
-        argv += ["--size", str(TMPFS_BYTES), "--tmpfs", "/tmp"]  # run stage: chdir as its uid
+        # A private /tmp any uid may use; --chdir is left to the run stage (as its uid).
+        argv += ["--perms", "01777", "--size", str(TMPFS_BYTES), "--tmpfs", "/tmp"]
         if self.is_root:
             argv += ["--cap-drop", "ALL"]
             if plan.uid:  # the run stage switches to the sandbox uid, then has none
@@ -1192,8 +1187,29 @@ class Sandbox:
                 os.close(box.ctl)
             for group in box.groups:
                 self._cgroups.remove(group)
+            plan = self._plan
+            if box.uid is not None and not survivors and plan and plan.mechanism != "bwrap":
+                # no private /tmp: clear what the (dead) sandbox uid left there
+                _remove_owned_by(box.uid, ("/tmp", "/var/tmp", "/dev/shm"))
         if survivors:
             raise SandboxError(f"processes {sorted(survivors)} outlived their sandbox")
+
+
+def _remove_owned_by(uid: int, folders: tuple[str, ...]) -> None:
+    """Remove what a sandbox uid left in shared world-writable folders (it is dead)."""
+    for folder in folders:
+        try:
+            entries = list(os.scandir(folder))
+        except OSError:
+            continue
+        for entry in entries:
+            with contextlib.suppress(OSError):
+                if entry.stat(follow_symlinks=False).st_uid != uid:
+                    continue
+                if entry.is_dir(follow_symlinks=False):
+                    shutil.rmtree(entry.path, ignore_errors=True)
+                else:
+                    os.unlink(entry.path)
 
 
 def _tail(path: Path, size: int = 4096) -> str:

@@ -76,6 +76,7 @@ SECCOMP_MODE_FILTER = 2
 
 # seccomp: syscalls untrusted code never needs, refused with an errno. The
 # kernel enforces them, so ctypes or raw syscalls do not get around them.
+# (execve stays allowed: the filter and no_new_privs carry over to any program.)
 SECCOMP_RET_KILL_PROCESS = 0x80000000
 SECCOMP_RET_ERRNO = 0x00050000
 SECCOMP_RET_ALLOW = 0x7FFF0000
@@ -118,6 +119,10 @@ SYSCALLS = {  # name: (x86_64, aarch64)
     "mount_setattr": (442, 442),
     "name_to_handle_at": (303, 264),
     "open_by_handle_at": (304, 265),
+    "shmget": (29, 194),  # System V IPC and message queues outlive the process
+    "semget": (64, 190),
+    "msgget": (68, 186),
+    "mq_open": (240, 180),
 }
 CLONE = (56, 220)  # allowed, but not with namespace flags
 CLONE3 = (435, 435)  # flags live in memory seccomp cannot read: ENOSYS, glibc falls back
