@@ -75,6 +75,10 @@ def layers(target: sandbox.Sandbox) -> dict[str, Any]:
     return target.report()["layers"]
 
 
+def uid_switched(target: sandbox.Sandbox) -> bool:
+    return layers(target)["uid"] != str(os.geteuid())
+
+
 def degraded(target: sandbox.Sandbox, layer: str) -> str:
     """The recorded reason a layer is missing ('' when it is active)."""
     reasons = [r for r in target.report()["degraded"] if r.startswith(f"{layer}:")]
@@ -222,8 +226,8 @@ return a + b
     finally:
         for path in writable:
             Path(path).unlink(missing_ok=True)
-    uid_switched = layers(target)["uid"] != str(os.geteuid())
-    if uid_switched or layers(target)["filesystem_isolated"]:
+    switched = uid_switched(target)
+    if switched or layers(target)["filesystem_isolated"]:
         assert "/etc/shadow" not in read and str(token) not in read
         assert str(REPO / f"escape-{tag}") not in wrote
         assert str(world_readable_tmp / f"escape-{tag}") not in wrote  # root's folder, 0755
@@ -235,7 +239,7 @@ return a + b
         assert "world-readable" in degraded(target, "bwrap")
         assert str(REPO / "pyproject.toml") in read and f"/tmp/escape-{tag}" in wrote
         # what a sandbox uid leaves in /tmp goes with it; as root it stays
-        assert sorted(on_disk) == ([] if uid_switched else sorted(set(wrote)))
+        assert sorted(on_disk) == ([] if switched else sorted(set(wrote)))
 
 
 # --- row: forge a pass ----------------------------------------------------------------------------
@@ -305,13 +309,14 @@ return a - b
 @pytest.mark.parametrize("forgery", list(FORGERIES), ids=list(FORGERIES))
 @configs("full", "no-unshare", "none")
 def test_forged_pass_scores_zero(disable, forgery):
-    if forgery == "proc-fd-hijack" and disable == NONE:
-        # Running as root without a PID namespace it would write into every root
-        # process's pipes on this machine; the report records why it is not stopped.
-        target = box(disable)
-        assert degraded(target, "uid") and degraded(target, "pid_namespace")
+    target = box(disable)
+    if forgery == "proc-fd-hijack" and not (uid_switched(target) or layers(target)["bwrap"]):
+        # As the evaluator's uid with the host's /proc it would write into the pipes
+        # of this machine's other processes of that uid (those without capabilities):
+        # not run; the report records why it would not be stopped.
+        assert degraded(target, "uid") and degraded(target, "bwrap")
         return
-    verdict = run(box(disable), FORGERIES[forgery])
+    verdict = run(target, FORGERIES[forgery])
     assert not verdict.passed, verdict
     assert "HIJACKED" not in verdict.candidate_output
 
@@ -331,7 +336,9 @@ def test_the_judge_still_passes_a_correct_answer_next_to_forgery_attempts():
 @configs("full", "no-unshare", "no-unshare-no-cgroups", "none")
 def test_double_fork_setsid_grandchild_does_not_survive(disable, ending):
     target = box(disable)
-    if disable == NONE:  # no PID namespace, cgroup or uid to find it by
+    found_by = ("pid_namespace", "cgroup_memory", "cgroup_pids")
+    if not (any(layers(target)[n] for n in found_by) or uid_switched(target)):
+        # no PID namespace, cgroup or uid to find it by
         assert "setsid() can outlive the timeout" in degraded(target, "pid_namespace")
         return
     marker = f"ci-runner-survivor-{uuid.uuid4().hex}"
@@ -360,12 +367,15 @@ if not hasattr(sys, 'forked'):  # the body runs once per call: fork on the first
     watcher.start()
     try:
         verdict = run(target, body)
+        survivors = processes_with(marker)
     finally:
         done.set()
         watcher.join()
+        for pid in processes_with(marker):  # ours: leave nothing behind if this fails
+            os.kill(pid, 9)
     assert seen, "the grandchild never started: the test proves nothing"
     assert verdict.passed is (ending == "returns"), verdict
-    assert processes_with(marker) == []
+    assert survivors == []
 
 
 # --- row: kill the evaluator ----------------------------------------------------------------------
@@ -397,6 +407,10 @@ return a + b
 def test_kill_getppid_does_not_reach_the_evaluator(disable):
     """kill(getppid(), SIGKILL), then the grandparent too; any one layer of PID
     namespace, uid or seccomp suffices, each is tried alone."""
+    target = box(disable)  # the same layers as the evaluator below will get
+    if not (layers(target)["pid_namespace"] or uid_switched(target) or layers(target)["seccomp"]):
+        assert "signals to same-uid processes" in degraded(target, "seccomp")
+        return
     body = KILL_PARENTS.replace("GUARD", str(os.getpid()))
     code, result, output = run_evaluator(body, disable, dict(os.environ), drop=False)
     assert code == 0 and result is not None, output[-3000:]
@@ -434,7 +448,7 @@ return a + b
 @configs("full", "no-unshare-no-cgroups", "none")
 def test_fork_bomb_is_bounded(disable):
     target = box(disable, pids_max=32)
-    if not (layers(target)["cgroup_pids"] or layers(target)["uid"] != str(os.geteuid())):
+    if not (layers(target)["cgroup_pids"] or uid_switched(target)):
         assert "forks are unbounded" in degraded(target, "cgroup_pids")
         return
     verdict = run(target, FORK_BOMB, timeout_s=10)
@@ -625,7 +639,7 @@ def test_loopback_via_ctypes_is_unreachable(disable, listener):
 @configs("full", "no-unshare", "none")
 def test_two_sandboxes_cannot_read_each_other(disable):
     target = box(disable)
-    if layers(target)["uid"] == str(os.geteuid()) and not layers(target)["filesystem_isolated"]:
+    if not (uid_switched(target) or layers(target)["filesystem_isolated"]):
         assert "concurrent sandboxes can read each other's files" in degraded(target, "uid")
         return
     tag = uuid.uuid4().hex
