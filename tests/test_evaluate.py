@@ -1,4 +1,4 @@
-"""job_scripts/evaluate.py: the HumanEval sandbox, GSM8K scoring, and a real lighteval run.
+"""ci_runner/job_scripts/evaluate.py: the HumanEval sandbox, GSM8K scoring, a real run.
 
 The scorer tests run real subprocesses (about 0.1 s each); only the end-to-end
 runs on the tiny model are marked ``training``.

@@ -67,7 +67,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-import sandbox  # sibling module (job_scripts/sandbox.py), shipped with this script
+import sandbox  # a helper beside this script (ci_runner/job_scripts), shipped with it
 
 RUN_CONFIG_ENV = "CI_RUNNER_RUN_CONFIG"
 SUMMARY_PREFIX = "CI_RUNNER_SUMMARY "  # must match ci_runner.runconfig.SUMMARY_PREFIX
