@@ -748,6 +748,16 @@ def test_unknown_layer_name_is_refused():
         sandbox.Sandbox(disable=["netns"])
 
 
+def test_the_sandbox_ships_with_the_evaluate_job():
+    """HF Jobs receives evaluate.py with its helpers; sandbox.py reads sandbox_child.py."""
+    from ci_runner.job_scripts import PACKAGE_DIR, bundle_files
+
+    shipped = bundle_files(PACKAGE_DIR / "evaluate.py")
+    for name in ("sandbox.py", "sandbox_child.py"):
+        assert shipped[name] == (JOB_SCRIPTS / name).read_bytes()
+    assert sandbox.CHILD_SOURCE == JOB_SCRIPTS / "sandbox_child.py"
+
+
 def test_bubblewrap_is_used_when_installed():
     """CI installs bubblewrap (.ci/run); without it the report must say so."""
     target = box(FULL)
