@@ -689,6 +689,42 @@ return a + b
     assert int(lines(verdict.candidate_output, "OPENED ")[0]) >= 1  # it did read (its own files)
 
 
+# --- the judge/candidate channel -----------------------------------------------------------------
+
+
+def test_plain_data_crosses_between_judge_and_candidate():
+    """Arguments and answers cross as tagged JSON: builtin types round-trip exactly."""
+    prompt = 'def echo(x):\n    """Return x."""\n'
+    value = {"a": (1, 2.5, None), 3: frozenset({"s"}), (4, 5): [b"\x00", {6}, 1 + 2j, True]}
+    tests = (
+        f"def check(candidate):\n    value = {value!r}\n"
+        "    got = candidate(value)\n"
+        "    assert got == value and type(got[(4, 5)][1]) is set and type(got['a']) is tuple\n"
+        "    assert candidate(float('inf')) == float('inf') and candidate(10 ** 40) == 10 ** 40\n"
+        "    assert candidate(x='kw') == 'kw'\n"
+    )
+    verdict = box().run_tests(
+        program=prompt + "    return x\n",
+        prompt=prompt,
+        tests=tests,
+        entry_point="echo",
+        timeout_s=TIMEOUT_S,
+    )
+    assert verdict.passed, verdict
+
+
+@pytest.mark.parametrize(
+    "message",
+    [[1, 2], {"list": 5}, {"a": 1, "b": 2}, {"object": []}, {"dict": [[1]]}, {"set": [[1]]}],
+    ids=["bare-list", "bad-payload", "two-tags", "unknown-tag", "bad-pair", "unhashable"],
+)
+def test_the_judge_decodes_nothing_but_plain_data(message):
+    import sandbox_child
+
+    with pytest.raises((ValueError, TypeError)):
+        sandbox_child.decode(message)
+
+
 # --- the report -----------------------------------------------------------------------------------
 
 

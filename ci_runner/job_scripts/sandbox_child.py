@@ -496,13 +496,12 @@ def decode(value, depth: int = 0):
             return complex(float(payload[0]), float(payload[1]))
         if tag == "bytes" and type(payload) is str:
             return bytes.fromhex(payload)
-        if type(payload) is list:
-            items = [decode(item, depth + 1) for item in payload]
-            kinds = {"list": list, "tuple": tuple, "set": set, "frozenset": frozenset}
-            if tag in kinds:
-                return kinds[tag](items)
-            if tag == "dict" and all(type(p) is list and len(p) == 2 for p in payload):
-                return {decode(k, depth + 1): decode(v, depth + 1) for k, v in payload}
+        pairs = type(payload) is list and all(type(p) is list and len(p) == 2 for p in payload)
+        if tag == "dict" and pairs:
+            return {decode(k, depth + 1): decode(v, depth + 1) for k, v in payload}
+        kinds = {"list": list, "tuple": tuple, "set": set, "frozenset": frozenset}
+        if tag in kinds and type(payload) is list:
+            return kinds[tag](decode(item, depth + 1) for item in payload)
     raise ValueError("the candidate sent something that is not plain data")
 
 
