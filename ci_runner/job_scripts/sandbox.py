@@ -874,7 +874,9 @@ class Sandbox:
             "several processes can each use that much",
             "cgroup_pids": f"forks are bounded by RLIMIT_NPROC ({self.pids_max}) for its uid"
             if plan.uid
-            else "forks are unbounded (RLIMIT_NPROC does not bind root)",
+            else "forks are unbounded (RLIMIT_NPROC does not bind root)"
+            if self.is_root
+            else "forks are bounded only by this user's own process limit",
             "seccomp": "no syscall filter: sockets (without a network namespace), signals to "
             "same-uid processes, ptrace and the keyring are left to the other layers",
         }
@@ -973,7 +975,15 @@ class Sandbox:
             "cwd": SANDBOX_DIR if bwrap else str(run_dir),
             **extra,
         }
-        run_argv = [plan.interpreter, "-I", "-S", child, "run", json.dumps(inner)]
+        run_argv = [
+            plan.interpreter,
+            "-I",
+            "-S",
+            "-u",
+            child,
+            "run",
+            json.dumps(inner),
+        ]  # -u: prints reach the log
         outer = {
             "ctl_fd": ctl_w,
             "mechanism": "bwrap" if bwrap else "unshare",

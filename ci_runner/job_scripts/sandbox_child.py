@@ -430,6 +430,9 @@ def run(config: dict) -> None:
         serve_candidate(config)
     elif role == "judge":
         judge(config, ctl)
+    for stream in (sys.stdout, sys.stderr):  # what it printed, for the evaluator's log
+        with contextlib.suppress(Exception):
+            stream.flush()
     os._exit(0)
 
 
