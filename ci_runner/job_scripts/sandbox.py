@@ -26,9 +26,11 @@ the *candidate* holds only the model's program and answers calls to its entry
 point over a pipe pair; the *judge* runs the benchmark's prompt and tests,
 calling the candidate through a proxy that exchanges plain data (tagged JSON,
 never pickle). Only the judge holds the pipe to the evaluator that carries the
-verdict, and the two run under different uids and in different namespaces.
-No nonce, nothing in the candidate's memory decides the result, and an object
-whose ``__eq__`` always returns True cannot cross the pipe.
+verdict; the two are separate sandboxes (separate uids and namespaces where those
+layers exist) and both are non-dumpable, so the candidate cannot reach the
+judge's pipes through ``/proc``. No nonce, nothing in the candidate's memory
+decides the result, and an object whose ``__eq__`` always returns True cannot
+cross the pipe.
 
 **Isolation, layered** (each probed at start with a real trial sandbox, each
 sandbox's report checked against the plan, and every missing layer recorded
@@ -41,14 +43,17 @@ in :func:`summary` and printed as a warning, never silently skipped):
 * a uid that owns nothing, one per sandbox (from ``UID_BASE``), in a 0700
   directory of its own, with ``RLIMIT_NPROC`` binding;
 * cgroup (v1 or v2) memory and pids limits on each sandbox's whole tree;
-* a seccomp filter: no sockets, no signals to other processes, no ptrace,
-  no keyring, no new namespaces or mounts;
+* a seccomp filter: no sockets, no signals, no ptrace, no keyring, no System V
+  IPC, no new namespaces or mounts;
 * no capabilities, ``no_new_privs``, rlimits (address space, CPU, files,
   file size, core dumps).
 
 At the end of a run everything the sandbox started is killed: through the
 cgroup, or its PID namespace, or its uid, and the evaluator checks that none
-survived.
+survived (a survivor is a :class:`SandboxError`, not a quiet leak).
+
+``CI_RUNNER_SANDBOX_DISABLE`` (comma-separated layer names, or ``namespaces``,
+``cgroups``, ``all``) switches layers off, to see and test the degraded paths.
 """
 
 from __future__ import annotations
