@@ -1,4 +1,4 @@
-"""job_scripts/evaluate.py: the HumanEval sandbox, GSM8K scoring, and a real lighteval run.
+"""ci_runner/job_scripts/evaluate.py: the HumanEval sandbox, GSM8K scoring, a real run.
 
 The scorer tests run real subprocesses (about 0.1 s each); only the end-to-end
 runs on the tiny model are marked ``training``.
@@ -23,14 +23,20 @@ from ci_runner.fixtures import gsm8k_rows, humaneval_rows
 from ci_runner.runconfig import RUN_CONFIG_ENV, SUMMARY_PREFIX, EvalConfig
 
 REPO = Path(__file__).resolve().parents[1]
-EVAL_SCRIPT = REPO / "ci_runner" / "job_scripts" / "evaluate.py"
+JOB_SCRIPTS = REPO / "ci_runner" / "job_scripts"
+EVAL_SCRIPT = JOB_SCRIPTS / "evaluate.py"
 TIMEOUT_S = 2.0
 SLACK_S = 3.0  # process start-up and kill on two busy cores
 
 
 @functools.cache
 def evaluate_module():
-    """Import evaluate.py from its path: a standalone script, not part of the package."""
+    """Import evaluate.py from its path: a standalone script, not part of the package.
+
+    Like a job, it imports its sibling ``sandbox`` module from its own folder.
+    """
+    if str(JOB_SCRIPTS) not in sys.path:
+        sys.path.insert(0, str(JOB_SCRIPTS))
     spec = importlib.util.spec_from_file_location("ci_runner_job_evaluate", EVAL_SCRIPT)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -327,6 +333,10 @@ def test_evaluate_tiny_model_on_both_benchmarks(tiny_fixtures, job_env, tmp_path
     elapsed = time.monotonic() - started
     assert_evaluated(code, output, summary, config)
     assert "humaneval|0" in output and "pass@1=" in output  # readable progress
+    # The sandbox's layers are in the summary and the log (tests/test_sandbox.py: the attacks)
+    layers = summary["sandbox"]["layers"]
+    assert layers["secrets_dropped"] is True and layers["separate_judge"] is True
+    assert "sandbox: " in output and "secrets dropped before running generated code" in output
     assert not any(Path(tiny_fixtures.model).glob("*/"))  # nothing written into the model
     assert elapsed < 120
 

@@ -21,11 +21,14 @@ experiments: everything comes from one eval config (JSON, ``EvalConfig`` in
     python evaluate.py --config eval.json        # a path, or inline JSON
     CI_RUNNER_RUN_CONFIG=eval.json python evaluate.py
 
-Two benchmarks ship inside this file, because HF Jobs receives the script inline:
+Two benchmarks ship with this file (HumanEval's sandbox in its sibling modules):
 
-* ``humaneval`` (openai/openai_humaneval format): greedy completion, then pass@1
-  by running prompt + completion + test in a sandboxed subprocess (see
-  :func:`run_sandboxed`); lighteval has no HumanEval of its own.
+* ``humaneval`` (openai/openai_humaneval format): greedy completion, then pass@1:
+  the completion runs in one sandbox, the prompt and tests in another that
+  decides the verdict (``sandbox.py`` beside this file; lighteval has no
+  HumanEval of its own). Before any generated code runs, the evaluator drops
+  its secrets (``HF_TOKEN``, the token file); the summary's ``sandbox`` entry
+  records which isolation layers were active.
 * ``gsm8k`` (openai/gsm8k format, few-shot from ``train``): exact match of the
   final number.
 
@@ -56,9 +59,6 @@ import json
 import math
 import os
 import re
-import secrets
-import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -66,6 +66,8 @@ import traceback
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
+
+import sandbox  # a helper beside this script (ci_runner/job_scripts), shipped with it
 
 RUN_CONFIG_ENV = "CI_RUNNER_RUN_CONFIG"
 SUMMARY_PREFIX = "CI_RUNNER_SUMMARY "  # must match ci_runner.runconfig.SUMMARY_PREFIX
@@ -82,8 +84,6 @@ GSM8K_STOP = ["Question:"]
 GSM8K_PROMPT = "Question: {question}\nAnswer:"
 
 SANDBOX_TIMEOUT_S = 10.0
-SANDBOX_MEMORY_BYTES = 2 << 30
-SANDBOX_OUTPUT_BYTES = 1 << 20
 SANDBOX_WORKERS = max(1, min(8, os.cpu_count() or 1))
 CPU_BATCH_SIZE = 8
 
@@ -138,122 +138,8 @@ def check_eval_config(config: dict[str, Any]) -> None:
 
 
 # --- HumanEval: sandboxed execution -------------------------------------------
-
-# Runs in the child, before the untrusted program. It is a separate file executed
-# by ``python -I``; keep it standard-library only.
-SANDBOX_GUARD = r'''
-import sys
-
-
-def unshare_network():
-    """A new network namespace has no usable interface: even raw syscalls reach nothing."""
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL(None, use_errno=True)
-        for flags in (0x10000000 | 0x40000000, 0x40000000):  # NEWUSER|NEWNET, else NEWNET
-            if libc.unshare(flags) == 0:
-                return True
-    except Exception:
-        pass
-    return False
-
-
-def limit_resources(memory_bytes, cpu_seconds, output_bytes):
-    import resource
-
-    wanted = [
-        (resource.RLIMIT_AS, memory_bytes, memory_bytes),
-        (resource.RLIMIT_CPU, cpu_seconds, cpu_seconds + 1),
-        (resource.RLIMIT_NOFILE, 64, 64),
-        (resource.RLIMIT_FSIZE, output_bytes, output_bytes),
-        (resource.RLIMIT_CORE, 0, 0),
-        (resource.RLIMIT_NPROC, 0, 0),  # no fork (ignored for root)
-    ]
-    for kind, soft, hard in wanted:
-        try:
-            _, current_hard = resource.getrlimit(kind)
-            if current_hard != resource.RLIM_INFINITY:
-                soft, hard = min(soft, current_hard), min(hard, current_hard)
-            resource.setrlimit(kind, (soft, hard))
-        except (ValueError, OSError):
-            pass
-
-
-def block_sockets():
-    import _socket
-    import socket
-
-    def refuse(*args, **kwargs):
-        raise PermissionError(13, "network access is disabled in the sandbox")
-
-    class BlockedSocket(socket.socket):
-        def __init__(self, *args, **kwargs):
-            refuse()
-
-    class BlockedRawSocket(_socket.socket):
-        def __init__(self, *args, **kwargs):
-            refuse()
-
-    socket.socket = BlockedSocket
-    socket.SocketType = _socket.socket = _socket.SocketType = BlockedRawSocket
-    names = (
-        "socketpair", "fromfd", "create_connection", "create_server", "getaddrinfo",
-        "gethostbyname", "gethostbyname_ex", "gethostbyaddr", "getnameinfo",
-    )
-    for module in (socket, _socket):
-        for name in names:
-            if hasattr(module, name):
-                setattr(module, name, refuse)
-
-
-def disable_destructive_functions():
-    """As the original HumanEval harness does: not a security boundary, a seatbelt."""
-    import builtins
-    import faulthandler
-    import os
-    import shutil
-    import subprocess
-
-    faulthandler.disable()
-    builtins.exit = builtins.quit = None
-    os.environ["OMP_NUM_THREADS"] = "1"
-    for name in (
-        "kill", "killpg", "system", "putenv", "remove", "removedirs", "rmdir", "fchdir",
-        "setuid", "fork", "forkpty", "rename", "renames", "truncate", "replace", "unlink",
-        "fchmod", "fchown", "chmod", "chown", "chroot", "lchown", "chdir", "popen",
-        "execv", "execve", "execvp", "execvpe", "execl", "execle", "execlp", "execlpe",
-        "spawnv", "spawnve", "spawnvp", "spawnvpe", "posix_spawn", "posix_spawnp",
-    ):
-        if hasattr(os, name):
-            setattr(os, name, None)
-    shutil.rmtree = shutil.move = shutil.chown = None
-    subprocess.Popen = None
-    for name in ("ipdb", "joblib", "resource", "psutil", "tkinter", "ctypes"):
-        sys.modules[name] = None
-
-
-def main():
-    import os
-
-    program_path, memory_bytes, cpu_seconds, output_bytes = sys.argv[1:5]
-    nonce = sys.stdin.readline().strip()
-    sys.stdin.close()
-    with open(program_path, encoding="utf-8") as handle:
-        code = compile(handle.read(), "program.py", "exec")
-    unshare_network()
-    limit_resources(int(memory_bytes), int(cpu_seconds), int(output_bytes))
-    block_sockets()
-    disable_destructive_functions()
-    exec(code, {"__name__": "__sandbox__"})
-    sys.stdout.flush()
-    # Only a program that ran to its end prints the nonce; sys.exit(0) or
-    # os._exit(0) halfway through exits 0 too, but without it.
-    os.write(1, ("\n" + nonce + "\n").encode())
-
-
-main()
-'''
+# The sandbox lives in the sibling modules sandbox.py (evaluator side) and
+# sandbox_child.py (what runs inside); see sandbox.py for the layers.
 
 
 def truncate_at_stops(text: str, stops: list[str]) -> str:
@@ -269,8 +155,8 @@ def truncate_at_stops(text: str, stops: list[str]) -> str:
 _FENCE = re.compile(r"```[ \t]*[\w+-]*[ \t]*\n(.*?)(?:```|\Z)", re.DOTALL)
 
 
-def build_program(problem: dict[str, Any], completion: str) -> str:
-    """The program HumanEval runs: prompt + completion + test + ``check(entry_point)``.
+def build_candidate(problem: dict[str, Any], completion: str) -> str:
+    """The model's side of a HumanEval problem: the prompt completed by the model.
 
     Base models continue the prompt's function body. Chat models tend to answer
     with a fenced code block holding the whole function: that block then replaces
@@ -283,11 +169,18 @@ def build_program(problem: dict[str, Any], completion: str) -> str:
     defines_entry = re.search(rf"^def\s+{re.escape(entry_point)}\s*\(", code, re.MULTILINE)
     if defines_entry:
         code = truncate_at_stops(code, ["\nif __name__"])
-        header = _prompt_header(problem["prompt"], entry_point)
-        body = header + code
-    else:
-        body = problem["prompt"] + truncate_at_stops(code, HUMANEVAL_STOP)
-    return f"{body}\n\n{problem['test']}\n\ncheck({entry_point})\n"
+        return _prompt_header(problem["prompt"], entry_point) + code
+    return problem["prompt"] + truncate_at_stops(code, HUMANEVAL_STOP)
+
+
+def build_program(problem: dict[str, Any], completion: str) -> str:
+    """The whole program as the original harness runs it: candidate + test + ``check``.
+
+    For reading and debugging: scoring runs the candidate and the tests in two
+    separate sandboxes (:func:`score_humaneval`).
+    """
+    body = build_candidate(problem, completion)
+    return f"{body}\n\n{problem['test']}\n\ncheck({problem['entry_point']})\n"
 
 
 def _prompt_header(prompt: str, entry_point: str) -> str:
@@ -296,82 +189,22 @@ def _prompt_header(prompt: str, entry_point: str) -> str:
     return prompt[: match.start()] if match else ""
 
 
-def run_sandboxed(program: str, timeout_s: float) -> tuple[bool, str]:
-    """Run ``program`` in a throwaway child process; (passed, reason).
-
-    The child is ``python -I`` (no user site, no PYTHON* variables) in an empty
-    temporary folder with a scrubbed environment. Before the program runs, the
-    guard moves it into a new network namespace where the kernel allows it,
-    replaces the socket constructors, caps address space, CPU time, open files,
-    file size and forks with rlimits, and removes destructive os/shutil/subprocess
-    functions. The child leads its own process group, which is killed on timeout
-    (or left-over children on exit). Limits are set in the child rather than in a
-    ``preexec_fn``: the evaluator has torch's threads running, and ``preexec_fn``
-    can deadlock after fork in a threaded parent.
-    """
-    nonce = secrets.token_hex(16)
-    with tempfile.TemporaryDirectory(prefix="ci-runner-sandbox-") as work:
-        Path(work, "guard.py").write_text(SANDBOX_GUARD, encoding="utf-8")
-        Path(work, "program.py").write_text(program, encoding="utf-8")
-        env = {"PATH": os.defpath, "HOME": work, "TMPDIR": work, "LANG": "C.UTF-8"}
-        command = [
-            sys.executable,
-            "-I",
-            "guard.py",
-            "program.py",
-            str(SANDBOX_MEMORY_BYTES),
-            str(max(1, math.ceil(timeout_s))),
-            str(SANDBOX_OUTPUT_BYTES),
-        ]
-        out_path, err_path = Path(work, "stdout.txt"), Path(work, "stderr.txt")
-        with out_path.open("wb") as out, err_path.open("wb") as err:
-            process = subprocess.Popen(
-                command,
-                cwd=work,
-                env=env,
-                stdin=subprocess.PIPE,
-                stdout=out,
-                stderr=err,
-                start_new_session=True,
-            )
-            try:
-                with contextlib.suppress(BrokenPipeError):
-                    process.stdin.write((nonce + "\n").encode())
-                    process.stdin.close()
-                returncode = process.wait(timeout=timeout_s)
-            except subprocess.TimeoutExpired:
-                return False, f"timed out after {timeout_s:g}s"
-            finally:
-                _kill_group(process)
-        tail = _tail(out_path)
-        if returncode == 0 and nonce in tail:
-            return True, "passed"
-        if returncode == 0:
-            return False, "exited before the tests finished"
-        reason = _tail(err_path).strip().splitlines()
-        return False, reason[-1] if reason else f"exit code {returncode}"
-
-
-def _kill_group(process: subprocess.Popen) -> None:
-    """Kill the child and anything it started, then reap it."""
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(process.pid, signal.SIGKILL)
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        process.wait(timeout=5)
-
-
-def _tail(path: Path, size: int = 4096) -> str:
-    with path.open("rb") as handle:
-        handle.seek(max(0, path.stat().st_size - size))
-        return handle.read().decode("utf-8", errors="replace")
-
-
 def score_humaneval(
     problem: dict[str, Any], completion: str, timeout_s: float = SANDBOX_TIMEOUT_S
 ) -> float:
-    """pass@1 of one greedy completion: 1.0 when ``check(entry_point)`` passes."""
-    passed, _ = run_sandboxed(build_program(problem, completion), timeout_s)
-    return 1.0 if passed else 0.0
+    """pass@1 of one greedy completion: 1.0 when ``check(entry_point)`` passes.
+
+    The completion runs in one sandbox, the prompt and tests in another (the
+    judge), which calls the candidate over a pipe and alone reports the verdict.
+    """
+    verdict = sandbox.run_tests(
+        program=build_candidate(problem, completion),
+        prompt=problem["prompt"],
+        tests=problem["test"],
+        entry_point=problem["entry_point"],
+        timeout_s=timeout_s,
+    )
+    return 1.0 if verdict.passed else 0.0
 
 
 # --- GSM8K: final-number exact match -------------------------------------------
@@ -960,7 +793,21 @@ def evaluate(config: dict[str, Any]) -> dict[str, Any]:
             + f" | chat_template={'on' if chat else 'off'}",
             flush=True,
         )
-        pipeline.evaluate()
+        runs_code = "humaneval" in configs
+        if runs_code:  # secrets first: model and data are loaded, no generated code ran yet
+            dropped = sandbox.drop_secrets()
+            print(
+                f"secrets dropped before running generated code: {len(dropped['env'])} "
+                f"environment variable(s), {len(dropped['token_files'])} token file(s) moved "
+                "until the evaluation ends",
+                flush=True,
+            )
+            sandbox.prepare(sys.stderr)
+        try:
+            pipeline.evaluate()
+        finally:
+            if runs_code:  # every sandbox is torn down (and checked) at the end of its run
+                sandbox.restore_secrets()
         pipeline.save_and_push_results()
 
     results_file = newest_results_file(results_dir)
@@ -984,6 +831,7 @@ def evaluate(config: dict[str, Any]) -> dict[str, Any]:
         "results_file": str(results_file),
         "details_dir": str(output_dir / "details"),
         "output_dir": str(output_dir),
+        "sandbox": sandbox.summary() if runs_code else None,
         "runtime_s": round(time.monotonic() - started, 3),
     }
 
