@@ -1,0 +1,107 @@
+"""What crosses between the runner and a backend: requests out, states and statuses back.
+
+Closed sets are enums; the ledger stores their values, so its JSON reads as before.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path
+from typing import Protocol
+
+from pydantic import BaseModel
+
+
+class BackendName(str, Enum):
+    LOCAL = "local"
+    HF_JOBS = "hf-jobs"
+
+
+class JobState(str, Enum):
+    """A backend job's lifecycle, named as HF Jobs names it."""
+
+    SCHEDULING = "SCHEDULING"
+    RUNNING = "RUNNING"
+    COMPLETED = "COMPLETED"
+    ERROR = "ERROR"
+    CANCELED = "CANCELED"
+
+    @property
+    def terminal(self) -> bool:
+        return self in (JobState.COMPLETED, JobState.ERROR, JobState.CANCELED)
+
+
+class Stage(str, Enum):
+    """Where a run is: training, then evaluation, then export."""
+
+    TRAIN = "train"
+    EVAL = "eval"
+    EXPORT = "export"
+    DONE = "done"
+
+
+class JobKind(str, Enum):
+    """A job after training: an evaluation of one model, or the GGUF export."""
+
+    EVAL = "eval"
+    EXPORT = "export"
+
+
+class FailureKind(str, Enum):
+    """How a job died; the first three are worth resuming from a checkpoint."""
+
+    TIMEOUT = "timeout"
+    PREEMPTED = "preempted"
+    INFRA = "infra"
+    OOM = "oom"
+    DATA = "data"
+    AUTH = "auth"
+    ERROR = "error"
+
+
+RETRYABLE = (FailureKind.TIMEOUT, FailureKind.PREEMPTED, FailureKind.INFRA)
+
+
+@dataclass(frozen=True)
+class JobRequest:
+    script: Path  # an entry script (``ci_runner.job_scripts.locate``)
+    run_config: BaseModel  # the script's one input (``ci_runner.runconfig``)
+    labels: dict[str, str]
+    flavor: str = "cpu-basic"
+    timeout_s: int | None = None
+
+
+@dataclass(frozen=True)
+class JobHandle:
+    job_id: str
+    url: str  # where a person reads the logs: a Hub job page or a local file
+
+
+@dataclass(frozen=True)
+class JobStatus:
+    job_id: str
+    state: JobState
+    exit_code: int | None = None
+    message: str | None = None
+    finished_at: str | None = None
+
+
+class Backend(Protocol):
+    """Four verbs, both backends, the same tests. Labels let a crashed submit be adopted."""
+
+    name: str
+
+    def submit(self, request: JobRequest) -> JobHandle: ...
+
+    def find(self, labels: dict[str, str]) -> list[JobHandle]:
+        """Jobs carrying all these labels, oldest first."""
+        ...
+
+    def statuses(self, job_ids: list[str]) -> dict[str, JobStatus]:
+        """Many jobs in one call: polling N runs must not cost N requests."""
+        ...
+
+    def logs(self, job_id: str, tail: int | None = None) -> list[str]: ...
+
+    def cancel(self, job_id: str) -> None: ...

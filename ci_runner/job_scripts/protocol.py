@@ -1,0 +1,181 @@
+"""The job protocol: one run config in, one summary line out, both versioned.
+
+Shared by both ends. Inside a job the scripts import it as a sibling module (it ships
+with them); the runner imports it as ``ci_runner.job_scripts.protocol``. Standard library
+only, so it loads before any of the job's dependencies.
+
+In: the config is JSON, given as ``--config PATH_OR_JSON`` or ``$CI_RUNNER_RUN_CONFIG``.
+Out: the script's last stdout line is ``CI_RUNNER_SUMMARY {json}`` (also written to
+``<output_dir>/ci_runner_summary.json``); ``status`` is ``completed`` or ``failed``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+SCHEMA_VERSION = 1
+RUN_CONFIG_ENV = "CI_RUNNER_RUN_CONFIG"
+SUMMARY_PREFIX = "CI_RUNNER_SUMMARY "
+SUMMARY_FILENAME = "ci_runner_summary.json"
+COMPLETED, FAILED = "completed", "failed"
+
+
+class ConfigError(ValueError):
+    """A problem with the config or the data: the fix is in the message, not a traceback."""
+
+
+# --- in ---------------------------------------------------------------------------
+
+
+def read_config(
+    argv: list[str] | None, *, description: str, required: Iterable[str]
+) -> dict[str, Any]:
+    """The job's config from ``--config`` or the env var (a path or inline JSON)."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--config", help=f"JSON path or inline JSON (${RUN_CONFIG_ENV})")
+    args = parser.parse_args(argv)
+    source = args.config or os.environ.get(RUN_CONFIG_ENV)
+    if not source:
+        raise ConfigError(f"no config: pass --config run.json or set {RUN_CONFIG_ENV}")
+    try:
+        inline = source.lstrip().startswith("{")
+        config = json.loads(source if inline else Path(source).read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ConfigError(f"cannot read the config: {exc}") from exc
+    if not isinstance(config, dict):
+        raise ConfigError("the config must be a JSON object")
+    version = config.get("schema_version", SCHEMA_VERSION)
+    if version != SCHEMA_VERSION:
+        raise ConfigError(
+            f"config schema_version {version} is not {SCHEMA_VERSION}: the runner and this "
+            "job script come from different ci-runner versions"
+        )
+    missing = [key for key in required if key not in config]
+    if missing:
+        raise ConfigError(f"config lacks {missing}")
+    return config
+
+
+# --- out --------------------------------------------------------------------------
+
+
+def failure(exc: BaseException, config: Mapping[str, Any], **fields_: Any) -> dict[str, Any]:
+    """The summary of a job that failed: what broke, in one line."""
+    return {
+        "status": FAILED,
+        **fields_,
+        "error_type": type(exc).__name__,
+        "error": str(exc) or repr(exc),
+        "output_dir": config.get("output_dir"),
+    }
+
+
+def emit_summary(summary: Mapping[str, Any], output_dir: str | None) -> None:
+    """Print the summary line last, and keep a copy beside the outputs."""
+    data = {"schema_version": SCHEMA_VERSION, **summary}
+    text = json.dumps(data, allow_nan=True)
+    if output_dir:
+        try:
+            Path(output_dir).mkdir(parents=True, exist_ok=True)
+            Path(output_dir, SUMMARY_FILENAME).write_text(text + "\n", encoding="utf-8")
+        except OSError as exc:  # the summary line below still reaches the runner
+            print(f"warning: could not write {SUMMARY_FILENAME}: {exc}", file=sys.stderr)
+    sys.stderr.flush()
+    print(SUMMARY_PREFIX + text, flush=True)
+
+
+def parse_summary(lines: Iterable[str]) -> dict[str, Any] | None:
+    """The last summary line in a job's log, or None (crashed before printing one).
+
+    A summary from a newer protocol is read as a failure that says so, never guessed at.
+    """
+    found = None
+    for line in lines:
+        text = line.strip()
+        if text.startswith(SUMMARY_PREFIX):
+            found = text[len(SUMMARY_PREFIX) :]
+    if found is None:
+        return None
+    try:
+        data = json.loads(found)
+    except json.JSONDecodeError:
+        return None
+    if not isinstance(data, dict):
+        return None
+    version = data.get("schema_version", SCHEMA_VERSION)
+    if version != SCHEMA_VERSION:
+        return {
+            "status": FAILED,
+            "error_type": "ProtocolError",
+            "error": f"the job's summary has schema_version {version}, this ci-runner reads "
+            f"{SCHEMA_VERSION}: use one ci-runner version for submit and poll",
+        }
+    return data
+
+
+# --- typed summaries (what the runner reads) -----------------------------------------
+
+
+@dataclass(frozen=True)
+class _Summary:
+    status: str = FAILED
+    error_type: str | None = None
+    error: str | None = None
+    output_dir: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)  # keys this version does not read
+
+    @property
+    def completed(self) -> bool:
+        return self.status == COMPLETED
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]):  # noqa: ANN206 - returns cls
+        known = {f.name for f in fields(cls)} - {"extra"}
+        values = {k: v for k, v in data.items() if k in known}
+        extra = {k: v for k, v in data.items() if k not in known and k != "schema_version"}
+        return cls(**values, extra=extra)
+
+
+@dataclass(frozen=True)
+class TrainSummary(_Summary):
+    """train.py: losses, steps, speed, where the model went, what it did to the data."""
+
+    method: str | None = None
+    final_loss: float | None = None
+    min_loss: float | None = None
+    eval_loss: float | None = None
+    steps: int | None = None
+    max_steps: int | None = None
+    runtime_s: float | None = None
+    train_tokens: int | None = None
+    train_tokens_per_s: float | None = None
+    loss_history: list[list[float]] = field(default_factory=list)
+    lora: bool = False
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class EvalSummary(_Summary):
+    """evaluate.py: one model's scores on each benchmark."""
+
+    model: str | None = None
+    model_label: str | None = None
+    scores: list[dict[str, Any]] = field(default_factory=list)
+    sandbox: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ExportSummary(_Summary):
+    """export_gguf.py: the GGUF files written (and pushed)."""
+
+    files: list[dict[str, Any]] = field(default_factory=list)
+    hub_repo: str | None = None
+    hub_url: str | None = None
+    warnings: list[str] = field(default_factory=list)
