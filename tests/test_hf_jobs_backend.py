@@ -313,3 +313,9 @@ def test_missing_token_is_a_clear_backend_error(project, monkeypatch, tmp_path):
     assert result.returncode == ExitCode.BACKEND
     assert "HF_TOKEN" in result.stderr
     assert load_ledger(project.ledger_path("qwen3-0.6b-capybara-sft")) is None
+
+
+def test_evaluation_jobs_install_bubblewrap_for_the_sandbox_first():
+    command = job_command("a10g-large", "evaluate.py")[2]
+    assert command.index("apt-get install") < command.index("uv run /tmp/ci-runner-job/evaluate.py")
+    assert "apt-get" not in job_command("a10g-large", "train.py")[2]

@@ -35,6 +35,12 @@ BUNDLE_ENV = "CI_RUNNER_BUNDLE_B64"
 CONFIG_ENV = "CI_RUNNER_RUN_CONFIG"
 JOB_DIR = "/tmp/ci-runner-job"
 RETRY_STATUS = (408, 429, 500, 502, 503, 504)
+# Best effort: where the container refuses it, the sandbox records the degradation.
+SANDBOX_SETUP = (
+    "(command -v bwrap >/dev/null || (apt-get update -qq && apt-get install -y -qq "
+    "--no-install-recommends bubblewrap) >/dev/null 2>&1 || "
+    'echo "warning: bubblewrap not installed; the sandbox runs without it" >&2)'
+)
 LOG_TAIL = 2000
 REPO_LABEL = "ci-runner.repo"
 
@@ -68,6 +74,8 @@ def job_command(flavor: str, script: str) -> list[str]:
         )
     else:
         launch = f"exec uv run {path}"
+    if script == "evaluate.py":  # bubblewrap gives the HumanEval sandbox its own filesystem
+        launch = f"{SANDBOX_SETUP}; {launch}"
     return ["bash", "-c", f"{unpack} && {launch}"]
 
 
