@@ -16,10 +16,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ci_runner.backend.base import Backend, JobHandle, JobRequest, JobStatus, JobSummary
 from ci_runner.backend.hf_jobs import label_value
 from ci_runner.backend.local import LocalBackend, utc_now
 from ci_runner.core.hub import missing_path_hint, resolve_ref
+from ci_runner.core.jobs import Backend, JobHandle, JobRequest, JobStatus
 from ci_runner.data.check import DataCheck, check_experiment_data
 from ci_runner.errors import (
     BackendError,
@@ -31,6 +31,7 @@ from ci_runner.errors import (
     SpecError,
     SpecIssue,
 )
+from ci_runner.job_scripts.protocol import EvalSummary, ExportSummary, TrainSummary, parse_summary
 from ci_runner.ledger.advance import apply_job_status
 from ci_runner.ledger.model import Attempt, Ledger, Run, RunStatus, StageJob
 from ci_runner.ledger.retry import next_attempt, should_resume
@@ -847,10 +848,9 @@ class Runner:
             job_id = run.last_attempt.job_id if run.last_attempt else None
             if job_id in facts:
                 status, lines = facts[job_id]
-                summary = JobSummary.from_logs(lines) if status.state.terminal else None
-                run = apply_job_status(
-                    run, status, progress=parse_progress(lines), summary=summary and summary.data
-                )
+                raw = parse_summary(lines) if status.state.terminal else None
+                summary = TrainSummary.from_dict(raw) if raw is not None else None
+                run = apply_job_status(run, status, progress=parse_progress(lines), summary=summary)
             if run.status == RunStatus.COMPLETED:
                 run = self._enter_stage(enter_next_stage(run, after="train"))
         elif run.stage in ("eval", "export"):
@@ -858,8 +858,10 @@ class Runner:
             for job in [j for j in run.stage_jobs if j.kind == kind and j.job_id in facts]:
                 status, lines = facts[job.job_id]
                 if status.state.terminal:
-                    summary = JobSummary.from_logs(lines)
-                    run = apply_stage_status(run, job, status, summary and summary.data)
+                    raw = parse_summary(lines)
+                    kind_summary = EvalSummary if kind == "eval" else ExportSummary
+                    summary = kind_summary.from_dict(raw) if raw is not None else None
+                    run = apply_stage_status(run, job, status, summary)
             if stage_finished(run, kind):
                 run = self._enter_stage(close_stage(run, kind))
                 if kind == "eval":

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from ci_runner.backend.base import JobStatus, JobSummary
+from ci_runner.core.jobs import JobStatus
+from ci_runner.job_scripts.protocol import TrainSummary, parse_summary
 from ci_runner.ledger.advance import apply_job_status, diagnose
 from ci_runner.ledger.model import Attempt, JobState, Run, RunStatus
 from ci_runner.progress import parse_progress
@@ -56,13 +57,15 @@ def test_running_job_updates_step_and_curve():
 
 
 def test_completed_job_takes_metrics_from_summary():
-    summary = JobSummary.from_logs(
-        [
-            'CI_RUNNER_SUMMARY {"status": "completed", "steps": 4, "max_steps": 4,'
-            ' "final_loss": 1.5, "min_loss": 1.4, "runtime_s": 9.5, "train_tokens_per_s": 100.0,'
-            ' "loss_history": [[1, 2.5], [4, 1.5]]}'
-        ]
-    ).data
+    summary = TrainSummary.from_dict(
+        parse_summary(
+            [
+                'CI_RUNNER_SUMMARY {"status": "completed", "steps": 4, "max_steps": 4,'
+                ' "final_loss": 1.5, "min_loss": 1.4, "runtime_s": 9.5,'
+                ' "train_tokens_per_s": 100.0, "loss_history": [[1, 2.5], [4, 1.5]]}'
+            ]
+        )
+    )
     status = JobStatus("j1", JobState.COMPLETED, 0, None, "2026-11-22T00:01:00Z")
     run = apply_job_status(make_run(), status, progress=parse_progress(LOG), summary=summary)
     assert run.status == RunStatus.COMPLETED
@@ -82,7 +85,9 @@ def test_clean_exit_without_summary_is_a_failure():
 
 
 def test_error_carries_the_scripts_own_message_and_a_remedy():
-    summary = {"status": "failed", "error_type": "OutOfMemoryError", "error": "CUDA out of memory"}
+    summary = TrainSummary(
+        status="failed", error_type="OutOfMemoryError", error="CUDA out of memory"
+    )
     run = apply_job_status(
         make_run(),
         JobStatus("j1", JobState.ERROR, 1, "exited with code 1"),
@@ -122,15 +127,13 @@ def test_rows_the_job_dropped_become_run_warnings_in_the_report():
     from ci_runner.ledger.model import Ledger
     from ci_runner.report.render import render_report
 
-    summary = {
-        "status": "completed",
-        "steps": 4,
-        "max_steps": 4,
-        "final_loss": 1.0,
-        "data": {
-            "train_rows_without_content": {"dropped": 2, "total": 16, "columns": ["messages"]}
-        },
-    }
+    summary = TrainSummary(
+        status="completed",
+        steps=4,
+        max_steps=4,
+        final_loss=1.0,
+        data={"train_rows_without_content": {"dropped": 2, "total": 16, "columns": ["messages"]}},
+    )
     run = apply_job_status(
         make_run(), JobStatus("j1", JobState.COMPLETED, 0), progress=None, summary=summary
     )

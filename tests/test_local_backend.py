@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from ci_runner.backend.base import JobRequest, JobSummary
 from ci_runner.backend.local import LocalBackend
+from ci_runner.core.jobs import JobRequest
+from ci_runner.job_scripts.protocol import parse_summary
 from ci_runner.ledger.model import JobState
 from ci_runner.runconfig import DatasetSource, RunConfig, Tracking
 
@@ -67,7 +68,7 @@ def test_completed_job_reports_exit_logs_and_summary(backend, tmp_path):
     assert status.finished_at.endswith("Z")
     lines = backend.logs(handle.job_id)
     assert "[step 2/2] loss=2.0 learning_rate=0.0005" in lines
-    assert JobSummary.from_logs(lines).data == {"status": "completed", "steps": 2}
+    assert parse_summary(lines) == {"status": "completed", "steps": 2}
     assert backend.logs(handle.job_id, tail=1)[0].startswith("CI_RUNNER_SUMMARY")
     assert handle.url.endswith("log.txt") and (tmp_path / handle.url).exists()
 

@@ -43,7 +43,7 @@ def _completed_sft() -> Run:
         spec_hash="3f2a9c1d",
         created_at="2026-11-20T09:14:05Z",
         status=RunStatus.COMPLETED,
-        backend="hf_jobs",
+        backend="hf-jobs",
         hardware="a10g-large",
         timeout="2h",
         base_model=BASE,
@@ -71,7 +71,7 @@ def _completed_sft() -> Run:
         attempts=[
             Attempt(
                 number=1,
-                backend="hf_jobs",
+                backend="hf-jobs",
                 job_id="6938272ec67c9f186cfe1ae3",
                 job_url=f"{JOBS}/6938272ec67c9f186cfe1ae3",
                 submitted_at="2026-11-20T09:14:09Z",
@@ -82,7 +82,7 @@ def _completed_sft() -> Run:
             ),
             Attempt(
                 number=2,
-                backend="hf_jobs",
+                backend="hf-jobs",
                 job_id="69382863c67c9f186cfe1ae7",
                 job_url=f"{JOBS}/69382863c67c9f186cfe1ae7",
                 submitted_at="2026-11-20T09:45:30Z",

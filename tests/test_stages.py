@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from ci_runner.backend.base import JobStatus
+from ci_runner.core.jobs import JobStatus
+from ci_runner.job_scripts.protocol import EvalSummary
 from ci_runner.ledger.model import JobState, Run, RunStatus
 from ci_runner.ledger.stages import (
     apply_stage_status,
@@ -44,14 +45,14 @@ EVAL = {
 }
 
 
-def scores(humaneval: float, gsm8k: float) -> dict:
-    return {
-        "status": "completed",
-        "scores": [
+def scores(humaneval: float, gsm8k: float) -> EvalSummary:
+    return EvalSummary(
+        status="completed",
+        scores=[
             {"benchmark": "humaneval", "fewshot": 0, "metric": "pass@1", "score": humaneval},
             {"benchmark": "gsm8k", "fewshot": 5, "metric": "em", "score": gsm8k},
         ],
-    }
+    )
 
 
 def test_without_later_stages_training_completes_the_run():
@@ -114,7 +115,7 @@ def test_a_failed_eval_fails_the_run_with_its_reason():
         if j.key == "final"
     ]
     run = run.model_copy(update={"stage_jobs": [job]})
-    failed = {"status": "failed", "error": "CUDA out of memory"}
+    failed = EvalSummary.from_dict({"status": "failed", "error": "CUDA out of memory"})
     run = apply_stage_status(run, job, JobStatus("j", JobState.ERROR, 1, "exit 1"), failed)
     run = close_stage(run, "eval")
     assert run.status == RunStatus.FAILED and "eval final: CUDA out of memory" in run.error

@@ -24,11 +24,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from ci_runner.backend.base import JobHandle, JobRequest, JobStatus
+from ci_runner.core.flavors import FLAVORS_BY_NAME
+from ci_runner.core.jobs import JobHandle, JobRequest, JobStatus
 from ci_runner.errors import BackendError
 from ci_runner.job_scripts import bundle_b64
 from ci_runner.ledger.model import JobState
-from ci_runner.plan.flavors import FLAVORS_BY_NAME
 
 UV_IMAGE = "ghcr.io/astral-sh/uv:python3.12-bookworm"
 BUNDLE_ENV = "CI_RUNNER_BUNDLE_B64"

@@ -19,7 +19,7 @@ import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
-from ci_runner.backend.base import JobHandle, JobRequest, JobStatus
+from ci_runner.core.jobs import JobHandle, JobRequest, JobStatus
 from ci_runner.errors import BackendError
 from ci_runner.job_scripts import PACKAGE_DIR
 from ci_runner.ledger.model import JobState

@@ -13,12 +13,22 @@ from typing import Protocol
 from pydantic import BaseModel
 
 
-class BackendName(str, Enum):
+class StrEnum(str, Enum):
+    """A closed set of strings that reads as its value in text (``f"{Stage.EVAL}"`` → eval)."""
+
+    def __str__(self) -> str:
+        return str(self.value)
+
+    def __format__(self, spec: str) -> str:
+        return format(str(self.value), spec)
+
+
+class BackendName(StrEnum):
     LOCAL = "local"
     HF_JOBS = "hf-jobs"
 
 
-class JobState(str, Enum):
+class JobState(StrEnum):
     """A backend job's lifecycle, named as HF Jobs names it."""
 
     SCHEDULING = "SCHEDULING"
@@ -32,7 +42,7 @@ class JobState(str, Enum):
         return self in (JobState.COMPLETED, JobState.ERROR, JobState.CANCELED)
 
 
-class Stage(str, Enum):
+class Stage(StrEnum):
     """Where a run is: training, then evaluation, then export."""
 
     TRAIN = "train"
@@ -41,14 +51,14 @@ class Stage(str, Enum):
     DONE = "done"
 
 
-class JobKind(str, Enum):
+class JobKind(StrEnum):
     """A job after training: an evaluation of one model, or the GGUF export."""
 
     EVAL = "eval"
     EXPORT = "export"
 
 
-class FailureKind(str, Enum):
+class FailureKind(StrEnum):
     """How a job died; the first three are worth resuming from a checkpoint."""
 
     TIMEOUT = "timeout"

@@ -12,9 +12,10 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from ci_runner.backend.base import Backend, JobRequest, JobSummary
+from ci_runner.core.jobs import Backend, JobRequest
 from ci_runner.data.sample import DatasetSample
 from ci_runner.errors import BackendError, NotReadyError
+from ci_runner.job_scripts.protocol import parse_summary
 from ci_runner.runconfig import DatasetSource, RunConfig, Tracking
 
 CHECK_SCRIPT = "check_data.py"
@@ -71,13 +72,12 @@ def fetch_remote_sample(
         if time.monotonic() > deadline:
             raise BackendError(f"check job {handle.job_id} did not finish in {wait_s:.0f}s")
         sleep(interval_s)
-    summary = JobSummary.from_logs(backend.logs(handle.job_id))
-    if summary is None or summary.data.get("status") != "completed":
-        reason = (summary.data.get("error") if summary else None) or status.message or "no summary"
+    data = parse_summary(backend.logs(handle.job_id))
+    if data is None or data.get("status") != "completed":
+        reason = (data.get("error") if data else None) or status.message or "no summary"
         raise NotReadyError(
             f"the remote check job {handle.job_id} could not read the dataset: {reason}"
         )
-    data = summary.data
     return DatasetSample(
         source=source.path,
         config=source.config,

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import re
 
-from ci_runner.backend.base import JobStatus
+from ci_runner.core.jobs import JobStatus
+from ci_runner.job_scripts.protocol import TrainSummary
 from ci_runner.ledger.model import Attempt, JobState, Run, RunStatus, TrainMetrics
 from ci_runner.ledger.retry import attempt_cost, classify_failure
 from ci_runner.progress import Progress
@@ -72,24 +73,28 @@ def metrics_from_progress(progress: Progress, previous: TrainMetrics | None) -> 
     )
 
 
-def metrics_from_summary(summary: dict, previous: TrainMetrics | None) -> TrainMetrics:
-    curve = [(int(s), float(v)) for s, v in summary.get("loss_history") or []]
+def metrics_from_summary(summary: TrainSummary, previous: TrainMetrics | None) -> TrainMetrics:
+    curve = [(int(s), float(v)) for s, v in summary.loss_history]
     base = previous or TrainMetrics()
     return TrainMetrics(
-        step=summary.get("steps", base.step),
-        max_steps=summary.get("max_steps", base.max_steps),
-        final_loss=summary.get("final_loss", base.final_loss),
-        min_loss=summary.get("min_loss", base.min_loss),
-        runtime_s=summary.get("runtime_s"),
-        train_tokens_per_s=summary.get("train_tokens_per_s"),
+        step=_known(summary.steps, base.step),
+        max_steps=_known(summary.max_steps, base.max_steps),
+        final_loss=_known(summary.final_loss, base.final_loss),
+        min_loss=_known(summary.min_loss, base.min_loss),
+        runtime_s=summary.runtime_s,
+        train_tokens_per_s=summary.train_tokens_per_s,
         loss_curve=curve or base.loss_curve,
     )
 
 
-def data_warnings(summary: dict) -> list[str]:
+def _known(value, fallback):  # noqa: ANN001, ANN202 - any value type
+    return fallback if value is None else value
+
+
+def data_warnings(summary: TrainSummary) -> list[str]:
     """What the job did to the data that a reviewer should know (``train.py``'s ``data``)."""
     notes = []
-    for key, note in sorted((summary.get("data") or {}).items()):
+    for key, note in sorted(summary.data.items()):
         split = key.split("_", 1)[0]
         if key.endswith("_rows_without_content") and isinstance(note, dict):
             notes.append(
@@ -99,10 +104,10 @@ def data_warnings(summary: dict) -> list[str]:
     return notes
 
 
-def _failure_text(status: JobStatus, summary: dict | None) -> str:
-    if summary and summary.get("status") == "failed":
-        kind = summary.get("error_type") or "Error"
-        text = f"{kind}: {summary.get('error', '')}".strip()
+def _failure_text(status: JobStatus, summary: TrainSummary | None) -> str:
+    if summary and not summary.completed:
+        kind = summary.error_type or "Error"
+        text = f"{kind}: {summary.error or ''}".strip()
     else:
         text = status.message or f"job exited with code {status.exit_code}"
     remedy = diagnose(text)
@@ -110,7 +115,7 @@ def _failure_text(status: JobStatus, summary: dict | None) -> str:
 
 
 def apply_job_status(
-    run: Run, status: JobStatus, *, progress: Progress | None, summary: dict | None
+    run: Run, status: JobStatus, *, progress: Progress | None, summary: TrainSummary | None
 ) -> Run:
     """Fold one backend answer into the run's latest attempt and status."""
     attempt = run.last_attempt
@@ -123,7 +128,7 @@ def apply_job_status(
     update: dict = {"metrics": metrics}
     message = status.message
     if status.state == JobState.COMPLETED:
-        if summary and summary.get("status") == "completed":
+        if summary and summary.completed:
             update |= {"status": RunStatus.COMPLETED, "error": None}
             update["metrics"] = metrics_from_summary(summary, metrics)
             update["warnings"] = data_warnings(summary)

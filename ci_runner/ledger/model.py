@@ -6,29 +6,16 @@ The report is rendered from the ledger alone, so anything a reader should see
 
 from __future__ import annotations
 
-from enum import Enum
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, model_serializer
 
+from ci_runner.core.jobs import BackendName, FailureKind, JobKind, JobState, Stage, StrEnum
+
 LEDGER_SCHEMA_VERSION = 1
 
 
-class JobState(str, Enum):
-    """A backend job's lifecycle, named as HF Jobs names it."""
-
-    SCHEDULING = "SCHEDULING"
-    RUNNING = "RUNNING"
-    COMPLETED = "COMPLETED"
-    ERROR = "ERROR"
-    CANCELED = "CANCELED"
-
-    @property
-    def terminal(self) -> bool:
-        return self in (JobState.COMPLETED, JobState.ERROR, JobState.CANCELED)
-
-
-class RunStatus(str, Enum):
+class RunStatus(StrEnum):
     QUEUED = "queued"  # recorded, job not yet confirmed by the backend
     RUNNING = "running"
     COMPLETED = "completed"
@@ -58,7 +45,7 @@ class Attempt(_Model):
     """One submission of a run to a backend. Resumes add attempts."""
 
     number: int
-    backend: str
+    backend: BackendName
     job_id: str | None = None
     job_url: str | None = None
     submitted_at: str
@@ -66,7 +53,7 @@ class Attempt(_Model):
     state: JobState = JobState.SCHEDULING
     exit_code: int | None = None
     message: str | None = None
-    failure_kind: str | None = None  # timeout, preempted, infra, oom, data, auth, error
+    failure_kind: FailureKind | None = None
     resume_from: str | None = None  # the checkpoint this attempt started from
     cost_usd: float | None = None  # wall time × the flavor's price, once finished
 
@@ -85,7 +72,7 @@ class TrainMetrics(_Model):
 class StageJob(_Model):
     """A job after training: one evaluation of one model, or the GGUF export."""
 
-    kind: str  # "eval" or "export"
+    kind: JobKind
     key: str  # eval: "base", "final" or "checkpoint-<step>"; export: "gguf"
     model: str  # what it reads: a local path or a Hub id
     job_id: str | None = None
@@ -138,12 +125,12 @@ class Run(_Model):
     spec_hash: str
     created_at: str
     status: RunStatus = RunStatus.QUEUED
-    backend: str
+    backend: BackendName
     hardware: str
     timeout: str | None = None
     usd_per_hour: float | None = None
     max_attempts: int = 1
-    retry_on: list[str] = []
+    retry_on: list[FailureKind] = []
     base_model: str
     dataset: str
     dataset_split: str
@@ -157,7 +144,7 @@ class Run(_Model):
     tracking_url: str | None = None
     attempts: list[Attempt] = []
     metrics: TrainMetrics | None = None
-    stage: str = "train"  # train → eval → export → done
+    stage: Stage = Stage.TRAIN  # train → eval → export → done
     evaluation: dict[str, Any] | None = None  # the experiment's evaluation settings
     export: dict[str, Any] | None = None  # the experiment's export settings
     stage_jobs: list[StageJob] = []

@@ -10,7 +10,8 @@ from __future__ import annotations
 import re
 from datetime import datetime
 
-from ci_runner.backend.base import JobStatus
+from ci_runner.core.jobs import JobStatus
+from ci_runner.job_scripts.protocol import TrainSummary
 from ci_runner.ledger.model import Attempt, Run, RunStatus
 
 _KINDS: tuple[tuple[str, re.Pattern[str]], ...] = (
@@ -30,11 +31,11 @@ _KINDS: tuple[tuple[str, re.Pattern[str]], ...] = (
 )
 
 
-def classify_failure(status: JobStatus, summary: dict | None) -> str:
+def classify_failure(status: JobStatus, summary: TrainSummary | None) -> str:
     """One word for how the job died, from the script's own summary first."""
     texts = []
-    if summary and summary.get("status") == "failed":
-        texts.append(f"{summary.get('error_type', '')}: {summary.get('error', '')}")
+    if summary and not summary.completed:
+        texts.append(f"{summary.error_type or ''}: {summary.error or ''}")
     texts.append(status.message or "")
     for text in texts:
         for kind, pattern in _KINDS:

@@ -7,7 +7,8 @@ decide which jobs a stage needs and fold their results into the run.
 
 from __future__ import annotations
 
-from ci_runner.backend.base import JobStatus
+from ci_runner.core.jobs import JobStatus
+from ci_runner.job_scripts.protocol import EvalSummary, ExportSummary
 from ci_runner.ledger.model import Evaluation, ExportFile, JobState, Run, RunStatus, StageJob
 
 BASE, FINAL = "base", "final"
@@ -58,14 +59,14 @@ def _with_job(run: Run, job: StageJob) -> Run:
     return run.model_copy(update={"stage_jobs": jobs})
 
 
-def apply_stage_status(run: Run, job: StageJob, status: JobStatus, summary: dict | None) -> Run:
+def apply_stage_status(
+    run: Run, job: StageJob, status: JobStatus, summary: EvalSummary | ExportSummary | None
+) -> Run:
     """Fold a stage job's status (and, once finished, its summary) into the run."""
-    failed = status.state == JobState.COMPLETED and not (
-        summary and summary.get("status") == "completed"
-    )
+    failed = status.state == JobState.COMPLETED and not (summary and summary.completed)
     message = status.message
     if status.state == JobState.ERROR or failed:
-        message = (summary or {}).get("error") or message or "the job printed no summary"
+        message = (summary and summary.error) or message or "the job printed no summary"
     updated = job.model_copy(
         update={
             "state": JobState.ERROR if failed else status.state,
@@ -79,8 +80,8 @@ def apply_stage_status(run: Run, job: StageJob, status: JobStatus, summary: dict
     return run
 
 
-def _record_results(run: Run, job: StageJob, summary: dict) -> Run:
-    if job.kind == "export":
+def _record_results(run: Run, job: StageJob, summary: EvalSummary | ExportSummary) -> Run:
+    if isinstance(summary, ExportSummary):
         files = [
             ExportFile(
                 name=f["name"],
@@ -88,7 +89,7 @@ def _record_results(run: Run, job: StageJob, summary: dict) -> Run:
                 bytes=int(f["bytes"]),
                 url=f.get("url"),
             )
-            for f in summary.get("files", [])
+            for f in summary.files
         ]
         return run.model_copy(update={"exports": files})
     keep = [e for e in run.evaluations if e.model_label != job.key]
@@ -105,7 +106,7 @@ def _record_results(run: Run, job: StageJob, summary: dict) -> Run:
             job_url=job.job_url,
             status=RunStatus.COMPLETED,
         )
-        for s in summary.get("scores", [])
+        for s in summary.scores
     ]
     return run.model_copy(update={"evaluations": sorted(keep + scores, key=_eval_order)})
 

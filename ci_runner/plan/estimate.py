@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict
 
-from ci_runner.plan.flavors import ACCELERATORS, FLAVORS, FLAVORS_BY_NAME, Flavor
+from ci_runner.core.flavors import ACCELERATORS, FLAVORS, FLAVORS_BY_NAME, Flavor
 from ci_runner.plan.model_size import ModelShape, ModelSize
 from ci_runner.spec.model import Experiment, LoraSpec
 

@@ -15,8 +15,8 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from ci_runner.core.flavors import FLAVORS_BY_NAME
 from ci_runner.errors import SpecError, SpecIssue
-from ci_runner.plan.flavors import FLAVORS_BY_NAME
 from ci_runner.spec.checks import (
     Finding,
     check_cross_fields,

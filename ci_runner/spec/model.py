@@ -14,8 +14,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
+from ci_runner.core.flavors import FLAVORS_BY_NAME
 from ci_runner.core.hub import HUB_ID_RE, is_local_path  # noqa: F401 - also imported from here
-from ci_runner.plan.flavors import FLAVORS_BY_NAME
 
 Method = Literal["sft", "dpo", "grpo"]
 BUILTIN_REWARDS = ("accuracy", "format")
