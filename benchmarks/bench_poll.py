@@ -26,8 +26,10 @@ os.environ["HF_HUB_OFFLINE"] = "0"
 from huggingface_hub import constants  # noqa: E402
 
 from ci_runner.backend.hf_jobs import HfJobsBackend, RetryPolicy  # noqa: E402
+from ci_runner.flow.poll import poll as poll_once  # noqa: E402
+from ci_runner.flow.submit import submit as submit_file  # noqa: E402
+from ci_runner.flow.workspace import Workspace  # noqa: E402
 from ci_runner.paths import Project  # noqa: E402
-from ci_runner.runner import Runner  # noqa: E402
 from tests.hf_jobs_server import FakeHFJobs  # noqa: E402
 
 TOKEN = "hf_bench_token"
@@ -74,23 +76,23 @@ def main() -> None:
             retry=RetryPolicy(base_delay_s=0),
             sleep=lambda s: None,
         )
-        runner = Runner(Project(root), backends={"hf-jobs": backend})
+        runner = Workspace(Project(root), backends={"hf-jobs": backend})
         started = time.perf_counter()
         for i in range(args.runs):
             spec = root / "experiments" / f"run-{i:03d}.yaml"
             spec.write_text(SPEC.format(name=f"run-{i:03d}"))
-            runner.submit(spec)
+            submit_file(runner, spec)
         submit_s = time.perf_counter() - started
         for job_id in hf.jobs:
             hf.set_stage(job_id, "RUNNING")
             hf.add_logs(job_id, [f"[step {s}/100] loss={3 - s / 50:.3f}" for s in range(1, 11)])
         hf.requests.clear()
         started = time.perf_counter()
-        outcome = runner.poll()
+        outcome = poll_once(runner)
         poll_s = time.perf_counter() - started
         counts = Counter(kind(r.method, r.path) for r in hf.requests)
         started = time.perf_counter()
-        runner.poll()
+        poll_once(runner)
         second_s = time.perf_counter() - started
 
     running = sum(r.status.value == "running" for r in outcome.runs)

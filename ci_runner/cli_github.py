@@ -8,32 +8,17 @@ process list or a shell history.
 
 from __future__ import annotations
 
-import functools
 import json
 import os
-import sys
 from pathlib import Path
 
 import click
 
-from ci_runner.errors import CiRunnerError
+from ci_runner.flow.workspace import Workspace
 from ci_runner.github_action import action
 from ci_runner.paths import Project
-from ci_runner.publish.redact import redact
 
 __all__ = ["action", "publish"]
-
-
-def _handle_errors(command):
-    @functools.wraps(command)
-    def wrapper(*args, **kwargs):
-        try:
-            return command(*args, **kwargs)
-        except CiRunnerError as exc:
-            click.secho(f"error: {redact(str(exc))}", fg="red", err=True)
-            sys.exit(exc.exit_code)
-
-    return wrapper
 
 
 def _yaml_files(path: Path) -> list[Path]:
@@ -60,9 +45,8 @@ def _token() -> str | None:
 @click.option("--base", default=None, help="Base branch (default: the repository's default).")
 @click.option("--remote", default="origin", show_default=True)
 @click.option("--git-only", is_flag=True, help="Commit and push, but call no GitHub API.")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout.")
 @click.pass_context
-@_handle_errors
 def publish(
     ctx: click.Context,
     experiments: tuple[str, ...],
@@ -95,10 +79,9 @@ def publish(
     git = Git(project.root, remote=remote, env=auth_env(token, server))
     if proposals:
         from ci_runner.publish.propose import propose
-        from ci_runner.runner import Runner
 
         files = [f for p in map(Path, proposals) for f in _yaml_files(p)]
-        results = [propose(Runner(project), git, target, files, request=request)]
+        results = [propose(Workspace(project), git, target, files, request=request)]
     else:
         results = publish_reports(project, git, target, set(experiments) or None)
     if as_json:

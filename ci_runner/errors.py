@@ -6,9 +6,10 @@ Every exit code is documented in the README; scripts and agents branch on them.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import IntEnum
 
 
-class ExitCode:
+class ExitCode(IntEnum):
     OK = 0
     INTERNAL = 1  # a bug in ci-runner: please report it
     USAGE = 2  # click's own code for bad command-line usage
@@ -25,7 +26,7 @@ class ExitCode:
 class CiRunnerError(Exception):
     """Base for errors that end a command with a message and an exit code."""
 
-    exit_code = ExitCode.INTERNAL
+    exit_code: int = ExitCode.INTERNAL
 
 
 @dataclass(frozen=True)

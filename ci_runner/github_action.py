@@ -22,16 +22,22 @@ from pathlib import Path
 import click
 
 from ci_runner.errors import CiRunnerError, ExitCode, SpecError
+from ci_runner.flow.poll import poll
+from ci_runner.flow.records import methods_of
+from ci_runner.flow.submit import submit
+from ci_runner.flow.workspace import Workspace
+from ci_runner.ledger import repository
 from ci_runner.ledger.model import RunStatus
 from ci_runner.paths import Project
 from ci_runner.plan.render import render_plan
 from ci_runner.plan.total import render_totals
 from ci_runner.publish import comment as plan_comment
+from ci_runner.publish.model_card import push_card_after_eval
 from ci_runner.publish.plans import plan_entry
 from ci_runner.publish.pr_body import eval_table, status_table
 from ci_runner.publish.redact import redact
+from ci_runner.report.files import write_all
 from ci_runner.report.render import code, table
-from ci_runner.runner import Runner, methods_of
 from ci_runner.spec.expand import expand
 
 COMMANDS = ("validate", "plan", "submit", "poll", "report", "run")
@@ -182,11 +188,11 @@ def experiment_files(root: Path, specs: list[str], event_name: str, payload: dic
 # -- commands ---------------------------------------------------------------------------
 
 
-def do_validate(runner: Runner, files: list[str], out: Outcome) -> None:
+def do_validate(ws: Workspace, files: list[str], out: Outcome) -> None:
     rows, errors = [], []
     for file in files:
         try:
-            exp = runner.load(file)
+            exp = ws.load(file)
         except SpecError as exc:
             rows.append([code(file), "", "", "", "invalid"])
             errors.append(str(exc))
@@ -202,8 +208,8 @@ def do_validate(runner: Runner, files: list[str], out: Outcome) -> None:
     out.summary.append(text)
 
 
-def do_plan(runner: Runner, inputs: Inputs, files: list[str], out: Outcome, heading: str) -> list:
-    entries = [plan_entry(runner, Path(f), backend=inputs.backend) for f in files]
+def do_plan(ws: Workspace, inputs: Inputs, files: list[str], out: Outcome, heading: str) -> list:
+    entries = [plan_entry(ws, Path(f), backend=inputs.backend) for f in files]
     for entry in entries:
         out.fail(entry.exit_code)
         if entry.name:
@@ -212,16 +218,16 @@ def do_plan(runner: Runner, inputs: Inputs, files: list[str], out: Outcome, head
     return entries
 
 
-def do_submit(runner: Runner, inputs: Inputs, files: list[str], out: Outcome) -> None:
+def do_submit(ws: Workspace, inputs: Inputs, files: list[str], out: Outcome) -> None:
     blocks = ["## ci-runner submit"]
     for file in files:
         try:
-            result = runner.submit(Path(file), backend=inputs.backend)
+            result = submit(ws, Path(file), backend=inputs.backend)
         except CiRunnerError as exc:
             out.fail(exc.exit_code)
             blocks.append(f"### {code(file)}\n\n**Not submitted:**\n\n```text\n{exc}\n```")
             continue
-        out.reports.append(runner.project.relative(result.report))
+        out.reports.append(ws.project.relative(result.report))
         if result.runs:  # a file with a matrix or stages: every run, some still waiting
             lines = [f"### {code(file)}"]
             for run in result.runs:
@@ -246,8 +252,8 @@ def do_submit(runner: Runner, inputs: Inputs, files: list[str], out: Outcome) ->
     out.summary.append("\n\n".join(blocks))
 
 
-def summarize_ledgers(runner: Runner, out: Outcome, heading: str) -> None:
-    ledgers = runner.ledgers()
+def summarize_ledgers(ws: Workspace, out: Outcome, heading: str) -> None:
+    ledgers = repository.ledgers(ws.project)
     blocks = [f"## {heading}", "### Status\n\n" + status_table(ledgers)]
     for ledger in ledgers:
         if any(run.evaluations for run in ledger.runs):
@@ -255,27 +261,27 @@ def summarize_ledgers(runner: Runner, out: Outcome, heading: str) -> None:
     out.summary.append("\n\n".join(blocks))
 
 
-def do_poll(runner: Runner, out: Outcome) -> None:
-    result = runner.poll()
+def do_poll(ws: Workspace, out: Outcome) -> None:
+    result = poll(ws)
     out.run_ids += [r.run_id for r in result.runs]
-    out.reports += [runner.project.relative(p) for p in result.changed if p.suffix == ".md"]
-    summarize_ledgers(runner, out, "ci-runner poll")
+    out.reports += [ws.project.relative(p) for p in result.changed if p.suffix == ".md"]
+    summarize_ledgers(ws, out, "ci-runner poll")
 
 
-def do_run(runner: Runner, inputs: Inputs, files: list[str], out: Outcome) -> None:
-    do_submit(runner, inputs, files, out)
+def do_run(ws: Workspace, inputs: Inputs, files: list[str], out: Outcome) -> None:
+    do_submit(ws, inputs, files, out)
     waiting = list(out.run_ids)
     while waiting:
-        runner.poll()
-        runs = [runner.find_run(run_id)[1] for run_id in waiting]
+        poll(ws)
+        runs = [repository.find_run(ws.project, run_id)[1] for run_id in waiting]
         for run in runs:
             if not run.active:
                 out.fail(RUN_EXIT.get(run.status, 0))
         waiting = [run.run_id for run in runs if run.active]
         if waiting:
             time.sleep(POLL_INTERVAL_S)
-    out.reports += [runner.project.relative(p) for p in runner.report()]
-    summarize_ledgers(runner, out, "ci-runner run")
+    out.reports += [ws.project.relative(p) for p in write_all(ws.project)]
+    summarize_ledgers(ws, out, "ci-runner run")
 
 
 # -- publishing -------------------------------------------------------------------------
@@ -343,7 +349,7 @@ def execute(inputs: Inputs, env: Mapping[str, str], out: Outcome) -> None:
     root = Path(env.get("GITHUB_WORKSPACE") or ".") / inputs.working_directory
     os.chdir(root)
     project = Project(Path.cwd())
-    runner = Runner(project)
+    ws = Workspace(project, on_evaluated=push_card_after_eval)
     event_name, payload = env.get("GITHUB_EVENT_NAME", ""), event(env)
     files = experiment_files(project.root, inputs.experiments, event_name, payload)
     if inputs.command in ("submit", "run") and not inputs.experiments and event_name != "push":
@@ -355,21 +361,21 @@ def execute(inputs: Inputs, env: Mapping[str, str], out: Outcome) -> None:
     if command in WRITES and publishing:
         restore(project, inputs, env, out)
     if command == "validate":
-        do_validate(runner, files, out)
+        do_validate(ws, files, out)
     elif command == "plan":
         heading = "ci-runner plan" + (" (dry run)" if inputs.dry_run else "")
-        entries = do_plan(runner, inputs, files, out, heading)
+        entries = do_plan(ws, inputs, files, out, heading)
         if event_name == "pull_request" and inputs.github_token and payload.get("pull_request"):
             comment_plan(inputs, env, payload, entries, out)
     elif command == "submit":
-        do_submit(runner, inputs, files, out)
+        do_submit(ws, inputs, files, out)
     elif command == "poll":
-        do_poll(runner, out)
+        do_poll(ws, out)
     elif command == "report":
-        out.reports += [runner.project.relative(p) for p in runner.report()]
-        summarize_ledgers(runner, out, "ci-runner report")
+        out.reports += [ws.project.relative(p) for p in write_all(ws.project)]
+        summarize_ledgers(ws, out, "ci-runner report")
     elif command == "run":
-        do_run(runner, inputs, files, out)
+        do_run(ws, inputs, files, out)
     if command in WRITES and publishing:
         publish(project, inputs, env, out)
 

@@ -21,7 +21,7 @@ from ci_runner.ledger.model import (
 )
 from ci_runner.ledger.store import save_ledger
 from ci_runner.paths import Project
-from ci_runner.runner import Runner
+from ci_runner.report.files import write_report
 
 EXPERIMENT = "qwen3-codeforces-sft"
 STEM = "qwen3-0.6b-codeforces-cots-sft"
@@ -145,5 +145,5 @@ def write_results(work: Path, run: Run) -> Ledger:
         runs=[run],
     )
     save_ledger(project.ledger_path(STEM), ledger)
-    Runner(project).write_report(STEM, ledger)
+    write_report(project, STEM, ledger)
     return ledger

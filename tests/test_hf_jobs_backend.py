@@ -19,11 +19,14 @@ from ci_runner.backend.hf_jobs import (
     job_command,
 )
 from ci_runner.errors import BackendError, ExitCode
+from ci_runner.flow.poll import poll as poll_once
+from ci_runner.flow.submit import submit as submit_file
+from ci_runner.flow.workspace import Workspace
 from ci_runner.job_scripts import unbundle
 from ci_runner.ledger.model import RunStatus
+from ci_runner.ledger.repository import find_run
 from ci_runner.ledger.store import load_ledger
 from ci_runner.paths import Project
-from ci_runner.runner import Runner
 from tests.conftest import ROOT
 from tests.dataset_viewer_server import FakeDatasetViewer
 from tests.hf_jobs_server import FakeHFJobs
@@ -80,7 +83,7 @@ def write(project: Project, name: str, extra: str = "") -> Path:
     return path
 
 
-def make_runner(project: Project, hf: FakeHFJobs, backend_cls=HfJobsBackend) -> Runner:
+def make_runner(project: Project, hf: FakeHFJobs, backend_cls=HfJobsBackend) -> Workspace:
     backend = backend_cls(
         hf.api(TOKEN),
         namespace=NS,
@@ -89,7 +92,7 @@ def make_runner(project: Project, hf: FakeHFJobs, backend_cls=HfJobsBackend) -> 
         retry=RetryPolicy(attempts=3, base_delay_s=0),
         sleep=lambda s: None,
     )
-    return Runner(project, backends={"hf-jobs": backend})
+    return Workspace(project, backends={"hf-jobs": backend})
 
 
 def creates(hf: FakeHFJobs):
@@ -112,7 +115,7 @@ def summary_line(**fields) -> str:
 
 
 def test_submit_sends_script_config_secret_labels_flavor_and_timeout(project, hf):
-    outcome = make_runner(project, hf).submit(write(project, "qwen-sft"))
+    outcome = submit_file(make_runner(project, hf), write(project, "qwen-sft"))
     (request,) = creates(hf)
     body = request.json
     assert body["dockerImage"] == UV_IMAGE
@@ -141,29 +144,29 @@ def test_multi_gpu_flavors_launch_through_torchrun():
 
 def test_poll_follows_a_job_to_completion_and_reports_links(project, hf):
     runner = make_runner(project, hf)
-    outcome = runner.submit(write(project, "qwen-sft"))
+    outcome = submit_file(runner, write(project, "qwen-sft"))
     hf.set_stage(outcome.job_id, "RUNNING")
     hf.add_logs(outcome.job_id, ["[step 10/100] loss=1.9 learning_rate=2e-05"])
-    runner.poll()
-    _, run = runner.find_run(outcome.run_id)
+    poll_once(runner)
+    _, run = find_run(runner.project, outcome.run_id)
     assert run.status == RunStatus.RUNNING and run.metrics.step == 10
     hf.add_logs(outcome.job_id, ["[step 100/100] loss=0.9 learning_rate=0", summary_line()])
     hf.set_stage(outcome.job_id, "COMPLETED")
-    runner.poll()
-    ledger, run = runner.find_run(outcome.run_id)
+    poll_once(runner)
+    ledger, run = find_run(runner.project, outcome.run_id)
     assert run.status == RunStatus.COMPLETED
     assert run.metrics.final_loss == 0.9 and run.metrics.step == 100
     report = (project.root / ledger.report_path).read_text()
     assert f"[{NS}/qwen-sft](https://huggingface.co/{NS}/qwen-sft)" in report
     assert f"[Job {outcome.job_id}]({hf.url}/jobs/{NS}/{outcome.job_id})" in report
     assert "https://huggingface.co/spaces/alice/trackio?project=qwen-sft" in report
-    changed = runner.poll()  # nothing active: a second poll is a no-op
+    changed = poll_once(runner)  # nothing active: a second poll is a no-op
     assert changed.changed == []
 
 
 def test_oom_error_is_diagnosed_in_the_report(project, hf):
     runner = make_runner(project, hf)
-    outcome = runner.submit(write(project, "qwen-oom"))
+    outcome = submit_file(runner, write(project, "qwen-oom"))
     hf.add_logs(
         outcome.job_id,
         [
@@ -173,8 +176,8 @@ def test_oom_error_is_diagnosed_in_the_report(project, hf):
         ],
     )
     hf.set_stage(outcome.job_id, "ERROR", message="Job failed with exit code: 1")
-    runner.poll()
-    ledger, run = runner.find_run(outcome.run_id)
+    poll_once(runner)
+    ledger, run = find_run(runner.project, outcome.run_id)
     assert run.status == RunStatus.FAILED
     report = (project.root / ledger.report_path).read_text()
     assert "OutOfMemoryError: CUDA out of memory" in report
@@ -183,17 +186,17 @@ def test_oom_error_is_diagnosed_in_the_report(project, hf):
 
 def test_cancel_reaches_the_api_and_is_recorded(project, hf):
     runner = make_runner(project, hf)
-    outcome = runner.submit(write(project, "qwen-cancel"))
+    outcome = submit_file(runner, write(project, "qwen-cancel"))
     runner.backend("hf-jobs").cancel(outcome.job_id)
     assert hf.requests_to("POST", rf"/api/jobs/{NS}/{outcome.job_id}/cancel")
-    runner.poll()
-    _, run = runner.find_run(outcome.run_id)
+    poll_once(runner)
+    _, run = find_run(runner.project, outcome.run_id)
     assert run.status == RunStatus.CANCELED
 
 
 def test_500_on_create_twice_still_gives_exactly_one_job(project, hf):
     hf.fail_next("POST", rf"^/api/jobs/{NS}$", status=500, times=2)
-    outcome = make_runner(project, hf).submit(write(project, "qwen-flaky"))
+    outcome = submit_file(make_runner(project, hf), write(project, "qwen-flaky"))
     assert len(hf.jobs) == 1 and outcome.job_id in hf.jobs
     assert [r.status for r in creates(hf)] == [500, 500, 200]
 
@@ -201,7 +204,7 @@ def test_500_on_create_twice_still_gives_exactly_one_job(project, hf):
 def test_create_that_keeps_failing_gives_a_clear_error_and_no_job(project, hf):
     hf.fail_next("POST", rf"^/api/jobs/{NS}$", status=503, times=10)
     with pytest.raises(BackendError, match="kept failing to create the job"):
-        make_runner(project, hf).submit(write(project, "qwen-down"))
+        submit_file(make_runner(project, hf), write(project, "qwen-down"))
     assert hf.jobs == {}
 
 
@@ -214,25 +217,25 @@ class CrashAfterCreate(HfJobsBackend):
 def test_crash_after_create_is_adopted_by_the_next_poll(project, hf):
     spec = write(project, "qwen-crash")
     with pytest.raises(KeyboardInterrupt):
-        make_runner(project, hf, CrashAfterCreate).submit(spec)
+        submit_file(make_runner(project, hf, CrashAfterCreate), spec)
     runner = make_runner(project, hf)
-    runner.poll()
+    poll_once(runner)
     (job_id,) = hf.jobs
-    _, run = runner.find_run("qwen-crash")
+    _, run = find_run(runner.project, "qwen-crash")
     assert run.last_attempt.job_id == job_id
-    assert runner.submit(spec).created is False
+    assert submit_file(runner, spec).created is False
     assert len(creates(hf)) == 1
 
 
 def test_429_storm_on_list_fails_clearly_and_leaves_the_ledger_alone(project, hf, monkeypatch):
     runner = make_runner(project, hf)
-    runner.submit(write(project, "qwen-busy"))
+    submit_file(runner, write(project, "qwen-busy"))
     (ledger_path,) = project.ledger_paths()
     before = ledger_path.read_bytes()
     monkeypatch.setattr("huggingface_hub.utils._http.time.sleep", lambda s: None)
     hf.fail_next("GET", rf"^/api/jobs/{NS}$", status=429, times=100, retry_after=0)
     with pytest.raises(BackendError, match="429"):
-        runner.poll()
+        poll_once(runner)
     assert ledger_path.read_bytes() == before
     assert len(hf.requests_to("GET", rf"^/api/jobs/{NS}$")) <= 10  # bounded
 
@@ -241,15 +244,15 @@ def test_auth_errors_name_the_fix(project, hf):
     runner = make_runner(project, hf)
     hf.fail_next("POST", rf"^/api/jobs/{NS}$", status=403, times=1)
     with pytest.raises(BackendError, match="write access"):
-        runner.submit(write(project, "qwen-forbidden"))
+        submit_file(runner, write(project, "qwen-forbidden"))
 
 
 def test_poll_of_many_runs_uses_one_paginated_list_and_no_inspects(project, hf):
     runner = make_runner(project, hf)
     for i in range(5):
-        runner.submit(write(project, f"qwen-bulk-{i}"))
+        submit_file(runner, write(project, f"qwen-bulk-{i}"))
     hf.requests.clear()
-    runner.poll()
+    poll_once(runner)
     lists = hf.requests_to("GET", rf"^/api/jobs/{NS}$")
     inspects = hf.requests_to("GET", rf"^/api/jobs/{NS}/[0-9a-f]+$")
     assert len(lists) == 3  # 5 jobs at 2 per page

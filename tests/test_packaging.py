@@ -10,7 +10,7 @@ HEAVY = ("torch", "transformers", "trl", "peft", "datasets", "trackio", "sentenc
 
 def test_cli_import_pulls_in_no_ml_stack():
     code = (
-        "import sys, ci_runner.cli, ci_runner.runner;"
+        "import sys, ci_runner.cli, ci_runner.flow.poll, ci_runner.flow.submit;"
         f"print([m for m in {HEAVY!r} if m in sys.modules])"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

@@ -15,7 +15,12 @@ from click.testing import CliRunner
 from ci_runner.backend.hf_jobs import CONFIG_ENV
 from ci_runner.cli import main
 from ci_runner.errors import ExitCode, OverBudgetError, SpecError
+from ci_runner.flow.poll import poll as poll_once
+from ci_runner.flow.submit import submit as submit_file
+from ci_runner.flow.workspace import Workspace
 from ci_runner.ledger.model import RunStatus
+from ci_runner.ledger.repository import find_run
+from ci_runner.ledger.repository import ledgers as ledgers_of
 from ci_runner.ledger.store import load_ledger
 from ci_runner.paths import Project
 from ci_runner.plan.resolve import run_id_for
@@ -265,31 +270,31 @@ def test_matrix_submits_four_runs_once_and_only_new_ones_after_an_edit(project, 
     spec = project.root / "experiments" / "sweep.yaml"
     spec.write_text(SWEEP)
     runner = make_runner(project, hf)
-    outcome = runner.submit(spec)
+    outcome = submit_file(runner, spec)
     assert [r.status for r in outcome.runs] == ["submitted"] * 4  # max_parallel 4 on hf-jobs
     assert len(creates(hf)) == 4
     assert sorted(c["run_id"] for c in configs(hf)) == sorted(ids(SWEEP))
     assert {c["lora"]["r"] for c in configs(hf)} == {8, 16}
 
-    again = runner.submit(spec)
+    again = submit_file(runner, spec)
     assert [r.status for r in again.runs] == ["already submitted"] * 4 and not again.created
     assert len(creates(hf)) == 4  # no new job
 
     spec.write_text(SWEEP.replace("[1.0e-4, 2.0e-4]", "[1.0e-4, 2.0e-4, 5.0e-4]"))
-    edited = runner.submit(spec)
+    edited = submit_file(runner, spec)
     new = [r for r in edited.runs if r.status != "already submitted"]
     assert len(new) == 2 and all(r.status == "waiting" for r in new)  # 4 jobs run already
     (ledger_path,) = project.ledger_paths()  # one report for the experiment
     assert len(load_ledger(ledger_path).runs) == 6
-    assert len(creates(hf)) == 4 and runner.submit(spec).created is False
+    assert len(creates(hf)) == 4 and submit_file(runner, spec).created is False
     for run in outcome.runs[:2]:  # two finish: poll starts the two new runs
         hf.add_logs(run.job_id, [summary_line()])
         hf.set_stage(run.job_id, "COMPLETED")
-    runner.poll()
+    poll_once(runner)
     assert len(creates(hf)) == 6
     assert {c["hyperparameters"]["learning_rate"] for c in configs(hf)[4:]} == {5e-4}
     assert {c["run_id"] for c in configs(hf)[4:]} == {r.run_id for r in new}
-    runner.poll()
+    poll_once(runner)
     assert len(creates(hf)) == 6
 
 
@@ -298,16 +303,16 @@ def test_max_parallel_holds_runs_back_until_poll_sees_room(project, hf):
     spec = project.root / "experiments" / "sweep.yaml"
     spec.write_text(SWEEP + "max_parallel: 2\n")
     runner = make_runner(project, hf)
-    outcome = runner.submit(spec)
+    outcome = submit_file(runner, spec)
     assert [r.status for r in outcome.runs] == ["submitted"] * 2 + ["waiting"] * 2
-    runner.poll()
+    poll_once(runner)
     assert len(creates(hf)) == 2  # still two running
     first = outcome.runs[0]
     hf.add_logs(first.job_id, [summary_line()])
     hf.set_stage(first.job_id, "COMPLETED")
-    runner.poll()
+    poll_once(runner)
     assert len(creates(hf)) == 3
-    ledger = runner.ledgers()[0]
+    ledger = ledgers_of(runner.project)[0]
     assert [r.status for r in ledger.runs].count(RunStatus.QUEUED) == 2  # one started, one waits
 
 
@@ -316,19 +321,19 @@ def test_pipeline_starts_the_next_stage_from_the_previous_model(project, hf):
     spec = project.root / "experiments" / "pipe.yaml"
     spec.write_text(HUB_PIPELINE)
     runner = make_runner(project, hf)
-    outcome = runner.submit(spec)
+    outcome = submit_file(runner, spec)
     sft, dpo = outcome.runs
     assert (sft.status, dpo.status, dpo.waiting_for) == ("submitted", "waiting", sft.run_id)
-    runner.poll()
+    poll_once(runner)
     assert len(creates(hf)) == 1  # DPO waits for SFT
     hf.add_logs(sft.job_id, [summary_line()])
     hf.set_stage(sft.job_id, "COMPLETED")
-    runner.poll()
+    poll_once(runner)
     (_, dpo_config) = configs(hf)
     assert dpo_config["method"] == "dpo"
     assert dpo_config["base_model"] == "alice/pipe-sft"  # SFT's pushed model
     assert dpo_config["hub_model_id"] == "alice/pipe-dpo"
-    ledger, run = runner.find_run(dpo.run_id)
+    ledger, run = find_run(runner.project, dpo.run_id)
     assert run.base_model == "alice/pipe-sft" and run.stage_index == 1
     report = (project.root / ledger.report_path).read_text()
     assert "# Pipeline" in report
@@ -341,7 +346,7 @@ def test_hf_jobs_refuses_to_chain_a_stage_onto_a_lora_stage(project, hf):
     spec = project.root / "experiments" / "pipe.yaml"
     spec.write_text(PIPELINE)
     with pytest.raises(SpecError, match="cannot yet train from a LoRA"):
-        make_runner(project, hf).submit(spec)
+        submit_file(make_runner(project, hf), spec)
     assert creates(hf) == [] and not project.ledger_paths()
 
 
@@ -350,7 +355,7 @@ def test_a_failed_stage_stops_the_chain_with_its_diagnosis(project, hf):
     spec = project.root / "experiments" / "pipe.yaml"
     spec.write_text(HUB_PIPELINE)
     runner = make_runner(project, hf)
-    sft, dpo = runner.submit(spec).runs
+    sft, dpo = submit_file(runner, spec).runs
     hf.add_logs(
         sft.job_id,
         [
@@ -359,8 +364,8 @@ def test_a_failed_stage_stops_the_chain_with_its_diagnosis(project, hf):
         ],
     )
     hf.set_stage(sft.job_id, "ERROR", message="Job failed with exit code: 1")
-    runner.poll()
-    ledger, run = runner.find_run(dpo.run_id)
+    poll_once(runner)
+    ledger, run = find_run(runner.project, dpo.run_id)
     assert run.status == RunStatus.CANCELED and run.error.startswith("not started: stage sft")
     assert "out of memory" in run.error
     assert len(creates(hf)) == 1
@@ -419,9 +424,9 @@ def test_matrix_plan_shows_each_run_and_the_total_and_refuses_over_budget(tmp_pa
 
 
 def test_the_budget_applies_to_the_total():
+    from ci_runner.flow.preflight import require_plannable
     from ci_runner.plan.estimate import make_plan
     from ci_runner.plan.total import FilePlan, RunPlan
-    from ci_runner.runner import check_file_plan
 
     experiment = parse_experiment(SWEEP + "budget: {max_cost_usd: 0.01}\n", "x.yaml")
     plans = []
@@ -433,8 +438,8 @@ def test_the_budget_applies_to_the_total():
     total = FilePlan("sweep", plans, 0.01, max_parallel(experiment))
     assert total.total_cost_usd == pytest.approx(0.016) and total.over_budget
     with pytest.raises(OverBudgetError, match="4 runs cost ~\\$0.02 together"):
-        check_file_plan(total, allow_over_budget=False)
-    check_file_plan(total, allow_over_budget=True)
+        require_plannable(total, [], "x.yaml", allow_over_budget=False)
+    require_plannable(total, [], "x.yaml", allow_over_budget=True)
 
 
 def _scored(run_id: str, final: float | None, **fields):
@@ -558,7 +563,6 @@ def test_single_run_ledgers_keep_their_json_and_old_ledgers_load():
 
 @pytest.mark.training
 def test_local_matrix_runs_one_at_a_time(tiny_fixtures, tmp_path):
-    from ci_runner.runner import Runner
     from tests.test_runner import wait_until_done, write_experiment
 
     root = make_project(tmp_path, tiny_fixtures.model.parent)
@@ -568,14 +572,14 @@ def test_local_matrix_runs_one_at_a_time(tiny_fixtures, tmp_path):
         steps=1,
         extra="matrix:\n  hyperparameters.learning_rate: [1.0e-4, 1.0e-3]\n",
     )
-    runner = Runner(Project(root))
-    outcome = runner.submit(spec)
+    runner = Workspace(Project(root))
+    outcome = submit_file(runner, spec)
     assert [r.status for r in outcome.runs] == ["submitted", "waiting"]
     first, second = outcome.runs
     done = wait_until_done(runner, second.run_id)
     assert done.status == RunStatus.COMPLETED
-    _, before = runner.find_run(first.run_id)
+    _, before = find_run(runner.project, first.run_id)
     assert before.status == RunStatus.COMPLETED
     assert done.last_attempt.submitted_at >= before.last_attempt.finished_at  # sequential
-    assert runner.submit(spec).created is False
+    assert submit_file(runner, spec).created is False
     assert len(list((root / ".ci-runner" / "jobs").iterdir())) == 2

@@ -193,8 +193,8 @@ def _no_global_git_config(monkeypatch, tmp_path):
 
 def test_propose_opens_a_pr_with_only_the_experiment_file(remote, tmp_path):
     from ci_runner.errors import SpecError
+    from ci_runner.flow.workspace import Workspace
     from ci_runner.publish.propose import propose
-    from ci_runner.runner import Runner
 
     bare, work, fake = remote
     outbox = tmp_path / "agent-output"
@@ -205,7 +205,7 @@ def test_propose_opens_a_pr_with_only_the_experiment_file(remote, tmp_path):
     target = Target(repo, fake.full_name, "main")
 
     result = propose(
-        Runner(Project(work)),
+        Workspace(Project(work)),
         Git(work),
         target,
         [outbox / "qwen3-gsm8k-grpo.yaml"],
@@ -220,7 +220,7 @@ def test_propose_opens_a_pr_with_only_the_experiment_file(remote, tmp_path):
 
     (outbox / "bad.yaml").write_text("name: Bad Name\n")
     with pytest.raises(SpecError):
-        propose(Runner(Project(work)), Git(work), target, [outbox / "bad.yaml"])
+        propose(Workspace(Project(work)), Git(work), target, [outbox / "bad.yaml"])
 
 
 def test_pr_missing_after_a_crash_is_opened_but_a_closed_one_stays_closed(remote):

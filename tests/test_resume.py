@@ -14,9 +14,12 @@ from click.testing import CliRunner
 from ci_runner.backend.hf_jobs import CONFIG_ENV, HfJobsBackend, RetryPolicy
 from ci_runner.cli import main
 from ci_runner.errors import ExitCode
+from ci_runner.flow.poll import poll as poll_once
+from ci_runner.flow.submit import submit as submit_file
+from ci_runner.flow.workspace import Workspace
 from ci_runner.ledger.model import RunStatus
+from ci_runner.ledger.repository import find_run
 from ci_runner.paths import Project
-from ci_runner.runner import Runner
 from tests.conftest import make_project
 from tests.dataset_viewer_server import FakeDatasetViewer
 from tests.hf_jobs_server import FakeHFJobs
@@ -53,16 +56,16 @@ def test_killed_local_run_resumes_from_its_checkpoint(tiny_fixtures, tmp_path):
         " logging_steps: 1, save_steps: 5, save_total_limit: 2}\nlora: off\n"
     )
     project = Project(root)
-    runner = Runner(project)
-    outcome = runner.submit(spec)
+    runner = Workspace(project)
+    outcome = submit_file(runner, spec)
     job_dir = project.jobs_dir / outcome.job_id
     output = root / ".ci-runner" / "runs" / outcome.run_id / "output"
     wait_for(lambda: list(output.glob("checkpoint-*/trainer_state.json")), what="a checkpoint")
     os.kill(training_pid(job_dir), signal.SIGKILL)  # preempted mid-run
 
     def finished():
-        runner.poll()
-        run = runner.find_run(outcome.run_id)[1]
+        poll_once(runner)
+        run = find_run(runner.project, outcome.run_id)[1]
         return run if not run.active else None
 
     run = wait_for(finished, timeout=300, what="the resumed run to finish")
@@ -75,7 +78,7 @@ def test_killed_local_run_resumes_from_its_checkpoint(tiny_fixtures, tmp_path):
     assert steps == sorted(set(steps)) and steps[-1] == 120  # one curve across both attempts
     log = (project.jobs_dir / second.job_id / "log.txt").read_text()
     assert f"resuming from {second.resume_from}" in log
-    report = (root / runner.find_run(outcome.run_id)[0].report_path).read_text()
+    report = (root / find_run(runner.project, outcome.run_id)[0].report_path).read_text()
     assert "- Attempt 1 · `ERROR`" in report and "- Attempt 2 · `COMPLETED`" in report
 
 
@@ -108,7 +111,7 @@ def hf_project(tmp_path: Path, name: str, extra: str = "") -> tuple[Project, Pat
     return Project(tmp_path), spec
 
 
-def hf_runner(project: Project, hf: FakeHFJobs) -> Runner:
+def hf_runner(project: Project, hf: FakeHFJobs) -> Workspace:
     backend = HfJobsBackend(
         hf.api(TOKEN),
         namespace=NS,
@@ -117,7 +120,7 @@ def hf_runner(project: Project, hf: FakeHFJobs) -> Runner:
         retry=RetryPolicy(base_delay_s=0),
         sleep=lambda s: None,
     )
-    return Runner(project, backends={"hf-jobs": backend})
+    return Workspace(project, backends={"hf-jobs": backend})
 
 
 def creates(hf: FakeHFJobs):
@@ -134,20 +137,20 @@ def fail(hf: FakeHFJobs, job_id: str, message: str, log: str = "") -> None:
 def test_timeout_is_resubmitted_from_the_pushed_checkpoint(hf, tmp_path):
     project, spec = hf_project(tmp_path, "long-run")
     runner = hf_runner(project, hf)
-    first = runner.submit(spec)
+    first = submit_file(runner, spec)
     fail(hf, first.job_id, "Job timeout: exceeded the 1800s limit")
-    runner.poll()
+    poll_once(runner)
     assert len(creates(hf)) == 2
     body = creates(hf)[1].json
     assert (
         json.loads(body["environment"][CONFIG_ENV])["resume_from_checkpoint"] == "last-checkpoint"
     )
     assert body["labels"]["ci-runner.attempt"] == "2"
-    run = runner.find_run(first.run_id)[1]
+    run = find_run(runner.project, first.run_id)[1]
     assert [a.failure_kind for a in run.attempts] == ["timeout", None]
     assert run.status in (RunStatus.QUEUED, RunStatus.RUNNING)
     assert run.attempts[0].cost_usd is not None  # a10g-small's price × the attempt's time
-    runner.poll()  # polling again starts nothing new
+    poll_once(runner)  # polling again starts nothing new
     assert len(creates(hf)) == 2
 
 
@@ -155,11 +158,11 @@ def test_timeout_is_resubmitted_from_the_pushed_checkpoint(hf, tmp_path):
 def test_oom_is_not_resubmitted(hf, tmp_path):
     project, spec = hf_project(tmp_path, "too-big")
     runner = hf_runner(project, hf)
-    first = runner.submit(spec)
+    first = submit_file(runner, spec)
     summary = {"status": "failed", "error_type": "OutOfMemoryError", "error": "CUDA out of memory"}
     fail(hf, first.job_id, "Job failed", "CI_RUNNER_SUMMARY " + json.dumps(summary))
-    runner.poll()
-    run = runner.find_run(first.run_id)[1]
+    poll_once(runner)
+    run = find_run(runner.project, first.run_id)[1]
     assert run.status == RunStatus.FAILED and len(creates(hf)) == 1
     assert run.attempts[0].failure_kind == "oom"
     assert "per_device_train_batch_size" in run.error
@@ -169,12 +172,12 @@ def test_oom_is_not_resubmitted(hf, tmp_path):
 def test_max_attempts_is_respected(hf, tmp_path):
     project, spec = hf_project(tmp_path, "flaky", "retry: {max_attempts: 2, on: [preempted]}\n")
     runner = hf_runner(project, hf)
-    runner.submit(spec)
+    submit_file(runner, spec)
     for _ in range(3):
         job_id = json.loads(creates(hf)[-1].response_body)["id"]
         fail(hf, job_id, "The job was preempted (spot instance reclaimed)")
-        runner.poll()
-    run = runner.find_run("flaky")[1]
+        poll_once(runner)
+    run = find_run(runner.project, "flaky")[1]
     assert len(creates(hf)) == 2
     assert run.status == RunStatus.FAILED
     assert [a.failure_kind for a in run.attempts] == ["preempted", "preempted"]

@@ -16,10 +16,13 @@ import pytest
 
 from ci_runner.backend.local import LocalBackend
 from ci_runner.errors import ExitCode
+from ci_runner.flow.poll import poll as poll_once
+from ci_runner.flow.submit import submit as submit_file
+from ci_runner.flow.workspace import Workspace
 from ci_runner.ledger.model import RunStatus
+from ci_runner.ledger.repository import find_run
 from ci_runner.ledger.store import load_ledger
 from ci_runner.paths import Project
-from ci_runner.runner import Runner
 from tests.conftest import cli, make_project
 
 pytestmark = pytest.mark.training
@@ -46,11 +49,11 @@ def write_experiment(root: Path, name: str, extra: str = "", steps: int = 2) -> 
     return path
 
 
-def wait_until_done(runner: Runner, run_id: str, timeout: float = 300):
+def wait_until_done(runner: Workspace, run_id: str, timeout: float = 300):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        runner.poll()
-        _, run = runner.find_run(run_id)
+        poll_once(runner)
+        _, run = find_run(runner.project, run_id)
         if not run.active:
             return run
         time.sleep(0.5)
@@ -165,16 +168,16 @@ def test_crash_during_submit_is_recovered_by_poll_without_a_second_job(
     project = Project(root)
     backend = crashing(project.jobs_dir, cwd=root, env={"TRACKIO_DIR": str(project.trackio_dir)})
     with pytest.raises(KeyboardInterrupt):
-        Runner(project, backends={"local": backend}).submit(spec)
+        submit_file(Workspace(project, backends={"local": backend}), spec)
     (ledger_path,) = project.ledger_paths()
     (run,) = load_ledger(ledger_path).runs
     assert run.last_attempt.job_id is None  # intent recorded, job not
 
-    runner = Runner(project)
+    runner = Workspace(project)
     done = wait_until_done(runner, run.run_id)
     assert done.status == RunStatus.COMPLETED
     assert len(list(project.jobs_dir.iterdir())) == 1
-    assert runner.submit(spec).created is False
+    assert submit_file(runner, spec).created is False
 
 
 def test_bad_mapping_is_refused_before_running_and_fails_the_job_if_forced(tiny_fixtures, tmp_path):

@@ -11,9 +11,9 @@ import pytest
 from click.testing import CliRunner
 
 from ci_runner.cli import main
+from ci_runner.core.durations import parse_duration
 from ci_runner.errors import ExitCode, SpecError
 from ci_runner.spec.load import parse_experiment
-from ci_runner.spec.model import parse_duration
 from tests.conftest import make_project
 
 ROOT = Path(__file__).resolve().parents[1]

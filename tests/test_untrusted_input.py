@@ -21,9 +21,11 @@ from click.testing import CliRunner
 from ci_runner.backend.local import LocalBackend
 from ci_runner.cli import main
 from ci_runner.errors import ExitCode, SpecError
+from ci_runner.flow.poll import poll as poll_once
+from ci_runner.flow.submit import submit as submit_file
+from ci_runner.flow.workspace import Workspace
 from ci_runner.ledger.store import STALE_TEMP_S, load_ledger, write_atomic
 from ci_runner.paths import Project
-from ci_runner.runner import Runner
 from ci_runner.spec.load import MAX_FILE_BYTES, parse_experiment
 from tests.conftest import make_project
 
@@ -244,7 +246,7 @@ def test_two_polls_at_once_start_each_evaluation_once(tiny_fixtures, tmp_path):
         "    - {benchmark: gsm8k, dataset: ./fixtures/data/tiny-gsm8k, max_samples: 1}\n"
     )
     project = Project(root)
-    submitted = Runner(project).submit(spec, check_data=False)
+    submitted = submit_file(Workspace(project), spec, check_data=False)
     train_dir = project.jobs_dir / submitted.job_id
     deadline = time.monotonic() + 300
     while not (train_dir / "exit.json").exists():
@@ -255,8 +257,8 @@ def test_two_polls_at_once_start_each_evaluation_once(tiny_fixtures, tmp_path):
         env = {"TRACKIO_DIR": str(project.trackio_dir)}
         return {"local": SlowLocalBackend(project.jobs_dir, cwd=root, env=env)}
 
-    runners = [Runner(project, backends=backend()) for _ in range(2)]
-    threads = [threading.Thread(target=r.poll) for r in runners]
+    runners = [Workspace(project, backends=backend()) for _ in range(2)]
+    threads = [threading.Thread(target=poll_once, args=(r,)) for r in runners]
     for thread in threads:
         thread.start()
     for thread in threads:

@@ -16,7 +16,6 @@ encrypted and never echoed back by the API.
 from __future__ import annotations
 
 import os
-import re
 import shlex
 import time
 from collections.abc import Callable
@@ -25,10 +24,10 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from ci_runner.core.flavors import FLAVORS_BY_NAME
-from ci_runner.core.jobs import JobHandle, JobRequest, JobStatus
+from ci_runner.core.hub import label_value
+from ci_runner.core.jobs import JobHandle, JobRequest, JobState, JobStatus
 from ci_runner.errors import BackendError
 from ci_runner.job_scripts import bundle_b64
-from ci_runner.ledger.model import JobState
 
 UV_IMAGE = "ghcr.io/astral-sh/uv:python3.12-bookworm"
 BUNDLE_ENV = "CI_RUNNER_BUNDLE_B64"
@@ -268,11 +267,6 @@ def _retry_after(exc: Any) -> float | None:
         return float(value) if value else None
     except ValueError:
         return None
-
-
-def label_value(text: str) -> str:
-    """HF labels allow 100 chars of ``[A-Za-z0-9._-]``."""
-    return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-")[:100] or "unknown"
 
 
 def repo_label(root: Path) -> str:

@@ -19,11 +19,11 @@ import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
-from ci_runner.core.jobs import JobHandle, JobRequest, JobStatus
+from ci_runner.core.durations import utc_now
+from ci_runner.core.files import write_atomic
+from ci_runner.core.jobs import JobHandle, JobRequest, JobState, JobStatus
 from ci_runner.errors import BackendError
 from ci_runner.job_scripts import PACKAGE_DIR
-from ci_runner.ledger.model import JobState
-from ci_runner.ledger.store import write_atomic
 
 REQUEST_FILE = "request.json"
 CONFIG_FILE = "run_config.json"
@@ -32,10 +32,6 @@ PID_FILE = "pid"
 EXIT_FILE = "exit.json"
 CANCEL_FILE = "canceled"
 SUPERVISOR = "ci_runner.backend.supervise"
-
-
-def utc_now() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 class LocalBackend:

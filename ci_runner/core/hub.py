@@ -83,6 +83,27 @@ def missing_path_hint(path: Path | None) -> str:
     return f"{parent} holds: {shown or 'nothing'}"
 
 
+def label_value(text: str) -> str:
+    """HF Jobs labels allow 100 chars of ``[A-Za-z0-9._-]``."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-")[:100] or "unknown"
+
+
+def trackio_url(space: str | None, project: str, run: str) -> str | None:
+    """The run's page on its trackio Space; None when metrics stay local."""
+    if not space:
+        return None
+    return f"{HUB}/spaces/{space}?project={project}&runs={run}&metrics=train/loss"
+
+
+def hub_api(token: str | None = None):  # noqa: ANN201 - huggingface_hub.HfApi, imported late
+    """An ``HfApi`` on ``HF_ENDPOINT`` when set (a mirror, or a loopback Hub in tests)."""
+    import os
+
+    from huggingface_hub import HfApi
+
+    return HfApi(endpoint=os.environ.get("HF_ENDPOINT") or None, token=token)
+
+
 def hub_url(ref: str | None, kind: str = "model") -> str | None:
     """The Hub page of a repo id; None for a local path, which has no page."""
     if not ref or is_local_path(ref) or not looks_like_hub_id(ref):

@@ -8,30 +8,36 @@ they get a diagnosis instead.
 from __future__ import annotations
 
 import re
-from datetime import datetime
 
-from ci_runner.core.jobs import JobStatus
+from ci_runner.core.durations import parse_stamp
+from ci_runner.core.jobs import FailureKind, JobStatus
 from ci_runner.job_scripts.protocol import TrainSummary
 from ci_runner.ledger.model import Attempt, Run, RunStatus
 
-_KINDS: tuple[tuple[str, re.Pattern[str]], ...] = (
-    ("oom", re.compile(r"out of memory|OutOfMemoryError|CUDA OOM", re.I)),
-    ("timeout", re.compile(r"\btime(d)?[ _-]?out\b|timeout", re.I)),
-    ("preempted", re.compile(r"preempt|evict|spot instance|killed by SIG(KILL|TERM)", re.I)),
+_KINDS: tuple[tuple[FailureKind, re.Pattern[str]], ...] = (
+    (FailureKind.OOM, re.compile(r"out of memory|OutOfMemoryError|CUDA OOM", re.I)),
+    (FailureKind.TIMEOUT, re.compile(r"\btime(d)?[ _-]?out\b|timeout", re.I)),
     (
-        "infra",
+        FailureKind.PREEMPTED,
+        re.compile(r"preempt|evict|spot instance|killed by SIG(KILL|TERM)", re.I),
+    ),
+    (
+        FailureKind.INFRA,
         re.compile(
             r"process is gone|node (failure|lost)|infrastructure|internal (server )?error|"
             r"hardware failure|scheduling failed",
             re.I,
         ),
     ),
-    ("auth", re.compile(r"\b401\b|\b403\b|Unauthorized|Invalid (user )?token", re.I)),
-    ("data", re.compile(r"ConfigError|KeyError|column|DatasetGenerationError|dataset", re.I)),
+    (FailureKind.AUTH, re.compile(r"\b401\b|\b403\b|Unauthorized|Invalid (user )?token", re.I)),
+    (
+        FailureKind.DATA,
+        re.compile(r"ConfigError|KeyError|column|DatasetGenerationError|dataset", re.I),
+    ),
 )
 
 
-def classify_failure(status: JobStatus, summary: TrainSummary | None) -> str:
+def classify_failure(status: JobStatus, summary: TrainSummary | None) -> FailureKind:
     """One word for how the job died, from the script's own summary first."""
     texts = []
     if summary and not summary.completed:
@@ -41,7 +47,7 @@ def classify_failure(status: JobStatus, summary: TrainSummary | None) -> str:
         for kind, pattern in _KINDS:
             if pattern.search(text):
                 return kind
-    return "error"
+    return FailureKind.ERROR
 
 
 def should_resume(run: Run) -> bool:
@@ -57,7 +63,7 @@ def should_resume(run: Run) -> bool:
 def attempt_cost(attempt: Attempt, usd_per_hour: float | None) -> float | None:
     if not usd_per_hour or not attempt.finished_at:
         return None
-    seconds = (_parse(attempt.finished_at) - _parse(attempt.submitted_at)).total_seconds()
+    seconds = (parse_stamp(attempt.finished_at) - parse_stamp(attempt.submitted_at)).total_seconds()
     return round(max(seconds, 0) / 3600 * usd_per_hour, 4)
 
 
@@ -69,7 +75,3 @@ def next_attempt(run: Run, *, backend: str, now: str, resume_from: str | None) -
     return run.model_copy(
         update={"attempts": [*run.attempts, attempt], "status": RunStatus.QUEUED, "error": None}
     )
-
-
-def _parse(stamp: str) -> datetime:
-    return datetime.fromisoformat(stamp.replace("Z", "+00:00"))

@@ -7,29 +7,28 @@ decide which jobs a stage needs and fold their results into the run.
 
 from __future__ import annotations
 
-from ci_runner.core.jobs import JobStatus
+from ci_runner.core.hub import hub_url
+from ci_runner.core.jobs import JobKind, JobStatus, Stage
 from ci_runner.job_scripts.protocol import EvalSummary, ExportSummary
 from ci_runner.ledger.model import Evaluation, ExportFile, JobState, Run, RunStatus, StageJob
 
 BASE, FINAL = "base", "final"
 
 
-def _next_stage(run: Run, after: str) -> str:
-    order = ["train", "eval", "export", "done"]
-    for stage in order[order.index(after) + 1 :]:
-        if stage == "eval" and run.evaluation:
+def _next_stage(run: Run, after: Stage) -> Stage:
+    order = list(Stage)
+    for stage in order[order.index(Stage(after)) + 1 :]:
+        if stage == Stage.EVAL and run.evaluation:
             return stage
-        if stage == "export" and run.export and run.export.get("gguf"):
+        if stage == Stage.EXPORT and run.export and run.export.get("gguf"):
             return stage
-        if stage == "done":
-            return stage
-    return "done"
+    return Stage.DONE
 
 
-def enter_next_stage(run: Run, *, after: str) -> Run:
+def enter_next_stage(run: Run, *, after: Stage | str) -> Run:
     """Training (or a stage) finished: the run stays in progress until the last stage."""
-    stage = _next_stage(run, after)
-    status = RunStatus.COMPLETED if stage == "done" else RunStatus.RUNNING
+    stage = _next_stage(run, Stage(after))
+    status = RunStatus.COMPLETED if stage == Stage.DONE else RunStatus.RUNNING
     return run.model_copy(update={"stage": stage, "status": status})
 
 
@@ -39,19 +38,19 @@ def eval_jobs(run: Run, *, final_model: str, checkpoints: list[str], now: str) -
     models = list(settings.get("models", [BASE, FINAL]))
     jobs = []
     if BASE in models:
-        jobs.append(StageJob(kind="eval", key=BASE, model=run.base_model, submitted_at=now))
+        jobs.append(StageJob(kind=JobKind.EVAL, key=BASE, model=run.base_model, submitted_at=now))
     if settings.get("checkpoints") == "all":
         for path in checkpoints:
             name = path.rstrip("/").rsplit("/", 1)[-1]
-            jobs.append(StageJob(kind="eval", key=name, model=path, submitted_at=now))
+            jobs.append(StageJob(kind=JobKind.EVAL, key=name, model=path, submitted_at=now))
     if FINAL in models:
-        jobs.append(StageJob(kind="eval", key=FINAL, model=final_model, submitted_at=now))
+        jobs.append(StageJob(kind=JobKind.EVAL, key=FINAL, model=final_model, submitted_at=now))
     return jobs
 
 
 def export_job(run: Run, *, now: str) -> StageJob:
     model = run.best_model or run.output_dir
-    return StageJob(kind="export", key="gguf", model=model, submitted_at=now)
+    return StageJob(kind=JobKind.EXPORT, key="gguf", model=model, submitted_at=now)
 
 
 def _with_job(run: Run, job: StageJob) -> Run:
@@ -100,7 +99,7 @@ def _record_results(run: Run, job: StageJob, summary: EvalSummary | ExportSummar
             else f"{s['benchmark']} ({s['fewshot']}-shot)",
             model_label=job.key,
             model=job.model,
-            model_url=_hub_url(job.model),
+            model_url=hub_url(job.model),
             score=s.get("score"),
             metric=s.get("metric"),
             job_url=job.job_url,
@@ -144,11 +143,3 @@ def close_stage(run: Run, kind: str) -> Run:
     if kind == "eval":
         run = run.model_copy(update={"best_model": best_model(run)})
     return enter_next_stage(run, after=kind)
-
-
-def _hub_url(model: str) -> str | None:
-    from ci_runner.spec.model import is_local_path
-
-    return (
-        None if is_local_path(model) or model.startswith(".") else f"https://huggingface.co/{model}"
-    )

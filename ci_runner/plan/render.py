@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from ci_runner.plan.estimate import Plan, format_duration
+from ci_runner.core.durations import rounded_minutes as format_duration
+from ci_runner.plan.estimate import Plan
 
 
 def plan_to_json(plan: Plan) -> dict[str, Any]:

@@ -17,8 +17,8 @@ class ResolvedRun:
 
 
 def run_id_for(experiment: Experiment) -> str:
-    """Stable for an unchanged file, new when what would be trained changes."""
-    return f"{experiment.name}-{experiment.spec_hash[:8]}"
+    """The run id a single-run file gets (``Experiment.run_id``)."""
+    return experiment.run_id
 
 
 CHECKPOINTS_PER_RUN = 10

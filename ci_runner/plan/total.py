@@ -6,7 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from ci_runner.plan.estimate import Plan, format_duration
+from ci_runner.core.durations import rounded_minutes as format_duration
+from ci_runner.plan.estimate import Plan
 from ci_runner.plan.render import plan_to_json, render_plan
 
 

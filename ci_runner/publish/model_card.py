@@ -6,11 +6,12 @@ the scores on the model page; the body repeats them with deltas against the base
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
+from ci_runner.core.hub import hub_api, is_local_path
 from ci_runner.ledger.model import Ledger, Run
 from ci_runner.report.render import cell, code, method_label, table, value
-from ci_runner.spec.model import is_local_path
 
 # Where each built-in benchmark's rows come from on the Hub (the card's dataset_type).
 BENCHMARK_DATASETS = {"humaneval": "openai/openai_humaneval", "gsm8k": "openai/gsm8k"}
@@ -121,3 +122,20 @@ def push_model_card(api: Any, ledger: Ledger, run: Run) -> str:
         commit_message=f"ci-runner: model card with eval results for {run.run_id}",
     )
     return str(getattr(info, "commit_url", info))
+
+
+def push_card_after_eval(ledger: Ledger, run: Run) -> Run:
+    """The flow's ``on_evaluated`` hook: with a Hub repo, the card carries the eval results.
+
+    The card is a bonus: a failure is recorded on the run, never raised.
+    """
+    if not run.hub_model_id or not run.evaluations or run.model_card:
+        return run
+    token = os.environ.get("HF_TOKEN")
+    if not token:
+        return run.model_copy(update={"model_card": "not pushed: HF_TOKEN is not set"})
+    try:
+        url = push_model_card(hub_api(token), ledger, run)
+    except Exception as exc:  # noqa: BLE001 - the run still succeeded
+        return run.model_copy(update={"model_card": f"not pushed: {type(exc).__name__}"})
+    return run.model_copy(update={"model_card": url})

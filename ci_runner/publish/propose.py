@@ -11,23 +11,23 @@ import shutil
 from pathlib import Path
 
 from ci_runner.errors import SpecError, SpecIssue
+from ci_runner.flow.workspace import Workspace
 from ci_runner.publish.comment import render_plan_summary
 from ci_runner.publish.git import Git, push_files
 from ci_runner.publish.github import upsert_pull
 from ci_runner.publish.plans import plan_entry
 from ci_runner.publish.reports import Published, Target, repo_path
-from ci_runner.runner import Runner
 
 PROPOSAL_PREFIX = "ci-runner-proposal/"
 PROPOSAL_MARKER = "<!-- ci-runner:proposal -->"
 
 
-def _place(runner: Runner, file: Path) -> Path:
+def _place(ws: Workspace, file: Path) -> Path:
     """Copy ``file`` to ``experiments/<name>`` (if it is not there) and return that path."""
     if file.suffix not in (".yaml", ".yml") or not file.is_file():
         issue = SpecIssue(str(file), None, "", "only .yaml experiment files can be proposed")
         raise SpecError([issue])
-    dest = runner.project.root / "experiments" / file.name
+    dest = ws.root / "experiments" / file.name
     if file.resolve() != dest.resolve():
         dest.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(file, dest)
@@ -44,14 +44,14 @@ def render_proposal_body(summary: str, request: str | None) -> str:
 
 
 def propose(
-    runner: Runner, git: Git, target: Target, files: list[Path], *, request: str | None = None
+    ws: Workspace, git: Git, target: Target, files: list[Path], *, request: str | None = None
 ) -> Published:
     """Commit the experiment files on one proposal branch and open or update its PR."""
     if not files:
         raise SpecError([SpecIssue("experiments/", None, "", "no experiment files to propose")])
-    entries, files = [], [_place(runner, f) for f in files]
+    entries, files = [], [_place(ws, f) for f in files]
     for file in files:
-        entry = plan_entry(runner, file)
+        entry = plan_entry(ws, file)
         if entry.error and entry.exit_code == SpecError.exit_code:
             raise SpecError([SpecIssue(entry.file, None, "", entry.error)])
         entries.append(entry)

@@ -12,6 +12,7 @@ import math
 from datetime import datetime, timezone
 from typing import Any
 
+from ci_runner.core.durations import clock
 from ci_runner.ledger.model import Attempt, Evaluation, Ledger, Run, RunStatus, TrainMetrics
 
 TBD = "TBD"
@@ -79,16 +80,6 @@ def utc_time(stamp: str | None) -> str:
     if parsed.tzinfo is not None:
         parsed = parsed.astimezone(timezone.utc)
     return parsed.strftime("%Y-%m-%d %H:%M:%S UTC")
-
-
-def duration(seconds: float) -> str:
-    """Human runtime like '1m 23s' or '2h 5m 0s'; exact to the second is enough."""
-    total = max(0, int(round(seconds)))
-    hours, rest = divmod(total, 3600)
-    minutes, secs = divmod(rest, 60)
-    if hours:
-        return f"{hours}h {minutes}m {secs}s"
-    return f"{minutes}m {secs}s" if minutes else f"{secs}s"
 
 
 def value(v: Any) -> str:
@@ -268,9 +259,9 @@ def _metric_lines(m: TrainMetrics, *, final: bool) -> list[str]:
     if m.min_loss is not None:
         lines.append(f"- Min loss: {m.min_loss:.4f}")
     if m.eta_s is not None and not final:
-        lines.append(f"- ETA: {duration(m.eta_s)}")
+        lines.append(f"- ETA: {clock(m.eta_s)}")
     if m.runtime_s is not None:
-        lines.append(f"- Runtime: {duration(m.runtime_s)}")
+        lines.append(f"- Runtime: {clock(m.runtime_s)}")
     if m.train_tokens_per_s is not None:
         lines.append(f"- Train tokens/s: {m.train_tokens_per_s:.1f}")
     return lines

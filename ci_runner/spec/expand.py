@@ -97,9 +97,7 @@ def expand(experiment: Experiment) -> list[RunSpec]:
 def expand_checked(experiment: Experiment) -> tuple[list[RunSpec], list[Finding]]:
     """The runs, and every problem found on the way, located in the file's own terms."""
     if not experiment.is_multi_run:
-        from ci_runner.plan.resolve import run_id_for
-
-        return [RunSpec(run_id_for(experiment), experiment)], []
+        return [RunSpec(experiment.run_id, experiment)], []
     stages = experiment.stages or []
     names, findings = _stage_names(experiment)
     combos: list[Combination] = [{}]

@@ -14,6 +14,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
+from ci_runner.core.durations import parse_duration
 from ci_runner.core.flavors import FLAVORS_BY_NAME
 from ci_runner.core.hub import HUB_ID_RE, is_local_path  # noqa: F401 - also imported from here
 
@@ -21,7 +22,6 @@ Method = Literal["sft", "dpo", "grpo"]
 BUILTIN_REWARDS = ("accuracy", "format")
 
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
-DURATION_RE = re.compile(r"^(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
 REWARD_FN_RE = re.compile(r"^[^:]+\.py:[A-Za-z_][A-Za-z0-9_]*$")
 
 
@@ -40,23 +40,6 @@ NOT_TRAINING = {"description", "timeout", "budget", "retry"}
 MULTI_RUN = {"matrix", "stages", "max_parallel"}
 
 RewardRef = Annotated[str, AfterValidator(_reward_ref)]
-
-
-def parse_duration(value: str | int) -> int:
-    """``90m``, ``2h``, ``1h30m``, ``45s`` or plain seconds → seconds."""
-    if isinstance(value, bool):
-        raise ValueError("expected a duration such as 90m or 2h")
-    if isinstance(value, int):
-        seconds = value
-    else:
-        match = DURATION_RE.match(value.strip())
-        if not value.strip() or not match:
-            raise ValueError(f"{value!r} is not a duration; write e.g. 90m, 2h or 1h30m")
-        d, h, m, s = (int(g or 0) for g in match.groups())
-        seconds = ((d * 24 + h) * 60 + m) * 60 + s
-    if seconds <= 0:
-        raise ValueError("must be longer than zero")
-    return seconds
 
 
 class _Strict(BaseModel):
@@ -245,6 +228,11 @@ class Experiment(_RunFields):
     @property
     def is_multi_run(self) -> bool:
         return self.stages is not None or self.matrix is not None
+
+    @property
+    def run_id(self) -> str:
+        """Stable for an unchanged file, new when what would be trained changes."""
+        return f"{self.name}-{self.spec_hash[:8]}"
 
     @property
     def spec_hash(self) -> str:

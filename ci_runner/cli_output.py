@@ -1,0 +1,165 @@
+"""What the CLI prints: JSON documents for scripts and agents, lines for people.
+
+The JSON shapes here are the contract documented in AGENTS.md; tests pin them.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import click
+
+from ci_runner.core.durations import short
+from ci_runner.core.jobs import Stage
+from ci_runner.errors import ExitCode
+from ci_runner.flow.preflight import Preflight
+from ci_runner.flow.records import methods_of
+from ci_runner.flow.submit import SubmitOutcome
+from ci_runner.ledger.model import Ledger, Run, RunStatus
+from ci_runner.plan.render import plan_to_json, render_plan
+from ci_runner.plan.total import file_plan_to_json, render_file_plan
+from ci_runner.publish.redact import redact
+from ci_runner.spec.expand import expand
+from ci_runner.spec.model import Experiment
+
+JSON_OPTION = click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="Print one JSON document on stdout (progress and warnings go to stderr).",
+)
+
+
+def emit_json(data: Any) -> None:
+    click.echo(redact(json.dumps(data, indent=2, sort_keys=True, default=str)))
+
+
+def echo(text: str = "", *, err: bool = False) -> None:
+    click.echo(redact(text), err=err)
+
+
+def warn(text: str) -> None:
+    click.secho(f"warning: {redact(text)}", fg="yellow", err=True)
+
+
+def run_json(run: Run) -> dict[str, Any]:
+    data = run.model_dump(mode="json", exclude={"hyperparameters"})
+    if data.get("metrics"):
+        data["metrics"].pop("loss_curve", None)
+    return data
+
+
+def ledgers_json(ledgers: list[Ledger]) -> list[dict[str, Any]]:
+    return [
+        {
+            "experiment": led.experiment,
+            "report": led.report_path,
+            "runs": [run_json(r) for r in led.runs],
+        }
+        for led in ledgers
+    ]
+
+
+def methods(experiment: Experiment) -> str:
+    """``sft``, or for a file with stages ``sft → dpo``."""
+    if not experiment.is_multi_run:
+        return str(experiment.method)
+    return (" → " if experiment.stages else " / ").join(methods_of(expand(experiment)))
+
+
+def progress_line(run: Run) -> str:
+    parts = [f"{run.run_id}: {run.status.label}"]
+    if run.waiting:
+        parts.append("waiting to start" + (f" after {run.depends_on}" if run.depends_on else ""))
+    if run.active and run.stage in (Stage.EVAL, Stage.EXPORT):
+        jobs = [j for j in run.stage_jobs if j.kind == run.stage]
+        verb = "evaluating" if run.stage == Stage.EVAL else "exporting GGUF"
+        parts.append(f"{verb} ({sum(j.done for j in jobs)}/{len(jobs)} jobs done)")
+    m = run.metrics
+    if m and m.step is not None:
+        parts.append(f"step {m.step}/{m.max_steps or '?'}")
+    if m and m.final_loss is not None:
+        parts.append(f"loss {m.final_loss:.4f}")
+    if m and m.eta_s is not None and run.active:
+        parts.append(f"ETA {short(m.eta_s)}")
+    if run.error:
+        parts.append(run.error)
+    return " · ".join(parts)
+
+
+def outcome_code(runs: list[Run]) -> int:
+    """One exit code for many runs: any failure wins, then cancel, then still running."""
+    statuses = {r.status for r in runs}
+    if RunStatus.FAILED in statuses:
+        return ExitCode.RUN_FAILED
+    if RunStatus.CANCELED in statuses:
+        return ExitCode.RUN_CANCELED
+    if any(r.active for r in runs):
+        return ExitCode.WAIT_TIMEOUT
+    return ExitCode.OK
+
+
+# --- plan -------------------------------------------------------------------------------
+
+
+def plan_json(pre: Preflight) -> dict[str, Any]:
+    """One run: ``{plan, data, warnings}``; several: the file plan plus ``data``, ``warnings``."""
+    if pre.multi_run:
+        return file_plan_to_json(pre.plan) | {
+            "data": [check.to_json() for check in pre.data.checks],
+            "warnings": pre.warnings,
+        }
+    (only,) = pre.plan.runs
+    checks = pre.data.checks
+    return {
+        "plan": plan_to_json(only.plan),
+        "data": checks[0].to_json() if checks else None,
+        "warnings": pre.warnings,
+    }
+
+
+def plan_text(pre: Preflight) -> str:
+    blocks = [check.render() for check in pre.data.checks]
+    if pre.multi_run:
+        blocks.append(render_file_plan(pre.plan).rstrip("\n"))
+    else:
+        blocks.append(render_plan(pre.plan.runs[0].plan).rstrip("\n"))
+    return "\n\n".join(blocks)
+
+
+# --- submit -----------------------------------------------------------------------------
+
+
+def submit_json(outcome: SubmitOutcome) -> dict[str, Any]:
+    data = vars(outcome) | {"report": str(outcome.report)}
+    data["plan"] = plan_to_json(outcome.plan) if outcome.plan else None
+    file_plan = data.pop("file_plan")
+    runs = data.pop("runs")
+    if runs:  # a file with stages or a matrix
+        data["runs"] = [vars(r) for r in runs]
+        data["file_plan"] = file_plan_to_json(file_plan) if file_plan else None
+    return data
+
+
+def submit_text(outcome: SubmitOutcome) -> str:
+    if outcome.runs:
+        lines = [render_file_plan(outcome.file_plan).rstrip("\n")] if outcome.file_plan else []
+        for run in outcome.runs:
+            if run.status == "submitted":
+                lines += [f"submitted {run.title} as job {run.job_id}", f"  logs:   {run.job_url}"]
+            elif run.status == "already submitted":
+                lines.append(f"already submitted, nothing to do: {run.title} (job {run.job_id})")
+            elif run.status == "waiting":
+                lines.append(f"queued {run.title}: waiting for {run.waiting_for}")
+            else:
+                lines.append(f"not started: {run.title}")
+        return "\n".join([*lines, f"report: {outcome.report}"])
+    lines = [render_plan(outcome.plan).rstrip("\n")] if outcome.plan else []
+    verb = "submitted" if outcome.created else "already submitted, nothing to do:"
+    lines += [
+        f"{verb} {outcome.run_id} as job {outcome.job_id}",
+        f"  logs:   {outcome.job_url}",
+        f"  report: {outcome.report}",
+    ]
+    return "\n".join(lines)

@@ -1,0 +1,213 @@
+"""Starting jobs: a run's training attempt, and its evaluation and export jobs.
+
+Each job is labelled with its run (and stage), and every launch first looks for a job
+with those labels: one started before a crash, never recorded, is adopted, not doubled.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ci_runner.core.hub import is_local_path, label_value
+from ci_runner.core.jobs import Backend, BackendName, JobHandle, JobKind, JobRequest, Stage
+from ci_runner.flow.records import run_timeout
+from ci_runner.flow.workspace import Workspace
+from ci_runner.ledger.model import Ledger, Run, StageJob
+from ci_runner.ledger.retry import next_attempt
+from ci_runner.plan.estimate import Plan
+from ci_runner.plan.resolve import ResolvedRun, resolve_run
+from ci_runner.runconfig import BenchmarkSpec, EvalConfig, ExportConfig
+from ci_runner.spec.expand import RunSpec
+from ci_runner.spec.model import Experiment
+
+TRAIN_SCRIPT = "train.py"
+EVAL_SCRIPT = "evaluate.py"
+EXPORT_SCRIPT = "export_gguf.py"
+JOB_OUTPUT_ROOT = Path("/tmp/ci-runner")  # inside an HF Jobs container; the Hub keeps results
+
+
+def run_labels(run_id: str, experiment: str, attempt: int) -> dict[str, str]:
+    return {
+        "ci-runner.experiment": experiment,
+        "ci-runner.run": run_id,
+        "ci-runner.attempt": str(attempt),
+    }
+
+
+def resolve(ws: Workspace, experiment: Experiment, plan: Plan, *, run_id: str) -> ResolvedRun:
+    """The run config the job receives: output locally in the workspace, else in the job."""
+    if experiment.backend == BackendName.LOCAL:
+        output_dir = ws.project.relative(ws.project.runs_dir / run_id / "output")
+    else:
+        output_dir = str(JOB_OUTPUT_ROOT / run_id / "output")
+    return resolve_run(experiment, output_dir=output_dir, plan=plan, run_id=run_id)
+
+
+def trained_model(run: Run) -> str:
+    """What a later stage trains from: the run's model on disk, or its Hub repo.
+
+    A LoRA stage followed by another saves its adapter merged into its base
+    (``output.merge``, implied), so the next stage loads a full model.
+    """
+    if run.backend != BackendName.LOCAL:
+        return run.hub_model_id or run.output_dir
+    path = run.output_dir if is_local_path(run.output_dir) else f"./{run.output_dir}"
+    return f"{path}/merged" if run.lora else path
+
+
+def with_base(ledger: Ledger, spec: RunSpec) -> Experiment:
+    """A later stage trains from the previous stage's model, known once it completed."""
+    if not spec.base_from:
+        return spec.experiment
+    previous = ledger.run(spec.base_from)
+    if previous is None:
+        return spec.experiment
+    return spec.experiment.model_copy(update={"base_model": trained_model(previous)})
+
+
+def launch_training(
+    ws: Workspace, experiment: Experiment, resolved: ResolvedRun, run: Run
+) -> JobHandle:
+    """The run's current attempt as a job: adopted if one with its labels exists."""
+    backend = ws.backend(run.backend)
+    attempt = run.last_attempt.number if run.last_attempt else 1
+    labels = run_labels(run.run_id, experiment.name, attempt)
+    existing = backend.find(labels)
+    if existing:
+        return existing[-1]  # started before a crash, never recorded: adopt it
+    resume_from = run.last_attempt.resume_from if run.last_attempt else None
+    request = JobRequest(
+        script=ws.project.job_script(TRAIN_SCRIPT).path,
+        run_config=resolved.run_config.model_copy(update={"resume_from_checkpoint": resume_from}),
+        labels=labels,
+        flavor=run.hardware,
+        timeout_s=run_timeout(experiment, resolved.plan),
+    )
+    return backend.submit(request)
+
+
+def with_job(run: Run, handle: JobHandle) -> Run:
+    attempt = run.last_attempt
+    assert attempt is not None, "a run gets a job for its current attempt"
+    attempt = attempt.model_copy(update={"job_id": handle.job_id, "job_url": handle.url})
+    return run.model_copy(update={"attempts": [*run.attempts[:-1], attempt]})
+
+
+# --- resuming -------------------------------------------------------------------------
+
+
+def new_attempt(ws: Workspace, run: Run) -> Run:
+    return next_attempt(run, backend=run.backend, now=ws.now(), resume_from=resume_target(ws, run))
+
+
+def resume_target(ws: Workspace, run: Run) -> str | None:
+    """The newest checkpoint: on disk for local runs, the Hub's copy for HF Jobs."""
+    if run.backend != BackendName.LOCAL:
+        return "last-checkpoint" if run.hub_model_id else None
+    # A kill can land mid-save: only a checkpoint whose trainer state was written counts.
+    checkpoints = [
+        p for p in local_checkpoints(ws, run) if (ws.root / p / "trainer_state.json").exists()
+    ]
+    return checkpoints[-1] if checkpoints else None
+
+
+def local_checkpoints(ws: Workspace, run: Run) -> list[str]:
+    """A local run's ``checkpoint-<step>`` folders, oldest first, relative to the project."""
+    if run.backend != BackendName.LOCAL:
+        return []  # only the final model and `last-checkpoint` survive on the Hub
+    found = [
+        p
+        for p in (ws.root / run.output_dir).glob("checkpoint-*")
+        if p.name.removeprefix("checkpoint-").isdigit()
+    ]
+    found.sort(key=lambda p: int(p.name.removeprefix("checkpoint-")))
+    return [ws.project.relative(p) for p in found]
+
+
+# --- stage jobs -------------------------------------------------------------------------
+
+
+def launch_stage_jobs(ws: Workspace, run: Run) -> Run:
+    """Start the current stage's jobs that have none yet; adopt any already started."""
+    pending = [j for j in run.stage_jobs if j.kind == run.stage and j.job_id is None]
+    if not pending or not run.active:
+        return run
+    backend: Backend = ws.backend(run.backend)
+    jobs = list(run.stage_jobs)
+    for job in pending:
+        labels = {
+            "ci-runner.experiment": run.run_id.rsplit("-", 1)[0],
+            "ci-runner.run": run.run_id,
+            "ci-runner.stage": label_value(f"{job.kind}-{job.key}"),
+        }
+        existing = backend.find(labels)
+        handle = existing[-1] if existing else backend.submit(stage_request(ws, run, job, labels))
+        jobs[jobs.index(job)] = job.model_copy(
+            update={"job_id": handle.job_id, "job_url": handle.url}
+        )
+    return run.model_copy(update={"stage_jobs": jobs})
+
+
+def stage_request(ws: Workspace, run: Run, job: StageJob, labels: dict[str, str]) -> JobRequest:
+    local = run.backend == BackendName.LOCAL
+    scratch = ws.project.runs_dir / run.run_id if local else JOB_OUTPUT_ROOT / run.run_id
+    out = ws.project.relative(scratch / f"{job.kind}-{job.key}") if local else str(scratch)
+    # A LoRA run's output is an adapter: the job loads the base model under it.
+    adapter_base = run.base_model if run.lora and job.model != run.base_model else None
+    experiment = run.run_id.rsplit("-", 1)[0]
+    config: EvalConfig | ExportConfig
+    if job.kind == JobKind.EVAL:
+        settings = run.evaluation or {}
+        default_n = settings.get("max_samples")
+        config = EvalConfig(
+            experiment=experiment,
+            run_id=run.run_id,
+            eval_id=f"{run.run_id}-{job.key}",
+            model=job.model,
+            model_label=job.key,
+            base_model=adapter_base,
+            benchmarks=[
+                BenchmarkSpec(**{**b, "max_samples": b.get("max_samples") or default_n})
+                for b in settings.get("benchmarks", [])
+            ],
+            output_dir=out,
+        )
+        script = EVAL_SCRIPT
+    else:
+        gguf = (run.export or {}).get("gguf") or {}
+        config = ExportConfig(
+            experiment=experiment,
+            run_id=run.run_id,
+            model=job.model,
+            base_model=adapter_base,
+            quantizations=gguf.get("quantizations", ["Q4_K_M"]),
+            output_dir=out,
+            hub_repo=gguf.get("hub_repo"),
+        )
+        script = EXPORT_SCRIPT
+    return JobRequest(
+        script=ws.project.job_script(script).path,
+        run_config=config,
+        labels=labels,
+        flavor=run.hardware,
+    )
+
+
+def enter_stage_jobs(ws: Workspace, run: Run) -> Run:
+    """The jobs a run's new stage needs, recorded before any is started."""
+    from ci_runner.ledger.stages import eval_jobs, export_job
+
+    if run.stage == Stage.EVAL and not any(j.kind == JobKind.EVAL for j in run.stage_jobs):
+        final = run.hub_model_id if run.backend != BackendName.LOCAL else run.output_dir
+        jobs = eval_jobs(
+            run,
+            final_model=final or run.output_dir,
+            checkpoints=local_checkpoints(ws, run),
+            now=ws.now(),
+        )
+        run = run.model_copy(update={"stage_jobs": [*run.stage_jobs, *jobs]})
+    if run.stage == Stage.EXPORT and not any(j.kind == JobKind.EXPORT for j in run.stage_jobs):
+        run = run.model_copy(
+            update={"stage_jobs": [*run.stage_jobs, export_job(run, now=ws.now())]}
+        )
+    return run

@@ -1,0 +1,154 @@
+"""``submit``: record a file's runs in its ledger and start those whose turn it is.
+
+One path for every file: a file without ``stages:`` or ``matrix:`` is a file of one run.
+Runs already recorded are left alone (resubmitting starts nothing), failed or canceled ones
+are queued again (resumed if they had begun), and the ledger records each intent before a
+job is started, so a crash in between is repaired by the next ``submit`` or ``poll``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ci_runner.flow import schedule
+from ci_runner.flow.launch import resolve
+from ci_runner.flow.preflight import (
+    DataChecks,
+    check_inputs,
+    check_runs_data,
+    plan_runs,
+    require_plannable,
+)
+from ci_runner.flow.records import methods_of, new_ledger, new_run
+from ci_runner.flow.start import requeue, start_runs
+from ci_runner.flow.workspace import Workspace
+from ci_runner.ledger.model import Ledger, Run
+from ci_runner.ledger.repository import replace_run, stem_for
+from ci_runner.ledger.store import load_ledger, save_ledger
+from ci_runner.plan.estimate import Plan
+from ci_runner.plan.total import FilePlan
+from ci_runner.report.files import write_report
+from ci_runner.spec.expand import expand, max_parallel
+
+
+@dataclass(frozen=True)
+class RunOutcome:
+    """One run of a multi-run file, after submit."""
+
+    run_id: str
+    title: str
+    status: str  # submitted | already submitted | waiting | not started
+    job_id: str | None = None
+    job_url: str | None = None
+    waiting_for: str | None = None  # the run it depends on, or "max_parallel"
+
+
+@dataclass(frozen=True)
+class SubmitOutcome:
+    run_id: str
+    job_id: str
+    job_url: str
+    created: bool  # False: the run already had a job, nothing was submitted
+    report: Path
+    plan: Plan | None  # None when nothing was submitted (or the file has several runs)
+    warnings: list[str] = field(default_factory=list)
+    # A file with `stages:` or `matrix:`: every run, and the plan of them all.
+    runs: list[RunOutcome] = field(default_factory=list)
+    file_plan: FilePlan | None = None
+
+
+def submit(
+    ws: Workspace,
+    spec_path: Path,
+    *,
+    backend: str | None = None,
+    allow_over_budget: bool = False,
+    check_data: bool = True,
+) -> SubmitOutcome:
+    warnings: list[str] = []
+    experiment = ws.load(spec_path, backend=backend, warnings=warnings)
+    runs = expand(experiment)
+    for spec in runs:
+        check_inputs(spec.experiment)
+    stem = stem_for(
+        ws.project,
+        experiment=experiment.name,
+        spec_path=spec_path,
+        base_model=experiment.base_model,
+        dataset=runs[0].experiment.dataset.path,
+        method="-".join(methods_of(runs)),
+    )
+    ledger_path = ws.project.ledger_path(stem)
+    multi = experiment.is_multi_run
+    limit = max_parallel(experiment) if multi else None
+    with ws.lock(stem):
+        ledger = load_ledger(ledger_path) or new_ledger(
+            experiment,
+            runs,
+            spec_path=ws.project.relative(spec_path),
+            report_path=ws.project.relative(ws.project.report_path(stem)),
+        )
+        before = {r.run_id: r.last_attempt and r.last_attempt.job_id for r in ledger.runs}
+        todo = [spec for spec in runs if schedule.needs_submit(ledger.run(spec.run_id))]
+        file_plan = None
+        if todo:
+            data = check_runs_data(ws, runs) if check_data else DataChecks()
+            for check in data.misfits:
+                check.require_fit(str(spec_path))
+            warnings += [*data.warnings, *data.run_warnings()]
+            file_plan = plan_runs(ws, experiment, runs, data.by_run)
+            require_plannable(file_plan, runs, str(spec_path), allow_over_budget=allow_over_budget)
+            plans = {r.run_id: r.plan for r in file_plan.runs}
+            for spec in todo:  # a backend that cannot be reached refuses before any record
+                ws.backend(spec.experiment.backend)
+            for spec in todo:
+                run = ledger.run(spec.run_id)
+                if run is None:
+                    resolved = resolve(ws, spec.experiment, plans[spec.run_id], run_id=spec.run_id)
+                    run = new_run(spec, resolved, now=ws.now(), limit=limit, waiting=multi)
+                    ledger = ledger.model_copy(update={"runs": [*ledger.runs, run]})
+                else:
+                    ledger = replace_run(ledger, requeue(ws, run, limit))
+            save_ledger(ledger_path, ledger)  # intent first: a crash after this is recoverable
+            ledger = start_runs(ws, ledger, {s.run_id: s for s in runs}, plans)
+        elif not multi:  # a crash between recording and launching: launch it now
+            ledger = start_runs(ws, ledger, {s.run_id: s for s in runs})
+        save_ledger(ledger_path, ledger)
+        write_report(ws.project, stem, ledger)
+    report = ws.project.report_path(stem)
+    outcomes = [_outcome(ledger, ledger.run(s.run_id), before.get(s.run_id)) for s in runs]
+    warnings = list(dict.fromkeys(warnings))
+    if not multi:
+        (only,) = outcomes
+        plan = file_plan.runs[0].plan if file_plan and only.status == "submitted" else None
+        created = only.status == "submitted"
+        return SubmitOutcome(
+            only.run_id, only.job_id or "", only.job_url or "", created, report, plan, warnings
+        )
+    started = [o for o in outcomes if o.status == "submitted"]
+    first = started[0] if started else outcomes[0]
+    return SubmitOutcome(
+        first.run_id,
+        first.job_id or "",
+        first.job_url or "",
+        bool(started),
+        report,
+        None,
+        warnings,
+        outcomes,
+        file_plan,
+    )
+
+
+def _outcome(ledger: Ledger, run: Run | None, job_before: str | None) -> RunOutcome:
+    assert run is not None, "every run of the file was recorded"
+    attempt = run.last_attempt
+    if run.started and attempt is not None:
+        status = "already submitted" if attempt.job_id == job_before else "submitted"
+        return RunOutcome(run.run_id, run.title, status, attempt.job_id, attempt.job_url)
+    if run.waiting:
+        return RunOutcome(
+            run.run_id, run.title, "waiting", waiting_for=schedule.waiting_for(ledger, run)
+        )
+    return RunOutcome(run.run_id, run.title, "not started")

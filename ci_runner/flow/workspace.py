@@ -1,0 +1,76 @@
+"""One project as the flow sees it: its files, its backends, its clock, its locks."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ci_runner.core.durations import utc_now
+from ci_runner.core.jobs import Backend, BackendName
+from ci_runner.errors import BackendError, SpecIssue
+from ci_runner.ledger.model import Ledger, Run
+from ci_runner.ledger.store import locked
+from ci_runner.paths import Project
+from ci_runner.spec.load import load_experiment
+from ci_runner.spec.model import Experiment
+
+# Called when a run's evaluation closes; returns the run with what it did recorded.
+# ``publish`` supplies the model-card push, so the flow never imports publish.
+EvaluatedHook = Callable[[Ledger, Run], Run]
+
+
+@dataclass
+class Workspace:
+    project: Project
+    backends: dict[str, Backend] = field(default_factory=dict)
+    now: Callable[[], str] = utc_now
+    on_evaluated: EvaluatedHook | None = None
+
+    @property
+    def root(self) -> Path:
+        return self.project.root
+
+    def backend(self, name: str) -> Backend:
+        """The named backend, built on first use (HF Jobs needs a token then, not before)."""
+        if name not in self.backends:
+            if name == BackendName.LOCAL:
+                from ci_runner.backend.local import LocalBackend
+
+                env = {"TRACKIO_DIR": str(self.project.trackio_dir)}
+                self.backends[name] = LocalBackend(
+                    self.project.jobs_dir, cwd=self.project.root, env=env
+                )
+            elif name == BackendName.HF_JOBS:
+                from ci_runner.backend.hf_jobs import from_environment
+
+                self.backends[name] = from_environment(self.project.root)
+            else:
+                raise BackendError(f"unknown backend {name!r}; use local or hf-jobs")
+        return self.backends[name]
+
+    @contextlib.contextmanager
+    def lock(self, stem: str) -> Iterator[None]:
+        """Held while an experiment's ledger is read, acted on and written."""
+        with locked(self.project.workspace / "locks" / f"{stem}.lock"):
+            yield
+
+    def load(
+        self,
+        spec_path: Path | str,
+        *,
+        backend: str | None = None,
+        warnings: list[str] | None = None,
+    ) -> Experiment:
+        """An experiment file, checked against this project (paths, reward code)."""
+        found: list[SpecIssue] = []
+        experiment = load_experiment(
+            spec_path,
+            {"backend": backend} if backend else None,
+            root=self.project.root,
+            warnings=found,
+        )
+        if warnings is not None:
+            warnings += [str(w) for w in found]
+        return experiment

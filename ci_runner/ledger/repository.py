@@ -1,0 +1,74 @@
+"""The ledgers of a project: list them, find a run, name a new report."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ci_runner.errors import NotReadyError
+from ci_runner.ledger.model import Ledger, Run
+from ci_runner.ledger.store import load_ledger
+from ci_runner.paths import LEDGER_SUFFIX, Project, report_stem
+
+
+def stem_of(path: Path) -> str:
+    return path.name.removesuffix(LEDGER_SUFFIX)
+
+
+def ledgers(project: Project) -> list[Ledger]:
+    return [led for p in project.ledger_paths() if (led := load_ledger(p)) is not None]
+
+
+def find_run(project: Project, run_id: str) -> tuple[Ledger, Run]:
+    """By run id, else an experiment's latest run, else a unique run id prefix."""
+    all_ledgers = ledgers(project)
+    for ledger in all_ledgers:
+        for run in ledger.runs:
+            if run.run_id == run_id:
+                return ledger, run
+    for ledger in all_ledgers:
+        if ledger.experiment == run_id and ledger.runs:
+            return ledger, ledger.runs[-1]
+    matches = [(led, r) for led in all_ledgers for r in led.runs if r.run_id.startswith(run_id)]
+    if len(matches) == 1:
+        return matches[0]
+    if matches:
+        names = ", ".join(r.run_id for _, r in matches)
+        raise NotReadyError(f"{run_id!r} matches several runs ({names}); give more of the id")
+    raise NotReadyError(f"no run or experiment named {run_id!r}; see `ci-runner status`")
+
+
+def runs_of(project: Project, name: str) -> list[Run]:
+    """An experiment's runs, or the one run a run id (prefix) names."""
+    for ledger in ledgers(project):
+        if ledger.experiment == name:
+            return list(ledger.runs)
+    return [find_run(project, name)[1]]
+
+
+def stem_for(
+    project: Project,
+    *,
+    experiment: str,
+    spec_path: Path,
+    base_model: str,
+    dataset: str,
+    method: str,
+) -> str:
+    """The report a file's runs share: found again by experiment and file, else
+    ``<model>-<dataset>-<method>``, suffixed with the experiment when another owns that."""
+    relative = project.relative(spec_path)
+    for path in project.ledger_paths():
+        ledger = load_ledger(path)
+        if ledger and ledger.experiment == experiment and ledger.spec_path == relative:
+            return stem_of(path)
+    stem = report_stem(base_model, dataset, method)
+    existing = load_ledger(project.ledger_path(stem))
+    if existing is not None and existing.experiment != experiment:
+        stem = f"{stem}-{experiment}"
+    return stem
+
+
+def replace_run(ledger: Ledger, run: Run) -> Ledger:
+    return ledger.model_copy(
+        update={"runs": [run if r.run_id == run.run_id else r for r in ledger.runs]}
+    )

@@ -1,0 +1,135 @@
+"""Examples, steps, tokens, time, timeout and cost: ≈ FLOPs / effective throughput."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from ci_runner.core.flavors import ACCELERATORS, Flavor
+from ci_runner.spec.model import Experiment
+
+if TYPE_CHECKING:
+    pass
+from ci_runner.plan.settings import (
+    Settings,
+)
+
+# --- time --------------------------------------------------------------------
+FIXED_OVERHEAD_S = 180  # image pull, `uv` environment, process start
+DOWNLOAD_BYTES_PER_S = 200e6  # Hub → job download of the (16-bit) checkpoint
+MULTI_GPU_EFFICIENCY = 0.9  # FSDP communication
+DECODE_FLOOR_S = 0.020  # transformers `generate` (no vLLM): kernel launches per token
+DECODE_BANDWIDTH_EFFICIENCY = 0.6  # share of peak bandwidth a decode step reaches
+CPU_EFFECTIVE_TFLOPS = 0.1  # a CPU flavor training in fp32: only for tiny models
+DEFAULT_MEAN_LEN_CAP = 512  # mean tokens per example when not measured
+GRPO_DEFAULT_PROMPT_LEN = 256  # mean prompt tokens when not measured
+
+# --- timeout -----------------------------------------------------------------
+HF_JOBS_DEFAULT_TIMEOUT_S = 1800  # the server's default when none is sent
+TIMEOUT_FACTOR = 1.5
+TIMEOUT_MARGIN_S = 600
+TIMEOUT_ROUND_S = 900
+
+
+# --- examples, tokens, time --------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Workload:
+    examples: int | None
+    steps: int | None
+    tokens: int | None
+
+
+def _train_rows(experiment: Experiment, dataset_rows: int | None) -> int | None:
+    """Rows trained on: the dataset capped by max_samples, less a held-out eval_fraction."""
+    ds = experiment.dataset
+    known = [n for n in (dataset_rows, ds.max_samples) if n is not None]
+    if not known:
+        return None
+    rows = min(known)
+    if ds.eval_split is None and ds.eval_fraction:
+        rows -= math.ceil(rows * ds.eval_fraction)
+    return rows
+
+
+def tokens_per_example(s: Settings, mean_len: float, prompt_len: float) -> float:
+    """SFT: one sequence; DPO: chosen + rejected; GRPO: prompt + full-length completion."""
+    if s.method == "dpo":
+        return 2 * mean_len
+    if s.method == "grpo":
+        return prompt_len + s.completion_len
+    return mean_len
+
+
+def workload(s: Settings, *, gpus: int, rows: int | None, per_example: float) -> Workload:
+    """max_steps × batch × accumulation × GPUs when max_steps is set, else rows × epochs
+    (GRPO: × num_generations completions per prompt)."""
+    per_step = s.batch * s.grad_accum * max(gpus, 1)
+    if s.max_steps:
+        examples = s.max_steps * per_step
+        steps = s.max_steps
+    elif rows is not None:
+        per_epoch = rows * (s.num_generations if s.method == "grpo" else 1)
+        examples = math.ceil(per_epoch * s.epochs)
+        steps = math.ceil(examples / per_step)
+    else:
+        return Workload(None, None, None)
+    return Workload(examples, steps, round(examples * per_example))
+
+
+def flops_per_token_factor(s: Settings, lora_on: bool) -> int:
+    """Training FLOPs per token per parameter.
+
+    Full: 6 (forward 2 + backward 4). LoRA: 4 — the backward still computes
+    activation gradients (2) but no weight gradients for frozen weights.
+    +2 for the recomputed forward under gradient checkpointing;
+    +2 for the reference forward (DPO, GRPO with beta > 0; with LoRA too, where
+    the reference is the adapter-disabled base).
+    """
+    factor = (4 if lora_on else 6) + (2 if s.checkpointing else 0)
+    if s.method == "dpo" or (s.method == "grpo" and s.beta > 0):
+        factor += 2
+    return factor
+
+
+def effective_tflops(flavor: Flavor, bf16: bool) -> float:
+    """Peak × MFU × GPUs (× 0.9 across GPUs); emulated bf16 on T4 runs at its fp32 rate."""
+    if not flavor.is_gpu:
+        return CPU_EFFECTIVE_TFLOPS
+    accel = ACCELERATORS[flavor.accelerator]
+    peak = accel.emulated_bf16_tflops if bf16 and not accel.bf16 else flavor.peak_tflops
+    scaling = MULTI_GPU_EFFICIENCY if flavor.gpus > 1 else 1.0
+    return peak * accel.mfu * flavor.gpus * scaling
+
+
+def generation_seconds(flavor: Flavor, s: Settings, params: int, steps: int) -> float:
+    """GRPO decoding: one generation batch (batch × accumulation sequences per GPU) per
+    optimizer step, completions run to max_completion_length. A decode step reads every
+    weight once, so it takes the longest of weight bytes / (bandwidth × 0.6), the batch's
+    2·N FLOPs per sequence at the training rate, and DECODE_FLOOR_S of launch overhead."""
+    sequences = s.batch * s.grad_accum
+    per_device_flops = effective_tflops(flavor, s.bf16) / max(flavor.gpus, 1) * 1e12
+    compute = 2 * params * sequences / per_device_flops
+    memory = 0.0
+    if flavor.is_gpu:
+        accel = ACCELERATORS[flavor.accelerator]
+        memory = params * s.weight_bytes / (accel.mem_bw_gbps * 1e9 * DECODE_BANDWIDTH_EFFICIENCY)
+    return steps * s.completion_len * max(DECODE_FLOOR_S, memory, compute)
+
+
+def overhead_seconds(params: int) -> float:
+    """Job start (image, environment) plus downloading the 16-bit checkpoint."""
+    return FIXED_OVERHEAD_S + params * 2 / DOWNLOAD_BYTES_PER_S
+
+
+def recommended_timeout(est_seconds: float) -> int:
+    """1.5 × the estimate + 10 min, rounded up to a quarter hour."""
+    raw = est_seconds * TIMEOUT_FACTOR + TIMEOUT_MARGIN_S
+    return math.ceil(raw / TIMEOUT_ROUND_S) * TIMEOUT_ROUND_S
+
+
+def cost_usd(seconds: float, usd_per_hour: float) -> float:
+    """HF Jobs bills per started minute."""
+    return math.ceil(seconds / 60) / 60 * usd_per_hour
