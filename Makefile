@@ -41,6 +41,7 @@ test: $(STAMP)
 bench: $(DEMO_STAMP)
 	$(BIN)/ci-runner fixtures
 	$(BIN)/python benchmarks/bench_train.py
+	$(BIN)/python benchmarks/bench_cli.py
 
 clean:
 	rm -rf $(VENV) .ci-runner fixtures

@@ -1,9 +1,11 @@
 """How long the examples are, in the base model's tokens, against ``max_length``.
 
-The statistics are pure; counting tokens needs a tokenizer, which is loaded only
-when transformers is installed and the tokenizer is on disk (a local model, or the
-HF cache). Without one, lengths are estimated at 4 characters per token and
-the report says so.
+The statistics are pure; counting tokens needs the model's tokenizer. With a
+``tokenizer.json`` (a local model, the HF cache, or its tokenizer files fetched from
+the Hub unless ``HF_HUB_OFFLINE`` is set) it is counted by ``ci_runner.data.tokens``,
+without transformers. A tokenizer without one (sentencepiece only) is loaded through
+transformers when it is installed, from disk only. Without either, lengths are
+estimated at 4 characters per token and the report says so.
 """
 
 from __future__ import annotations
@@ -103,7 +105,14 @@ def estimate_counter(messages: list[dict[str, Any]]) -> int:
 
 
 def tokenizer_counter(tokenizer: Any) -> Counter:
-    """Count through the chat template when there is one: that is what TRL feeds the model."""
+    """Count through the chat template when there is one: that is what TRL feeds the model.
+
+    ``tokenizer`` is a ``ChatTokenizer`` (the usual case) or a transformers tokenizer.
+    """
+    from ci_runner.data.tokens import ChatTokenizer
+
+    if isinstance(tokenizer, ChatTokenizer):
+        return tokenizer.count
 
     def count(messages: list[dict[str, Any]]) -> int:
         if getattr(tokenizer, "chat_template", None):
@@ -133,20 +142,32 @@ def measure(
     return length_stats(lengths, max_length=max_length, exact=counter is not None)
 
 
-def load_tokenizer(base_model: str, *, root: Path) -> Any | None:
-    """The model's tokenizer from disk (a local model or the HF cache), else None.
+def load_tokenizer(base_model: str, *, root: Path, download: bool = True) -> Any | None:
+    """The model's tokenizer, for ``tokenizer_counter``, else None.
 
-    Never downloads: a check must stay cheap and predictable, and an estimate
-    (flagged as such) is enough to warn about truncation.
+    With a ``tokenizer.json`` (local model, HF cache, or fetched: see
+    ``tokens.find_tokenizer_dir``; ``download=False`` never touches the network) it is a
+    ``ChatTokenizer``, without transformers. Otherwise transformers loads it, from disk
+    only: an estimate (flagged as such) is enough to warn about truncation.
     """
+    from ci_runner.data.tokens import load_chat_tokenizer
+
+    fast = load_chat_tokenizer(base_model, root=root, download=download)
+    if fast is not None:
+        return fast
+    from ci_runner.data.tokens import CONFIG_FILE, cached_hub_file
+    from ci_runner.spec.model import is_local_path
+
+    # No tokenizer config on disk: nothing for transformers either, so skip its import.
+    ref = str(root / base_model) if is_local_path(base_model) else base_model
+    if is_local_path(base_model):
+        if not (Path(ref) / CONFIG_FILE).exists():
+            return None
+    elif cached_hub_file(base_model, CONFIG_FILE) is None:
+        return None
     try:
         from transformers import AutoTokenizer
     except ImportError:
-        return None
-    from ci_runner.spec.model import is_local_path
-
-    ref = str(root / base_model) if is_local_path(base_model) else base_model
-    if is_local_path(base_model) and not (Path(ref) / "tokenizer_config.json").exists():
         return None
     try:
         return AutoTokenizer.from_pretrained(ref, local_files_only=True)
