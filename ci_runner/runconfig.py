@@ -12,9 +12,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
-SCHEMA_VERSION = 1
-RUN_CONFIG_ENV = "CI_RUNNER_RUN_CONFIG"
-SUMMARY_PREFIX = "CI_RUNNER_SUMMARY "
+from ci_runner.job_scripts.protocol import RUN_CONFIG_ENV as RUN_CONFIG_ENV
+from ci_runner.job_scripts.protocol import SCHEMA_VERSION as SCHEMA_VERSION
+from ci_runner.job_scripts.protocol import SUMMARY_PREFIX as SUMMARY_PREFIX
 
 
 class _Frozen(BaseModel):

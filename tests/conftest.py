@@ -3,8 +3,14 @@
 from __future__ import annotations
 
 import os
+import sys
+from pathlib import Path
 
 import pytest
+
+# Job scripts import their helpers (protocol, shaping, sandbox) as top-level siblings, as
+# they do inside a job; tests that load a script as a module find them the same way.
+sys.path.append(str(Path(__file__).resolve().parents[1] / "ci_runner" / "job_scripts"))
 
 # Nothing in the suite may reach the real Hub: sizing a Hub model would otherwise
 # retry against an unreachable huggingface.co. Tests of the HF API use a loopback fake.

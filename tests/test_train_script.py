@@ -371,10 +371,12 @@ def test_missing_config_fails_with_summary(job_env, tmp_path):
 # --- pure parts: rewards, columns, contract ----------------------------------
 
 
-def test_script_constants_match_contract():
+def test_script_speaks_the_shared_protocol():
+    from ci_runner.job_scripts import protocol
+
     train = train_module()
-    assert train.SUMMARY_PREFIX == SUMMARY_PREFIX
-    assert train.RUN_CONFIG_ENV == RUN_CONFIG_ENV
+    assert Path(train.protocol.__file__).resolve() == Path(protocol.__file__).resolve()
+    assert (SUMMARY_PREFIX, RUN_CONFIG_ENV) == (protocol.SUMMARY_PREFIX, protocol.RUN_CONFIG_ENV)
 
 
 def test_script_header_is_pep723():

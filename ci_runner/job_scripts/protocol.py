@@ -15,7 +15,8 @@ import argparse
 import json
 import os
 import sys
-from collections.abc import Iterable, Mapping
+import traceback
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -179,3 +180,40 @@ class ExportSummary(_Summary):
     hub_repo: str | None = None
     hub_url: str | None = None
     warnings: list[str] = field(default_factory=list)
+
+
+# --- the script's entry point --------------------------------------------------------
+
+
+def run_job(
+    job: Callable[[dict[str, Any]], Mapping[str, Any]],
+    argv: list[str] | None,
+    *,
+    description: str,
+    required: Iterable[str] = (),
+    reported: Iterable[str] = (),
+    expected: tuple[type[BaseException], ...] = (ConfigError,),
+    on_failure: Callable[[BaseException, dict[str, Any]], dict[str, Any]] | None = None,
+) -> int:
+    """Read the config, run the job, and always end with the summary line; the exit code.
+
+    An ``expected`` error prints its message (the fix is in it); anything else its
+    traceback. The failure summary repeats the config's ``reported`` keys, plus what
+    ``on_failure`` adds (it may also clean up, e.g. close trackers).
+    """
+    config: dict[str, Any] = {}
+    try:
+        config = read_config(argv, description=description, required=required)
+        summary = job(config)
+    except Exception as exc:
+        if isinstance(exc, expected):
+            print(f"error: {exc}", file=sys.stderr)
+        else:
+            traceback.print_exc()
+        extra = {key: config.get(key) for key in reported}
+        if on_failure is not None:
+            extra.update(on_failure(exc, config))
+        emit_summary(failure(exc, config, **extra), config.get("output_dir"))
+        return 1
+    emit_summary(summary, config["output_dir"])
+    return 0

@@ -31,28 +31,21 @@ Modelled on ``trl/scripts/sft.py``; deliberately short and config-driven.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import dataclasses
 import difflib
 import importlib.util
-import json
 import math
-import os
 import re
 import sys
 import time
-import traceback
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import shaping  # a sibling helper module, shipped with this script
-
-RUN_CONFIG_ENV = "CI_RUNNER_RUN_CONFIG"
-SUMMARY_PREFIX = "CI_RUNNER_SUMMARY "  # must match ci_runner.runconfig.SUMMARY_PREFIX
-SUMMARY_FILENAME = "ci_runner_summary.json"
-SCHEMA_VERSION = 1
+import protocol  # sibling helper modules, shipped with this script
+import shaping
+from protocol import ConfigError
 
 FILE_BUILDERS = {".jsonl": "json", ".json": "json", ".parquet": "parquet", ".csv": "csv"}
 # Column sets TRL accepts per method; the dataset must contain one of them.
@@ -77,38 +70,11 @@ PROGRESS_KEYS = (
 )
 
 
-class ConfigError(ValueError):
-    """A problem with the run config or the data, as opposed to a crash in training."""
-
-
 # --- run config -------------------------------------------------------------
 
 
-def load_run_config(argv: list[str] | None = None) -> dict[str, Any]:
-    """Read the run config from ``--config`` or the env var (a path or inline JSON)."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--config", help=f"run config: JSON path or inline JSON (${RUN_CONFIG_ENV})"
-    )
-    args = parser.parse_args(argv)
-    source = args.config or os.environ.get(RUN_CONFIG_ENV)
-    if not source:
-        raise ConfigError(f"no run config: pass --config run.json or set {RUN_CONFIG_ENV}")
-    try:
-        inline = source.lstrip().startswith("{")
-        config = json.loads(source if inline else Path(source).read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
-        raise ConfigError(f"cannot read the run config: {exc}") from exc
-    missing = [
-        key
-        for key in ("method", "base_model", "dataset", "output_dir", "tracking")
-        if key not in config
-    ]
-    if missing:
-        raise ConfigError(f"run config lacks {missing}")
-    version = config.get("schema_version", SCHEMA_VERSION)
-    if version != SCHEMA_VERSION:
-        raise ConfigError(f"run config schema_version {version} is not {SCHEMA_VERSION}")
+def check_method(config: dict[str, Any]) -> dict[str, Any]:
+    """A run config for a method this script runs."""
     if config.get("method") not in REQUIRED_COLUMNS:
         raise ConfigError(
             f"method must be one of {sorted(REQUIRED_COLUMNS)}, not {config.get('method')!r}"
@@ -551,19 +517,6 @@ def build_summary(config, trainer, train_output, tokens_at_start: int) -> dict[s
     }
 
 
-def emit_summary(summary: dict[str, Any], output_dir: str | None) -> None:
-    """Print the summary line last, and keep a copy beside the model."""
-    text = json.dumps(summary, allow_nan=True)
-    if output_dir:
-        try:
-            Path(output_dir).mkdir(parents=True, exist_ok=True)
-            Path(output_dir, SUMMARY_FILENAME).write_text(text + "\n", encoding="utf-8")
-        except OSError as exc:  # the summary line below still reaches the runner
-            print(f"warning: could not write {SUMMARY_FILENAME}: {exc}", file=sys.stderr)
-    sys.stderr.flush()
-    print(SUMMARY_PREFIX + text, flush=True)
-
-
 def finish_trackers() -> None:
     """Close an open trackio run now, so its exit message can't land after the summary."""
     trackio = sys.modules.get("trackio")
@@ -665,29 +618,20 @@ def train(config: dict[str, Any]) -> dict[str, Any]:
     return summary
 
 
+def _on_failure(exc: BaseException, config: dict[str, Any]) -> dict[str, Any]:
+    finish_trackers()
+    return {"lora": bool(config.get("lora"))}
+
+
 def main(argv: list[str] | None = None) -> int:
-    config: dict[str, Any] = {}
-    try:
-        config = load_run_config(argv)
-        summary = train(config)
-    except Exception as exc:
-        if isinstance(exc, ConfigError):
-            print(f"error: {exc}", file=sys.stderr)  # the fix is in the message, not the stack
-        else:
-            traceback.print_exc()
-        finish_trackers()
-        summary = {
-            "status": "failed",
-            "method": config.get("method"),
-            "error_type": type(exc).__name__,
-            "error": str(exc) or repr(exc),
-            "output_dir": config.get("output_dir"),
-            "lora": bool(config.get("lora")),
-        }
-        emit_summary(summary, config.get("output_dir"))
-        return 1
-    emit_summary(summary, config["output_dir"])
-    return 0
+    return protocol.run_job(
+        lambda config: train(check_method(config)),
+        argv,
+        description=__doc__.splitlines()[0],
+        required=("method", "base_model", "dataset", "output_dir", "tracking"),
+        reported=("method",),
+        on_failure=_on_failure,
+    )
 
 
 if __name__ == "__main__":
