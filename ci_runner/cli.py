@@ -20,7 +20,6 @@ from ci_runner.cli_output import (
     JSON_OPTION,
     echo,
     emit_json,
-    ledgers_json,
     methods,
     outcome_code,
     plan_json,
@@ -33,19 +32,17 @@ from ci_runner.cli_output import (
 )
 from ci_runner.core.hashing import file_hash
 from ci_runner.data.formats import Verdict
-from ci_runner.errors import CiRunnerError, ExitCode, NotReadyError, SpecError
+from ci_runner.errors import CiRunnerError, ExitCode, SpecError
 from ci_runner.flow import preflight as pre
 from ci_runner.flow.poll import poll as poll_once
-from ci_runner.flow.start import cancel_waiting
 from ci_runner.flow.submit import SubmitOutcome
 from ci_runner.flow.submit import submit as submit_file
 from ci_runner.flow.workspace import Workspace
 from ci_runner.ledger import repository
 from ci_runner.ledger.model import Run
-from ci_runner.ledger.store import save_ledger
 from ci_runner.paths import Project
 from ci_runner.publish.redact import redact
-from ci_runner.report.files import write_all, write_report
+from ci_runner.report.files import write_all
 from ci_runner.spec.expand import expand
 
 
@@ -257,37 +254,6 @@ def check_data(
         sys.exit(ExitCode.DATA)
 
 
-@main.command()
-@JSON_OPTION
-@click.pass_context
-def status(ctx: click.Context, as_json: bool) -> None:
-    """Show every run recorded in the ledgers (no backend calls; see `poll`)."""
-    ledgers = repository.ledgers(workspace(ctx).project)
-    if as_json:
-        emit_json(ledgers_json(ledgers))
-        return
-    if not ledgers:
-        echo("no experiments submitted yet; try `ci-runner submit experiments/<name>.yaml`")
-    for ledger in ledgers:
-        echo(f"{ledger.experiment}  ({ledger.report_path})")
-        for run in ledger.runs:
-            echo(f"  {progress_line(run)}")
-
-
-@main.command()
-@click.argument("run_id")
-@click.option("--tail", type=int, default=None, help="Only the last N lines.")
-@click.pass_context
-def logs(ctx: click.Context, run_id: str, tail: int | None) -> None:
-    """Print a run's job log (RUN_ID may be a run id prefix or an experiment name)."""
-    ws = workspace(ctx)
-    _, run = repository.find_run(ws.project, run_id)
-    if not run.last_attempt or not run.last_attempt.job_id:
-        raise NotReadyError(f"{run.run_id} has no job yet")
-    for line in ws.backend(run.backend).logs(run.last_attempt.job_id, tail=tail):
-        echo(line)
-
-
 # --- commands that act ------------------------------------------------------------------
 
 
@@ -327,30 +293,6 @@ def poll(ctx: click.Context, as_json: bool) -> None:
         echo(progress_line(run))
     for path in outcome.changed:
         echo(f"updated {path}")
-
-
-@main.command()
-@click.argument("run_id")
-@click.pass_context
-def cancel(ctx: click.Context, run_id: str) -> None:
-    """Cancel a run's job; the ledger and report say so at once."""
-    ws = workspace(ctx)
-    ledger, run = repository.find_run(ws.project, run_id)
-    stem = Path(ledger.report_path).stem
-    if run.waiting:
-        with ws.lock(stem):
-            canceled = cancel_waiting(ws, ledger, run.run_id)
-            if canceled is not None:
-                save_ledger(ws.project.ledger_path(stem), canceled)
-                write_report(ws.project, stem, canceled)
-                echo(f"canceled {run.run_id} (it had not started)")
-                return
-    if not run.active or not run.last_attempt or not run.last_attempt.job_id:
-        echo(f"{run.run_id} is {run.status.label.lower()}; nothing to cancel")
-        return
-    ws.backend(run.backend).cancel(run.last_attempt.job_id)
-    poll_once(ws)
-    echo(f"canceled {run.run_id} (job {run.last_attempt.job_id})")
 
 
 @main.command()
@@ -455,24 +397,40 @@ def _show(data: Any, text: str, as_json: bool) -> None:
 def _watch(
     ws: Workspace, run_ids: list[str], *, timeout: float | None, interval: float
 ) -> list[Run]:
-    """Poll until the runs end or the timeout passes; progress lines to stderr."""
+    """Poll until the runs end or the timeout passes, waking as soon as a local job ends.
+
+    On a terminal, one live line per run (a progress bar, step and loss) on stderr;
+    piped (CI logs), a plain line whenever a run's line changes.
+    """
+    from ci_runner.cli_status import console, progress_bar
+
     deadline = None if timeout is None else time.monotonic() + timeout
+    err = console(stderr=True)
+    live = None
+    if err.is_terminal:
+        from rich.live import Live
+
+        live = Live("", console=err, auto_refresh=False, transient=False)
+        live.start()
     shown: dict[str, str] = {}
     try:
         while True:
             poll_once(ws)
             runs = [repository.find_run(ws.project, run_id)[1] for run_id in run_ids]
-            for r in runs:
-                line = progress_line(r)
-                if shown.get(r.run_id) != line:
-                    echo(f"  {line}", err=True)
-                    shown[r.run_id] = line
+            if live is not None:
+                live.update("\n".join(progress_bar(r) for r in runs), refresh=True)
+            else:
+                for r in runs:
+                    line = progress_line(r)
+                    if shown.get(r.run_id) != line:
+                        echo(f"  {line}", err=True)
+                        shown[r.run_id] = line
             if not any(r.active for r in runs):
                 return runs
             if deadline is not None and time.monotonic() >= deadline:
                 echo(f"stopped waiting after {timeout:.0f}s; runs continue", err=True)
                 return runs
-            time.sleep(interval)
+            ws.wait_for_news(runs, interval)
     except KeyboardInterrupt:
         echo(
             "\nstopped watching; jobs keep running. Check with `ci-runner poll`, "
@@ -480,6 +438,9 @@ def _watch(
             err=True,
         )
         sys.exit(130)
+    finally:
+        if live is not None:
+            live.stop()
 
 
 def _submit(
@@ -498,14 +459,15 @@ def _submit(
     return outcome
 
 
-def _register_github_commands() -> None:
+def _register_commands() -> None:
     from ci_runner.cli_github import action, publish
+    from ci_runner.cli_watch import cancel, logs, status
 
-    main.add_command(action)
-    main.add_command(publish)
+    for command in (status, logs, cancel, action, publish):
+        main.add_command(command)
 
 
-_register_github_commands()
+_register_commands()
 
 if __name__ == "__main__":
     main()

@@ -28,7 +28,6 @@ from ci_runner.ledger.repository import find_run
 from ci_runner.ledger.store import load_ledger
 from ci_runner.paths import Project
 from tests.conftest import ROOT
-from tests.dataset_viewer_server import FakeDatasetViewer
 from tests.hf_jobs_server import FakeHFJobs
 
 NS = "alice"
@@ -44,18 +43,6 @@ CAPYBARA = [
 ]
 
 
-@pytest.fixture
-def hf(monkeypatch):
-    with (
-        FakeHFJobs(namespace=NS, page_size=2, token=TOKEN, stream_idle_close_s=0.05) as server,
-        FakeDatasetViewer() as viewer,
-    ):
-        viewer.add_dataset("trl-lib/Capybara", {"default": {"train": CAPYBARA}})
-        monkeypatch.setenv("HF_ENDPOINT", server.url)  # model sizing asks the fake too (404)
-        monkeypatch.setenv("HF_DATASETS_SERVER", viewer.url)  # the pre-submit data check
-        yield server
-
-
 def experiment_text(name: str, extra: str = "") -> str:
     return (
         f"name: {name}\n"
@@ -69,12 +56,6 @@ def experiment_text(name: str, extra: str = "") -> str:
         "tracking:\n  space: alice/trackio\n"
         "backend: hf-jobs\n" + extra
     )
-
-
-@pytest.fixture
-def project(tmp_path) -> Project:
-    (tmp_path / "experiments").mkdir()
-    return Project(tmp_path)
 
 
 def write(project: Project, name: str, extra: str = "") -> Path:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import os
 import shlex
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -228,6 +228,12 @@ class HfJobsBackend:
                     token=self._token,
                 )
             ),
+        )
+
+    def follow(self, job_id: str) -> Iterator[str]:
+        """The job's log stream as the Hub serves it, until the job ends."""
+        yield from self.api.fetch_job_logs(
+            job_id=job_id, namespace=self.namespace, follow=True, token=self._token
         )
 
     def cancel(self, job_id: str) -> None:

@@ -5,6 +5,7 @@ Closed sets are enums; the ledger stores their values, so its JSON reads as befo
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
@@ -113,5 +114,9 @@ class Backend(Protocol):
         ...
 
     def logs(self, job_id: str, tail: int | None = None) -> list[str]: ...
+
+    def follow(self, job_id: str) -> Iterator[str]:
+        """The log as it is written, until the job ends."""
+        ...
 
     def cancel(self, job_id: str) -> None: ...

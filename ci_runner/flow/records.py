@@ -86,6 +86,7 @@ def new_run(
         tracking_url=trackio_url(
             config.tracking.space_id, config.tracking.project, resolved.run_id
         ),
+        tracking_space=config.tracking.space_id,
         attempts=[Attempt(number=1, backend=experiment.backend, submitted_at=now)],
     )
     if limit is None:  # a single-run file: starts now, and its JSON stays as it always was

@@ -7,6 +7,7 @@ so the same facts always give the same ledger (and an unchanged report).
 from __future__ import annotations
 
 import re
+from typing import Any
 
 from ci_runner.core.jobs import JobStatus
 from ci_runner.job_scripts.protocol import TrainSummary
@@ -56,8 +57,16 @@ def diagnose(text: str | None) -> str | None:
     return None
 
 
-def metrics_from_progress(progress: Progress, previous: TrainMetrics | None) -> TrainMetrics:
+def metrics_from_progress(
+    progress: Progress, previous: TrainMetrics | None, *, source: str = "logs"
+) -> TrainMetrics:
+    """Fold a progress reading in. trackio holds the whole (thinned) curve, so it replaces
+    the curve so far; a log tail holds only recent steps, so it is merged in."""
     base = previous or TrainMetrics()
+    if source == "trackio":
+        curve = list(progress.loss_curve) or base.loss_curve
+    else:
+        curve = sorted({**dict(base.loss_curve), **dict(progress.loss_curve)}.items())
     return base.model_copy(
         update={
             "step": progress.step if progress.step is not None else base.step,
@@ -67,10 +76,37 @@ def metrics_from_progress(progress: Progress, previous: TrainMetrics | None) -> 
             "min_loss": min(
                 (v for v in (progress.min_loss, base.min_loss) if v is not None), default=None
             ),
-            # A log tail holds only recent steps: merge it into the curve so far.
-            "loss_curve": sorted({**dict(base.loss_curve), **dict(progress.loss_curve)}.items()),
+            "loss_curve": curve,
+            "progress_from": source,
+            "stale": False,
         }
     )
+
+
+def mark_stale(run: Run) -> Run:
+    """A running run whose progress could not be read this time: say so, keep the numbers."""
+    if run.metrics is None or run.metrics.stale:
+        return run
+    return run.model_copy(update={"metrics": run.metrics.model_copy(update={"stale": True})})
+
+
+def cancel_run(run: Run, *, now: str) -> Run:
+    """Canceled by a person: recorded at once (the next poll only confirms it)."""
+    update: dict[str, Any] = {"status": RunStatus.CANCELED, "error": None}
+    attempt = run.last_attempt
+    if attempt is not None and not attempt.state.terminal:
+        ended = attempt.model_copy(update={"state": JobState.CANCELED, "finished_at": now})
+        ended = ended.model_copy(update={"cost_usd": attempt_cost(ended, run.usd_per_hour)})
+        update["attempts"] = [*run.attempts[:-1], ended]
+    update["stage_jobs"] = [
+        j.model_copy(update={"state": JobState.CANCELED, "finished_at": now})
+        if j.job_id and not j.done
+        else j
+        for j in run.stage_jobs
+    ]
+    if run.metrics is not None:
+        update["metrics"] = run.metrics.model_copy(update={"eta_s": None, "stale": False})
+    return run.model_copy(update=update)
 
 
 def metrics_from_summary(summary: TrainSummary, previous: TrainMetrics | None) -> TrainMetrics:
@@ -115,7 +151,12 @@ def _failure_text(status: JobStatus, summary: TrainSummary | None) -> str:
 
 
 def apply_job_status(
-    run: Run, status: JobStatus, *, progress: Progress | None, summary: TrainSummary | None
+    run: Run,
+    status: JobStatus,
+    *,
+    progress: Progress | None,
+    summary: TrainSummary | None,
+    source: str = "logs",
 ) -> Run:
     """Fold one backend answer into the run's latest attempt and status."""
     attempt = run.last_attempt
@@ -124,7 +165,7 @@ def apply_job_status(
     metrics = run.metrics
     failure_kind = None
     if progress is not None and progress.step is not None:
-        metrics = metrics_from_progress(progress, metrics)
+        metrics = metrics_from_progress(progress, metrics, source=source)
     update: dict = {"metrics": metrics}
     message = status.message
     if status.state == JobState.COMPLETED:
@@ -144,6 +185,8 @@ def apply_job_status(
         update |= {"status": RunStatus.CANCELED, "error": None}
     else:
         update["status"] = RunStatus.RUNNING
+    if status.state.terminal and update["metrics"] is not None:  # an ended job has no ETA
+        update["metrics"] = update["metrics"].model_copy(update={"eta_s": None, "stale": False})
     new_attempt: Attempt = attempt.model_copy(
         update={
             "state": status.state,

@@ -67,6 +67,17 @@ class TrainMetrics(_Model):
     runtime_s: float | None = None
     train_tokens_per_s: float | None = None
     loss_curve: list[tuple[int, float]] = []
+    progress_from: str | None = None  # trackio, logs or summary: where the numbers came from
+    stale: bool = False  # the last poll could not refresh a running run's progress
+
+    @model_serializer(mode="wrap")
+    def _omit_unset_news(self, handler: Any) -> Any:
+        """Ledgers written before these fields existed stay byte-identical."""
+        data = handler(self)
+        for key, empty in (("progress_from", None), ("stale", False)):
+            if data.get(key) == empty:
+                data.pop(key, None)
+        return data
 
 
 class StageJob(_Model):
@@ -108,6 +119,7 @@ class Evaluation(_Model):
 
 
 OPTIONAL_FIELDS = (
+    "tracking_space",
     "warnings",
     "stage_index",
     "stage_name",
@@ -142,6 +154,7 @@ class Run(_Model):
     tracking_project: str
     tracking_run: str
     tracking_url: str | None = None
+    tracking_space: str | None = None  # the trackio Space the job logs to, if any
     attempts: list[Attempt] = []
     metrics: TrainMetrics | None = None
     stage: Stage = Stage.TRAIN  # train → eval → export → done
