@@ -164,6 +164,9 @@ def test_sft_lora_with_eval_split(tiny_fixtures, job_env, tmp_path, monkeypatch)
     summary = assert_trained(result, config, job_env, monkeypatch)
     assert "rows train=24 eval=8" in result.output
     assert math.isfinite(summary["eval_loss"])
+    # SFT's own metrics: eval loss at each eval step, token accuracy at each logging step
+    assert [step for step, _ in summary["series"]["eval_loss"]] == [3]
+    assert len(summary["series"]["mean_token_accuracy"]) == 3
     adapter = json.loads((Path(config.output_dir) / "adapter_config.json").read_text())
     assert adapter["r"] == 4 and sorted(adapter["target_modules"]) == ["q_proj", "v_proj"]
     merged = Path(config.output_dir) / "merged"  # output.merge: a full model, no adapter
@@ -177,6 +180,10 @@ def test_dpo_inline_config(tiny_fixtures, job_env, tmp_path, monkeypatch):
     result = run_train(config, job_env, tmp_path, inline=True)
     summary = assert_trained(result, config, job_env, monkeypatch)
     assert summary["eval_loss"] is None
+    series = summary["series"]
+    assert {"rewards/accuracies", "rewards/margins", "rewards/chosen"} <= set(series)
+    assert all(len(points) == 3 for points in series.values())
+    assert "mean_token_accuracy" not in series  # SFT's, not DPO's
 
 
 @pytest.mark.training
@@ -209,8 +216,15 @@ def test_grpo_accuracy_reward(tiny_fixtures, job_env, tmp_path, monkeypatch):
         hyperparameters={"num_generations": 4, "max_completion_length": 12},
     )
     result = run_train(config, job_env, tmp_path)
-    assert_trained(result, config, job_env, monkeypatch)
+    summary = assert_trained(result, config, job_env, monkeypatch)
     assert "rewards/accuracy_reward/mean=" in result.output
+    assert {
+        "reward",
+        "reward_std",
+        "rewards/accuracy_reward/mean",
+        "rewards/format_reward/mean",
+        "completions/mean_length",
+    } <= set(summary["series"])
 
 
 @pytest.mark.training

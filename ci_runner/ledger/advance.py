@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 
 from ci_runner.backend.base import JobStatus
+from ci_runner.job_scripts import curves
 from ci_runner.ledger.model import Attempt, JobState, Run, RunStatus, TrainMetrics
 from ci_runner.ledger.retry import attempt_cost, classify_failure
 from ci_runner.progress import Progress
@@ -55,34 +56,63 @@ def diagnose(text: str | None) -> str | None:
     return None
 
 
-def metrics_from_progress(progress: Progress, previous: TrainMetrics | None) -> TrainMetrics:
+def _method_series(method: str, series: dict, max_steps: int | None) -> dict:
+    """The series the method is judged by, each thinned to ~200 points."""
+    return {
+        key: curves.downsample(points, max_steps)
+        for key, points in sorted(series.items())
+        if curves.tracked(method, key) and points
+    }
+
+
+def _merge(old: list[tuple[int, float]], new: list[tuple[int, float]]) -> list:
+    """A log tail holds only recent steps: merge it into the curve so far."""
+    return sorted({**dict(old), **dict(new)}.items())
+
+
+def metrics_from_progress(
+    progress: Progress, previous: TrainMetrics | None, method: str
+) -> TrainMetrics:
     base = previous or TrainMetrics()
+    max_steps = progress.max_steps or base.max_steps
+    series = {
+        key: _merge(base.series.get(key, []), progress.series.get(key, []))
+        for key in {*base.series, *progress.series}
+    }
     return base.model_copy(
         update={
             "step": progress.step if progress.step is not None else base.step,
-            "max_steps": progress.max_steps or base.max_steps,
+            "max_steps": max_steps,
             "final_loss": progress.loss if progress.loss is not None else base.final_loss,
             "eta_s": progress.eta_s,
             "min_loss": min(
                 (v for v in (progress.min_loss, base.min_loss) if v is not None), default=None
             ),
-            # A log tail holds only recent steps: merge it into the curve so far.
-            "loss_curve": sorted({**dict(base.loss_curve), **dict(progress.loss_curve)}.items()),
+            "loss_curve": curves.downsample(
+                _merge(base.loss_curve, progress.loss_curve), max_steps
+            ),
+            "series": _method_series(method, series, max_steps),
+            "nonfinite": {**progress.nonfinite, **base.nonfinite},  # the first step stays
         }
     )
 
 
-def metrics_from_summary(summary: dict, previous: TrainMetrics | None) -> TrainMetrics:
-    curve = [(int(s), float(v)) for s, v in summary.get("loss_history") or []]
+def metrics_from_summary(summary: dict, previous: TrainMetrics | None, method: str) -> TrainMetrics:
     base = previous or TrainMetrics()
+    max_steps = summary.get("max_steps", base.max_steps)
+    curve = curves.downsample(summary.get("loss_history") or [], max_steps)
+    # A job script from before the summary carried series keeps what its log lines showed.
+    series = summary.get("series") or base.series
     return TrainMetrics(
         step=summary.get("steps", base.step),
-        max_steps=summary.get("max_steps", base.max_steps),
+        max_steps=max_steps,
         final_loss=summary.get("final_loss", base.final_loss),
         min_loss=summary.get("min_loss", base.min_loss),
         runtime_s=summary.get("runtime_s"),
         train_tokens_per_s=summary.get("train_tokens_per_s"),
         loss_curve=curve or base.loss_curve,
+        series=_method_series(method, series, max_steps),
+        nonfinite={**(summary.get("nonfinite") or {}), **base.nonfinite},
     )
 
 
@@ -119,13 +149,13 @@ def apply_job_status(
     metrics = run.metrics
     failure_kind = None
     if progress is not None and progress.step is not None:
-        metrics = metrics_from_progress(progress, metrics)
+        metrics = metrics_from_progress(progress, metrics, run.method)
     update: dict = {"metrics": metrics}
     message = status.message
     if status.state == JobState.COMPLETED:
         if summary and summary.get("status") == "completed":
             update |= {"status": RunStatus.COMPLETED, "error": None}
-            update["metrics"] = metrics_from_summary(summary, metrics)
+            update["metrics"] = metrics_from_summary(summary, metrics, run.method)
             update["warnings"] = data_warnings(summary)
         else:
             message = "job exited cleanly but printed no completion summary"
