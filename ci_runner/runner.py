@@ -48,8 +48,9 @@ from ci_runner.plan.model_size import model_size
 from ci_runner.plan.resolve import ResolvedRun, resolve_run
 from ci_runner.plan.total import FilePlan, RunPlan
 from ci_runner.progress import parse_progress
-from ci_runner.report.plot import render_loss_svg
-from ci_runner.report.render import loss_series, render_report
+from ci_runner.report.figures import figures
+from ci_runner.report.plot import render_svg, unchanged
+from ci_runner.report.render import render_report
 from ci_runner.runconfig import BenchmarkSpec, DatasetSource, EvalConfig, ExportConfig
 from ci_runner.spec.expand import RunSpec, expand, max_parallel
 from ci_runner.spec.load import load_experiment
@@ -66,6 +67,14 @@ def hub_url(ref: str, kind: str = "model") -> str | None:
     if is_local_path(ref):
         return None
     return f"{HUB}/datasets/{ref}" if kind == "dataset" else f"{HUB}/{ref}"
+
+
+def eval_split(experiment: Experiment) -> str | None:
+    """Where the run's eval loss comes from, as the report says it."""
+    ds = experiment.dataset
+    if ds.eval_split:
+        return f"split {ds.eval_split}"
+    return f"{ds.eval_fraction * 100:g}% of {ds.split}" if ds.eval_fraction else None
 
 
 def trackio_url(space: str | None, project: str, run: str) -> str | None:
@@ -586,6 +595,7 @@ class Runner:
             dataset=dataset,
             dataset_url=hub_url(dataset, "dataset"),
             method=joiner.join(methods_of(runs)),
+            description=experiment.description,
         )
 
     def _specs_for(self, ledger: Ledger, backend: str, cache: dict | None = None) -> dict:
@@ -709,6 +719,7 @@ class Runner:
             dataset=experiment.dataset.path,
             dataset_url=hub_url(experiment.dataset.path, "dataset"),
             method=experiment.method,
+            description=experiment.description,
         )
 
     def _new_run(
@@ -744,6 +755,9 @@ class Runner:
             base_model=experiment.base_model,
             dataset=experiment.dataset.path,
             dataset_split=split,
+            eval_split=eval_split(experiment),
+            dataset_columns=dict(config.dataset.columns),
+            rewards=list(config.rewards),
             hyperparameters=dict(sorted(config.hyperparameters.items())),
             lora=config.lora.model_dump() if config.lora else None,
             output_dir=config.output_dir,
@@ -999,15 +1013,22 @@ class Runner:
     # -- report -----------------------------------------------------------------
 
     def write_report(self, stem: str, ledger: Ledger) -> list[Path]:
-        """Render report (+ plot) from the ledger; write only what changed."""
-        curves = loss_series(ledger)
-        plot = self.project.plot_path(stem)
-        markdown = render_report(ledger, plot_name=plot.name if curves else None)
+        """Render report and plots from the ledger; write only what changed.
+
+        A plot whose data did not change is not drawn again (its file carries a
+        fingerprint of the data), which keeps a poll cheap.
+        """
+        shown = figures(ledger)
+        paths = {figure.key: self.project.plot_path(stem, figure.key) for figure in shown}
+        markdown = render_report(ledger, plots={key: path.name for key, path in paths.items()})
         changed = []
         if write_atomic(self.project.report_path(stem), markdown):
             changed.append(self.project.report_path(stem))
-        if curves and write_atomic(plot, render_loss_svg(curves)):
-            changed.append(plot)
+        for figure in shown:
+            path = paths[figure.key]
+            existing = path.read_text(encoding="utf-8") if path.exists() else None
+            if not unchanged(figure, existing) and write_atomic(path, render_svg(figure)):
+                changed.append(path)
         return changed
 
     def report(self) -> list[Path]:

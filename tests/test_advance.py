@@ -146,7 +146,7 @@ def test_rows_the_job_dropped_become_run_warnings_in_the_report():
         method="sft",
         runs=[run],
     )
-    text = render_report(ledger, plot_name=None)
+    text = render_report(ledger)
     assert "> **Warning:** train set: dropped 2 of 16 rows with no content in messages" in text
 
 
