@@ -23,6 +23,8 @@ from ci_runner.ledger.model import Run, RunStatus
 from ci_runner.paths import Project
 from ci_runner.plan.render import plan_to_json, render_plan
 from ci_runner.plan.total import file_plan_to_json, render_file_plan
+from ci_runner.report.health import check_run, fmt
+from ci_runner.report.render import OVERVIEW_COLUMNS
 from ci_runner.runner import Runner, SubmitOutcome, methods_of
 from ci_runner.spec.expand import expand
 from ci_runner.spec.model import Experiment
@@ -55,10 +57,20 @@ def _runner(ctx: click.Context) -> Runner:
 
 
 def _run_json(run: Run) -> dict:
+    """The run without its curves; the latest value of each metric, and the health findings."""
     data = run.model_dump(mode="json", exclude={"hyperparameters"})
     if data.get("metrics"):
         data["metrics"].pop("loss_curve", None)
+        data["metrics"].pop("series", None)
+        data["metrics"]["latest"] = {key: run.metrics.last(key) for key in run.metrics.series}
+    data["checks"] = [finding.to_json() for finding in check_run(run)]
     return data
+
+
+def _echo_findings(run: Run, *, indent: str = "") -> None:
+    """The run's health findings, each with its remedy, as warnings."""
+    for finding in check_run(run):
+        click.secho(f"{indent}warning: {run.run_id}: {finding.text}", fg="yellow")
 
 
 def _methods(experiment: Experiment) -> str:
@@ -81,8 +93,14 @@ def _progress_line(run: Run) -> str:
         parts.append(f"step {m.step}/{m.max_steps or '?'}")
     if m and m.final_loss is not None:
         parts.append(f"loss {m.final_loss:.4f}")
+    for name, key in OVERVIEW_COLUMNS.get(run.method, ()):
+        if m and (latest := m.last(key)) is not None:
+            parts.append(f"{name.lower()} {fmt(latest)}")
     if m and m.eta_s is not None and run.active:
         parts.append(f"ETA {m.eta_s:.0f}s")
+    findings = check_run(run)
+    if findings:
+        parts.append("⚠ " + ", ".join(f.title for f in findings))
     if run.error:
         parts.append(run.error)
     return " · ".join(parts)
@@ -450,6 +468,7 @@ def status(ctx: click.Context, as_json: bool) -> None:
         click.echo(f"{ledger.experiment}  ({ledger.report_path})")
         for run in ledger.runs:
             click.echo(f"  {_progress_line(run)}")
+            _echo_findings(run, indent="    ")
 
 
 @main.command()
@@ -534,6 +553,7 @@ def run(
         _emit_json(_run_json(current))
     else:
         click.echo(f"{current.status.label}: {current.run_id}")
+        _echo_findings(current)
         click.echo(f"report: {outcome.report}")
     sys.exit(outcome_code(runs))
 
@@ -553,6 +573,7 @@ def _run_file(
             click.echo(
                 f"{run.status.label}: {run.run_id}" + (f" — {run.error}" if run.error else "")
             )
+            _echo_findings(run)
         click.echo(f"report: {outcome.report}")
     sys.exit(outcome_code(runs))
 
@@ -591,6 +612,7 @@ def wait(
             click.echo(
                 f"{run.status.label}: {run.run_id}" + (f" — {run.error}" if run.error else "")
             )
+            _echo_findings(run)
         if not runs:
             click.echo("no runs to wait for")
     sys.exit(outcome_code(runs))

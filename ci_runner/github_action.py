@@ -28,7 +28,7 @@ from ci_runner.plan.render import render_plan
 from ci_runner.plan.total import render_totals
 from ci_runner.publish import comment as plan_comment
 from ci_runner.publish.plans import plan_entry
-from ci_runner.publish.pr_body import eval_table, status_table
+from ci_runner.publish.pr_body import summary_block
 from ci_runner.publish.redact import redact
 from ci_runner.report.render import code, table
 from ci_runner.runner import Runner, methods_of
@@ -247,11 +247,13 @@ def do_submit(runner: Runner, inputs: Inputs, files: list[str], out: Outcome) ->
 
 
 def summarize_ledgers(runner: Runner, out: Outcome, heading: str) -> None:
+    """Each experiment as its report opens: runs, metrics, health findings, evaluations.
+
+    Plots are left out: a step summary cannot show the repository's files (the PR body,
+    written once they are pushed, links them)."""
     ledgers = runner.ledgers()
-    blocks = [f"## {heading}", "### Status\n\n" + status_table(ledgers)]
-    for ledger in ledgers:
-        if any(run.evaluations for run in ledger.runs):
-            blocks.append(f"### Evaluations: {code(ledger.experiment)}\n\n" + eval_table(ledger))
+    blocks = [f"## {heading}"]
+    blocks += [summary_block(ledger) for ledger in ledgers] or ["_No runs recorded yet._"]
     out.summary.append("\n\n".join(blocks))
 
 

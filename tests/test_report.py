@@ -6,6 +6,7 @@ Regenerate the goldens after an intended layout change with
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -26,6 +27,7 @@ from ci_runner.ledger.model import (
 )
 from ci_runner.ledger.store import save_ledger
 from ci_runner.paths import Project
+from ci_runner.publish.pr_body import Links, render_pr_body, summary_block
 from ci_runner.report import plot
 from ci_runner.report.figures import Figure, Line, Panel, figures, matrix_label, short_value
 from ci_runner.report.health import check_run
@@ -659,3 +661,35 @@ def test_report_twice_changes_nothing_the_second_time(tmp_path):
     assert second.returncode == 0, second.stderr
     assert second.stdout == "reports are up to date\n"
     assert {p: p.read_bytes() for p in sorted(project.reports_dir.iterdir())} == before
+
+
+def test_status_json_has_latest_values_and_checks(tmp_path):
+    project = Project(tmp_path)
+    save_ledger(project.ledger_path("grpo"), grpo_ledger())
+    result = cli(tmp_path, "status", "--json")
+    (experiment,) = json.loads(result.stdout)
+    (run,) = experiment["runs"]
+    assert run["metrics"]["latest"]["reward"] == 0.0
+    assert "series" not in run["metrics"] and "loss_curve" not in run["metrics"]
+    assert [c["check"] for c in run["checks"]] == ["no-learning-signal"]
+    text = cli(tmp_path, "status").stdout
+    assert (
+        "tiny-grpo-c466491e: Completed · step 4/4 · loss 0.0000 · reward 0 · reward std 0" in text
+    )
+    assert "    warning: tiny-grpo-c466491e: no learning signal: the reward was 0" in text
+
+
+def test_pr_body_and_step_summary_reuse_the_reports_overview():
+    ledger = grpo_ledger()
+    urls = {key: f"https://github.example/blob/x/{name}" for key, name in _plots(ledger).items()}
+    body = render_pr_body(ledger, Links(report="r", ledger="l", plots=urls))
+    report = _render(ledger)
+    overview = report.split("\n\n# Base Model & Dataset")[0].split("\n\n", 2)[2]
+    assert overview.replace("(report.", "(https://github.example/blob/x/report.") in body
+    assert "no learning signal" in body and "**Remedy:**" in body
+    assert (
+        "![GRPO reward per function](https://github.example/blob/x/report.grpo-reward.svg)" in body
+    )
+    summary = summary_block(ledger)  # the step summary: no plots (no URL for them yet)
+    assert summary.startswith("### `tiny-grpo`: GRPO (TRL)") and "![" not in summary
+    assert "> [!WARNING]\n> **`tiny-grpo-c466491e`: no learning signal.**" in summary
