@@ -149,12 +149,12 @@ def is_url(target: str | None) -> bool:
 
 
 def link_or_path(target: str | None, label: str) -> str:
-    """A link for URLs; a local path in backticks (local backend); TBD when unknown."""
+    """A link for URLs; a local path says it is local (local backend); TBD when unknown."""
     if not target:
         return TBD
     if is_url(target):
         return f"[{label}]({target})"
-    return code(target)
+    return f"local: {code(target)}"
 
 
 def is_local(ref: str) -> bool:
