@@ -24,7 +24,7 @@ from ci_runner.paths import Project
 from ci_runner.plan.render import plan_to_json, render_plan
 from ci_runner.plan.total import file_plan_to_json, render_file_plan
 from ci_runner.report.health import check_run, fmt
-from ci_runner.report.render import OVERVIEW_COLUMNS
+from ci_runner.report.render import OVERVIEW_COLUMNS, wall_time
 from ci_runner.runner import Runner, SubmitOutcome, methods_of
 from ci_runner.spec.expand import expand
 from ci_runner.spec.model import Experiment
@@ -57,8 +57,11 @@ def _runner(ctx: click.Context) -> Runner:
 
 
 def _run_json(run: Run) -> dict:
-    """The run without its curves; the latest value of each metric, and the health findings."""
+    """The run without its curves; the latest value of each metric, the wall time (the
+    runtime the report shows) and the health findings."""
     data = run.model_dump(mode="json", exclude={"hyperparameters"})
+    spent = wall_time(run)
+    data["wall_time_s"] = round(spent[0], 3) if spent else None
     if data.get("metrics"):
         data["metrics"].pop("loss_curve", None)
         data["metrics"].pop("series", None)

@@ -670,6 +670,7 @@ def test_status_json_has_latest_values_and_checks(tmp_path):
     (experiment,) = json.loads(result.stdout)
     (run,) = experiment["runs"]
     assert run["metrics"]["latest"]["reward"] == 0.0
+    assert run["wall_time_s"] == 33.0  # submit → finish, as the report shows it
     assert "series" not in run["metrics"] and "loss_curve" not in run["metrics"]
     assert [c["check"] for c in run["checks"]] == ["no-learning-signal"]
     text = cli(tmp_path, "status").stdout
