@@ -19,6 +19,7 @@ from ci_runner import __version__
 from ci_runner.cli_output import (
     JSON_OPTION,
     echo,
+    echo_findings,
     emit_json,
     methods,
     outcome_code,
@@ -343,9 +344,11 @@ def run(
     elif outcome.runs:
         for r in runs:
             echo(f"{r.status.label}: {r.run_id}" + (f" — {r.error}" if r.error else ""))
+            echo_findings(r)
         echo(f"report: {outcome.report}")
     else:
         echo(f"{runs[0].status.label}: {runs[0].run_id}")
+        echo_findings(runs[0])
         echo(f"report: {outcome.report}")
     sys.exit(outcome_code(runs))
 
@@ -382,6 +385,7 @@ def wait(
     else:
         for r in runs:
             echo(f"{r.status.label}: {r.run_id}" + (f" — {r.error}" if r.error else ""))
+            echo_findings(r)
         if not runs:
             echo("no runs to wait for")
     sys.exit(outcome_code(runs))

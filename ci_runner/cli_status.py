@@ -101,9 +101,12 @@ def status_table(ledgers: list[Ledger], now: datetime | None = None) -> Any:
 
 
 def console(*, stderr: bool = False) -> Any:
+    """A terminal keeps its own width; piped output is wide enough never to cut an id."""
     from rich.console import Console
 
-    return Console(stderr=stderr, highlight=False, soft_wrap=False)
+    probe = Console(stderr=stderr)
+    width = None if probe.is_terminal else 240
+    return Console(stderr=stderr, highlight=False, soft_wrap=False, width=width)
 
 
 def progress_bar(run: Run, width: int = 20) -> str:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from ci_runner.cli_output import JSON_OPTION, echo, emit_json, ledgers_json, warn
+from ci_runner.cli_output import JSON_OPTION, echo, echo_findings, emit_json, ledgers_json, warn
 from ci_runner.errors import NotReadyError
 from ci_runner.flow.poll import peek
 from ci_runner.flow.start import cancel_waiting
@@ -79,6 +79,9 @@ def status(
         return
     if watch is None:
         out.print(status_table(ledgers))
+        for ledger in ledgers:
+            for run in ledger.runs:
+                echo_findings(run)
         return
     from rich.live import Live
 

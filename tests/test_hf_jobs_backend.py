@@ -111,6 +111,7 @@ def test_submit_sends_script_config_secret_labels_flavor_and_timeout(project, hf
     scripts = ROOT / "ci_runner" / "job_scripts"
     assert shipped["train.py"] == (scripts / "train.py").read_bytes()
     assert shipped["shaping.py"] == (scripts / "shaping.py").read_bytes()
+    assert shipped["curves.py"] == (scripts / "curves.py").read_bytes()
     config = json.loads(body["environment"][CONFIG_ENV])
     assert config["hub_model_id"] == f"{NS}/qwen-sft" and config["run_id"] == outcome.run_id
     assert body["command"][:2] == ["bash", "-c"] and "uv run" in body["command"][2]

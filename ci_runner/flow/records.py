@@ -16,6 +16,14 @@ def methods_of(runs: list[RunSpec]) -> list[str]:
     return list(dict.fromkeys(str(spec.experiment.method) for spec in runs))
 
 
+def eval_split(experiment: Experiment) -> str | None:
+    """Where the run's eval loss comes from, as the report says it."""
+    ds = experiment.dataset
+    if ds.eval_split:
+        return f"split {ds.eval_split}"
+    return f"{ds.eval_fraction * 100:g}% of {ds.split}" if ds.eval_fraction else None
+
+
 def run_timeout(experiment: Experiment, plan: Plan) -> int | None:
     """The file's timeout, else the plan's recommendation (HF's own default kills most runs)."""
     if experiment.timeout or experiment.backend == "local":
@@ -37,6 +45,7 @@ def new_ledger(
         dataset=dataset,
         dataset_url=hub_url(dataset, "dataset"),
         method=joiner.join(methods_of(runs)),
+        description=experiment.description,
     )
 
 
@@ -76,6 +85,9 @@ def new_run(
         base_model=experiment.base_model,
         dataset=experiment.dataset.path,
         dataset_split=split,
+        eval_split=eval_split(experiment),
+        dataset_columns=dict(config.dataset.columns),
+        rewards=list(config.rewards),
         hyperparameters=dict(sorted(config.hyperparameters.items())),
         lora=config.lora.model_dump() if config.lora else None,
         output_dir=config.output_dir,

@@ -160,6 +160,8 @@ class TrainSummary(_Summary):
     loss_history: list[list[float]] = field(default_factory=list)
     lora: bool = False
     data: dict[str, Any] = field(default_factory=dict)
+    series: dict[str, list[list[float]]] = field(default_factory=dict)  # the method's metrics
+    nonfinite: dict[str, int] = field(default_factory=dict)  # metric → first non-finite step
 
 
 @dataclass(frozen=True)

@@ -43,7 +43,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import protocol  # sibling helper modules, shipped with this script
+import curves  # sibling helper modules, shipped with this script
+import protocol
 import shaping
 from protocol import ConfigError
 
@@ -59,9 +60,14 @@ PROGRESS_KEYS = (
     "loss",
     "eval_loss",
     "reward",
+    "reward_std",
+    "completions/mean_length",
+    "kl",
     "mean_token_accuracy",
+    "eval_mean_token_accuracy",
     "rewards/chosen",
     "rewards/accuracies",
+    "rewards/margins",
     "grad_norm",
     "learning_rate",
     "num_tokens",
@@ -490,14 +496,17 @@ def _fmt(value: Any) -> str:
 
 
 def build_summary(config, trainer, train_output, tokens_at_start: int) -> dict[str, Any]:
-    """The machine-readable result: losses, steps, speed and where the model went."""
+    """The machine-readable result: losses, the method's own metrics, steps, speed and
+    where the model went. Curves are thinned to a few hundred points (``curves.py``)."""
     state = trainer.state
-    history = [
-        [entry["step"], float(entry["loss"])] for entry in state.log_history if "loss" in entry
+    logged = [
+        (entry["step"], float(entry["loss"])) for entry in state.log_history if "loss" in entry
     ]
-    losses = [loss for _, loss in history]
-    final_loss = losses[-1] if losses else float(train_output.training_loss)
+    finite = [(step, loss) for step, loss in logged if math.isfinite(loss)]
+    losses = [loss for _, loss in finite]
+    final_loss = logged[-1][1] if logged else float(train_output.training_loss)
     eval_losses = [entry["eval_loss"] for entry in state.log_history if "eval_loss" in entry]
+    series, nonfinite = curves.collect(config["method"], state.log_history, state.max_steps)
     runtime = float(train_output.metrics.get("train_runtime", 0.0))
     tokens = int(state.num_input_tokens_seen - tokens_at_start)
     return {
@@ -512,7 +521,9 @@ def build_summary(config, trainer, train_output, tokens_at_start: int) -> dict[s
         "train_tokens": tokens,
         "train_tokens_per_s": round(tokens / runtime, 2) if runtime > 0 else None,
         "output_dir": str(Path(config["output_dir"]).resolve()),
-        "loss_history": history,
+        "loss_history": [list(p) for p in curves.downsample(finite, state.max_steps)],
+        "series": {key: [list(p) for p in points] for key, points in series.items()},
+        "nonfinite": nonfinite,
         "lora": bool(config.get("lora")),
     }
 

@@ -10,6 +10,7 @@ import re
 from typing import Any
 
 from ci_runner.core.jobs import JobStatus
+from ci_runner.job_scripts import curves
 from ci_runner.job_scripts.protocol import TrainSummary
 from ci_runner.ledger.model import Attempt, JobState, Run, RunStatus, TrainMetrics
 from ci_runner.ledger.retry import attempt_cost, classify_failure
@@ -57,26 +58,49 @@ def diagnose(text: str | None) -> str | None:
     return None
 
 
+def _method_series(
+    method: str, series: dict[str, list[tuple[int, float]]], max_steps: int | None
+) -> dict[str, list[tuple[int, float]]]:
+    """The series the method is judged by, each thinned to ~200 points."""
+    return {
+        key: curves.downsample(points, max_steps)
+        for key, points in sorted(series.items())
+        if curves.tracked(method, key) and points
+    }
+
+
+def _merge(old: list[tuple[int, float]], new: list[tuple[int, float]]) -> list[tuple[int, float]]:
+    """A log tail holds only recent steps: merge it into the curve so far."""
+    return sorted({**dict(old), **dict(new)}.items())
+
+
 def metrics_from_progress(
-    progress: Progress, previous: TrainMetrics | None, *, source: str = "logs"
+    progress: Progress, previous: TrainMetrics | None, method: str, *, source: str = "logs"
 ) -> TrainMetrics:
     """Fold a progress reading in. trackio holds the whole (thinned) curve, so it replaces
     the curve so far; a log tail holds only recent steps, so it is merged in."""
     base = previous or TrainMetrics()
+    max_steps = progress.max_steps or base.max_steps
     if source == "trackio":
         curve = list(progress.loss_curve) or base.loss_curve
     else:
-        curve = sorted({**dict(base.loss_curve), **dict(progress.loss_curve)}.items())
+        curve = _merge(base.loss_curve, progress.loss_curve)
+    series = {
+        key: _merge(base.series.get(key, []), progress.series.get(key, []))
+        for key in {*base.series, *progress.series}
+    }
     return base.model_copy(
         update={
             "step": progress.step if progress.step is not None else base.step,
-            "max_steps": progress.max_steps or base.max_steps,
+            "max_steps": max_steps,
             "final_loss": progress.loss if progress.loss is not None else base.final_loss,
             "eta_s": progress.eta_s,
             "min_loss": min(
                 (v for v in (progress.min_loss, base.min_loss) if v is not None), default=None
             ),
-            "loss_curve": curve,
+            "loss_curve": curves.downsample(curve, max_steps),
+            "series": _method_series(method, series, max_steps),
+            "nonfinite": {**progress.nonfinite, **base.nonfinite},  # the first step stays
             "progress_from": source,
             "stale": False,
         }
@@ -109,17 +133,25 @@ def cancel_run(run: Run, *, now: str) -> Run:
     return run.model_copy(update=update)
 
 
-def metrics_from_summary(summary: TrainSummary, previous: TrainMetrics | None) -> TrainMetrics:
-    curve = [(int(s), float(v)) for s, v in summary.loss_history]
+def metrics_from_summary(
+    summary: TrainSummary, previous: TrainMetrics | None, method: str
+) -> TrainMetrics:
     base = previous or TrainMetrics()
+    max_steps = _known(summary.max_steps, base.max_steps)
+    history = [(int(step), float(value)) for step, value in summary.loss_history]
+    curve = curves.downsample(history, max_steps)
+    # A job script from before the summary carried series keeps what its log lines showed.
+    series = summary.series or base.series
     return TrainMetrics(
         step=_known(summary.steps, base.step),
-        max_steps=_known(summary.max_steps, base.max_steps),
+        max_steps=max_steps,
         final_loss=_known(summary.final_loss, base.final_loss),
         min_loss=_known(summary.min_loss, base.min_loss),
         runtime_s=summary.runtime_s,
         train_tokens_per_s=summary.train_tokens_per_s,
         loss_curve=curve or base.loss_curve,
+        series=_method_series(method, series, max_steps),
+        nonfinite={**summary.nonfinite, **base.nonfinite},
     )
 
 
@@ -165,13 +197,13 @@ def apply_job_status(
     metrics = run.metrics
     failure_kind = None
     if progress is not None and progress.step is not None:
-        metrics = metrics_from_progress(progress, metrics, source=source)
+        metrics = metrics_from_progress(progress, metrics, run.method, source=source)
     update: dict = {"metrics": metrics}
     message = status.message
     if status.state == JobState.COMPLETED:
         if summary and summary.completed:
             update |= {"status": RunStatus.COMPLETED, "error": None}
-            update["metrics"] = metrics_from_summary(summary, metrics)
+            update["metrics"] = metrics_from_summary(summary, metrics, run.method)
             update["warnings"] = data_warnings(summary)
         else:
             message = "job exited cleanly but printed no completion summary"

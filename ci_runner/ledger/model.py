@@ -38,7 +38,9 @@ class RunStatus(StrEnum):
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # A diverged run's last loss is NaN: JSON has none, and the null pydantic writes by
+    # default would not load back as a float, so it is written as the string "NaN".
+    model_config = ConfigDict(extra="forbid", ser_json_inf_nan="strings")
 
 
 class Attempt(_Model):
@@ -69,15 +71,24 @@ class TrainMetrics(_Model):
     loss_curve: list[tuple[int, float]] = []
     progress_from: str | None = None  # trackio, logs or summary: where the numbers came from
     stale: bool = False  # the last poll could not refresh a running run's progress
+    # The method's own metrics by TRL's log name (eval_loss, rewards/margins, reward,
+    # rewards/<function>/mean, ...): finite values, thinned to ~200 points each
+    # (``job_scripts/curves.py``). The last point is the latest value.
+    series: dict[str, list[tuple[int, float]]] = {}
+    nonfinite: dict[str, int] = {}  # metric → the first step it was NaN or infinite
 
     @model_serializer(mode="wrap")
-    def _omit_unset_news(self, handler: Any) -> Any:
-        """Ledgers written before these fields existed stay byte-identical."""
-        data = handler(self)
-        for key, empty in (("progress_from", None), ("stale", False)):
-            if data.get(key) == empty:
-                data.pop(key, None)
+    def _omit_unused_fields(self, handler: Any) -> Any:
+        """Ledgers without these stay byte-identical to those written before they existed."""
+        data = _omit_empty(handler(self), ("series", "nonfinite", "progress_from"))
+        if data.get("stale") is False:
+            data.pop("stale")
         return data
+
+    def last(self, key: str) -> float | None:
+        """The latest logged value of a series (the loss: ``final_loss``)."""
+        points = self.series.get(key)
+        return points[-1][1] if points else None
 
 
 class StageJob(_Model):
@@ -118,9 +129,19 @@ class Evaluation(_Model):
     status: RunStatus = RunStatus.QUEUED
 
 
+def _omit_empty(data: dict, keys: tuple[str, ...]) -> dict:
+    for key in keys:
+        if data.get(key) in (None, [], {}):
+            data.pop(key, None)
+    return data
+
+
 OPTIONAL_FIELDS = (
     "tracking_space",
     "warnings",
+    "rewards",
+    "dataset_columns",
+    "eval_split",
     "stage_index",
     "stage_name",
     "depends_on",
@@ -146,6 +167,9 @@ class Run(_Model):
     base_model: str
     dataset: str
     dataset_split: str
+    eval_split: str | None = None  # where eval_loss comes from: a split, or "10% of train"
+    dataset_columns: dict[str, str] = {}  # dataset.columns: TRL column → the dataset's
+    rewards: list[str] = []  # GRPO reward functions as the file names them
     hyperparameters: dict[str, Any] = {}
     lora: dict[str, Any] | None = None
     output_dir: str
@@ -178,11 +202,7 @@ class Run(_Model):
     @model_serializer(mode="wrap")
     def _omit_unused_fields(self, handler):
         """Ledgers without these stay byte-identical to those written before they existed."""
-        data = handler(self)
-        for key in OPTIONAL_FIELDS:
-            if data.get(key) in (None, []):
-                data.pop(key, None)
-        return data
+        return _omit_empty(handler(self), OPTIONAL_FIELDS)
 
     @property
     def active(self) -> bool:
@@ -208,6 +228,7 @@ class Run(_Model):
 class Ledger(_Model):
     schema_version: int = LEDGER_SCHEMA_VERSION
     experiment: str
+    description: str | None = None  # the file's one line on what the experiment is
     spec_path: str
     report_path: str
     base_model: str
@@ -216,6 +237,10 @@ class Ledger(_Model):
     dataset_url: str | None = None
     method: str
     runs: list[Run] = []
+
+    @model_serializer(mode="wrap")
+    def _omit_unused_fields(self, handler):
+        return _omit_empty(handler(self), ("description",))
 
     def run(self, run_id: str) -> Run | None:
         return next((r for r in self.runs if r.run_id == run_id), None)

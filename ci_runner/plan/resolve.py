@@ -37,6 +37,23 @@ def checkpointing(hyperparameters: dict, plan: Plan) -> dict:
     return {**hyperparameters, "save_steps": -(-plan.steps // CHECKPOINTS_PER_RUN)}
 
 
+TRL_LOGGING_STEPS = 10  # the Trainer logs every 10 steps unless told otherwise
+LOG_POINTS_PER_RUN = 10
+
+
+def logging(hyperparameters: dict, plan: Plan) -> dict:
+    """Log at least ~ten points per run unless told otherwise.
+
+    With TRL's default of every 10 steps, a run of fewer than 10 steps logs nothing
+    at all: no loss curve, no reward, nothing for the report to judge it by.
+    """
+    if "logging_steps" in hyperparameters or "logging_strategy" in hyperparameters:
+        return hyperparameters
+    if not plan.steps or plan.steps >= TRL_LOGGING_STEPS * LOG_POINTS_PER_RUN:
+        return hyperparameters
+    return {**hyperparameters, "logging_steps": max(1, plan.steps // LOG_POINTS_PER_RUN)}
+
+
 def resolve_run(
     experiment: Experiment, *, output_dir: str, plan: Plan, run_id: str | None = None
 ) -> ResolvedRun:
@@ -51,7 +68,7 @@ def resolve_run(
             method=experiment.method,
             base_model=experiment.base_model,
             dataset=DatasetSource(**experiment.dataset.model_dump()),
-            hyperparameters=checkpointing(experiment.hyperparameters, plan),
+            hyperparameters=logging(checkpointing(experiment.hyperparameters, plan), plan),
             lora=LoraSettings(**lora.model_dump()) if lora else None,
             rewards=experiment.rewards,
             output_dir=output_dir,
