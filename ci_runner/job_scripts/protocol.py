@@ -159,6 +159,9 @@ class TrainSummary(_Summary):
     loss_history: list[list[float]] = field(default_factory=list)
     lora: bool = False
     data: dict[str, Any] = field(default_factory=dict)
+    # The tracker's own record of the run, when it has one: MLflow's
+    # {backend: "mlflow", run_id, experiment_id, uri}.
+    tracking: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
