@@ -44,10 +44,27 @@ class LoraSettings(_Frozen):
     target_modules: list[str] | str = "all-linear"
 
 
+# Where a local run's MLflow metrics go unless ``tracking.uri`` says: relative to the
+# project root, which is a local job's working directory.
+LOCAL_MLFLOW_URI = "sqlite:///.ci-runner/mlflow.db"
+# What a job logging to MLflow needs beyond train.py's own header (HF Jobs: `uv run --with`),
+# and the environment variables MLflow reads its credentials from (passed as job secrets).
+MLFLOW_JOB_REQUIREMENTS = ("mlflow-skinny==3.17.2",)
+MLFLOW_SECRET_ENV = (
+    "MLFLOW_TRACKING_TOKEN",
+    "MLFLOW_TRACKING_USERNAME",
+    "MLFLOW_TRACKING_PASSWORD",
+)
+
+
 class Tracking(_Frozen):
+    """``project`` is trackio's project, or for MLflow the experiment's name."""
+
     project: str
     run_name: str
     space_id: str | None = None
+    backend: Literal["trackio", "mlflow"] = "trackio"
+    uri: str | None = None  # MLflow's tracking URI
 
 
 class RunConfig(_Frozen):

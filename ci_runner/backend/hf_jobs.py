@@ -55,7 +55,7 @@ AUTH_HINTS = {
 }
 
 
-def job_command(flavor: str, script: str) -> list[str]:
+def job_command(flavor: str, script: str, requirements: tuple[str, ...] = ()) -> list[str]:
     """Unpack the bundle and run the script; multi-GPU flavors go through torchrun.
 
     For a single process ``uv run`` resolves the script's PEP 723 header itself.
@@ -65,14 +65,15 @@ def job_command(flavor: str, script: str) -> list[str]:
     path = shlex.quote(f"{JOB_DIR}/{script}")
     unpack = f'mkdir -p {JOB_DIR} && printf %s "${BUNDLE_ENV}" | base64 -d | tar -xz -C {JOB_DIR}'
     gpus = FLAVORS_BY_NAME[flavor].gpus if flavor in FLAVORS_BY_NAME else 1
+    extra = "".join(f" --with {shlex.quote(r)}" for r in requirements)
     if gpus > 1:
         launch = (
             f"uv export --script {path} --no-hashes > /tmp/requirements.txt && "
-            f"exec uv run --with-requirements /tmp/requirements.txt -- "
+            f"exec uv run --with-requirements /tmp/requirements.txt{extra} -- "
             f"torchrun --standalone --nproc_per_node {gpus} {path}"
         )
     else:
-        launch = f"exec uv run {path}"
+        launch = f"exec uv run{extra} {path}"
     if script == "evaluate.py":  # bubblewrap gives the HumanEval sandbox its own filesystem
         launch = f"{SANDBOX_SETUP}; {launch}"
     return ["bash", "-c", f"{unpack} && {launch}"]
@@ -155,6 +156,9 @@ class HfJobsBackend:
             "PYTHONUNBUFFERED": "1",
         }
 
+        secrets = {"HF_TOKEN": self._token}
+        secrets |= {n: os.environ[n] for n in request.secret_env if os.environ.get(n)}
+
         def create() -> Any:
             # A 5xx may still have created the job: look before creating again.
             existing = self.find(request.labels)
@@ -162,9 +166,9 @@ class HfJobsBackend:
                 return existing[-1]
             return self.api.run_job(
                 image=UV_IMAGE,
-                command=job_command(request.flavor, request.script.name),
+                command=job_command(request.flavor, request.script.name, request.requirements),
                 env=env,
-                secrets={"HF_TOKEN": self._token},
+                secrets=secrets,
                 flavor=request.flavor,
                 timeout=request.timeout_s,
                 name=label_value(request.run_config.run_id),

@@ -81,6 +81,11 @@ class JobRequest:
     labels: dict[str, str]
     flavor: str = "cpu-basic"
     timeout_s: int | None = None
+    # Beyond the script's own PEP 723 header: packages a remote job installs (`uv run
+    # --with`), and environment variables passed to it as secrets when set here. A local
+    # job runs with this Python and inherits this environment.
+    requirements: tuple[str, ...] = ()
+    secret_env: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,7 @@ from ci_runner.core.hub import hub_url, trackio_url
 from ci_runner.ledger.model import Attempt, Ledger, Run
 from ci_runner.plan.estimate import Plan
 from ci_runner.plan.resolve import ResolvedRun
+from ci_runner.runconfig import Tracking
 from ci_runner.spec.expand import RunSpec
 from ci_runner.spec.model import Experiment
 
@@ -29,6 +30,13 @@ def run_timeout(experiment: Experiment, plan: Plan) -> int | None:
     if experiment.timeout or experiment.backend == "local":
         return experiment.timeout
     return plan.recommended_timeout_s
+
+
+def _mlflow_fields(tracking: Tracking) -> dict[str, str | None]:
+    """An MLflow run's store; its run id arrives with the job's summary."""
+    if tracking.backend != "mlflow":
+        return {}
+    return {"tracking_backend": "mlflow", "tracking_uri": tracking.uri}
 
 
 def new_ledger(
@@ -99,6 +107,7 @@ def new_run(
             config.tracking.space_id, config.tracking.project, resolved.run_id
         ),
         tracking_space=config.tracking.space_id,
+        **_mlflow_fields(config.tracking),
         attempts=[Attempt(number=1, backend=experiment.backend, submitted_at=now)],
     )
     if limit is None:  # a single-run file: starts now, and its JSON stays as it always was

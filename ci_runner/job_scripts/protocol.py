@@ -162,6 +162,9 @@ class TrainSummary(_Summary):
     data: dict[str, Any] = field(default_factory=dict)
     series: dict[str, list[list[float]]] = field(default_factory=dict)  # the method's metrics
     nonfinite: dict[str, int] = field(default_factory=dict)  # metric → first non-finite step
+    # The tracker's own record of the run, when it has one: MLflow's
+    # {backend: "mlflow", run_id, experiment_id, uri}.
+    tracking: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@
 #     "sentencepiece>=0.2",
 # ]
 # ///
-"""Train one run: SFT, DPO or GRPO with TRL, optional LoRA, trackio logging.
+"""Train one run: SFT, DPO or GRPO with TRL, optional LoRA, trackio or MLflow logging.
 
 Runs inside a job (HF Jobs or the local backend) and knows nothing about
 experiments: everything comes from one resolved run config (JSON, the contract
@@ -35,7 +35,9 @@ import contextlib
 import dataclasses
 import difflib
 import importlib.util
+import json
 import math
+import os
 import re
 import sys
 import time
@@ -377,12 +379,15 @@ def build_training_args(config: dict[str, Any], has_eval: bool):
     tracking = config["tracking"]
     settings: dict[str, Any] = {
         "seed": config.get("seed", 42),
-        "report_to": "trackio",
-        "project": tracking["project"],
         "run_name": tracking["run_name"],
     }
-    if tracking.get("space_id"):
-        settings["trackio_space_id"] = tracking["space_id"]
+    if tracking.get("backend") == "mlflow":
+        configure_mlflow(config)
+        settings["report_to"] = "mlflow"
+    else:
+        settings.update(report_to="trackio", project=tracking["project"])
+        if tracking.get("space_id"):
+            settings["trackio_space_id"] = tracking["space_id"]
     if config.get("hub_model_id"):
         settings.update(
             push_to_hub=True,
@@ -396,6 +401,52 @@ def build_training_args(config: dict[str, Any], has_eval: bool):
     defaults = runtime_defaults(config["method"], has_eval, hyperparameters)
     kwargs = {**defaults, **settings, **hyperparameters}
     return config_cls(output_dir=config["output_dir"], **kwargs)
+
+
+def configure_mlflow(config: dict[str, Any]) -> None:
+    """transformers' ``MLflowCallback`` (5.23) takes its settings from the environment:
+    the tracking URI, the experiment (created if missing), and tags naming the ci-runner
+    run, which is how the runner finds the MLflow run again. Each attempt is its own
+    MLflow run, with the same tags."""
+    if importlib.util.find_spec("mlflow") is None:
+        raise ConfigError(
+            "tracking.backend is mlflow, but the job has no mlflow package: install "
+            "ci-runner's mlflow extra (pip install 'ci-runner[mlflow]') where local jobs run"
+        )
+    tracking = config["tracking"]
+    uri = tracking.get("uri")
+    if uri:
+        os.environ["MLFLOW_TRACKING_URI"] = uri
+        if uri.startswith("sqlite:///"):  # MLflow creates the database, not its folder
+            Path(uri[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
+    os.environ["MLFLOW_EXPERIMENT_NAME"] = tracking["project"]
+    tags = {"ci-runner.run": config.get("run_id") or tracking["run_name"]}
+    if config.get("experiment"):
+        tags["ci-runner.experiment"] = config["experiment"]
+    os.environ["MLFLOW_TAGS"] = json.dumps(tags)
+    os.environ.pop("MLFLOW_RUN_ID", None)  # never reattach to a run from elsewhere
+
+
+def tracker_summary(config: dict[str, Any]) -> dict[str, Any] | None:
+    """The MLflow run this job logged to, for the runner's ledger and report."""
+    if (config.get("tracking") or {}).get("backend") != "mlflow":
+        return None
+    mlflow = sys.modules.get("mlflow")
+    if mlflow is None:
+        return None
+    with contextlib.suppress(Exception):  # the summary matters more than this detail
+        flush = getattr(mlflow, "flush_async_logging", None)
+        if flush is not None:
+            flush()  # the Trainer logs metrics asynchronously
+        run = mlflow.active_run() or mlflow.last_active_run()
+        if run is not None:
+            return {
+                "backend": "mlflow",
+                "run_id": run.info.run_id,
+                "experiment_id": run.info.experiment_id,
+                "uri": config["tracking"].get("uri"),
+            }
+    return None
 
 
 def build_peft_config(lora: dict[str, Any] | None):
@@ -529,13 +580,18 @@ def build_summary(config, trainer, train_output, tokens_at_start: int) -> dict[s
 
 
 def finish_trackers() -> None:
-    """Close an open trackio run now, so its exit message can't land after the summary."""
-    trackio = sys.modules.get("trackio")
-    if trackio is None:
-        return
+    """Close an open trackio or MLflow run now, so its exit message can't land after the
+    summary (an MLflow run left open by a failure ends as FAILED)."""
     # Nothing to close, or the store is the problem: either way the summary matters more.
-    with contextlib.suppress(Exception):
-        trackio.finish()
+    trackio = sys.modules.get("trackio")
+    if trackio is not None:
+        with contextlib.suppress(Exception):
+            trackio.finish()
+    mlflow = sys.modules.get("mlflow")
+    if mlflow is not None:
+        with contextlib.suppress(Exception):
+            if mlflow.active_run() is not None:
+                mlflow.end_run(status="FAILED")
 
 
 def quiet_libraries() -> None:
@@ -626,12 +682,16 @@ def train(config: dict[str, Any]) -> dict[str, Any]:
         summary["data"] = data_notes
     if hasattr(trainer, "end"):  # transformers >= 5.18: finish trackers (trackio)
         trainer.end()
+    tracking = tracker_summary(config)
+    if tracking:
+        summary["tracking"] = tracking
     return summary
 
 
 def _on_failure(exc: BaseException, config: dict[str, Any]) -> dict[str, Any]:
+    tracking = tracker_summary(config)
     finish_trackers()
-    return {"lora": bool(config.get("lora"))}
+    return {"lora": bool(config.get("lora")), **({"tracking": tracking} if tracking else {})}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from ci_runner.core.hub import mlflow_run_url
 from ci_runner.core.jobs import JobStatus
 from ci_runner.job_scripts import curves
 from ci_runner.job_scripts.protocol import TrainSummary
@@ -172,6 +173,19 @@ def data_warnings(summary: TrainSummary) -> list[str]:
     return notes
 
 
+def tracker_run(run: Run, summary: TrainSummary) -> dict[str, str | None]:
+    """The MLflow run the job logged to (its summary names it), and that run's page."""
+    tracking = summary.tracking
+    run_id = tracking.get("run_id")
+    if run.tracking_backend != "mlflow" or tracking.get("backend") != "mlflow" or not run_id:
+        return {}
+    experiment_id = tracking.get("experiment_id")
+    return {
+        "tracking_run_id": str(run_id),
+        "tracking_url": mlflow_run_url(run.tracking_uri, experiment_id, str(run_id)),
+    }
+
+
 def _failure_text(status: JobStatus, summary: TrainSummary | None) -> str:
     if summary and not summary.completed:
         kind = summary.error_type or "Error"
@@ -199,6 +213,8 @@ def apply_job_status(
     if progress is not None and progress.step is not None:
         metrics = metrics_from_progress(progress, metrics, run.method, source=source)
     update: dict = {"metrics": metrics}
+    if summary is not None:
+        update |= tracker_run(run, summary)
     message = status.message
     if status.state == JobState.COMPLETED:
         if summary and summary.completed:

@@ -142,6 +142,9 @@ OPTIONAL_FIELDS = (
     "rewards",
     "dataset_columns",
     "eval_split",
+    "tracking_backend",
+    "tracking_uri",
+    "tracking_run_id",
     "stage_index",
     "stage_name",
     "depends_on",
@@ -179,6 +182,11 @@ class Run(_Model):
     tracking_run: str
     tracking_url: str | None = None
     tracking_space: str | None = None  # the trackio Space the job logs to, if any
+    # MLflow runs only (absent from trackio runs' JSON): ``tracking_project`` is then the
+    # MLflow experiment, and the job's summary names the MLflow run (``tracking_run_id``).
+    tracking_backend: str | None = None  # "mlflow"; None is trackio
+    tracking_uri: str | None = None
+    tracking_run_id: str | None = None
     attempts: list[Attempt] = []
     metrics: TrainMetrics | None = None
     stage: Stage = Stage.TRAIN  # train → eval → export → done

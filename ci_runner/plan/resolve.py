@@ -5,7 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ci_runner.plan.estimate import Plan, decide_lora
-from ci_runner.runconfig import DatasetSource, LoraSettings, RunConfig, Tracking
+from ci_runner.runconfig import (
+    LOCAL_MLFLOW_URI,
+    DatasetSource,
+    LoraSettings,
+    RunConfig,
+    Tracking,
+)
 from ci_runner.spec.model import Experiment
 
 
@@ -54,6 +60,20 @@ def logging(hyperparameters: dict, plan: Plan) -> dict:
     return {**hyperparameters, "logging_steps": max(1, plan.steps // LOG_POINTS_PER_RUN)}
 
 
+def tracking_for(experiment: Experiment, run_id: str) -> Tracking:
+    """trackio's project and Space, or MLflow's experiment and tracking URI."""
+    spec = experiment.tracking
+    project = spec.project or experiment.name
+    if spec.backend == "mlflow":
+        return Tracking(
+            project=spec.experiment or project,
+            run_name=run_id,
+            backend="mlflow",
+            uri=spec.uri or LOCAL_MLFLOW_URI,
+        )
+    return Tracking(project=project, run_name=run_id, space_id=spec.space)
+
+
 def resolve_run(
     experiment: Experiment, *, output_dir: str, plan: Plan, run_id: str | None = None
 ) -> ResolvedRun:
@@ -75,11 +95,7 @@ def resolve_run(
             hub_model_id=experiment.output.hub_model_id,
             hub_private=experiment.output.private,
             merge_lora=experiment.output.merge and lora is not None,
-            tracking=Tracking(
-                project=experiment.tracking.project or experiment.name,
-                run_name=run_id,
-                space_id=experiment.tracking.space,
-            ),
+            tracking=tracking_for(experiment, run_id),
             seed=experiment.seed,
         ),
         plan,

@@ -48,7 +48,8 @@ def _run_links(run: Run) -> list[str]:
     if attempt and attempt.job_url and attempt.job_url.startswith("http"):
         links.append(f"[job]({attempt.job_url})")
     if run.tracking_url:
-        links.append(f"[trackio]({run.tracking_url})")
+        tracker = "mlflow" if run.tracking_backend == "mlflow" else "trackio"
+        links.append(f"[{tracker}]({run.tracking_url})")
     if run.hub_model_url:
         links.append(f"[model]({run.hub_model_url})")
     return [f"- {code(run.run_id)}: " + " · ".join(links)] if links else []

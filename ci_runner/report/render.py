@@ -318,7 +318,7 @@ def _run_section(ledger: Ledger, run: Run) -> str:
             "## Training Parameters\n\n" + table(("Parameter", "Value"), _parameters(run)),
             "## Run Status\n\n" + _status(run),
             "## Run Logs\n\n" + _logs(run),
-            "## Trackio Logs\n\n" + _trackio(run),
+            _tracker_section(run),
             "## Run Evaluations\n\n" + _run_evaluations(ledger, run),
             *(["## Exports\n\n" + _exports(run)] if run.exports else []),
         ]
@@ -366,7 +366,7 @@ def _parameters(run: Run) -> list[list[str]]:
         ["Timeout", run.timeout or "backend default"],
         ["Hub Model", _hub_model(run)],
         ["Output Dir", code(run.output_dir)],
-        ["Trackio", f"project {code(run.tracking_project)}, run {code(run.tracking_run)}"],
+        _tracker_row(run),
     ]
     return rows
 
@@ -490,6 +490,34 @@ def job_ref(a: Attempt) -> str:
     if a.job_url:
         return code(a.job_url)
     return f"job {code(a.job_id)}" if a.job_id else "no job id yet"
+
+
+def _tracker_row(run: Run) -> list[str]:
+    if run.tracking_backend == "mlflow":
+        where = f"experiment {code(run.tracking_project)}, run {code(run.tracking_run)}"
+        return ["MLflow", f"{where}, store {code(run.tracking_uri or 'default')}"]
+    return ["Trackio", f"project {code(run.tracking_project)}, run {code(run.tracking_run)}"]
+
+
+def _tracker_section(run: Run) -> str:
+    if run.tracking_backend == "mlflow":
+        return "## MLflow Logs\n\n" + _mlflow(run)
+    return "## Trackio Logs\n\n" + _trackio(run)
+
+
+def _mlflow(run: Run) -> str:
+    """The MLflow run (known once the job's summary named it) and how to open its store."""
+    experiment = f"Experiment {code(run.tracking_project)}"
+    if run.tracking_run_id:
+        label = f"MLflow run {run.tracking_run_id}"
+        ref = f"[{label}]({run.tracking_url})" if run.tracking_url else code(label)
+        lines = [f"{ref} ({experiment}, tagged `ci-runner.run={run.run_id}`)."]
+    else:
+        lines = [f"{experiment}; the run is tagged `ci-runner.run={run.run_id}`."]
+    uri = run.tracking_uri or ""
+    if not uri.lower().startswith(("http://", "https://", "databricks")):
+        lines.append(f"View locally:\n\n```bash\nmlflow ui --backend-store-uri {uri}\n```")
+    return "\n\n".join(lines)
 
 
 def _trackio(run: Run) -> str:
