@@ -11,6 +11,7 @@ import json
 import textwrap
 import time
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -106,6 +107,60 @@ def test_without_a_space_progress_comes_from_log_tails_within_a_budget(project, 
     result = CliRunner().invoke(main, ["--root", str(project.root), "status"])
     assert result.exit_code == 0, result.output
     assert "7/100" in result.output and "1.5000" in result.output and "1m" in result.output
+
+
+def test_mlflow_runs_read_progress_from_mlflow_one_search_per_experiment(project, hf, tmp_path):
+    """Runs tracked by MLflow get their progress from MLflow's client, not from job logs.
+
+    The team's tracking server is stood in for by a real SQLite store, written with
+    MLflow's own client as transformers' MLflowCallback would (loss per step, the run
+    tagged with its ci-runner run id)."""
+    pytest.importorskip("mlflow")
+    from mlflow.tracking import MlflowClient
+
+    from ci_runner.ledger.repository import replace_run
+    from ci_runner.ledger.store import save_ledger
+    from ci_runner.track import mlflow_progress
+
+    ws = make_runner(project, hf)
+    tracked = "tracking:\n  backend: mlflow\n  uri: https://mlflow.example.com\n"
+    runs = []
+    for name in ("mlf-a", "mlf-b"):
+        spec = project.root / "experiments" / f"{name}.yaml"
+        spec.write_text(
+            write(project, name).read_text().replace("tracking:\n  space: alice/trackio\n", tracked)
+        )
+        runs.append(submit_file(ws, spec, check_data=False))
+    store = f"sqlite:///{tmp_path / 'mlflow' / 'mlflow.db'}"
+    (tmp_path / "mlflow").mkdir()
+    client = MlflowClient(tracking_uri=store)
+    for outcome, losses in zip(runs, ([2.0, 1.6, 1.2], [2.2, 1.9]), strict=True):
+        hf.set_stage(outcome.job_id, "RUNNING")
+        ledger, run = find_run(project, outcome.run_id)
+        assert run.tracking_backend == "mlflow"
+        path = project.ledger_path(Path(ledger.report_path).stem)
+        save_ledger(path, replace_run(ledger, run.model_copy(update={"tracking_uri": store})))
+        experiment = client.get_experiment_by_name(run.tracking_project)
+        experiment_id = (
+            experiment.experiment_id
+            if experiment
+            else client.create_experiment(run.tracking_project)
+        )
+        mlflow_run = client.create_run(
+            experiment_id, tags={mlflow_progress.RUN_TAG: outcome.run_id}
+        )
+        client.log_param(mlflow_run.info.run_id, "max_steps", "100")
+        for step, loss in enumerate(losses, start=1):
+            client.log_metric(mlflow_run.info.run_id, "loss", loss, step=step)
+    hf.requests.clear()
+    poll_once(ws)
+    steps = {}
+    for outcome in runs:
+        _, run = find_run(project, outcome.run_id)
+        assert run.metrics.progress_from == "mlflow" and not run.metrics.stale
+        steps[outcome.run_id] = (run.metrics.step, run.metrics.max_steps, run.metrics.final_loss)
+    assert steps == {runs[0].run_id: (3, 100, 1.2), runs[1].run_id: (2, 100, 1.9)}
+    assert logs_requests(hf) == []  # progress came from MLflow, not from the job logs
 
 
 # --- the local backend: status, cancel, logs -f ---------------------------------------------

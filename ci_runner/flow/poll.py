@@ -36,7 +36,9 @@ from ci_runner.ledger.stages import (
 from ci_runner.ledger.store import load_ledger, save_ledger
 from ci_runner.progress import Progress, parse_progress
 from ci_runner.report.files import write_report
-from ci_runner.track import trackio_progress
+from ci_runner.track import mlflow_progress, trackio_progress
+from ci_runner.track.mlflow_progress import MlflowProgress
+from ci_runner.track.trackio_progress import TrackioProgress
 
 LOG_FETCH_WORKERS = 8
 LOG_BUDGET = 8  # running runs per poll whose log tail may stand in for a metrics-store read
@@ -112,11 +114,12 @@ class Reading:
     """A running run's latest progress, and where it came from."""
 
     progress: Progress
-    source: str  # "trackio" or "logs"
+    source: str  # "trackio", "mlflow" (latest point only: merged like a log tail) or "logs"
 
 
 def read_progress(ws: Workspace, runs: list[Run], facts: Facts) -> dict[str, Reading]:
-    """Training progress of the running runs: one metrics-store read per trackio project.
+    """Training progress of the running runs: one metrics-store read per trackio project
+    or MLflow experiment.
 
     Locally the project's SQLite store; on HF Jobs with ``tracking.space`` the Space (one
     request). Runs it cannot answer for (no Space, not logged yet, Space down) fall back to
@@ -130,21 +133,28 @@ def read_progress(ws: Workspace, runs: list[Run], facts: Facts) -> dict[str, Rea
         and r.last_attempt.job_id in facts
         and not facts[r.last_attempt.job_id][0].state.terminal
     ]
-    groups: dict[tuple[str, str | None, str], list[Run]] = {}
-    for run in running:
-        groups.setdefault((run.backend, run.tracking_space, run.tracking_project), []).append(run)
     readings: dict[str, Reading] = {}
-    for (backend, space, project), group in groups.items():
-        if backend != BackendName.LOCAL and not space:
+    for (backend, tracker, where, project), group in _by_store(running).items():
+        if tracker == "mlflow":
+            found: MlflowProgress | TrackioProgress = mlflow_progress.read_progress(
+                project, {r.run_id for r in group}, tracking_uri=where, root=ws.project.root
+            )
+            keys = {r.run_id: r.run_id for r in group}  # MLflow runs carry the run id as a tag
+        elif backend != BackendName.LOCAL and not where:
             continue  # the job's trackio store dies with its container: logs only
-        names = {r.tracking_run for r in group}
-        found = trackio_progress.read_progress(
-            project, names, space=space, trackio_dir=ws.project.trackio_dir, token=ws.hf_token()
-        )
+        else:
+            found = trackio_progress.read_progress(
+                project,
+                {r.tracking_run for r in group},
+                space=where,
+                trackio_dir=ws.project.trackio_dir,
+                token=ws.hf_token(),
+            )
+            keys = {r.run_id: r.tracking_run for r in group}
         for run in group:
-            progress = (found.runs or {}).get(run.tracking_run)
+            progress = (found.runs or {}).get(keys[run.run_id])
             if progress is not None and progress.step is not None:
-                readings[run.run_id] = Reading(_with_eta(progress, run), "trackio")
+                readings[run.run_id] = Reading(_with_eta(progress, run), tracker)
     missing = [r for r in running if r.run_id not in readings][:LOG_BUDGET]
     if missing:
         with ThreadPoolExecutor(max_workers=LOG_FETCH_WORKERS) as pool:
@@ -156,6 +166,16 @@ def read_progress(ws: Workspace, runs: list[Run], facts: Facts) -> dict[str, Rea
                 if progress.step is not None:
                     readings[run.run_id] = Reading(progress, "logs")
     return readings
+
+
+def _by_store(runs: list[Run]) -> dict[tuple[str, str, str | None, str], list[Run]]:
+    """Runs grouped by the store that holds their metrics: one read per group."""
+    groups: dict[tuple[str, str, str | None, str], list[Run]] = {}
+    for run in runs:
+        tracker = run.tracking_backend or "trackio"
+        where = run.tracking_uri if tracker == "mlflow" else run.tracking_space
+        groups.setdefault((run.backend, tracker, where, run.tracking_project), []).append(run)
+    return groups
 
 
 def _with_eta(progress: trackio_progress.RunProgress, run: Run) -> Progress:
