@@ -122,3 +122,20 @@ def test_find_by_labels_and_bulk_status(backend, tmp_path):
     statuses = backend.statuses([a.job_id, b.job_id, "local-missing"])
     assert statuses[a.job_id].state == statuses[b.job_id].state == JobState.COMPLETED
     assert statuses["local-missing"].state == JobState.ERROR
+
+
+def test_jobs_get_sleeping_openmp_threads_unless_the_user_chose(tmp_path, monkeypatch):
+    """Spinning OpenMP threads starve the thread they wait on when the CPU is shared."""
+    script = tmp_path / "env.py"
+    script.write_text("import os; print('policy=' + os.environ.get('OMP_WAIT_POLICY', '-'))\n")
+
+    def policy(backend: LocalBackend) -> str:
+        job = request(tmp_path)
+        handle = backend.submit(JobRequest(script, job.run_config, job.labels))
+        wait_for(backend, handle.job_id)
+        return next(x for x in backend.logs(handle.job_id) if x.startswith("policy="))
+
+    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    assert policy(LocalBackend(tmp_path / "a", cwd=tmp_path)) == "policy=PASSIVE"
+    monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
+    assert policy(LocalBackend(tmp_path / "b", cwd=tmp_path)) == "policy=ACTIVE"

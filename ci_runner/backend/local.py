@@ -34,6 +34,11 @@ PID_FILE = "pid"
 EXIT_FILE = "exit.json"
 CANCEL_FILE = "canceled"
 SUPERVISOR = "ci_runner.backend.supervise"
+# Defaults for every local job; the user's environment and the backend's own env win.
+# OpenMP threads that spin at each barrier take the cores that the thread they wait on
+# needs: on a shared CPU (other jobs, other programs) torch ran a tiny model's steps
+# 10-30x slower than on one thread. Sleeping threads keep torch's parallelism without it.
+JOB_ENV_DEFAULTS = {"OMP_WAIT_POLICY": "PASSIVE"}
 
 
 class LocalBackend:
@@ -77,7 +82,13 @@ class LocalBackend:
             process = subprocess.Popen(
                 [sys.executable, "-m", SUPERVISOR, str(job_dir), *timeout, "--", *command],
                 cwd=self.cwd,
-                env={**os.environ, "PYTHONUNBUFFERED": "1", **self.env, **_helpers_path()},
+                env={
+                    **JOB_ENV_DEFAULTS,
+                    **os.environ,
+                    "PYTHONUNBUFFERED": "1",
+                    **self.env,
+                    **_helpers_path(),
+                },
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
