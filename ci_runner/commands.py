@@ -278,7 +278,7 @@ def cancel(ws: Workspace, run_ref: str) -> Canceled:
     if not run.active:
         message = f"{run.run_id} is {run.status.label.lower()}; nothing to cancel"
         return Canceled(run.run_id, False, None, message, run.status.value)
-    jobs = [j.job_id for j in run.stage_jobs if j.job_id and not j.done]
+    jobs = list(dict.fromkeys(j.job_id for j in run.stage_jobs if j.job_id and not j.done))
     attempt = run.last_attempt
     if attempt and attempt.job_id and not attempt.state.terminal:
         jobs.insert(0, attempt.job_id)

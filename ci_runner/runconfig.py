@@ -116,6 +116,14 @@ class EvalConfig(_Frozen):
     inference_backend: Literal["accelerate", "vllm"] = "accelerate"
 
 
+class EvalBatchConfig(_Frozen):
+    """What ``job_scripts/evaluate_many.py`` receives: several models' eval configs, run
+    one after another in one process (the local backend: the libraries load once)."""
+
+    schema_version: int = SCHEMA_VERSION
+    evaluations: list[EvalConfig]  # each writes to its own output_dir, as a job of its own
+
+
 class ExportConfig(_Frozen):
     """What ``job_scripts/export_gguf.py`` receives."""
 

@@ -126,7 +126,7 @@ def test_second_submit_starts_no_job(demo):
     assert result.returncode == 0, result.stderr
     assert "already submitted" in result.stdout
     assert sorted((root / ".ci-runner" / "jobs").iterdir()) == jobs_before
-    assert len(jobs_before) == 3  # training, then the base and final evaluations
+    assert len(jobs_before) == 2  # training, then one job evaluating base and final
 
 
 def test_poll_and_report_twice_change_nothing(demo):

@@ -14,12 +14,14 @@ from ci_runner.flow.records import run_timeout
 from ci_runner.flow.workspace import Workspace
 from ci_runner.ledger.model import Ledger, Run, StageJob
 from ci_runner.ledger.retry import next_attempt
+from ci_runner.ledger.stages import job_groups
 from ci_runner.plan.estimate import Plan
 from ci_runner.plan.resolve import ResolvedRun, resolve_run
 from ci_runner.runconfig import (
     MLFLOW_JOB_REQUIREMENTS,
     MLFLOW_SECRET_ENV,
     BenchmarkSpec,
+    EvalBatchConfig,
     EvalConfig,
     ExportConfig,
 )
@@ -28,6 +30,7 @@ from ci_runner.spec.model import Experiment
 
 TRAIN_SCRIPT = "train.py"
 EVAL_SCRIPT = "evaluate.py"
+EVAL_MANY_SCRIPT = "evaluate_many.py"  # several models in one process (local only)
 EXPORT_SCRIPT = "export_gguf.py"
 JOB_OUTPUT_ROOT = Path("/tmp/ci-runner")  # inside an HF Jobs container; the Hub keeps results
 
@@ -137,38 +140,67 @@ def local_checkpoints(ws: Workspace, run: Run) -> list[str]:
 
 
 def launch_stage_jobs(ws: Workspace, run: Run) -> Run:
-    """Start the current stage's jobs that have none yet; adopt any already started."""
+    """Start the current stage's jobs that have none yet; adopt any already started.
+
+    Locally a run's evaluations share one job (``job_groups``): each of their stage jobs
+    records that job.
+    """
     pending = [j for j in run.stage_jobs if j.kind == run.stage and j.job_id is None]
     if not pending or not run.active:
         return run
     backend: Backend = ws.backend(run.backend)
     jobs = list(run.stage_jobs)
-    for job in pending:
+    for group in job_groups(pending, share_evals=shares_evals(ws, run)):
+        keys = ".".join(j.key for j in group)
         labels = {
             "ci-runner.experiment": run.run_id.rsplit("-", 1)[0],
             "ci-runner.run": run.run_id,
-            "ci-runner.stage": label_value(f"{job.kind}-{job.key}"),
+            "ci-runner.stage": label_value(f"{group[0].kind}-{keys}"),
         }
         existing = backend.find(labels)
-        handle = existing[-1] if existing else backend.submit(stage_request(ws, run, job, labels))
-        jobs[jobs.index(job)] = job.model_copy(
-            update={"job_id": handle.job_id, "job_url": handle.url}
-        )
+        handle = existing[-1] if existing else backend.submit(stage_request(ws, run, group, labels))
+        for job in group:
+            jobs[jobs.index(job)] = job.model_copy(
+                update={"job_id": handle.job_id, "job_url": handle.url}
+            )
     return run.model_copy(update={"stage_jobs": jobs})
 
 
-def stage_request(ws: Workspace, run: Run, job: StageJob, labels: dict[str, str]) -> JobRequest:
+def shares_evals(ws: Workspace, run: Run) -> bool:
+    """One process for a run's evaluations: on this machine, with ci-runner's evaluate.py
+    (``evaluate_many.py`` runs the packaged one, not a project's own)."""
+    return run.backend == BackendName.LOCAL and not ws.project.job_script(EVAL_SCRIPT).overridden
+
+
+def stage_request(
+    ws: Workspace, run: Run, group: list[StageJob], labels: dict[str, str]
+) -> JobRequest:
+    """One job for a stage job, or for a group of evaluations that share a process."""
+    if len(group) == 1:
+        script, config = stage_config(ws, run, group[0])
+    else:
+        evaluations = [stage_config(ws, run, job)[1] for job in group]
+        script, config = EVAL_MANY_SCRIPT, EvalBatchConfig(evaluations=evaluations)
+    return JobRequest(
+        script=ws.project.job_script(script).path,
+        run_config=config,
+        labels=labels,
+        flavor=run.hardware,
+    )
+
+
+def stage_config(ws: Workspace, run: Run, job: StageJob) -> tuple[str, EvalConfig | ExportConfig]:
+    """The entry script a stage job runs, and its config."""
     local = run.backend == BackendName.LOCAL
     scratch = ws.project.runs_dir / run.run_id if local else JOB_OUTPUT_ROOT / run.run_id
     out = ws.project.relative(scratch / f"{job.kind}-{job.key}") if local else str(scratch)
     # A LoRA run's output is an adapter: the job loads the base model under it.
     adapter_base = run.base_model if run.lora and job.model != run.base_model else None
     experiment = run.run_id.rsplit("-", 1)[0]
-    config: EvalConfig | ExportConfig
     if job.kind == JobKind.EVAL:
         settings = run.evaluation or {}
         default_n = settings.get("max_samples")
-        config = EvalConfig(
+        return EVAL_SCRIPT, EvalConfig(
             experiment=experiment,
             run_id=run.run_id,
             eval_id=f"{run.run_id}-{job.key}",
@@ -181,24 +213,15 @@ def stage_request(ws: Workspace, run: Run, job: StageJob, labels: dict[str, str]
             ],
             output_dir=out,
         )
-        script = EVAL_SCRIPT
-    else:
-        gguf = (run.export or {}).get("gguf") or {}
-        config = ExportConfig(
-            experiment=experiment,
-            run_id=run.run_id,
-            model=job.model,
-            base_model=adapter_base,
-            quantizations=gguf.get("quantizations", ["Q4_K_M"]),
-            output_dir=out,
-            hub_repo=gguf.get("hub_repo"),
-        )
-        script = EXPORT_SCRIPT
-    return JobRequest(
-        script=ws.project.job_script(script).path,
-        run_config=config,
-        labels=labels,
-        flavor=run.hardware,
+    gguf = (run.export or {}).get("gguf") or {}
+    return EXPORT_SCRIPT, ExportConfig(
+        experiment=experiment,
+        run_id=run.run_id,
+        model=job.model,
+        base_model=adapter_base,
+        quantizations=gguf.get("quantizations", ["Q4_K_M"]),
+        output_dir=out,
+        hub_repo=gguf.get("hub_repo"),
     )
 
 

@@ -18,6 +18,7 @@ from ci_runner.flow.launch import enter_stage_jobs, launch_stage_jobs, new_attem
 from ci_runner.flow.start import start_runs
 from ci_runner.flow.workspace import Workspace
 from ci_runner.job_scripts.protocol import (
+    SUMMARY_PREFIX,
     EvalSummary,
     ExportSummary,
     TrainSummary,
@@ -31,6 +32,8 @@ from ci_runner.ledger.stages import (
     apply_stage_status,
     close_stage,
     enter_next_stage,
+    own_status,
+    shares_job,
     stage_finished,
 )
 from ci_runner.ledger.store import load_ledger, save_ledger
@@ -85,7 +88,8 @@ def live_job_ids(run: Run) -> list[str]:
     if run.stage == Stage.TRAIN:
         attempt = run.last_attempt
         return [attempt.job_id] if attempt and attempt.job_id else []
-    return [j.job_id for j in run.stage_jobs if j.kind == run.stage and j.job_id and not j.done]
+    jobs = [j.job_id for j in run.stage_jobs if j.kind == run.stage and j.job_id and not j.done]
+    return list(dict.fromkeys(jobs))  # evaluations sharing one job ask once
 
 
 def job_facts(ws: Workspace, runs: list[Run], *, logs: bool = True) -> Facts:
@@ -216,10 +220,23 @@ def fold_facts(run: Run, facts: Facts, readings: dict[str, Reading]) -> Run:
         for job in [j for j in run.stage_jobs if j.kind == kind and j.job_id in facts]:
             status, lines = facts[job.job_id]
             if status.state.terminal:
-                raw = parse_summary(lines)
+                shared = shares_job(run, job)
+                raw = parse_summary(own_summaries(lines, job.key) if shared else lines)
                 summary = typed.from_dict(raw) if raw is not None else None
-                run = apply_stage_status(run, job, status, summary)
+                run = apply_stage_status(
+                    run, job, own_status(status, summary) if shared else status, summary
+                )
     return run
+
+
+def own_summaries(lines: list[str], key: str) -> list[str]:
+    """A job that evaluated several models printed a summary for each: this model's."""
+    return [
+        line
+        for line in lines
+        if line.lstrip().startswith(SUMMARY_PREFIX)
+        and (parse_summary([line]) or {}).get("model_label") == key
+    ]
 
 
 def advance_run(

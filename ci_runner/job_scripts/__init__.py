@@ -5,6 +5,8 @@ is a PEP 723 script: ``uv run train.py --config run.json`` works anywhere. A scr
 with its own folder first on ``sys.path``, so it imports the helper modules beside it
 (``protocol.py``, ``shaping.py``, ``curves.py``, ``sandbox.py``) as top-level modules; the
 runner ships those helpers with every job (``sandbox_child.py`` is read, not imported).
+``evaluate_many.py`` runs ``evaluate.py`` for several models in one process; only the
+local backend uses it (it imports its sibling ``evaluate.py``).
 
 A project may override an entry script by keeping its own ``job_scripts/<name>``; the
 helpers still come from here unless the project's folder has its own copy.
@@ -21,7 +23,7 @@ from pathlib import Path
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 PROJECT_DIR = "job_scripts"  # a project's own overrides, relative to its root
-ENTRY_SCRIPTS = ("train.py", "evaluate.py", "export_gguf.py", "check_data.py")
+ENTRY_SCRIPTS = ("train.py", "evaluate.py", "export_gguf.py", "check_data.py", "evaluate_many.py")
 HELPERS = ("protocol.py", "shaping.py", "curves.py", "sandbox.py", "sandbox_child.py")
 
 

@@ -7,6 +7,8 @@ decide which jobs a stage needs and fold their results into the run.
 
 from __future__ import annotations
 
+import dataclasses
+
 from ci_runner.core.hub import hub_url
 from ci_runner.core.jobs import JobKind, JobStatus, Stage
 from ci_runner.job_scripts.protocol import EvalSummary, ExportSummary
@@ -52,6 +54,35 @@ def eval_jobs(run: Run, *, final_model: str, checkpoints: list[str], now: str) -
 def export_job(run: Run, *, now: str) -> StageJob:
     model = run.best_model or run.output_dir
     return StageJob(kind=JobKind.EXPORT, key="gguf", model=model, submitted_at=now)
+
+
+def job_groups(pending: list[StageJob], *, share_evals: bool) -> list[list[StageJob]]:
+    """The stage jobs to start, grouped by the process that runs them.
+
+    With ``share_evals`` (the local backend) a run's evaluations run in one process, one
+    model after another: the libraries load once, which is most of an evaluation's time
+    on a small model, and one machine's cores are not split between two jobs. Elsewhere
+    each job has its own machine, and they run in parallel.
+    """
+    evals = [j for j in pending if j.kind == JobKind.EVAL]
+    if not share_evals or len(evals) < 2:
+        return [[j] for j in pending]
+    return [evals, *([j] for j in pending if j.kind != JobKind.EVAL)]
+
+
+def shares_job(run: Run, job: StageJob) -> bool:
+    """Does another of the run's stage jobs run in the same backend job (``job_groups``)?"""
+    return job.job_id is not None and any(
+        j.job_id == job.job_id and (j.kind, j.key) != (job.kind, job.key) for j in run.stage_jobs
+    )
+
+
+def own_status(status: JobStatus, summary: EvalSummary | ExportSummary | None) -> JobStatus:
+    """A model's part of a job that evaluated several: done when its own summary says so,
+    even if another model's evaluation failed the job."""
+    if status.state == JobState.ERROR and summary is not None and summary.completed:
+        return dataclasses.replace(status, state=JobState.COMPLETED, exit_code=0, message=None)
+    return status
 
 
 def _with_job(run: Run, job: StageJob) -> Run:

@@ -1,0 +1,67 @@
+# /// script
+# requires-python = ">=3.10"
+# dependencies = [
+#     "torch==2.13.0",
+#     "transformers==5.23.0",
+#     "peft==0.21.2",
+#     "datasets==5.2.0",
+#     "accelerate==1.15.0",
+#     "huggingface_hub==2.4.0",
+#     "sentencepiece>=0.2",
+#     "lighteval==0.13.0",
+#     "xxhash<4",
+# ]
+# ///
+"""Evaluate several models one after another in one process, each as evaluate.py would.
+
+The local backend runs a run's base and final (and checkpoint) evaluations this way:
+torch, transformers and lighteval load once instead of once per model, which is most
+of an evaluation's time on a small model, and one CPU is not shared by two jobs.
+
+    python evaluate_many.py --config batch.json      # {"evaluations": [eval config, ...]}
+
+Each model goes through ``evaluate.main`` with its own eval config (``EvalConfig``), so
+each prints its own ``CI_RUNNER_SUMMARY`` line (with its ``model_label``) and writes its
+own ``<output_dir>/ci_runner_summary.json``; one model failing does not stop the next.
+The exit code is 0 only if every model's evaluation completed.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import sys
+
+import evaluate  # the sibling entry script: this runs exactly what it runs
+import protocol
+
+
+def release_memory() -> None:
+    """Let the next model have the memory the last one held (a GPU's above all)."""
+    gc.collect()
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        batch = protocol.read_config(
+            argv, description=__doc__.splitlines()[0], required=("evaluations",)
+        )
+    except protocol.ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    codes = []
+    for index, config in enumerate(batch["evaluations"]):
+        if index:
+            release_memory()
+        codes.append(evaluate.main(["--config", json.dumps(config)]))
+    return max(codes, default=2)
+
+
+if __name__ == "__main__":
+    code = main()
+    # Everything is written: skip the collections over the whole ML stack at exit (~1 s).
+    gc.freeze()
+    sys.exit(code)
