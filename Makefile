@@ -42,6 +42,7 @@ bench: $(DEMO_STAMP)
 	$(BIN)/ci-runner fixtures
 	$(BIN)/python benchmarks/bench_train.py
 	$(BIN)/python benchmarks/bench_cli.py
+	$(BIN)/python benchmarks/bench_poll.py
 
 clean:
 	rm -rf $(VENV) .ci-runner fixtures

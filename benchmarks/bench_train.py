@@ -4,7 +4,9 @@
 
 (a) demo: wall seconds of ``ci-runner run experiments/tiny-sft.yaml`` end to end, in a
     throwaway copy of the project (never touches training_reports/, always trains
-    fresh), against the job's own ``runtime_s``; the ratio wall/runtime is the overhead.
+    fresh), split into its phases (check, plan and submit; the training job; the
+    evaluation job(s); hand-offs; the final poll and report) with each one's share, and
+    against the training job's own ``runtime_s``: the ratio wall/runtime is the overhead.
 (b) wrapper: train tokens/s of ``ci_runner/job_scripts/train.py`` (trackio on, eval off) against
     ``benchmarks/plain_trl_sft.py`` (plain TRL, same model, data and hyperparameters);
     the ratio ours/plain is the throughput our wrapper keeps.
@@ -28,15 +30,25 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-MODEL = ROOT / "fixtures" / "tiny-llama"
-DATA = ROOT / "fixtures" / "data" / "tiny-chat.jsonl"
+FIXTURES = ROOT / "fixtures"  # what `ci-runner fixtures` builds; --fixtures picks another
+MODEL, DATA = "tiny-llama", "data/tiny-chat.jsonl"  # inside it
 EXPERIMENT = "experiments/tiny-sft.yaml"
 TRAIN_SCRIPT = ROOT / "ci_runner" / "job_scripts" / "train.py"
 PLAIN_SCRIPT = ROOT / "benchmarks" / "plain_trl_sft.py"
 SUMMARY_PREFIX = "CI_RUNNER_SUMMARY "
+ROOTS_ENV = "CI_RUNNER_ALLOWED_ROOTS"  # folders outside a project its files may read
 # The settings (b) holds equal for both scripts; max_steps comes from --steps.
 NOISY = 1.5  # max/min across repeats above which the result is flagged as noisy
 BATCH_SIZE, LEARNING_RATE, MAX_LENGTH, LOGGING_STEPS, SEED = 4, 5e-4, 128, 1, 42
+PHASES = ("train", "eval", "export")  # the demo's job kinds, in the order they run
+DEMO_ROWS = (  # (label, key) of (a)'s phases, in the order they happen
+    ("check, plan, submit", "submit_s"),
+    ("training job", "train_s"),
+    ("evaluation job(s)", "eval_s"),
+    ("export job(s)", "export_s"),
+    ("hand-offs", "handoff_s"),
+    ("final poll, report", "report_s"),
+)
 
 
 class BenchError(RuntimeError):
@@ -44,7 +56,17 @@ class BenchError(RuntimeError):
 
 
 def offline_env(**extra: str) -> dict[str, str]:
-    return {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1", **extra}
+    """Offline, with the environment defaults the local backend gives every job (both
+    scripts of (b) run as a local job would)."""
+    from ci_runner.backend.local import JOB_ENV_DEFAULTS
+
+    return {
+        **JOB_ENV_DEFAULTS,
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "PYTHONUNBUFFERED": "1",
+        **extra,
+    }
 
 
 def run_command(command: list[str], *, cwd: Path, env: dict[str, str]) -> tuple[float, str]:
@@ -76,26 +98,73 @@ def ci_runner_command() -> list[str]:
     return [str(script)] if script.exists() else [sys.executable, "-m", "ci_runner.cli"]
 
 
-def bench_demo(scratch: Path, index: int) -> dict[str, float]:
+def bench_demo(scratch: Path, fixtures: Path, index: int) -> dict[str, float]:
     root = scratch / f"demo-{index}"
     root.mkdir()
     shutil.copytree(ROOT / "experiments", root / "experiments")
-    (root / "fixtures").symlink_to(ROOT / "fixtures", target_is_directory=True)
+    (root / "fixtures").symlink_to(fixtures, target_is_directory=True)
     command = [*ci_runner_command(), "--root", str(root), "run", EXPERIMENT]
-    wall, _ = run_command(command, cwd=root, env=offline_env())
-    logs = sorted((root / ".ci-runner" / "jobs").glob("*/log.txt"))
-    if len(logs) != 1:
-        raise BenchError(f"expected one job in {root}, found {len(logs)}")
-    summary = last_json(logs[0].read_text(encoding="utf-8", errors="replace"), SUMMARY_PREFIX)
+    started = time.time()  # wall clock, as the job files' mtimes are
+    # The fixtures are linked in from this checkout: name their folder as a user would.
+    allowed = os.pathsep.join(filter(None, [str(fixtures), os.environ.get(ROOTS_ENV)]))
+    run_command(command, cwd=root, env=offline_env(**{ROOTS_ENV: allowed}))
+    ended = time.time()
+    spans = job_spans(root / ".ci-runner" / "jobs")
+    if len(spans.get("train", [])) != 1:
+        raise BenchError(
+            f"expected one training job in {root}, found {len(spans.get('train', []))}"
+        )
+    log = root / ".ci-runner" / "jobs" / spans["train"][0][2] / "log.txt"
+    summary = last_json(log.read_text(encoding="utf-8", errors="replace"), SUMMARY_PREFIX)
     if summary.get("status") != "completed":
         raise BenchError(f"demo job did not complete: {summary}")
     runtime = float(summary["runtime_s"])
+    wall = ended - started
     return {
         "wall_s": wall,
         "runtime_s": runtime,
         "overhead": wall / runtime if runtime > 0 else float("nan"),
         "steps": summary["steps"],
+        **phases(spans, started, ended),
     }
+
+
+def job_spans(jobs_dir: Path) -> dict[str, list[tuple[float, float, str]]]:
+    """Each local job's (submitted, ended, job id), by kind: train, eval or export.
+
+    A job's request file is written as it starts and its exit file as it ends; evaluation
+    and export jobs carry a ``ci-runner.stage`` label, training jobs do not.
+    """
+    spans: dict[str, list[tuple[float, float, str]]] = {}
+    for request in sorted(jobs_dir.glob("*/request.json")):
+        exit_file = request.with_name("exit.json")
+        if not exit_file.exists():
+            raise BenchError(f"job {request.parent.name} has not ended")
+        stage = json.loads(request.read_text())["labels"].get("ci-runner.stage")
+        kind = stage.split("-", 1)[0] if stage else "train"
+        span = (request.stat().st_mtime, exit_file.stat().st_mtime, request.parent.name)
+        spans.setdefault(kind, []).append(span)
+    return spans
+
+
+def phases(
+    spans: dict[str, list[tuple[float, float, str]]], started: float, ended: float
+) -> dict[str, float]:
+    """Where the demo's wall time went: before the first job (check, plan, submit), each
+    stage's jobs (first start to last end), after the last job (final poll and report),
+    and the hand-offs between stages (the runner noticing a job ended, starting the next)."""
+    kinds = {
+        kind: (min(s[0] for s in group), max(s[1] for s in group)) for kind, group in spans.items()
+    }
+    first = min(begin for begin, _ in kinds.values())
+    last = max(end for _, end in kinds.values())
+    result = {"submit_s": first - started, "report_s": ended - last}
+    for kind in PHASES:
+        begin, end = kinds.get(kind, (0.0, 0.0))
+        result[f"{kind}_s"] = end - begin
+    jobs = sum(result[f"{kind}_s"] for kind in PHASES)
+    result["handoff_s"] = (ended - started) - result["submit_s"] - result["report_s"] - jobs
+    return result
 
 
 # --- (b) train.py versus plain TRL -------------------------------------------------
@@ -112,7 +181,7 @@ def hyperparameters(steps: int) -> dict[str, Any]:
     }
 
 
-def train_py_config(out: Path, steps: int, index: int) -> dict[str, Any]:
+def train_py_config(out: Path, fixtures: Path, steps: int, index: int) -> dict[str, Any]:
     from ci_runner.runconfig import RunConfig  # validates against the contract
 
     run_id = f"bench-{index}"
@@ -120,8 +189,8 @@ def train_py_config(out: Path, steps: int, index: int) -> dict[str, Any]:
         experiment="bench-train",
         run_id=run_id,
         method="sft",
-        base_model=str(MODEL),
-        dataset={"path": str(DATA)},  # no eval_fraction / eval_split: eval off
+        base_model=str(fixtures / MODEL),
+        dataset={"path": str(fixtures / DATA)},  # no eval_fraction / eval_split: eval off
         hyperparameters=hyperparameters(steps),
         output_dir=str(out / "output"),
         tracking={"project": "bench-train", "run_name": run_id},
@@ -130,11 +199,11 @@ def train_py_config(out: Path, steps: int, index: int) -> dict[str, Any]:
     return config.model_dump(mode="json")
 
 
-def bench_ours(scratch: Path, steps: int, index: int) -> dict[str, float]:
+def bench_ours(scratch: Path, fixtures: Path, steps: int, index: int) -> dict[str, float]:
     out = scratch / f"ours-{index}"
     out.mkdir()
     config_path = out / "run.json"
-    config_path.write_text(json.dumps(train_py_config(out, steps, index), indent=2))
+    config_path.write_text(json.dumps(train_py_config(out, fixtures, steps, index), indent=2))
     env = offline_env(TRACKIO_DIR=str(out / "trackio"))
     command = [sys.executable, str(TRAIN_SCRIPT), "--config", str(config_path)]
     wall, output = run_command(command, cwd=out, env=env)
@@ -144,13 +213,14 @@ def bench_ours(scratch: Path, steps: int, index: int) -> dict[str, float]:
     return result_row(summary, wall, steps)
 
 
-def bench_plain(scratch: Path, steps: int, index: int) -> dict[str, float]:
+def bench_plain(scratch: Path, fixtures: Path, steps: int, index: int) -> dict[str, float]:
     out = scratch / f"plain-{index}"
     out.mkdir()
     command = [
         sys.executable,
         str(PLAIN_SCRIPT),
-        *("--model", str(MODEL), "--data", str(DATA), "--output-dir", str(out / "output")),
+        *("--model", str(fixtures / MODEL), "--data", str(fixtures / DATA)),
+        *("--output-dir", str(out / "output")),
         *("--max-steps", str(steps), "--batch-size", str(BATCH_SIZE)),
         *("--learning-rate", str(LEARNING_RATE), "--max-length", str(MAX_LENGTH)),
         *("--logging-steps", str(LOGGING_STEPS), "--seed", str(SEED)),
@@ -179,6 +249,11 @@ def progress(message: str) -> None:
 
 def median(rows: list[dict[str, float]], key: str) -> float:
     return statistics.median(row[key] for row in rows)
+
+
+def share(rows: list[dict[str, float]], key: str) -> float:
+    """The median, over runs, of the phase's part of that run's wall time."""
+    return statistics.median(row[key] / row["wall_s"] for row in rows)
 
 
 def spread(rows: list[dict[str, float]], key: str, fmt: str) -> str:
@@ -221,10 +296,14 @@ def main(argv: list[str] | None = None) -> int:
         help="max_steps for (b) (default 48; the demo keeps its 12)",
     )
     parser.add_argument("--skip-demo", action="store_true", help="only run (b)")
+    parser.add_argument(
+        "--fixtures", default=str(FIXTURES), help="the built fixtures (default ./fixtures)"
+    )
     args = parser.parse_args(argv)
     if args.repeats < 1 or args.steps < 1:
         parser.error("--repeats and --steps must be at least 1")
-    if not (MODEL / "config.json").exists() or not DATA.exists():
+    fixtures = Path(args.fixtures).resolve()
+    if not (fixtures / MODEL / "config.json").exists() or not (fixtures / DATA).exists():
         print("error: fixtures missing; build them with `ci-runner fixtures`", file=sys.stderr)
         return 2
 
@@ -236,12 +315,13 @@ def main(argv: list[str] | None = None) -> int:
             for i in range(args.repeats):
                 if not args.skip_demo:
                     progress(f"(a) demo, run {i + 1}/{args.repeats}")
-                    demo.append(bench_demo(scratch, i))
+                    demo.append(bench_demo(scratch, fixtures, i))
                 # Alternate which goes first so warm caches and drift favour neither.
                 order = [("ours", bench_ours), ("plain", bench_plain)]
                 for name, bench in order if i % 2 == 0 else order[::-1]:
                     progress(f"(b) {name}, {args.steps} steps, run {i + 1}/{args.repeats}")
-                    (ours if name == "ours" else plain).append(bench(scratch, args.steps, i))
+                    row = bench(scratch, fixtures, args.steps, i)
+                    (ours if name == "ours" else plain).append(row)
     except BenchError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
@@ -251,14 +331,17 @@ def main(argv: list[str] | None = None) -> int:
         print_table(
             f"(a) offline demo end to end: ci-runner run {EXPERIMENT}"
             f" ({demo[0]['steps']} steps; {n})",
-            ["wall s", "job runtime_s", "overhead wall/runtime"],
-            [
-                [
-                    spread(demo, "wall_s", ".2f"),
-                    spread(demo, "runtime_s", ".2f"),
-                    spread(demo, "overhead", ".1f"),
-                ]
+            ["phase", "wall s", "share of wall"],
+            [["total", spread(demo, "wall_s", ".2f"), "100%"]]
+            + [
+                [label, spread(demo, key, ".2f"), f"{share(demo, key):.0%}"]
+                for label, key in DEMO_ROWS
+                if any(row[key] for row in demo)
             ],
+        )
+        print(
+            f"  training's own train_runtime {spread(demo, 'runtime_s', '.2f')} s;"
+            f" the rest of the training job is start-up, imports, loading and saving"
         )
     print_table(
         f"(b) SFT train throughput: {args.steps} steps, batch {BATCH_SIZE},"

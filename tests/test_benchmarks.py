@@ -41,3 +41,36 @@ def test_bench_cli_runs_and_prints_its_figures():
     assert re.search(rf"ci-runner status\s+{SECONDS}", out.stdout)
     assert re.search(r"^check-data peak RSS \d+ MiB", out.stdout, re.MULTILINE)
     assert "check-data counted: Lengths over 64 sampled examples, tokens (" in out.stdout
+
+
+@pytest.mark.training
+def test_bench_train_runs_the_demo_and_both_trainers_and_prints_its_figures(tiny_fixtures):
+    pytest.importorskip("trl")
+    fixtures = str(tiny_fixtures.model.parent)
+    out = run_benchmark("bench_train.py", "--repeats", "1", "--steps", "2", "--fixtures", fixtures)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "load average" in out.stdout
+    spread = r"\d+\.\d\d\s+\[\d+\.\d\d – \d+\.\d\d\]"
+    phases = ("total", "check, plan, submit", "training job", r"evaluation job\(s\)")
+    for phase in (*phases, "hand-offs", "final poll, report"):
+        assert re.search(rf"^\s+{phase}\s+-?{spread}\s+-?\d+%$", out.stdout, re.MULTILINE), (
+            phase,
+            out.stdout,
+        )
+    assert re.search(rf"training's own train_runtime {spread} s", out.stdout)
+    for script in (r"train\.py \(ours\)", "plain TRL"):
+        row = rf"^\s+{script}\s+\d+\s+\[\d+ – \d+\]\s+{spread}\s+{spread}\s+\d+$"
+        assert re.search(row, out.stdout, re.MULTILINE), (script, out.stdout)
+    assert re.search(r"tokens/s ours/plain\s+\d\.\d{3}", out.stdout)
+    assert re.search(r"demo overhead wall/runtime\s+\d+\.\dx", out.stdout)
+
+
+def test_bench_poll_runs_and_prints_its_figures():
+    pytest.importorskip("trackio")
+    out = run_benchmark("bench_poll.py", "--files", "1", "--runs-per-file", "4", "--page-size", "2")
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert re.search(r"^runs submitted\s+4 \(1 files\)", out.stdout, re.MULTILINE)
+    assert re.search(r"^poll wall time\s+\d+\.\d\ds", out.stdout, re.MULTILINE)
+    assert re.search(r"^runs advanced to running\s+4$", out.stdout, re.MULTILINE)
+    assert re.search(r"^requests in one poll\s+\d+: .*list 2", out.stdout, re.MULTILINE)
+    assert re.search(r"^requests per run\s+\d\.\d{3}", out.stdout, re.MULTILINE)
