@@ -176,6 +176,7 @@ def stage_request(
     ws: Workspace, run: Run, group: list[StageJob], labels: dict[str, str]
 ) -> JobRequest:
     """One job for a stage job, or for a group of evaluations that share a process."""
+    config: EvalConfig | ExportConfig | EvalBatchConfig
     if len(group) == 1:
         script, config = stage_config(ws, run, group[0])
     else:
