@@ -37,7 +37,7 @@ from ci_runner.publish.plans import plan_entry
 from ci_runner.publish.pr_body import summary_block
 from ci_runner.publish.redact import redact
 from ci_runner.report.files import write_all
-from ci_runner.report.render import code, table
+from ci_runner.report.markdown import code, table
 from ci_runner.spec.expand import expand
 
 COMMANDS = ("validate", "plan", "submit", "poll", "report", "run")

@@ -35,6 +35,7 @@ class DatasetSource(_Frozen):
     eval_fraction: float | None = None
     columns: dict[str, str] = {}
     max_samples: int | None = None
+    revision: str | None = None  # the Hub commit the job loads (pinned at submit)
 
 
 class LoraSettings(_Frozen):
@@ -73,6 +74,7 @@ class RunConfig(_Frozen):
     run_id: str
     method: Literal["sft", "dpo", "grpo"]
     base_model: str
+    base_model_revision: str | None = None  # the Hub commit the job loads (pinned at submit)
     dataset: DatasetSource
     hyperparameters: dict[str, Any] = {}
     lora: LoraSettings | None = None

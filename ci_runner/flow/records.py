@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from ci_runner.core.durations import spec_duration
 from ci_runner.core.hub import hub_url, trackio_url
+from ci_runner.flow.pins import Pins
 from ci_runner.ledger.model import Attempt, Ledger, Run
 from ci_runner.plan.estimate import Plan
 from ci_runner.plan.resolve import ResolvedRun
@@ -65,6 +66,7 @@ def new_run(
     experiment: Experiment | None = None,
     limit: int | None = None,
     waiting: bool = False,
+    pins: Pins | None = None,
 ) -> Run:
     """The run's record. A run of a multi-run file (``limit`` set) waits for its turn with no
     attempt yet, naming, until it starts, the run whose model it will train from.
@@ -91,7 +93,9 @@ def new_run(
         export=experiment.export.model_dump() if experiment.export else None,
         timeout=spec_duration(run_timeout(experiment, resolved.plan)),
         base_model=experiment.base_model,
+        base_model_revision=pins.base_model if pins else None,
         dataset=experiment.dataset.path,
+        dataset_revision=pins.dataset if pins else None,
         dataset_split=split,
         eval_split=eval_split(experiment),
         dataset_columns=dict(config.dataset.columns),

@@ -7,6 +7,7 @@ from collections.abc import Mapping
 
 from ci_runner.flow import schedule
 from ci_runner.flow.launch import launch_training, new_attempt, resolve, with_base, with_job
+from ci_runner.flow.pins import Pins
 from ci_runner.flow.preflight import plan_run
 from ci_runner.flow.records import new_run
 from ci_runner.flow.workspace import Workspace
@@ -85,9 +86,12 @@ def _launch(
         )
     experiment = with_base(ledger, spec)
     plan = plans.get(run.run_id) or plan_run(ws, spec.experiment)
-    resolved = resolve(ws, experiment, plan, run_id=run.run_id)
+    pins = Pins(run.base_model_revision, run.dataset_revision)  # as submit pinned them
+    resolved = resolve(ws, experiment, plan, run_id=run.run_id, pins=pins)
     if not run.attempts:  # a waiting run's first start: record it as it starts now
-        fresh = new_run(spec, resolved, now=ws.now(), experiment=experiment, limit=run.max_parallel)
+        fresh = new_run(
+            spec, resolved, now=ws.now(), experiment=experiment, limit=run.max_parallel, pins=pins
+        )
         run = fresh.model_copy(update={"created_at": run.created_at})
     return with_job(run, launch_training(ws, experiment, resolved, run))
 

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from ci_runner.flow import schedule
 from ci_runner.flow.launch import resolve
+from ci_runner.flow.pins import PinCache
 from ci_runner.flow.preflight import (
     DataChecks,
     check_inputs,
@@ -102,11 +103,33 @@ def submit(
             plans = {r.run_id: r.plan for r in file_plan.runs}
             for spec in todo:  # a backend that cannot be reached refuses before any record
                 ws.backend(spec.experiment.backend)
+            pinning = PinCache(ws.root)  # a repo that does not exist refuses, too
+            pins = {
+                spec.run_id: pinning.pins(
+                    spec.experiment, spec_path=str(spec_path), pin_model=not spec.base_from
+                )
+                for spec in todo
+                if ledger.run(spec.run_id) is None
+            }
+            warnings += pinning.warnings
             for spec in todo:
                 run = ledger.run(spec.run_id)
                 if run is None:
-                    resolved = resolve(ws, spec.experiment, plans[spec.run_id], run_id=spec.run_id)
-                    run = new_run(spec, resolved, now=ws.now(), limit=limit, waiting=multi)
+                    resolved = resolve(
+                        ws,
+                        spec.experiment,
+                        plans[spec.run_id],
+                        run_id=spec.run_id,
+                        pins=pins[spec.run_id],
+                    )
+                    run = new_run(
+                        spec,
+                        resolved,
+                        now=ws.now(),
+                        limit=limit,
+                        waiting=multi,
+                        pins=pins[spec.run_id],
+                    )
                     ledger = ledger.model_copy(update={"runs": [*ledger.runs, run]})
                 else:
                     ledger = replace_run(ledger, requeue(ws, run, limit))

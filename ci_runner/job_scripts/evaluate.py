@@ -625,10 +625,31 @@ def task_results(results: dict[str, Any], task: str) -> dict[str, Any] | None:
     return results.get(task) or results.get(task.replace("|", ":"))
 
 
-def build_scores(config, configs, task_strings, results, doc_counts) -> list[dict[str, Any]]:
-    """One entry per benchmark: its main metric, stderr and sample count.
+def sample_values(details: dict[str, list[Any]], task: str, metric: str) -> list[float] | None:
+    """A task's per-sample values of ``metric``, in doc order: what the report bootstraps
+    its intervals over. None when lighteval kept no details for it."""
+    rows = task_results(details, task)
+    if not rows:
+        return None
+    ordered = sorted(rows, key=lambda d: _doc_order(getattr(d.doc, "id", "")))
+    values = [d.metric.get(metric) for d in ordered]
+    if any(not isinstance(v, (int, float)) or isinstance(v, bool) for v in values):
+        return None
+    return [round(float(v), 6) for v in values]
 
-    A superset (e.g. ``mmlu``) is the plain mean over its sub-tasks.
+
+def _doc_order(doc_id: Any) -> tuple[int, str]:
+    text = str(doc_id)
+    return (int(text), "") if text.isdigit() else (0, text)
+
+
+def build_scores(
+    config, configs, task_strings, results, doc_counts, details=None
+) -> list[dict[str, Any]]:
+    """One entry per benchmark: its main metric, stderr, sample count and per-sample values.
+
+    A superset (e.g. ``mmlu``) is the plain mean over its sub-tasks (no per-sample values:
+    their plain mean would not be its score).
     """
     scores = []
     for spec, task in zip(unique_specs(config["benchmarks"]), task_strings, strict=True):
@@ -654,6 +675,11 @@ def build_scores(config, configs, task_strings, results, doc_counts) -> list[dic
                 "task": task,
                 "samples": samples,
                 "dataset": spec.get("dataset"),
+                "values": (
+                    sample_values(details or {}, f"{members[0]}|{fewshot}", metric)
+                    if len(members) == 1
+                    else None
+                ),
             }
         )
     return scores
@@ -768,7 +794,8 @@ def evaluate(config: dict[str, Any]) -> dict[str, Any]:
 
     results_file = newest_results_file(results_dir)
     results = json.loads(results_file.read_text(encoding="utf-8"))["results"]
-    scores = build_scores(config, configs, task_strings, results, doc_counts)
+    details = pipeline.evaluation_tracker.details_logger.details
+    scores = build_scores(config, configs, task_strings, results, doc_counts, details)
     for entry in scores:
         print(_format_score(entry), flush=True)
     return {

@@ -130,6 +130,8 @@ class _Summary:
     error_type: str | None = None
     error: str | None = None
     output_dir: str | None = None
+    # What ran: library versions, Python, and the accelerator ("cpu", "2 x NVIDIA H100").
+    versions: dict[str, str] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)  # keys this version does not read
 
     @property
@@ -187,6 +189,35 @@ class ExportSummary(_Summary):
     warnings: list[str] = field(default_factory=list)
 
 
+# --- what ran ----------------------------------------------------------------------------
+
+REPORTED_PACKAGES = ("torch", "transformers", "trl", "peft", "datasets", "lighteval")
+
+
+def environment() -> dict[str, str]:
+    """The versions of the libraries that matter for a result, and the accelerator.
+
+    Reads installed metadata only; torch is asked about GPUs only if the job imported it.
+    """
+    from importlib import metadata
+
+    found = {"python": sys.version.split()[0]}
+    for package in REPORTED_PACKAGES:
+        try:
+            found[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            continue
+    found["accelerator"] = "cpu"
+    torch = sys.modules.get("torch")
+    try:
+        if torch is not None and torch.cuda.is_available():
+            count = torch.cuda.device_count()
+            found["accelerator"] = f"{count} x {torch.cuda.get_device_name(0)}"
+    except Exception:  # noqa: BLE001 - a broken driver must not lose the summary
+        found["accelerator"] = "unknown"
+    return found
+
+
 # --- the script's entry point --------------------------------------------------------
 
 
@@ -218,7 +249,8 @@ def run_job(
         extra = {key: config.get(key) for key in reported}
         if on_failure is not None:
             extra.update(on_failure(exc, config))
+        extra["versions"] = environment()
         emit_summary(failure(exc, config, **extra), config.get("output_dir"))
         return 1
-    emit_summary(summary, config["output_dir"])
+    emit_summary({**summary, "versions": environment()}, config["output_dir"])
     return 0

@@ -117,8 +117,9 @@ def load_split(source: dict[str, Any], split: str):
         if split not in saved:
             raise ConfigError(f"{path} has no split {split!r} (has {sorted(saved)})")
         return saved[split]
-    # A folder of data files or a Hub id: the datasets library works out the rest.
-    return load_dataset(path, name, split=split)
+    # A folder of data files or a Hub id: the datasets library works out the rest, at the
+    # commit submit pinned.
+    return load_dataset(path, name, split=split, revision=source.get("revision"))
 
 
 def rename_columns(dataset, columns: dict[str, str]):
@@ -400,6 +401,9 @@ def build_training_args(config: dict[str, Any], has_eval: bool):
         print(f"note: ignoring hyperparameters.output_dir, using {config['output_dir']}")
     defaults = runtime_defaults(config["method"], has_eval, hyperparameters)
     kwargs = {**defaults, **settings, **hyperparameters}
+    if config.get("base_model_revision"):  # TRL loads the model and tokenizer at this commit
+        init = dict(kwargs.get("model_init_kwargs") or {})
+        kwargs["model_init_kwargs"] = {**init, "revision": config["base_model_revision"]}
     return config_cls(output_dir=config["output_dir"], **kwargs)
 
 

@@ -215,6 +215,8 @@ def apply_job_status(
     update: dict = {"metrics": metrics}
     if summary is not None:
         update |= tracker_run(run, summary)
+        if summary.versions:
+            update["versions"] = {**run.versions, **summary.versions}
     message = status.message
     if status.state == JobState.COMPLETED:
         if summary and summary.completed:

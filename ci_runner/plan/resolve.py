@@ -75,9 +75,16 @@ def tracking_for(experiment: Experiment, run_id: str) -> Tracking:
 
 
 def resolve_run(
-    experiment: Experiment, *, output_dir: str, plan: Plan, run_id: str | None = None
+    experiment: Experiment,
+    *,
+    output_dir: str,
+    plan: Plan,
+    run_id: str | None = None,
+    base_model_revision: str | None = None,
+    dataset_revision: str | None = None,
 ) -> ResolvedRun:
-    """``run_id``: a file's matrix or stage run has the id its expansion gave it."""
+    """``run_id``: a file's matrix or stage run has the id its expansion gave it. The
+    revisions are the commits submit pinned; without them, what the file names (if any)."""
     run_id = run_id or run_id_for(experiment)
     lora, _ = decide_lora(experiment, plan.params)
     return ResolvedRun(
@@ -87,7 +94,13 @@ def resolve_run(
             run_id=run_id,
             method=experiment.method,
             base_model=experiment.base_model,
-            dataset=DatasetSource(**experiment.dataset.model_dump()),
+            base_model_revision=base_model_revision or experiment.base_model_revision,
+            dataset=DatasetSource(
+                **{
+                    **experiment.dataset.model_dump(),
+                    "revision": dataset_revision or experiment.dataset.revision,
+                }
+            ),
             hyperparameters=logging(checkpointing(experiment.hyperparameters, plan), plan),
             lora=LoraSettings(**lora.model_dump()) if lora else None,
             rewards=experiment.rewards,

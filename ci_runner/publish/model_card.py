@@ -11,7 +11,7 @@ from typing import Any
 
 from ci_runner.core.hub import hub_api, is_local_path
 from ci_runner.ledger.model import Ledger, Run
-from ci_runner.report.render import cell, code, method_label, table, value
+from ci_runner.report.markdown import cell, code, method_label, table, value
 
 # Where each built-in benchmark's rows come from on the Hub (the card's dataset_type).
 BENCHMARK_DATASETS = {"humaneval": "openai/openai_humaneval", "gsm8k": "openai/gsm8k"}

@@ -183,6 +183,8 @@ def _expand_combination(
         for parts, value in stage_keys.get(names[i], []):
             _assign(stage, parts, value)
         merged = {**top, **{k: v for k, v in stage.items() if k not in ("name", "hyperparameters")}}
+        if "base_model" in stage and "base_model_revision" not in stage:
+            merged.pop("base_model_revision", None)  # the top level's revision is another model's
         merged["hyperparameters"] = {
             **top.get("hyperparameters", {}),
             **(stage.get("hyperparameters") or {}),
@@ -190,6 +192,7 @@ def _expand_combination(
         base_from = i > 0 and "base_model" not in stage
         if base_from and previous is not None:
             merged["base_model"] = previous.experiment.base_model  # same architecture, same size
+            merged.pop("base_model_revision", None)
             if "evaluation" not in stage:
                 merged["evaluation"] = _without_base_eval(merged.get("evaluation"))
         where = _Where(combo, names, i, stage, top)
@@ -383,6 +386,10 @@ def _assign(data: dict, parts: list[str], value: Any) -> None:
             child = {}
         node[part] = child
         node = child
+    if parts[-1] == "base_model":  # another model: the old one's revision does not apply
+        node.pop("base_model_revision", None)
+    if parts[-1] == "path" and parts[:-1] == ["dataset"]:
+        node.pop("revision", None)
     node[parts[-1]] = copy.deepcopy(value)
 
 

@@ -238,6 +238,8 @@ def _issues_from_validation(
     issues = []
     for path in paths:
         error = located[path]
+        if path[-1:] == ("base_model_revision",) and path not in lines.key:
+            path = (*path[:-1], "base_model")  # written as base_model: org/name@rev
         line = lines.line(path, at_key=error["type"] == "extra_forbidden")
         hint = _hint_for(error, path, data)
         issues.append(SpecIssue(file, line, _dotted(path), _message_for(error), hint))
@@ -446,3 +448,20 @@ def load_experiment(
     except (OSError, UnicodeDecodeError) as exc:
         raise SpecError([SpecIssue(str(path), None, "", f"cannot read: {exc}")]) from None
     return parse_experiment(text, str(path), overrides, root=root, warnings=warnings)
+
+
+def field_line(path: Path, dotted: str) -> int | None:
+    """The line of a field in an experiment file, for errors found after loading (a repo
+    the Hub does not know); the closest parent's line when the field is not written out."""
+    try:
+        node, _ = _compose(path.read_text(encoding="utf-8"), str(path))
+    except (OSError, SpecError):
+        return None
+    if node is None:
+        return None
+    lines = _Lines()
+    lines.walk(node)
+    parts = tuple(dotted.split("."))
+    if parts == ("dataset", "path") and parts not in lines.value:
+        parts = ("dataset",)  # the shorthand `dataset: org/name`
+    return lines.line(parts)

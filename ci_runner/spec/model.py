@@ -12,17 +12,38 @@ import json
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
 
 from ci_runner.core.durations import parse_duration
 from ci_runner.core.flavors import FLAVORS_BY_NAME
-from ci_runner.core.hub import HUB_ID_RE, is_local_path  # noqa: F401 - also imported from here
+from ci_runner.core.hub import (  # noqa: F401 - is_local_path is also imported from here
+    HUB_ID_RE,
+    REVISION_RE,
+    is_local_path,
+    split_revision,
+)
 
 Method = Literal["sft", "dpo", "grpo"]
 BUILTIN_REWARDS = ("accuracy", "format")
 
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 REWARD_FN_RE = re.compile(r"^[^:]+\.py:[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def _revision(value: str | None) -> str | None:
+    if value is not None and not REVISION_RE.match(value):
+        raise ValueError(f"{value!r} is not a branch, tag or commit of a Hub repo")
+    return value
+
+
+Revision = Annotated[str | None, AfterValidator(_revision)]
 
 
 def _reward_ref(reward: str) -> str:
@@ -54,6 +75,7 @@ class DatasetSpec(_Strict):
     eval_fraction: float | None = Field(default=None, gt=0, lt=1)
     columns: dict[str, str] = {}
     max_samples: int | None = Field(default=None, gt=0)
+    revision: Revision = None  # a Hub dataset's branch, tag or commit; else pinned at submit
 
 
 class LoraSpec(_Strict):
@@ -133,6 +155,22 @@ class RetrySpec(_Strict):
 class _RunFields(_Strict):
     """Shorthands and checks shared by the file's top level and each of its ``stages``."""
 
+    @model_validator(mode="before")
+    @classmethod
+    def _base_model_revision(cls, data: Any) -> Any:
+        """``base_model: org/name@rev`` is ``base_model: org/name`` at revision ``rev``."""
+        if not isinstance(data, dict) or not isinstance(data.get("base_model"), str):
+            return data
+        repo, revision = split_revision(data["base_model"])
+        if revision is None:
+            return data
+        if data.get("base_model_revision") not in (None, revision):
+            raise ValueError(
+                f"base_model names revision {revision!r} but base_model_revision says "
+                f"{data['base_model_revision']!r}: keep one"
+            )
+        return {**data, "base_model": repo, "base_model_revision": revision}
+
     @field_validator("dataset", mode="before", check_fields=False)
     @classmethod
     def _dataset_shorthand(cls, value: Any) -> Any:
@@ -174,6 +212,7 @@ class StageSpec(_RunFields):
     name: str | None = None  # defaults to the method (sft, dpo, grpo)
     method: Method | None = None
     base_model: str | None = Field(default=None, min_length=1)
+    base_model_revision: Revision = None
     dataset: DatasetSpec | None = None
     hyperparameters: dict[str, Any] | None = None
     lora: Literal["auto", "off"] | LoraSpec | None = None
@@ -201,6 +240,9 @@ class Experiment(_RunFields):
     name: str
     description: str | None = None
     base_model: str = Field(min_length=1)
+    # The Hub commit, branch or tag to train from (``base_model: org/name@rev`` sets it);
+    # unset, submit pins the newest commit and records it.
+    base_model_revision: Revision = None
     # Required unless `stages:` (or `matrix:`) provide them; the loader says so.
     method: Method | None = None
     dataset: DatasetSpec | None = None
