@@ -22,7 +22,17 @@ from pathlib import Path
 PACKAGE_DIR = Path(__file__).resolve().parent
 PROJECT_DIR = "job_scripts"  # a project's own overrides, relative to its root
 ENTRY_SCRIPTS = ("train.py", "evaluate.py", "export_gguf.py", "check_data.py")
-HELPERS = ("protocol.py", "shaping.py", "curves.py", "sandbox.py", "sandbox_child.py")
+HELPERS = (
+    "protocol.py",
+    "shaping.py",
+    "curves.py",
+    "processes.py",
+    "sandbox.py",
+    "sandbox_secrets.py",
+    "sandbox_host.py",
+    "sandbox_launch.py",
+    "sandbox_child.py",
+)
 
 
 @dataclass(frozen=True)
