@@ -68,6 +68,9 @@ from evaluate_pipeline import (
 )
 from protocol import ConfigError
 
+# The config keys a failure summary repeats, to say which evaluation failed.
+REPORTED = ("experiment", "run_id", "eval_id", "model", "model_label")
+
 
 def check_eval_config(config: dict[str, Any]) -> None:
     """Fail fast, before any heavy import, on a config the runner should not have sent."""
@@ -203,11 +206,4 @@ def main(config: dict[str, Any]) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    sys.exit(
-        protocol.run_job(
-            main,
-            None,
-            description=__doc__.splitlines()[0],
-            reported=("experiment", "run_id", "eval_id", "model", "model_label"),
-        )
-    )
+    sys.exit(protocol.run_job(main, None, description=__doc__.splitlines()[0], reported=REPORTED))

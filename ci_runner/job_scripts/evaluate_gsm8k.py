@@ -10,7 +10,7 @@ import math
 import re
 from typing import Any
 
-from evaluate_tasks import generative_metric, response_text, truncate_at_stops
+from evaluate_tasks import generative_metric, generative_task, response_text, truncate_at_stops
 
 GSM8K_REPO, GSM8K_SUBSET = "openai/gsm8k", "main"
 GSM8K_STOP = ["Question:"]
@@ -78,20 +78,14 @@ def gsm8k_metric():
     return generative_metric("exact_match", FinalNumberMatch())
 
 
-def gsm8k_task(max_new_tokens: int):
+def gsm8k_task():
     """The lighteval task: the test split, few-shot examples drawn from train."""
-    from lighteval.tasks.lighteval_task import LightevalTaskConfig
-
-    return LightevalTaskConfig(
-        name="gsm8k",
-        prompt_function=gsm8k_prompt,
-        hf_repo=GSM8K_REPO,
-        hf_subset=GSM8K_SUBSET,
-        hf_avail_splits=["train", "test"],
-        evaluation_splits=["test"],
+    return generative_task(
+        "gsm8k",
+        gsm8k_prompt,
+        gsm8k_metric(),
+        GSM8K_STOP,
+        repo=GSM8K_REPO,
+        subset=GSM8K_SUBSET,
         few_shots_split="train",
-        few_shots_select="random_sampling_from_train",
-        metrics=[gsm8k_metric()],
-        generation_size=max_new_tokens,
-        stop_sequence=GSM8K_STOP,
     )

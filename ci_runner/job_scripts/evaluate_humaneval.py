@@ -14,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import sandbox
-from evaluate_tasks import generative_metric, response_text, truncate_at_stops
+from evaluate_tasks import generative_metric, generative_task, response_text, truncate_at_stops
 
 HUMANEVAL_REPO = "openai/openai_humaneval"
 # The stop sequences of the original HumanEval harness: a new top-level statement
@@ -107,19 +107,8 @@ def humaneval_metric(timeout_s: float = SANDBOX_TIMEOUT_S):
     return generative_metric("pass@1", HumanEvalPassAt1(), batched=True)
 
 
-def humaneval_task(max_new_tokens: int):
-    """The lighteval task: the test split, scored by :func:`humaneval_metric`."""
-    from lighteval.tasks.lighteval_task import LightevalTaskConfig
-
-    return LightevalTaskConfig(
-        name="humaneval",
-        prompt_function=humaneval_prompt,
-        hf_repo=HUMANEVAL_REPO,
-        hf_subset=None,
-        hf_avail_splits=["test"],
-        evaluation_splits=["test"],
-        few_shots_split="test",  # HumanEval has one split; few-shot is rarely wanted
-        metrics=[humaneval_metric()],
-        generation_size=max_new_tokens,
-        stop_sequence=HUMANEVAL_STOP,
+def humaneval_task():
+    """The lighteval task: the test split (its only one), scored by :func:`humaneval_metric`."""
+    return generative_task(
+        "humaneval", humaneval_prompt, humaneval_metric(), HUMANEVAL_STOP, repo=HUMANEVAL_REPO
     )

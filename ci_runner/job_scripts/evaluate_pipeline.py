@@ -41,7 +41,7 @@ def resolve_tasks(benchmarks: list[dict[str, Any]], max_new_tokens: int):
             raise ConfigError(f"benchmark {name!r} is listed twice with different datasets")
         datasets[name] = dataset
         own = OWN_TASKS.get(name)
-        found = {name: own(max_new_tokens)} if own else lighteval_task_configs(name)
+        found = {name: own()} if own else lighteval_task_configs(name)
         for task_name, config in found.items():
             config = override_dataset(copy.deepcopy(config), dataset)
             config.generation_size = max_new_tokens  # unused by log-likelihood tasks

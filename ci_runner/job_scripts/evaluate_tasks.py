@@ -2,7 +2,8 @@
 
 Standard library only at import; lighteval is imported inside the functions that use
 it. ci-runner's own tasks (``evaluate_humaneval.py``, ``evaluate_gsm8k.py``) build on
-:func:`truncate_at_stops`, :func:`response_text` and :func:`generative_metric`; any
+:func:`truncate_at_stops`, :func:`response_text`, :func:`generative_metric` and
+:func:`generative_task`; any
 other benchmark name is a lighteval built-in task, found by
 :func:`lighteval_task_configs` without importing lighteval's whole registry.
 """
@@ -49,6 +50,37 @@ def generative_metric(name: str, computation: Any, *, batched: bool = False):
         sample_level_fn=computation,
         corpus_level_fn=np.mean,
         batched_compute=batched,
+    )
+
+
+def generative_task(
+    name: str,
+    prompt_function: Any,
+    metric: Any,
+    stops: list[str],
+    *,
+    repo: str,
+    subset: str | None = None,
+    few_shots_split: str = "test",
+):
+    """One of ci-runner's own tasks: generated text scored by ``metric`` on the test split.
+
+    Few-shot examples come from ``few_shots_split``, drawn at random when that is
+    ``train``. The token budget is set per run, for every task (``resolve_tasks``).
+    """
+    from lighteval.tasks.lighteval_task import LightevalTaskConfig
+
+    return LightevalTaskConfig(
+        name=name,
+        prompt_function=prompt_function,
+        hf_repo=repo,
+        hf_subset=subset,
+        hf_avail_splits=["test"] if few_shots_split == "test" else [few_shots_split, "test"],
+        evaluation_splits=["test"],
+        few_shots_split=few_shots_split,
+        few_shots_select="random_sampling_from_train" if few_shots_split == "train" else None,
+        metrics=[metric],
+        stop_sequence=stops,
     )
 
 
