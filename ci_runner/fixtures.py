@@ -121,15 +121,21 @@ def _arithmetic(rng: random.Random) -> tuple[str, int]:
     return f"{a} {op} {b}", {"+": a + b, "-": a - b, "*": a * b}[op]
 
 
+def _question(rng: random.Random, i: int, *, wrong: bool = False) -> tuple[str, str, str]:
+    """Row ``i``'s question, a right answer and (with ``wrong``) a wrong one: a fact on odd
+    rows, arithmetic on even ones. The wrong answer to a fact always comes with it."""
+    if i % 2:
+        return FACTS[rng.randrange(len(FACTS))]
+    expr, result = _arithmetic(rng)
+    bad = f"{expr} = {result + rng.choice([-3, -2, -1, 1, 2, 3])}." if wrong else ""
+    return f"What is {expr}?", f"{expr} = {result}.", bad
+
+
 def _sft_rows(rng: random.Random) -> list[dict[str, Any]]:
     """Conversational SFT rows: half arithmetic, half facts; some with a system turn."""
     rows = []
     for i in range(ROWS):
-        if i % 2:
-            question, answer, _ = FACTS[rng.randrange(len(FACTS))]
-        else:
-            expr, result = _arithmetic(rng)
-            question, answer = f"What is {expr}?", f"{expr} = {result}."
+        question, answer, _ = _question(rng, i)
         messages = [{"role": "user", "content": question}, {"role": "assistant", "content": answer}]
         if i % 4 == 0:
             messages.insert(0, {"role": "system", "content": SYSTEM_PROMPT})
@@ -141,12 +147,7 @@ def _dpo_rows(rng: random.Random) -> list[dict[str, Any]]:
     """Conversational preference rows: prompt as messages, one assistant turn each side."""
     rows = []
     for i in range(ROWS):
-        if i % 2:
-            question, good, bad = FACTS[rng.randrange(len(FACTS))]
-        else:
-            expr, result = _arithmetic(rng)
-            wrong = result + rng.choice([-3, -2, -1, 1, 2, 3])
-            question, good, bad = f"What is {expr}?", f"{expr} = {result}.", f"{expr} = {wrong}."
+        question, good, bad = _question(rng, i, wrong=True)
         rows.append(
             {
                 "prompt": [{"role": "user", "content": question}],

@@ -22,7 +22,7 @@ from ci_runner.errors import BackendError, ExitCode
 from ci_runner.flow.poll import poll as poll_once
 from ci_runner.flow.submit import submit as submit_file
 from ci_runner.flow.workspace import Workspace
-from ci_runner.job_scripts import unbundle
+from ci_runner.job_scripts import ENTRY_SCRIPTS, HELPERS, PACKAGE_DIR, bundle_b64, unbundle
 from ci_runner.ledger.model import RunStatus
 from ci_runner.ledger.repository import find_run
 from ci_runner.ledger.store import load_ledger
@@ -117,6 +117,37 @@ def test_submit_sends_script_config_secret_labels_flavor_and_timeout(project, hf
     assert body["command"][:2] == ["bash", "-c"] and "uv run" in body["command"][2]
     assert TOKEN.encode() not in request.response_body
     assert outcome.job_url == f"{hf.url}/jobs/{NS}/{outcome.job_id}"
+
+
+@pytest.mark.parametrize("script", ENTRY_SCRIPTS)
+def test_each_job_script_runs_from_its_bundle_alone(script, tmp_path):
+    """What a job unpacks is enough: the script imports every helper it needs from the
+    bundle, with nothing but the standard library (heavy imports wait inside functions)."""
+    shipped = unbundle(bundle_b64(PACKAGE_DIR / script))
+    assert set(shipped) == {script, *HELPERS}
+    for name, data in shipped.items():
+        assert data == (PACKAGE_DIR / name).read_bytes(), name
+        (tmp_path / name).write_bytes(data)
+    module, folder = script.removesuffix(".py"), str(tmp_path)
+    probe = (
+        f"import sys; sys.path.insert(0, {folder!r}); import {module}; "
+        "print(' '.join(n for n, m in sys.modules.items() "
+        f"if (getattr(m, '__file__', None) or '').startswith({folder!r})))"
+    )
+    # -I -S: no site-packages, no PYTHONPATH: only the stdlib and the unpacked bundle
+    proc = subprocess.run(
+        [sys.executable, "-I", "-S", "-c", probe],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    imported = {f"{name}.py" for name in proc.stdout.split()}
+    assert module + ".py" in imported and imported <= set(shipped)
+    if script == "evaluate.py":
+        assert {"evaluate_humaneval.py", "sandbox.py", "sandbox_child.py"} <= imported
+    if script == "export_gguf.py":
+        assert {"export_convert.py", "export_quantize.py", "export_hub.py"} <= imported
 
 
 def test_multi_gpu_flavors_launch_through_torchrun():

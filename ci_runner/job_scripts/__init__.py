@@ -3,8 +3,11 @@
 Each entry script (``train.py``, ``evaluate.py``, ``export_gguf.py``, ``check_data.py``)
 is a PEP 723 script: ``uv run train.py --config run.json`` works anywhere. A script runs
 with its own folder first on ``sys.path``, so it imports the helper modules beside it
-(``protocol.py``, ``shaping.py``, ``curves.py``, ``sandbox.py``) as top-level modules; the
-runner ships those helpers with every job (``sandbox_child.py`` is read, not imported).
+(``protocol.py``, ``shaping.py``, ``curves.py``, ``sandbox.py``, ``evaluate_*.py``,
+``export_*.py``) as top-level modules; the runner ships every helper in ``HELPERS``
+with every job. Helpers import only the standard library at the top (heavy libraries
+inside functions), and ``sandbox_child.py`` also runs on its own, copied into each
+sandbox.
 
 A project may override an entry script by keeping its own ``job_scripts/<name>``; the
 helpers still come from here unless the project's folder has its own copy.
@@ -22,7 +25,24 @@ from pathlib import Path
 PACKAGE_DIR = Path(__file__).resolve().parent
 PROJECT_DIR = "job_scripts"  # a project's own overrides, relative to its root
 ENTRY_SCRIPTS = ("train.py", "evaluate.py", "export_gguf.py", "check_data.py")
-HELPERS = ("protocol.py", "shaping.py", "curves.py", "sandbox.py", "sandbox_child.py")
+HELPERS = (
+    "protocol.py",
+    "shaping.py",
+    "curves.py",
+    "evaluate_tasks.py",
+    "evaluate_humaneval.py",
+    "evaluate_gsm8k.py",
+    "evaluate_pipeline.py",
+    "export_convert.py",
+    "export_quantize.py",
+    "export_hub.py",
+    "processes.py",
+    "sandbox.py",
+    "sandbox_secrets.py",
+    "sandbox_host.py",
+    "sandbox_launch.py",
+    "sandbox_child.py",
+)
 
 
 @dataclass(frozen=True)

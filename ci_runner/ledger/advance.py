@@ -17,36 +17,33 @@ from ci_runner.ledger.model import Attempt, JobState, Run, RunStatus, TrainMetri
 from ci_runner.ledger.retry import attempt_cost, classify_failure
 from ci_runner.progress import Progress
 
-# Known failure signatures → what the user should do about them.
-DIAGNOSES: tuple[tuple[re.Pattern[str], str], ...] = (
-    (
-        re.compile(r"out of memory|CUDA OOM|OutOfMemoryError", re.I),
+# Known failure signatures (case-insensitive) → what the user should do about them.
+_REMEDIES = {
+    r"out of memory|CUDA OOM|OutOfMemoryError": (
         "out of memory: halve per_device_train_batch_size and double gradient_accumulation_steps, "
-        "lower max_length, enable gradient_checkpointing, or use LoRA / a larger flavor",
+        "lower max_length, enable gradient_checkpointing, or use LoRA / a larger flavor"
     ),
-    (
-        re.compile(r"\btime(d)?[ _-]?out\b|timeout", re.I),
+    r"\btime(d)?[ _-]?out\b|timeout": (
         "timed out: set a longer `timeout:` (the plan recommends one) or fewer max_steps; "
-        "checkpoints pushed so far are kept",
+        "checkpoints pushed so far are kept"
     ),
-    (
-        re.compile(r"ModuleNotFoundError|No module named", re.I),
-        "a package is missing in the job: add it to the job script's PEP 723 dependencies",
+    r"ModuleNotFoundError|No module named": (
+        "a package is missing in the job: add it to the job script's PEP 723 dependencies"
     ),
-    (
-        re.compile(r"KeyError: '([^']+)'|column[s]? .* (not found|missing)|needs column", re.I),
+    r"KeyError: '([^']+)'|column[s]? .* (not found|missing)|needs column": (
         "the dataset lacks a column the method needs: run `ci-runner check-data` and "
-        "set `dataset.columns`",
+        "set `dataset.columns`"
     ),
-    (
-        re.compile(r"(push|upload|create_repo).*(403|Forbidden)|RepositoryNotFound", re.I),
+    r"(push|upload|create_repo).*(403|Forbidden)|RepositoryNotFound": (
         "pushing the model failed: check output.hub_model_id's namespace and that HF_TOKEN "
-        "has write access to it",
+        "has write access to it"
     ),
-    (
-        re.compile(r"\b401\b|\b403\b|Unauthorized|Invalid (user )?token", re.I),
-        "authentication failed: check that HF_TOKEN is set and has write access",
+    r"\b401\b|\b403\b|Unauthorized|Invalid (user )?token": (
+        "authentication failed: check that HF_TOKEN is set and has write access"
     ),
+}
+DIAGNOSES: tuple[tuple[re.Pattern[str], str], ...] = tuple(
+    (re.compile(signature, re.I), remedy) for signature, remedy in _REMEDIES.items()
 )
 
 

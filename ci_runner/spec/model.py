@@ -15,6 +15,7 @@ from typing import Annotated, Any, Literal
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     field_validator,
@@ -60,7 +61,25 @@ NOT_TRAINING = {"description", "timeout", "budget", "retry"}
 # Fields that make a file describe several runs (``spec.expand``); never part of a run's id.
 MULTI_RUN = {"matrix", "stages", "max_parallel"}
 
+
+def _name(value: str) -> str:
+    if not NAME_RE.match(value):
+        raise ValueError(
+            f"{value!r} is not a valid name: use 1-64 lowercase letters, digits, '.', '_' "
+            "or '-', starting with a letter or digit"
+        )
+    return value
+
+
+def _hardware(value: str) -> str:
+    if value != "auto" and value not in FLAVORS_BY_NAME:
+        raise ValueError(f"unknown hardware flavor {value!r}")
+    return value
+
+
 RewardRef = Annotated[str, AfterValidator(_reward_ref)]
+Name = Annotated[str, AfterValidator(_name)]  # an experiment's, a stage's
+Hardware = Annotated[str, AfterValidator(_hardware)]
 
 
 class _Strict(BaseModel):
@@ -152,92 +171,81 @@ class RetrySpec(_Strict):
     on: list[FailureKind] = ["timeout", "preempted", "infra"]
 
 
-class _RunFields(_Strict):
-    """Shorthands and checks shared by the file's top level and each of its ``stages``."""
-
-    @model_validator(mode="before")
-    @classmethod
-    def _base_model_revision(cls, data: Any) -> Any:
-        """``base_model: org/name@rev`` is ``base_model: org/name`` at revision ``rev``."""
-        if not isinstance(data, dict) or not isinstance(data.get("base_model"), str):
-            return data
-        repo, revision = split_revision(data["base_model"])
-        if revision is None:
-            return data
-        if data.get("base_model_revision") not in (None, revision):
-            raise ValueError(
-                f"base_model names revision {revision!r} but base_model_revision says "
-                f"{data['base_model_revision']!r}: keep one"
-            )
-        return {**data, "base_model": repo, "base_model_revision": revision}
-
-    @field_validator("dataset", mode="before", check_fields=False)
-    @classmethod
-    def _dataset_shorthand(cls, value: Any) -> Any:
-        return {"path": value} if isinstance(value, str) else value
-
-    @field_validator("lora", mode="before", check_fields=False)
-    @classmethod
-    def _lora_shorthand(cls, value: Any) -> Any:
-        # `lora: true|false|on`, as people write it: on means default settings.
-        if value is False:
-            return "off"
-        if value is True or value == "on":
-            return {}
-        return value
-
-    @field_validator("evaluation", mode="before", check_fields=False)
-    @classmethod
-    def _evaluation_shorthand(cls, value: Any) -> Any:
-        return {"benchmarks": value} if isinstance(value, list) else value
-
-    @field_validator("timeout", mode="before", check_fields=False)
-    @classmethod
-    def _timeout(cls, value: Any) -> Any:
-        return None if value is None else parse_duration(value)
-
-    @field_validator("hardware", check_fields=False)
-    @classmethod
-    def _hardware(cls, value: str | None) -> str | None:
-        if value is not None and value != "auto" and value not in FLAVORS_BY_NAME:
-            raise ValueError(f"unknown hardware flavor {value!r}")
-        return value
+# Shorthands people write, the same at the file's top level and in each stage:
+# `dataset: org/name`, `lora: off` (which YAML reads as False), `evaluation: [...]`,
+# `timeout: 2h`. The types stay visible to code that reads the schema (``load``,
+# ``expand``): each Annotated wraps the whole field type.
 
 
-class StageSpec(_RunFields):
+def _split_base_model_revision(data: Any) -> Any:
+    """``base_model: org/name@rev`` is ``base_model: org/name`` at revision ``rev``."""
+    if not isinstance(data, dict) or not isinstance(data.get("base_model"), str):
+        return data
+    repo, revision = split_revision(data["base_model"])
+    if revision is None:
+        return data
+    if data.get("base_model_revision") not in (None, revision):
+        raise ValueError(
+            f"base_model names revision {revision!r} but base_model_revision says "
+            f"{data['base_model_revision']!r}: keep one"
+        )
+    return {**data, "base_model": repo, "base_model_revision": revision}
+
+
+def _dataset_shorthand(value: Any) -> Any:
+    return {"path": value} if isinstance(value, str) else value
+
+
+def _lora_shorthand(value: Any) -> Any:
+    # `lora: true|false|on`, as people write it: on means default settings.
+    if value is False:
+        return "off"
+    if value is True or value == "on":
+        return {}
+    return value
+
+
+def _evaluation_shorthand(value: Any) -> Any:
+    return {"benchmarks": value} if isinstance(value, list) else value
+
+
+def _timeout(value: Any) -> Any:
+    return None if value is None else parse_duration(value)
+
+
+Dataset = Annotated[DatasetSpec | None, BeforeValidator(_dataset_shorthand)]
+Evaluation = Annotated[EvaluationSpec | None, BeforeValidator(_evaluation_shorthand)]
+Timeout = Annotated[int | None, BeforeValidator(_timeout)]
+LoraChoice = Literal["auto", "off"] | LoraSpec
+LORA_SHORTHAND = BeforeValidator(_lora_shorthand)
+
+
+class StageSpec(_Strict):
     """One step of a pipeline (``stages:``). What a stage leaves out it takes from the
     file's top level; ``hyperparameters`` merge key by key. ``base_model`` defaults to
     the previous stage's trained model."""
 
-    name: str | None = None  # defaults to the method (sft, dpo, grpo)
+    name: Name | None = None  # defaults to the method (sft, dpo, grpo)
     method: Method | None = None
     base_model: str | None = Field(default=None, min_length=1)
     base_model_revision: Revision = None
-    dataset: DatasetSpec | None = None
+    dataset: Dataset = None
     hyperparameters: dict[str, Any] | None = None
-    lora: Literal["auto", "off"] | LoraSpec | None = None
+    lora: Annotated[LoraChoice | None, LORA_SHORTHAND] = None
     rewards: list[RewardRef] | None = None
-    hardware: str | None = None
-    timeout: int | None = None
+    hardware: Hardware | None = None
+    timeout: Timeout = None
     output: OutputSpec | None = None
     tracking: TrackingSpec | None = None
-    evaluation: EvaluationSpec | None = None
+    evaluation: Evaluation = None
     export: ExportSpec | None = None
     seed: int | None = None
 
-    @field_validator("name")
-    @classmethod
-    def _name(cls, value: str | None) -> str | None:
-        if value is not None and not NAME_RE.match(value):
-            raise ValueError(
-                f"{value!r} is not a valid stage name: use lowercase letters, digits, "
-                "'.', '_' or '-'"
-            )
-        return value
+    _base_model_revision = model_validator(mode="before")(_split_base_model_revision)
 
 
-class Experiment(_RunFields):
-    name: str
+class Experiment(_Strict):
+    name: Name
     description: str | None = None
     base_model: str = Field(min_length=1)
     # The Hub commit, branch or tag to train from (``base_model: org/name@rev`` sets it);
@@ -245,18 +253,18 @@ class Experiment(_RunFields):
     base_model_revision: Revision = None
     # Required unless `stages:` (or `matrix:`) provide them; the loader says so.
     method: Method | None = None
-    dataset: DatasetSpec | None = None
+    dataset: Dataset = None
     hyperparameters: dict[str, Any] = {}
-    lora: Literal["auto", "off"] | LoraSpec = "auto"
+    lora: Annotated[LoraChoice, LORA_SHORTHAND] = "auto"
     rewards: list[RewardRef] = []
-    hardware: str = "auto"
-    timeout: int | None = None
+    hardware: Hardware = "auto"
+    timeout: Timeout = None
     output: OutputSpec = OutputSpec()
     tracking: TrackingSpec = TrackingSpec()
     backend: Literal["local", "hf-jobs"] = "local"
     budget: BudgetSpec | None = None
     retry: RetrySpec = RetrySpec()
-    evaluation: EvaluationSpec | None = None
+    evaluation: Evaluation = None
     export: ExportSpec | None = None
     seed: int = 42
     # trust_remote_code runs the model repo's Python in the job: refused unless set here.
@@ -266,15 +274,7 @@ class Experiment(_RunFields):
     matrix: dict[str, Any] | None = None
     max_parallel: int | None = Field(default=None, ge=1, le=64)
 
-    @field_validator("name")
-    @classmethod
-    def _name(cls, value: str) -> str:
-        if not NAME_RE.match(value):
-            raise ValueError(
-                f"{value!r} is not a valid name: use 1-64 lowercase letters, digits, '.', '_' "
-                "or '-', starting with a letter or digit"
-            )
-        return value
+    _base_model_revision = model_validator(mode="before")(_split_base_model_revision)
 
     @property
     def is_multi_run(self) -> bool:
