@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ci_runner.plan.estimate import Plan, decide_lora
-from ci_runner.runconfig import DatasetSource, LoraSettings, RunConfig, Tracking
+from ci_runner.runconfig import DatasetSource, Launch, LoraSettings, RunConfig, Tracking
 from ci_runner.spec.model import Experiment
 
 
@@ -37,12 +37,41 @@ def checkpointing(hyperparameters: dict, plan: Plan) -> dict:
     return {**hyperparameters, "save_steps": -(-plan.steps // CHECKPOINTS_PER_RUN)}
 
 
+def with_precision(hyperparameters: dict, plan: Plan) -> dict:
+    """Send the dtype the plan sized the base in, when ci-runner chose it (LoRA on a flavor);
+    the file's own ``model_init_kwargs`` stay, and a dtype it sets is never replaced."""
+    if plan.dtype_source != "ci-runner" or not plan.dtype:
+        return hyperparameters
+    kwargs = dict(hyperparameters.get("model_init_kwargs") or {})
+    if kwargs.get("dtype") or kwargs.get("torch_dtype"):
+        return hyperparameters
+    return {**hyperparameters, "model_init_kwargs": {**kwargs, "dtype": plan.dtype}}
+
+
+def launch_for(hyperparameters: dict, plan: Plan) -> Launch:
+    """One process, or one per GPU under ``accelerate launch`` as the plan sized it."""
+    if plan.launcher == "single" or plan.processes <= 1:
+        return Launch()
+    if hyperparameters.get("fp16"):
+        mixed = "fp16"
+    elif hyperparameters.get("bf16", True) is False:
+        mixed = "no"
+    else:
+        mixed = "bf16"
+    return Launch(processes=plan.processes, strategy=plan.launcher, mixed_precision=mixed)
+
+
 def resolve_run(
     experiment: Experiment, *, output_dir: str, plan: Plan, run_id: str | None = None
 ) -> ResolvedRun:
     """``run_id``: a file's matrix or stage run has the id its expansion gave it."""
     run_id = run_id or run_id_for(experiment)
     lora, _ = decide_lora(experiment, plan.params)
+    lora_settings = None
+    if lora:
+        fields = lora.model_dump(exclude={"quantize"})
+        lora_settings = LoraSettings(**fields, quantize=plan.quantization and "4bit")
+    hyperparameters = with_precision(checkpointing(experiment.hyperparameters, plan), plan)
     return ResolvedRun(
         run_id,
         RunConfig(
@@ -51,8 +80,8 @@ def resolve_run(
             method=experiment.method,
             base_model=experiment.base_model,
             dataset=DatasetSource(**experiment.dataset.model_dump()),
-            hyperparameters=checkpointing(experiment.hyperparameters, plan),
-            lora=LoraSettings(**lora.model_dump()) if lora else None,
+            hyperparameters=hyperparameters,
+            lora=lora_settings,
             rewards=experiment.rewards,
             output_dir=output_dir,
             hub_model_id=experiment.output.hub_model_id,
@@ -64,6 +93,7 @@ def resolve_run(
                 space_id=experiment.tracking.space,
             ),
             seed=experiment.seed,
+            launch=launch_for(experiment.hyperparameters, plan),
         ),
         plan,
     )
