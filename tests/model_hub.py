@@ -215,8 +215,20 @@ SHARDED_MODELS = {
 }
 
 
+# Served as one model.safetensors header. Qwen3-0.6B's file stores lm_head.weight although
+# its embeddings are tied (1.5 GB: 751,632,384 parameters counted, 596,049,920 unique).
+SINGLE_FILE_MODELS = {"Qwen/Qwen3-0.6B": "Qwen3-0.6B"}
+
+
 def hub_model_files(repo_id: str) -> dict[str, bytes]:
-    """What the loopback Hub serves for one of ``SHARDED_MODELS``."""
+    """What the loopback Hub serves for one of ``SHARDED_MODELS`` or ``SINGLE_FILE_MODELS``."""
+    if repo_id in SINGLE_FILE_MODELS:
+        files = config_files(SINGLE_FILE_MODELS[repo_id])
+        config = json.loads(files["config.json"])
+        tensors = checkpoint_tensors(config)
+        tensors["lm_head.weight"] = [config["vocab_size"], config["hidden_size"]]
+        files["model.safetensors"] = safetensors_header(tensors)[0]
+        return files
     name, max_shard = SHARDED_MODELS[repo_id]
     files = config_files(name)
     files.update(sharded_checkpoint(json.loads(files["config.json"]), max_shard_bytes=max_shard))
