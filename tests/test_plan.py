@@ -381,6 +381,16 @@ def test_qlora_is_chosen_only_when_no_single_gpu_at_a_sane_price_holds_16_bits()
     assert any("`lora: {quantize: 4bit}`" in w for w in named.warnings)
 
 
+def test_qlora_locally_and_merging_a_4bit_or_sharded_base_are_spelled_out() -> None:
+    local = plan_for("Qwen2.5-7B", backend="local", lora={"quantize": "4bit"})
+    assert (local.dtype, local.quantization) == ("bfloat16", "4bit")
+    assert any("needs bitsandbytes installed and a CUDA GPU" in w for w in local.warnings)
+    merged = plan_for("Llama-3.1-70B-Instruct", output={"merge": True})
+    (note,) = [a for a in merged.assumptions if a.startswith("output.merge")]
+    assert "reload of the base in bfloat16 on the CPU (~141 GB of host memory)" in note
+    assert not any(a.startswith("output.merge") for a in plan_for("Qwen2.5-7B").assumptions)
+
+
 def test_lora_quantize_shorthands() -> None:
     assert experiment(lora={"quantize": False}).lora.quantize == "none"
     assert experiment(lora={"quantize": "nf4"}).lora.quantize == "4bit"

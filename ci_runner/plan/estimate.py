@@ -233,6 +233,30 @@ def _precision_note(precision: Precision, lora_on: bool, local: bool) -> str | N
     )
 
 
+def _quantized_run_warnings(experiment: Experiment, precision: Precision, local: bool) -> list:
+    if precision.quantize and local:
+        return [
+            "lora.quantize 4bit on the local backend: train.py runs in this environment, "
+            "which needs bitsandbytes installed and a CUDA GPU"
+        ]
+    return []
+
+
+def _merge_note(
+    experiment: Experiment, precision: Precision, choice: FlavorChoice, size: ModelSize | None
+) -> str | None:
+    """A 4-bit or sharded base cannot take the adapter in place: train.py reloads it."""
+    if not experiment.output.merge or not (precision.quantize or choice.processes > 1):
+        return None
+    held = 4 if precision.dtype == "float32" else 2
+    need = f" (~{size.params * held / GB:.0f} GB of host memory)" if size else ""
+    return (
+        "output.merge: after training the adapter is merged into a reload of the base in "
+        f"{precision.dtype} on the CPU{need}, since a 4-bit or sharded base cannot take it "
+        "in place"
+    )
+
+
 def _budget_warnings(experiment: Experiment, cost: float | None) -> tuple[bool, list[str]]:
     budget = experiment.budget.max_cost_usd if experiment.budget else None
     if budget is None:
@@ -404,6 +428,10 @@ def make_plan(
         note = _precision_note(precision, lora_on, local)
         if note:
             notes.assumptions.insert(0, note)
+    notes.warnings.extend(_quantized_run_warnings(experiment, precision, local))
+    merge = _merge_note(experiment, precision, choice, size)
+    if merge:
+        notes.assumptions.append(merge)
 
     per_example = tokens_per_example(s, sized.lengths.mean_len, sized.lengths.prompt_len)
     rows = _train_rows(experiment, dataset_rows)
