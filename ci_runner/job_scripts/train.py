@@ -401,14 +401,14 @@ def model_init_defaults(user: dict[str, Any]) -> dict[str, Any] | None:
     return {"device_map": None, **(kwargs or {})}
 
 
-def parallelism(args) -> str:
+def parallelism(args: Any) -> str:
     """How the processes share the work: no (one process), multi_gpu (DDP), fsdp, multi_cpu."""
     if fsdp_launched() and not args.use_cpu:
         return "fsdp"  # the Trainer's Accelerator applies the FSDP plugin from the launch env
     return str(args.distributed_state.distributed_type.value).lower()
 
 
-def quantization_config(config: dict[str, Any]):
+def quantization_config(config: dict[str, Any]) -> Any:
     """QLoRA: the bitsandbytes config the base loads with; None when not quantized.
 
     NF4 with double quantization, computing in the dtype the run config's
@@ -558,7 +558,7 @@ def save_merged(trainer, config: dict[str, Any], output_dir: str) -> str:
     return str(merged_dir)
 
 
-def reload_merged(config: dict[str, Any], adapter_dir: str):
+def reload_merged(config: dict[str, Any], adapter_dir: str) -> Any:
     """The base in its 16-bit (or float32) dtype on the CPU, with the saved adapter merged."""
     import torch
     from peft import PeftModel

@@ -233,7 +233,7 @@ def _precision_note(precision: Precision, lora_on: bool, local: bool) -> str | N
     )
 
 
-def _quantized_run_warnings(experiment: Experiment, precision: Precision, local: bool) -> list:
+def _quantized_run_warnings(experiment: Experiment, precision: Precision, local: bool) -> list[str]:
     if precision.quantize and local:
         return [
             "lora.quantize 4bit on the local backend: train.py runs in this environment, "

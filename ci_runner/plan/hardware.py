@@ -76,7 +76,9 @@ class FlavorChoice:
     processes: int = 1
 
     @classmethod
-    def of(cls, option: Option, notes: tuple[str, ...] = (), fits: bool | None = None):
+    def of(
+        cls, option: Option, notes: tuple[str, ...] = (), fits: bool | None = None
+    ) -> FlavorChoice:
         return cls(
             option.flavor,
             option.launcher == FSDP,
@@ -111,7 +113,7 @@ def _option(sizer: Sizer, flavor: Flavor, *, quantize: bool, launcher: str) -> O
     return Option(flavor, precision, memory, launcher)
 
 
-def _first_fit(sizer: Sizer, flavors: list[Flavor], quantize: bool, launcher: str):
+def _first_fit(sizer: Sizer, flavors: list[Flavor], quantize: bool, launcher: str) -> Option | None:
     for flavor in flavors:
         option = _option(sizer, flavor, quantize=quantize, launcher=launcher)
         if option.fits:

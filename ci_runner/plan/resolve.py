@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from ci_runner.plan.estimate import Plan, decide_lora
 from ci_runner.runconfig import DatasetSource, Launch, LoraSettings, RunConfig, Tracking
@@ -37,7 +38,7 @@ def checkpointing(hyperparameters: dict, plan: Plan) -> dict:
     return {**hyperparameters, "save_steps": -(-plan.steps // CHECKPOINTS_PER_RUN)}
 
 
-def with_precision(hyperparameters: dict, plan: Plan) -> dict:
+def with_precision(hyperparameters: dict[str, Any], plan: Plan) -> dict[str, Any]:
     """Send the dtype the plan sized the base in, when ci-runner chose it (LoRA on a flavor);
     the file's own ``model_init_kwargs`` stay, and a dtype it sets is never replaced."""
     if plan.dtype_source != "ci-runner" or not plan.dtype:
@@ -48,7 +49,7 @@ def with_precision(hyperparameters: dict, plan: Plan) -> dict:
     return {**hyperparameters, "model_init_kwargs": {**kwargs, "dtype": plan.dtype}}
 
 
-def launch_for(hyperparameters: dict, plan: Plan) -> Launch:
+def launch_for(hyperparameters: dict[str, Any], plan: Plan) -> Launch:
     """One process, or one per GPU under ``accelerate launch`` as the plan sized it."""
     if plan.launcher == "single" or plan.processes <= 1:
         return Launch()
