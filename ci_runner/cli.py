@@ -9,19 +9,18 @@ the README) and a message with secrets redacted.
 from __future__ import annotations
 
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 import click
 
 from ci_runner import __version__
+from ci_runner import commands as cmd
 from ci_runner.cli_output import (
     JSON_OPTION,
     echo,
+    echo_findings,
     emit_json,
-    ledgers_json,
-    methods,
     outcome_code,
     plan_json,
     plan_text,
@@ -31,22 +30,12 @@ from ci_runner.cli_output import (
     submit_text,
     warn,
 )
-from ci_runner.core.hashing import file_hash
-from ci_runner.data.formats import Verdict
-from ci_runner.errors import CiRunnerError, ExitCode, NotReadyError, SpecError
-from ci_runner.flow import preflight as pre
+from ci_runner.errors import CiRunnerError, NotReadyError
 from ci_runner.flow.poll import poll as poll_once
-from ci_runner.flow.start import cancel_waiting
 from ci_runner.flow.submit import SubmitOutcome
-from ci_runner.flow.submit import submit as submit_file
 from ci_runner.flow.workspace import Workspace
-from ci_runner.ledger import repository
 from ci_runner.ledger.model import Run
-from ci_runner.ledger.store import save_ledger
-from ci_runner.paths import Project
 from ci_runner.publish.redact import redact
-from ci_runner.report.files import write_all, write_report
-from ci_runner.spec.expand import expand
 
 
 class CliGroup(click.Group):
@@ -62,10 +51,7 @@ class CliGroup(click.Group):
 
 def workspace(ctx: click.Context) -> Workspace:
     """The project at ``--root``; evaluations push their model card as they close."""
-    from ci_runner.publish.model_card import push_card_after_eval
-
-    project = Project(Path(ctx.obj["root"]).resolve())
-    return Workspace(project, on_evaluated=push_card_after_eval)
+    return cmd.open_workspace(ctx.obj["root"])
 
 
 @click.group(cls=CliGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -114,61 +100,27 @@ def validate(ctx: click.Context, files: tuple[str, ...], with_data: bool, as_jso
     with --data, 7 if a dataset does not fit.
     """
     ws = workspace(ctx)
-    results: list[dict[str, Any]] = []
-    failed, misfit = 0, False
+    results = []
     for file in files:
-        warnings: list[str] = []
-        try:
-            experiment = ws.load(file, warnings=warnings)
-        except SpecError as exc:
-            # A wrong file (3) outranks one whose local inputs are only missing so far (4).
-            failed = min(failed or exc.exit_code, exc.exit_code)
-            results.append({"file": file, "valid": False, "errors": [vars(i) for i in exc.issues]})
-            if not as_json:
-                click.secho(redact(str(exc)), fg="red", err=True)
-            continue
-        for warning in [] if as_json else warnings:
-            warn(warning)
-        result: dict[str, Any] = {
-            "file": file,
-            "valid": True,
-            "warnings": warnings,
-            "name": experiment.name,
-            "method": methods(experiment),
-            "spec_hash": experiment.spec_hash,
-        }
-        runs = expand(experiment)
-        if experiment.is_multi_run:  # identified by its runs (the file's own hash omits them)
-            result["runs"] = [spec.run_id for spec in runs]
-            result["spec_hash"] = file_hash(result["runs"])
+        result = cmd.validate_file(ws, file, with_data=with_data)
         results.append(result)
-        if not as_json:
-            what = f"{experiment.name}: {methods(experiment).upper()}, {experiment.backend}"
-            if experiment.is_multi_run:
-                what += f", {len(runs)} runs"
-            echo(f"ok  {file}  ({what})")
-        if with_data:
-            try:
-                checks = pre.check_runs_data(ws, runs, strict=True).checks
-            except CiRunnerError as exc:
-                misfit = True
-                result["data_error"] = str(exc)
-                if not as_json:
-                    click.secho(f"{file}: dataset: {redact(str(exc))}", fg="red", err=True)
-                continue
-            if checks:
-                result["data"] = checks[0].to_json()
-            if len(checks) > 1:
-                result["data_per_run"] = [c.to_json() for c in checks]
-            misfit |= any(c.verdict != Verdict.READY for c in checks)
-            if not as_json:
-                echo("\n".join(c.render() for c in checks))
+        if as_json:
+            continue
+        if result.error is not None:
+            click.secho(redact(str(result.error)), fg="red", err=True)
+            continue
+        for warning in result.warnings:
+            warn(warning)
+        echo(f"ok  {file}  ({result.summary})")
+        if result.data_error is not None:
+            click.secho(f"{file}: dataset: {redact(str(result.data_error))}", fg="red", err=True)
+        elif result.checks:
+            echo("\n".join(c.render() for c in result.checks))
     if as_json:
-        emit_json(results)
-    if failed:
-        sys.exit(failed)
-    if misfit:
-        sys.exit(ExitCode.DATA)
+        emit_json([r.document for r in results])
+    code = cmd.validate_exit_code(results)
+    if code:
+        sys.exit(code)
 
 
 @main.command()
@@ -200,8 +152,8 @@ def plan(
     Exits 7 when the dataset does not fit the method, 5 when the plan exceeds
     budget.max_cost_usd (for a file of several runs: their total).
     """
-    result = pre.preflight(
-        workspace(ctx), Path(file), backend=backend, check_data=not skip_data_check
+    result, code = cmd.plan_file(
+        workspace(ctx), file, backend=backend, check_data=not skip_data_check
     )
     if as_json:
         emit_json(plan_json(result))
@@ -209,10 +161,8 @@ def plan(
         for warning in result.warnings:
             warn(warning)
         echo(plan_text(result))
-    if result.data.misfits:
-        sys.exit(ExitCode.DATA)
-    if result.plan.over_budget:
-        sys.exit(ExitCode.OVER_BUDGET)
+    if code:
+        sys.exit(code)
 
 
 @main.command("check-data")
@@ -241,51 +191,13 @@ def check_data(
         raise click.UsageError("give an experiment FILE or --dataset ID_OR_PATH (not both)")
     ws = workspace(ctx)
     if dataset:
-        result = pre.check_source(ws, dataset, config=config, split=split, remote=remote)
-        _show(result.to_json(), result.render(), as_json)
-        return
-    assert file is not None
-    experiment = ws.load(file)
-    checks = pre.check_runs_data(ws, expand(experiment), remote=remote, strict=True)
-    if experiment.is_multi_run:
-        rendered = "\n\n".join(c.render() for c in checks.checks)
-        _show([c.to_json() for c in checks.checks], rendered, as_json)
+        shown = cmd.check_data_source(ws, dataset, config=config, split=split, remote=remote)
     else:
-        (only,) = checks.checks
-        _show(only.to_json(), only.render(), as_json)
-    if checks.misfits:
-        sys.exit(ExitCode.DATA)
-
-
-@main.command()
-@JSON_OPTION
-@click.pass_context
-def status(ctx: click.Context, as_json: bool) -> None:
-    """Show every run recorded in the ledgers (no backend calls; see `poll`)."""
-    ledgers = repository.ledgers(workspace(ctx).project)
-    if as_json:
-        emit_json(ledgers_json(ledgers))
-        return
-    if not ledgers:
-        echo("no experiments submitted yet; try `ci-runner submit experiments/<name>.yaml`")
-    for ledger in ledgers:
-        echo(f"{ledger.experiment}  ({ledger.report_path})")
-        for run in ledger.runs:
-            echo(f"  {progress_line(run)}")
-
-
-@main.command()
-@click.argument("run_id")
-@click.option("--tail", type=int, default=None, help="Only the last N lines.")
-@click.pass_context
-def logs(ctx: click.Context, run_id: str, tail: int | None) -> None:
-    """Print a run's job log (RUN_ID may be a run id prefix or an experiment name)."""
-    ws = workspace(ctx)
-    _, run = repository.find_run(ws.project, run_id)
-    if not run.last_attempt or not run.last_attempt.job_id:
-        raise NotReadyError(f"{run.run_id} has no job yet")
-    for line in ws.backend(run.backend).logs(run.last_attempt.job_id, tail=tail):
-        echo(line)
+        assert file is not None
+        shown = cmd.check_data_file(ws, file, remote=remote)
+    _show(shown.document, shown.text, as_json)
+    if shown.exit_code:
+        sys.exit(shown.exit_code)
 
 
 # --- commands that act ------------------------------------------------------------------
@@ -330,34 +242,14 @@ def poll(ctx: click.Context, as_json: bool) -> None:
 
 
 @main.command()
-@click.argument("run_id")
+@JSON_OPTION
 @click.pass_context
-def cancel(ctx: click.Context, run_id: str) -> None:
-    """Cancel a run's job; the ledger and report say so at once."""
-    ws = workspace(ctx)
-    ledger, run = repository.find_run(ws.project, run_id)
-    stem = Path(ledger.report_path).stem
-    if run.waiting:
-        with ws.lock(stem):
-            canceled = cancel_waiting(ws, ledger, run.run_id)
-            if canceled is not None:
-                save_ledger(ws.project.ledger_path(stem), canceled)
-                write_report(ws.project, stem, canceled)
-                echo(f"canceled {run.run_id} (it had not started)")
-                return
-    if not run.active or not run.last_attempt or not run.last_attempt.job_id:
-        echo(f"{run.run_id} is {run.status.label.lower()}; nothing to cancel")
-        return
-    ws.backend(run.backend).cancel(run.last_attempt.job_id)
-    poll_once(ws)
-    echo(f"canceled {run.run_id} (job {run.last_attempt.job_id})")
-
-
-@main.command()
-@click.pass_context
-def report(ctx: click.Context) -> None:
+def report(ctx: click.Context, as_json: bool) -> None:
     """Re-render every report from its ledger; writes only files that change."""
-    changed = write_all(workspace(ctx).project)
+    changed = cmd.report(workspace(ctx))
+    if as_json:
+        emit_json(cmd.report_document(changed))
+        return
     for path in changed:
         echo(f"updated {path}")
     if not changed:
@@ -401,9 +293,11 @@ def run(
     elif outcome.runs:
         for r in runs:
             echo(f"{r.status.label}: {r.run_id}" + (f" — {r.error}" if r.error else ""))
+            echo_findings(r)
         echo(f"report: {outcome.report}")
     else:
         echo(f"{runs[0].status.label}: {runs[0].run_id}")
+        echo_findings(runs[0])
         echo(f"report: {outcome.report}")
     sys.exit(outcome_code(runs))
 
@@ -429,17 +323,14 @@ def wait(
     failed), 12 if --timeout passed first. Progress goes to stderr.
     """
     ws = workspace(ctx)
-    if experiments:
-        run_ids = [r.run_id for n in experiments for r in repository.runs_of(ws.project, n)]
-    else:
-        ledgers = repository.ledgers(ws.project)
-        run_ids = [r.run_id for led in ledgers for r in led.active_runs]
-    runs = _watch(ws, run_ids, timeout=timeout, interval=interval) if run_ids else []
+    run_ids = cmd.wait_run_ids(ws, experiments)
+    runs = _watch(ws, run_ids, timeout=timeout, interval=interval)
     if as_json:
-        emit_json({"exit_code": outcome_code(runs), "runs": [run_json(r) for r in runs]})
+        emit_json(cmd.wait_document(runs))
     else:
         for r in runs:
             echo(f"{r.status.label}: {r.run_id}" + (f" — {r.error}" if r.error else ""))
+            echo_findings(r)
         if not runs:
             echo("no runs to wait for")
     sys.exit(outcome_code(runs))
@@ -455,24 +346,34 @@ def _show(data: Any, text: str, as_json: bool) -> None:
 def _watch(
     ws: Workspace, run_ids: list[str], *, timeout: float | None, interval: float
 ) -> list[Run]:
-    """Poll until the runs end or the timeout passes; progress lines to stderr."""
-    deadline = None if timeout is None else time.monotonic() + timeout
-    shown: dict[str, str] = {}
+    """Poll until the runs end or the timeout passes, waking as soon as a local job ends.
+
+    On a terminal, one live line per run (a progress bar, step and loss) on stderr;
+    piped (CI logs), a plain line whenever a run's line changes.
+    """
+    from ci_runner.cli_status import console, progress_bar
+
+    err = console(stderr=True)
+    live = None
+    on_runs = None
+    if err.is_terminal:
+        from rich.live import Live
+
+        live = Live("", console=err, auto_refresh=False, transient=False)
+        live.start()
+
+        def on_runs(runs: list[Run]) -> None:
+            live.update("\n".join(progress_bar(r) for r in runs), refresh=True)
+
     try:
-        while True:
-            poll_once(ws)
-            runs = [repository.find_run(ws.project, run_id)[1] for run_id in run_ids]
-            for r in runs:
-                line = progress_line(r)
-                if shown.get(r.run_id) != line:
-                    echo(f"  {line}", err=True)
-                    shown[r.run_id] = line
-            if not any(r.active for r in runs):
-                return runs
-            if deadline is not None and time.monotonic() >= deadline:
-                echo(f"stopped waiting after {timeout:.0f}s; runs continue", err=True)
-                return runs
-            time.sleep(interval)
+        return cmd.watch(
+            ws,
+            run_ids,
+            timeout=timeout,
+            interval=interval,
+            on_line=lambda line: echo(line, err=True),
+            on_runs=on_runs,
+        )
     except KeyboardInterrupt:
         echo(
             "\nstopped watching; jobs keep running. Check with `ci-runner poll`, "
@@ -480,15 +381,18 @@ def _watch(
             err=True,
         )
         sys.exit(130)
+    finally:
+        if live is not None:
+            live.stop()
 
 
 def _submit(
     ws: Workspace, file: str, backend: str | None, allow_over_budget: bool, skip_data_check: bool
 ) -> SubmitOutcome:
     """Submit as `submit` and `run` both do, warnings to stderr."""
-    outcome = submit_file(
+    outcome = cmd.submit(
         ws,
-        Path(file),
+        file,
         backend=backend,
         allow_over_budget=allow_over_budget,
         check_data=not skip_data_check,
@@ -498,14 +402,41 @@ def _submit(
     return outcome
 
 
-def _register_github_commands() -> None:
+@main.command("mcp")
+@click.option(
+    "--allow-submit",
+    is_flag=True,
+    help="Let agents submit runs (costs money on hf-jobs) and cancel them. Default: read-only.",
+)
+@click.option("--allow-cancel", is_flag=True, help="Let agents cancel runs (not submit).")
+@click.pass_context
+def mcp(ctx: click.Context, allow_submit: bool, allow_cancel: bool) -> None:
+    """Serve the commands as MCP tools over stdio (for Codex, Claude Code...).
+
+    Needs the mcp extra: pip install 'ci-runner[mcp]'. Tools: validate, check_data, plan,
+    submit, status, logs, cancel, wait, report; each returns its command's --json document.
+    """
+    import importlib.util
+
+    if importlib.util.find_spec("mcp") is None:
+        raise NotReadyError(
+            "`ci-runner mcp` needs the MCP SDK: pip install 'ci-runner[mcp]' (or -e '.[mcp]')"
+        )
+    from ci_runner.mcp_server import Settings, serve  # imports the SDK: only here
+
+    root = Path(ctx.obj["root"]).resolve()
+    serve(Settings(root=root, allow_submit=allow_submit, allow_cancel=allow_cancel))
+
+
+def _register_commands() -> None:
     from ci_runner.cli_github import action, publish
+    from ci_runner.cli_watch import cancel, logs, status
 
-    main.add_command(action)
-    main.add_command(publish)
+    for command in (status, logs, cancel, action, publish):
+        main.add_command(command)
 
 
-_register_github_commands()
+_register_commands()
 
 if __name__ == "__main__":
     main()

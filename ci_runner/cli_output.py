@@ -20,6 +20,8 @@ from ci_runner.ledger.model import Ledger, Run, RunStatus
 from ci_runner.plan.render import plan_to_json, render_plan
 from ci_runner.plan.total import file_plan_to_json, render_file_plan
 from ci_runner.publish.redact import redact
+from ci_runner.report.health import check_run, fmt
+from ci_runner.report.render import OVERVIEW_COLUMNS, wall_time
 from ci_runner.spec.expand import expand
 from ci_runner.spec.model import Experiment
 
@@ -44,10 +46,24 @@ def warn(text: str) -> None:
 
 
 def run_json(run: Run) -> dict[str, Any]:
+    """The run without its curves; the latest value of each metric, the wall time (the
+    runtime the report shows) and the health findings."""
     data = run.model_dump(mode="json", exclude={"hyperparameters"})
-    if data.get("metrics"):
+    spent = wall_time(run)
+    data["wall_time_s"] = round(spent[0], 3) if spent else None
+    if data.get("metrics") and run.metrics is not None:
         data["metrics"].pop("loss_curve", None)
+        data["metrics"].pop("series", None)
+        data["metrics"]["latest"] = {key: run.metrics.last(key) for key in run.metrics.series}
+    data["checks"] = [finding.to_json() for finding in check_run(run)]
     return data
+
+
+def echo_findings(run: Run, *, indent: str = "") -> None:
+    """The run's health findings, each with its remedy, as warnings (stdout, as the run's
+    own lines are)."""
+    for finding in check_run(run):
+        click.secho(redact(f"{indent}warning: {run.run_id}: {finding.text}"), fg="yellow")
 
 
 def ledgers_json(ledgers: list[Ledger]) -> list[dict[str, Any]]:
@@ -81,8 +97,14 @@ def progress_line(run: Run) -> str:
         parts.append(f"step {m.step}/{m.max_steps or '?'}")
     if m and m.final_loss is not None:
         parts.append(f"loss {m.final_loss:.4f}")
+    for name, key in OVERVIEW_COLUMNS.get(run.method, ()):
+        if m and (latest := m.last(key)) is not None:
+            parts.append(f"{name.lower()} {fmt(latest)}")
     if m and m.eta_s is not None and run.active:
         parts.append(f"ETA {short(m.eta_s)}")
+    findings = check_run(run)
+    if findings:
+        parts.append("⚠ " + ", ".join(f.title for f in findings))
     if run.error:
         parts.append(run.error)
     return " · ".join(parts)

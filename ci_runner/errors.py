@@ -23,6 +23,27 @@ class ExitCode(IntEnum):
     WAIT_TIMEOUT = 12  # stopped waiting before runs finished
 
 
+# What each exit code means, for front ends that report it rather than exit with it (MCP).
+EXIT_MEANINGS: dict[int, str] = {
+    ExitCode.OK: "success",
+    ExitCode.INTERNAL: "internal error in ci-runner (please report it)",
+    ExitCode.USAGE: "bad usage: fix the call's arguments",
+    ExitCode.SPEC_INVALID: "the experiment file is invalid: fix it at the line given",
+    ExitCode.NOT_READY: "something the run needs is missing: a local model, dataset, fixtures "
+    "or an extra",
+    ExitCode.OVER_BUDGET: "the plan exceeds budget.max_cost_usd",
+    ExitCode.BACKEND: "the backend, Hub or GitHub refused or failed: check tokens and quota",
+    ExitCode.DATA: "the dataset does not fit the method, or cannot be read as the file asks",
+    ExitCode.RUN_FAILED: "the run failed: read its error, then its logs",
+    ExitCode.RUN_CANCELED: "the run was canceled",
+    ExitCode.WAIT_TIMEOUT: "stopped waiting before the runs finished; they continue",
+}
+
+
+def exit_meaning(code: int) -> str:
+    return EXIT_MEANINGS.get(code, f"exit code {code}")
+
+
 class CiRunnerError(Exception):
     """Base for errors that end a command with a message and an exit code."""
 

@@ -34,7 +34,7 @@ from ci_runner.plan.total import render_totals
 from ci_runner.publish import comment as plan_comment
 from ci_runner.publish.model_card import push_card_after_eval
 from ci_runner.publish.plans import plan_entry
-from ci_runner.publish.pr_body import eval_table, status_table
+from ci_runner.publish.pr_body import summary_block
 from ci_runner.publish.redact import redact
 from ci_runner.report.files import write_all
 from ci_runner.report.render import code, table
@@ -253,11 +253,13 @@ def do_submit(ws: Workspace, inputs: Inputs, files: list[str], out: Outcome) -> 
 
 
 def summarize_ledgers(ws: Workspace, out: Outcome, heading: str) -> None:
+    """Each experiment as its report opens: runs, metrics, health findings, evaluations.
+
+    Plots are left out: a step summary cannot show the repository's files (the PR body,
+    written once they are pushed, links them)."""
     ledgers = repository.ledgers(ws.project)
-    blocks = [f"## {heading}", "### Status\n\n" + status_table(ledgers)]
-    for ledger in ledgers:
-        if any(run.evaluations for run in ledger.runs):
-            blocks.append(f"### Evaluations: {code(ledger.experiment)}\n\n" + eval_table(ledger))
+    blocks = [f"## {heading}"]
+    blocks += [summary_block(ledger) for ledger in ledgers] or ["_No runs recorded yet._"]
     out.summary.append("\n\n".join(blocks))
 
 

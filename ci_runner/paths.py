@@ -62,8 +62,9 @@ class Project:
     def report_path(self, stem: str) -> Path:
         return self.reports_dir / f"{stem}.md"
 
-    def plot_path(self, stem: str) -> Path:
-        return self.reports_dir / f"{stem}.loss.svg"
+    def plot_path(self, stem: str, figure: str = "loss") -> Path:
+        """A report's figure (``report/figures.py``): ``<stem>.loss.svg``, ``<stem>.<key>.svg``."""
+        return self.reports_dir / f"{stem}.{figure}.svg"
 
     def ledger_paths(self) -> list[Path]:
         return sorted(self.reports_dir.glob(f"*{LEDGER_SUFFIX}"))

@@ -10,8 +10,12 @@ import math
 import re
 from dataclasses import dataclass, field
 
-STEP_RE = re.compile(r"^\[step (\d+)/(\d+)\]((?: [a-z_/]+=\S+)*)")
-PAIR_RE = re.compile(r" ([a-z_/]+)=(\S+)")
+STEP_RE = re.compile(r"^\[step (\d+)/(\d+)\]((?: [A-Za-z0-9_./-]+=\S+)*)")
+PAIR_RE = re.compile(r" ([A-Za-z0-9_./-]+)=(\S+)")
+
+
+# Pairs on a progress line that are not training metrics.
+NOT_SERIES = frozenset({"eta_s", "epoch", "learning_rate", "num_tokens", "train_loss"})
 
 
 @dataclass(frozen=True)
@@ -22,6 +26,9 @@ class Progress:
     learning_rate: float | None = None
     eta_s: float | None = None
     loss_curve: list[tuple[int, float]] = field(default_factory=list)
+    # Every other logged metric by name (finite values only), and where one went NaN/inf.
+    series: dict[str, list[tuple[int, float]]] = field(default_factory=dict)
+    nonfinite: dict[str, int] = field(default_factory=dict)
 
     @property
     def min_loss(self) -> float | None:
@@ -40,6 +47,8 @@ def parse_progress(lines: list[str]) -> Progress:
     step = max_steps = None
     loss = lr = eta = None
     curve: dict[int, float] = {}
+    series: dict[str, dict[int, float]] = {}
+    nonfinite: dict[str, int] = {}
     for line in lines:
         match = STEP_RE.match(line)
         if not match:
@@ -51,4 +60,21 @@ def parse_progress(lines: list[str]) -> Progress:
             curve[step] = value
         lr = _float(pairs["learning_rate"]) if "learning_rate" in pairs else lr
         eta = _float(pairs.get("eta_s", "")) if "eta_s" in pairs else eta
-    return Progress(step, max_steps, loss, lr, eta, sorted(curve.items()))
+        for key, text in pairs.items():
+            if key in NOT_SERIES:
+                continue
+            if (value := _float(text)) is not None:
+                if key != "loss":
+                    series.setdefault(key, {})[step] = value
+            elif text.lower().lstrip("+-") in ("nan", "inf", "infinity"):
+                nonfinite.setdefault(key, step)
+    return Progress(
+        step,
+        max_steps,
+        loss,
+        lr,
+        eta,
+        sorted(curve.items()),
+        {key: sorted(points.items()) for key, points in sorted(series.items())},
+        nonfinite,
+    )

@@ -12,9 +12,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
-SCHEMA_VERSION = 1
-RUN_CONFIG_ENV = "CI_RUNNER_RUN_CONFIG"
-SUMMARY_PREFIX = "CI_RUNNER_SUMMARY "
+from ci_runner.job_scripts.protocol import RUN_CONFIG_ENV as RUN_CONFIG_ENV
+from ci_runner.job_scripts.protocol import SCHEMA_VERSION as SCHEMA_VERSION
+from ci_runner.job_scripts.protocol import SUMMARY_PREFIX as SUMMARY_PREFIX
 
 
 class _Frozen(BaseModel):
@@ -59,10 +59,27 @@ class Launch(_Frozen):
     mixed_precision: Literal["no", "bf16", "fp16"] = "no"  # the accelerate config's value
 
 
+# Where a local run's MLflow metrics go unless ``tracking.uri`` says: relative to the
+# project root, which is a local job's working directory.
+LOCAL_MLFLOW_URI = "sqlite:///.ci-runner/mlflow.db"
+# What a job logging to MLflow needs beyond train.py's own header (HF Jobs: `uv run --with`),
+# and the environment variables MLflow reads its credentials from (passed as job secrets).
+MLFLOW_JOB_REQUIREMENTS = ("mlflow-skinny==3.17.2",)
+MLFLOW_SECRET_ENV = (
+    "MLFLOW_TRACKING_TOKEN",
+    "MLFLOW_TRACKING_USERNAME",
+    "MLFLOW_TRACKING_PASSWORD",
+)
+
+
 class Tracking(_Frozen):
+    """``project`` is trackio's project, or for MLflow the experiment's name."""
+
     project: str
     run_name: str
     space_id: str | None = None
+    backend: Literal["trackio", "mlflow"] = "trackio"
+    uri: str | None = None  # MLflow's tracking URI
 
 
 class RunConfig(_Frozen):

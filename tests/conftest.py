@@ -3,8 +3,14 @@
 from __future__ import annotations
 
 import os
+import sys
+from pathlib import Path
 
 import pytest
+
+# Job scripts import their helpers (protocol, shaping, sandbox) as top-level siblings, as
+# they do inside a job; tests that load a script as a module find them the same way.
+sys.path.append(str(Path(__file__).resolve().parents[1] / "ci_runner" / "job_scripts"))
 
 # Nothing in the suite may reach the real Hub: sizing a Hub model would otherwise
 # retry against an unreachable huggingface.co. Tests of the HF API use a loopback fake.
@@ -81,3 +87,44 @@ def cli(root, *args: str):
         text=True,
         timeout=600,
     )
+
+
+@pytest.fixture
+def hf(monkeypatch):
+    """A loopback HF Jobs API (namespace ``alice``) and dataset viewer serving a small
+    Capybara-shaped dataset, with huggingface_hub pointed at them."""
+    from tests.dataset_viewer_server import FakeDatasetViewer
+    from tests.hf_jobs_server import FakeHFJobs
+
+    rows = [
+        {
+            "messages": [
+                {"role": "user", "content": f"q{i}"},
+                {"role": "assistant", "content": f"a{i}"},
+            ]
+        }
+        for i in range(20)
+    ]
+    with (
+        FakeHFJobs(
+            namespace=HF_NAMESPACE, page_size=2, token=HF_TOKEN, stream_idle_close_s=0.05
+        ) as server,
+        FakeDatasetViewer() as viewer,
+    ):
+        viewer.add_dataset("trl-lib/Capybara", {"default": {"train": rows}})
+        monkeypatch.setenv("HF_ENDPOINT", server.url)  # model sizing asks the fake too (404)
+        monkeypatch.setenv("HF_DATASETS_SERVER", viewer.url)  # the pre-submit data check
+        yield server
+
+
+@pytest.fixture
+def project(tmp_path):
+    """An empty project checkout with its experiments/ folder."""
+    from ci_runner.paths import Project
+
+    (tmp_path / "experiments").mkdir()
+    return Project(tmp_path)
+
+
+HF_NAMESPACE = "alice"
+HF_TOKEN = "hf_TOPSECRET_token_never_printed_0042"

@@ -191,8 +191,10 @@ def test_poll_summary_has_status_and_eval_tables(tmp_path):
     run = run_action({"command": "poll"}, workspace=workspace, tmp=tmp_path)
     assert run.exit_code == 0, run.log
     assert "## ci-runner poll" in run.summary
-    assert "| Experiment | Run | Status | Step | Loss | Hardware | Job |" in run.summary
-    assert "| Completed | 100/100 | 0.9000 | a10g-large |" in run.summary
+    # the report's own overview: the experiment, its runs and their checks, the evaluations
+    assert "### `qwen3-codeforces-sft`: SFT (TRL) of `Qwen/Qwen3-0.6B`" in run.summary
+    assert "| Run | Status | Step | Loss | Wall time (submit → finish) |" in run.summary
+    assert "| Completed | 100/100 | 0.9000 |" in run.summary and "| ok |" in run.summary
     assert "Δ vs base" in run.summary and "+0.047" in run.summary
     assert run.outputs["pr-url"] == ""  # no token: nothing published
 

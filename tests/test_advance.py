@@ -149,5 +149,75 @@ def test_rows_the_job_dropped_become_run_warnings_in_the_report():
         method="sft",
         runs=[run],
     )
-    text = render_report(ledger, plot_name=None)
+    text = render_report(ledger)
     assert "> **Warning:** train set: dropped 2 of 16 rows with no content in messages" in text
+
+
+# --- the method's own metrics: kept small, idempotent ------------------------------------
+
+
+def test_downsampling_keeps_at_most_200_points_first_and_last_and_is_idempotent():
+    from ci_runner.job_scripts.curves import MAX_POINTS, downsample
+
+    curve = [(s, 3.0 - s / 10_000) for s in range(1, 10_001)]
+    thin = downsample(curve, 10_000)
+    assert len(thin) <= MAX_POINTS
+    assert thin[0] == curve[0] and thin[-1] == curve[-1]
+    assert downsample(thin, 10_000) == thin
+    # a poll merges a log tail (points it may have dropped) back in: still the same curve
+    assert downsample([*thin, *curve[-500:]], 10_000) == thin
+    short = [(1, 2.0), (2, 1.5), (3, 1.2)]
+    assert downsample(short, 3) == short
+
+
+def test_summary_series_keep_the_methods_own_metrics_only():
+    summary = TrainSummary.from_dict(
+        {
+            "status": "completed",
+            "steps": 4,
+            "max_steps": 4,
+            "final_loss": 0.0,
+            "loss_history": [[1, 0.0], [2, 0.0]],
+            "series": {
+                "reward": [[1, 0.0], [2, 0.0]],
+                "rewards/accuracy_reward/mean": [[1, 0.0], [2, 0.0]],
+                "eval_loss": [[2, 1.0]],  # not one of GRPO's
+                "mean_token_accuracy": [[1, 0.1]],
+            },
+            "nonfinite": {"grad_norm": 2},
+        }
+    )
+    run = make_run().model_copy(update={"method": "grpo"})
+    status = JobStatus("j1", JobState.COMPLETED, 0, None, "2026-11-22T00:01:00Z")
+    run = apply_job_status(run, status, progress=None, summary=summary)
+    assert sorted(run.metrics.series) == ["reward", "rewards/accuracy_reward/mean"]
+    assert run.metrics.last("reward") == 0.0 and run.metrics.nonfinite == {"grad_norm": 2}
+    assert apply_job_status(run, status, progress=None, summary=summary) == run
+
+
+def test_progress_lines_fill_the_series_while_running():
+    log = [
+        "[step 1/4] loss=0.69 rewards/accuracies=0.5 rewards/margins=0.01 grad_norm=1.2 eta_s=9",
+        "[step 2/4] loss=0.68 rewards/accuracies=0.75 rewards/margins=0.02 grad_norm=inf",
+        "[step 2/4] eval_loss=0.7 epoch=0.5",
+    ]
+    progress = parse_progress(log)
+    assert progress.nonfinite == {"grad_norm": 2}
+    assert "epoch" not in progress.series and "eta_s" not in progress.series
+    run = make_run().model_copy(update={"method": "dpo"})
+    run = apply_job_status(run, JobStatus("j1", JobState.RUNNING), progress=progress, summary=None)
+    assert run.metrics.series == {
+        "eval_loss": [(2, 0.7)],
+        "grad_norm": [(1, 1.2)],
+        "rewards/accuracies": [(1, 0.5), (2, 0.75)],
+        "rewards/margins": [(1, 0.01), (2, 0.02)],
+    }
+    again = apply_job_status(
+        run, JobStatus("j1", JobState.RUNNING), progress=progress, summary=None
+    )
+    assert again == run
+
+
+def test_reward_function_names_with_capitals_and_digits_are_read():
+    progress = parse_progress(["[step 1/2] loss=0 reward=1 rewards/Exact2Match/mean=1"])
+    assert progress.series["rewards/Exact2Match/mean"] == [(1, 1.0)]

@@ -30,7 +30,6 @@ from ci_runner.ledger.store import load_ledger
 from ci_runner.paths import Project
 from ci_runner.runconfig import Launch
 from tests.conftest import ROOT
-from tests.dataset_viewer_server import FakeDatasetViewer
 from tests.hf_jobs_server import FakeHFJobs
 from tests.model_hub import hub_model_files, model_hub
 
@@ -47,18 +46,6 @@ CAPYBARA = [
 ]
 
 
-@pytest.fixture
-def hf(monkeypatch):
-    with (
-        FakeHFJobs(namespace=NS, page_size=2, token=TOKEN, stream_idle_close_s=0.05) as server,
-        FakeDatasetViewer() as viewer,
-    ):
-        viewer.add_dataset("trl-lib/Capybara", {"default": {"train": CAPYBARA}})
-        monkeypatch.setenv("HF_ENDPOINT", server.url)  # model sizing asks the fake too (404)
-        monkeypatch.setenv("HF_DATASETS_SERVER", viewer.url)  # the pre-submit data check
-        yield server
-
-
 def experiment_text(name: str, extra: str = "") -> str:
     return (
         f"name: {name}\n"
@@ -72,12 +59,6 @@ def experiment_text(name: str, extra: str = "") -> str:
         "tracking:\n  space: alice/trackio\n"
         "backend: hf-jobs\n" + extra
     )
-
-
-@pytest.fixture
-def project(tmp_path) -> Project:
-    (tmp_path / "experiments").mkdir()
-    return Project(tmp_path)
 
 
 def write(project: Project, name: str, extra: str = "") -> Path:
@@ -133,6 +114,7 @@ def test_submit_sends_script_config_secret_labels_flavor_and_timeout(project, hf
     scripts = ROOT / "ci_runner" / "job_scripts"
     assert shipped["train.py"] == (scripts / "train.py").read_bytes()
     assert shipped["shaping.py"] == (scripts / "shaping.py").read_bytes()
+    assert shipped["curves.py"] == (scripts / "curves.py").read_bytes()
     config = json.loads(body["environment"][CONFIG_ENV])
     assert config["hub_model_id"] == f"{NS}/qwen-sft" and config["run_id"] == outcome.run_id
     assert body["command"][:2] == ["bash", "-c"] and "uv run" in body["command"][2]

@@ -5,7 +5,17 @@ from __future__ import annotations
 import subprocess
 import sys
 
-HEAVY = ("torch", "transformers", "trl", "peft", "datasets", "trackio", "sentencepiece")
+HEAVY = (
+    "torch",
+    "transformers",
+    "trl",
+    "peft",
+    "datasets",
+    "trackio",
+    "sentencepiece",
+    "matplotlib",  # only when a plot is drawn
+    "numpy",
+)
 
 
 def test_cli_import_pulls_in_no_ml_stack():

@@ -487,14 +487,14 @@ def test_report_ranks_matrix_runs_by_the_first_benchmark_and_marks_the_best():
         method="sft",
         runs=[r.model_copy(update={"max_parallel": 1}) for r in runs],
     )
-    table = render_report(ledger, plot_name=None).split("# Experiment Evaluations")[1]
+    table = render_report(ledger).split("# Experiment Evaluations")[1]
     order = [m for m in re.findall(r"^\| `(s-\d)`", table, re.M)]
     assert list(dict.fromkeys(order)) == ["s-3", "s-4", "s-1", "s-2"]
     assert table.count("(best)") == 1
     assert "| gsm8k | **0.500** (best) |" in table
     # a single-run file's report keeps its order and marks nothing
     plain = ledger.model_copy(update={"runs": runs})
-    table = render_report(plain, plot_name=None).split("# Experiment Evaluations")[1]
+    table = render_report(plain).split("# Experiment Evaluations")[1]
     assert list(dict.fromkeys(re.findall(r"^\| `(s-\d)`", table, re.M))) == [
         "s-1",
         "s-2",

@@ -604,3 +604,22 @@ def test_runs_checkpoint_about_ten_times_unless_told() -> None:
     assert checkpointing({}, plan)["save_steps"] == -(-plan.steps // 10)
     assert checkpointing({"save_steps": 7}, plan) == {"save_steps": 7}
     assert checkpointing({"save_strategy": "epoch"}, plan) == {"save_strategy": "epoch"}
+
+
+def test_runs_log_about_ten_points_unless_told() -> None:
+    """TRL logs every 10 steps: a 6-step run would log nothing and have no curve."""
+    from ci_runner.plan.resolve import logging
+
+    plan = make_plan(experiment(), size=size_of("Qwen3-0.6B"), dataset_rows=None, mean_seq_len=None)
+
+    def replace(plan, steps):
+        return plan.model_copy(update={"steps": steps})
+
+    assert logging({}, replace(plan, steps=6)) == {"logging_steps": 1}
+    assert logging({}, replace(plan, steps=50)) == {"logging_steps": 5}
+    assert logging({}, replace(plan, steps=100)) == {}  # TRL's 10 already gives ten points
+    assert logging({}, replace(plan, steps=None)) == {}  # unknown: the report warns if needed
+    assert logging({"logging_steps": 3}, replace(plan, steps=6)) == {"logging_steps": 3}
+    assert logging({"logging_strategy": "epoch"}, replace(plan, steps=6)) == {
+        "logging_strategy": "epoch"
+    }

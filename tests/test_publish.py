@@ -50,7 +50,11 @@ def test_publish_opens_then_updates_one_pr_and_reruns_write_nothing(remote):
     post = fake.writes()[0].body
     assert post["head"] == BRANCH and post["base"] == "main"
     assert "humaneval pass@1" in post["body"] and "baseline" in post["body"]
-    assert f"blob/{first.commit}/training_reports/{STEM}.loss.svg?raw=true" in post["body"]
+    assert (
+        f"(https://github.example/acme/models/blob/{first.commit}/training_reports/{STEM}.loss.svg?raw=true)"
+        in post["body"]
+    )
+    assert "| Run | Status | Step | Loss |" in post["body"]  # the report's own overview
     log = git(bare, "log", "--format=%an <%ae>|%s", f"main..{BRANCH}").splitlines()
     assert log == [f"{BOT_NAME} <{BOT_EMAIL}>|ci-runner: update {EXPERIMENT} training report"]
     files = git(bare, "diff", "--name-only", f"main..{BRANCH}").splitlines()

@@ -84,9 +84,12 @@ def test_demo_finishes_with_report_loss_and_plot(demo):
     assert run.metrics.step == run.metrics.max_steps == 12
     assert f"Final loss: {run.metrics.final_loss:.4f}" in text
     assert len(run.metrics.loss_curve) == 12
-    assert f"![Training loss]({STEM}.loss.svg)" in text
+    assert f"![Loss]({STEM}.loss.svg)\n![Mean token accuracy]({STEM}.token-accuracy.svg)" in text
+    assert [s for s, _ in run.metrics.series["eval_loss"]] == [6, 12]  # eval_steps: 6
+    assert f"- Eval loss: {run.metrics.last('eval_loss'):.4g}" in text
     svg = (root / "training_reports" / f"{STEM}.loss.svg").read_text()
-    assert svg.count("<polyline") == 1
+    assert svg.startswith('<?xml version="1.0"') and "<!-- ci-runner figure " in svg
+    assert ">train</text>" in svg and ">eval</text>" in svg  # eval loss drawn dashed
     assert (root / run.output_dir / "model.safetensors").exists()
 
 

@@ -133,3 +133,25 @@ def test_clean_exit_without_a_summary_is_a_failed_stage_job():
         None,
     )
     assert run.stage_jobs[0].state == JobState.ERROR
+
+
+def test_no_best_model_on_a_tie_or_without_a_rival():
+    """0.000 vs 0.000 is not a win; nor is being the only model evaluated. The export then
+    takes the final model."""
+    from ci_runner.ledger.model import Evaluation
+
+    def evaluated(*scored: tuple[str, str, float]) -> Run:
+        return make_run(
+            evaluations=[
+                Evaluation(benchmark="humaneval", model_label=label, model=model, score=score)
+                for label, model, score in scored
+            ]
+        )
+
+    base = ("base", "Qwen/Qwen3-0.6B", 0.0)
+    tie = evaluated(base, ("checkpoint-5", "out/checkpoint-5", 0.0), ("final", "out", 0.0))
+    assert best_model(tie) is None
+    assert export_job(tie.model_copy(update={"export": {}}), now=NOW).model == "out"
+    assert best_model(evaluated(base, ("final", "out", 0.4))) is None
+    win = evaluated(base, ("checkpoint-5", "out/checkpoint-5", 0.1), ("final", "out", 0.4))
+    assert best_model(win) == "out"

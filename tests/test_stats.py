@@ -13,8 +13,8 @@ from collections import Counter
 
 import pytest
 
-from ci_runner.report import stats
-from ci_runner.report.stats import (
+from ci_runner.core import stats
+from ci_runner.core.stats import (
     Delta,
     align,
     align_all,

@@ -164,6 +164,9 @@ def test_sft_lora_with_eval_split(tiny_fixtures, job_env, tmp_path, monkeypatch)
     summary = assert_trained(result, config, job_env, monkeypatch)
     assert "rows train=24 eval=8" in result.output
     assert math.isfinite(summary["eval_loss"])
+    # SFT's own metrics: eval loss at each eval step, token accuracy at each logging step
+    assert [step for step, _ in summary["series"]["eval_loss"]] == [3]
+    assert len(summary["series"]["mean_token_accuracy"]) == 3
     adapter = json.loads((Path(config.output_dir) / "adapter_config.json").read_text())
     assert adapter["r"] == 4 and sorted(adapter["target_modules"]) == ["q_proj", "v_proj"]
     merged = Path(config.output_dir) / "merged"  # output.merge: a full model, no adapter
@@ -177,6 +180,10 @@ def test_dpo_inline_config(tiny_fixtures, job_env, tmp_path, monkeypatch):
     result = run_train(config, job_env, tmp_path, inline=True)
     summary = assert_trained(result, config, job_env, monkeypatch)
     assert summary["eval_loss"] is None
+    series = summary["series"]
+    assert {"rewards/accuracies", "rewards/margins", "rewards/chosen"} <= set(series)
+    assert all(len(points) == 3 for points in series.values())
+    assert "mean_token_accuracy" not in series  # SFT's, not DPO's
 
 
 @pytest.mark.training
@@ -209,8 +216,67 @@ def test_grpo_accuracy_reward(tiny_fixtures, job_env, tmp_path, monkeypatch):
         hyperparameters={"num_generations": 4, "max_completion_length": 12},
     )
     result = run_train(config, job_env, tmp_path)
-    assert_trained(result, config, job_env, monkeypatch)
+    summary = assert_trained(result, config, job_env, monkeypatch)
     assert "rewards/accuracy_reward/mean=" in result.output
+    assert {
+        "reward",
+        "reward_std",
+        "rewards/accuracy_reward/mean",
+        "rewards/format_reward/mean",
+        "completions/mean_length",
+    } <= set(summary["series"])
+
+
+@pytest.mark.training
+def test_a_reward_that_is_always_zero_is_no_learning_signal(
+    tiny_fixtures, job_env, tmp_path, monkeypatch
+):
+    """The summary carries the rewards, so the ledger can say the run learned nothing."""
+    from ci_runner.backend.base import JobStatus
+
+    from ci_runner.ledger.advance import apply_job_status
+    from ci_runner.ledger.model import Attempt, JobState, Run
+    from ci_runner.report.health import check_run
+
+    module = tmp_path / "zero.py"
+    module.write_text(
+        "def zero_reward(completions, **kwargs):\n    return [0.0] * len(completions)\n"
+    )
+    config = make_config(
+        tmp_path,
+        tiny_fixtures.model,
+        tiny_fixtures.grpo_data,
+        "grpo",
+        rewards=[f"{module}:zero_reward"],
+        hyperparameters={"max_steps": 2, "num_generations": 4, "max_completion_length": 8},
+    )
+    summary = assert_trained(run_train(config, job_env, tmp_path), config, job_env, monkeypatch)
+    assert summary["series"]["rewards/zero_reward/mean"] == [[1, 0.0], [2, 0.0]]
+    run = Run(
+        run_id="zero",
+        title="zero",
+        method="grpo",
+        spec_hash="h",
+        created_at="2026-11-27T00:00:00Z",
+        backend="local",
+        hardware="local",
+        base_model=str(tiny_fixtures.model),
+        dataset=str(tiny_fixtures.grpo_data),
+        dataset_split="train",
+        rewards=list(config.rewards),
+        hyperparameters=dict(config.hyperparameters),
+        output_dir=config.output_dir,
+        tracking_project=PROJECT,
+        tracking_run="zero",
+        attempts=[Attempt(number=1, backend="local", job_id="j", submitted_at="t0")],
+    )
+    run = apply_job_status(
+        run, JobStatus("j", JobState.COMPLETED, 0), progress=None, summary=summary
+    )
+    (finding,) = check_run(run)
+    assert finding.check == "no-learning-signal"
+    assert "the reward was 0 at each of the 2 logged steps (zero_reward always 0)" in finding.detail
+    assert "max_completion_length (now 8)" in finding.remedy
 
 
 @pytest.mark.training
@@ -371,10 +437,12 @@ def test_missing_config_fails_with_summary(job_env, tmp_path):
 # --- pure parts: rewards, columns, contract ----------------------------------
 
 
-def test_script_constants_match_contract():
+def test_script_speaks_the_shared_protocol():
+    from ci_runner.job_scripts import protocol
+
     train = train_module()
-    assert train.SUMMARY_PREFIX == SUMMARY_PREFIX
-    assert train.RUN_CONFIG_ENV == RUN_CONFIG_ENV
+    assert Path(train.protocol.__file__).resolve() == Path(protocol.__file__).resolve()
+    assert (SUMMARY_PREFIX, RUN_CONFIG_ENV) == (protocol.SUMMARY_PREFIX, protocol.RUN_CONFIG_ENV)
 
 
 def test_script_header_is_pep723():

@@ -23,7 +23,7 @@ from __future__ import annotations
 import os
 import shlex
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -175,17 +175,17 @@ class HfJobsBackend:
         labels = {REPO_LABEL: self.repo, **request.labels}
         launch = launch_of(request.run_config)
         extra = launch_files(launch, script_dependencies(request.script))
-        command = job_command(
-            request.flavor,
-            request.script.name,
-            launch,
-            packages=packages_for(request.run_config),
-        )
+        # main's requirements (e.g. an MLflow client) plus bitsandbytes for a 4-bit base
+        packages = tuple(dict.fromkeys((*request.requirements, *packages_for(request.run_config))))
+        command = job_command(request.flavor, request.script.name, launch, packages=packages)
         env = {
             BUNDLE_ENV: bundle_b64(request.script, extra),
             CONFIG_ENV: request.run_config.model_dump_json(),
             "PYTHONUNBUFFERED": "1",
         }
+
+        secrets = {"HF_TOKEN": self._token}
+        secrets |= {n: os.environ[n] for n in request.secret_env if os.environ.get(n)}
 
         def create() -> Any:
             # A 5xx may still have created the job: look before creating again.
@@ -196,7 +196,7 @@ class HfJobsBackend:
                 image=UV_IMAGE,
                 command=command,
                 env=env,
-                secrets={"HF_TOKEN": self._token},
+                secrets=secrets,
                 flavor=request.flavor,
                 timeout=request.timeout_s,
                 name=label_value(request.run_config.run_id),
@@ -260,6 +260,12 @@ class HfJobsBackend:
                     token=self._token,
                 )
             ),
+        )
+
+    def follow(self, job_id: str) -> Iterator[str]:
+        """The job's log stream as the Hub serves it, until the job ends."""
+        yield from self.api.fetch_job_logs(
+            job_id=job_id, namespace=self.namespace, follow=True, token=self._token
         )
 
     def cancel(self, job_id: str) -> None:

@@ -16,6 +16,8 @@ import secrets
 import signal
 import subprocess
 import sys
+import time
+from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -138,6 +140,36 @@ class LocalBackend:
             return []
         lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
         return lines[-tail:] if tail else lines
+
+    def wait(self, job_ids: list[str], timeout_s: float, *, poll_s: float = 0.05) -> bool:
+        """Until one of the jobs ends (True), or ``timeout_s`` passes: the supervisor's exit
+        file is the event, so a watcher wakes within ``poll_s`` of a job's end."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if any((self.jobs_dir / job_id / EXIT_FILE).exists() for job_id in job_ids):
+                return True
+            time.sleep(poll_s)
+        return False
+
+    def follow(self, job_id: str, *, poll_s: float = 0.2) -> Iterator[str]:
+        """Lines as the job writes them; ends once the job has ended and all is read."""
+        path = self.jobs_dir / job_id / LOG_FILE
+        done = self.jobs_dir / job_id / EXIT_FILE
+        offset, partial = 0, b""
+        while True:
+            finished = done.exists() or not _alive(self.jobs_dir / job_id)
+            if path.exists():
+                with path.open("rb") as handle:
+                    handle.seek(offset)
+                    chunk = handle.read()
+                offset += len(chunk)
+                *lines, partial = (partial + chunk).split(b"\n")
+                yield from (line.decode("utf-8", "replace") for line in lines)
+            if finished:
+                if partial:
+                    yield partial.decode("utf-8", "replace")
+                return
+            time.sleep(poll_s)
 
     # -- cancel -----------------------------------------------------------------
 

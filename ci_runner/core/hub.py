@@ -95,6 +95,35 @@ def trackio_url(space: str | None, project: str, run: str) -> str | None:
     return f"{HUB}/spaces/{space}?project={project}&runs={run}&metrics=train/loss"
 
 
+MLFLOW_UI = "http://127.0.0.1:5000"  # where `mlflow ui` serves a local store by default
+
+
+def mlflow_store_is_local(uri: str | None) -> bool:
+    """A store on this machine's disk (``sqlite:``, ``file:``, a path), not a server."""
+    from urllib.parse import urlsplit
+
+    if not uri:
+        return True
+    if uri.lower().startswith("databricks"):
+        return False
+    return urlsplit(uri).scheme.lower() in ("sqlite", "file", "")
+
+
+def mlflow_run_url(uri: str | None, experiment_id: str | None, run_id: str | None) -> str | None:
+    """The MLflow run's page: on its tracking server, or for a store on disk (sqlite,
+    file) in ``mlflow ui --backend-store-uri <uri>`` at its default address. None for
+    Databricks (the workspace's host is not in the URI) or while the run is unknown."""
+    if not run_id or not experiment_id:
+        return None
+    if mlflow_store_is_local(uri):
+        base = MLFLOW_UI
+    elif uri and uri.lower().startswith(("http://", "https://")):
+        base = uri.rstrip("/")
+    else:
+        return None
+    return f"{base}/#/experiments/{experiment_id}/runs/{run_id}"
+
+
 def hub_api(token: str | None = None):  # noqa: ANN201 - huggingface_hub.HfApi, imported late
     """An ``HfApi`` on ``HF_ENDPOINT`` when set (a mirror, or a loopback Hub in tests)."""
     import os

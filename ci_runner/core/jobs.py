@@ -5,6 +5,7 @@ Closed sets are enums; the ledger stores their values, so its JSON reads as befo
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
@@ -80,6 +81,11 @@ class JobRequest:
     labels: dict[str, str]
     flavor: str = "cpu-basic"
     timeout_s: int | None = None
+    # Beyond the script's own PEP 723 header: packages a remote job installs (`uv run
+    # --with`), and environment variables passed to it as secrets when set here. A local
+    # job runs with this Python and inherits this environment.
+    requirements: tuple[str, ...] = ()
+    secret_env: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -113,5 +119,9 @@ class Backend(Protocol):
         ...
 
     def logs(self, job_id: str, tail: int | None = None) -> list[str]: ...
+
+    def follow(self, job_id: str) -> Iterator[str]:
+        """The log as it is written, until the job ends."""
+        ...
 
     def cancel(self, job_id: str) -> None: ...

@@ -16,7 +16,13 @@ from ci_runner.ledger.model import Ledger, Run, StageJob
 from ci_runner.ledger.retry import next_attempt
 from ci_runner.plan.estimate import Plan
 from ci_runner.plan.resolve import ResolvedRun, resolve_run
-from ci_runner.runconfig import BenchmarkSpec, EvalConfig, ExportConfig
+from ci_runner.runconfig import (
+    MLFLOW_JOB_REQUIREMENTS,
+    MLFLOW_SECRET_ENV,
+    BenchmarkSpec,
+    EvalConfig,
+    ExportConfig,
+)
 from ci_runner.spec.expand import RunSpec
 from ci_runner.spec.model import Experiment
 
@@ -76,12 +82,15 @@ def launch_training(
     if existing:
         return existing[-1]  # started before a crash, never recorded: adopt it
     resume_from = run.last_attempt.resume_from if run.last_attempt else None
+    mlflow = resolved.run_config.tracking.backend == "mlflow"
     request = JobRequest(
         script=ws.project.job_script(TRAIN_SCRIPT).path,
         run_config=resolved.run_config.model_copy(update={"resume_from_checkpoint": resume_from}),
         labels=labels,
         flavor=run.hardware,
         timeout_s=run_timeout(experiment, resolved.plan),
+        requirements=MLFLOW_JOB_REQUIREMENTS if mlflow else (),
+        secret_env=MLFLOW_SECRET_ENV if mlflow else (),
     )
     return backend.submit(request)
 

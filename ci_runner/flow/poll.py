@@ -12,7 +12,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ci_runner.core.jobs import JobKind, JobStatus, Stage
+from ci_runner.core.jobs import BackendName, JobKind, JobStatus, Stage
+from ci_runner.errors import CiRunnerError
 from ci_runner.flow.launch import enter_stage_jobs, launch_stage_jobs, new_attempt
 from ci_runner.flow.start import start_runs
 from ci_runner.flow.workspace import Workspace
@@ -22,7 +23,7 @@ from ci_runner.job_scripts.protocol import (
     TrainSummary,
     parse_summary,
 )
-from ci_runner.ledger.advance import apply_job_status
+from ci_runner.ledger.advance import apply_job_status, mark_stale
 from ci_runner.ledger.model import Ledger, Run, RunStatus
 from ci_runner.ledger.repository import replace_run, stem_of
 from ci_runner.ledger.retry import should_resume
@@ -33,10 +34,13 @@ from ci_runner.ledger.stages import (
     stage_finished,
 )
 from ci_runner.ledger.store import load_ledger, save_ledger
-from ci_runner.progress import parse_progress
+from ci_runner.progress import Progress, parse_progress
 from ci_runner.report.files import write_report
+from ci_runner.track import trackio_progress
 
 LOG_FETCH_WORKERS = 8
+LOG_BUDGET = 8  # running runs per poll whose log tail may stand in for a metrics-store read
+LOG_TAIL = 200
 Facts = dict[str, tuple[JobStatus, list[str]]]
 
 
@@ -57,12 +61,14 @@ def poll(ws: Workspace) -> PollOutcome:
             ledger = start_runs(ws, load_ledger(path) or ledger)
             save_ledger(path, ledger)
         active[path] = ledger
-    facts = job_facts(ws, [run for ledger in active.values() for run in ledger.active_runs])
+    runs = [run for ledger in active.values() for run in ledger.active_runs]
+    facts = job_facts(ws, runs)
+    readings = read_progress(ws, runs, facts)
     for path in active:
         with ws.lock(stem_of(path)):
             ledger = load_ledger(path) or active[path]
             for run in ledger.active_runs:
-                ledger = replace_run(ledger, advance_run(ws, ledger, run, facts))
+                ledger = replace_run(ledger, advance_run(ws, ledger, run, facts, readings))
             ledger = _resume_transient_failures(ws, ledger)
             ledger = start_runs(ws, ledger)
             outcome.runs.extend(ledger.runs)
@@ -80,8 +86,12 @@ def live_job_ids(run: Run) -> list[str]:
     return [j.job_id for j in run.stage_jobs if j.kind == run.stage and j.job_id and not j.done]
 
 
-def job_facts(ws: Workspace, runs: list[Run]) -> Facts:
-    """Status and log lines of every run's current jobs, grouped by backend."""
+def job_facts(ws: Workspace, runs: list[Run], *, logs: bool = True) -> Facts:
+    """Every current job's status, one bulk call per backend; logs only for jobs that ended.
+
+    A job's log is read once, when it reaches a terminal stage, for its summary and
+    diagnosis. While it runs, progress comes from the metrics store (``read_progress``).
+    """
     by_backend: dict[str, list[str]] = {}
     for run in runs:
         by_backend.setdefault(run.backend, []).extend(live_job_ids(run))
@@ -89,40 +99,156 @@ def job_facts(ws: Workspace, runs: list[Run]) -> Facts:
     for name, job_ids in by_backend.items():
         backend = ws.backend(name)
         statuses = backend.statuses(job_ids)
-        # HF's log endpoint holds a running job's stream open for seconds: fetch in parallel.
+        ended = [j for j in job_ids if logs and statuses[j].state.terminal]
         with ThreadPoolExecutor(max_workers=LOG_FETCH_WORKERS) as pool:
-            logs = pool.map(backend.logs, job_ids)
-            for job_id, lines in zip(job_ids, logs, strict=True):
-                facts[job_id] = (statuses[job_id], lines)
+            tails = dict(zip(ended, pool.map(backend.logs, ended), strict=True))
+        for job_id in job_ids:
+            facts[job_id] = (statuses[job_id], tails.get(job_id, []))
     return facts
 
 
-def advance_run(ws: Workspace, ledger: Ledger, run: Run, facts: Facts) -> Run:
-    """Fold the backend's answers into one run, then start what its stage needs next."""
+@dataclass(frozen=True)
+class Reading:
+    """A running run's latest progress, and where it came from."""
+
+    progress: Progress
+    source: str  # "trackio" or "logs"
+
+
+def read_progress(ws: Workspace, runs: list[Run], facts: Facts) -> dict[str, Reading]:
+    """Training progress of the running runs: one metrics-store read per trackio project.
+
+    Locally the project's SQLite store; on HF Jobs with ``tracking.space`` the Space (one
+    request). Runs it cannot answer for (no Space, not logged yet, Space down) fall back to
+    their log tail, at most ``LOG_BUDGET`` per poll; the rest keep their numbers, marked stale.
+    """
+    running = [
+        r
+        for r in runs
+        if r.stage == Stage.TRAIN
+        and r.last_attempt
+        and r.last_attempt.job_id in facts
+        and not facts[r.last_attempt.job_id][0].state.terminal
+    ]
+    groups: dict[tuple[str, str | None, str], list[Run]] = {}
+    for run in running:
+        groups.setdefault((run.backend, run.tracking_space, run.tracking_project), []).append(run)
+    readings: dict[str, Reading] = {}
+    for (backend, space, project), group in groups.items():
+        if backend != BackendName.LOCAL and not space:
+            continue  # the job's trackio store dies with its container: logs only
+        names = {r.tracking_run for r in group}
+        found = trackio_progress.read_progress(
+            project, names, space=space, trackio_dir=ws.project.trackio_dir, token=ws.hf_token()
+        )
+        for run in group:
+            progress = (found.runs or {}).get(run.tracking_run)
+            if progress is not None and progress.step is not None:
+                readings[run.run_id] = Reading(_with_eta(progress, run), "trackio")
+    missing = [r for r in running if r.run_id not in readings][:LOG_BUDGET]
+    if missing:
+        with ThreadPoolExecutor(max_workers=LOG_FETCH_WORKERS) as pool:
+            tails = pool.map(
+                lambda r: ws.backend(r.backend).logs(r.last_attempt.job_id, tail=LOG_TAIL), missing
+            )
+            for run, lines in zip(missing, tails, strict=True):
+                progress = parse_progress(lines)
+                if progress.step is not None:
+                    readings[run.run_id] = Reading(progress, "logs")
+    return readings
+
+
+def _with_eta(progress: trackio_progress.RunProgress, run: Run) -> Progress:
+    """trackio knows the pace; ``max_steps`` may only be known from the job's own log lines."""
+    reading = progress.to_progress()
+    max_steps = reading.max_steps or (run.metrics.max_steps if run.metrics else None)
+    if max_steps is None:
+        value = run.hyperparameters.get("max_steps")
+        max_steps = value if isinstance(value, int) and value > 0 else None
+    eta = reading.eta_s if reading.eta_s is not None else progress.eta_for(max_steps)
+    return Progress(
+        reading.step, max_steps, reading.loss, reading.learning_rate, eta, reading.loss_curve
+    )
+
+
+def fold_facts(run: Run, facts: Facts, readings: dict[str, Reading]) -> Run:
+    """What the backends said about the run's current jobs, folded in. Starts nothing."""
     if run.stage == Stage.TRAIN:
         job_id = run.last_attempt.job_id if run.last_attempt else None
-        if job_id in facts:
-            status, lines = facts[job_id]
-            raw = parse_summary(lines) if status.state.terminal else None
-            summary = TrainSummary.from_dict(raw) if raw is not None else None
-            run = apply_job_status(run, status, progress=parse_progress(lines), summary=summary)
-        if run.status == RunStatus.COMPLETED:
-            run = enter_stage_jobs(ws, enter_next_stage(run, after=Stage.TRAIN))
-    elif run.stage in (Stage.EVAL, Stage.EXPORT):
+        if job_id not in facts:
+            return run
+        status, lines = facts[job_id]
+        raw = parse_summary(lines) if status.state.terminal else None
+        reading = readings.get(run.run_id)
+        folded = apply_job_status(
+            run,
+            status,
+            progress=reading.progress if reading else None,
+            summary=TrainSummary.from_dict(raw) if raw is not None else None,
+            source=reading.source if reading else "logs",
+        )
+        if reading is None and not status.state.terminal:
+            folded = mark_stale(folded)
+        return folded
+    if run.stage in (Stage.EVAL, Stage.EXPORT):
         kind = JobKind(run.stage.value)
+        typed = EvalSummary if kind == JobKind.EVAL else ExportSummary
         for job in [j for j in run.stage_jobs if j.kind == kind and j.job_id in facts]:
             status, lines = facts[job.job_id]
             if status.state.terminal:
                 raw = parse_summary(lines)
-                typed = EvalSummary if kind == JobKind.EVAL else ExportSummary
-                run = apply_stage_status(
-                    run, job, status, typed.from_dict(raw) if raw is not None else None
-                )
+                summary = typed.from_dict(raw) if raw is not None else None
+                run = apply_stage_status(run, job, status, summary)
+    return run
+
+
+def advance_run(
+    ws: Workspace,
+    ledger: Ledger,
+    run: Run,
+    facts: Facts,
+    readings: dict[str, Reading] | None = None,
+) -> Run:
+    """Fold the backend's answers into one run, then start what its stage needs next."""
+    run = fold_facts(run, facts, readings or {})
+    if run.stage == Stage.TRAIN and run.status == RunStatus.COMPLETED:
+        run = enter_stage_jobs(ws, enter_next_stage(run, after=Stage.TRAIN))
+    elif run.stage in (Stage.EVAL, Stage.EXPORT):
+        kind = JobKind(run.stage.value)
         if stage_finished(run, kind):
             run = enter_stage_jobs(ws, close_stage(run, kind))
             if kind == JobKind.EVAL and ws.on_evaluated is not None:
                 run = ws.on_evaluated(ledger, run)
     return launch_stage_jobs(ws, run)
+
+
+def peek(ws: Workspace, ledgers: list[Ledger], warnings: list[str] | None = None) -> list[Ledger]:
+    """The ledgers as the backends see them right now: one bulk status call per backend and
+    one progress read per project, folded in memory. Writes nothing, starts nothing
+    (``status`` shows this; ``poll`` is what acts). A backend that cannot be asked leaves
+    its runs as the ledger has them, with a warning."""
+    runs = [run for ledger in ledgers for run in ledger.active_runs if run.started]
+    reachable = []
+    for backend in dict.fromkeys(run.backend for run in runs):
+        try:
+            ws.backend(backend)
+            reachable.append(backend)
+        except CiRunnerError as exc:
+            if warnings is not None:
+                warnings.append(f"{backend}: live state not read ({exc}); showing the ledger")
+    runs = [run for run in runs if run.backend in reachable]
+    if not runs:
+        return ledgers
+    facts = job_facts(ws, runs, logs=False)
+    readings = read_progress(ws, runs, facts)
+    return [
+        ledger.model_copy(
+            update={
+                "runs": [fold_facts(r, facts, readings) if r.active else r for r in ledger.runs]
+            }
+        )
+        for ledger in ledgers
+    ]
 
 
 def _resume_transient_failures(ws: Workspace, ledger: Ledger) -> Ledger:

@@ -7,6 +7,7 @@ from ci_runner.core.hub import hub_url, trackio_url
 from ci_runner.ledger.model import Attempt, Ledger, Run
 from ci_runner.plan.estimate import Plan
 from ci_runner.plan.resolve import ResolvedRun
+from ci_runner.runconfig import Tracking
 from ci_runner.spec.expand import RunSpec
 from ci_runner.spec.model import Experiment
 
@@ -16,11 +17,26 @@ def methods_of(runs: list[RunSpec]) -> list[str]:
     return list(dict.fromkeys(str(spec.experiment.method) for spec in runs))
 
 
+def eval_split(experiment: Experiment) -> str | None:
+    """Where the run's eval loss comes from, as the report says it."""
+    ds = experiment.dataset
+    if ds.eval_split:
+        return f"split {ds.eval_split}"
+    return f"{ds.eval_fraction * 100:g}% of {ds.split}" if ds.eval_fraction else None
+
+
 def run_timeout(experiment: Experiment, plan: Plan) -> int | None:
     """The file's timeout, else the plan's recommendation (HF's own default kills most runs)."""
     if experiment.timeout or experiment.backend == "local":
         return experiment.timeout
     return plan.recommended_timeout_s
+
+
+def _mlflow_fields(tracking: Tracking) -> dict[str, str | None]:
+    """An MLflow run's store; its run id arrives with the job's summary."""
+    if tracking.backend != "mlflow":
+        return {}
+    return {"tracking_backend": "mlflow", "tracking_uri": tracking.uri}
 
 
 def new_ledger(
@@ -37,6 +53,7 @@ def new_ledger(
         dataset=dataset,
         dataset_url=hub_url(dataset, "dataset"),
         method=joiner.join(methods_of(runs)),
+        description=experiment.description,
     )
 
 
@@ -76,6 +93,9 @@ def new_run(
         base_model=experiment.base_model,
         dataset=experiment.dataset.path,
         dataset_split=split,
+        eval_split=eval_split(experiment),
+        dataset_columns=dict(config.dataset.columns),
+        rewards=list(config.rewards),
         hyperparameters=dict(sorted(config.hyperparameters.items())),
         lora=config.lora.model_dump() if config.lora else None,
         output_dir=config.output_dir,
@@ -86,6 +106,8 @@ def new_run(
         tracking_url=trackio_url(
             config.tracking.space_id, config.tracking.project, resolved.run_id
         ),
+        tracking_space=config.tracking.space_id,
+        **_mlflow_fields(config.tracking),
         attempts=[Attempt(number=1, backend=experiment.backend, submitted_at=now)],
     )
     if limit is None:  # a single-run file: starts now, and its JSON stays as it always was

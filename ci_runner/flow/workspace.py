@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,6 +50,31 @@ class Workspace:
             else:
                 raise BackendError(f"unknown backend {name!r}; use local or hf-jobs")
         return self.backends[name]
+
+    def wait_for_news(self, runs: list[Run], timeout_s: float) -> None:
+        """Sleep until one of the runs' local jobs ends, or ``timeout_s``.
+
+        Local jobs tell us through their files, so a demo never waits out a whole poll
+        interval; runs elsewhere are simply waited for.
+        """
+        from ci_runner.flow.poll import live_job_ids
+
+        local = [j for r in runs if r.backend == BackendName.LOCAL for j in live_job_ids(r)]
+        if not local:
+            time.sleep(timeout_s)
+            return
+        backend = self.backend(BackendName.LOCAL)
+        wait = getattr(backend, "wait", None)
+        if wait is None:
+            time.sleep(timeout_s)
+        else:
+            wait(local, timeout_s)
+
+    def hf_token(self) -> str | None:
+        """The token for private trackio Spaces (the same one HF Jobs uses)."""
+        import os
+
+        return os.environ.get("HF_TOKEN") or None
 
     @contextlib.contextmanager
     def lock(self, stem: str) -> Iterator[None]:

@@ -3,8 +3,8 @@
 Each entry script (``train.py``, ``evaluate.py``, ``export_gguf.py``, ``check_data.py``)
 is a PEP 723 script: ``uv run train.py --config run.json`` works anywhere. A script runs
 with its own folder first on ``sys.path``, so it imports the helper modules beside it
-(``shaping.py``, ``sandbox.py``) as top-level modules; the runner ships those helpers
-with every job (``sandbox_child.py`` is read, not imported, by ``sandbox.py``).
+(``protocol.py``, ``shaping.py``, ``curves.py``, ``sandbox.py``) as top-level modules; the
+runner ships those helpers with every job (``sandbox_child.py`` is read, not imported).
 
 A project may override an entry script by keeping its own ``job_scripts/<name>``; the
 helpers still come from here unless the project's folder has its own copy.
@@ -24,7 +24,7 @@ from pathlib import Path
 PACKAGE_DIR = Path(__file__).resolve().parent
 PROJECT_DIR = "job_scripts"  # a project's own overrides, relative to its root
 ENTRY_SCRIPTS = ("train.py", "evaluate.py", "export_gguf.py", "check_data.py")
-HELPERS = ("shaping.py", "sandbox.py", "sandbox_child.py")
+HELPERS = ("protocol.py", "shaping.py", "curves.py", "sandbox.py", "sandbox_child.py")
 
 
 @dataclass(frozen=True)

@@ -18,28 +18,14 @@ JSON itself or a path to it.
 
 from __future__ import annotations
 
-import argparse
 import itertools
-import json
-import os
 import sys
-from pathlib import Path
 from typing import Any
 
-SUMMARY_PREFIX = "CI_RUNNER_SUMMARY "
+import protocol  # a helper module beside this script, shipped with it
+
 SAMPLE_ROWS = 50
 MAX_CELL_CHARS = 8000  # keeps the summary line within what a job log carries
-
-
-def load_config(argv: list[str]) -> dict[str, Any]:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--config", help="path to the run config JSON")
-    args = parser.parse_args(argv)
-    raw = args.config or os.environ.get("CI_RUNNER_RUN_CONFIG")
-    if not raw:
-        raise SystemExit("error: pass --config run.json or set CI_RUNNER_RUN_CONFIG")
-    text = raw if raw.lstrip().startswith("{") else Path(raw).read_text()
-    return json.loads(text)
 
 
 def jsonable(value: Any) -> Any:
@@ -67,7 +53,11 @@ def split_size(path: str, config: str | None, split: str) -> int | None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    config = load_config(sys.argv[1:] if argv is None else argv)
+    config = protocol.read_config(
+        sys.argv[1:] if argv is None else argv,
+        description=__doc__.splitlines()[0],
+        required=("dataset",),
+    )
     source = config["dataset"]
     path, name, split = source["path"], source.get("config"), source.get("split", "train")
     try:
@@ -85,9 +75,9 @@ def main(argv: list[str] | None = None) -> int:
         }
         code = 0
     except Exception as exc:  # noqa: BLE001 - reported to the runner, which explains it
-        summary = {"status": "failed", "error_type": type(exc).__name__, "error": str(exc)}
+        summary = protocol.failure(exc, config)
         code = 1
-    print(SUMMARY_PREFIX + json.dumps(summary), flush=True)
+    protocol.emit_summary(summary, None)
     return code
 
 

@@ -51,7 +51,6 @@ exit code is non-zero.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import copy
 import importlib
@@ -62,18 +61,15 @@ import re
 import sys
 import tempfile
 import time
-import traceback
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-import sandbox  # a helper beside this script (ci_runner/job_scripts), shipped with it
+import protocol  # helper modules beside this script (ci_runner/job_scripts), shipped with it
+import sandbox
+from protocol import ConfigError
 
-RUN_CONFIG_ENV = "CI_RUNNER_RUN_CONFIG"
-SUMMARY_PREFIX = "CI_RUNNER_SUMMARY "  # must match ci_runner.runconfig.SUMMARY_PREFIX
-SUMMARY_FILENAME = "ci_runner_summary.json"
 RESULTS_DIRNAME = "lighteval"
-SCHEMA_VERSION = 1
 
 HUMANEVAL_REPO = "openai/openai_humaneval"
 GSM8K_REPO, GSM8K_SUBSET = "openai/gsm8k", "main"
@@ -88,31 +84,7 @@ SANDBOX_WORKERS = max(1, min(8, os.cpu_count() or 1))
 CPU_BATCH_SIZE = 8
 
 
-class ConfigError(ValueError):
-    """A problem with the eval config or a benchmark, as opposed to a crash."""
-
-
 # --- eval config --------------------------------------------------------------
-
-
-def read_eval_config(argv: list[str] | None = None) -> dict[str, Any]:
-    """Read the eval config from ``--config`` or the env var (a path or inline JSON)."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--config", help=f"eval config: JSON path or inline JSON (${RUN_CONFIG_ENV})"
-    )
-    args = parser.parse_args(argv)
-    source = args.config or os.environ.get(RUN_CONFIG_ENV)
-    if not source:
-        raise ConfigError(f"no eval config: pass --config eval.json or set {RUN_CONFIG_ENV}")
-    try:
-        inline = source.lstrip().startswith("{")
-        config = json.loads(source if inline else Path(source).read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
-        raise ConfigError(f"cannot read the eval config: {exc}") from exc
-    if not isinstance(config, dict):
-        raise ConfigError("the eval config must be a JSON object")
-    return config
 
 
 def check_eval_config(config: dict[str, Any]) -> None:
@@ -120,9 +92,6 @@ def check_eval_config(config: dict[str, Any]) -> None:
     missing = [key for key in ("model", "benchmarks", "output_dir") if key not in config]
     if missing:
         raise ConfigError(f"eval config lacks {missing}")
-    version = config.get("schema_version", SCHEMA_VERSION)
-    if version != SCHEMA_VERSION:
-        raise ConfigError(f"eval config schema_version {version} is not {SCHEMA_VERSION}")
     if not config["benchmarks"]:
         raise ConfigError("eval config lists no benchmarks")
     for spec in config["benchmarks"]:
@@ -708,19 +677,6 @@ def newest_results_file(folder: Path) -> Path:
     return files[-1]
 
 
-def emit_summary(summary: dict[str, Any], output_dir: str | None) -> None:
-    """Print the summary line last, and keep a copy beside the results."""
-    text = json.dumps(summary, allow_nan=True)
-    if output_dir:
-        try:
-            Path(output_dir).mkdir(parents=True, exist_ok=True)
-            Path(output_dir, SUMMARY_FILENAME).write_text(text + "\n", encoding="utf-8")
-        except OSError as exc:  # the summary line below still reaches the runner
-            print(f"warning: could not write {SUMMARY_FILENAME}: {exc}", file=sys.stderr)
-    sys.stderr.flush()
-    print(SUMMARY_PREFIX + text, flush=True)
-
-
 def quiet_libraries() -> None:
     """Keep job logs readable: warnings and our own progress lines, few progress bars."""
     import logging
@@ -837,31 +793,16 @@ def evaluate(config: dict[str, Any]) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    config: dict[str, Any] = {}
-    try:
-        config = read_eval_config(argv)
+    def run(config: dict[str, Any]) -> dict[str, Any]:
         check_eval_config(config)  # after reading: a failure summary can use output_dir
-        summary = evaluate(config)
-    except Exception as exc:
-        if isinstance(exc, ConfigError):
-            print(f"error: {exc}", file=sys.stderr)  # the fix is in the message, not the stack
-        else:
-            traceback.print_exc()
-        summary = {
-            "status": "failed",
-            "experiment": config.get("experiment"),
-            "run_id": config.get("run_id"),
-            "eval_id": config.get("eval_id"),
-            "model": config.get("model"),
-            "model_label": config.get("model_label"),
-            "error_type": type(exc).__name__,
-            "error": str(exc) or repr(exc),
-            "output_dir": config.get("output_dir"),
-        }
-        emit_summary(summary, config.get("output_dir"))
-        return 1
-    emit_summary(summary, config["output_dir"])
-    return 0
+        return evaluate(config)
+
+    return protocol.run_job(
+        run,
+        argv,
+        description=__doc__.splitlines()[0],
+        reported=("experiment", "run_id", "eval_id", "model", "model_label"),
+    )
 
 
 if __name__ == "__main__":

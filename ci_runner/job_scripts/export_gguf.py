@@ -40,7 +40,6 @@ It always ends with a single ``CI_RUNNER_SUMMARY {json}`` line (also written to
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import ctypes
 import hashlib
@@ -53,15 +52,12 @@ import sys
 import tarfile
 import tempfile
 import time
-import traceback
 import urllib.request
 from pathlib import Path
 from typing import Any
 
-RUN_CONFIG_ENV = "CI_RUNNER_RUN_CONFIG"
-SUMMARY_PREFIX = "CI_RUNNER_SUMMARY "  # must match ci_runner.runconfig.SUMMARY_PREFIX
-SUMMARY_FILENAME = "ci_runner_summary.json"
-SCHEMA_VERSION = 1
+import protocol  # a helper module beside this script, shipped with it
+from protocol import ConfigError
 
 # The converter must match the llama.cpp that llama-cpp-python compiled: both come
 # from this one sdist. Bump the version here and in the PEP 723 header together, and
@@ -114,10 +110,6 @@ SMOKE_TOKENS = 8
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
-class ConfigError(ValueError):
-    """A problem with the export config, as opposed to a crash in a stage."""
-
-
 class StageError(RuntimeError):
     """A stage failed; ``stage`` tells the runner which one."""
 
@@ -140,34 +132,11 @@ def stage(name: str):
 # --- export config ----------------------------------------------------------
 
 
-def load_export_config(argv: list[str] | None = None) -> dict[str, Any]:
-    """Read the export config from ``--config`` or the env var (a path or inline JSON)."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--config", help=f"export config: JSON path or inline JSON (${RUN_CONFIG_ENV})"
-    )
-    args = parser.parse_args(argv)
-    source = args.config or os.environ.get(RUN_CONFIG_ENV)
-    if not source:
-        raise ConfigError(f"no export config: pass --config export.json or set {RUN_CONFIG_ENV}")
-    try:
-        inline = source.lstrip().startswith("{")
-        config = json.loads(source if inline else Path(source).read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
-        raise ConfigError(f"cannot read the export config: {exc}") from exc
-    if not isinstance(config, dict):
-        raise ConfigError("the export config must be a JSON object")
-    return config
-
-
 def validate_export_config(config: dict[str, Any]) -> dict[str, Any]:
     """Check the fields this script needs; normalise the quantization names."""
     missing = [key for key in ("model", "output_dir") if not config.get(key)]
     if missing:
         raise ConfigError(f"export config lacks {missing}")
-    version = config.get("schema_version", SCHEMA_VERSION)
-    if version != SCHEMA_VERSION:
-        raise ConfigError(f"export config schema_version {version} is not {SCHEMA_VERSION}")
     quants = [str(q).upper() for q in (config.get("quantizations") or ["Q4_K_M"])]
     unknown = sorted(set(quants) - set(FTYPES))
     if unknown:
@@ -770,42 +739,19 @@ def quantize_all(
     return files, warnings
 
 
-def emit_summary(summary: dict[str, Any], output_dir: str | None) -> None:
-    """Print the summary line last, and keep a copy beside the files."""
-    text = json.dumps(summary)
-    if output_dir:
-        try:
-            Path(output_dir).mkdir(parents=True, exist_ok=True)
-            Path(output_dir, SUMMARY_FILENAME).write_text(text + "\n", encoding="utf-8")
-        except OSError as exc:  # the summary line below still reaches the runner
-            print(f"warning: could not write {SUMMARY_FILENAME}: {exc}", file=sys.stderr)
-    sys.stderr.flush()
-    print(SUMMARY_PREFIX + text, flush=True)
+def _stage_of(exc: BaseException, config: dict[str, Any]) -> dict[str, Any]:
+    return {"stage": getattr(exc, "stage", "config" if isinstance(exc, ConfigError) else None)}
 
 
 def main(argv: list[str] | None = None) -> int:
-    config: dict[str, Any] = {}
-    try:
-        config = load_export_config(argv)
-        summary = export(validate_export_config(config))
-    except Exception as exc:
-        if isinstance(exc, ConfigError | StageError):
-            print(f"error: {exc}", file=sys.stderr)
-        else:
-            traceback.print_exc()
-        summary = {
-            "status": "failed",
-            "stage": getattr(exc, "stage", "config" if isinstance(exc, ConfigError) else None),
-            "error_type": type(exc).__name__,
-            "error": str(exc) or repr(exc),
-            "model": config.get("model"),
-            "hub_repo": config.get("hub_repo"),
-            "output_dir": config.get("output_dir"),
-        }
-        emit_summary(summary, config.get("output_dir"))
-        return 1
-    emit_summary(summary, config["output_dir"])
-    return 0
+    return protocol.run_job(
+        lambda config: export(validate_export_config(config)),
+        argv,
+        description=__doc__.splitlines()[0],
+        reported=("model", "hub_repo"),
+        expected=(ConfigError, StageError),
+        on_failure=_stage_of,
+    )
 
 
 if __name__ == "__main__":

@@ -15,7 +15,8 @@ import argparse
 import json
 import os
 import sys
-from collections.abc import Iterable, Mapping
+import traceback
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -81,7 +82,9 @@ def emit_summary(summary: Mapping[str, Any], output_dir: str | None) -> None:
     """Print the summary line last, and keep a copy beside the outputs."""
     data = {"schema_version": SCHEMA_VERSION, **summary}
     text = json.dumps(data, allow_nan=True)
-    if output_dir:
+    # Under accelerate launch / torchrun (which set RANK) rank 0 keeps the copy: several
+    # processes that fail at once still print their lines, but write no file over each other.
+    if output_dir and int(os.environ.get("RANK", "0")) == 0:
         try:
             Path(output_dir).mkdir(parents=True, exist_ok=True)
             Path(output_dir, SUMMARY_FILENAME).write_text(text + "\n", encoding="utf-8")
@@ -159,6 +162,11 @@ class TrainSummary(_Summary):
     loss_history: list[list[float]] = field(default_factory=list)
     lora: bool = False
     data: dict[str, Any] = field(default_factory=dict)
+    series: dict[str, list[list[float]]] = field(default_factory=dict)  # the method's metrics
+    nonfinite: dict[str, int] = field(default_factory=dict)  # metric → first non-finite step
+    # The tracker's own record of the run, when it has one: MLflow's
+    # {backend: "mlflow", run_id, experiment_id, uri}.
+    tracking: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -179,3 +187,41 @@ class ExportSummary(_Summary):
     hub_repo: str | None = None
     hub_url: str | None = None
     warnings: list[str] = field(default_factory=list)
+
+
+# --- the script's entry point --------------------------------------------------------
+
+
+def run_job(
+    job: Callable[[dict[str, Any]], Mapping[str, Any] | None],
+    argv: list[str] | None,
+    *,
+    description: str,
+    required: Iterable[str] = (),
+    reported: Iterable[str] = (),
+    expected: tuple[type[BaseException], ...] = (ConfigError,),
+    on_failure: Callable[[BaseException, dict[str, Any]], dict[str, Any]] | None = None,
+) -> int:
+    """Read the config, run the job, and always end with the summary line; the exit code.
+
+    An ``expected`` error prints its message (the fix is in it); anything else its
+    traceback. The failure summary repeats the config's ``reported`` keys, plus what
+    ``on_failure`` adds (it may also clean up, e.g. close trackers).
+    """
+    config: dict[str, Any] = {}
+    try:
+        config = read_config(argv, description=description, required=required)
+        summary = job(config)
+    except Exception as exc:
+        if isinstance(exc, expected):
+            print(f"error: {exc}", file=sys.stderr)
+        else:
+            traceback.print_exc()
+        extra = {key: config.get(key) for key in reported}
+        if on_failure is not None:
+            extra.update(on_failure(exc, config))
+        emit_summary(failure(exc, config, **extra), config.get("output_dir"))
+        return 1
+    if summary is not None:  # None: another process of a multi-process job reports
+        emit_summary(summary, config["output_dir"])
+    return 0

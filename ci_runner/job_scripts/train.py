@@ -12,7 +12,7 @@
 #     "sentencepiece>=0.2",
 # ]
 # ///
-"""Train one run: SFT, DPO or GRPO with TRL, optional LoRA, trackio logging.
+"""Train one run: SFT, DPO or GRPO with TRL, optional LoRA, trackio or MLflow logging.
 
 Runs inside a job (HF Jobs or the local backend) and knows nothing about
 experiments: everything comes from one resolved run config (JSON, the contract
@@ -36,7 +36,6 @@ Modelled on ``trl/scripts/sft.py``; deliberately short and config-driven.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import dataclasses
 import difflib
@@ -47,17 +46,14 @@ import os
 import re
 import sys
 import time
-import traceback
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import shaping  # a sibling helper module, shipped with this script
-
-RUN_CONFIG_ENV = "CI_RUNNER_RUN_CONFIG"
-SUMMARY_PREFIX = "CI_RUNNER_SUMMARY "  # must match ci_runner.runconfig.SUMMARY_PREFIX
-SUMMARY_FILENAME = "ci_runner_summary.json"
-SCHEMA_VERSION = 1
+import curves  # sibling helper modules, shipped with this script
+import protocol
+import shaping
+from protocol import ConfigError
 
 FILE_BUILDERS = {".jsonl": "json", ".json": "json", ".parquet": "parquet", ".csv": "csv"}
 # Column sets TRL accepts per method; the dataset must contain one of them.
@@ -71,9 +67,14 @@ PROGRESS_KEYS = (
     "loss",
     "eval_loss",
     "reward",
+    "reward_std",
+    "completions/mean_length",
+    "kl",
     "mean_token_accuracy",
+    "eval_mean_token_accuracy",
     "rewards/chosen",
     "rewards/accuracies",
+    "rewards/margins",
     "grad_norm",
     "learning_rate",
     "num_tokens",
@@ -82,38 +83,11 @@ PROGRESS_KEYS = (
 )
 
 
-class ConfigError(ValueError):
-    """A problem with the run config or the data, as opposed to a crash in training."""
-
-
 # --- run config -------------------------------------------------------------
 
 
-def load_run_config(argv: list[str] | None = None) -> dict[str, Any]:
-    """Read the run config from ``--config`` or the env var (a path or inline JSON)."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--config", help=f"run config: JSON path or inline JSON (${RUN_CONFIG_ENV})"
-    )
-    args = parser.parse_args(argv)
-    source = args.config or os.environ.get(RUN_CONFIG_ENV)
-    if not source:
-        raise ConfigError(f"no run config: pass --config run.json or set {RUN_CONFIG_ENV}")
-    try:
-        inline = source.lstrip().startswith("{")
-        config = json.loads(source if inline else Path(source).read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
-        raise ConfigError(f"cannot read the run config: {exc}") from exc
-    missing = [
-        key
-        for key in ("method", "base_model", "dataset", "output_dir", "tracking")
-        if key not in config
-    ]
-    if missing:
-        raise ConfigError(f"run config lacks {missing}")
-    version = config.get("schema_version", SCHEMA_VERSION)
-    if version != SCHEMA_VERSION:
-        raise ConfigError(f"run config schema_version {version} is not {SCHEMA_VERSION}")
+def check_method(config: dict[str, Any]) -> dict[str, Any]:
+    """A run config for a method this script runs."""
     if config.get("method") not in REQUIRED_COLUMNS:
         raise ConfigError(
             f"method must be one of {sorted(REQUIRED_COLUMNS)}, not {config.get('method')!r}"
@@ -378,11 +352,6 @@ def check_field_names(config_cls: type, hyperparameters: dict[str, Any]) -> None
         raise ConfigError(f"unknown {config_cls.__name__} field(s): {', '.join(problems)}")
 
 
-def is_main_process() -> bool:
-    """Rank 0 under ``accelerate launch`` / torchrun (which set RANK), or the only process."""
-    return int(os.environ.get("RANK", "0")) == 0
-
-
 def fsdp_launched() -> bool:
     """``accelerate launch`` with an FSDP config tells its processes so in the environment."""
     return os.environ.get("ACCELERATE_USE_FSDP", "").lower() in ("1", "true")
@@ -464,12 +433,15 @@ def build_training_args(config: dict[str, Any], has_eval: bool):
     tracking = config["tracking"]
     settings: dict[str, Any] = {
         "seed": config.get("seed", 42),
-        "report_to": "trackio",
-        "project": tracking["project"],
         "run_name": tracking["run_name"],
     }
-    if tracking.get("space_id"):
-        settings["trackio_space_id"] = tracking["space_id"]
+    if tracking.get("backend") == "mlflow":
+        configure_mlflow(config)
+        settings["report_to"] = "mlflow"
+    else:
+        settings.update(report_to="trackio", project=tracking["project"])
+        if tracking.get("space_id"):
+            settings["trackio_space_id"] = tracking["space_id"]
     if config.get("hub_model_id"):
         settings.update(
             push_to_hub=True,
@@ -486,6 +458,52 @@ def build_training_args(config: dict[str, Any], has_eval: bool):
     if model_init is not None:
         kwargs["model_init_kwargs"] = model_init
     return config_cls(output_dir=config["output_dir"], **kwargs)
+
+
+def configure_mlflow(config: dict[str, Any]) -> None:
+    """transformers' ``MLflowCallback`` (5.23) takes its settings from the environment:
+    the tracking URI, the experiment (created if missing), and tags naming the ci-runner
+    run, which is how the runner finds the MLflow run again. Each attempt is its own
+    MLflow run, with the same tags."""
+    if importlib.util.find_spec("mlflow") is None:
+        raise ConfigError(
+            "tracking.backend is mlflow, but the job has no mlflow package: install "
+            "ci-runner's mlflow extra (pip install 'ci-runner[mlflow]') where local jobs run"
+        )
+    tracking = config["tracking"]
+    uri = tracking.get("uri")
+    if uri:
+        os.environ["MLFLOW_TRACKING_URI"] = uri
+        if uri.startswith("sqlite:///"):  # MLflow creates the database, not its folder
+            Path(uri[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
+    os.environ["MLFLOW_EXPERIMENT_NAME"] = tracking["project"]
+    tags = {"ci-runner.run": config.get("run_id") or tracking["run_name"]}
+    if config.get("experiment"):
+        tags["ci-runner.experiment"] = config["experiment"]
+    os.environ["MLFLOW_TAGS"] = json.dumps(tags)
+    os.environ.pop("MLFLOW_RUN_ID", None)  # never reattach to a run from elsewhere
+
+
+def tracker_summary(config: dict[str, Any]) -> dict[str, Any] | None:
+    """The MLflow run this job logged to, for the runner's ledger and report."""
+    if (config.get("tracking") or {}).get("backend") != "mlflow":
+        return None
+    mlflow = sys.modules.get("mlflow")
+    if mlflow is None:
+        return None
+    with contextlib.suppress(Exception):  # the summary matters more than this detail
+        flush = getattr(mlflow, "flush_async_logging", None)
+        if flush is not None:
+            flush()  # the Trainer logs metrics asynchronously
+        run = mlflow.active_run() or mlflow.last_active_run()
+        if run is not None:
+            return {
+                "backend": "mlflow",
+                "run_id": run.info.run_id,
+                "experiment_id": run.info.experiment_id,
+                "uri": config["tracking"].get("uri"),
+            }
+    return None
 
 
 def build_peft_config(lora: dict[str, Any] | None):
@@ -612,14 +630,17 @@ def _fmt(value: Any) -> str:
 
 
 def build_summary(config, trainer, train_output, tokens_at_start: int) -> dict[str, Any]:
-    """The machine-readable result: losses, steps, speed and where the model went."""
+    """The machine-readable result: losses, the method's own metrics, steps, speed and
+    where the model went. Curves are thinned to a few hundred points (``curves.py``)."""
     state = trainer.state
-    history = [
-        [entry["step"], float(entry["loss"])] for entry in state.log_history if "loss" in entry
+    logged = [
+        (entry["step"], float(entry["loss"])) for entry in state.log_history if "loss" in entry
     ]
-    losses = [loss for _, loss in history]
-    final_loss = losses[-1] if losses else float(train_output.training_loss)
+    finite = [(step, loss) for step, loss in logged if math.isfinite(loss)]
+    losses = [loss for _, loss in finite]
+    final_loss = logged[-1][1] if logged else float(train_output.training_loss)
     eval_losses = [entry["eval_loss"] for entry in state.log_history if "eval_loss" in entry]
+    series, nonfinite = curves.collect(config["method"], state.log_history, state.max_steps)
     runtime = float(train_output.metrics.get("train_runtime", 0.0))
     tokens = int(state.num_input_tokens_seen - tokens_at_start)
     return {
@@ -634,32 +655,26 @@ def build_summary(config, trainer, train_output, tokens_at_start: int) -> dict[s
         "train_tokens": tokens,
         "train_tokens_per_s": round(tokens / runtime, 2) if runtime > 0 else None,
         "output_dir": str(Path(config["output_dir"]).resolve()),
-        "loss_history": history,
+        "loss_history": [list(p) for p in curves.downsample(finite, state.max_steps)],
+        "series": {key: [list(p) for p in points] for key, points in series.items()},
+        "nonfinite": nonfinite,
         "lora": bool(config.get("lora")),
     }
 
 
-def emit_summary(summary: dict[str, Any], output_dir: str | None) -> None:
-    """Print the summary line last, and keep a copy beside the model."""
-    text = json.dumps(summary, allow_nan=True)
-    if output_dir and is_main_process():  # one writer when several processes fail at once
-        try:
-            Path(output_dir).mkdir(parents=True, exist_ok=True)
-            Path(output_dir, SUMMARY_FILENAME).write_text(text + "\n", encoding="utf-8")
-        except OSError as exc:  # the summary line below still reaches the runner
-            print(f"warning: could not write {SUMMARY_FILENAME}: {exc}", file=sys.stderr)
-    sys.stderr.flush()
-    print(SUMMARY_PREFIX + text, flush=True)
-
-
 def finish_trackers() -> None:
-    """Close an open trackio run now, so its exit message can't land after the summary."""
-    trackio = sys.modules.get("trackio")
-    if trackio is None:
-        return
+    """Close an open trackio or MLflow run now, so its exit message can't land after the
+    summary (an MLflow run left open by a failure ends as FAILED)."""
     # Nothing to close, or the store is the problem: either way the summary matters more.
-    with contextlib.suppress(Exception):
-        trackio.finish()
+    trackio = sys.modules.get("trackio")
+    if trackio is not None:
+        with contextlib.suppress(Exception):
+            trackio.finish()
+    mlflow = sys.modules.get("mlflow")
+    if mlflow is not None:
+        with contextlib.suppress(Exception):
+            if mlflow.active_run() is not None:
+                mlflow.end_run(status="FAILED")
 
 
 def quiet_libraries() -> None:
@@ -769,33 +784,27 @@ def train(config: dict[str, Any]) -> dict[str, Any] | None:
         summary["data"] = data_notes
     if hasattr(trainer, "end"):  # transformers >= 5.18: finish trackers (trackio)
         trainer.end()
+    tracking = tracker_summary(config)
+    if tracking:
+        summary["tracking"] = tracking
     return summary if main_process else None
 
 
+def _on_failure(exc: BaseException, config: dict[str, Any]) -> dict[str, Any]:
+    tracking = tracker_summary(config)
+    finish_trackers()
+    return {"lora": bool(config.get("lora")), **({"tracking": tracking} if tracking else {})}
+
+
 def main(argv: list[str] | None = None) -> int:
-    config: dict[str, Any] = {}
-    try:
-        config = load_run_config(argv)
-        summary = train(config)
-    except Exception as exc:
-        if isinstance(exc, ConfigError):
-            print(f"error: {exc}", file=sys.stderr)  # the fix is in the message, not the stack
-        else:
-            traceback.print_exc()
-        finish_trackers()
-        summary = {
-            "status": "failed",
-            "method": config.get("method"),
-            "error_type": type(exc).__name__,
-            "error": str(exc) or repr(exc),
-            "output_dir": config.get("output_dir"),
-            "lora": bool(config.get("lora")),
-        }
-        emit_summary(summary, config.get("output_dir"))
-        return 1
-    if summary is not None:
-        emit_summary(summary, config["output_dir"])
-    return 0
+    return protocol.run_job(
+        lambda config: train(check_method(config)),
+        argv,
+        description=__doc__.splitlines()[0],
+        required=("method", "base_model", "dataset", "output_dir", "tracking"),
+        reported=("method",),
+        on_failure=_on_failure,
+    )
 
 
 if __name__ == "__main__":

@@ -7,8 +7,11 @@ so the same facts always give the same ledger (and an unchanged report).
 from __future__ import annotations
 
 import re
+from typing import Any
 
+from ci_runner.core.hub import mlflow_run_url
 from ci_runner.core.jobs import JobStatus
+from ci_runner.job_scripts import curves
 from ci_runner.job_scripts.protocol import TrainSummary
 from ci_runner.ledger.model import Attempt, JobState, Run, RunStatus, TrainMetrics
 from ci_runner.ledger.retry import attempt_cost, classify_failure
@@ -56,34 +59,100 @@ def diagnose(text: str | None) -> str | None:
     return None
 
 
-def metrics_from_progress(progress: Progress, previous: TrainMetrics | None) -> TrainMetrics:
+def _method_series(
+    method: str, series: dict[str, list[tuple[int, float]]], max_steps: int | None
+) -> dict[str, list[tuple[int, float]]]:
+    """The series the method is judged by, each thinned to ~200 points."""
+    return {
+        key: curves.downsample(points, max_steps)
+        for key, points in sorted(series.items())
+        if curves.tracked(method, key) and points
+    }
+
+
+def _merge(old: list[tuple[int, float]], new: list[tuple[int, float]]) -> list[tuple[int, float]]:
+    """A log tail holds only recent steps: merge it into the curve so far."""
+    return sorted({**dict(old), **dict(new)}.items())
+
+
+def metrics_from_progress(
+    progress: Progress, previous: TrainMetrics | None, method: str, *, source: str = "logs"
+) -> TrainMetrics:
+    """Fold a progress reading in. trackio holds the whole (thinned) curve, so it replaces
+    the curve so far; a log tail holds only recent steps, so it is merged in."""
     base = previous or TrainMetrics()
+    max_steps = progress.max_steps or base.max_steps
+    if source == "trackio":
+        curve = list(progress.loss_curve) or base.loss_curve
+    else:
+        curve = _merge(base.loss_curve, progress.loss_curve)
+    series = {
+        key: _merge(base.series.get(key, []), progress.series.get(key, []))
+        for key in {*base.series, *progress.series}
+    }
     return base.model_copy(
         update={
             "step": progress.step if progress.step is not None else base.step,
-            "max_steps": progress.max_steps or base.max_steps,
+            "max_steps": max_steps,
             "final_loss": progress.loss if progress.loss is not None else base.final_loss,
             "eta_s": progress.eta_s,
             "min_loss": min(
                 (v for v in (progress.min_loss, base.min_loss) if v is not None), default=None
             ),
-            # A log tail holds only recent steps: merge it into the curve so far.
-            "loss_curve": sorted({**dict(base.loss_curve), **dict(progress.loss_curve)}.items()),
+            "loss_curve": curves.downsample(curve, max_steps),
+            "series": _method_series(method, series, max_steps),
+            "nonfinite": {**progress.nonfinite, **base.nonfinite},  # the first step stays
+            "progress_from": source,
+            "stale": False,
         }
     )
 
 
-def metrics_from_summary(summary: TrainSummary, previous: TrainMetrics | None) -> TrainMetrics:
-    curve = [(int(s), float(v)) for s, v in summary.loss_history]
+def mark_stale(run: Run) -> Run:
+    """A running run whose progress could not be read this time: say so, keep the numbers."""
+    if run.metrics is None or run.metrics.stale:
+        return run
+    return run.model_copy(update={"metrics": run.metrics.model_copy(update={"stale": True})})
+
+
+def cancel_run(run: Run, *, now: str) -> Run:
+    """Canceled by a person: recorded at once (the next poll only confirms it)."""
+    update: dict[str, Any] = {"status": RunStatus.CANCELED, "error": None}
+    attempt = run.last_attempt
+    if attempt is not None and not attempt.state.terminal:
+        ended = attempt.model_copy(update={"state": JobState.CANCELED, "finished_at": now})
+        ended = ended.model_copy(update={"cost_usd": attempt_cost(ended, run.usd_per_hour)})
+        update["attempts"] = [*run.attempts[:-1], ended]
+    update["stage_jobs"] = [
+        j.model_copy(update={"state": JobState.CANCELED, "finished_at": now})
+        if j.job_id and not j.done
+        else j
+        for j in run.stage_jobs
+    ]
+    if run.metrics is not None:
+        update["metrics"] = run.metrics.model_copy(update={"eta_s": None, "stale": False})
+    return run.model_copy(update=update)
+
+
+def metrics_from_summary(
+    summary: TrainSummary, previous: TrainMetrics | None, method: str
+) -> TrainMetrics:
     base = previous or TrainMetrics()
+    max_steps = _known(summary.max_steps, base.max_steps)
+    history = [(int(step), float(value)) for step, value in summary.loss_history]
+    curve = curves.downsample(history, max_steps)
+    # A job script from before the summary carried series keeps what its log lines showed.
+    series = summary.series or base.series
     return TrainMetrics(
         step=_known(summary.steps, base.step),
-        max_steps=_known(summary.max_steps, base.max_steps),
+        max_steps=max_steps,
         final_loss=_known(summary.final_loss, base.final_loss),
         min_loss=_known(summary.min_loss, base.min_loss),
         runtime_s=summary.runtime_s,
         train_tokens_per_s=summary.train_tokens_per_s,
         loss_curve=curve or base.loss_curve,
+        series=_method_series(method, series, max_steps),
+        nonfinite={**summary.nonfinite, **base.nonfinite},
     )
 
 
@@ -104,6 +173,19 @@ def data_warnings(summary: TrainSummary) -> list[str]:
     return notes
 
 
+def tracker_run(run: Run, summary: TrainSummary) -> dict[str, str | None]:
+    """The MLflow run the job logged to (its summary names it), and that run's page."""
+    tracking = summary.tracking
+    run_id = tracking.get("run_id")
+    if run.tracking_backend != "mlflow" or tracking.get("backend") != "mlflow" or not run_id:
+        return {}
+    experiment_id = tracking.get("experiment_id")
+    return {
+        "tracking_run_id": str(run_id),
+        "tracking_url": mlflow_run_url(run.tracking_uri, experiment_id, str(run_id)),
+    }
+
+
 def _failure_text(status: JobStatus, summary: TrainSummary | None) -> str:
     if summary and not summary.completed:
         kind = summary.error_type or "Error"
@@ -115,7 +197,12 @@ def _failure_text(status: JobStatus, summary: TrainSummary | None) -> str:
 
 
 def apply_job_status(
-    run: Run, status: JobStatus, *, progress: Progress | None, summary: TrainSummary | None
+    run: Run,
+    status: JobStatus,
+    *,
+    progress: Progress | None,
+    summary: TrainSummary | None,
+    source: str = "logs",
 ) -> Run:
     """Fold one backend answer into the run's latest attempt and status."""
     attempt = run.last_attempt
@@ -124,13 +211,15 @@ def apply_job_status(
     metrics = run.metrics
     failure_kind = None
     if progress is not None and progress.step is not None:
-        metrics = metrics_from_progress(progress, metrics)
+        metrics = metrics_from_progress(progress, metrics, run.method, source=source)
     update: dict = {"metrics": metrics}
+    if summary is not None:
+        update |= tracker_run(run, summary)
     message = status.message
     if status.state == JobState.COMPLETED:
         if summary and summary.completed:
             update |= {"status": RunStatus.COMPLETED, "error": None}
-            update["metrics"] = metrics_from_summary(summary, metrics)
+            update["metrics"] = metrics_from_summary(summary, metrics, run.method)
             update["warnings"] = data_warnings(summary)
         else:
             message = "job exited cleanly but printed no completion summary"
@@ -144,6 +233,8 @@ def apply_job_status(
         update |= {"status": RunStatus.CANCELED, "error": None}
     else:
         update["status"] = RunStatus.RUNNING
+    if status.state.terminal and update["metrics"] is not None:  # an ended job has no ETA
+        update["metrics"] = update["metrics"].model_copy(update={"eta_s": None, "stale": False})
     new_attempt: Attempt = attempt.model_copy(
         update={
             "state": status.state,

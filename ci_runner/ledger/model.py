@@ -38,7 +38,9 @@ class RunStatus(StrEnum):
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # A diverged run's last loss is NaN: JSON has none, and the null pydantic writes by
+    # default would not load back as a float, so it is written as the string "NaN".
+    model_config = ConfigDict(extra="forbid", ser_json_inf_nan="strings")
 
 
 class Attempt(_Model):
@@ -67,6 +69,26 @@ class TrainMetrics(_Model):
     runtime_s: float | None = None
     train_tokens_per_s: float | None = None
     loss_curve: list[tuple[int, float]] = []
+    progress_from: str | None = None  # trackio, logs or summary: where the numbers came from
+    stale: bool = False  # the last poll could not refresh a running run's progress
+    # The method's own metrics by TRL's log name (eval_loss, rewards/margins, reward,
+    # rewards/<function>/mean, ...): finite values, thinned to ~200 points each
+    # (``job_scripts/curves.py``). The last point is the latest value.
+    series: dict[str, list[tuple[int, float]]] = {}
+    nonfinite: dict[str, int] = {}  # metric → the first step it was NaN or infinite
+
+    @model_serializer(mode="wrap")
+    def _omit_unused_fields(self, handler: Any) -> Any:
+        """Ledgers without these stay byte-identical to those written before they existed."""
+        data = _omit_empty(handler(self), ("series", "nonfinite", "progress_from"))
+        if data.get("stale") is False:
+            data.pop("stale")
+        return data
+
+    def last(self, key: str) -> float | None:
+        """The latest logged value of a series (the loss: ``final_loss``)."""
+        points = self.series.get(key)
+        return points[-1][1] if points else None
 
 
 class StageJob(_Model):
@@ -107,8 +129,22 @@ class Evaluation(_Model):
     status: RunStatus = RunStatus.QUEUED
 
 
+def _omit_empty(data: dict, keys: tuple[str, ...]) -> dict:
+    for key in keys:
+        if data.get(key) in (None, [], {}):
+            data.pop(key, None)
+    return data
+
+
 OPTIONAL_FIELDS = (
+    "tracking_space",
     "warnings",
+    "rewards",
+    "dataset_columns",
+    "eval_split",
+    "tracking_backend",
+    "tracking_uri",
+    "tracking_run_id",
     "stage_index",
     "stage_name",
     "depends_on",
@@ -134,6 +170,9 @@ class Run(_Model):
     base_model: str
     dataset: str
     dataset_split: str
+    eval_split: str | None = None  # where eval_loss comes from: a split, or "10% of train"
+    dataset_columns: dict[str, str] = {}  # dataset.columns: TRL column → the dataset's
+    rewards: list[str] = []  # GRPO reward functions as the file names them
     hyperparameters: dict[str, Any] = {}
     lora: dict[str, Any] | None = None
     output_dir: str
@@ -142,6 +181,12 @@ class Run(_Model):
     tracking_project: str
     tracking_run: str
     tracking_url: str | None = None
+    tracking_space: str | None = None  # the trackio Space the job logs to, if any
+    # MLflow runs only (absent from trackio runs' JSON): ``tracking_project`` is then the
+    # MLflow experiment, and the job's summary names the MLflow run (``tracking_run_id``).
+    tracking_backend: str | None = None  # "mlflow"; None is trackio
+    tracking_uri: str | None = None
+    tracking_run_id: str | None = None
     attempts: list[Attempt] = []
     metrics: TrainMetrics | None = None
     stage: Stage = Stage.TRAIN  # train → eval → export → done
@@ -165,11 +210,7 @@ class Run(_Model):
     @model_serializer(mode="wrap")
     def _omit_unused_fields(self, handler):
         """Ledgers without these stay byte-identical to those written before they existed."""
-        data = handler(self)
-        for key in OPTIONAL_FIELDS:
-            if data.get(key) in (None, []):
-                data.pop(key, None)
-        return data
+        return _omit_empty(handler(self), OPTIONAL_FIELDS)
 
     @property
     def active(self) -> bool:
@@ -195,6 +236,7 @@ class Run(_Model):
 class Ledger(_Model):
     schema_version: int = LEDGER_SCHEMA_VERSION
     experiment: str
+    description: str | None = None  # the file's one line on what the experiment is
     spec_path: str
     report_path: str
     base_model: str
@@ -203,6 +245,10 @@ class Ledger(_Model):
     dataset_url: str | None = None
     method: str
     runs: list[Run] = []
+
+    @model_serializer(mode="wrap")
+    def _omit_unused_fields(self, handler):
+        return _omit_empty(handler(self), ("description",))
 
     def run(self, run_id: str) -> Run | None:
         return next((r for r in self.runs if r.run_id == run_id), None)

@@ -11,6 +11,7 @@ from ci_runner.core.hub import hub_url
 from ci_runner.core.jobs import JobKind, JobStatus, Stage
 from ci_runner.job_scripts.protocol import EvalSummary, ExportSummary
 from ci_runner.ledger.model import Evaluation, ExportFile, JobState, Run, RunStatus, StageJob
+from ci_runner.ledger.ranking import best_of
 
 BASE, FINAL = "base", "final"
 
@@ -125,13 +126,20 @@ def stage_finished(run: Run, kind: str) -> bool:
 
 
 def best_model(run: Run) -> str | None:
-    """The trained model (final or checkpoint) scoring highest on the first benchmark."""
-    scored = [e for e in run.evaluations if e.model_label != BASE and e.score is not None]
-    if not scored:
+    """The trained model (final or checkpoint) that scored strictly best on the first
+    benchmark; None on a tie or when only one model was evaluated."""
+    if not run.evaluations:
         return None
-    first = next(e.benchmark for e in run.evaluations)
-    candidates = [e for e in scored if e.benchmark == first]
-    return max(candidates, key=lambda e: e.score).model if candidates else None
+    first = run.evaluations[0].benchmark
+    candidates = [
+        (e.model, e.score)
+        for e in run.evaluations
+        if e.model_label != BASE
+        and e.model != run.base_model
+        and e.score is not None
+        and e.benchmark == first
+    ]
+    return best_of(candidates)
 
 
 def close_stage(run: Run, kind: str) -> Run:

@@ -6,7 +6,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from ci_runner.plan.estimate import Plan, decide_lora
-from ci_runner.runconfig import DatasetSource, Launch, LoraSettings, RunConfig, Tracking
+from ci_runner.runconfig import (
+    LOCAL_MLFLOW_URI,
+    DatasetSource,
+    Launch,
+    LoraSettings,
+    RunConfig,
+    Tracking,
+)
 from ci_runner.spec.model import Experiment
 
 
@@ -62,6 +69,37 @@ def launch_for(hyperparameters: dict[str, Any], plan: Plan) -> Launch:
     return Launch(processes=plan.processes, strategy=plan.launcher, mixed_precision=mixed)
 
 
+TRL_LOGGING_STEPS = 10  # the Trainer logs every 10 steps unless told otherwise
+LOG_POINTS_PER_RUN = 10
+
+
+def logging(hyperparameters: dict, plan: Plan) -> dict:
+    """Log at least ~ten points per run unless told otherwise.
+
+    With TRL's default of every 10 steps, a run of fewer than 10 steps logs nothing
+    at all: no loss curve, no reward, nothing for the report to judge it by.
+    """
+    if "logging_steps" in hyperparameters or "logging_strategy" in hyperparameters:
+        return hyperparameters
+    if not plan.steps or plan.steps >= TRL_LOGGING_STEPS * LOG_POINTS_PER_RUN:
+        return hyperparameters
+    return {**hyperparameters, "logging_steps": max(1, plan.steps // LOG_POINTS_PER_RUN)}
+
+
+def tracking_for(experiment: Experiment, run_id: str) -> Tracking:
+    """trackio's project and Space, or MLflow's experiment and tracking URI."""
+    spec = experiment.tracking
+    project = spec.project or experiment.name
+    if spec.backend == "mlflow":
+        return Tracking(
+            project=spec.experiment or project,
+            run_name=run_id,
+            backend="mlflow",
+            uri=spec.uri or LOCAL_MLFLOW_URI,
+        )
+    return Tracking(project=project, run_name=run_id, space_id=spec.space)
+
+
 def resolve_run(
     experiment: Experiment, *, output_dir: str, plan: Plan, run_id: str | None = None
 ) -> ResolvedRun:
@@ -72,7 +110,8 @@ def resolve_run(
     if lora:
         fields = lora.model_dump(exclude={"quantize"})
         lora_settings = LoraSettings(**fields, quantize=plan.quantization and "4bit")
-    hyperparameters = with_precision(checkpointing(experiment.hyperparameters, plan), plan)
+    hyperparameters = logging(checkpointing(experiment.hyperparameters, plan), plan)
+    hyperparameters = with_precision(hyperparameters, plan)
     return ResolvedRun(
         run_id,
         RunConfig(
@@ -88,11 +127,7 @@ def resolve_run(
             hub_model_id=experiment.output.hub_model_id,
             hub_private=experiment.output.private,
             merge_lora=experiment.output.merge and lora is not None,
-            tracking=Tracking(
-                project=experiment.tracking.project or experiment.name,
-                run_name=run_id,
-                space_id=experiment.tracking.space,
-            ),
+            tracking=tracking_for(experiment, run_id),
             seed=experiment.seed,
             launch=launch_for(experiment.hyperparameters, plan),
         ),

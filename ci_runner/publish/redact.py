@@ -20,6 +20,8 @@ SECRET_ENV = (
     "OPENAI_API_KEY",
     "INPUT_HF_TOKEN",
     "INPUT_GITHUB_TOKEN",
+    "MLFLOW_TRACKING_TOKEN",
+    "MLFLOW_TRACKING_PASSWORD",
 )
 # Short values ("1", "true") would mask half the text; real tokens are long.
 MIN_SECRET_LEN = 8

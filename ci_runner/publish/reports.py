@@ -19,6 +19,7 @@ from ci_runner.publish.git import Git, push_files
 from ci_runner.publish.github import Written, upsert_pull
 from ci_runner.publish.pr_body import Links, pr_title, render_pr_body
 from ci_runner.publish.redact import redact
+from ci_runner.report.figures import figures
 
 if TYPE_CHECKING:
     from github.Repository import Repository
@@ -66,7 +67,8 @@ def experiment_files(project: Project, git: Git, ledger_path: Path) -> dict[str,
     token values are masked in what is.
     """
     stem = ledger_path.name.removesuffix(LEDGER_SUFFIX)
-    paths = [ledger_path, project.report_path(stem), project.plot_path(stem)]
+    plots = [project.plot_path(stem, figure.key) for figure in figures(load_ledger(ledger_path))]
+    paths = [ledger_path, project.report_path(stem), *plots]
     # A backend's error text could carry a token; it must not reach a commit.
     files = {repo_path(git, p): redact(p.read_text("utf-8")).encode() for p in paths if p.exists()}
     ignored = git.ignored(list(files))
@@ -104,11 +106,15 @@ def publish_experiment(project: Project, git: Git, target: Target, ledger_path: 
     if not pushed.committed and _same_as_base(git, target.base, files):
         return result  # already on the base branch: nothing to review
     stem = ledger_path.name.removesuffix(LEDGER_SUFFIX)
-    plot = project.plot_path(stem)
+    plots = {
+        figure.key: target.blob(pushed.sha, repo_path(git, path)) + "?raw=true"
+        for figure in figures(ledger)
+        if (path := project.plot_path(stem, figure.key)).exists()
+    }
     links = Links(
         report=target.blob(pushed.sha, repo_path(git, project.report_path(stem))),
         ledger=target.blob(pushed.sha, repo_path(git, ledger_path)),
-        plot=target.blob(pushed.sha, repo_path(git, plot)) + "?raw=true" if plot.exists() else None,
+        plots=plots,
     )
     pr = upsert_pull(
         target.repo,

@@ -8,20 +8,28 @@ from ci_runner.ledger.model import Ledger
 from ci_runner.ledger.repository import stem_of
 from ci_runner.ledger.store import load_ledger, write_atomic
 from ci_runner.paths import Project
-from ci_runner.report.plot import render_loss_svg
-from ci_runner.report.render import loss_series, render_report
+from ci_runner.report.figures import figures
+from ci_runner.report.plot import render_svg, unchanged
+from ci_runner.report.render import render_report
 
 
 def write_report(project: Project, stem: str, ledger: Ledger) -> list[Path]:
-    """Render the report (and plot) from the ledger alone; return the files that changed."""
-    curves = loss_series(ledger)
-    plot = project.plot_path(stem)
-    markdown = render_report(ledger, plot_name=plot.name if curves else None)
+    """Render the report and plots from the ledger alone; return the files that changed.
+
+    A plot whose data did not change is not drawn again (its file carries a fingerprint
+    of the data), which keeps a poll cheap.
+    """
+    shown = figures(ledger)
+    paths = {figure.key: project.plot_path(stem, figure.key) for figure in shown}
+    markdown = render_report(ledger, plots={key: path.name for key, path in paths.items()})
     changed = []
     if write_atomic(project.report_path(stem), markdown):
         changed.append(project.report_path(stem))
-    if curves and write_atomic(plot, render_loss_svg(curves)):
-        changed.append(plot)
+    for figure in shown:
+        path = paths[figure.key]
+        existing = path.read_text(encoding="utf-8") if path.exists() else None
+        if not unchanged(figure, existing) and write_atomic(path, render_svg(figure)):
+            changed.append(path)
     return changed
 
 

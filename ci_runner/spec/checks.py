@@ -20,7 +20,7 @@ FLOAT_RE = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
 # Set by ci-runner from other parts of the experiment file.
 RESERVED = {
     "output_dir": "ci-runner picks the output directory per run",
-    "report_to": "metrics always go to trackio; configure `tracking:`",
+    "report_to": "metrics go to trackio, or MLflow with `tracking: {backend: mlflow}`",
     "project": "set `tracking.project` instead",
     "trackio_space_id": "set `tracking.space` instead",
     "run_name": "ci-runner names each run after the experiment",
@@ -233,6 +233,7 @@ def check_cross_fields(data: Any) -> list[Finding]:
                 at_key=True,
             )
         )
+    findings += _tracking_findings(data)
     if data.backend == "hf-jobs":
         findings += _hf_jobs_findings(data)
     hp = data.hyperparameters
@@ -249,6 +250,62 @@ def check_cross_fields(data: Any) -> list[Finding]:
                     f"e.g. per_device_train_batch_size: {gens}",
                 )
             )
+    return findings
+
+
+def _tracking_findings(data: Any) -> list[Finding]:
+    """Each tracker's own settings; an MLflow URI with no password in it; on HF Jobs, a
+    tracking server the job can reach (its disk, and so a local store, is wiped)."""
+    from urllib.parse import urlsplit
+
+    from ci_runner.core.hub import mlflow_store_is_local
+
+    tracking = data.tracking
+    findings = []
+    other = "mlflow" if tracking.backend == "trackio" else "trackio"
+    misplaced = {"trackio": ("uri", "experiment"), "mlflow": ("space",)}[tracking.backend]
+    for key in misplaced:
+        if getattr(tracking, key) is not None:
+            findings.append(
+                Finding(
+                    ("tracking", key),
+                    f"tracking.{key} is a setting of {other}, and this run reports to "
+                    f"{tracking.backend}",
+                    f"remove it, or set `tracking.backend: {other}`",
+                    at_key=True,
+                )
+            )
+    if tracking.backend != "mlflow":
+        return findings
+    parts = urlsplit(tracking.uri or "")
+    if parts.password or (parts.username and parts.scheme in ("http", "https")):
+        findings.append(
+            Finding(
+                ("tracking", "uri"),
+                "credentials in the tracking URI would be written to the ledger and report",
+                "drop them from the URI; set MLFLOW_TRACKING_USERNAME/MLFLOW_TRACKING_PASSWORD "
+                "or MLFLOW_TRACKING_TOKEN in the environment",
+            )
+        )
+    if data.backend == "hf-jobs" and mlflow_store_is_local(tracking.uri):
+        findings.append(
+            Finding(
+                ("tracking", "uri") if tracking.uri else ("tracking", "backend"),
+                "an HF Jobs container cannot write to a tracking store on this machine, and "
+                "its own disk is wiped when it ends",
+                "set `tracking.uri` to an MLflow tracking server the job can reach "
+                "(https://..., or databricks)",
+            )
+        )
+    bare_path = tracking.uri and not parts.scheme and not tracking.uri.startswith("databricks")
+    if parts.scheme.lower() == "file" or bare_path:
+        findings.append(
+            Finding(
+                ("tracking", "uri"),
+                "MLflow 3 refuses to write a file store (./mlruns) unless told to",
+                "use a SQLite store, e.g. `uri: sqlite:///mlflow.db`, or a tracking server",
+            )
+        )
     return findings
 
 

@@ -90,8 +90,17 @@ class OutputSpec(_Strict):
 
 
 class TrackingSpec(_Strict):
-    project: str | None = None
-    space: str | None = None
+    """Where a run's metrics go: trackio (the default), or an MLflow tracking store.
+
+    Defaults are left out of the run's id (``spec_hash`` excludes them), so adding
+    ``backend`` here changed no existing run id.
+    """
+
+    backend: Literal["trackio", "mlflow"] = "trackio"
+    project: str | None = None  # trackio's project; for MLflow, the experiment's default name
+    space: str | None = None  # trackio: the Space the job logs to
+    uri: str | None = Field(default=None, min_length=1)  # MLflow: the tracking URI
+    experiment: str | None = Field(default=None, min_length=1)  # MLflow: the experiment name
 
 
 class BudgetSpec(_Strict):
