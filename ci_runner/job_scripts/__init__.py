@@ -18,7 +18,9 @@ from __future__ import annotations
 import base64
 import gzip
 import io
+import re
 import tarfile
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -77,11 +79,27 @@ def bundle_files(script: Path) -> dict[str, bytes]:
     return files
 
 
-def bundle_b64(script: Path) -> str:
-    """A reproducible ``tar.gz`` of ``bundle_files``, base64-encoded for a job's env."""
+_HEADER = re.compile(r"^# /// script\n(?P<body>(?:#.*\n)*?)# ///\s*$", re.MULTILINE)
+_DEPENDENCIES = re.compile(r"dependencies\s*=\s*\[(?P<items>.*?)\]", re.DOTALL)
+
+
+def script_dependencies(script: Path) -> list[str]:
+    """The ``dependencies`` of a script's PEP 723 header, in order (``uv`` reads the same)."""
+    header = _HEADER.search(script.read_text(encoding="utf-8"))
+    if header is None:
+        return []
+    body = "\n".join(line[1:].strip() for line in header["body"].splitlines())
+    listed = _DEPENDENCIES.search(body)
+    return re.findall(r'"([^"]+)"', listed["items"]) if listed else []
+
+
+def bundle_b64(script: Path, extra: Mapping[str, bytes] | None = None) -> str:
+    """A reproducible ``tar.gz`` of ``bundle_files`` (plus ``extra`` files, e.g. a launch
+    config), base64-encoded for a job's env."""
+    files = {**bundle_files(script), **(extra or {})}
     raw = io.BytesIO()
     with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
-        for name, data in sorted(bundle_files(script).items()):
+        for name, data in sorted(files.items()):
             info = tarfile.TarInfo(name)
             info.size, info.mode, info.mtime = len(data), 0o644, 0
             tar.addfile(info, io.BytesIO(data))

@@ -82,7 +82,9 @@ def emit_summary(summary: Mapping[str, Any], output_dir: str | None) -> None:
     """Print the summary line last, and keep a copy beside the outputs."""
     data = {"schema_version": SCHEMA_VERSION, **summary}
     text = json.dumps(data, allow_nan=True)
-    if output_dir:
+    # Under accelerate launch / torchrun (which set RANK) rank 0 keeps the copy: several
+    # processes that fail at once still print their lines, but write no file over each other.
+    if output_dir and int(os.environ.get("RANK", "0")) == 0:
         try:
             Path(output_dir).mkdir(parents=True, exist_ok=True)
             Path(output_dir, SUMMARY_FILENAME).write_text(text + "\n", encoding="utf-8")
@@ -222,7 +224,7 @@ def environment() -> dict[str, str]:
 
 
 def run_job(
-    job: Callable[[dict[str, Any]], Mapping[str, Any]],
+    job: Callable[[dict[str, Any]], Mapping[str, Any] | None],
     argv: list[str] | None,
     *,
     description: str,
@@ -252,5 +254,6 @@ def run_job(
         extra["versions"] = environment()
         emit_summary(failure(exc, config, **extra), config.get("output_dir"))
         return 1
-    emit_summary({**summary, "versions": environment()}, config["output_dir"])
+    if summary is not None:  # None: another process of a multi-process job reports
+        emit_summary({**summary, "versions": environment()}, config["output_dir"])
     return 0

@@ -26,6 +26,11 @@ single ``CI_RUNNER_SUMMARY {json}`` line (also written to
 ``<output_dir>/ci_runner_summary.json``) that the runner parses. On failure the
 summary has ``status: "failed"`` and the exit code is non-zero.
 
+Under ``accelerate launch`` (several GPUs: DDP or FSDP) every process runs this
+script; only the main one (rank 0) prints the banner, the progress and the summary.
+QLoRA (``lora.quantize: 4bit``) loads the base through bitsandbytes, which the runner
+adds to the job's environment (``uv run --with bitsandbytes``).
+
 Modelled on ``trl/scripts/sft.py``; deliberately short and config-driven.
 """
 
@@ -348,6 +353,55 @@ def check_field_names(config_cls: type, hyperparameters: dict[str, Any]) -> None
         raise ConfigError(f"unknown {config_cls.__name__} field(s): {', '.join(problems)}")
 
 
+def fsdp_launched() -> bool:
+    """``accelerate launch`` with an FSDP config tells its processes so in the environment."""
+    return os.environ.get("ACCELERATE_USE_FSDP", "").lower() in ("1", "true")
+
+
+def model_init_defaults(user: dict[str, Any]) -> dict[str, Any] | None:
+    """``model_init_kwargs`` with what the launch needs, under the user's (and the plan's).
+
+    FSDP shards the model itself: each process must load it whole onto no device
+    (``device_map=None``; TRL would otherwise pass "auto" and spread it over every GPU),
+    as TRL already does for DDP and DeepSpeed.
+    """
+    kwargs = user.get("model_init_kwargs")
+    if not fsdp_launched():
+        return kwargs
+    return {"device_map": None, **(kwargs or {})}
+
+
+def parallelism(args: Any) -> str:
+    """How the processes share the work: no (one process), multi_gpu (DDP), fsdp, multi_cpu."""
+    if fsdp_launched() and not args.use_cpu:
+        return "fsdp"  # the Trainer's Accelerator applies the FSDP plugin from the launch env
+    return str(args.distributed_state.distributed_type.value).lower()
+
+
+def quantization_config(config: dict[str, Any]) -> Any:
+    """QLoRA: the bitsandbytes config the base loads with; None when not quantized.
+
+    NF4 with double quantization, computing in the dtype the run config's
+    ``model_init_kwargs.dtype`` names (bf16; fp16 on T4), as in the QLoRA paper.
+    """
+    if ((config.get("lora") or {}).get("quantize")) != "4bit":
+        return None
+    import torch
+    from transformers import BitsAndBytesConfig
+
+    kwargs = (config.get("hyperparameters") or {}).get("model_init_kwargs") or {}
+    dtype = str(kwargs.get("dtype") or kwargs.get("torch_dtype") or "bfloat16")
+    compute = getattr(torch, dtype.removeprefix("torch."), None)
+    if not isinstance(compute, torch.dtype):
+        compute = torch.bfloat16
+    return BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type="nf4",
+        bnb_4bit_use_double_quant=True,
+        bnb_4bit_compute_dtype=compute,
+    )
+
+
 def runtime_defaults(method: str, has_eval: bool, user: dict[str, Any]) -> dict[str, Any]:
     """Defaults that suit the machine; every one yields to a user hyperparameter."""
     import torch
@@ -401,9 +455,11 @@ def build_training_args(config: dict[str, Any], has_eval: bool):
         print(f"note: ignoring hyperparameters.output_dir, using {config['output_dir']}")
     defaults = runtime_defaults(config["method"], has_eval, hyperparameters)
     kwargs = {**defaults, **settings, **hyperparameters}
+    model_init = model_init_defaults(hyperparameters)
     if config.get("base_model_revision"):  # TRL loads the model and tokenizer at this commit
-        init = dict(kwargs.get("model_init_kwargs") or {})
-        kwargs["model_init_kwargs"] = {**init, "revision": config["base_model_revision"]}
+        model_init = {**(model_init or {}), "revision": config["base_model_revision"]}
+    if model_init is not None:
+        kwargs["model_init_kwargs"] = model_init
     return config_cls(output_dir=config["output_dir"], **kwargs)
 
 
@@ -501,18 +557,44 @@ def resolve_checkpoint(config: dict[str, Any]) -> str | bool | None:
 # --- progress and summary ---------------------------------------------------
 
 
-def save_merged(trainer, output_dir: str) -> str:
-    """Fold the LoRA adapter into the base weights, in a fresh folder (no stale files)."""
+def save_merged(trainer, config: dict[str, Any], output_dir: str) -> str:
+    """Fold the LoRA adapter into the base weights, in a fresh folder (no stale files).
+
+    A 4-bit base, or one sharded over several processes, cannot take the adapter in
+    place: the saved adapter is applied to a 16-bit reload of the base on the CPU.
+    """
     merged_dir = Path(output_dir) / "merged"
     if merged_dir.exists():
         import shutil
 
         shutil.rmtree(merged_dir)
-    model = trainer.model.merge_and_unload()
+    quantized = bool(getattr(trainer.model, "is_loaded_in_4bit", False))
+    if quantized or trainer.args.world_size > 1:
+        model = reload_merged(config, output_dir)
+    else:
+        model = trainer.model.merge_and_unload()
     model.save_pretrained(merged_dir)
     trainer.processing_class.save_pretrained(merged_dir)
     print(f"saved the merged model to {merged_dir}", flush=True)
     return str(merged_dir)
+
+
+def reload_merged(config: dict[str, Any], adapter_dir: str) -> Any:
+    """The base in its 16-bit (or float32) dtype on the CPU, with the saved adapter merged."""
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    kwargs = (config.get("hyperparameters") or {}).get("model_init_kwargs") or {}
+    name = str(kwargs.get("dtype") or kwargs.get("torch_dtype") or "float32")
+    dtype = getattr(torch, name.removeprefix("torch."), None)
+    base = AutoModelForCausalLM.from_pretrained(
+        config["base_model"],
+        dtype=dtype if isinstance(dtype, torch.dtype) else torch.float32,
+        device_map="cpu",
+        trust_remote_code=kwargs.get("trust_remote_code", False),
+    )
+    return PeftModel.from_pretrained(base, adapter_dir).merge_and_unload()
 
 
 def make_progress_callback():
@@ -617,8 +699,9 @@ def quiet_libraries() -> None:
 # --- main -------------------------------------------------------------------
 
 
-def train(config: dict[str, Any]) -> dict[str, Any]:
-    """Load, configure, train, save (and push); return the summary."""
+def train(config: dict[str, Any]) -> dict[str, Any] | None:
+    """Load, configure, train, save (and push); return the summary (None on the other
+    processes of a multi-process launch: the main one reports)."""
     quiet_libraries()
     method = config["method"]
     rewards, reward_columns = [], set()
@@ -632,21 +715,36 @@ def train(config: dict[str, Any]) -> dict[str, Any]:
     train_set, eval_set, data_notes = load_datasets(config, reward_columns)
     args = build_training_args(config, has_eval=eval_set is not None)
     peft_config = build_peft_config(config.get("lora"))
+    quantization = quantization_config(config)
     checkpoint = resolve_checkpoint(config)
+    main_process = args.process_index == 0
 
-    print(
-        f"ci-runner train: {method.upper()} {config['base_model']} on {config['dataset']['path']}"
-        f" | rows train={len(train_set)} eval={len(eval_set) if eval_set is not None else 0}"
-        f" | lora={'r=' + str(peft_config.r) if peft_config else 'off'}"
-        f" | device={'cpu' if args.use_cpu else args.device}"
-        f" | run={config['tracking']['project']}/{config['tracking']['run_name']}",
-        flush=True,
-    )
+    if main_process:
+        dtype = (args.model_init_kwargs or {}).get("dtype", "float32")
+        print(
+            f"ci-runner train: {method.upper()} {config['base_model']} on "
+            f"{config['dataset']['path']}"
+            f" | rows train={len(train_set)} eval={len(eval_set) if eval_set is not None else 0}"
+            f" | lora={'r=' + str(peft_config.r) if peft_config else 'off'}"
+            f" | base={'4-bit NF4, ' + str(dtype) + ' compute' if quantization else dtype}"
+            f" | device={'cpu' if args.use_cpu else args.device}"
+            f" | processes={args.world_size} ({parallelism(args)})"
+            f" | run={config['tracking']['project']}/{config['tracking']['run_name']}",
+            flush=True,
+        )
+        if fsdp_launched() and args.use_cpu:
+            print(
+                f"note: launched with an FSDP config, but FSDP needs CUDA GPUs: the "
+                f"{args.world_size} processes train data-parallel instead",
+                flush=True,
+            )
 
     from transformers import PrinterCallback
 
     _, trainer_cls = trainer_classes(method)
     kwargs: dict[str, Any] = {"reward_funcs": rewards} if method == "grpo" else {}
+    if quantization is not None:  # TRL adds it to model_init_kwargs for from_pretrained
+        kwargs["quantization_config"] = quantization
     progress = make_progress_callback()
     trainer = trainer_cls(
         model=config["base_model"],
@@ -659,15 +757,17 @@ def train(config: dict[str, Any]) -> dict[str, Any]:
     )
     trainer.remove_callback(PrinterCallback)  # ours prints the same logs, compactly
 
-    if checkpoint:
+    if checkpoint and main_process:
         where = "the newest checkpoint in the output dir" if checkpoint is True else checkpoint
         print(f"resuming from {where}", flush=True)
     train_output = trainer.train(resume_from_checkpoint=checkpoint)
+    # Every process takes part in saving (FSDP gathers the full state dict); rank 0 writes.
     trainer.save_model(args.output_dir)  # for LoRA this writes the adapter only
-    print(f"saved {'adapter' if peft_config else 'model'} to {args.output_dir}", flush=True)
-    merged_dir = (
-        save_merged(trainer, args.output_dir) if peft_config and config.get("merge_lora") else None
-    )
+    if main_process:
+        print(f"saved {'adapter' if peft_config else 'model'} to {args.output_dir}", flush=True)
+    merged_dir = None
+    if peft_config and config.get("merge_lora") and main_process:
+        merged_dir = save_merged(trainer, config, args.output_dir)
     if args.push_to_hub:
         dataset = config["dataset"]["path"]
         # The adapter and checkpoints go up with the Trainer; a merged model replaces them.
@@ -682,6 +782,7 @@ def train(config: dict[str, Any]) -> dict[str, Any]:
             )
         print(f"pushed to https://huggingface.co/{args.hub_model_id}", flush=True)
     summary = build_summary(config, trainer, train_output, progress.tokens_at_start)
+    summary["processes"] = args.world_size
     if data_notes:
         summary["data"] = data_notes
     if hasattr(trainer, "end"):  # transformers >= 5.18: finish trackers (trackio)
@@ -689,7 +790,7 @@ def train(config: dict[str, Any]) -> dict[str, Any]:
     tracking = tracker_summary(config)
     if tracking:
         summary["tracking"] = tracking
-    return summary
+    return summary if main_process else None
 
 
 def _on_failure(exc: BaseException, config: dict[str, Any]) -> dict[str, Any]:

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from ci_runner.plan.estimate import Plan, decide_lora
 from ci_runner.runconfig import (
     LOCAL_MLFLOW_URI,
     DatasetSource,
+    Launch,
     LoraSettings,
     RunConfig,
     Tracking,
@@ -41,6 +43,30 @@ def checkpointing(hyperparameters: dict, plan: Plan) -> dict:
     if plan.steps < 2 * CHECKPOINTS_PER_RUN:
         return hyperparameters
     return {**hyperparameters, "save_steps": -(-plan.steps // CHECKPOINTS_PER_RUN)}
+
+
+def with_precision(hyperparameters: dict[str, Any], plan: Plan) -> dict[str, Any]:
+    """Send the dtype the plan sized the base in, when ci-runner chose it (LoRA on a flavor);
+    the file's own ``model_init_kwargs`` stay, and a dtype it sets is never replaced."""
+    if plan.dtype_source != "ci-runner" or not plan.dtype:
+        return hyperparameters
+    kwargs = dict(hyperparameters.get("model_init_kwargs") or {})
+    if kwargs.get("dtype") or kwargs.get("torch_dtype"):
+        return hyperparameters
+    return {**hyperparameters, "model_init_kwargs": {**kwargs, "dtype": plan.dtype}}
+
+
+def launch_for(hyperparameters: dict[str, Any], plan: Plan) -> Launch:
+    """One process, or one per GPU under ``accelerate launch`` as the plan sized it."""
+    if plan.launcher == "single" or plan.processes <= 1:
+        return Launch()
+    if hyperparameters.get("fp16"):
+        mixed = "fp16"
+    elif hyperparameters.get("bf16", True) is False:
+        mixed = "no"
+    else:
+        mixed = "bf16"
+    return Launch(processes=plan.processes, strategy=plan.launcher, mixed_precision=mixed)
 
 
 TRL_LOGGING_STEPS = 10  # the Trainer logs every 10 steps unless told otherwise
@@ -87,6 +113,12 @@ def resolve_run(
     revisions are the commits submit pinned; without them, what the file names (if any)."""
     run_id = run_id or run_id_for(experiment)
     lora, _ = decide_lora(experiment, plan.params)
+    lora_settings = None
+    if lora:
+        fields = lora.model_dump(exclude={"quantize"})
+        lora_settings = LoraSettings(**fields, quantize=plan.quantization and "4bit")
+    hyperparameters = logging(checkpointing(experiment.hyperparameters, plan), plan)
+    hyperparameters = with_precision(hyperparameters, plan)
     return ResolvedRun(
         run_id,
         RunConfig(
@@ -101,8 +133,8 @@ def resolve_run(
                     "revision": dataset_revision or experiment.dataset.revision,
                 }
             ),
-            hyperparameters=logging(checkpointing(experiment.hyperparameters, plan), plan),
-            lora=LoraSettings(**lora.model_dump()) if lora else None,
+            hyperparameters=hyperparameters,
+            lora=lora_settings,
             rewards=experiment.rewards,
             output_dir=output_dir,
             hub_model_id=experiment.output.hub_model_id,
@@ -110,6 +142,7 @@ def resolve_run(
             merge_lora=experiment.output.merge and lora is not None,
             tracking=tracking_for(experiment, run_id),
             seed=experiment.seed,
+            launch=launch_for(experiment.hyperparameters, plan),
         ),
         plan,
     )

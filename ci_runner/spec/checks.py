@@ -43,6 +43,8 @@ RENAMED = {
     "lora_dropout": (None, "LoRA is configured under `lora: {dropout: ...}`"),
     "lora_target_modules": (None, "LoRA is configured under `lora: {target_modules: ...}`"),
     "use_peft": (None, "LoRA is configured under `lora:` (auto, off or settings)"),
+    "load_in_4bit": (None, "QLoRA is `lora: {quantize: 4bit}` (bitsandbytes NF4)"),
+    "load_in_8bit": (None, "ci-runner quantizes to 4 bits only: `lora: {quantize: 4bit}`"),
     "per_device_batch_size": ("per_device_train_batch_size", "the batch size is per device"),
     "batch_size": ("per_device_train_batch_size", "the batch size is per device"),
     "train_batch_size": ("per_device_train_batch_size", "the batch size is per device"),

@@ -102,6 +102,19 @@ class LoraSpec(_Strict):
     alpha: int = Field(default=32, gt=0)
     dropout: float = Field(default=0.05, ge=0, lt=1)
     target_modules: list[str] | str = "all-linear"
+    # QLoRA: "4bit" loads the frozen base as bitsandbytes NF4; "auto" lets the planner
+    # choose it when the 16-bit base fits no single GPU at a sane price; "none" never.
+    quantize: Literal["auto", "none", "4bit"] = "auto"
+
+    @field_validator("quantize", mode="before")
+    @classmethod
+    def _quantize_shorthand(cls, value: Any) -> Any:
+        # `quantize: off` (YAML reads it as False) and `quantize: 4` as people write them
+        if value is False or value in ("off", "no", "false"):
+            return "none"
+        if value in (4, "4", "nf4", "4-bit"):
+            return "4bit"
+        return value
 
 
 class OutputSpec(_Strict):
