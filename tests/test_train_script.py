@@ -232,10 +232,10 @@ def test_a_reward_that_is_always_zero_is_no_learning_signal(
     tiny_fixtures, job_env, tmp_path, monkeypatch
 ):
     """The summary carries the rewards, so the ledger can say the run learned nothing."""
-    from ci_runner.backend.base import JobStatus
-
+    from ci_runner.core.jobs import JobState, JobStatus
+    from ci_runner.job_scripts.protocol import TrainSummary
     from ci_runner.ledger.advance import apply_job_status
-    from ci_runner.ledger.model import Attempt, JobState, Run
+    from ci_runner.ledger.model import Attempt, Run
     from ci_runner.report.health import check_run
 
     module = tmp_path / "zero.py"
@@ -271,7 +271,10 @@ def test_a_reward_that_is_always_zero_is_no_learning_signal(
         attempts=[Attempt(number=1, backend="local", job_id="j", submitted_at="t0")],
     )
     run = apply_job_status(
-        run, JobStatus("j", JobState.COMPLETED, 0), progress=None, summary=summary
+        run,
+        JobStatus("j", JobState.COMPLETED, 0),
+        progress=None,
+        summary=TrainSummary.from_dict(summary),
     )
     (finding,) = check_run(run)
     assert finding.check == "no-learning-signal"
