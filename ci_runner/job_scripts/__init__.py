@@ -31,6 +31,8 @@ HELPERS = (
     "protocol.py",
     "shaping.py",
     "curves.py",
+    "train_data.py",
+    "rewards.py",
     "evaluate_tasks.py",
     "evaluate_humaneval.py",
     "evaluate_gsm8k.py",
