@@ -208,6 +208,12 @@ def check_data(
 @BACKEND_OPTION
 @BUDGET_OPTION
 @SKIP_DATA_OPTION
+@click.option(
+    "--rerun",
+    is_flag=True,
+    help="Start a fresh replicate of each recorded run: the same pinned inputs under the "
+    "next seed, in the same report.",
+)
 @JSON_OPTION
 @click.pass_context
 def submit(
@@ -216,10 +222,14 @@ def submit(
     backend: str | None,
     allow_over_budget: bool,
     skip_data_check: bool,
+    rerun: bool,
     as_json: bool,
 ) -> None:
-    """Check data, plan and submit a file's runs; does nothing for runs already submitted."""
-    outcome = _submit(workspace(ctx), file, backend, allow_over_budget, skip_data_check)
+    """Check data, plan and submit a file's runs; does nothing for runs already submitted
+    (with --rerun, starts another seed of each)."""
+    outcome = _submit(
+        workspace(ctx), file, backend, allow_over_budget, skip_data_check, rerun=rerun
+    )
     _show(submit_json(outcome), submit_text(outcome), as_json)
 
 
@@ -387,7 +397,13 @@ def _watch(
 
 
 def _submit(
-    ws: Workspace, file: str, backend: str | None, allow_over_budget: bool, skip_data_check: bool
+    ws: Workspace,
+    file: str,
+    backend: str | None,
+    allow_over_budget: bool,
+    skip_data_check: bool,
+    *,
+    rerun: bool = False,
 ) -> SubmitOutcome:
     """Submit as `submit` and `run` both do, warnings to stderr."""
     outcome = cmd.submit(
@@ -396,6 +412,7 @@ def _submit(
         backend=backend,
         allow_over_budget=allow_over_budget,
         check_data=not skip_data_check,
+        rerun=rerun,
     )
     for warning in outcome.warnings:
         warn(warning)

@@ -173,6 +173,7 @@ def submit(
     backend: str | None = None,
     allow_over_budget: bool = False,
     check_data: bool = True,
+    rerun: bool = False,
 ) -> SubmitOutcome:
     """Check data, plan and submit; refuses over budget (exit 5) unless allowed."""
     return submit_file(
@@ -181,6 +182,7 @@ def submit(
         backend=backend,
         allow_over_budget=allow_over_budget,
         check_data=check_data,
+        rerun=rerun,
     )
 
 

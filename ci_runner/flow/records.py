@@ -114,6 +114,10 @@ def new_run(
         **_mlflow_fields(config.tracking),
         attempts=[Attempt(number=1, backend=experiment.backend, submitted_at=now)],
     )
+    if spec.replicate_of:  # a rerun: another seed of a recorded run, in the same report
+        run = run.model_copy(
+            update={"title": spec.title, "matrix": spec.matrix, "replicate_of": spec.replicate_of}
+        )
     if limit is None:  # a single-run file: starts now, and its JSON stays as it always was
         return run
     update: dict = {

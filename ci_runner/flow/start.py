@@ -14,7 +14,7 @@ from ci_runner.flow.workspace import Workspace
 from ci_runner.ledger.model import Ledger, Run, RunStatus
 from ci_runner.ledger.repository import replace_run
 from ci_runner.plan.estimate import Plan
-from ci_runner.spec.expand import RunSpec, expand
+from ci_runner.spec.expand import RunSpec, expand, rerun_of
 
 
 def specs_for(ws: Workspace, ledger: Ledger, backend: str) -> dict[str, RunSpec]:
@@ -23,7 +23,14 @@ def specs_for(ws: Workspace, ledger: Ledger, backend: str) -> dict[str, RunSpec]
         experiment = ws.load(ws.root / ledger.spec_path, backend=backend)
     except Exception:  # noqa: BLE001 - any failure here means we cannot rebuild the runs
         return {}
-    return {spec.run_id: spec for spec in expand(experiment)}
+    specs = {spec.run_id: spec for spec in expand(experiment)}
+    for run in ledger.runs:  # reruns (``submit --rerun``) repeat a run the file describes
+        original = specs.get(run.replicate_of or "")
+        seed = (run.matrix or {}).get("seed")
+        if original is not None and isinstance(seed, int):
+            number = int(run.run_id.rsplit("-r", 1)[1])
+            specs[run.run_id] = rerun_of(original, number, seed=seed)
+    return specs
 
 
 def requeue(ws: Workspace, run: Run, limit: int | None) -> Run:

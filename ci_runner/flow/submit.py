@@ -11,9 +11,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ci_runner.errors import NotReadyError
 from ci_runner.flow import schedule
 from ci_runner.flow.launch import resolve
-from ci_runner.flow.pins import PinCache
+from ci_runner.flow.pins import PinCache, Pins
 from ci_runner.flow.preflight import (
     DataChecks,
     check_inputs,
@@ -30,7 +31,35 @@ from ci_runner.ledger.store import load_ledger, save_ledger
 from ci_runner.plan.estimate import Plan
 from ci_runner.plan.total import FilePlan
 from ci_runner.report.files import write_report
-from ci_runner.spec.expand import expand, max_parallel
+from ci_runner.spec.expand import RunSpec, expand, max_parallel, replicate_key, rerun_of
+
+
+def reruns(ledger: Ledger, runs: list[RunSpec]) -> tuple[list[RunSpec], dict[str, Pins]]:
+    """A fresh replicate of every recorded run: the next free seed of its group, the same
+    pinned inputs. A run not recorded yet is submitted as it is."""
+    fresh: list[RunSpec] = []
+    pins: dict[str, Pins] = {}
+    for spec in runs:
+        original = ledger.run(spec.run_id)
+        if original is None:
+            fresh.append(spec)
+            continue
+        key = replicate_key(spec.matrix, spec.stage_name)
+        group = [
+            r
+            for r in ledger.runs
+            if r.run_id == spec.run_id
+            or r.replicate_of == spec.run_id
+            or (key is not None and replicate_key(r.matrix, r.stage_name) == key)
+        ]
+        seeds = {spec.experiment.seed} | {
+            r.matrix["seed"] for r in group if r.matrix and isinstance(r.matrix.get("seed"), int)
+        }
+        number = 2 + sum(1 for r in ledger.runs if r.replicate_of == spec.run_id)
+        copy = rerun_of(spec, number, seed=max(seeds) + 1)
+        fresh.append(copy)
+        pins[copy.run_id] = Pins(original.base_model_revision, original.dataset_revision)
+    return fresh, pins
 
 
 @dataclass(frozen=True)
@@ -66,10 +95,17 @@ def submit(
     backend: str | None = None,
     allow_over_budget: bool = False,
     check_data: bool = True,
+    rerun: bool = False,
 ) -> SubmitOutcome:
+    """``rerun``: start a fresh replicate of each recorded run (same inputs, next seed)."""
     warnings: list[str] = []
     experiment = ws.load(spec_path, backend=backend, warnings=warnings)
     runs = expand(experiment)
+    if rerun and experiment.stages:
+        raise NotReadyError(
+            f"{spec_path}: --rerun repeats single runs, not pipelines; to see the spread of "
+            "a pipeline, add `replicates: N` to the file"
+        )
     for spec in runs:
         check_inputs(spec.experiment)
     stem = stem_for(
@@ -90,6 +126,9 @@ def submit(
             spec_path=ws.project.relative(spec_path),
             report_path=ws.project.relative(ws.project.report_path(stem)),
         )
+        recorded_pins: dict[str, Pins] = {}
+        if rerun:
+            runs, recorded_pins = reruns(ledger, runs)
         before = {r.run_id: r.last_attempt and r.last_attempt.job_id for r in ledger.runs}
         todo = [spec for spec in runs if schedule.needs_submit(ledger.run(spec.run_id))]
         file_plan = None
@@ -105,7 +144,8 @@ def submit(
                 ws.backend(spec.experiment.backend)
             pinning = PinCache(ws.root)  # a repo that does not exist refuses, too
             pins = {
-                spec.run_id: pinning.pins(
+                spec.run_id: recorded_pins.get(spec.run_id)
+                or pinning.pins(
                     spec.experiment, spec_path=str(spec_path), pin_model=not spec.base_from
                 )
                 for spec in todo

@@ -173,6 +173,7 @@ OPTIONAL_FIELDS = (
     "base_from",
     "matrix",
     "max_parallel",
+    "replicate_of",
 )
 
 
@@ -233,6 +234,7 @@ class Run(_Model):
     base_from: str | None = None  # the run whose trained model this one trains from
     matrix: dict[str, Any] | None = None  # the combination's values, by matrix key
     max_parallel: int | None = None  # set: the run waits its turn (see ``waiting``)
+    replicate_of: str | None = None  # ``submit --rerun``: the run this one repeats, seed aside
 
     @model_serializer(mode="wrap")
     def _omit_unused_fields(self, handler):

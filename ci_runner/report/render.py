@@ -46,6 +46,7 @@ from ci_runner.report.markdown import (
     utc_time,
     value,
 )
+from ci_runner.report.replicates import replicates_table
 
 WALL_TIME = "submit → finish"  # how the one runtime shown everywhere is measured
 
@@ -137,6 +138,11 @@ def render_overview(ledger: Ledger, plots: Mapping[str, str] | None = None) -> s
     """The runs with their own method's numbers, the health findings with their remedies,
     and the plots (those ``plots`` has a link for)."""
     blocks = [runs_table(ledger)]
+    replicates = replicates_table(ledger.runs)
+    if replicates:
+        blocks.append(
+            "**Replicates** (the same configuration under several seeds)\n\n" + replicates
+        )
     blocks += [alert(run, finding) for run in ledger.runs for finding in check_run(run)]
     images = [
         f"![{figure.title}]({plots[figure.key]})"

@@ -61,6 +61,7 @@ class RunSpec:
     # until then ``experiment.base_model`` is the model that one started from (same size).
     base_from: str | None = None
     matrix: dict[str, Any] | None = None  # this combination's values, by matrix key
+    replicate_of: str | None = None  # ``submit --rerun``: the run this one repeats
 
     @property
     def label(self) -> str:
@@ -101,8 +102,9 @@ def expand_checked(experiment: Experiment) -> tuple[list[RunSpec], list[Finding]
     stages = experiment.stages or []
     names, findings = _stage_names(experiment)
     combos: list[Combination] = [{}]
-    if experiment.matrix is not None:
-        combos, matrix_findings = _combinations(experiment.matrix, names)
+    matrix = _with_seeds(experiment, findings)
+    if matrix is not None:
+        combos, matrix_findings = _combinations(matrix, names)
         findings += matrix_findings
     if findings:
         return [], findings
@@ -111,7 +113,7 @@ def expand_checked(experiment: Experiment) -> tuple[list[RunSpec], list[Finding]
     runs: list[RunSpec] = []
     seen: set[str] = set()
     for combo in combos:
-        chain = _expand_combination(base, stage_raws, names, combo, experiment.matrix is not None)
+        chain = _expand_combination(base, stage_raws, names, combo, matrix is not None)
         for spec, spec_findings in chain:
             findings += spec_findings
             if spec is not None and spec.run_id not in seen:
@@ -122,6 +124,45 @@ def expand_checked(experiment: Experiment) -> tuple[list[RunSpec], list[Finding]
         if all((f.path, f.message) != (finding.path, finding.message) for f in unique):
             unique.append(finding)
     return runs, unique
+
+
+def _with_seeds(experiment: Experiment, findings: list[Finding]) -> dict | None:
+    """Replicates are one more matrix axis, ``seed``: each combination runs per seed."""
+    seeds = experiment.replicate_seeds
+    if not seeds:
+        return experiment.matrix
+    matrix = dict(experiment.matrix or {})
+    if "seed" in matrix:
+        findings.append(
+            Finding(
+                ("matrix", "seed"),
+                "the matrix already varies the seed, and so do replicates",
+                "keep one: `matrix: {seed: [...]}` or `replicates: N`",
+            )
+        )
+    matrix["seed"] = seeds
+    return matrix
+
+
+def rerun_of(spec: RunSpec, number: int, seed: int) -> RunSpec:
+    """Replicate ``number`` (2, 3, ...) of a run: the same configuration and inputs under
+    another seed, recorded beside the original (``submit --rerun``)."""
+    experiment = spec.experiment.model_copy(update={"seed": seed})
+    return dataclasses.replace(
+        spec,
+        run_id=f"{spec.run_id}-r{number}",
+        experiment=experiment,
+        matrix={**(spec.matrix or {}), "seed": seed},
+        replicate_of=spec.replicate_of or spec.run_id,
+    )
+
+
+def replicate_key(matrix: dict[str, Any] | None, stage_name: str | None) -> tuple | None:
+    """Runs that differ only in their seed share this key; None for a run without one."""
+    if not matrix or "seed" not in matrix:
+        return None
+    rest = sorted((k, json.dumps(v, sort_keys=True)) for k, v in matrix.items() if k != "seed")
+    return (stage_name, tuple(rest))
 
 
 # --- stages ----------------------------------------------------------------------

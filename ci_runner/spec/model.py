@@ -18,6 +18,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -59,7 +60,7 @@ def _reward_ref(reward: str) -> str:
 # Fields that change how a run is watched or paid for, not what it trains.
 NOT_TRAINING = {"description", "timeout", "budget", "retry"}
 # Fields that make a file describe several runs (``spec.expand``); never part of a run's id.
-MULTI_RUN = {"matrix", "stages", "max_parallel"}
+MULTI_RUN = {"matrix", "stages", "max_parallel", "replicates", "seeds"}
 
 
 def _name(value: str) -> str:
@@ -286,12 +287,34 @@ class Experiment(_Strict):
     stages: list[StageSpec] | None = Field(default=None, min_length=1)
     matrix: dict[str, Any] | None = None
     max_parallel: int | None = Field(default=None, ge=1, le=64)
+    # The same configuration under several seeds, as one group: `replicates: 3` runs seeds
+    # seed, seed+1, seed+2; `seeds: [1, 2, 3]` names them.
+    replicates: int | None = Field(default=None, ge=2, le=32)
+    seeds: list[int] | None = Field(default=None, min_length=2, max_length=32)
 
     _base_model_revision = model_validator(mode="before")(_split_base_model_revision)
 
+    @field_validator("seeds")
+    @classmethod
+    def _one_way_to_replicate(cls, seeds: list[int] | None, info: ValidationInfo) -> Any:
+        if seeds is not None and info.data.get("replicates") is not None:
+            raise ValueError("give `replicates: N` or `seeds: [...]`, not both")
+        if seeds is not None and len(set(seeds)) != len(seeds):
+            raise ValueError("seeds repeat: each replicate needs its own seed")
+        return seeds
+
     @property
     def is_multi_run(self) -> bool:
-        return self.stages is not None or self.matrix is not None
+        return self.stages is not None or self.matrix is not None or bool(self.replicate_seeds)
+
+    @property
+    def replicate_seeds(self) -> list[int]:
+        """The seeds of a replicate group; empty unless the file asks for replicates."""
+        if self.seeds is not None:
+            return list(self.seeds)
+        if self.replicates is not None:
+            return [self.seed + i for i in range(self.replicates)]
+        return []
 
     @property
     def run_id(self) -> str:
