@@ -136,11 +136,13 @@ class _Handler(BaseHTTPRequestHandler):
         if self.path == "/api/jobs/hardware":
             return self._send(200, json.dumps(hub.hardware).encode(), {})
         repo, _, rest = self.path.lstrip("/").partition("/resolve/")
-        _, _, filename = rest.partition("/")
+        revision, _, filename = rest.partition("/")
         body = hub.file(repo, filename)
         if body is None:
             return self._send(404, b"", {"X-Error-Code": "EntryNotFound"})
-        headers = {"ETag": f'"{hash(body) & 0xFFFF:x}"', "X-Repo-Commit": COMMIT}
+        # A commit sha names itself; a branch (main) points at ``hub.main_commit``.
+        commit = revision if len(revision) == 40 and revision.isalnum() else hub.main_commit
+        headers = {"ETag": f'"{hash(body) & 0xFFFF:x}"', "X-Repo-Commit": commit}
         if self.command == "HEAD":
             headers["Content-Length"] = str(len(body))
             self.send_response(200)
@@ -164,6 +166,7 @@ class FakeModelHub:
         self.files: dict[str, Any] = dict(files or {})
         self.hardware = hardware or []
         self.fail = 0  # an HTTP status every request gets, when set
+        self.main_commit = COMMIT  # where `main` points; set another to say it moved on
         self.seen: list[tuple[str, str, str | None]] = []  # method, path, Range
         handler = type("Handler", (_Handler,), {"hub": self})
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), handler)

@@ -46,16 +46,17 @@ class Pins:
 class PinCache:
     """One Hub call per repo and revision for a whole file (a matrix shares its model)."""
 
-    def __init__(self, root: Path, api: Any | None = None) -> None:
+    def __init__(self, root: Path, api: Any | None = None, token: str | None = None) -> None:
         self.root = root
         self._api = api
+        self._token = token
         self._known: dict[tuple[str, str, str | None], str | None] = {}
         self.warnings: list[str] = []
 
     @property
     def api(self) -> Any:
         if self._api is None:
-            self._api = hub_api()
+            self._api = hub_api(self._token)
         return self._api
 
     def pins(self, experiment: Experiment, *, spec_path: str, pin_model: bool = True) -> Pins:

@@ -142,7 +142,7 @@ def submit(
             plans = {r.run_id: r.plan for r in file_plan.runs}
             for spec in todo:  # a backend that cannot be reached refuses before any record
                 ws.backend(spec.experiment.backend)
-            pinning = PinCache(ws.root)  # a repo that does not exist refuses, too
+            pinning = PinCache(ws.root, token=ws.hf_token())  # a missing repo refuses, too
             pins = {
                 spec.run_id: recorded_pins.get(spec.run_id)
                 or pinning.pins(
