@@ -35,16 +35,22 @@ from ci_runner.spec.expand import RunSpec, expand, max_parallel, replicate_key, 
 
 
 def reruns(ledger: Ledger, runs: list[RunSpec]) -> tuple[list[RunSpec], dict[str, Pins]]:
-    """A fresh replicate of every recorded run: the next free seed of its group, the same
-    pinned inputs. A run not recorded yet is submitted as it is."""
+    """A fresh replicate of every recorded run (of each replicate group, once): the next
+    free seed of its group, the same pinned inputs. A run not recorded yet is submitted
+    as it is."""
     fresh: list[RunSpec] = []
     pins: dict[str, Pins] = {}
+    groups_done: set[tuple] = set()
     for spec in runs:
         original = ledger.run(spec.run_id)
         if original is None:
             fresh.append(spec)
             continue
         key = replicate_key(spec.matrix, spec.stage_name)
+        if key is not None and key in groups_done:
+            continue  # a replicate group gets one more seed, not one per member
+        if key is not None:
+            groups_done.add(key)
         group = [
             r
             for r in ledger.runs

@@ -36,7 +36,9 @@ def _label(group: list[Run]) -> str:
     first = group[0]
     rest = {k: v for k, v in (first.matrix or {}).items() if k != "seed"}
     parts = [p for p in (first.stage_name, matrix_label(rest) if rest else None) if p]
-    return ", ".join(parts) or (first.replicate_of or first.run_id)
+    if parts:
+        return ", ".join(parts)
+    return first.replicate_of or first.run_id.rsplit("-", 1)[0]  # the file's only setting
 
 
 def _seed(run: Run) -> str:
