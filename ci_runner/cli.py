@@ -33,6 +33,7 @@ from ci_runner.cli_output import (
 from ci_runner.errors import CiRunnerError, NotReadyError
 from ci_runner.flow.poll import poll as poll_once
 from ci_runner.flow.submit import SubmitOutcome
+from ci_runner.flow.submit import submit as submit_file
 from ci_runner.flow.workspace import Workspace
 from ci_runner.ledger.model import Run
 from ci_runner.publish.redact import redact
@@ -406,9 +407,9 @@ def _submit(
     rerun: bool = False,
 ) -> SubmitOutcome:
     """Submit as `submit` and `run` both do, warnings to stderr."""
-    outcome = cmd.submit(
+    outcome = submit_file(
         ws,
-        file,
+        Path(file),
         backend=backend,
         allow_over_budget=allow_over_budget,
         check_data=not skip_data_check,

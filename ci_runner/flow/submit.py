@@ -98,10 +98,10 @@ def submit(
     ws: Workspace,
     spec_path: Path,
     *,
-    backend: str | None = None,
     allow_over_budget: bool = False,
     check_data: bool = True,
     rerun: bool = False,
+    backend: str | None = None,
 ) -> SubmitOutcome:
     """``rerun``: start a fresh replicate of each recorded run (same inputs, next seed)."""
     warnings: list[str] = []
