@@ -32,6 +32,7 @@ HELPERS = (
     "shaping.py",
     "curves.py",
     "train_data.py",
+    "train_args.py",
     "rewards.py",
     "evaluate_tasks.py",
     "evaluate_humaneval.py",
