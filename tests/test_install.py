@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import sysconfig
@@ -38,10 +39,20 @@ def run(*args: str | Path, **kwargs) -> subprocess.CompletedProcess[str]:
 def installed(tmp_path_factory) -> Path:
     """A fresh venv with the checkout's wheel installed; dependencies on a path entry."""
     base = tmp_path_factory.mktemp("install")
+    # Build from a copy of the files git knows: building in place would leave build/ and
+    # an egg-info in the checkout (which pip then takes for an installed ci-runner).
+    source = base / "source"
+    listed = run("git", "-C", ROOT, "ls-files", "-co", "--exclude-standard", "-z")
+    assert listed.returncode == 0, listed.stderr
+    for name in filter(None, listed.stdout.split("\0")):
+        if (ROOT / name).is_file():
+            (source / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / name, source / name)
     wheels = base / "wheels"
+    clean = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     built = run(
         sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
-        "-w", wheels, ROOT,
+        "-w", wheels, source, env=clean,
     )  # fmt: skip
     assert built.returncode == 0, built.stderr[-3000:]
     (wheel,) = wheels.glob("ci_runner-*.whl")
@@ -57,7 +68,7 @@ def installed(tmp_path_factory) -> Path:
     (site / "deps.pth").write_text(sysconfig.get_path("purelib") + "\n")
     pip = run(
         sys.executable, "-m", "pip", "--python", venv / "bin" / "python",
-        "install", "--no-deps", "--no-index", wheel,
+        "install", "--no-deps", "--no-index", wheel, env=clean,
     )  # fmt: skip
     assert pip.returncode == 0, pip.stderr[-3000:]
     return venv
