@@ -37,7 +37,7 @@ class DataCheck:
         check = self.for_method(self.method) if self.method else None
         return check.verdict if check else None
 
-    def for_method(self, method: str) -> MethodCheck | None:
+    def for_method(self, method: str | None) -> MethodCheck | None:
         return next((c for c in self.checks if c.method == method), None)
 
     def render(self) -> str:

@@ -155,8 +155,8 @@ def load_tokenizer(base_model: str, *, root: Path, download: bool = True) -> Any
     fast = load_chat_tokenizer(base_model, root=root, download=download)
     if fast is not None:
         return fast
+    from ci_runner.core.hub import is_local_path
     from ci_runner.data.tokens import CONFIG_FILE, cached_hub_file
-    from ci_runner.spec.model import is_local_path
 
     # No tokenizer config on disk: nothing for transformers either, so skip its import.
     ref = str(root / base_model) if is_local_path(base_model) else base_model

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ci_runner.spec.model import is_local_path
+from ci_runner.core.hub import is_local_path
 
 if TYPE_CHECKING:
     from huggingface_hub import HfApi

@@ -311,7 +311,7 @@ def _tracking_findings(data: Any) -> list[Finding]:
 
 def _hf_jobs_findings(data: Any) -> list[Finding]:
     """A job's disk is wiped when it ends and it cannot see this machine's files."""
-    from ci_runner.spec.model import is_local_path
+    from ci_runner.core.hub import is_local_path
 
     findings = []
     for path, ref in ((("base_model",), data.base_model), (("dataset", "path"), data.dataset.path)):

@@ -46,6 +46,7 @@ FIXED = {"name", "description", "backend", "budget", "retry", "allow_remote_code
 _KEY_HINT = "vary fields such as hyperparameters.learning_rate, lora.r, base_model or dataset.path"
 
 Combination = dict[str, tuple[Any, Path_]]  # matrix key → (value, where the file sets it)
+ReplicateKey = tuple[str | None, tuple[tuple[str, str], ...]]  # see ``replicate_key``
 
 
 @dataclass(frozen=True)
@@ -157,7 +158,7 @@ def rerun_of(spec: RunSpec, number: int, seed: int) -> RunSpec:
     )
 
 
-def replicate_key(matrix: dict[str, Any] | None, stage_name: str | None) -> tuple | None:
+def replicate_key(matrix: dict[str, Any] | None, stage_name: str | None) -> ReplicateKey | None:
     """Runs that differ only in their seed share this key; None for a run without one."""
     if not matrix or "seed" not in matrix:
         return None
