@@ -180,4 +180,5 @@ def jsonable(stats: LengthStats | None) -> dict[str, Any] | None:
         return None
     data = dict(stats.__dict__)
     data["warning"] = stats.warning
-    return json.loads(json.dumps(data))
+    plain: dict[str, Any] = json.loads(json.dumps(data))
+    return plain

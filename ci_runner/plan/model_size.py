@@ -36,10 +36,11 @@ DTYPE_BYTES = {
 }
 
 
-def _header(path: Path) -> dict:
+def _header(path: Path) -> dict[str, Any]:
     with path.open("rb") as handle:
         (length,) = struct.unpack("<Q", handle.read(8))
-        return json.loads(handle.read(length))
+        header: dict[str, Any] = json.loads(handle.read(length))
+        return header
 
 
 def local_tensor_shapes(model_dir: Path) -> dict[str, list[int]]:
