@@ -302,9 +302,9 @@ def run(
     if as_json:
         emit_json([run_json(r) for r in runs] if outcome.runs else run_json(runs[0]))
     elif outcome.runs:
-        for r in runs:
-            echo(f"{r.status.label}: {r.run_id}" + (f" — {r.error}" if r.error else ""))
-            echo_findings(r)
+        for run_ in runs:
+            echo(f"{run_.status.label}: {run_.run_id}" + (f" — {run_.error}" if run_.error else ""))
+            echo_findings(run_)
         echo(f"report: {outcome.report}")
     else:
         echo(f"{runs[0].status.label}: {runs[0].run_id}")

@@ -55,7 +55,7 @@ def stage_text(run: Run) -> str:
     if run.waiting:
         return f"{text} (waiting for {run.depends_on or 'a slot'})"
     if run.active and run.stage in (Stage.EVAL, Stage.EXPORT):
-        jobs = [j for j in run.stage_jobs if j.kind == run.stage]
+        jobs = [j for j in run.stage_jobs if j.kind.value == run.stage.value]
         done = sum(j.done for j in jobs)
         return f"{text} · {'eval' if run.stage == Stage.EVAL else 'export'} {done}/{len(jobs)}"
     return text

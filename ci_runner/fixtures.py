@@ -20,7 +20,10 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from transformers import LlamaTokenizer
 
 MODEL_DIRNAME = "tiny-llama"
 SFT_FILENAME = "tiny-chat.jsonl"
@@ -404,7 +407,7 @@ def _train_sentencepiece(corpus: list[str], work_dir: Path) -> Path:
     return spm_path
 
 
-def _load_tokenizer(spm_path: Path):
+def _load_tokenizer(spm_path: Path) -> LlamaTokenizer:
     """Turn the sentencepiece model into a transformers ``LlamaTokenizer``.
 
     transformers 5 can only read a ``.model`` file with protobuf installed, which
@@ -442,7 +445,7 @@ def _load_tokenizer(spm_path: Path):
     return tokenizer
 
 
-def _save_tokenizer(tokenizer, spm_path: Path, model_dir: Path) -> None:
+def _save_tokenizer(tokenizer: LlamaTokenizer, spm_path: Path, model_dir: Path) -> None:
     """Save, then add what transformers 5 leaves out but llama.cpp needs."""
     tokenizer.save_pretrained(model_dir)
     target = model_dir / "tokenizer.model"
@@ -470,7 +473,7 @@ def _save_tokenizer(tokenizer, spm_path: Path, model_dir: Path) -> None:
     )
 
 
-def _save_random_llama(tokenizer, model_dir: Path) -> None:
+def _save_random_llama(tokenizer: LlamaTokenizer, model_dir: Path) -> None:
     """A ~5 MB Llama: hidden 256 is the smallest size Q4_K_M really quantizes."""
     import torch
     from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM
@@ -490,7 +493,7 @@ def _save_random_llama(tokenizer, model_dir: Path) -> None:
     )
     torch.manual_seed(SEED)
     model = LlamaForCausalLM(config)
-    model.generation_config = GenerationConfig(
+    model.generation_config = GenerationConfig(  # type: ignore[no-untyped-call]
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,

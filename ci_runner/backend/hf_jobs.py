@@ -20,6 +20,7 @@ encrypted and never echoed back by the API.
 
 from __future__ import annotations
 
+import functools
 import os
 import shlex
 import time
@@ -40,7 +41,7 @@ from ci_runner.core.hub import label_value
 from ci_runner.core.jobs import JobHandle, JobRequest, JobState, JobStatus
 from ci_runner.errors import BackendError
 from ci_runner.job_scripts import bundle_b64, script_dependencies
-from ci_runner.runconfig import Launch
+from ci_runner.runconfig import EvalConfig, ExportConfig, Launch, RunConfig
 
 UV_IMAGE = "ghcr.io/astral-sh/uv:python3.12-bookworm"
 BUNDLE_ENV = "CI_RUNNER_BUNDLE_B64"
@@ -173,6 +174,8 @@ class HfJobsBackend:
     def submit(self, request: JobRequest) -> JobHandle:
         """Create the job; on a retried create, adopt a job the failed call made."""
         labels = {REPO_LABEL: self.repo, **request.labels}
+        run_config = request.run_config
+        assert isinstance(run_config, RunConfig | EvalConfig | ExportConfig)  # has a run_id
         launch = launch_of(request.run_config)
         extra = launch_files(launch, script_dependencies(request.script))
         # main's requirements (e.g. an MLflow client) plus bitsandbytes for a 4-bit base
@@ -199,7 +202,7 @@ class HfJobsBackend:
                 secrets=secrets,
                 flavor=request.flavor,
                 timeout=request.timeout_s,
-                name=label_value(request.run_config.run_id),
+                name=label_value(run_config.run_id),
                 labels=labels,
                 namespace=self.namespace,
                 token=self._token,
@@ -241,8 +244,11 @@ class HfJobsBackend:
         for job_id in wanted - found.keys():
             job = self._call(
                 "inspect a job",
-                lambda job_id=job_id: self.api.inspect_job(
-                    job_id=job_id, namespace=self.namespace, token=self._token
+                functools.partial(
+                    self.api.inspect_job,
+                    job_id=job_id,
+                    namespace=self.namespace,
+                    token=self._token,
                 ),
             )
             found[job_id] = _to_status(job)

@@ -14,6 +14,10 @@ import re
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from huggingface_hub import HfApi
 
 HUB = "https://huggingface.co"
 HUB_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?$")
@@ -124,7 +128,7 @@ def mlflow_run_url(uri: str | None, experiment_id: str | None, run_id: str | Non
     return f"{base}/#/experiments/{experiment_id}/runs/{run_id}"
 
 
-def hub_api(token: str | None = None):  # noqa: ANN201 - huggingface_hub.HfApi, imported late
+def hub_api(token: str | None = None) -> HfApi:
     """An ``HfApi`` on ``HF_ENDPOINT`` when set (a mirror, or a loopback Hub in tests)."""
     import os
 

@@ -46,7 +46,7 @@ def resolve(
 ) -> ResolvedRun:
     """The run config the job receives: output locally in the workspace, else in the job;
     the model and dataset at the commits they were pinned to."""
-    if experiment.backend == BackendName.LOCAL:
+    if experiment.backend == BackendName.LOCAL.value:
         output_dir = ws.project.relative(ws.project.runs_dir / run_id / "output")
     else:
         output_dir = str(JOB_OUTPUT_ROOT / run_id / "output")
@@ -148,7 +148,7 @@ def local_checkpoints(ws: Workspace, run: Run) -> list[str]:
 
 def launch_stage_jobs(ws: Workspace, run: Run) -> Run:
     """Start the current stage's jobs that have none yet; adopt any already started."""
-    pending = [j for j in run.stage_jobs if j.kind == run.stage and j.job_id is None]
+    pending = [j for j in run.stage_jobs if j.kind.value == run.stage.value and j.job_id is None]
     if not pending or not run.active:
         return run
     backend: Backend = ws.backend(run.backend)

@@ -21,6 +21,7 @@ def methods_of(runs: list[RunSpec]) -> list[str]:
 def eval_split(experiment: Experiment) -> str | None:
     """Where the run's eval loss comes from, as the report says it."""
     ds = experiment.dataset
+    assert ds is not None  # the loader requires a dataset of every run
     if ds.eval_split:
         return f"split {ds.eval_split}"
     return f"{ds.eval_fraction * 100:g}% of {ds.split}" if ds.eval_fraction else None
@@ -43,6 +44,7 @@ def _mlflow_fields(tracking: Tracking) -> dict[str, str | None]:
 def new_ledger(
     experiment: Experiment, runs: list[RunSpec], *, spec_path: str, report_path: str
 ) -> Ledger:
+    assert runs[0].experiment.dataset is not None  # the loader requires one of every run
     dataset = runs[0].experiment.dataset.path
     joiner = " → " if experiment.stages else " / "
     return Ledger(
@@ -75,6 +77,7 @@ def new_run(
     """
     experiment = experiment or spec.experiment
     config = resolved.run_config
+    assert experiment.dataset is not None  # the loader requires a dataset of every run
     split = experiment.dataset.split
     if experiment.dataset.max_samples:
         split += f"[:{experiment.dataset.max_samples}]"
@@ -120,7 +123,7 @@ def new_run(
         )
     if limit is None:  # a single-run file: starts now, and its JSON stays as it always was
         return run
-    update: dict = {
+    update: dict[str, object] = {
         "title": spec.title,
         "stage_index": spec.stage_index,
         "stage_name": spec.stage_name,

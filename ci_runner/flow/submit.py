@@ -31,7 +31,14 @@ from ci_runner.ledger.store import load_ledger, save_ledger
 from ci_runner.plan.estimate import Plan
 from ci_runner.plan.total import FilePlan
 from ci_runner.report.files import write_report
-from ci_runner.spec.expand import RunSpec, expand, max_parallel, replicate_key, rerun_of
+from ci_runner.spec.expand import (
+    ReplicateKey,
+    RunSpec,
+    expand,
+    max_parallel,
+    replicate_key,
+    rerun_of,
+)
 
 
 def reruns(ledger: Ledger, runs: list[RunSpec]) -> tuple[list[RunSpec], dict[str, Pins]]:
@@ -40,7 +47,7 @@ def reruns(ledger: Ledger, runs: list[RunSpec]) -> tuple[list[RunSpec], dict[str
     as it is."""
     fresh: list[RunSpec] = []
     pins: dict[str, Pins] = {}
-    groups_done: set[tuple] = set()
+    groups_done: set[ReplicateKey] = set()
     for spec in runs:
         original = ledger.run(spec.run_id)
         if original is None:
@@ -114,6 +121,7 @@ def submit(
         )
     for spec in runs:
         check_inputs(spec.experiment)
+    assert runs[0].experiment.dataset is not None  # the loader requires one of every run
     stem = stem_for(
         ws.project,
         experiment=experiment.name,
@@ -135,7 +143,7 @@ def submit(
         recorded_pins: dict[str, Pins] = {}
         if rerun:
             runs, recorded_pins = reruns(ledger, runs)
-        before = {r.run_id: r.last_attempt and r.last_attempt.job_id for r in ledger.runs}
+        before = {r.run_id: r.last_attempt.job_id if r.last_attempt else None for r in ledger.runs}
         todo = [spec for spec in runs if schedule.needs_submit(ledger.run(spec.run_id))]
         file_plan = None
         if todo:

@@ -99,7 +99,7 @@ def quiet_libraries() -> None:
     os.environ.setdefault("TQDM_MININTERVAL", "15")
     import datasets
     import transformers
-    from huggingface_hub.utils import disable_progress_bars
+    from huggingface_hub.utils import disable_progress_bars  # type: ignore[attr-defined]
 
     datasets.disable_progress_bars()
     transformers.utils.logging.disable_progress_bar()

@@ -52,15 +52,19 @@ def score_gsm8k(gold_answer: str, completion: str) -> float:
     """1.0 when the completion's final number equals the one after ``####`` in the gold answer."""
     expected = extract_final_number(gold_answer)
     predicted = extract_final_number(truncate_at_stops(completion, GSM8K_STOP))
-    hit = expected is not None and predicted is not None
-    return 1.0 if hit and math.isclose(predicted, expected, abs_tol=1e-6) else 0.0
+    hit = (
+        expected is not None
+        and predicted is not None
+        and math.isclose(predicted, expected, abs_tol=1e-6)
+    )
+    return 1.0 if hit else 0.0
 
 
 def gsm8k_prompt(line: dict[str, Any], task_name: str | None = None):
     from lighteval.tasks.requests import Doc
 
     return Doc(
-        task_name=task_name,
+        task_name=task_name,  # type: ignore[arg-type]  # lighteval passes the task's name
         query=GSM8K_PROMPT.format(question=line["question"]),
         choices=[f" {line['answer']}"],
         gold_index=0,

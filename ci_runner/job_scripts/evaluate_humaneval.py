@@ -84,7 +84,7 @@ def humaneval_prompt(line: dict[str, Any], task_name: str | None = None):
 
     problem = {key: line[key] for key in ("task_id", "prompt", "test", "entry_point")}
     return Doc(
-        task_name=task_name,
+        task_name=task_name,  # type: ignore[arg-type]  # lighteval passes the task's name
         query=line["prompt"],
         choices=[line["canonical_solution"]],
         gold_index=0,
@@ -97,12 +97,12 @@ def humaneval_metric(timeout_s: float = SANDBOX_TIMEOUT_S):
     from lighteval.metrics.metrics_sample import SampleLevelComputation
 
     class HumanEvalPassAt1(SampleLevelComputation):
-        def compute(self, responses=None, docs=None, **kwargs):
+        def compute(self, responses=None, docs=None, **kwargs):  # type: ignore[override]
             jobs = [
                 (doc.specific, response_text(r)) for doc, r in zip(docs, responses, strict=True)
             ]
             with ThreadPoolExecutor(max_workers=SANDBOX_WORKERS) as pool:
-                return list(pool.map(lambda job: score_humaneval(*job, timeout_s), jobs))
+                return list(pool.map(lambda job: score_humaneval(job[0], job[1], timeout_s), jobs))
 
     return generative_metric("pass@1", HumanEvalPassAt1(), batched=True)
 

@@ -12,13 +12,14 @@ from __future__ import annotations
 import contextlib
 import copy
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from evaluate_gsm8k import gsm8k_task
 from evaluate_humaneval import humaneval_task
 from evaluate_tasks import lighteval_task_configs, override_dataset
 from protocol import ConfigError
 
+T = TypeVar("T")
 RESULTS_DIRNAME = "lighteval"
 CPU_BATCH_SIZE = 8
 # ci-runner's own tasks; any other name is a lighteval built-in.
@@ -78,8 +79,9 @@ def make_registry_class(configs: dict[str, Any], limits: dict[str, int | None]):
         def load_tasks(self):
             return {
                 config.full_name: LimitedTask(config=config)
+                # lighteval annotates one config per task; each value is a list of them
                 for task_configs in self.task_to_configs.values()
-                for config in task_configs
+                for config in task_configs  # type: ignore[attr-defined]
             }
 
     return OnlyTheseTasks
@@ -146,7 +148,7 @@ def load_model(config: dict[str, Any]):
         tokenizer_source = (base_repo, base_revision)
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_source[0], revision=tokenizer_source[1])
     base = AutoModelForCausalLM.from_pretrained(base_repo, revision=base_revision, dtype=dtype)
-    if len(tokenizer) > base.get_input_embeddings().weight.shape[0]:
+    if len(tokenizer) > base.get_input_embeddings().weight.shape[0]:  # type: ignore[index]
         base.resize_token_embeddings(len(tokenizer))  # the adapter was trained with added tokens
     model = PeftModel.from_pretrained(base, repo, revision=revision).merge_and_unload()
     return model, *tokenizer_source
@@ -264,7 +266,7 @@ def primary_metric(config: Any) -> str:
     return names[0] if isinstance(names, list) else names
 
 
-def task_results(results: dict[str, Any], task: str) -> dict[str, Any] | None:
+def task_results(results: dict[str, T], task: str) -> T | None:
     """A task's scores; lighteval writes ``name|k``, its final dict ``name:k``."""
     return results.get(task) or results.get(task.replace("|", ":"))
 

@@ -180,7 +180,9 @@ def _extract_converter(sdist: Path, version: str, dest: Path) -> None:
                 continue
             target = dest / relative
             target.parent.mkdir(parents=True, exist_ok=True)
-            with archive.extractfile(member) as source, target.open("wb") as out:
+            source = archive.extractfile(member)
+            assert source is not None  # a regular file: isfile() above
+            with source, target.open("wb") as out:
                 shutil.copyfileobj(source, out)
             count += 1
     if not (dest / "convert_hf_to_gguf.py").is_file() or not (dest / "gguf-py").is_dir():

@@ -146,7 +146,7 @@ def quiet_libraries() -> None:
     import warnings
 
     import transformers
-    from huggingface_hub.utils import disable_progress_bars
+    from huggingface_hub.utils import disable_progress_bars  # type: ignore[attr-defined]
 
     transformers.utils.logging.disable_progress_bar()
     transformers.utils.logging.set_verbosity_warning()

@@ -19,7 +19,9 @@ _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 def is_hub_id(value: str | None) -> bool:
     """A Hub repo id (``owner/name``) rather than a folder on this machine."""
-    return bool(value) and not Path(value).exists() and bool(_HUB_ID.match(value))
+    if not value:
+        return False
+    return not Path(value).exists() and bool(_HUB_ID.match(value))
 
 
 def fetch_model(source: str, patterns: list[str] | None = None) -> Path:

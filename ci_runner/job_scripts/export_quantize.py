@@ -80,7 +80,7 @@ def quiet_llama_cpp() -> None:
 
     shown = [False]
 
-    @llama_cpp.llama_log_callback
+    @llama_cpp.llama_log_callback  # type: ignore[untyped-decorator]
     def callback(level: int, text: bytes, user_data: ctypes.c_void_p) -> None:
         if level != 5:  # GGML_LOG_LEVEL_CONT
             shown[0] = level in (3, 4)  # GGML_LOG_LEVEL_WARN, GGML_LOG_LEVEL_ERROR
@@ -113,6 +113,7 @@ def smoke_test(path: Path) -> str:
     llm = Llama(model_path=str(path), n_ctx=256, verbose=False, seed=0)
     try:
         output = llm.create_completion(SMOKE_PROMPT, max_tokens=SMOKE_TOKENS, temperature=0.0)
+        assert isinstance(output, dict)  # one response: stream is off
         return output["choices"][0]["text"]
     finally:
         with contextlib.suppress(Exception):

@@ -49,8 +49,12 @@ def accuracy_reward(completions: list[Any], answer: list[Any], **kwargs: Any) ->
     rewards = []
     for completion, gold in zip(completions, answer, strict=True):
         predicted, expected = extract_number(completion_text(completion)), extract_number(gold)
-        hit = predicted is not None and expected is not None
-        rewards.append(1.0 if hit and math.isclose(predicted, expected, abs_tol=1e-6) else 0.0)
+        hit = (
+            predicted is not None
+            and expected is not None
+            and math.isclose(predicted, expected, abs_tol=1e-6)
+        )
+        rewards.append(1.0 if hit else 0.0)
     return rewards
 
 
@@ -72,6 +76,8 @@ def load_reward_function(spec: str) -> Callable[..., list[float]]:
     if not path.is_file():
         raise ConfigError(f"reward {spec!r}: file {path} not found")
     module_spec = importlib.util.spec_from_file_location(f"ci_runner_reward_{path.stem}", path)
+    if module_spec is None or module_spec.loader is None:
+        raise ConfigError(f"reward {spec!r}: {path} cannot be imported as a Python module")
     module = importlib.util.module_from_spec(module_spec)
     module_spec.loader.exec_module(module)
     func = getattr(module, func_name, None)

@@ -43,6 +43,7 @@ import resource
 import signal
 import struct
 import sys
+from typing import Any
 
 EXIT_SETUP = 90
 MAX_FRAME = 16 << 20
@@ -263,6 +264,8 @@ def enter_namespaces(config: dict) -> None:
 def drop_privileges(config: dict) -> None:
     uid, gid = config.get("uid"), config.get("gid")
     if uid is not None:
+        if gid is None:
+            raise SetupError("uid", f"switching to uid {uid} needs a gid")
         try:
             os.setgroups([])
             os.setresgid(gid, gid, gid)
@@ -375,7 +378,7 @@ def check_interpreter() -> None:
 
 def namespaces() -> dict:
     """This process's namespaces (the evaluator reads its own with this function too)."""
-    found = {}
+    found: dict[str, str | None] = {}
     for kind in ("net", "pid", "mnt", "user", "ipc"):
         try:
             found[kind] = os.readlink(f"/proc/self/ns/{kind}")
@@ -454,8 +457,9 @@ def block_sockets() -> None:
         def __init__(self, *args, **kwargs):
             refuse()
 
-    socket.socket = socket.SocketType = _socket.socket = _socket.SocketType = Refused
     for module in (socket, _socket):
+        for name in ("socket", "SocketType"):
+            setattr(module, name, Refused)
         for name in ("socketpair", "fromfd", "create_connection", "getaddrinfo"):
             if hasattr(module, name):
                 setattr(module, name, refuse)
@@ -556,8 +560,9 @@ def serve_candidate(config: dict) -> None:
     calls, answers = config["rpc_in"], config["rpc_out"]
     with open(config["program"], encoding="utf-8") as handle:
         source = handle.read()
-    namespace = {"__name__": "__candidate__", "__builtins__": builtins}
-    function, error = None, None
+    namespace: dict[str, Any] = {"__name__": "__candidate__", "__builtins__": builtins}
+    function: Any = None
+    error = None
     try:
         exec(compile(source, "candidate.py", "exec"), namespace)
         function = namespace.get(config["entry_point"])
@@ -630,7 +635,7 @@ def judge(config: dict, ctl: int) -> None:
     candidate.__name__ = entry_point
     with open(config["program"], encoding="utf-8") as handle:
         prompt, tests = json.load(handle)
-    namespace = {"__name__": "__judge__", "__builtins__": builtins}
+    namespace: dict[str, Any] = {"__name__": "__judge__", "__builtins__": builtins}
     try:
         exec(compile(prompt, "prompt.py", "exec"), namespace)  # helpers the tests use
         namespace[entry_point] = candidate

@@ -52,7 +52,8 @@ class Plan:
     interpreter: str
 
     def without(self, layer: str) -> Plan:
-        return dataclasses.replace(self, **{layer: False})
+        off: dict[str, Any] = {layer: False}  # one of the bool layer fields
+        return dataclasses.replace(self, **off)
 
     def cgroup_layers(self) -> set[str]:
         return {name for name in ("cgroup_memory", "cgroup_pids") if getattr(self, name)}

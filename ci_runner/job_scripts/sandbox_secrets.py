@@ -20,6 +20,7 @@ import re
 import stat
 import sys
 import threading
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -52,7 +53,7 @@ def hf_token_files(environ: dict[str, str] | os._Environ) -> list[Path]:
     return unique
 
 
-def drop_secrets(extra_files: list[str | Path] = ()) -> dict[str, Any]:
+def drop_secrets(extra_files: Sequence[str | Path] = ()) -> dict[str, Any]:
     """Leave the evaluator holding no secret before generated code runs.
 
     * credential-looking variables (``HF_TOKEN``, ``*_API_KEY``, ...) leave

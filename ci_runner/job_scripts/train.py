@@ -224,7 +224,7 @@ def quiet_libraries() -> None:
 
     import datasets
     import transformers
-    from huggingface_hub.utils import disable_progress_bars
+    from huggingface_hub.utils import disable_progress_bars  # type: ignore[attr-defined]
 
     datasets.disable_progress_bars()
     transformers.utils.logging.disable_progress_bar()

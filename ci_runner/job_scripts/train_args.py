@@ -27,9 +27,9 @@ def trainer_classes(method: str):
     import trl
 
     return {
-        "sft": (trl.SFTConfig, trl.SFTTrainer),
-        "dpo": (trl.DPOConfig, trl.DPOTrainer),
-        "grpo": (trl.GRPOConfig, trl.GRPOTrainer),
+        "sft": (trl.SFTConfig, trl.SFTTrainer),  # type: ignore[attr-defined]
+        "dpo": (trl.DPOConfig, trl.DPOTrainer),  # type: ignore[attr-defined]
+        "grpo": (trl.GRPOConfig, trl.GRPOTrainer),  # type: ignore[attr-defined]
     }[method]
 
 

@@ -15,7 +15,7 @@ from protocol import ConfigError
 
 FILE_BUILDERS = {".jsonl": "json", ".json": "json", ".parquet": "parquet", ".csv": "csv"}
 # Column sets TRL accepts per method; the dataset must contain one of them.
-REQUIRED_COLUMNS = {
+REQUIRED_COLUMNS: dict[str, list[tuple[str, ...]]] = {
     "sft": [("messages",), ("text",), ("prompt", "completion")],
     "dpo": [("chosen", "rejected")],
     "grpo": [("prompt",)],

@@ -7,15 +7,18 @@ so the same facts always give the same ledger (and an unchanged report).
 from __future__ import annotations
 
 import re
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import Any, TypeVar
 
 from ci_runner.core.hub import mlflow_run_url
-from ci_runner.core.jobs import JobStatus
+from ci_runner.core.jobs import JobState, JobStatus
 from ci_runner.job_scripts import curves
 from ci_runner.job_scripts.protocol import TrainSummary
-from ci_runner.ledger.model import Attempt, JobState, Run, RunStatus, TrainMetrics
+from ci_runner.ledger.model import Attempt, Run, RunStatus, TrainMetrics
 from ci_runner.ledger.retry import attempt_cost, classify_failure
 from ci_runner.progress import Progress
+
+T = TypeVar("T")
 
 # Known failure signatures (case-insensitive) → what the user should do about them.
 _REMEDIES = {
@@ -57,7 +60,9 @@ def diagnose(text: str | None) -> str | None:
 
 
 def _method_series(
-    method: str, series: dict[str, list[tuple[int, float]]], max_steps: int | None
+    method: str,
+    series: Mapping[str, Sequence[tuple[int, float]] | Sequence[list[float]]],
+    max_steps: int | None,
 ) -> dict[str, list[tuple[int, float]]]:
     """The series the method is judged by, each thinned to ~200 points."""
     return {
@@ -153,7 +158,7 @@ def metrics_from_summary(
     )
 
 
-def _known(value, fallback):  # noqa: ANN001, ANN202 - any value type
+def _known(value: T | None, fallback: T) -> T:
     return fallback if value is None else value
 
 
@@ -209,7 +214,7 @@ def apply_job_status(
     failure_kind = None
     if progress is not None and progress.step is not None:
         metrics = metrics_from_progress(progress, metrics, run.method, source=source)
-    update: dict = {"metrics": metrics}
+    update: dict[str, Any] = {"metrics": metrics}
     if summary is not None:
         update |= tracker_run(run, summary)
         if summary.versions:

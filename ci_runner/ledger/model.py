@@ -8,7 +8,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, field_validator, model_serializer
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    SerializerFunctionWrapHandler,
+    field_validator,
+    model_serializer,
+)
 
 from ci_runner.core.jobs import BackendName, FailureKind, JobKind, JobState, Stage, StrEnum
 
@@ -140,7 +146,7 @@ class Evaluation(_Model):
         return [float(c) for c in value] if isinstance(value, str) else value
 
     @model_serializer(mode="wrap")
-    def _compact_samples(self, handler):
+    def _compact_samples(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
         data = _omit_empty(handler(self), ("samples",))
         values = data.get("samples")
         if values and all(v in (0.0, 1.0) for v in values):
@@ -148,7 +154,7 @@ class Evaluation(_Model):
         return data
 
 
-def _omit_empty(data: dict, keys: tuple[str, ...]) -> dict:
+def _omit_empty(data: dict[str, Any], keys: tuple[str, ...]) -> dict[str, Any]:
     for key in keys:
         if data.get(key) in (None, [], {}):
             data.pop(key, None)
@@ -237,7 +243,7 @@ class Run(_Model):
     replicate_of: str | None = None  # ``submit --rerun``: the run this one repeats, seed aside
 
     @model_serializer(mode="wrap")
-    def _omit_unused_fields(self, handler):
+    def _omit_unused_fields(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
         """Ledgers without these stay byte-identical to those written before they existed."""
         return _omit_empty(handler(self), OPTIONAL_FIELDS)
 
@@ -276,7 +282,7 @@ class Ledger(_Model):
     runs: list[Run] = []
 
     @model_serializer(mode="wrap")
-    def _omit_unused_fields(self, handler):
+    def _omit_unused_fields(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
         return _omit_empty(handler(self), ("description",))
 
     def run(self, run_id: str) -> Run | None:

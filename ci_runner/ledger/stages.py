@@ -8,9 +8,9 @@ decide which jobs a stage needs and fold their results into the run.
 from __future__ import annotations
 
 from ci_runner.core.hub import hub_url
-from ci_runner.core.jobs import JobKind, JobStatus, Stage
+from ci_runner.core.jobs import JobKind, JobState, JobStatus, Stage
 from ci_runner.job_scripts.protocol import EvalSummary, ExportSummary
-from ci_runner.ledger.model import Evaluation, ExportFile, JobState, Run, RunStatus, StageJob
+from ci_runner.ledger.model import Evaluation, ExportFile, Run, RunStatus, StageJob
 from ci_runner.ledger.ranking import Candidate, Verdict, verdict
 
 BASE, FINAL = "base", "final"

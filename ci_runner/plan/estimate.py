@@ -152,6 +152,7 @@ def _throughput_note(flavor: Flavor, s: Settings, lora_on: bool, precision: Prec
     if not flavor.is_gpu:
         rate = f"{CPU_EFFECTIVE_TFLOPS} TFLOP/s effective on CPU"
     else:
+        assert flavor.accelerator is not None  # every GPU flavor names one
         accel = ACCELERATORS[flavor.accelerator]
         rate = f"{flavor.accelerator} {flavor.peak_tflops:g} TFLOP/s peak × {accel.mfu:.0%} MFU"
         if flavor.gpus > 1:
@@ -179,7 +180,9 @@ def _seconds(
     return seconds + overhead_seconds(size.params)
 
 
-def _timeout_warnings(experiment: Experiment, est: float | None, recommended: int | None) -> list:
+def _timeout_warnings(
+    experiment: Experiment, est: float | None, recommended: int | None
+) -> list[str]:
     """A timeout below the estimate kills the job; none at all means HF Jobs' 30 min."""
     if est is None or recommended is None:
         return []
@@ -311,7 +314,9 @@ class _Sizing:
         return precision, memory
 
 
-def _sizing(s: Settings, experiment: Experiment, size: ModelSize | None, mean_len: float | None):
+def _sizing(
+    s: Settings, experiment: Experiment, size: ModelSize | None, mean_len: float | None
+) -> _Sizing:
     lora, note = decide_lora(experiment, size.params if size else None)
     lengths = _lengths(s, mean_len)
     if size is None:
@@ -364,13 +369,16 @@ class _Notes:
     assumptions: list[str]
 
 
-def _workload_notes(experiment: Experiment, s: Settings, work: Workload, rows_known: bool):
+def _workload_notes(
+    experiment: Experiment, s: Settings, work: Workload, rows_known: bool
+) -> tuple[list[str], list[str]]:
     if work.tokens is None:
         return [
             "dataset size unknown and no max_steps or max_samples: time and cost not "
             "estimated; run the dataset check or set max_steps"
         ], []
     if not rows_known and not s.max_steps:
+        assert experiment.dataset is not None  # the loader requires a dataset of every run
         return [], [f"the dataset has at least max_samples ({experiment.dataset.max_samples}) rows"]
     return [], []
 

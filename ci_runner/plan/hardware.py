@@ -104,7 +104,11 @@ def _price(flavor: Flavor, prices: Mapping[str, float]) -> float:
 
 def _gpu_candidates(bf16: bool, prices: Mapping[str, float]) -> list[Flavor]:
     """GPU flavors by price; T4 drops out under bf16 (no bf16 tensor cores)."""
-    gpus = [f for f in FLAVORS if f.is_gpu and (ACCELERATORS[f.accelerator].bf16 or not bf16)]
+    gpus = [
+        f
+        for f in FLAVORS
+        if f.is_gpu and f.accelerator and (ACCELERATORS[f.accelerator].bf16 or not bf16)
+    ]
     return sorted(gpus, key=lambda f: (_price(f, prices), -f.peak_tflops, f.name))
 
 
@@ -211,7 +215,8 @@ def _explicit_hardware(
     option = _explicit_option(flavor, sizer, quantize)
     warnings = []
     fp16_weights = option.precision.dtype == "float16"  # matmuls run in fp16: no emulation
-    if flavor.is_gpu and s.bf16 and not ACCELERATORS[flavor.accelerator].bf16 and not fp16_weights:
+    accel = ACCELERATORS[flavor.accelerator] if flavor.accelerator else None
+    if flavor.is_gpu and s.bf16 and accel is not None and not accel.bf16 and not fp16_weights:
         warnings.append(
             f"{name}: {flavor.accelerator} has no bf16 tensor cores, so bf16 (TRL's default) "
             "runs emulated and several times slower; set `fp16: true` or choose l4x1"

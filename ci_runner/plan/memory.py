@@ -112,7 +112,7 @@ def estimate_memory(
     """
     w = precision.weight_bytes
     lora_on = trainable is not None
-    if lora_on:
+    if trainable is not None:
         adapter = QLORA_ADAPTER_BYTES if precision.quantize else ADAPTER_BYTES
         static = frozen_weight_bytes(params, shape, precision) + trainable * adapter
     else:

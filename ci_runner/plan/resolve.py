@@ -32,7 +32,7 @@ def run_id_for(experiment: Experiment) -> str:
 CHECKPOINTS_PER_RUN = 10
 
 
-def checkpointing(hyperparameters: dict, plan: Plan) -> dict:
+def checkpointing(hyperparameters: dict[str, Any], plan: Plan) -> dict[str, Any]:
     """Save (and, with a Hub repo, push) about ten checkpoints per run unless told otherwise.
 
     A job killed at 90% then loses at most a tenth of its work; TRL's default of
@@ -73,7 +73,7 @@ TRL_LOGGING_STEPS = 10  # the Trainer logs every 10 steps unless told otherwise
 LOG_POINTS_PER_RUN = 10
 
 
-def logging(hyperparameters: dict, plan: Plan) -> dict:
+def logging(hyperparameters: dict[str, Any], plan: Plan) -> dict[str, Any]:
     """Log at least ~ten points per run unless told otherwise.
 
     With TRL's default of every 10 steps, a run of fewer than 10 steps logs nothing
@@ -112,6 +112,7 @@ def resolve_run(
     """``run_id``: a file's matrix or stage run has the id its expansion gave it. The
     revisions are the commits submit pinned; without them, what the file names (if any)."""
     run_id = run_id or run_id_for(experiment)
+    assert experiment.dataset is not None  # the loader requires a dataset of every run
     lora, _ = decide_lora(experiment, plan.params)
     lora_settings = None
     if lora:

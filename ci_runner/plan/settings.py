@@ -77,6 +77,7 @@ def settings_from(experiment: Experiment) -> Settings:
     hp = experiment.hyperparameters
     max_length = hp.get("max_length", 1024)
     max_steps = _int(hp, "max_steps", -1)
+    assert experiment.method is not None  # the loader requires a method of every run
     return Settings(
         method=experiment.method,
         batch=_int(hp, "per_device_train_batch_size", 8),

@@ -48,6 +48,7 @@ class Workload:
 def _train_rows(experiment: Experiment, dataset_rows: int | None) -> int | None:
     """Rows trained on: the dataset capped by max_samples, less a held-out eval_fraction."""
     ds = experiment.dataset
+    assert ds is not None  # the loader requires a dataset of every run
     known = [n for n in (dataset_rows, ds.max_samples) if n is not None]
     if not known:
         return None
@@ -122,10 +123,12 @@ def effective_tflops(flavor: Flavor, bf16: bool, precision: Precision | None = N
     unless the weights themselves are fp16; a 4-bit base runs at QLORA_THROUGHPUT."""
     if not flavor.is_gpu:
         return CPU_EFFECTIVE_TFLOPS
+    assert flavor.accelerator is not None  # every GPU flavor names one
     accel = ACCELERATORS[flavor.accelerator]
     fp16_weights = precision is not None and precision.dtype == "float16"
     emulated = bf16 and not accel.bf16 and not fp16_weights
     peak = accel.emulated_bf16_tflops if emulated else flavor.peak_tflops
+    assert peak is not None  # a GPU without bf16 (T4) has an emulated rate
     scaling = MULTI_GPU_EFFICIENCY if flavor.gpus > 1 else 1.0
     quantized = QLORA_THROUGHPUT if precision is not None and precision.quantize else 1.0
     return peak * accel.mfu * flavor.gpus * scaling * quantized
@@ -143,6 +146,7 @@ def generation_seconds(
     compute = 2 * params * sequences / per_device_flops
     memory = 0.0
     if flavor.is_gpu:
+        assert flavor.accelerator is not None  # every GPU flavor names one
         accel = ACCELERATORS[flavor.accelerator]
         weight = NF4_BYTES if precision.quantize else precision.weight_bytes
         memory = params * weight / (accel.mem_bw_gbps * 1e9 * DECODE_BANDWIDTH_EFFICIENCY)

@@ -22,7 +22,7 @@ def _hub_id(ref: str) -> str | None:
 
 
 def _is_url(text: str | None) -> bool:
-    return bool(text) and text.startswith(("http://", "https://"))
+    return text is not None and text.startswith(("http://", "https://"))
 
 
 def eval_results(run: Run) -> list[Any]:

@@ -69,7 +69,7 @@ def value(v: Any) -> str:
 
 
 def is_url(target: str | None) -> bool:
-    return bool(target) and target.startswith(("http://", "https://"))
+    return target is not None and target.startswith(("http://", "https://"))
 
 
 def link_or_path(target: str | None, label: str) -> str:

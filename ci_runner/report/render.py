@@ -260,7 +260,7 @@ def _exports(run: Run) -> str:
     return table(("File", "Quantization", "Size"), rows)
 
 
-def _size(n: int) -> str:
+def _size(n: float) -> str:
     for unit in ("B", "KB", "MB", "GB"):
         if n < 1024 or unit == "GB":
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
@@ -488,6 +488,7 @@ def _pipeline(ledger: Ledger) -> str:
     for run in runs:
         scores = {benchmark_text(ev): score_text(ev) for ev in run.evaluations if is_final(ev)}
         label = labels[run.run_id]
+        assert run.stage_index is not None  # only the pipeline's stages
         rows.append(
             [
                 f"{run.stage_index + 1}. {run.stage_name or run.method}",

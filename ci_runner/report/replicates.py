@@ -23,8 +23,8 @@ def replicate_groups(runs: list[Run]) -> list[list[Run]]:
             keys[run.run_id] = key
     for run in runs:  # a rerun joins its original's group, or starts one with it
         if run.replicate_of:
-            key = keys.get(run.replicate_of, ("rerun of", run.replicate_of))
-            keys[run.run_id] = keys[run.replicate_of] = key
+            shared = keys.get(run.replicate_of, ("rerun of", run.replicate_of))
+            keys[run.run_id] = keys[run.replicate_of] = shared
     groups: dict[Hashable, list[Run]] = {}
     for run in runs:
         if run.run_id in keys:

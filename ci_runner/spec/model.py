@@ -25,10 +25,9 @@ from pydantic import (
 
 from ci_runner.core.durations import parse_duration
 from ci_runner.core.flavors import FLAVORS_BY_NAME
-from ci_runner.core.hub import (  # noqa: F401 - is_local_path is also imported from here
+from ci_runner.core.hub import (
     HUB_ID_RE,
     REVISION_RE,
-    is_local_path,
     split_revision,
 )
 
