@@ -33,6 +33,7 @@ from ci_runner.cli_output import (
 from ci_runner.errors import CiRunnerError, NotReadyError
 from ci_runner.flow.poll import poll as poll_once
 from ci_runner.flow.submit import SubmitOutcome
+from ci_runner.flow.submit import submit as submit_file
 from ci_runner.flow.workspace import Workspace
 from ci_runner.ledger.model import Run
 from ci_runner.publish.redact import redact
@@ -208,6 +209,12 @@ def check_data(
 @BACKEND_OPTION
 @BUDGET_OPTION
 @SKIP_DATA_OPTION
+@click.option(
+    "--rerun",
+    is_flag=True,
+    help="Start a fresh replicate of each recorded run: the same pinned inputs under the "
+    "next seed, in the same report.",
+)
 @JSON_OPTION
 @click.pass_context
 def submit(
@@ -216,10 +223,14 @@ def submit(
     backend: str | None,
     allow_over_budget: bool,
     skip_data_check: bool,
+    rerun: bool,
     as_json: bool,
 ) -> None:
-    """Check data, plan and submit a file's runs; does nothing for runs already submitted."""
-    outcome = _submit(workspace(ctx), file, backend, allow_over_budget, skip_data_check)
+    """Check data, plan and submit a file's runs; does nothing for runs already submitted
+    (with --rerun, starts another seed of each)."""
+    outcome = _submit(
+        workspace(ctx), file, backend, allow_over_budget, skip_data_check, rerun=rerun
+    )
     _show(submit_json(outcome), submit_text(outcome), as_json)
 
 
@@ -291,9 +302,9 @@ def run(
     if as_json:
         emit_json([run_json(r) for r in runs] if outcome.runs else run_json(runs[0]))
     elif outcome.runs:
-        for r in runs:
-            echo(f"{r.status.label}: {r.run_id}" + (f" — {r.error}" if r.error else ""))
-            echo_findings(r)
+        for run_ in runs:
+            echo(f"{run_.status.label}: {run_.run_id}" + (f" — {run_.error}" if run_.error else ""))
+            echo_findings(run_)
         echo(f"report: {outcome.report}")
     else:
         echo(f"{runs[0].status.label}: {runs[0].run_id}")
@@ -387,15 +398,22 @@ def _watch(
 
 
 def _submit(
-    ws: Workspace, file: str, backend: str | None, allow_over_budget: bool, skip_data_check: bool
+    ws: Workspace,
+    file: str,
+    backend: str | None,
+    allow_over_budget: bool,
+    skip_data_check: bool,
+    *,
+    rerun: bool = False,
 ) -> SubmitOutcome:
     """Submit as `submit` and `run` both do, warnings to stderr."""
-    outcome = cmd.submit(
+    outcome = submit_file(
         ws,
-        file,
+        Path(file),
         backend=backend,
         allow_over_budget=allow_over_budget,
         check_data=not skip_data_check,
+        rerun=rerun,
     )
     for warning in outcome.warnings:
         warn(warning)

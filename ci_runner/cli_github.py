@@ -73,7 +73,7 @@ def publish(
     if not git_only and not (token and repo):
         raise click.UsageError("set GITHUB_TOKEN and --repo/GITHUB_REPOSITORY, or pass --git-only")
     server = os.environ.get("GITHUB_SERVER_URL", "https://github.com")
-    gh_repo = None if git_only else get_repo(client(token), repo)
+    gh_repo = None if git_only or not (token and repo) else get_repo(client(token), repo)
     base = base or (gh_repo.default_branch if gh_repo else "main")
     target = Target(gh_repo, repo or "", base, server)
     git = Git(project.root, remote=remote, env=auth_env(token, server))

@@ -12,6 +12,7 @@ from typing import Any
 from ci_runner.core.durations import parse_stamp, short
 from ci_runner.core.jobs import Stage
 from ci_runner.ledger.model import Ledger, Run, RunStatus
+from ci_runner.report.health import check_run
 
 STYLES = {
     RunStatus.COMPLETED: "green",
@@ -54,7 +55,7 @@ def stage_text(run: Run) -> str:
     if run.waiting:
         return f"{text} (waiting for {run.depends_on or 'a slot'})"
     if run.active and run.stage in (Stage.EVAL, Stage.EXPORT):
-        jobs = [j for j in run.stage_jobs if j.kind == run.stage]
+        jobs = [j for j in run.stage_jobs if j.kind.value == run.stage.value]
         done = sum(j.done for j in jobs)
         return f"{text} · {'eval' if run.stage == Stage.EVAL else 'export'} {done}/{len(jobs)}"
     return text
@@ -97,6 +98,10 @@ def status_table(ledgers: list[Ledger], now: datetime | None = None) -> Any:
             table.add_row(*row(run, now), style=STYLES.get(run.status))
             if run.error and not run.active:
                 table.add_row(f"  {run.error}", *([""] * (len(COLUMNS) - 1)), style="dim")
+            findings = check_run(run)
+            if findings:  # the remedies follow the table (``echo_findings``)
+                marks = "⚠ " + ", ".join(f.title for f in findings)
+                table.add_row(f"  {marks}", *([""] * (len(COLUMNS) - 1)), style="yellow")
     return table
 
 

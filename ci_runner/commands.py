@@ -9,6 +9,7 @@ results. Errors are raised as ``CiRunnerError`` with their exit code, as everywh
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -31,8 +32,6 @@ from ci_runner.flow.poll import peek
 from ci_runner.flow.poll import poll as poll_once
 from ci_runner.flow.preflight import Preflight
 from ci_runner.flow.start import cancel_waiting
-from ci_runner.flow.submit import SubmitOutcome
-from ci_runner.flow.submit import submit as submit_file
 from ci_runner.flow.workspace import Workspace
 from ci_runner.ledger import repository
 from ci_runner.ledger.advance import cancel_run
@@ -163,27 +162,6 @@ def plan_file(
     return result, ExitCode.OK
 
 
-# --- submit -----------------------------------------------------------------------------
-
-
-def submit(
-    ws: Workspace,
-    file: str,
-    *,
-    backend: str | None = None,
-    allow_over_budget: bool = False,
-    check_data: bool = True,
-) -> SubmitOutcome:
-    """Check data, plan and submit; refuses over budget (exit 5) unless allowed."""
-    return submit_file(
-        ws,
-        Path(file),
-        backend=backend,
-        allow_over_budget=allow_over_budget,
-        check_data=check_data,
-    )
-
-
 # --- reading runs -----------------------------------------------------------------------
 
 
@@ -257,17 +235,11 @@ class Canceled:
     run_id: str
     canceled: bool
     job_id: str | None
-    message: str
     status: str
+    message: str
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "run_id": self.run_id,
-            "canceled": self.canceled,
-            "job_id": self.job_id,
-            "status": self.status,
-            "message": self.message,
-        }
+        return dataclasses.asdict(self)
 
 
 def cancel(ws: Workspace, run_ref: str) -> Canceled:
@@ -277,7 +249,7 @@ def cancel(ws: Workspace, run_ref: str) -> Canceled:
     stem = Path(ledger.report_path).stem
     if not run.active:
         message = f"{run.run_id} is {run.status.label.lower()}; nothing to cancel"
-        return Canceled(run.run_id, False, None, message, run.status.value)
+        return Canceled(run.run_id, False, None, run.status.value, message)
     jobs = list(dict.fromkeys(j.job_id for j in run.stage_jobs if j.job_id and not j.done))
     attempt = run.last_attempt
     if attempt and attempt.job_id and not attempt.state.terminal:
@@ -304,7 +276,7 @@ def cancel(ws: Workspace, run_ref: str) -> Canceled:
             status = after.status.value if after is not None else status
     how = "it had not started" if not jobs else f"job {', '.join(jobs)}"
     message = f"canceled {run.run_id} ({how})"
-    return Canceled(run.run_id, True, jobs[0] if jobs else None, message, status)
+    return Canceled(run.run_id, True, jobs[0] if jobs else None, status, message)
 
 
 def report(ws: Workspace) -> list[Path]:

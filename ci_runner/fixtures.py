@@ -20,7 +20,10 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from transformers import LlamaTokenizer
 
 MODEL_DIRNAME = "tiny-llama"
 SFT_FILENAME = "tiny-chat.jsonl"
@@ -121,15 +124,21 @@ def _arithmetic(rng: random.Random) -> tuple[str, int]:
     return f"{a} {op} {b}", {"+": a + b, "-": a - b, "*": a * b}[op]
 
 
+def _question(rng: random.Random, i: int, *, wrong: bool = False) -> tuple[str, str, str]:
+    """Row ``i``'s question, a right answer and (with ``wrong``) a wrong one: a fact on odd
+    rows, arithmetic on even ones. The wrong answer to a fact always comes with it."""
+    if i % 2:
+        return FACTS[rng.randrange(len(FACTS))]
+    expr, result = _arithmetic(rng)
+    bad = f"{expr} = {result + rng.choice([-3, -2, -1, 1, 2, 3])}." if wrong else ""
+    return f"What is {expr}?", f"{expr} = {result}.", bad
+
+
 def _sft_rows(rng: random.Random) -> list[dict[str, Any]]:
     """Conversational SFT rows: half arithmetic, half facts; some with a system turn."""
     rows = []
     for i in range(ROWS):
-        if i % 2:
-            question, answer, _ = FACTS[rng.randrange(len(FACTS))]
-        else:
-            expr, result = _arithmetic(rng)
-            question, answer = f"What is {expr}?", f"{expr} = {result}."
+        question, answer, _ = _question(rng, i)
         messages = [{"role": "user", "content": question}, {"role": "assistant", "content": answer}]
         if i % 4 == 0:
             messages.insert(0, {"role": "system", "content": SYSTEM_PROMPT})
@@ -141,12 +150,7 @@ def _dpo_rows(rng: random.Random) -> list[dict[str, Any]]:
     """Conversational preference rows: prompt as messages, one assistant turn each side."""
     rows = []
     for i in range(ROWS):
-        if i % 2:
-            question, good, bad = FACTS[rng.randrange(len(FACTS))]
-        else:
-            expr, result = _arithmetic(rng)
-            wrong = result + rng.choice([-3, -2, -1, 1, 2, 3])
-            question, good, bad = f"What is {expr}?", f"{expr} = {result}.", f"{expr} = {wrong}."
+        question, good, bad = _question(rng, i, wrong=True)
         rows.append(
             {
                 "prompt": [{"role": "user", "content": question}],
@@ -403,7 +407,7 @@ def _train_sentencepiece(corpus: list[str], work_dir: Path) -> Path:
     return spm_path
 
 
-def _load_tokenizer(spm_path: Path):
+def _load_tokenizer(spm_path: Path) -> LlamaTokenizer:
     """Turn the sentencepiece model into a transformers ``LlamaTokenizer``.
 
     transformers 5 can only read a ``.model`` file with protobuf installed, which
@@ -441,7 +445,7 @@ def _load_tokenizer(spm_path: Path):
     return tokenizer
 
 
-def _save_tokenizer(tokenizer, spm_path: Path, model_dir: Path) -> None:
+def _save_tokenizer(tokenizer: LlamaTokenizer, spm_path: Path, model_dir: Path) -> None:
     """Save, then add what transformers 5 leaves out but llama.cpp needs."""
     tokenizer.save_pretrained(model_dir)
     target = model_dir / "tokenizer.model"
@@ -469,7 +473,7 @@ def _save_tokenizer(tokenizer, spm_path: Path, model_dir: Path) -> None:
     )
 
 
-def _save_random_llama(tokenizer, model_dir: Path) -> None:
+def _save_random_llama(tokenizer: LlamaTokenizer, model_dir: Path) -> None:
     """A ~5 MB Llama: hidden 256 is the smallest size Q4_K_M really quantizes."""
     import torch
     from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM
@@ -489,7 +493,7 @@ def _save_random_llama(tokenizer, model_dir: Path) -> None:
     )
     torch.manual_seed(SEED)
     model = LlamaForCausalLM(config)
-    model.generation_config = GenerationConfig(
+    model.generation_config = GenerationConfig(  # type: ignore[no-untyped-call]
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,

@@ -18,6 +18,7 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -37,8 +38,13 @@ from ci_runner.publish.plans import plan_entry
 from ci_runner.publish.pr_body import summary_block
 from ci_runner.publish.redact import redact
 from ci_runner.report.files import write_all
-from ci_runner.report.render import code, table
+from ci_runner.report.markdown import code, table
 from ci_runner.spec.expand import expand
+
+if TYPE_CHECKING:
+    from ci_runner.publish.comment import PlanEntry
+    from ci_runner.publish.git import Git
+    from ci_runner.publish.reports import Target
 
 COMMANDS = ("validate", "plan", "submit", "poll", "report", "run")
 WRITES = ("submit", "poll", "report", "run")  # commands whose results are published
@@ -110,11 +116,12 @@ def mask(*values: str) -> None:
             click.echo(f"::add-mask::{value}")
 
 
-def event(env: Mapping[str, str]) -> dict:
+def event(env: Mapping[str, str]) -> dict[str, Any]:
     path = env.get("GITHUB_EVENT_PATH")
     if not path or not Path(path).is_file():
         return {}
-    return json.loads(Path(path).read_text(encoding="utf-8") or "{}")
+    payload: dict[str, Any] = json.loads(Path(path).read_text(encoding="utf-8") or "{}")
+    return payload
 
 
 def write_outputs(path: str | None, outputs: Mapping[str, str]) -> None:
@@ -133,7 +140,7 @@ def append_summary(path: str | None, text: str) -> None:
             handle.write(redact(text).rstrip("\n") + "\n\n")
 
 
-def changed_in_push(payload: dict) -> list[str]:
+def changed_in_push(payload: dict[str, Any]) -> list[str]:
     """Experiment files a push added or modified (and did not remove afterwards)."""
     files: list[str] = []
     for commit in payload.get("commits") or []:
@@ -144,7 +151,7 @@ def changed_in_push(payload: dict) -> list[str]:
     return files
 
 
-def changed_in_pull_request(root: Path, payload: dict) -> list[str] | None:
+def changed_in_pull_request(root: Path, payload: dict[str, Any]) -> list[str] | None:
     base = (payload.get("pull_request") or {}).get("base", {}).get("sha")
     if not base:
         return None
@@ -162,7 +169,9 @@ def _is_experiment(path: str) -> bool:
     return len(parts) == 2 and parts[0] == "experiments" and path.endswith((".yaml", ".yml"))
 
 
-def experiment_files(root: Path, specs: list[str], event_name: str, payload: dict) -> list[str]:
+def experiment_files(
+    root: Path, specs: list[str], event_name: str, payload: dict[str, Any]
+) -> list[str]:
     """The files to act on: the input's paths and globs, else the files the event changed."""
     if specs:
         found: list[str] = []
@@ -208,7 +217,9 @@ def do_validate(ws: Workspace, files: list[str], out: Outcome) -> None:
     out.summary.append(text)
 
 
-def do_plan(ws: Workspace, inputs: Inputs, files: list[str], out: Outcome, heading: str) -> list:
+def do_plan(
+    ws: Workspace, inputs: Inputs, files: list[str], out: Outcome, heading: str
+) -> list[PlanEntry]:
     entries = [plan_entry(ws, Path(f), backend=inputs.backend) for f in files]
     for entry in entries:
         out.fail(entry.exit_code)
@@ -289,7 +300,7 @@ def do_run(ws: Workspace, inputs: Inputs, files: list[str], out: Outcome) -> Non
 # -- publishing -------------------------------------------------------------------------
 
 
-def _target(inputs: Inputs, env: Mapping[str, str]):
+def _target(inputs: Inputs, env: Mapping[str, str]) -> Target:
     from ci_runner.publish.github import client, get_repo
     from ci_runner.publish.reports import Target
 
@@ -299,7 +310,7 @@ def _target(inputs: Inputs, env: Mapping[str, str]):
     return Target(repo, full_name, repo.default_branch, server)
 
 
-def _git(project: Project, inputs: Inputs, env: Mapping[str, str]):
+def _git(project: Project, inputs: Inputs, env: Mapping[str, str]) -> Git:
     from ci_runner.publish.git import Git, auth_env
 
     return Git(project.root, env=auth_env(inputs.github_token, env.get("GITHUB_SERVER_URL")))
@@ -328,7 +339,13 @@ def publish(project: Project, inputs: Inputs, env: Mapping[str, str], out: Outco
         out.summary.append("### Published\n\n" + "\n".join(lines))
 
 
-def comment_plan(inputs: Inputs, env: Mapping[str, str], payload: dict, entries, out) -> None:
+def comment_plan(
+    inputs: Inputs,
+    env: Mapping[str, str],
+    payload: dict[str, Any],
+    entries: list[PlanEntry],
+    out: Outcome,
+) -> None:
     """The plan comment on the PR; skipped for forks, whose token cannot write."""
     from ci_runner.publish.github import client, get_repo, upsert_comment
 

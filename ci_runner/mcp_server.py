@@ -41,6 +41,7 @@ from ci_runner import __version__
 from ci_runner import commands as cmd
 from ci_runner.cli_output import plan_json, submit_json
 from ci_runner.errors import CiRunnerError, ExitCode, NotReadyError, SpecError, exit_meaning
+from ci_runner.flow.submit import submit as submit_file
 from ci_runner.flow.workspace import Workspace
 from ci_runner.publish.redact import redact
 
@@ -194,7 +195,7 @@ class Tools:
     ) -> CallToolResult:
         def run(ws: Workspace) -> CallToolResult:
             self._require_submit("submit")
-            outcome = cmd.submit(ws, file, backend=backend, check_data=not skip_data_check)
+            outcome = submit_file(ws, Path(file), backend=backend, check_data=not skip_data_check)
             return document_result(submit_json(outcome))
 
         return self._run(run)

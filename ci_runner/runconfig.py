@@ -35,6 +35,7 @@ class DatasetSource(_Frozen):
     eval_fraction: float | None = None
     columns: dict[str, str] = {}
     max_samples: int | None = None
+    revision: str | None = None  # the Hub commit the job loads (pinned at submit)
 
 
 class LoraSettings(_Frozen):
@@ -42,6 +43,21 @@ class LoraSettings(_Frozen):
     alpha: int = 32
     dropout: float = 0.05
     target_modules: list[str] | str = "all-linear"
+    # "4bit": QLoRA, the frozen base loads as bitsandbytes NF4 (double quant), computing in
+    # the dtype ``hyperparameters.model_init_kwargs.dtype`` names. None: not quantized.
+    quantize: Literal["4bit"] | None = None
+
+
+class Launch(_Frozen):
+    """How the job starts the script: one process, or one per GPU under ``accelerate launch``.
+
+    ``ddp`` replicates the model on every GPU (it fits one); ``fsdp`` shards weights,
+    gradients and optimizer states over them (FSDP2, from a generated accelerate config).
+    """
+
+    processes: int = 1
+    strategy: Literal["single", "ddp", "fsdp"] = "single"
+    mixed_precision: Literal["no", "bf16", "fp16"] = "no"  # the accelerate config's value
 
 
 # Where a local run's MLflow metrics go unless ``tracking.uri`` says: relative to the
@@ -73,6 +89,7 @@ class RunConfig(_Frozen):
     run_id: str
     method: Literal["sft", "dpo", "grpo"]
     base_model: str
+    base_model_revision: str | None = None  # the Hub commit the job loads (pinned at submit)
     dataset: DatasetSource
     hyperparameters: dict[str, Any] = {}
     lora: LoraSettings | None = None
@@ -84,6 +101,7 @@ class RunConfig(_Frozen):
     tracking: Tracking
     seed: int = 42
     resume_from_checkpoint: str | None = None
+    launch: Launch = Launch()
 
 
 class BenchmarkSpec(_Frozen):

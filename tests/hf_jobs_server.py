@@ -30,6 +30,11 @@ Stdlib only.  The wire format was read off the installed ``huggingface_hub`` 2.x
   event per line; ends (terminating chunk) once the job is in a terminal stage, stays open while
   it is not (``: keep-alive`` comment every ``keepalive_s``, 30 s like the Hub)
 * ``POST /api/jobs/{ns}/{id}/cancel``        -> stage CANCELED
+* ``GET  /api/{models|datasets}/{repo}[/revision/{rev}]`` -> repo info (``id``, ``sha``...), what
+  ``model_info``/``dataset_info`` read when submit pins revisions; ``404`` with
+  ``X-Error-Code: RepoNotFound`` / ``RevisionNotFound`` for ``missing_repos`` / ``revisions``
+  that don't exist (``revisions`` maps ``(kind, repo, rev)`` to a sha; by default any
+  revision of any repo exists, its sha derived from its name)
 
 Job JSON never contains an ``endpoint`` key: the client calls ``JobInfo(**json, endpoint=...)``
 and a duplicate keyword would crash it.  Secret *values* never leave the server: responses carry
@@ -46,6 +51,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import hashlib
 import json
 import re
 import secrets as _secrets
@@ -57,7 +63,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import parse_qs, urlencode, urlsplit
+from urllib.parse import parse_qs, unquote, urlencode, urlsplit
 
 TERMINAL_STAGES = frozenset({"COMPLETED", "CANCELED", "ERROR", "DELETED"})
 LABEL_RE = re.compile(r"^[A-Za-z0-9._-]{1,100}$")
@@ -232,6 +238,8 @@ class FakeHFJobs:
         self._rules: list[_Rule] = []
         self._cuts: dict[str, list[int]] = {}
         self._on_create: list[Callable[[dict[str, Any]], None]] = []
+        self.missing_repos: set[tuple[str, str]] = set()  # (models|datasets, repo)
+        self.revisions: dict[tuple[str, str, str], str | None] = {}  # None: no such revision
 
         self._closing = threading.Event()
         self._conns: set[socket.socket] = set()
@@ -418,6 +426,23 @@ class FakeHFJobs:
             return {"id": self.orgs[ns], "name": ns, "type": "org"}
         raise _ApiError(403, f"You don't have access to namespace '{ns}'")
 
+    def repo_info(self, kind: str, repo: str, revision: str) -> tuple[int, Any, dict[str, str]]:
+        """``model_info``/``dataset_info``: the repo at ``revision``, as its commit sha."""
+        if (kind, repo) in self.missing_repos:
+            return 404, {"error": "Repository not found"}, {"X-Error-Code": "RepoNotFound"}
+        sha = self.revisions.get((kind, repo, revision), self.default_sha(kind, repo, revision))
+        if sha is None:
+            error = f"Invalid rev id: {revision}"
+            return 404, {"error": error}, {"X-Error-Code": "RevisionNotFound"}
+        return 200, {"_id": "0" * 24, "id": repo, "sha": sha, "private": False}, {}
+
+    @staticmethod
+    def default_sha(kind: str, repo: str, revision: str) -> str:
+        """A stable 40-hex commit per repo and revision (a sha names itself)."""
+        if re.fullmatch(r"[0-9a-f]{40}", revision):
+            return revision
+        return hashlib.sha1(f"{kind}/{repo}@{revision}".encode()).hexdigest()
+
     def whoami_payload(self) -> dict[str, Any]:
         return {
             "type": "user",
@@ -596,6 +621,13 @@ _ROUTES: list[tuple[str, re.Pattern[str], str]] = [
     ("GET", re.compile(r"^/api/jobs/(?P<ns>[^/]+)/(?P<id>[^/]+)$"), "inspect"),
     ("GET", re.compile(r"^/api/jobs/(?P<ns>[^/]+)/(?P<id>[^/]+)/logs$"), "logs"),
     ("POST", re.compile(r"^/api/jobs/(?P<ns>[^/]+)/(?P<id>[^/]+)/cancel$"), "cancel"),
+    (
+        "GET",
+        re.compile(
+            r"^/api/(?P<kind>models|datasets)/(?P<repo>[^/]+/[^/]+)(?:/revision/(?P<rev>[^/]+))?$"
+        ),
+        "repo_info",
+    ),
 ]
 
 
@@ -680,11 +712,17 @@ class _Handler(BaseHTTPRequestHandler):
     def _route(self, rec: RecordedRequest, method: str, raw: bytes, body: Any) -> None:
         fake = self.server.fake
         try:
-            fake._check_auth(rec.headers)
             name, params = _match_route(method, rec.path)
+            if name != "repo_info" or "authorization" in rec.headers:  # public repos: anyone
+                fake._check_auth(rec.headers)
             ns, job_id = params.get("ns"), params.get("id")
             if name == "whoami":
                 self._send(rec, 200, fake.whoami_payload())
+            elif name == "repo_info":
+                status, payload, headers = fake.repo_info(
+                    params["kind"], params["repo"], unquote(params.get("rev") or "main")
+                )
+                self._send(rec, status, payload, headers)
             elif name == "hardware":
                 self._send(rec, 200, fake.hardware)
             elif name == "create":

@@ -21,20 +21,97 @@ COMMIT = "a" * 40
 CONFIGS = Path(__file__).parent / "model_configs"
 
 
-def safetensors_bytes(tensors: dict[str, list[int]], *, dtype: str = "BF16") -> bytes:
-    """A valid safetensors file with zero weights."""
-    width = {"BF16": 2, "F16": 2, "F32": 4}[dtype]
+WIDTH = {"BF16": 2, "F16": 2, "F32": 4}
+
+
+def _nbytes(shape: list[int], dtype: str) -> int:
+    size = WIDTH[dtype]
+    for dim in shape:
+        size *= dim
+    return size
+
+
+def safetensors_header(tensors: dict[str, list[int]], *, dtype: str = "BF16") -> tuple[bytes, int]:
+    """The 8-byte length and JSON header of a safetensors file, and its data's size."""
     header: dict[str, Any] = {}
     offset = 0
     for name, shape in tensors.items():
-        size = width
-        for dim in shape:
-            size *= dim
+        size = _nbytes(shape, dtype)
         header[name] = {"dtype": dtype, "shape": shape, "data_offsets": [offset, offset + size]}
         offset += size
     raw = json.dumps(header).encode()
     raw += b" " * (-len(raw) % 8)
-    return struct.pack("<Q", len(raw)) + raw + bytes(offset)
+    return struct.pack("<Q", len(raw)) + raw, offset
+
+
+def safetensors_bytes(tensors: dict[str, list[int]], *, dtype: str = "BF16") -> bytes:
+    """A valid safetensors file with zero weights."""
+    header, data = safetensors_header(tensors, dtype=dtype)
+    return header + bytes(data)
+
+
+def checkpoint_tensors(config: dict[str, Any]) -> dict[str, list[int]]:
+    """Tensor names and shapes of a Llama/Qwen2/Qwen3 checkpoint, in state-dict order.
+
+    Per layer: attention q/k/v/o (Qwen2: q/k/v biases; Qwen3: q/k norms), MLP gate/up/
+    down, the two RMSNorms; then the final norm and, untied, ``lm_head``.
+    """
+    h, layers = config["hidden_size"], config["num_hidden_layers"]
+    heads = config["num_attention_heads"]
+    head_dim = config.get("head_dim") or h // heads
+    q, kv = heads * head_dim, config.get("num_key_value_heads", heads) * head_dim
+    inter, vocab = config["intermediate_size"], config["vocab_size"]
+    qwen2 = config["model_type"] == "qwen2"
+    tensors = {"model.embed_tokens.weight": [vocab, h]}
+    for i in range(layers):
+        p = f"model.layers.{i}"
+        for name, out in (("q_proj", q), ("k_proj", kv), ("v_proj", kv)):
+            tensors[f"{p}.self_attn.{name}.weight"] = [out, h]
+            if qwen2:
+                tensors[f"{p}.self_attn.{name}.bias"] = [out]
+        tensors[f"{p}.self_attn.o_proj.weight"] = [h, q]
+        if config["model_type"] == "qwen3":
+            tensors[f"{p}.self_attn.q_norm.weight"] = [head_dim]
+            tensors[f"{p}.self_attn.k_norm.weight"] = [head_dim]
+        tensors[f"{p}.mlp.gate_proj.weight"] = [inter, h]
+        tensors[f"{p}.mlp.up_proj.weight"] = [inter, h]
+        tensors[f"{p}.mlp.down_proj.weight"] = [h, inter]
+        tensors[f"{p}.input_layernorm.weight"] = [h]
+        tensors[f"{p}.post_attention_layernorm.weight"] = [h]
+    tensors["model.norm.weight"] = [h]
+    if not config.get("tie_word_embeddings", True):
+        tensors["lm_head.weight"] = [vocab, h]
+    return tensors
+
+
+def sharded_checkpoint(
+    config: dict[str, Any], *, max_shard_bytes: int, dtype: str = "BF16"
+) -> dict[str, bytes]:
+    """``model.safetensors.index.json`` plus every shard's *header* (no weights), split the
+    way ``save_pretrained(max_shard_size=...)`` splits: tensors in state-dict order, a new
+    shard when the next tensor would pass the limit. The shards are only as long as their
+    headers: ``get_safetensors_metadata`` reads nothing else (a ranged GET per shard)."""
+    shards: list[dict[str, list[int]]] = [{}]
+    filled = 0
+    for name, shape in checkpoint_tensors(config).items():
+        size = _nbytes(shape, dtype)
+        if filled and filled + size > max_shard_bytes:
+            shards.append({})
+            filled = 0
+        shards[-1][name] = shape
+        filled += size
+    files: dict[str, bytes] = {}
+    weight_map: dict[str, str] = {}
+    total = 0
+    for number, tensors in enumerate(shards, 1):
+        filename = f"model-{number:05d}-of-{len(shards):05d}.safetensors"
+        header, data = safetensors_header(tensors, dtype=dtype)
+        files[filename] = header
+        total += data
+        weight_map.update(dict.fromkeys(tensors, filename))
+    index = {"metadata": {"total_size": total}, "weight_map": dict(sorted(weight_map.items()))}
+    files["model.safetensors.index.json"] = json.dumps(index, indent=2).encode()
+    return files
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -59,11 +136,13 @@ class _Handler(BaseHTTPRequestHandler):
         if self.path == "/api/jobs/hardware":
             return self._send(200, json.dumps(hub.hardware).encode(), {})
         repo, _, rest = self.path.lstrip("/").partition("/resolve/")
-        _, _, filename = rest.partition("/")
+        revision, _, filename = rest.partition("/")
         body = hub.file(repo, filename)
         if body is None:
             return self._send(404, b"", {"X-Error-Code": "EntryNotFound"})
-        headers = {"ETag": f'"{hash(body) & 0xFFFF:x}"', "X-Repo-Commit": COMMIT}
+        # A commit sha names itself; a branch (main) points at ``hub.main_commit``.
+        commit = revision if len(revision) == 40 and revision.isalnum() else hub.main_commit
+        headers = {"ETag": f'"{hash(body) & 0xFFFF:x}"', "X-Repo-Commit": commit}
         if self.command == "HEAD":
             headers["Content-Length"] = str(len(body))
             self.send_response(200)
@@ -87,6 +166,7 @@ class FakeModelHub:
         self.files: dict[str, Any] = dict(files or {})
         self.hardware = hardware or []
         self.fail = 0  # an HTTP status every request gets, when set
+        self.main_commit = COMMIT  # where `main` points; set another to say it moved on
         self.seen: list[tuple[str, str, str | None]] = []  # method, path, Range
         handler = type("Handler", (_Handler,), {"hub": self})
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
@@ -125,3 +205,34 @@ def model_hub(
 def config_files(name: str) -> dict[str, bytes]:
     """The real ``config.json`` kept under tests/model_configs/<name>."""
     return {"config.json": (CONFIGS / name / "config.json").read_bytes()}
+
+
+# Hub repos served with their real config.json and sharded safetensors headers: the shard
+# limit each was saved with reproduces the official repos' shard counts and total_size
+# (Llama-3.1-70B: 30 shards, 141,107,412,992 bytes; Qwen2.5-14B: 8; Qwen2.5-7B: 4,
+# 15,231,233,024 bytes). See tests/model_configs/README.md for where the configs come from.
+SHARDED_MODELS = {
+    "meta-llama/Llama-3.1-70B-Instruct": ("Llama-3.1-70B-Instruct", 5_000_000_000),
+    "Qwen/Qwen2.5-14B-Instruct": ("Qwen2.5-14B-Instruct", 4_000_000_000),
+    "Qwen/Qwen2.5-7B-Instruct": ("Qwen2.5-7B-Instruct", 4_000_000_000),
+}
+
+
+# Served as one model.safetensors header. Qwen3-0.6B's file stores lm_head.weight although
+# its embeddings are tied (1.5 GB: 751,632,384 parameters counted, 596,049,920 unique).
+SINGLE_FILE_MODELS = {"Qwen/Qwen3-0.6B": "Qwen3-0.6B"}
+
+
+def hub_model_files(repo_id: str) -> dict[str, bytes]:
+    """What the loopback Hub serves for one of ``SHARDED_MODELS`` or ``SINGLE_FILE_MODELS``."""
+    if repo_id in SINGLE_FILE_MODELS:
+        files = config_files(SINGLE_FILE_MODELS[repo_id])
+        config = json.loads(files["config.json"])
+        tensors = checkpoint_tensors(config)
+        tensors["lm_head.weight"] = [config["vocab_size"], config["hidden_size"]]
+        files["model.safetensors"] = safetensors_header(tensors)[0]
+        return files
+    name, max_shard = SHARDED_MODELS[repo_id]
+    files = config_files(name)
+    files.update(sharded_checkpoint(json.loads(files["config.json"]), max_shard_bytes=max_shard))
+    return files

@@ -596,17 +596,20 @@ def train_py_accepts(s: DatasetSample, method: str, columns: dict[str, str], rew
     """train.py's own data steps (rename, shape for TRL, column check) on a real Dataset."""
     datasets = pytest.importorskip("datasets")
     train = train_module()
+    import rewards as reward_module
+    import train_data
+
     config = {
         "method": method,
         "hyperparameters": {},
         "dataset": {"path": "x", "columns": columns},
         "rewards": rewards,
     }
-    needs = train.resolve_rewards([r for r in rewards if ".py" not in r])[1]
+    needs = reward_module.resolve_rewards([r for r in rewards if ".py" not in r])[1]
     try:
-        dataset = train.rename_columns(datasets.Dataset.from_list(s.rows), columns)
-        dataset, _ = train.shape_for_trl(dataset, config, "train")
-        train.check_columns(dataset, config, needs if method == "grpo" else set(), "train")
+        dataset = train_data.rename_columns(datasets.Dataset.from_list(s.rows), columns)
+        dataset, _ = train_data.shape_for_trl(dataset, config, "train")
+        train_data.check_columns(dataset, config, needs if method == "grpo" else set(), "train")
     except train.ConfigError:
         return False
     return True

@@ -6,8 +6,6 @@ runs on the tiny model are marked ``training``.
 
 from __future__ import annotations
 
-import functools
-import importlib.util
 import json
 import socket
 import subprocess
@@ -27,24 +25,17 @@ JOB_SCRIPTS = REPO / "ci_runner" / "job_scripts"
 EVAL_SCRIPT = JOB_SCRIPTS / "evaluate.py"
 TIMEOUT_S = 2.0
 SLACK_S = 3.0  # process start-up and kill on two busy cores
+if str(JOB_SCRIPTS) not in sys.path:  # like a job: evaluate.py's siblings are top-level modules
+    sys.path.insert(0, str(JOB_SCRIPTS))
 
-
-@functools.cache
-def evaluate_module():
-    """Import evaluate.py from its path: a standalone script, not part of the package.
-
-    Like a job, it imports its sibling ``sandbox`` module from its own folder.
-    """
-    if str(JOB_SCRIPTS) not in sys.path:
-        sys.path.insert(0, str(JOB_SCRIPTS))
-    spec = importlib.util.spec_from_file_location("ci_runner_job_evaluate", EVAL_SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+import evaluate_gsm8k as gsm8k  # noqa: E402
+import evaluate_humaneval as humaneval  # noqa: E402
+import evaluate_pipeline  # noqa: E402
+from protocol import ConfigError  # noqa: E402
 
 
 def score(problem: dict[str, Any], completion: str, timeout_s: float = TIMEOUT_S) -> float:
-    return evaluate_module().score_humaneval(problem, completion, timeout_s)
+    return humaneval.score_humaneval(problem, completion, timeout_s)
 
 
 PROBLEMS = humaneval_rows()
@@ -83,8 +74,7 @@ def test_stop_sequences_cut_trailing_code():
         "    return a + b\n\nprint(1 / 0)\n\nif __name__ == '__main__':\n    raise SystemExit(1)\n"
     )
     assert score(ADD, completion) == 1.0
-    module = evaluate_module()
-    assert module.truncate_at_stops("x\ndef f(): pass", module.HUMANEVAL_STOP) == "x"
+    assert humaneval.truncate_at_stops("x\ndef f(): pass", humaneval.HUMANEVAL_STOP) == "x"
 
 
 def test_chat_style_answers_replace_the_function():
@@ -95,7 +85,7 @@ def test_chat_style_answers_replace_the_function():
         "    return len([n for n in range(limit) if is_prime(n)])\n```\nDone."
     )
     assert score(counted, fenced) == 1.0
-    program = evaluate_module().build_program(counted, fenced)
+    program = humaneval.build_program(counted, fenced)
     assert "def is_prime" in program and program.rstrip().endswith("check(count_primes)")
     wrong = fenced.replace("len([n", "1 + len([n")
     assert score(counted, wrong) == 0.0
@@ -209,18 +199,17 @@ def test_environment_is_scrubbed(monkeypatch):
     ],
 )
 def test_extract_final_number(text, expected):
-    assert evaluate_module().extract_final_number(text) == expected
+    assert gsm8k.extract_final_number(text) == expected
 
 
 def test_gsm8k_scoring():
-    module = evaluate_module()
     for row in gsm8k_rows("test"):
         gold = row["answer"]
-        assert module.score_gsm8k(gold, row["answer"]) == 1.0
+        assert gsm8k.score_gsm8k(gold, row["answer"]) == 1.0
         number = gold.rsplit("#### ", 1)[1]
-        assert module.score_gsm8k(gold, f" It is {number}.\n\nQuestion: 1 + 1") == 1.0
-        assert module.score_gsm8k(gold, f" It is {int(number) + 1}.") == 0.0
-    assert module.score_gsm8k(gold, "") == 0.0
+        assert gsm8k.score_gsm8k(gold, f" It is {number}.\n\nQuestion: 1 + 1") == 1.0
+        assert gsm8k.score_gsm8k(gold, f" It is {int(number) + 1}.") == 0.0
+    assert gsm8k.score_gsm8k(gold, "") == 0.0
     assert len(gsm8k_rows("train")) >= 3 and len(gsm8k_rows("test")) >= 10
 
 
@@ -229,11 +218,10 @@ def test_humaneval_metric_scores_a_task_in_parallel():
     pytest.importorskip("lighteval")
     from lighteval.models.model_output import ModelResponse
 
-    module = evaluate_module()
-    docs = [module.humaneval_prompt(p, "humaneval|0") for p in PROBLEMS]
+    docs = [humaneval.humaneval_prompt(p, "humaneval|0") for p in PROBLEMS]
     good = [ModelResponse(text=[p["canonical_solution"]]) for p in PROBLEMS]
     bad = [ModelResponse(text=["    return None\n"]) for _ in PROBLEMS]
-    metric = module.humaneval_metric(timeout_s=TIMEOUT_S)
+    metric = humaneval.humaneval_metric(timeout_s=TIMEOUT_S)
     outputs = metric.compute_sample(docs=docs + docs, responses=good + bad)
     assert outputs["pass@1"] == [1.0] * len(PROBLEMS) + [0.0] * len(PROBLEMS)
 
@@ -266,9 +254,8 @@ def test_bad_config_fails_with_a_summary(job_env, tmp_path):
 
 def test_unknown_benchmark_is_a_clear_error():
     pytest.importorskip("lighteval")
-    module = evaluate_module()
-    with pytest.raises(module.ConfigError, match="unknown benchmark 'no_such_bench'"):
-        module.resolve_tasks([{"benchmark": "no_such_bench"}], 16)
+    with pytest.raises(ConfigError, match="unknown benchmark 'no_such_bench'"):
+        evaluate_pipeline.resolve_tasks([{"benchmark": "no_such_bench"}], 16)
 
 
 # --- (d) a real run on the tiny model ----------------------------------------------

@@ -8,7 +8,6 @@ into ``~/.cache/ci-runner`` (or ``$CI_RUNNER_CACHE_DIR``).
 from __future__ import annotations
 
 import base64
-import importlib.util
 import json
 import os
 import subprocess
@@ -29,15 +28,11 @@ CHATML_TEXT = (
 )
 
 
-def load_script():
-    """The job script as a module (it imports only the stdlib at the top)."""
-    spec = importlib.util.spec_from_file_location("export_gguf_under_test", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+if str(SCRIPT.parent) not in sys.path:  # like a job: the script's siblings are top-level modules
+    sys.path.insert(0, str(SCRIPT.parent))
 
-
-export_gguf = load_script()
+import export_convert  # noqa: E402  (they import only the stdlib at the top)
+import export_hub  # noqa: E402
 
 
 def run_export(
@@ -75,14 +70,14 @@ def need_llama_cpp() -> None:
     """Skip without llama-cpp-python, or without its converter (first run, offline)."""
     pytest.importorskip("llama_cpp")
     try:
-        export_gguf.ensure_converter()
-    except export_gguf.StageError as exc:
+        export_convert.ensure_converter()
+    except export_convert.StageError as exc:
         pytest.skip(f"no llama.cpp converter: {exc}")
 
 
 def gguf_tensors(path: Path) -> dict:
     """name -> ReaderTensor, read with the vendored gguf-py (not PyPI's older ``gguf``)."""
-    gguf_py = str(export_gguf.ensure_converter() / "gguf-py")
+    gguf_py = str(export_convert.ensure_converter() / "gguf-py")
     if gguf_py not in sys.path:
         sys.path.insert(0, gguf_py)
     from gguf import GGUFReader
@@ -99,7 +94,7 @@ FILES = [
 
 
 def test_readme_lists_files_sizes_and_usage():
-    text = export_gguf.gguf_readme(
+    text = export_hub.gguf_readme(
         "acme/tiny-GGUF", FILES, model="acme/tiny-lora", base_model="meta/base-1B"
     )
     assert text.startswith("---\nbase_model: meta/base-1B\n")
@@ -114,17 +109,17 @@ def test_readme_lists_files_sizes_and_usage():
     assert "llama-server -hf acme/tiny-GGUF:Q4_K_M" in text
     assert 'llama-cli -hf acme/tiny-GGUF:Q4_K_M -p "Hello"' in text
     assert 'filename="tiny-Q4_K_M.gguf"' in text
-    assert export_gguf.LLAMA_CPP_PYTHON_VERSION in text
+    assert export_convert.LLAMA_CPP_PYTHON_VERSION in text
     # Pure: same inputs, same text.
-    assert text == export_gguf.gguf_readme(
+    assert text == export_hub.gguf_readme(
         "acme/tiny-GGUF", FILES, model="acme/tiny-lora", base_model="meta/base-1B"
     )
 
 
 def test_readme_quantized_full_model_and_local_paths():
-    full = export_gguf.gguf_readme("acme/x-GGUF", FILES[:1], model="acme/x")
+    full = export_hub.gguf_readme("acme/x-GGUF", FILES[:1], model="acme/x")
     assert "base_model: acme/x\nbase_model_relation: quantized\n" in full
-    local = export_gguf.gguf_readme(
+    local = export_hub.gguf_readme(
         "acme/x-GGUF", FILES[:1], model="/tmp/run/output", base_model="./fixtures/tiny"
     )
     assert "base_model:" not in local  # local paths are never Hub links
@@ -132,7 +127,7 @@ def test_readme_quantized_full_model_and_local_paths():
 
 
 def test_readme_without_hub_repo_shows_local_use():
-    text = export_gguf.gguf_readme(None, FILES, title="tiny-export")
+    text = export_hub.gguf_readme(None, FILES, title="tiny-export")
     assert "# tiny-export\n" in text
     assert "| [tiny-Q4_K_M.gguf](tiny-Q4_K_M.gguf) | Q4_K_M |" in text
     assert "llama-server -m tiny-Q4_K_M.gguf" in text
@@ -140,9 +135,9 @@ def test_readme_without_hub_repo_shows_local_use():
 
 
 def test_sdist_pin_matches_version():
-    assert export_gguf.LLAMA_CPP_PYTHON_VERSION in export_gguf.SDIST_SHA256
+    assert export_convert.LLAMA_CPP_PYTHON_VERSION in export_convert.SDIST_SHA256
     header = SCRIPT.read_text(encoding="utf-8").split("# ///", 2)[1]
-    assert f'"llama-cpp-python=={export_gguf.LLAMA_CPP_PYTHON_VERSION}"' in header
+    assert f'"llama-cpp-python=={export_convert.LLAMA_CPP_PYTHON_VERSION}"' in header
 
 
 def test_bad_quantization_fails_with_summary(tmp_path):
@@ -187,7 +182,7 @@ def test_export_q4_k_m_summary(q4_export):
     assert entry["quantization"] == "Q4_K_M"
     path = Path(summary["gguf_dir"]) / entry["name"]
     assert path.is_file() and path.stat().st_size == entry["bytes"]
-    assert export_gguf._sha256(path) == entry["sha256"]
+    assert export_convert.sha256_file(path) == entry["sha256"]
     assert isinstance(summary["smoke_test"], str)
     assert not (Path(summary["output_dir"]) / "work").exists()
     readme = (Path(summary["gguf_dir"]) / "README.md").read_text(encoding="utf-8")

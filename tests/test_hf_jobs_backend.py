@@ -18,17 +18,20 @@ from ci_runner.backend.hf_jobs import (
     RetryPolicy,
     job_command,
 )
+from ci_runner.backend.launcher import ACCELERATE_CONFIG, BITSANDBYTES, REQUIREMENTS
 from ci_runner.errors import BackendError, ExitCode
 from ci_runner.flow.poll import poll as poll_once
 from ci_runner.flow.submit import submit as submit_file
 from ci_runner.flow.workspace import Workspace
-from ci_runner.job_scripts import unbundle
+from ci_runner.job_scripts import ENTRY_SCRIPTS, HELPERS, PACKAGE_DIR, bundle_b64, unbundle
 from ci_runner.ledger.model import RunStatus
 from ci_runner.ledger.repository import find_run
 from ci_runner.ledger.store import load_ledger
 from ci_runner.paths import Project
+from ci_runner.runconfig import Launch
 from tests.conftest import ROOT
 from tests.hf_jobs_server import FakeHFJobs
+from tests.model_hub import hub_model_files, model_hub
 
 NS = "alice"
 TOKEN = "hf_TOPSECRET_token_never_printed_0042"
@@ -119,9 +122,57 @@ def test_submit_sends_script_config_secret_labels_flavor_and_timeout(project, hf
     assert outcome.job_url == f"{hf.url}/jobs/{NS}/{outcome.job_id}"
 
 
-def test_multi_gpu_flavors_launch_through_torchrun():
-    assert "torchrun --standalone --nproc_per_node 4" in job_command("a100x4", "train.py")[2]
-    assert "torchrun" not in job_command("a10g-large", "train.py")[2]
+@pytest.mark.parametrize("script", ENTRY_SCRIPTS)
+def test_each_job_script_runs_from_its_bundle_alone(script, tmp_path):
+    """What a job unpacks is enough: the script imports every helper it needs from the
+    bundle, with nothing but the standard library (heavy imports wait inside functions)."""
+    shipped = unbundle(bundle_b64(PACKAGE_DIR / script))
+    assert set(shipped) == {script, *HELPERS}
+    for name, data in shipped.items():
+        assert data == (PACKAGE_DIR / name).read_bytes(), name
+        (tmp_path / name).write_bytes(data)
+    module, folder = script.removesuffix(".py"), str(tmp_path)
+    probe = (
+        f"import sys; sys.path.insert(0, {folder!r}); import {module}; "
+        "print(' '.join(n for n, m in sys.modules.items() "
+        f"if (getattr(m, '__file__', None) or '').startswith({folder!r})))"
+    )
+    # -I -S: no site-packages, no PYTHONPATH: only the stdlib and the unpacked bundle
+    proc = subprocess.run(
+        [sys.executable, "-I", "-S", "-c", probe],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    imported = {f"{name}.py" for name in proc.stdout.split()}
+    assert module + ".py" in imported and imported <= set(shipped)
+    if script == "evaluate.py":
+        assert {"evaluate_humaneval.py", "sandbox.py", "sandbox_child.py"} <= imported
+    if script == "export_gguf.py":
+        assert {"export_convert.py", "export_quantize.py", "export_hub.py"} <= imported
+
+
+def test_job_command_starts_one_process_per_gpu_through_accelerate_launch():
+    single = job_command("a10g-large", "train.py")[2]
+    assert single.endswith("&& exec uv run /tmp/ci-runner-job/train.py")
+    ddp = job_command("a100x4", "train.py", Launch(processes=4, strategy="ddp"))[2]
+    assert (
+        "exec uv run --no-project --with-requirements /tmp/ci-runner-job/requirements.txt -- "
+        "accelerate launch --num_processes 4 --num_machines 1 --multi_gpu --mixed_precision no "
+        "--dynamo_backend no /tmp/ci-runner-job/train.py"
+    ) in ddp
+    fsdp = job_command("h200x2", "train.py", Launch(processes=2, strategy="fsdp"))[2]
+    assert (
+        "accelerate launch --num_processes 2 --num_machines 1 "
+        "--config_file /tmp/ci-runner-job/accelerate_config.yaml"
+    ) in fsdp
+    qlora = job_command("a100-large", "train.py", packages=(BITSANDBYTES,))[2]
+    assert qlora.endswith("exec uv run --with bitsandbytes==0.50.2 /tmp/ci-runner-job/train.py")
+    # evaluation and export jobs run one process whatever the flavor
+    assert "accelerate" not in job_command("a100x4", "evaluate.py")[2]
+    with pytest.raises(BackendError, match="planned for 4 processes but a100x8 has 8"):
+        job_command("a100x8", "train.py", Launch(processes=4, strategy="ddp"))
 
 
 def test_poll_follows_a_job_to_completion_and_reports_links(project, hf):
@@ -304,3 +355,93 @@ def test_evaluation_jobs_install_bubblewrap_for_the_sandbox_first():
     command = job_command("a10g-large", "evaluate.py")[2]
     assert command.index("apt-get install") < command.index("uv run /tmp/ci-runner-job/evaluate.py")
     assert "apt-get" not in job_command("a10g-large", "train.py")[2]
+
+
+# --- jobs that run as planned: the precision, QLoRA and the launch reach the job spec ------
+
+
+def hub_experiment(name: str, model: str, extra: str = "") -> str:
+    return (
+        f"name: {name}\n"
+        f"base_model: {model}\n"
+        "method: sft\n"
+        "dataset: trl-lib/Capybara\n"
+        "hyperparameters:\n  max_steps: 100\n  per_device_train_batch_size: 1\n"
+        "  gradient_accumulation_steps: 8\n  max_length: 2048\n"
+        "timeout: 4h\n"
+        f"output:\n  hub_model_id: {NS}/{name}\n"
+        "backend: hf-jobs\n" + extra
+    )
+
+
+@pytest.fixture
+def model_hub_endpoint(hf, tmp_path, monkeypatch):
+    """A loopback Hub serving real configs and sharded safetensors headers, for sizing."""
+    repos = ("meta-llama/Llama-3.1-70B-Instruct", "Qwen/Qwen2.5-7B-Instruct")
+    files = {repo: hub_model_files(repo) for repo in repos}
+    with model_hub(tmp_path, monkeypatch, files) as hub:
+        monkeypatch.setenv("HF_ENDPOINT", hub.url)
+        yield hub
+
+
+def submitted(project, hf, name, text):
+    path = project.root / "experiments" / f"{name}.yaml"
+    path.write_text(text)
+    outcome = submit_file(make_runner(project, hf), path)
+    (request,) = creates(hf)
+    body = request.json
+    return outcome, body, json.loads(body["environment"][CONFIG_ENV])
+
+
+def test_x4_flavor_job_starts_4_processes(project, hf, model_hub_endpoint):
+    text = hub_experiment("qwen7-x4", "Qwen/Qwen2.5-7B-Instruct", "hardware: a100x4\n")
+    outcome, body, config = submitted(project, hf, "qwen7-x4", text)
+    assert outcome.plan.launcher == "ddp" and outcome.plan.processes == 4
+    assert body["flavor"] == "a100x4"
+    command = body["command"][2]
+    assert "accelerate launch --num_processes 4 --num_machines 1 --multi_gpu" in command
+    assert command.endswith(" /tmp/ci-runner-job/train.py")
+    assert "bitsandbytes" not in command  # no 4-bit base, no bitsandbytes
+    assert config["launch"] == {"processes": 4, "strategy": "ddp", "mixed_precision": "bf16"}
+    assert config["hyperparameters"]["model_init_kwargs"] == {"dtype": "bfloat16"}
+    shipped = unbundle(body["environment"][BUNDLE_ENV])
+    requirements = shipped[REQUIREMENTS].decode().splitlines()
+    assert "torch==2.13.0" in requirements and "accelerate==1.15.0" in requirements
+    assert ACCELERATE_CONFIG not in shipped  # DDP needs none
+
+
+def test_70b_lora_runs_qlora_on_one_gpu_with_bitsandbytes_added(project, hf, model_hub_endpoint):
+    text = hub_experiment("llama70-lora", "meta-llama/Llama-3.1-70B-Instruct")
+    outcome, body, config = submitted(project, hf, "llama70-lora", text)
+    assert (body["flavor"], outcome.plan.quantization) == ("a100-large", "4bit")
+    assert outcome.plan.flavor_usd_per_hour <= 5
+    command = body["command"][2]
+    run = "exec uv run --with bitsandbytes==0.50.2 /tmp/ci-runner-job/train.py"
+    assert command.endswith(f"&& {run}")
+    assert config["lora"]["quantize"] == "4bit"
+    assert config["hyperparameters"]["model_init_kwargs"] == {"dtype": "bfloat16"}
+    assert config["launch"]["processes"] == 1
+    shipped = unbundle(body["environment"][BUNDLE_ENV])
+    header = shipped["train.py"].split(b"\n# ///\n", 1)[0]
+    assert b"bitsandbytes" not in header  # the PEP 723 header stays the one set of pins
+    assert REQUIREMENTS not in shipped
+
+
+def test_70b_in_16_bits_is_sharded_with_fsdp_and_its_config_ships(project, hf, model_hub_endpoint):
+    extra = "lora:\n  quantize: none\n"
+    text = hub_experiment("llama70-fsdp", "meta-llama/Llama-3.1-70B-Instruct", extra)
+    outcome, body, config = submitted(project, hf, "llama70-fsdp", text)
+    plan = outcome.plan
+    assert (plan.launcher, plan.quantization, plan.fits) == ("fsdp", None, True)
+    flavor = body["flavor"]
+    assert flavor == plan.flavor == "rtx-pro-6000x2" and plan.processes == 2
+    command = body["command"][2]
+    assert (
+        "accelerate launch --num_processes 2 --num_machines 1 "
+        "--config_file /tmp/ci-runner-job/accelerate_config.yaml --dynamo_backend no "
+        "/tmp/ci-runner-job/train.py"
+    ) in command
+    assert config["launch"] == {"processes": 2, "strategy": "fsdp", "mixed_precision": "bf16"}
+    accelerate = unbundle(body["environment"][BUNDLE_ENV])[ACCELERATE_CONFIG].decode()
+    assert "distributed_type: FSDP" in accelerate and "num_processes: 2" in accelerate
+    assert "fsdp_version: 2" in accelerate and "FULL_STATE_DICT" in accelerate

@@ -120,7 +120,7 @@ def test_matrix_keys_are_checked_and_located():
     text = SWEEP.replace("lora.r: [8, 16]", "lora.rank: [8, 16]") + "  seed: 3\n  name: [a, b]\n"
     assert issues(text) == [
         "x.yaml:13: matrix.lora.rank: unknown field lora.rank\n"
-        "  hint: allowed here: r, alpha, dropout, target_modules",
+        "  hint: allowed here: r, alpha, dropout, target_modules, quantize",
         "x.yaml:14: matrix.seed: expected a non-empty list of values\n  hint: e.g. `seed: [3]`",
         "x.yaml:15: matrix.name: cannot vary in a matrix: it applies to all runs\n"
         "  hint: vary fields such as hyperparameters.learning_rate, lora.r, base_model or "

@@ -289,25 +289,148 @@ def test_3b_full_fine_tuning_needs_80gb() -> None:
     assert not plan.lora_on and plan.flavor == "a100-large"
 
 
-def test_7b_gets_lora_and_a_48gb_card() -> None:
+def test_7b_lora_loads_its_base_in_bf16_and_fits_24gb_at_1024_tokens() -> None:
     plan = plan_for("Qwen2.5-7B")
-    assert plan.lora_on and plan.flavor == "l40sx1"
-    assert 24 < plan.memory_gb <= 48 * 0.85
+    assert plan.lora_on and (plan.dtype, plan.dtype_source) == ("bfloat16", "ci-runner")
+    # 15.2 GB of bf16 weights + 3.7 GB of 152k-vocab logits at 2048 tokens: just over 24 GB × 85%
+    assert plan.flavor == "l40sx1" and 20.4 < plan.memory_gb < 24
     assert not any("T4" in note for note in plan.assumptions)  # it would not fit anyway
+    short = plan_for("Qwen2.5-7B", hyperparameters={"max_length": 1024})
+    assert short.flavor == "l4x1" and short.memory_gb <= 24 * 0.85
 
 
-def test_14b_gets_lora_and_80gb_or_48gb_when_loaded_in_bf16() -> None:
+def test_14b_lora_fits_48gb_in_bf16_and_needs_80gb_when_the_file_says_float32() -> None:
     plan = plan_for("Qwen2.5-14B")
-    assert plan.lora_on and plan.flavor == "a100-large"
-    bf16 = plan_for("Qwen2.5-14B", hyperparameters={"model_init_kwargs": {"dtype": "bfloat16"}})
-    assert bf16.flavor == "l40sx1" and bf16.memory_gb < plan.memory_gb
+    assert plan.lora_on and plan.flavor == "l40sx1" and plan.dtype == "bfloat16"
+    fp32 = plan_for("Qwen2.5-14B", hyperparameters={"model_init_kwargs": {"dtype": "float32"}})
+    assert fp32.flavor == "a100-large" and fp32.memory_gb > plan.memory_gb
+    assert (fp32.dtype, fp32.dtype_source) == ("float32", "experiment file")
 
 
-def test_no_single_gpu_fits_so_a_sharded_flavor_is_marked() -> None:
+def test_no_single_gpu_fits_so_fsdp_over_several_is_planned() -> None:
     plan = plan_for("Qwen2.5-14B", lora="off")
     assert (plan.flavor, plan.gpus, plan.sharded, plan.fits) == ("a100x4", 4, True, True)
-    assert any("accelerate launch" in w for w in plan.warnings)
+    assert (plan.launcher, plan.processes) == ("fsdp", 4)
+    assert plan.memory_per_gpu_gb < 80 * 0.85 < plan.memory_gb
+    assert any("`accelerate launch` starts 4 processes" in a for a in plan.assumptions)
+    assert not any("accelerate" in w for w in plan.warnings)  # it runs as planned: no warning
     assert plan.examples == 1000  # from max_samples, whatever the GPU count
+
+
+# --- precision: the dtype the base loads in, QLoRA ------------------------------
+
+
+def test_lora_base_precision_follows_the_flavor_and_full_fine_tuning_keeps_trls() -> None:
+    cases = {
+        ("Qwen2.5-7B", "auto"): ("bfloat16", "ci-runner"),  # l40sx1: bf16 tensor cores
+        ("Qwen2.5-7B", "t4-small"): ("float16", "ci-runner"),  # T4: no bf16
+        ("Qwen2.5-7B", "cpu-upgrade"): ("float32", "ci-runner"),  # CPU: sent all the same
+        ("Qwen3-0.6B", "auto"): ("float32", "TRL default"),  # full fine-tuning: not sent
+    }
+    for (model, hardware), expected in cases.items():
+        plan = plan_for(model, hardware=hardware)
+        assert (plan.dtype, plan.dtype_source) == expected, (model, hardware)
+        assert plan.quantization is None
+    t4 = plan_for("Qwen2.5-7B", hardware="t4-small")
+    assert not any("emulated" in w for w in t4.warnings)  # fp16 weights run on its tensor cores
+    local = plan_for("Qwen2.5-7B", backend="local")  # the machine is unknown: TRL's float32
+    assert (local.dtype, local.dtype_source) == ("float32", "TRL default")
+    own = plan_for("Qwen2.5-7B", hyperparameters={"model_init_kwargs": {"torch_dtype": "float16"}})
+    assert (own.dtype, own.dtype_source) == ("float16", "experiment file")
+
+
+def test_memory_follows_the_dtype_sent() -> None:
+    bf16 = plan_for("Qwen2.5-14B")
+    fp32 = plan_for("Qwen2.5-14B", hyperparameters={"model_init_kwargs": {"dtype": "float32"}})
+    params = REAL_COUNTS["Qwen2.5-14B"]
+    assert fp32.memory_gb - bf16.memory_gb == pytest.approx(2 * params / 1e9, rel=0.05)
+
+
+def test_explicit_qlora_loads_the_base_in_4_bits() -> None:
+    plan = plan_for("Qwen2.5-7B", lora={"quantize": "4bit"})
+    assert (plan.quantization, plan.dtype, plan.launcher) == ("4bit", "bfloat16", "single")
+    assert plan.flavor == "l4x1" and plan.memory_gb < plan_for("Qwen2.5-7B").memory_gb - 9
+    assert any("4-bit NF4" in a and "bitsandbytes" in a for a in plan.assumptions)
+    assert not any(a.startswith("QLoRA (auto)") for a in plan.assumptions)
+    on_t4 = plan_for("Qwen2.5-7B", hardware="t4-small", lora={"quantize": "4bit"})
+    assert (on_t4.dtype, on_t4.quantization, on_t4.fits) == ("float16", "4bit", True)
+    on_cpu = plan_for("Qwen2.5-7B", hardware="cpu-basic", lora={"quantize": "4bit"})
+    assert any("needs a CUDA GPU" in w for w in on_cpu.warnings)
+
+
+def test_qlora_is_chosen_only_when_no_single_gpu_at_a_sane_price_holds_16_bits() -> None:
+    for model in ("Qwen2.5-7B", "Qwen2.5-14B"):
+        assert plan_for(model).quantization is None  # 16 bits fit one GPU: no QLoRA
+    plan = plan_for("Llama-3.1-70B-Instruct")
+    assert (plan.flavor, plan.quantization, plan.launcher, plan.fits) == (
+        "a100-large",
+        "4bit",
+        "single",
+        True,
+    )
+    assert plan.flavor_usd_per_hour <= 5 and 40 < plan.memory_gb < 80 * 0.85
+    (rule,) = [a for a in plan.assumptions if a.startswith("QLoRA (auto)")]
+    assert "needs ~152 GB, more than any single GPU at ≤ $5.00/h" in rule
+    # `quantize: none` keeps 16 bits: then only several GPUs hold it, under FSDP
+    sharded = plan_for("Llama-3.1-70B-Instruct", lora={"quantize": "none"})
+    assert (sharded.quantization, sharded.launcher, sharded.fits) == (None, "fsdp", True)
+    assert sharded.processes == sharded.gpus > 1 and sharded.flavor_usd_per_hour > 5
+    # a flavor the file names is kept: auto never squeezes a run onto it with 4 bits
+    named = plan_for("Llama-3.1-70B-Instruct", hardware="a100-large")
+    assert (named.quantization, named.fits) == (None, False)
+    assert any("`lora: {quantize: 4bit}`" in w for w in named.warnings)
+
+
+def test_qlora_locally_and_merging_a_4bit_or_sharded_base_are_spelled_out() -> None:
+    local = plan_for("Qwen2.5-7B", backend="local", lora={"quantize": "4bit"})
+    assert (local.dtype, local.quantization) == ("bfloat16", "4bit")
+    assert any("needs bitsandbytes installed and a CUDA GPU" in w for w in local.warnings)
+    merged = plan_for("Llama-3.1-70B-Instruct", output={"merge": True})
+    (note,) = [a for a in merged.assumptions if a.startswith("output.merge")]
+    assert "reload of the base in bfloat16 on the CPU (~141 GB of host memory)" in note
+    assert not any(a.startswith("output.merge") for a in plan_for("Qwen2.5-7B").assumptions)
+
+
+def test_lora_quantize_shorthands() -> None:
+    assert experiment(lora={"quantize": False}).lora.quantize == "none"
+    assert experiment(lora={"quantize": "nf4"}).lora.quantize == "4bit"
+    assert experiment(lora={}).lora.quantize == "auto"
+    # the default stays out of the run id: files written before QLoRA keep theirs
+    assert experiment(lora={}).spec_hash == experiment(lora={"quantize": "auto"}).spec_hash
+
+
+def test_plan_prints_the_flops_formula_it_uses() -> None:
+    from ci_runner.plan.settings import settings_from
+    from ci_runner.plan.timing import flops_per_token_factor
+
+    for overrides, factor in (
+        ({"lora": "off"}, 8),  # 6 + checkpointing 2
+        ({}, 6),  # LoRA: 4 + 2
+        ({"method": "dpo"}, 8),  # + the reference forward
+        ({"hyperparameters": {"gradient_checkpointing": False}}, 4),
+    ):
+        plan = plan_for("Qwen2.5-7B", **overrides)
+        exp = experiment(**overrides)
+        assert flops_per_token_factor(settings_from(exp), plan.lora_on) == factor
+        assert plan.flops_formula.startswith(f"{factor}·N·tokens = 2 forward")
+        assert f"| Compute | {plan.flops_formula} |" in render_plan(plan)
+        assert any(a.startswith(f"training FLOPs = {factor}·N·tokens") for a in plan.assumptions)
+
+
+def test_plan_json_without_the_new_fields_still_loads() -> None:
+    data = plan_to_json(plan_for("Qwen2.5-7B"))
+    for key in (
+        "dtype",
+        "dtype_source",
+        "quantization",
+        "launcher",
+        "processes",
+        "memory_per_gpu_gb",
+        "flops_formula",
+    ):
+        data.pop(key)
+    old = plan_from_json(data)
+    assert (old.launcher, old.processes, old.dtype) == ("single", 1, None)
 
 
 # --- explicit hardware, budget, timeout ----------------------------------------
@@ -325,10 +448,13 @@ def test_explicit_t4_with_bf16_is_warned() -> None:
     assert any("no bf16 tensor cores" in w for w in plan.warnings)
 
 
-def test_explicit_multi_gpu_and_cpu_flavors_are_warned() -> None:
-    multi = plan_for("Qwen2.5-7B", hardware="a10g-largex2")
-    assert (multi.gpus, multi.sharded) == (2, True)
-    assert any("accelerate launch" in w for w in multi.warnings)
+def test_explicit_multi_gpu_flavors_launch_ddp_or_fsdp_and_cpu_is_warned() -> None:
+    multi = plan_for("Qwen2.5-7B", hardware="a10g-largex2")  # 21 GB > 24 GB × 85%: shard
+    assert (multi.gpus, multi.sharded, multi.launcher, multi.processes) == (2, True, "fsdp", 2)
+    replica = plan_for("Qwen2.5-7B", hardware="a100x4")  # fits one GPU: a replica on each
+    assert (replica.sharded, replica.launcher, replica.processes) == (False, "ddp", 4)
+    assert replica.memory_per_gpu_gb == replica.memory_gb and replica.fits
+    assert any("DDP" in a for a in replica.assumptions)
     cpu = plan_for("Qwen3-0.6B", hardware="cpu-upgrade", method="grpo", rewards=["format"])
     assert (cpu.flavor, cpu.fits, cpu.flavor_vram_gb) == ("cpu-upgrade", None, None)
     assert any("has no GPU" in w for w in cpu.warnings) and cpu.est_seconds > 3600

@@ -331,8 +331,8 @@ def test_column_mapping_rewards_and_eval_split_are_in_the_parameters():
     assert "| Column mapping | `answer` ← `solution` |" in grpo
     sft = _render(sft_ledger())
     assert (
-        "| Dataset | `./fixtures/data/tiny-chat.jsonl` (split `train[:64]`; eval: 10% of train) |"
-        in sft
+        "| Dataset | `./fixtures/data/tiny-chat.jsonl` (not pinned) "
+        "(split `train[:64]`; eval: 10% of train) |" in sft
     )
 
 

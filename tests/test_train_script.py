@@ -232,10 +232,10 @@ def test_a_reward_that_is_always_zero_is_no_learning_signal(
     tiny_fixtures, job_env, tmp_path, monkeypatch
 ):
     """The summary carries the rewards, so the ledger can say the run learned nothing."""
-    from ci_runner.backend.base import JobStatus
-
+    from ci_runner.core.jobs import JobState, JobStatus
+    from ci_runner.job_scripts.protocol import TrainSummary
     from ci_runner.ledger.advance import apply_job_status
-    from ci_runner.ledger.model import Attempt, JobState, Run
+    from ci_runner.ledger.model import Attempt, Run
     from ci_runner.report.health import check_run
 
     module = tmp_path / "zero.py"
@@ -271,7 +271,10 @@ def test_a_reward_that_is_always_zero_is_no_learning_signal(
         attempts=[Attempt(number=1, backend="local", job_id="j", submitted_at="t0")],
     )
     run = apply_job_status(
-        run, JobStatus("j", JobState.COMPLETED, 0), progress=None, summary=summary
+        run,
+        JobStatus("j", JobState.COMPLETED, 0),
+        progress=None,
+        summary=TrainSummary.from_dict(summary),
     )
     (finding,) = check_run(run)
     assert finding.check == "no-learning-signal"
@@ -471,7 +474,10 @@ def test_script_header_is_pep723():
     ],
 )
 def test_accuracy_reward(completion, answer, reward):
-    assert train_module().accuracy_reward([completion], answer=[answer]) == [reward]
+    train_module()
+    import rewards
+
+    assert rewards.accuracy_reward([completion], answer=[answer]) == [reward]
 
 
 @pytest.mark.parametrize(
@@ -487,57 +493,66 @@ def test_accuracy_reward(completion, answer, reward):
     ],
 )
 def test_format_reward(completion, reward):
-    assert train_module().format_reward([completion]) == [reward]
+    train_module()
+    import rewards
+
+    assert rewards.format_reward([completion]) == [reward]
 
 
 def test_resolve_rewards_builtin_user_and_unknown(tmp_path):
     train = train_module()
+    import rewards
+
     module = tmp_path / "my_rewards.py"
     module.write_text(
         "def brevity(completions, **kwargs):\n    return [1.0 for _ in completions]\n"
     )
-    funcs, columns = train.resolve_rewards(["accuracy", "format", f"{module}:brevity"])
+    funcs, columns = rewards.resolve_rewards(["accuracy", "format", f"{module}:brevity"])
     assert [f.__name__ for f in funcs] == ["accuracy_reward", "format_reward", "brevity"]
     assert columns == {"answer"}
     assert funcs[2](["x", "y"]) == [1.0, 1.0]
     with pytest.raises(train.ConfigError, match="unknown reward 'bleu'"):
-        train.resolve_rewards(["bleu"])
+        rewards.resolve_rewards(["bleu"])
     with pytest.raises(train.ConfigError, match="has no function 'nope'"):
-        train.resolve_rewards([f"{module}:nope"])
+        rewards.resolve_rewards([f"{module}:nope"])
     with pytest.raises(train.ConfigError, match="not found"):
-        train.resolve_rewards([f"{tmp_path / 'absent.py'}:f"])
+        rewards.resolve_rewards([f"{tmp_path / 'absent.py'}:f"])
 
 
 def test_load_split_from_saved_and_folder(tmp_path):
     datasets = pytest.importorskip("datasets")
     train = train_module()
+    import train_data
+
     rows = {"prompt": ["a", "b", "c"], "answer": ["1", "2", "3"]}
     saved = tmp_path / "saved"
     datasets.DatasetDict(
         train=datasets.Dataset.from_dict(rows), test=datasets.Dataset.from_dict(rows)
     ).save_to_disk(str(saved))
-    assert train.load_split({"path": str(saved)}, "test")["answer"] == ["1", "2", "3"]
+    assert train_data.load_split({"path": str(saved)}, "test")["answer"] == ["1", "2", "3"]
     with pytest.raises(train.ConfigError, match="no split 'dev'"):
-        train.load_split({"path": str(saved)}, "dev")
+        train_data.load_split({"path": str(saved)}, "dev")
 
     folder = tmp_path / "files"
     folder.mkdir()
     for split in ("train", "test"):
         (folder / f"{split}.jsonl").write_text('{"prompt": "q", "answer": "1"}\n')
-    assert len(train.load_split({"path": str(folder)}, "test")) == 1
+    assert len(train_data.load_split({"path": str(folder)}, "test")) == 1
 
     csv = tmp_path / "data.csv"
     csv.write_text("prompt,answer\nq,1\nr,2\n")
-    assert train.load_split({"path": str(csv)}, "train")["answer"] == [1, 2]
+    assert train_data.load_split({"path": str(csv)}, "train")["answer"] == [1, 2]
     with pytest.raises(train.ConfigError, match="only has a 'train' split"):
-        train.load_split({"path": str(csv)}, "test")
+        train_data.load_split({"path": str(csv)}, "test")
 
 
 def test_rename_columns_replaces_existing_target():
     datasets = pytest.importorskip("datasets")
-    train = train_module()
+    train_module()
+    import train_data
+
     data = datasets.Dataset.from_dict({"chosen": ["old"], "good": ["new"], "rejected": ["r"]})
-    renamed = train.rename_columns(data, {"chosen": "good"})
+    renamed = train_data.rename_columns(data, {"chosen": "good"})
     assert sorted(renamed.column_names) == ["chosen", "rejected"]
     assert renamed["chosen"] == ["new"]
 

@@ -9,12 +9,18 @@ run with ``uv run`` (which reads the script's PEP 723 header). The run config
 travels the same way, as JSON. The job spec is then the whole truth about what
 ran, visible on the job's page.
 
+A training run planned on several GPUs starts one process per GPU through
+``accelerate launch`` (``backend.launcher``): its bundle also carries the script's
+dependencies as a requirements file (accelerate spawns plain ``python`` processes,
+which don't read PEP 723 headers) and, for FSDP, the generated accelerate config.
+
 ``HF_TOKEN`` is always passed as a *secret*, never in ``env``: secrets are
 encrypted and never echoed back by the API.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import shlex
 import time
@@ -23,11 +29,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+from ci_runner.backend.launcher import (
+    REQUIREMENTS,
+    accelerate_args,
+    launch_files,
+    launch_of,
+    packages_for,
+)
 from ci_runner.core.flavors import FLAVORS_BY_NAME
 from ci_runner.core.hub import label_value
 from ci_runner.core.jobs import JobHandle, JobRequest, JobState, JobStatus
 from ci_runner.errors import BackendError
-from ci_runner.job_scripts import bundle_b64
+from ci_runner.job_scripts import bundle_b64, script_dependencies
+from ci_runner.runconfig import EvalConfig, ExportConfig, Launch, RunConfig
 
 UV_IMAGE = "ghcr.io/astral-sh/uv:python3.12-bookworm"
 BUNDLE_ENV = "CI_RUNNER_BUNDLE_B64"
@@ -55,28 +69,38 @@ AUTH_HINTS = {
 }
 
 
-def job_command(flavor: str, script: str, requirements: tuple[str, ...] = ()) -> list[str]:
-    """Unpack the bundle and run the script; multi-GPU flavors go through torchrun.
+def job_command(
+    flavor: str, script: str, launch: Launch | None = None, *, packages: tuple[str, ...] = ()
+) -> list[str]:
+    """Unpack the bundle and run the script: one process, or ``launch.processes`` under
+    ``accelerate launch`` (one per GPU of the flavor).
 
-    For a single process ``uv run`` resolves the script's PEP 723 header itself.
-    torchrun needs the dependencies in the environment it runs in, so the header
-    is exported to a requirements file first and torchrun runs inside it.
+    For a single process ``uv run`` resolves the script's PEP 723 header itself. accelerate
+    spawns plain ``python`` processes, so for several ``uv run`` builds accelerate's
+    environment from the header's dependencies (shipped as a requirements file). Extra
+    ``packages`` (bitsandbytes for QLoRA) are added with ``--with`` either way.
     """
+    launch = launch or Launch()
+    gpus = FLAVORS_BY_NAME[flavor].gpus if flavor in FLAVORS_BY_NAME else 1
+    if launch.processes > 1 and launch.processes != gpus:
+        raise BackendError(
+            f"bug: the run is planned for {launch.processes} processes but {flavor} has "
+            f"{gpus} GPU(s); re-plan it (`ci-runner plan`)"
+        )
     path = shlex.quote(f"{JOB_DIR}/{script}")
     unpack = f'mkdir -p {JOB_DIR} && printf %s "${BUNDLE_ENV}" | base64 -d | tar -xz -C {JOB_DIR}'
-    gpus = FLAVORS_BY_NAME[flavor].gpus if flavor in FLAVORS_BY_NAME else 1
-    extra = "".join(f" --with {shlex.quote(r)}" for r in requirements)
-    if gpus > 1:
-        launch = (
-            f"uv export --script {path} --no-hashes > /tmp/requirements.txt && "
-            f"exec uv run --with-requirements /tmp/requirements.txt{extra} -- "
-            f"torchrun --standalone --nproc_per_node {gpus} {path}"
+    extras = "".join(f" --with {shlex.quote(package)}" for package in packages)
+    if launch.processes > 1:
+        accelerate = shlex.join(accelerate_args(launch, config_dir=JOB_DIR))
+        run = (
+            f"exec uv run --no-project --with-requirements {JOB_DIR}/{REQUIREMENTS}{extras} "
+            f"-- {accelerate} {path}"
         )
     else:
-        launch = f"exec uv run{extra} {path}"
+        run = f"exec uv run{extras} {path}"
     if script == "evaluate.py":  # bubblewrap gives the HumanEval sandbox its own filesystem
-        launch = f"{SANDBOX_SETUP}; {launch}"
-    return ["bash", "-c", f"{unpack} && {launch}"]
+        run = f"{SANDBOX_SETUP}; {run}"
+    return ["bash", "-c", f"{unpack} && {run}"]
 
 
 @dataclass(frozen=True)
@@ -150,8 +174,15 @@ class HfJobsBackend:
     def submit(self, request: JobRequest) -> JobHandle:
         """Create the job; on a retried create, adopt a job the failed call made."""
         labels = {REPO_LABEL: self.repo, **request.labels}
+        run_config = request.run_config
+        assert isinstance(run_config, RunConfig | EvalConfig | ExportConfig)  # has a run_id
+        launch = launch_of(request.run_config)
+        extra = launch_files(launch, script_dependencies(request.script))
+        # main's requirements (e.g. an MLflow client) plus bitsandbytes for a 4-bit base
+        packages = tuple(dict.fromkeys((*request.requirements, *packages_for(request.run_config))))
+        command = job_command(request.flavor, request.script.name, launch, packages=packages)
         env = {
-            BUNDLE_ENV: bundle_b64(request.script),
+            BUNDLE_ENV: bundle_b64(request.script, extra),
             CONFIG_ENV: request.run_config.model_dump_json(),
             "PYTHONUNBUFFERED": "1",
         }
@@ -166,12 +197,12 @@ class HfJobsBackend:
                 return existing[-1]
             return self.api.run_job(
                 image=UV_IMAGE,
-                command=job_command(request.flavor, request.script.name, request.requirements),
+                command=command,
                 env=env,
                 secrets=secrets,
                 flavor=request.flavor,
                 timeout=request.timeout_s,
-                name=label_value(request.run_config.run_id),
+                name=label_value(run_config.run_id),
                 labels=labels,
                 namespace=self.namespace,
                 token=self._token,
@@ -213,8 +244,11 @@ class HfJobsBackend:
         for job_id in wanted - found.keys():
             job = self._call(
                 "inspect a job",
-                lambda job_id=job_id: self.api.inspect_job(
-                    job_id=job_id, namespace=self.namespace, token=self._token
+                functools.partial(
+                    self.api.inspect_job,
+                    job_id=job_id,
+                    namespace=self.namespace,
+                    token=self._token,
                 ),
             )
             found[job_id] = _to_status(job)

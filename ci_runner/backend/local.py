@@ -26,6 +26,7 @@ from ci_runner.core.files import write_atomic
 from ci_runner.core.jobs import JobHandle, JobRequest, JobState, JobStatus
 from ci_runner.errors import BackendError
 from ci_runner.job_scripts import PACKAGE_DIR
+from ci_runner.job_scripts.processes import pid_alive
 
 REQUEST_FILE = "request.json"
 CONFIG_FILE = "run_config.json"
@@ -212,13 +213,7 @@ def _alive(job_dir: Path) -> bool:
             return str(job_dir).encode() in cmdline.read_bytes()
         except OSError:
             return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    return pid_alive(pid)
 
 
 def _describe_exit(code: int) -> str:

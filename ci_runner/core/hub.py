@@ -14,6 +14,10 @@ import re
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from huggingface_hub import HfApi
 
 HUB = "https://huggingface.co"
 HUB_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?$")
@@ -124,7 +128,7 @@ def mlflow_run_url(uri: str | None, experiment_id: str | None, run_id: str | Non
     return f"{base}/#/experiments/{experiment_id}/runs/{run_id}"
 
 
-def hub_api(token: str | None = None):  # noqa: ANN201 - huggingface_hub.HfApi, imported late
+def hub_api(token: str | None = None) -> HfApi:
     """An ``HfApi`` on ``HF_ENDPOINT`` when set (a mirror, or a loopback Hub in tests)."""
     import os
 
@@ -138,3 +142,27 @@ def hub_url(ref: str | None, kind: str = "model") -> str | None:
     if not ref or is_local_path(ref) or not looks_like_hub_id(ref):
         return None
     return f"{HUB}/datasets/{ref}" if kind == "dataset" else f"{HUB}/{ref}"
+
+
+REVISION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,127}$")  # a branch, tag or commit
+CONTENT_HASH_PREFIX = "sha256:"  # a local input's pin: a hash of its files, not a Hub commit
+
+
+def split_revision(ref: str) -> tuple[str, str | None]:
+    """``org/name@rev`` → (``org/name``, ``rev``); local paths and plain ids have none."""
+    if is_local_path(ref) or "@" not in ref:
+        return ref, None
+    repo, _, revision = ref.rpartition("@")
+    return repo, revision or None
+
+
+def is_hub_commit(revision: str | None) -> bool:
+    return bool(revision) and not str(revision).startswith(CONTENT_HASH_PREFIX)
+
+
+def revision_url(ref: str | None, revision: str | None, kind: str = "model") -> str | None:
+    """The Hub page of a repo at one commit; None for local inputs (hashed, no page)."""
+    page = hub_url(ref, kind)
+    if page is None or not is_hub_commit(revision):
+        return None
+    return f"{page}/tree/{revision}"

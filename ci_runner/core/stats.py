@@ -41,6 +41,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from numbers import Real
 from statistics import NormalDist, stdev
+from typing import Any, Generic, TypeVar
 
 DEFAULT_CONFIDENCE = 0.95
 # 2000 resamples leave 50 draws beyond each end of a 95% percentile interval (1000 or
@@ -50,6 +51,7 @@ DEFAULT_RESAMPLES = 2000
 DEFAULT_SEED = 17  # fixed, not derived from the data: see the module docstring
 
 Label = str
+L = TypeVar("L", bound=Hashable)  # what ``pick_best`` names models by
 
 
 # --- results ---------------------------------------------------------------------------
@@ -98,16 +100,16 @@ class Delta:
 
 
 @dataclass(frozen=True)
-class BestVerdict:
+class BestVerdict(Generic[L]):
     """Which model is best, if the data can say: ``best`` is None unless it is significant.
 
     ``leader`` has the highest mean (input order breaks ties), ``runner_up`` the next, and
     ``delta`` is leader minus runner-up, paired. Equal means are never a best.
     """
 
-    best: Label | None
-    leader: Label
-    runner_up: Label | None
+    best: L | None
+    leader: L
+    runner_up: L | None
     delta: Delta | None
     tie: bool = False
 
@@ -222,12 +224,12 @@ def significant(delta: Delta) -> bool:
 
 
 def pick_best(
-    scores: Mapping[Label, Sequence[float]],
+    scores: Mapping[L, Sequence[float]],
     *,
     confidence: float = DEFAULT_CONFIDENCE,
     resamples: int = DEFAULT_RESAMPLES,
     seed: int = DEFAULT_SEED,
-) -> BestVerdict:
+) -> BestVerdict[L]:
     """The best model by mean, named only if its paired interval vs the runner-up excludes 0.
 
     ``scores`` maps each model to its aligned per-sample outcomes (``align_all``). Equal
@@ -273,7 +275,7 @@ def align_all(outcomes: Mapping[Label, Mapping[Hashable, float]]) -> AlignedGrou
     """``align`` for any number of models: keeps the ids every model has, sorted."""
     if not outcomes:
         return AlignedGroup((), {}, {})
-    common = set.intersection(*(set(per_id) for per_id in outcomes.values()))
+    common: set[Any] = set.intersection(*(set(per_id) for per_id in outcomes.values()))
     try:
         ids = tuple(sorted(common))
     except TypeError:  # ids of mixed types: still one order, just not a natural one
@@ -393,7 +395,7 @@ def _values(outcomes: Sequence[float], what: str) -> tuple[float, ...]:
         raise TypeError(f"{what} must be a sequence of numbers, got {type(outcomes).__name__}")
     if len(outcomes) == 0:
         raise ValueError(f"{what} is empty: no per-sample results, so no interval")
-    values = []
+    values: list[float] = []
     for x in outcomes:
         if not isinstance(x, Real):
             raise TypeError(f"{what} must be numbers, got {x!r}")

@@ -37,7 +37,7 @@ class DataCheck:
         check = self.for_method(self.method) if self.method else None
         return check.verdict if check else None
 
-    def for_method(self, method: str) -> MethodCheck | None:
+    def for_method(self, method: str | None) -> MethodCheck | None:
         return next((c for c in self.checks if c.method == method), None)
 
     def render(self) -> str:
@@ -96,6 +96,7 @@ def check_sample(
     """Pure: the verdicts and, for an experiment, the length statistics."""
     if experiment is None:
         return DataCheck(sample, check_dataset(sample))
+    assert experiment.dataset is not None and experiment.method is not None  # loader-checked
     columns = dict(experiment.dataset.columns)
     checks = check_dataset(sample, columns=columns or None, rewards=list(experiment.rewards))
     method = experiment.method
@@ -120,6 +121,7 @@ def check_experiment_data(
     from ci_runner.data.sources import read_sample
 
     ds = experiment.dataset
+    assert ds is not None  # the loader requires a dataset of every run
     if sample is None:
         sample = read_sample(ds.path, root=root, config=ds.config, split=ds.split, viewer=viewer)
     tokenizer = load_tokenizer(experiment.base_model, root=root)

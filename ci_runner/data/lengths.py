@@ -155,8 +155,8 @@ def load_tokenizer(base_model: str, *, root: Path, download: bool = True) -> Any
     fast = load_chat_tokenizer(base_model, root=root, download=download)
     if fast is not None:
         return fast
+    from ci_runner.core.hub import is_local_path
     from ci_runner.data.tokens import CONFIG_FILE, cached_hub_file
-    from ci_runner.spec.model import is_local_path
 
     # No tokenizer config on disk: nothing for transformers either, so skip its import.
     ref = str(root / base_model) if is_local_path(base_model) else base_model
@@ -180,4 +180,5 @@ def jsonable(stats: LengthStats | None) -> dict[str, Any] | None:
         return None
     data = dict(stats.__dict__)
     data["warning"] = stats.warning
-    return json.loads(json.dumps(data))
+    plain: dict[str, Any] = json.loads(json.dumps(data))
+    return plain

@@ -24,6 +24,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from ci_runner.core.hub import is_local_path
 from ci_runner.data.sample import SAMPLE_ROWS, DatasetSample
 from ci_runner.data.viewer import ViewerClient, ViewerUnavailableError
 from ci_runner.errors import (
@@ -32,7 +33,6 @@ from ci_runner.errors import (
     DataSourceError,
     NotReadyError,
 )
-from ci_runner.spec.model import is_local_path
 
 # What the training job can load (job_scripts/train.py FILE_BUILDERS), by suffix.
 FORMATS = {".jsonl": "JSONL", ".json": "JSON", ".csv": "CSV", ".parquet": "Parquet"}

@@ -107,7 +107,8 @@ class ChatTokenizer:
 
     def encode(self, text: str, *, add_special_tokens: bool = True) -> list[int]:
         """``tokenizer(text)["input_ids"]`` (or ``.encode``): the post-processor adds BOS/EOS."""
-        return self.backend.encode(text, add_special_tokens=add_special_tokens).ids
+        ids: list[int] = self.backend.encode(text, add_special_tokens=add_special_tokens).ids
+        return ids
 
     def render_chat(
         self,
@@ -126,7 +127,9 @@ class ChatTokenizer:
         if not template:
             raise ValueError(f"{self.name or 'this tokenizer'} has no chat template")
         # transformers drops None-valued keys first: templates handle a missing key, not None
-        chat = [{k: v for k, v in m.items() if v is not None} for m in messages]
+        chat: list[Mapping[str, Any]] = [
+            {k: v for k, v in m.items() if v is not None} for m in messages
+        ]
         return render_chat_template(
             template,
             chat,
@@ -165,9 +168,8 @@ def _token_content(value: Any) -> str | None:
     """A special token as the config writes it: a string, or an AddedToken dict."""
     if isinstance(value, str):
         return value
-    if isinstance(value, Mapping) and isinstance(value.get("content"), str):
-        return value["content"]
-    return None
+    content = value.get("content") if isinstance(value, Mapping) else None
+    return content if isinstance(content, str) else None
 
 
 def special_tokens_map(config: Mapping[str, Any]) -> dict[str, str]:
@@ -281,13 +283,14 @@ def render_chat_template(
     for message in chat:
         if not isinstance(message, dict):
             raise TypeError(f"chat messages must be dicts, got {message!r}")
-    return _compiled(template).render(
+    rendered: str = _compiled(template).render(
         messages=chat,
         tools=_plain(tools),
         documents=_plain(documents),
         add_generation_prompt=add_generation_prompt,
         **_plain(context),
     )
+    return rendered
 
 
 def _with_reasoning_aliases(message: Any) -> Any:
@@ -352,7 +355,8 @@ def _environment() -> Any:
             return nodes.CallBlock(self.call_method("_body"), [], [], body).set_lineno(lineno)
 
         def _body(self, caller: Any) -> str:
-            return caller()
+            body: str = caller()
+            return body
 
     class SafeNamespace(jinja2.utils.Namespace):
         """``namespace()`` without underscore attributes, as transformers restricts it."""

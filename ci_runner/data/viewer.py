@@ -104,8 +104,8 @@ class ViewerClient:
     def _get(self, route: str, dataset: str, params: dict[str, str]) -> dict[str, Any]:
         """GET with bounded retries; 4xx and cached verdicts become clear errors at once."""
         import httpx2
+        from huggingface_hub import get_session
         from huggingface_hub.errors import OfflineModeIsEnabled
-        from huggingface_hub.utils import get_session
 
         url = f"{self.base_url}/{route}"
         delay = 1.0

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ci_runner.core.hub import is_local_path, label_value
+from ci_runner.core.hub import is_hub_commit, is_local_path, label_value
 from ci_runner.core.jobs import Backend, BackendName, JobHandle, JobKind, JobRequest, Stage
+from ci_runner.flow.pins import Pins
 from ci_runner.flow.records import run_timeout
 from ci_runner.flow.workspace import Workspace
 from ci_runner.ledger.model import Ledger, Run, StageJob
@@ -43,13 +44,22 @@ def run_labels(run_id: str, experiment: str, attempt: int) -> dict[str, str]:
     }
 
 
-def resolve(ws: Workspace, experiment: Experiment, plan: Plan, *, run_id: str) -> ResolvedRun:
-    """The run config the job receives: output locally in the workspace, else in the job."""
-    if experiment.backend == BackendName.LOCAL:
+def resolve(
+    ws: Workspace, experiment: Experiment, plan: Plan, *, run_id: str, pins: Pins | None = None
+) -> ResolvedRun:
+    """The run config the job receives: output locally in the workspace, else in the job;
+    the model and dataset at the commits they were pinned to."""
+    if experiment.backend == BackendName.LOCAL.value:
         output_dir = ws.project.relative(ws.project.runs_dir / run_id / "output")
     else:
         output_dir = str(JOB_OUTPUT_ROOT / run_id / "output")
-    return resolve_run(experiment, output_dir=output_dir, plan=plan, run_id=run_id)
+    return resolve_run(
+        experiment,
+        output_dir=output_dir,
+        plan=plan,
+        run_id=run_id,
+        **(pins or Pins()).for_job(),
+    )
 
 
 def trained_model(run: Run) -> str:
@@ -145,7 +155,7 @@ def launch_stage_jobs(ws: Workspace, run: Run) -> Run:
     Locally a run's evaluations share one job (``job_groups``): each of their stage jobs
     records that job.
     """
-    pending = [j for j in run.stage_jobs if j.kind == run.stage and j.job_id is None]
+    pending = [j for j in run.stage_jobs if j.kind.value == run.stage.value and j.job_id is None]
     if not pending or not run.active:
         return run
     backend: Backend = ws.backend(run.backend)
@@ -164,6 +174,11 @@ def launch_stage_jobs(ws: Workspace, run: Run) -> Run:
                 update={"job_id": handle.job_id, "job_url": handle.url}
             )
     return run.model_copy(update={"stage_jobs": jobs})
+
+
+def pinned(model: str, revision: str | None) -> str:
+    """``org/name@sha`` when the model was pinned to a Hub commit, as the job scripts read."""
+    return f"{model}@{revision}" if is_hub_commit(revision) and not is_local_path(model) else model
 
 
 def shares_evals(ws: Workspace, run: Run) -> bool:
@@ -195,7 +210,9 @@ def stage_config(ws: Workspace, run: Run, job: StageJob) -> tuple[str, EvalConfi
     local = run.backend == BackendName.LOCAL
     scratch = ws.project.runs_dir / run.run_id if local else JOB_OUTPUT_ROOT / run.run_id
     out = ws.project.relative(scratch / f"{job.kind}-{job.key}") if local else str(scratch)
-    # A LoRA run's output is an adapter: the job loads the base model under it.
+    # A LoRA run's output is an adapter: the job loads the base model under it. Evaluation
+    # loads the base at the commit the run trained from (export_gguf.py takes repo ids only).
+    base = pinned(run.base_model, run.base_model_revision)
     adapter_base = run.base_model if run.lora and job.model != run.base_model else None
     experiment = run.run_id.rsplit("-", 1)[0]
     if job.kind == JobKind.EVAL:
@@ -205,9 +222,9 @@ def stage_config(ws: Workspace, run: Run, job: StageJob) -> tuple[str, EvalConfi
             experiment=experiment,
             run_id=run.run_id,
             eval_id=f"{run.run_id}-{job.key}",
-            model=job.model,
+            model=base if job.model == run.base_model else job.model,
             model_label=job.key,
-            base_model=adapter_base,
+            base_model=base if adapter_base else None,
             benchmarks=[
                 BenchmarkSpec(**{**b, "max_samples": b.get("max_samples") or default_n})
                 for b in settings.get("benchmarks", [])

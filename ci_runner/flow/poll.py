@@ -88,7 +88,11 @@ def live_job_ids(run: Run) -> list[str]:
     if run.stage == Stage.TRAIN:
         attempt = run.last_attempt
         return [attempt.job_id] if attempt and attempt.job_id else []
-    jobs = [j.job_id for j in run.stage_jobs if j.kind == run.stage and j.job_id and not j.done]
+    jobs = [
+        j.job_id
+        for j in run.stage_jobs
+        if j.kind.value == run.stage.value and j.job_id and not j.done
+    ]
     return list(dict.fromkeys(jobs))  # evaluations sharing one job ask once
 
 
@@ -166,9 +170,9 @@ def read_progress(ws: Workspace, runs: list[Run], facts: Facts) -> dict[str, Rea
                 lambda r: ws.backend(r.backend).logs(r.last_attempt.job_id, tail=LOG_TAIL), missing
             )
             for run, lines in zip(missing, tails, strict=True):
-                progress = parse_progress(lines)
-                if progress.step is not None:
-                    readings[run.run_id] = Reading(progress, "logs")
+                parsed = parse_progress(lines)
+                if parsed.step is not None:
+                    readings[run.run_id] = Reading(parsed, "logs")
     return readings
 
 
@@ -218,6 +222,7 @@ def fold_facts(run: Run, facts: Facts, readings: dict[str, Reading]) -> Run:
         kind = JobKind(run.stage.value)
         typed = EvalSummary if kind == JobKind.EVAL else ExportSummary
         for job in [j for j in run.stage_jobs if j.kind == kind and j.job_id in facts]:
+            assert job.job_id is not None  # it is in facts
             status, lines = facts[job.job_id]
             if status.state.terminal:
                 shared = shares_job(run, job)

@@ -43,7 +43,7 @@ CHECK_SCRIPT = "check_data.py"
 
 def check_inputs(experiment: Experiment) -> None:
     """What a run needs beyond its file: the training stack, for the local backend."""
-    if experiment.backend == BackendName.LOCAL and not _has_training_stack():
+    if experiment.backend == BackendName.LOCAL.value and not _has_training_stack():
         raise NotReadyError(
             "the local backend runs train.py with this Python, which lacks TRL; "
             "install the train extra: pip install -e '.[train]'"
@@ -66,6 +66,7 @@ def check_data(ws: Workspace, experiment: Experiment, *, remote: bool = False) -
         from ci_runner.data.remote import fetch_remote_sample
 
         ds = experiment.dataset
+        assert ds is not None  # the loader requires a dataset of every run
         source = DatasetSource(path=ds.path, config=ds.config, split=ds.split)
         script = ws.project.job_script(CHECK_SCRIPT).path
         sample = fetch_remote_sample(ws.backend(BackendName.HF_JOBS), source, script=script)
@@ -138,6 +139,7 @@ def check_runs_data(
     done: dict[str, DataCheck | None] = {}
     for spec in runs:
         e = spec.experiment
+        assert e.dataset is not None  # the loader requires a dataset of every run
         key = json.dumps(
             [
                 e.base_model,
@@ -151,8 +153,8 @@ def check_runs_data(
         )
         if key not in done:
             try:
-                done[key] = check_data(ws, e, remote=remote)
-                result.distinct.append((spec, done[key]))
+                done[key] = check = check_data(ws, e, remote=remote)
+                result.distinct.append((spec, check))
             except DatasetViewerError as exc:
                 if strict:
                     raise
@@ -184,7 +186,7 @@ def plan_run(
     if key not in cache:
         cache[key] = model_size(experiment.base_model, root=ws.root, api=api)
     prices = None
-    if experiment.backend == BackendName.HF_JOBS and api is not None and api.token:
+    if experiment.backend == BackendName.HF_JOBS.value and api is not None and api.token:
         if "prices" not in cache:
             cache["prices"] = prices_from_hardware(api)
         prices = cache["prices"]

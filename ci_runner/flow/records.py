@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from ci_runner.core.durations import spec_duration
 from ci_runner.core.hub import hub_url, trackio_url
+from ci_runner.flow.pins import Pins
 from ci_runner.ledger.model import Attempt, Ledger, Run
 from ci_runner.plan.estimate import Plan
 from ci_runner.plan.resolve import ResolvedRun
@@ -20,6 +21,7 @@ def methods_of(runs: list[RunSpec]) -> list[str]:
 def eval_split(experiment: Experiment) -> str | None:
     """Where the run's eval loss comes from, as the report says it."""
     ds = experiment.dataset
+    assert ds is not None  # the loader requires a dataset of every run
     if ds.eval_split:
         return f"split {ds.eval_split}"
     return f"{ds.eval_fraction * 100:g}% of {ds.split}" if ds.eval_fraction else None
@@ -42,6 +44,7 @@ def _mlflow_fields(tracking: Tracking) -> dict[str, str | None]:
 def new_ledger(
     experiment: Experiment, runs: list[RunSpec], *, spec_path: str, report_path: str
 ) -> Ledger:
+    assert runs[0].experiment.dataset is not None  # the loader requires one of every run
     dataset = runs[0].experiment.dataset.path
     joiner = " → " if experiment.stages else " / "
     return Ledger(
@@ -65,6 +68,7 @@ def new_run(
     experiment: Experiment | None = None,
     limit: int | None = None,
     waiting: bool = False,
+    pins: Pins | None = None,
 ) -> Run:
     """The run's record. A run of a multi-run file (``limit`` set) waits for its turn with no
     attempt yet, naming, until it starts, the run whose model it will train from.
@@ -73,6 +77,7 @@ def new_run(
     """
     experiment = experiment or spec.experiment
     config = resolved.run_config
+    assert experiment.dataset is not None  # the loader requires a dataset of every run
     split = experiment.dataset.split
     if experiment.dataset.max_samples:
         split += f"[:{experiment.dataset.max_samples}]"
@@ -91,7 +96,9 @@ def new_run(
         export=experiment.export.model_dump() if experiment.export else None,
         timeout=spec_duration(run_timeout(experiment, resolved.plan)),
         base_model=experiment.base_model,
+        base_model_revision=pins.base_model if pins else None,
         dataset=experiment.dataset.path,
+        dataset_revision=pins.dataset if pins else None,
         dataset_split=split,
         eval_split=eval_split(experiment),
         dataset_columns=dict(config.dataset.columns),
@@ -110,9 +117,13 @@ def new_run(
         **_mlflow_fields(config.tracking),
         attempts=[Attempt(number=1, backend=experiment.backend, submitted_at=now)],
     )
+    if spec.replicate_of:  # a rerun: another seed of a recorded run, in the same report
+        run = run.model_copy(
+            update={"title": spec.title, "matrix": spec.matrix, "replicate_of": spec.replicate_of}
+        )
     if limit is None:  # a single-run file: starts now, and its JSON stays as it always was
         return run
-    update: dict = {
+    update: dict[str, object] = {
         "title": spec.title,
         "stage_index": spec.stage_index,
         "stage_name": spec.stage_name,

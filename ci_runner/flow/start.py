@@ -7,13 +7,14 @@ from collections.abc import Mapping
 
 from ci_runner.flow import schedule
 from ci_runner.flow.launch import launch_training, new_attempt, resolve, with_base, with_job
+from ci_runner.flow.pins import Pins
 from ci_runner.flow.preflight import plan_run
 from ci_runner.flow.records import new_run
 from ci_runner.flow.workspace import Workspace
 from ci_runner.ledger.model import Ledger, Run, RunStatus
 from ci_runner.ledger.repository import replace_run
 from ci_runner.plan.estimate import Plan
-from ci_runner.spec.expand import RunSpec, expand
+from ci_runner.spec.expand import RunSpec, expand, rerun_of
 
 
 def specs_for(ws: Workspace, ledger: Ledger, backend: str) -> dict[str, RunSpec]:
@@ -22,7 +23,14 @@ def specs_for(ws: Workspace, ledger: Ledger, backend: str) -> dict[str, RunSpec]
         experiment = ws.load(ws.root / ledger.spec_path, backend=backend)
     except Exception:  # noqa: BLE001 - any failure here means we cannot rebuild the runs
         return {}
-    return {spec.run_id: spec for spec in expand(experiment)}
+    specs = {spec.run_id: spec for spec in expand(experiment)}
+    for run in ledger.runs:  # reruns (``submit --rerun``) repeat a run the file describes
+        original = specs.get(run.replicate_of or "")
+        seed = (run.matrix or {}).get("seed")
+        if original is not None and isinstance(seed, int):
+            number = int(run.run_id.rsplit("-r", 1)[1])
+            specs[run.run_id] = rerun_of(original, number, seed=seed)
+    return specs
 
 
 def requeue(ws: Workspace, run: Run, limit: int | None) -> Run:
@@ -85,9 +93,12 @@ def _launch(
         )
     experiment = with_base(ledger, spec)
     plan = plans.get(run.run_id) or plan_run(ws, spec.experiment)
-    resolved = resolve(ws, experiment, plan, run_id=run.run_id)
+    pins = Pins(run.base_model_revision, run.dataset_revision)  # as submit pinned them
+    resolved = resolve(ws, experiment, plan, run_id=run.run_id, pins=pins)
     if not run.attempts:  # a waiting run's first start: record it as it starts now
-        fresh = new_run(spec, resolved, now=ws.now(), experiment=experiment, limit=run.max_parallel)
+        fresh = new_run(
+            spec, resolved, now=ws.now(), experiment=experiment, limit=run.max_parallel, pins=pins
+        )
         run = fresh.model_copy(update={"created_at": run.created_at})
     return with_job(run, launch_training(ws, experiment, resolved, run))
 

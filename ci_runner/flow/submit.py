@@ -11,8 +11,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ci_runner.errors import NotReadyError
 from ci_runner.flow import schedule
 from ci_runner.flow.launch import resolve
+from ci_runner.flow.pins import PinCache, Pins
 from ci_runner.flow.preflight import (
     DataChecks,
     check_inputs,
@@ -29,7 +31,48 @@ from ci_runner.ledger.store import load_ledger, save_ledger
 from ci_runner.plan.estimate import Plan
 from ci_runner.plan.total import FilePlan
 from ci_runner.report.files import write_report
-from ci_runner.spec.expand import expand, max_parallel
+from ci_runner.spec.expand import (
+    ReplicateKey,
+    RunSpec,
+    expand,
+    max_parallel,
+    replicate_key,
+    rerun_of,
+)
+
+
+def reruns(ledger: Ledger, runs: list[RunSpec]) -> tuple[list[RunSpec], dict[str, Pins]]:
+    """A fresh replicate of every recorded run (of each replicate group, once): the next
+    free seed of its group, the same pinned inputs. A run not recorded yet is submitted
+    as it is."""
+    fresh: list[RunSpec] = []
+    pins: dict[str, Pins] = {}
+    groups_done: set[ReplicateKey] = set()
+    for spec in runs:
+        original = ledger.run(spec.run_id)
+        if original is None:
+            fresh.append(spec)
+            continue
+        key = replicate_key(spec.matrix, spec.stage_name)
+        if key is not None and key in groups_done:
+            continue  # a replicate group gets one more seed, not one per member
+        if key is not None:
+            groups_done.add(key)
+        group = [
+            r
+            for r in ledger.runs
+            if r.run_id == spec.run_id
+            or r.replicate_of == spec.run_id
+            or (key is not None and replicate_key(r.matrix, r.stage_name) == key)
+        ]
+        seeds = {spec.experiment.seed} | {
+            r.matrix["seed"] for r in group if r.matrix and isinstance(r.matrix.get("seed"), int)
+        }
+        number = 2 + sum(1 for r in ledger.runs if r.replicate_of == spec.run_id)
+        copy = rerun_of(spec, number, seed=max(seeds) + 1)
+        fresh.append(copy)
+        pins[copy.run_id] = Pins(original.base_model_revision, original.dataset_revision)
+    return fresh, pins
 
 
 @dataclass(frozen=True)
@@ -62,15 +105,23 @@ def submit(
     ws: Workspace,
     spec_path: Path,
     *,
-    backend: str | None = None,
     allow_over_budget: bool = False,
     check_data: bool = True,
+    rerun: bool = False,
+    backend: str | None = None,
 ) -> SubmitOutcome:
+    """``rerun``: start a fresh replicate of each recorded run (same inputs, next seed)."""
     warnings: list[str] = []
     experiment = ws.load(spec_path, backend=backend, warnings=warnings)
     runs = expand(experiment)
+    if rerun and experiment.stages:
+        raise NotReadyError(
+            f"{spec_path}: --rerun repeats single runs, not pipelines; to see the spread of "
+            "a pipeline, add `replicates: N` to the file"
+        )
     for spec in runs:
         check_inputs(spec.experiment)
+    assert runs[0].experiment.dataset is not None  # the loader requires one of every run
     stem = stem_for(
         ws.project,
         experiment=experiment.name,
@@ -89,7 +140,10 @@ def submit(
             spec_path=ws.project.relative(spec_path),
             report_path=ws.project.relative(ws.project.report_path(stem)),
         )
-        before = {r.run_id: r.last_attempt and r.last_attempt.job_id for r in ledger.runs}
+        recorded_pins: dict[str, Pins] = {}
+        if rerun:
+            runs, recorded_pins = reruns(ledger, runs)
+        before = {r.run_id: r.last_attempt.job_id if r.last_attempt else None for r in ledger.runs}
         todo = [spec for spec in runs if schedule.needs_submit(ledger.run(spec.run_id))]
         file_plan = None
         if todo:
@@ -102,11 +156,34 @@ def submit(
             plans = {r.run_id: r.plan for r in file_plan.runs}
             for spec in todo:  # a backend that cannot be reached refuses before any record
                 ws.backend(spec.experiment.backend)
+            pinning = PinCache(ws.root, token=ws.hf_token())  # a missing repo refuses, too
+            pins = {
+                spec.run_id: recorded_pins.get(spec.run_id)
+                or pinning.pins(
+                    spec.experiment, spec_path=str(spec_path), pin_model=not spec.base_from
+                )
+                for spec in todo
+                if ledger.run(spec.run_id) is None
+            }
+            warnings += pinning.warnings
             for spec in todo:
                 run = ledger.run(spec.run_id)
                 if run is None:
-                    resolved = resolve(ws, spec.experiment, plans[spec.run_id], run_id=spec.run_id)
-                    run = new_run(spec, resolved, now=ws.now(), limit=limit, waiting=multi)
+                    resolved = resolve(
+                        ws,
+                        spec.experiment,
+                        plans[spec.run_id],
+                        run_id=spec.run_id,
+                        pins=pins[spec.run_id],
+                    )
+                    run = new_run(
+                        spec,
+                        resolved,
+                        now=ws.now(),
+                        limit=limit,
+                        waiting=multi,
+                        pins=pins[spec.run_id],
+                    )
                     ledger = ledger.model_copy(update={"runs": [*ledger.runs, run]})
                 else:
                     ledger = replace_run(ledger, requeue(ws, run, limit))

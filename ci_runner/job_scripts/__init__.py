@@ -3,10 +3,12 @@
 Each entry script (``train.py``, ``evaluate.py``, ``export_gguf.py``, ``check_data.py``)
 is a PEP 723 script: ``uv run train.py --config run.json`` works anywhere. A script runs
 with its own folder first on ``sys.path``, so it imports the helper modules beside it
-(``protocol.py``, ``shaping.py``, ``curves.py``, ``sandbox.py``) as top-level modules; the
-runner ships those helpers with every job (``sandbox_child.py`` is read, not imported).
-``evaluate_many.py`` runs ``evaluate.py`` for several models in one process; only the
-local backend uses it (it imports its sibling ``evaluate.py``).
+(``protocol.py``, ``shaping.py``, ``curves.py``, ``sandbox.py``, ``evaluate_*.py``,
+``export_*.py``) as top-level modules; the runner ships every helper in ``HELPERS``
+with every job. Helpers import only the standard library at the top (heavy libraries
+inside functions), and ``sandbox_child.py`` also runs on its own, copied into each
+sandbox. ``evaluate_many.py`` runs ``evaluate.py`` for several models in one process:
+only the local backend runs it, beside its sibling, so it is never bundled.
 
 A project may override an entry script by keeping its own ``job_scripts/<name>``; the
 helpers still come from here unless the project's folder has its own copy.
@@ -17,14 +19,37 @@ from __future__ import annotations
 import base64
 import gzip
 import io
+import re
 import tarfile
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 PROJECT_DIR = "job_scripts"  # a project's own overrides, relative to its root
-ENTRY_SCRIPTS = ("train.py", "evaluate.py", "export_gguf.py", "check_data.py", "evaluate_many.py")
-HELPERS = ("protocol.py", "shaping.py", "curves.py", "sandbox.py", "sandbox_child.py")
+ENTRY_SCRIPTS = ("train.py", "evaluate.py", "export_gguf.py", "check_data.py")
+LOCAL_SCRIPTS = ("evaluate_many.py",)  # entry scripts that import an entry script beside them
+HELPERS = (
+    "protocol.py",
+    "shaping.py",
+    "curves.py",
+    "train_data.py",
+    "train_args.py",
+    "rewards.py",
+    "evaluate_tasks.py",
+    "evaluate_humaneval.py",
+    "evaluate_gsm8k.py",
+    "evaluate_pipeline.py",
+    "export_convert.py",
+    "export_quantize.py",
+    "export_hub.py",
+    "processes.py",
+    "sandbox.py",
+    "sandbox_secrets.py",
+    "sandbox_host.py",
+    "sandbox_launch.py",
+    "sandbox_child.py",
+)
 
 
 @dataclass(frozen=True)
@@ -42,8 +67,9 @@ class JobScript:
 
 def locate(name: str, root: Path | None = None) -> JobScript:
     """The project's ``job_scripts/<name>`` if it has one, else the packaged script."""
-    if name not in ENTRY_SCRIPTS:
-        raise ValueError(f"unknown job script {name!r}; known: {', '.join(ENTRY_SCRIPTS)}")
+    known = (*ENTRY_SCRIPTS, *LOCAL_SCRIPTS)
+    if name not in known:
+        raise ValueError(f"unknown job script {name!r}; known: {', '.join(known)}")
     own = root / PROJECT_DIR / name if root is not None else None
     if own is not None and own.is_file():
         return JobScript(name, own, overridden=True)
@@ -59,11 +85,27 @@ def bundle_files(script: Path) -> dict[str, bytes]:
     return files
 
 
-def bundle_b64(script: Path) -> str:
-    """A reproducible ``tar.gz`` of ``bundle_files``, base64-encoded for a job's env."""
+_HEADER = re.compile(r"^# /// script\n(?P<body>(?:#.*\n)*?)# ///\s*$", re.MULTILINE)
+_DEPENDENCIES = re.compile(r"dependencies\s*=\s*\[(?P<items>.*?)\]", re.DOTALL)
+
+
+def script_dependencies(script: Path) -> list[str]:
+    """The ``dependencies`` of a script's PEP 723 header, in order (``uv`` reads the same)."""
+    header = _HEADER.search(script.read_text(encoding="utf-8"))
+    if header is None:
+        return []
+    body = "\n".join(line[1:].strip() for line in header["body"].splitlines())
+    listed = _DEPENDENCIES.search(body)
+    return re.findall(r'"([^"]+)"', listed["items"]) if listed else []
+
+
+def bundle_b64(script: Path, extra: Mapping[str, bytes] | None = None) -> str:
+    """A reproducible ``tar.gz`` of ``bundle_files`` (plus ``extra`` files, e.g. a launch
+    config), base64-encoded for a job's env."""
+    files = {**bundle_files(script), **(extra or {})}
     raw = io.BytesIO()
     with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
-        for name, data in sorted(bundle_files(script).items()):
+        for name, data in sorted(files.items()):
             info = tarfile.TarInfo(name)
             info.size, info.mode, info.mtime = len(data), 0o644, 0
             tar.addfile(info, io.BytesIO(data))

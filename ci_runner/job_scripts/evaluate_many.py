@@ -20,10 +20,11 @@ of an evaluation's time on a small model, and one CPU is not shared by two jobs.
 
     python evaluate_many.py --config batch.json      # {"evaluations": [eval config, ...]}
 
-Each model goes through ``evaluate.main`` with its own eval config (``EvalConfig``), so
-each prints its own ``CI_RUNNER_SUMMARY`` line (with its ``model_label``) and writes its
-own ``<output_dir>/ci_runner_summary.json``; one model failing does not stop the next.
-The exit code is 0 only if every model's evaluation completed.
+Each model runs as ``python evaluate.py --config <its EvalConfig>`` would, through the
+same ``protocol.run_job``: each prints its own ``CI_RUNNER_SUMMARY`` line (with its
+``model_label``) and writes its own ``<output_dir>/ci_runner_summary.json``; one model
+failing does not stop the next. The exit code is 0 only if every model's evaluation
+completed.
 """
 
 from __future__ import annotations
@@ -45,18 +46,21 @@ def release_memory() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    description = (__doc__ or "").splitlines()[0]
     try:
-        batch = protocol.read_config(
-            argv, description=__doc__.splitlines()[0], required=("evaluations",)
-        )
+        batch = protocol.read_config(argv, description=description, required=("evaluations",))
     except protocol.ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    each = (evaluate.__doc__ or "").splitlines()[0]
     codes = []
     for index, config in enumerate(batch["evaluations"]):
         if index:
             release_memory()
-        codes.append(evaluate.main(["--config", json.dumps(config)]))
+        one = ["--config", json.dumps(config)]
+        codes.append(
+            protocol.run_job(evaluate.main, one, description=each, reported=evaluate.REPORTED)
+        )
     return max(codes, default=2)
 
 

@@ -82,7 +82,9 @@ def emit_summary(summary: Mapping[str, Any], output_dir: str | None) -> None:
     """Print the summary line last, and keep a copy beside the outputs."""
     data = {"schema_version": SCHEMA_VERSION, **summary}
     text = json.dumps(data, allow_nan=True)
-    if output_dir:
+    # Under accelerate launch / torchrun (which set RANK) rank 0 keeps the copy: several
+    # processes that fail at once still print their lines, but write no file over each other.
+    if output_dir and int(os.environ.get("RANK", "0")) == 0:
         try:
             Path(output_dir).mkdir(parents=True, exist_ok=True)
             Path(output_dir, SUMMARY_FILENAME).write_text(text + "\n", encoding="utf-8")
@@ -130,6 +132,8 @@ class _Summary:
     error_type: str | None = None
     error: str | None = None
     output_dir: str | None = None
+    # What ran: library versions, Python, and the accelerator ("cpu", "2 x NVIDIA H100").
+    versions: dict[str, str] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)  # keys this version does not read
 
     @property
@@ -187,11 +191,40 @@ class ExportSummary(_Summary):
     warnings: list[str] = field(default_factory=list)
 
 
+# --- what ran ----------------------------------------------------------------------------
+
+REPORTED_PACKAGES = ("torch", "transformers", "trl", "peft", "datasets", "lighteval")
+
+
+def environment() -> dict[str, str]:
+    """The versions of the libraries that matter for a result, and the accelerator.
+
+    Reads installed metadata only; torch is asked about GPUs only if the job imported it.
+    """
+    from importlib import metadata
+
+    found = {"python": sys.version.split()[0]}
+    for package in REPORTED_PACKAGES:
+        try:
+            found[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            continue
+    found["accelerator"] = "cpu"
+    torch = sys.modules.get("torch")
+    try:
+        if torch is not None and torch.cuda.is_available():
+            count = torch.cuda.device_count()
+            found["accelerator"] = f"{count} x {torch.cuda.get_device_name(0)}"
+    except Exception:  # noqa: BLE001 - a broken driver must not lose the summary
+        found["accelerator"] = "unknown"
+    return found
+
+
 # --- the script's entry point --------------------------------------------------------
 
 
 def run_job(
-    job: Callable[[dict[str, Any]], Mapping[str, Any]],
+    job: Callable[[dict[str, Any]], Mapping[str, Any] | None],
     argv: list[str] | None,
     *,
     description: str,
@@ -218,7 +251,9 @@ def run_job(
         extra = {key: config.get(key) for key in reported}
         if on_failure is not None:
             extra.update(on_failure(exc, config))
+        extra["versions"] = environment()
         emit_summary(failure(exc, config, **extra), config.get("output_dir"))
         return 1
-    emit_summary(summary, config["output_dir"])
+    if summary is not None:  # None: another process of a multi-process job reports
+        emit_summary({**summary, "versions": environment()}, config["output_dir"])
     return 0

@@ -43,6 +43,7 @@ import resource
 import signal
 import struct
 import sys
+from typing import Any
 
 EXIT_SETUP = 90
 MAX_FRAME = 16 << 20
@@ -263,6 +264,8 @@ def enter_namespaces(config: dict) -> None:
 def drop_privileges(config: dict) -> None:
     uid, gid = config.get("uid"), config.get("gid")
     if uid is not None:
+        if gid is None:
+            raise SetupError("uid", f"switching to uid {uid} needs a gid")
         try:
             os.setgroups([])
             os.setresgid(gid, gid, gid)
@@ -373,6 +376,17 @@ def check_interpreter() -> None:
             return
 
 
+def namespaces() -> dict:
+    """This process's namespaces (the evaluator reads its own with this function too)."""
+    found: dict[str, str | None] = {}
+    for kind in ("net", "pid", "mnt", "user", "ipc"):
+        try:
+            found[kind] = os.readlink(f"/proc/self/ns/{kind}")
+        except OSError:
+            found[kind] = None
+    return found
+
+
 def observe() -> dict:
     """What this process really got, for the evaluator to check against its plan."""
     status = {}
@@ -380,12 +394,6 @@ def observe() -> dict:
         for line in handle:
             key, _, value = line.partition(":")
             status[key] = value.strip()
-    namespaces = {}
-    for kind in ("net", "pid", "mnt", "user", "ipc"):
-        try:
-            namespaces[kind] = os.readlink(f"/proc/self/ns/{kind}")
-        except OSError:
-            namespaces[kind] = None
     return {
         "uid": os.getuid(),
         "euid": os.geteuid(),
@@ -393,7 +401,7 @@ def observe() -> dict:
         "cap_prm": int(status.get("CapPrm", "0"), 16),
         "no_new_privs": status.get("NoNewPrivs") == "1",
         "seccomp": int(status.get("Seccomp", "0")),
-        "namespaces": namespaces,
+        "namespaces": namespaces(),
     }
 
 
@@ -449,8 +457,9 @@ def block_sockets() -> None:
         def __init__(self, *args, **kwargs):
             refuse()
 
-    socket.socket = socket.SocketType = _socket.socket = _socket.SocketType = Refused
     for module in (socket, _socket):
+        for name in ("socket", "SocketType"):
+            setattr(module, name, Refused)
         for name in ("socketpair", "fromfd", "create_connection", "getaddrinfo"):
             if hasattr(module, name):
                 setattr(module, name, refuse)
@@ -551,8 +560,9 @@ def serve_candidate(config: dict) -> None:
     calls, answers = config["rpc_in"], config["rpc_out"]
     with open(config["program"], encoding="utf-8") as handle:
         source = handle.read()
-    namespace = {"__name__": "__candidate__", "__builtins__": builtins}
-    function, error = None, None
+    namespace: dict[str, Any] = {"__name__": "__candidate__", "__builtins__": builtins}
+    function: Any = None
+    error = None
     try:
         exec(compile(source, "candidate.py", "exec"), namespace)
         function = namespace.get(config["entry_point"])
@@ -625,7 +635,7 @@ def judge(config: dict, ctl: int) -> None:
     candidate.__name__ = entry_point
     with open(config["program"], encoding="utf-8") as handle:
         prompt, tests = json.load(handle)
-    namespace = {"__name__": "__judge__", "__builtins__": builtins}
+    namespace: dict[str, Any] = {"__name__": "__judge__", "__builtins__": builtins}
     try:
         exec(compile(prompt, "prompt.py", "exec"), namespace)  # helpers the tests use
         namespace[entry_point] = candidate

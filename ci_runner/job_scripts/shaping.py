@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any
+from typing import Any, TypeGuard
 
 # ShareGPT speaker names → chat roles; role names pass through unchanged.
 SHAREGPT_ROLES = {
@@ -96,7 +96,7 @@ def is_sharegpt(value: Any) -> bool:
     )
 
 
-def _is_messages(value: Any) -> bool:
+def _is_messages(value: Any) -> TypeGuard[list[dict[str, Any]]]:
     return isinstance(value, list) and bool(value) and all(isinstance(t, dict) for t in value)
 
 
@@ -172,7 +172,7 @@ def _sft_shape(
         )
     for name in ("messages", "conversations"):
         if name in present:
-            rename = {name: "messages"} if name != "messages" else {}
+            rename: dict[str, str] = {name: "messages"} if name != "messages" else {}
             keep = ["messages", *extras]
             if TOOLS_COLUMN in present:
                 keep.append(TOOLS_COLUMN)

@@ -26,37 +26,39 @@ single ``CI_RUNNER_SUMMARY {json}`` line (also written to
 ``<output_dir>/ci_runner_summary.json``) that the runner parses. On failure the
 summary has ``status: "failed"`` and the exit code is non-zero.
 
+Under ``accelerate launch`` (several GPUs: DDP or FSDP) every process runs this
+script; only the main one (rank 0) prints the banner, the progress and the summary.
+QLoRA (``lora.quantize: 4bit``) loads the base through bitsandbytes, which the runner
+adds to the job's environment (``uv run --with bitsandbytes``).
+
 Modelled on ``trl/scripts/sft.py``; deliberately short and config-driven.
 """
 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
-import difflib
-import importlib.util
-import json
 import math
-import os
-import re
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import curves  # sibling helper modules, shipped with this script
 import protocol
-import shaping
 from protocol import ConfigError
+from rewards import resolve_rewards
+from train_args import (
+    build_peft_config,
+    build_training_args,
+    fsdp_launched,
+    parallelism,
+    quantization_config,
+    resolve_checkpoint,
+    tracker_summary,
+    trainer_classes,
+)
+from train_data import REQUIRED_COLUMNS, load_datasets
 
-FILE_BUILDERS = {".jsonl": "json", ".json": "json", ".parquet": "parquet", ".csv": "csv"}
-# Column sets TRL accepts per method; the dataset must contain one of them.
-REQUIRED_COLUMNS = {
-    "sft": [("messages",), ("text",), ("prompt", "completion")],
-    "dpo": [("chosen", "rejected")],
-    "grpo": [("prompt",)],
-}
 # Keys worth a place on the one-line progress report, in this order.
 PROGRESS_KEYS = (
     "loss",
@@ -90,426 +92,47 @@ def check_method(config: dict[str, Any]) -> dict[str, Any]:
     return config
 
 
-# --- data -------------------------------------------------------------------
-
-
-def load_split(source: dict[str, Any], split: str):
-    """One split from a local file, a local folder (saved or raw files) or a Hub dataset."""
-    from datasets import Dataset, load_dataset, load_from_disk
-
-    path, name = source["path"], source.get("config")
-    local = Path(path)
-    if local.is_file():
-        builder = FILE_BUILDERS.get(local.suffix.lower())
-        if builder is None:
-            raise ConfigError(f"{path}: unsupported file type, use one of {sorted(FILE_BUILDERS)}")
-        if split != "train":
-            raise ConfigError(
-                f"{path} is a single file: it only has a 'train' split, not {split!r}"
-            )
-        return load_dataset(builder, data_files=str(local), split="train")
-    if local.is_dir() and any((local / f).exists() for f in ("dataset_dict.json", "state.json")):
-        saved = load_from_disk(str(local))  # written by save_to_disk
-        if isinstance(saved, Dataset):
-            if split != "train":
-                raise ConfigError(f"{path} holds a single split: use 'train', not {split!r}")
-            return saved
-        if split not in saved:
-            raise ConfigError(f"{path} has no split {split!r} (has {sorted(saved)})")
-        return saved[split]
-    # A folder of data files or a Hub id: the datasets library works out the rest.
-    return load_dataset(path, name, split=split)
-
-
-def rename_columns(dataset, columns: dict[str, str]):
-    """Apply ``{trl_column: source_column}`` so TRL finds the names it expects."""
-    columns = {trl: src for trl, src in columns.items() if trl != src}
-    missing = sorted(src for src in columns.values() if src not in dataset.column_names)
-    if missing:
-        raise ConfigError(
-            f"dataset.columns refers to missing column(s) {missing}; "
-            f"the dataset has {dataset.column_names}"
-        )
-    # A TRL-named column that the mapping replaces would collide with the rename.
-    sources = set(columns.values())
-    shadowed = [trl for trl in columns if trl in dataset.column_names and trl not in sources]
-    if shadowed:
-        dataset = dataset.remove_columns(shadowed)
-    return dataset.rename_columns({src: trl for trl, src in columns.items()})
-
-
-def check_columns(dataset, config: dict[str, Any], extra: set[str], what: str) -> None:
-    """Fail before training, with the fix, when TRL or a reward would miss a column."""
-    have, method = set(dataset.column_names), config["method"]
-    options = list(REQUIRED_COLUMNS[method])
-    text_field = (config.get("hyperparameters") or {}).get("dataset_text_field")
-    if method == "sft" and text_field:
-        options.append((text_field,))
-    if not any(set(option) <= have for option in options):
-        wanted = " or ".join("+".join(option) for option in options)
-        example = f"{{'{options[0][0]}': 'your_column'}}"
-        raise ConfigError(
-            f"{method.upper()} needs column(s) {wanted} but the {what} set has "
-            f"{sorted(have)}; map yours with dataset.columns, e.g. {example}"
-        )
-    if extra - have:
-        raise ConfigError(
-            f"the rewards need column(s) {sorted(extra - have)} but the {what} set has "
-            f"{sorted(have)}; map yours with dataset.columns, e.g. {{'answer': 'solution'}}"
-        )
-
-
-def shape_for_trl(dataset, config: dict[str, Any], what: str):
-    """Keep the columns the method's TRL format reads, chat-shaped and with content.
-
-    Returns the dataset and the rows dropped for lacking content; refuses the dataset
-    when those are the majority (``shaping.MAX_EMPTY_FRACTION``).
-    """
-    hyperparameters = config.get("hyperparameters") or {}
-    columns = (config["dataset"].get("columns") or {}).keys()
-    shape = shaping.choose_shape(
-        config["method"],
-        dataset.column_names,
-        shaping.first_values(dataset.select(range(min(len(dataset), 100)))),
-        text_field=hyperparameters.get("dataset_text_field", "text"),
-        rewards=config.get("rewards") or [],
-        mapped=columns,
-    )
-    if shape is None:
-        return dataset, None  # no unambiguous format: check_columns says what is missing
-    if shape.dropped or shape.rename or shape.sharegpt:
-        print(f"{what} set: {shape.describe()}", flush=True)
-    if shape.rename:
-        dataset = dataset.rename_columns(shape.rename)
-    dataset = dataset.select_columns(list(shape.keep))
-    if shape.sharegpt:
-        dataset = dataset.map(
-            lambda row: {c: shaping.normalize_row(row, shape)[c] for c in shape.sharegpt},
-            remove_columns=list(shape.sharegpt),
-        )
-    total = len(dataset)
-    dataset = dataset.filter(lambda row: not shaping.lacks_content(row, shape))
-    empty = shaping.EmptyRows(total - len(dataset), total, shape.content)
-    if empty.too_many:
-        raise ConfigError(f"the {what} set: {empty.message()}")
-    if empty.dropped:
-        print(f"warning: the {what} set: {empty.message()}", flush=True)
-    return dataset, empty
-
-
-def load_datasets(config: dict[str, Any], extra_columns: set[str]):
-    """Train and optional eval dataset, shaped for TRL: mapped, capped, narrowed, split.
-
-    Also returns the data notes for the summary (rows dropped for lacking content).
-    """
-    source = config["dataset"]
-    columns, limit = source.get("columns") or {}, source.get("max_samples")
-    notes: dict[str, Any] = {}
-
-    def prepare(split: str, what: str):
-        dataset = rename_columns(load_split(source, split), columns)
-        if limit is not None:
-            dataset = dataset.select(range(min(limit, len(dataset))))
-        if len(dataset) == 0:
-            raise ConfigError(f"the {split!r} split of {source['path']} is empty")
-        dataset, empty = shape_for_trl(dataset, config, what)
-        if empty is not None and empty.dropped:
-            notes[f"{what}_rows_without_content"] = {
-                "dropped": empty.dropped,
-                "total": empty.total,
-                "columns": list(empty.columns),
-            }
-        return dataset
-
-    train = prepare(source.get("split") or "train", "train")
-    evaluation = None
-    if source.get("eval_split"):
-        evaluation = prepare(source["eval_split"], "eval")
-    elif source.get("eval_fraction"):
-        parts = train.train_test_split(
-            test_size=source["eval_fraction"], seed=config.get("seed", 42)
-        )
-        train, evaluation = parts["train"], parts["test"]
-
-    check_columns(train, config, extra_columns, "train")
-    if evaluation is not None:
-        check_columns(evaluation, config, extra_columns, "eval")
-    return train, evaluation, notes
-
-
-# --- rewards (GRPO) ---------------------------------------------------------
-
-_NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?")
-_ANSWER = re.compile(r"<answer>(.*?)</answer>", re.DOTALL)
-_FORMAT = re.compile(r"<answer>\s*\S.*?</answer>\s*$", re.DOTALL)
-
-
-def completion_text(completion: Any) -> str:
-    """Plain text of a completion, whether a string or a list of chat messages."""
-    if isinstance(completion, str):
-        return completion
-    if isinstance(completion, dict):
-        return str(completion.get("content") or "")
-    return "".join(completion_text(message) for message in completion or [])
-
-
-def extract_number(text: Any) -> float | None:
-    """The number inside the last <answer> block, or else the last number in the text."""
-    if text is None:
-        return None
-    text = str(text)
-    blocks = _ANSWER.findall(text)
-    candidates = _NUMBER.findall(blocks[-1] if blocks else text)
-    if not candidates:
-        return None
-    try:
-        return float((candidates[0] if blocks else candidates[-1]).replace(",", ""))
-    except ValueError:
-        return None
-
-
-def accuracy_reward(completions: list[Any], answer: list[Any], **kwargs: Any) -> list[float]:
-    """1.0 when the completion's number equals the ``answer`` column, else 0.0."""
-    rewards = []
-    for completion, gold in zip(completions, answer, strict=True):
-        predicted, expected = extract_number(completion_text(completion)), extract_number(gold)
-        hit = predicted is not None and expected is not None
-        rewards.append(1.0 if hit and math.isclose(predicted, expected, abs_tol=1e-6) else 0.0)
-    return rewards
-
-
-def format_reward(completions: list[Any], **kwargs: Any) -> list[float]:
-    """1.0 when the completion ends with a non-empty ``<answer>...</answer>`` block."""
-    return [1.0 if _FORMAT.search(completion_text(c)) else 0.0 for c in completions]
-
-
-BUILTIN_REWARDS: dict[str, tuple[Callable[..., list[float]], set[str]]] = {
-    "accuracy": (accuracy_reward, {"answer"}),
-    "format": (format_reward, set()),
-}
-
-
-def load_reward_function(spec: str) -> Callable[..., list[float]]:
-    """Import ``path/to/module.py:function`` from a file; no package install needed."""
-    file_part, _, func_name = spec.rpartition(":")
-    path = Path(file_part)
-    if not path.is_file():
-        raise ConfigError(f"reward {spec!r}: file {path} not found")
-    module_spec = importlib.util.spec_from_file_location(f"ci_runner_reward_{path.stem}", path)
-    module = importlib.util.module_from_spec(module_spec)
-    module_spec.loader.exec_module(module)
-    func = getattr(module, func_name, None)
-    if not callable(func):
-        raise ConfigError(f"reward {spec!r}: {path} has no function {func_name!r}")
-    return func
-
-
-def resolve_rewards(names: list[str]) -> tuple[list[Callable[..., list[float]]], set[str]]:
-    """Reward callables plus the dataset columns the built-in ones read."""
-    funcs, columns = [], set()
-    for name in names:
-        if name in BUILTIN_REWARDS:
-            func, needs = BUILTIN_REWARDS[name]
-            funcs.append(func)
-            columns |= needs
-        elif name.endswith(".py") or ".py:" in name:
-            funcs.append(load_reward_function(name))
-        else:
-            raise ConfigError(
-                f"unknown reward {name!r}: use {' or '.join(sorted(BUILTIN_REWARDS))}, "
-                "or path/to/module.py:function"
-            )
-    return funcs, columns
-
-
-# --- trainer configuration --------------------------------------------------
-
-
-def trainer_classes(method: str):
-    """(Config class, Trainer class) for a method; imported late to keep --help fast."""
-    import trl
-
-    names = {  # only the method's own: GRPO's trainer alone takes ~1 s to import
-        "sft": ("SFTConfig", "SFTTrainer"),
-        "dpo": ("DPOConfig", "DPOTrainer"),
-        "grpo": ("GRPOConfig", "GRPOTrainer"),
-    }[method]
-    return getattr(trl, names[0]), getattr(trl, names[1])
-
-
-def check_field_names(config_cls: type, hyperparameters: dict[str, Any]) -> None:
-    """Reject unknown (often renamed) TRL fields with a suggestion, not a TypeError."""
-    known = {f.name for f in dataclasses.fields(config_cls) if f.init}
-    problems = []
-    for name in sorted(set(hyperparameters) - known):
-        close = difflib.get_close_matches(name, known, n=1)
-        problems.append(f"{name} (did you mean {close[0]}?)" if close else name)
-    if problems:
-        raise ConfigError(f"unknown {config_cls.__name__} field(s): {', '.join(problems)}")
-
-
-def runtime_defaults(method: str, has_eval: bool, user: dict[str, Any]) -> dict[str, Any]:
-    """Defaults that suit the machine; every one yields to a user hyperparameter."""
-    import torch
-
-    cuda = torch.cuda.is_available()
-    # One printed line per logging step reads better in job logs than a progress bar.
-    defaults: dict[str, Any] = {"disable_tqdm": True}
-    if not cuda:
-        # TRL defaults to bf16 and checkpointing: both only slow a CPU down.
-        defaults.update(use_cpu=True, bf16=False)
-    elif not torch.cuda.is_bf16_supported():
-        defaults["bf16"] = False
-    # transformers 5.23 renamed gradient_checkpointing to activation_checkpointing, and
-    # the new name wins when both are set: so default it only if the user set neither.
-    if not {"gradient_checkpointing", "activation_checkpointing"} & set(user):
-        defaults["activation_checkpointing"] = cuda  # TRL's default on GPU, off on CPU
-    if has_eval:
-        defaults["eval_strategy"] = "steps"
-    if method in ("sft", "dpo"):
-        # GRPO counts prompt + completion tokens itself; these two need the Trainer to count.
-        defaults["include_num_input_tokens_seen"] = "non_padding"
-    return defaults
-
-
-def build_training_args(config: dict[str, Any], has_eval: bool):
-    """The TRL config: machine defaults < run-config settings < user hyperparameters."""
-    config_cls, _ = trainer_classes(config["method"])
-    hyperparameters = dict(config.get("hyperparameters") or {})
-    check_field_names(config_cls, hyperparameters)
-    tracking = config["tracking"]
-    settings: dict[str, Any] = {
-        "seed": config.get("seed", 42),
-        "run_name": tracking["run_name"],
-    }
-    if tracking.get("backend") == "mlflow":
-        configure_mlflow(config)
-        settings["report_to"] = "mlflow"
-    else:
-        settings.update(report_to="trackio", project=tracking["project"])
-        if tracking.get("space_id"):
-            settings["trackio_space_id"] = tracking["space_id"]
-    if config.get("hub_model_id"):
-        settings.update(
-            push_to_hub=True,
-            hub_model_id=config["hub_model_id"],
-            hub_private_repo=config.get("hub_private", True),
-            hub_strategy="checkpoint",  # keeps last-checkpoint/ on the Hub, for resuming
-        )
-    output_dir = hyperparameters.pop("output_dir", None)
-    if output_dir and output_dir != config["output_dir"]:
-        print(f"note: ignoring hyperparameters.output_dir, using {config['output_dir']}")
-    defaults = runtime_defaults(config["method"], has_eval, hyperparameters)
-    kwargs = {**defaults, **settings, **hyperparameters}
-    return config_cls(output_dir=config["output_dir"], **kwargs)
-
-
-def configure_mlflow(config: dict[str, Any]) -> None:
-    """transformers' ``MLflowCallback`` (5.23) takes its settings from the environment:
-    the tracking URI, the experiment (created if missing), and tags naming the ci-runner
-    run, which is how the runner finds the MLflow run again. Each attempt is its own
-    MLflow run, with the same tags."""
-    if importlib.util.find_spec("mlflow") is None:
-        raise ConfigError(
-            "tracking.backend is mlflow, but the job has no mlflow package: install "
-            "ci-runner's mlflow extra (pip install 'ci-runner[mlflow]') where local jobs run"
-        )
-    tracking = config["tracking"]
-    uri = tracking.get("uri")
-    if uri:
-        os.environ["MLFLOW_TRACKING_URI"] = uri
-        if uri.startswith("sqlite:///"):  # MLflow creates the database, not its folder
-            Path(uri[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
-    os.environ["MLFLOW_EXPERIMENT_NAME"] = tracking["project"]
-    tags = {"ci-runner.run": config.get("run_id") or tracking["run_name"]}
-    if config.get("experiment"):
-        tags["ci-runner.experiment"] = config["experiment"]
-    os.environ["MLFLOW_TAGS"] = json.dumps(tags)
-    os.environ.pop("MLFLOW_RUN_ID", None)  # never reattach to a run from elsewhere
-
-
-def tracker_summary(config: dict[str, Any]) -> dict[str, Any] | None:
-    """The MLflow run this job logged to, for the runner's ledger and report."""
-    if (config.get("tracking") or {}).get("backend") != "mlflow":
-        return None
-    mlflow = sys.modules.get("mlflow")
-    if mlflow is None:
-        return None
-    with contextlib.suppress(Exception):  # the summary matters more than this detail
-        flush = getattr(mlflow, "flush_async_logging", None)
-        if flush is not None:
-            flush()  # the Trainer logs metrics asynchronously
-        run = mlflow.active_run() or mlflow.last_active_run()
-        if run is not None:
-            return {
-                "backend": "mlflow",
-                "run_id": run.info.run_id,
-                "experiment_id": run.info.experiment_id,
-                "uri": config["tracking"].get("uri"),
-            }
-    return None
-
-
-def build_peft_config(lora: dict[str, Any] | None):
-    """A LoraConfig when LoRA is on; None trains the full model."""
-    if not lora:
-        return None
-    from peft import LoraConfig
-
-    return LoraConfig(
-        r=lora.get("r", 16),
-        lora_alpha=lora.get("alpha", 32),
-        lora_dropout=lora.get("dropout", 0.05),
-        target_modules=lora.get("target_modules", "all-linear"),
-        task_type="CAUSAL_LM",
-    )
-
-
-def resolve_checkpoint(config: dict[str, Any]) -> str | bool | None:
-    """Where to resume from: a local folder, "latest" in output_dir, or the Hub's copy.
-
-    The job's disk may be gone, so a name missing locally (e.g. ``last-checkpoint``,
-    which ``hub_strategy="checkpoint"`` pushes) is fetched from ``hub_model_id``.
-    """
-    value = config.get("resume_from_checkpoint")
-    if not value:
-        return None
-    if value in ("latest", "true", "True"):
-        return True  # the Trainer picks the newest checkpoint-* in output_dir
-    if Path(value).is_dir():
-        return value
-    if config.get("hub_model_id"):
-        from huggingface_hub import snapshot_download
-
-        folder = value.strip("/")
-        snapshot_download(
-            config["hub_model_id"], allow_patterns=[f"{folder}/*"], local_dir=config["output_dir"]
-        )
-        local = Path(config["output_dir"]) / folder
-        if local.is_dir():
-            return str(local)
-        # The runner asks for the Hub's copy whenever one may exist; none pushed yet
-        # means the previous attempt died before its first save.
-        print(f"no {folder} on the Hub yet: starting from step 0", flush=True)
-        return None
-    raise ConfigError(f"resume_from_checkpoint: {value} not found locally or on the Hub")
-
-
 # --- progress and summary ---------------------------------------------------
 
 
-def save_merged(trainer, output_dir: str) -> str:
-    """Fold the LoRA adapter into the base weights, in a fresh folder (no stale files)."""
+def save_merged(trainer, config: dict[str, Any], output_dir: str) -> str:
+    """Fold the LoRA adapter into the base weights, in a fresh folder (no stale files).
+
+    A 4-bit base, or one sharded over several processes, cannot take the adapter in
+    place: the saved adapter is applied to a 16-bit reload of the base on the CPU.
+    """
     merged_dir = Path(output_dir) / "merged"
     if merged_dir.exists():
         import shutil
 
         shutil.rmtree(merged_dir)
-    model = trainer.model.merge_and_unload()
+    quantized = bool(getattr(trainer.model, "is_loaded_in_4bit", False))
+    if quantized or trainer.args.world_size > 1:
+        model = reload_merged(config, output_dir)
+    else:
+        model = trainer.model.merge_and_unload()
     model.save_pretrained(merged_dir)
     trainer.processing_class.save_pretrained(merged_dir)
     print(f"saved the merged model to {merged_dir}", flush=True)
     return str(merged_dir)
+
+
+def reload_merged(config: dict[str, Any], adapter_dir: str) -> Any:
+    """The base in its 16-bit (or float32) dtype on the CPU, with the saved adapter merged."""
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    kwargs = (config.get("hyperparameters") or {}).get("model_init_kwargs") or {}
+    name = str(kwargs.get("dtype") or kwargs.get("torch_dtype") or "float32")
+    dtype = getattr(torch, name.removeprefix("torch."), None)
+    base = AutoModelForCausalLM.from_pretrained(
+        config["base_model"],
+        dtype=dtype if isinstance(dtype, torch.dtype) else torch.float32,
+        device_map="cpu",
+        trust_remote_code=kwargs.get("trust_remote_code", False),
+    )
+    return PeftModel.from_pretrained(base, adapter_dir).merge_and_unload()
 
 
 def make_progress_callback():
@@ -601,7 +224,7 @@ def quiet_libraries() -> None:
 
     import datasets
     import transformers
-    from huggingface_hub.utils import disable_progress_bars
+    from huggingface_hub.utils import disable_progress_bars  # type: ignore[attr-defined]
 
     datasets.disable_progress_bars()
     transformers.utils.logging.disable_progress_bar()
@@ -614,8 +237,9 @@ def quiet_libraries() -> None:
 # --- main -------------------------------------------------------------------
 
 
-def train(config: dict[str, Any]) -> dict[str, Any]:
-    """Load, configure, train, save (and push); return the summary."""
+def train(config: dict[str, Any]) -> dict[str, Any] | None:
+    """Load, configure, train, save (and push); return the summary (None on the other
+    processes of a multi-process launch: the main one reports)."""
     quiet_libraries()
     method = config["method"]
     rewards, reward_columns = [], set()
@@ -629,21 +253,36 @@ def train(config: dict[str, Any]) -> dict[str, Any]:
     train_set, eval_set, data_notes = load_datasets(config, reward_columns)
     args = build_training_args(config, has_eval=eval_set is not None)
     peft_config = build_peft_config(config.get("lora"))
+    quantization = quantization_config(config)
     checkpoint = resolve_checkpoint(config)
+    main_process = args.process_index == 0
 
-    print(
-        f"ci-runner train: {method.upper()} {config['base_model']} on {config['dataset']['path']}"
-        f" | rows train={len(train_set)} eval={len(eval_set) if eval_set is not None else 0}"
-        f" | lora={'r=' + str(peft_config.r) if peft_config else 'off'}"
-        f" | device={'cpu' if args.use_cpu else args.device}"
-        f" | run={config['tracking']['project']}/{config['tracking']['run_name']}",
-        flush=True,
-    )
+    if main_process:
+        dtype = (args.model_init_kwargs or {}).get("dtype", "float32")
+        print(
+            f"ci-runner train: {method.upper()} {config['base_model']} on "
+            f"{config['dataset']['path']}"
+            f" | rows train={len(train_set)} eval={len(eval_set) if eval_set is not None else 0}"
+            f" | lora={'r=' + str(peft_config.r) if peft_config else 'off'}"
+            f" | base={'4-bit NF4, ' + str(dtype) + ' compute' if quantization else dtype}"
+            f" | device={'cpu' if args.use_cpu else args.device}"
+            f" | processes={args.world_size} ({parallelism(args)})"
+            f" | run={config['tracking']['project']}/{config['tracking']['run_name']}",
+            flush=True,
+        )
+        if fsdp_launched() and args.use_cpu:
+            print(
+                f"note: launched with an FSDP config, but FSDP needs CUDA GPUs: the "
+                f"{args.world_size} processes train data-parallel instead",
+                flush=True,
+            )
 
     from transformers import PrinterCallback
 
     _, trainer_cls = trainer_classes(method)
     kwargs: dict[str, Any] = {"reward_funcs": rewards} if method == "grpo" else {}
+    if quantization is not None:  # TRL adds it to model_init_kwargs for from_pretrained
+        kwargs["quantization_config"] = quantization
     progress = make_progress_callback()
     trainer = trainer_cls(
         model=config["base_model"],
@@ -656,15 +295,17 @@ def train(config: dict[str, Any]) -> dict[str, Any]:
     )
     trainer.remove_callback(PrinterCallback)  # ours prints the same logs, compactly
 
-    if checkpoint:
+    if checkpoint and main_process:
         where = "the newest checkpoint in the output dir" if checkpoint is True else checkpoint
         print(f"resuming from {where}", flush=True)
     train_output = trainer.train(resume_from_checkpoint=checkpoint)
+    # Every process takes part in saving (FSDP gathers the full state dict); rank 0 writes.
     trainer.save_model(args.output_dir)  # for LoRA this writes the adapter only
-    print(f"saved {'adapter' if peft_config else 'model'} to {args.output_dir}", flush=True)
-    merged_dir = (
-        save_merged(trainer, args.output_dir) if peft_config and config.get("merge_lora") else None
-    )
+    if main_process:
+        print(f"saved {'adapter' if peft_config else 'model'} to {args.output_dir}", flush=True)
+    merged_dir = None
+    if peft_config and config.get("merge_lora") and main_process:
+        merged_dir = save_merged(trainer, config, args.output_dir)
     if args.push_to_hub:
         dataset = config["dataset"]["path"]
         # The adapter and checkpoints go up with the Trainer; a merged model replaces them.
@@ -679,6 +320,7 @@ def train(config: dict[str, Any]) -> dict[str, Any]:
             )
         print(f"pushed to https://huggingface.co/{args.hub_model_id}", flush=True)
     summary = build_summary(config, trainer, train_output, progress.tokens_at_start)
+    summary["processes"] = args.world_size
     if data_notes:
         summary["data"] = data_notes
     if hasattr(trainer, "end"):  # transformers >= 5.18: finish trackers (trackio)
@@ -686,7 +328,7 @@ def train(config: dict[str, Any]) -> dict[str, Any]:
     tracking = tracker_summary(config)
     if tracking:
         summary["tracking"] = tracking
-    return summary
+    return summary if main_process else None
 
 
 def _on_failure(exc: BaseException, config: dict[str, Any]) -> dict[str, Any]:

@@ -7,46 +7,46 @@ so the same facts always give the same ledger (and an unchanged report).
 from __future__ import annotations
 
 import re
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import Any, TypeVar
 
 from ci_runner.core.hub import mlflow_run_url
-from ci_runner.core.jobs import JobStatus
+from ci_runner.core.jobs import JobState, JobStatus
 from ci_runner.job_scripts import curves
 from ci_runner.job_scripts.protocol import TrainSummary
-from ci_runner.ledger.model import Attempt, JobState, Run, RunStatus, TrainMetrics
+from ci_runner.ledger.model import Attempt, Run, RunStatus, TrainMetrics
 from ci_runner.ledger.retry import attempt_cost, classify_failure
 from ci_runner.progress import Progress
 
-# Known failure signatures → what the user should do about them.
-DIAGNOSES: tuple[tuple[re.Pattern[str], str], ...] = (
-    (
-        re.compile(r"out of memory|CUDA OOM|OutOfMemoryError", re.I),
+T = TypeVar("T")
+
+# Known failure signatures (case-insensitive) → what the user should do about them.
+_REMEDIES = {
+    r"out of memory|CUDA OOM|OutOfMemoryError": (
         "out of memory: halve per_device_train_batch_size and double gradient_accumulation_steps, "
-        "lower max_length, enable gradient_checkpointing, or use LoRA / a larger flavor",
+        "lower max_length, enable gradient_checkpointing, or use LoRA / a larger flavor"
     ),
-    (
-        re.compile(r"\btime(d)?[ _-]?out\b|timeout", re.I),
+    r"\btime(d)?[ _-]?out\b|timeout": (
         "timed out: set a longer `timeout:` (the plan recommends one) or fewer max_steps; "
-        "checkpoints pushed so far are kept",
+        "checkpoints pushed so far are kept"
     ),
-    (
-        re.compile(r"ModuleNotFoundError|No module named", re.I),
-        "a package is missing in the job: add it to the job script's PEP 723 dependencies",
+    r"ModuleNotFoundError|No module named": (
+        "a package is missing in the job: add it to the job script's PEP 723 dependencies"
     ),
-    (
-        re.compile(r"KeyError: '([^']+)'|column[s]? .* (not found|missing)|needs column", re.I),
+    r"KeyError: '([^']+)'|column[s]? .* (not found|missing)|needs column": (
         "the dataset lacks a column the method needs: run `ci-runner check-data` and "
-        "set `dataset.columns`",
+        "set `dataset.columns`"
     ),
-    (
-        re.compile(r"(push|upload|create_repo).*(403|Forbidden)|RepositoryNotFound", re.I),
+    r"(push|upload|create_repo).*(403|Forbidden)|RepositoryNotFound": (
         "pushing the model failed: check output.hub_model_id's namespace and that HF_TOKEN "
-        "has write access to it",
+        "has write access to it"
     ),
-    (
-        re.compile(r"\b401\b|\b403\b|Unauthorized|Invalid (user )?token", re.I),
-        "authentication failed: check that HF_TOKEN is set and has write access",
+    r"\b401\b|\b403\b|Unauthorized|Invalid (user )?token": (
+        "authentication failed: check that HF_TOKEN is set and has write access"
     ),
+}
+DIAGNOSES: tuple[tuple[re.Pattern[str], str], ...] = tuple(
+    (re.compile(signature, re.I), remedy) for signature, remedy in _REMEDIES.items()
 )
 
 
@@ -60,7 +60,9 @@ def diagnose(text: str | None) -> str | None:
 
 
 def _method_series(
-    method: str, series: dict[str, list[tuple[int, float]]], max_steps: int | None
+    method: str,
+    series: Mapping[str, Sequence[tuple[int, float]] | Sequence[list[float]]],
+    max_steps: int | None,
 ) -> dict[str, list[tuple[int, float]]]:
     """The series the method is judged by, each thinned to ~200 points."""
     return {
@@ -156,7 +158,7 @@ def metrics_from_summary(
     )
 
 
-def _known(value, fallback):  # noqa: ANN001, ANN202 - any value type
+def _known(value: T | None, fallback: T) -> T:
     return fallback if value is None else value
 
 
@@ -212,9 +214,11 @@ def apply_job_status(
     failure_kind = None
     if progress is not None and progress.step is not None:
         metrics = metrics_from_progress(progress, metrics, run.method, source=source)
-    update: dict = {"metrics": metrics}
+    update: dict[str, Any] = {"metrics": metrics}
     if summary is not None:
         update |= tracker_run(run, summary)
+        if summary.versions:
+            update["versions"] = {**run.versions, **summary.versions}
     message = status.message
     if status.state == JobState.COMPLETED:
         if summary and summary.completed:

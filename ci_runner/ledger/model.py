@@ -8,7 +8,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, model_serializer
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    SerializerFunctionWrapHandler,
+    field_validator,
+    model_serializer,
+)
 
 from ci_runner.core.jobs import BackendName, FailureKind, JobKind, JobState, Stage, StrEnum
 
@@ -117,7 +123,12 @@ class ExportFile(_Model):
 
 
 class Evaluation(_Model):
-    """A benchmark score for one model (base, final or a checkpoint)."""
+    """A benchmark score for one model (base, final or a checkpoint).
+
+    ``samples`` are the per-sample values the score is the mean of, in doc order, so the
+    report can put intervals on the score and on its change from the base model. Pass or
+    fail outcomes are written as one string of 0s and 1s (HumanEval: 164 characters).
+    """
 
     benchmark: str
     model_label: str = "final"
@@ -127,9 +138,23 @@ class Evaluation(_Model):
     metric: str | None = None
     job_url: str | None = None
     status: RunStatus = RunStatus.QUEUED
+    samples: list[float] = []
+
+    @field_validator("samples", mode="before")
+    @classmethod
+    def _read_samples(cls, value: Any) -> Any:
+        return [float(c) for c in value] if isinstance(value, str) else value
+
+    @model_serializer(mode="wrap")
+    def _compact_samples(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        data = _omit_empty(handler(self), ("samples",))
+        values = data.get("samples")
+        if values and all(v in (0.0, 1.0) for v in values):
+            data["samples"] = "".join("1" if v else "0" for v in values)
+        return data
 
 
-def _omit_empty(data: dict, keys: tuple[str, ...]) -> dict:
+def _omit_empty(data: dict[str, Any], keys: tuple[str, ...]) -> dict[str, Any]:
     for key in keys:
         if data.get(key) in (None, [], {}):
             data.pop(key, None)
@@ -137,6 +162,9 @@ def _omit_empty(data: dict, keys: tuple[str, ...]) -> dict:
 
 
 OPTIONAL_FIELDS = (
+    "base_model_revision",
+    "dataset_revision",
+    "versions",
     "tracking_space",
     "warnings",
     "rewards",
@@ -151,6 +179,7 @@ OPTIONAL_FIELDS = (
     "base_from",
     "matrix",
     "max_parallel",
+    "replicate_of",
 )
 
 
@@ -168,7 +197,11 @@ class Run(_Model):
     max_attempts: int = 1
     retry_on: list[FailureKind] = []
     base_model: str
+    # What the inputs were pinned to at submit: a Hub commit sha, or ``sha256:…`` of a
+    # local input's files (see ``flow.pins``); absent when they could not be pinned.
+    base_model_revision: str | None = None
     dataset: str
+    dataset_revision: str | None = None
     dataset_split: str
     eval_split: str | None = None  # where eval_loss comes from: a split, or "10% of train"
     dataset_columns: dict[str, str] = {}  # dataset.columns: TRL column → the dataset's
@@ -199,6 +232,7 @@ class Run(_Model):
     model_card: str | None = None  # the card's commit URL once pushed, or why not
     error: str | None = None
     warnings: list[str] = []  # what the job noticed and handled (rows dropped for no content)
+    versions: dict[str, str] = {}  # what the jobs ran: libraries, Python, accelerator
     # Runs from a file with `stages:` or `matrix:` (absent from other runs' JSON).
     stage_index: int | None = None  # 0-based position in the pipeline
     stage_name: str | None = None
@@ -206,9 +240,10 @@ class Run(_Model):
     base_from: str | None = None  # the run whose trained model this one trains from
     matrix: dict[str, Any] | None = None  # the combination's values, by matrix key
     max_parallel: int | None = None  # set: the run waits its turn (see ``waiting``)
+    replicate_of: str | None = None  # ``submit --rerun``: the run this one repeats, seed aside
 
     @model_serializer(mode="wrap")
-    def _omit_unused_fields(self, handler):
+    def _omit_unused_fields(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
         """Ledgers without these stay byte-identical to those written before they existed."""
         return _omit_empty(handler(self), OPTIONAL_FIELDS)
 
@@ -247,7 +282,7 @@ class Ledger(_Model):
     runs: list[Run] = []
 
     @model_serializer(mode="wrap")
-    def _omit_unused_fields(self, handler):
+    def _omit_unused_fields(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
         return _omit_empty(handler(self), ("description",))
 
     def run(self, run_id: str) -> Run | None:

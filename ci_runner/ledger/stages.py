@@ -10,10 +10,10 @@ from __future__ import annotations
 import dataclasses
 
 from ci_runner.core.hub import hub_url
-from ci_runner.core.jobs import JobKind, JobStatus, Stage
+from ci_runner.core.jobs import JobKind, JobState, JobStatus, Stage
 from ci_runner.job_scripts.protocol import EvalSummary, ExportSummary
-from ci_runner.ledger.model import Evaluation, ExportFile, JobState, Run, RunStatus, StageJob
-from ci_runner.ledger.ranking import best_of
+from ci_runner.ledger.model import Evaluation, ExportFile, Run, RunStatus, StageJob
+from ci_runner.ledger.ranking import Candidate, Verdict, verdict
 
 BASE, FINAL = "base", "final"
 
@@ -136,10 +136,14 @@ def _record_results(run: Run, job: StageJob, summary: EvalSummary | ExportSummar
             metric=s.get("metric"),
             job_url=job.job_url,
             status=RunStatus.COMPLETED,
+            samples=s.get("values") or [],
         )
         for s in summary.scores
     ]
-    return run.model_copy(update={"evaluations": sorted(keep + scores, key=_eval_order)})
+    versions = {**summary.versions, **run.versions}  # the training job's own win; adds lighteval
+    return run.model_copy(
+        update={"evaluations": sorted(keep + scores, key=_eval_order), "versions": versions}
+    )
 
 
 def _eval_order(ev: Evaluation) -> tuple[int, int]:
@@ -157,20 +161,25 @@ def stage_finished(run: Run, kind: str) -> bool:
 
 
 def best_model(run: Run) -> str | None:
-    """The trained model (final or checkpoint) that scored strictly best on the first
-    benchmark; None on a tie or when only one model was evaluated."""
+    return model_verdict(run).best
+
+
+def model_verdict(run: Run) -> Verdict[str]:
+    """Which trained model (final or a checkpoint) is best on the first benchmark: one
+    only when it beats the runner-up significantly (``ranking``)."""
     if not run.evaluations:
-        return None
+        return Verdict(None, None, None)
     first = run.evaluations[0].benchmark
-    candidates = [
-        (e.model, e.score)
-        for e in run.evaluations
-        if e.model_label != BASE
-        and e.model != run.base_model
-        and e.score is not None
-        and e.benchmark == first
-    ]
-    return best_of(candidates)
+    return verdict(
+        [
+            Candidate(e.model, e.score, e.samples)
+            for e in run.evaluations
+            if e.model_label != BASE
+            and e.model != run.base_model
+            and e.score is not None
+            and e.benchmark == first
+        ]
+    )
 
 
 def close_stage(run: Run, kind: str) -> Run:

@@ -5,10 +5,13 @@ number a person might doubt is a named constant below, and every assumption the
 estimate had to make is written into ``Plan.assumptions`` so the PR shows it.
 
 Defaults mirror TRL 1.16 / transformers 5.23 as run by ``job_scripts/train.py``:
-weights load in float32 (TRL's default ``model_init_kwargs.dtype``), bf16
-autocast unless ``fp16`` is set, gradient checkpointing on GPU, batch size 8,
+full fine-tuning loads weights in float32 (TRL's default ``model_init_kwargs.dtype``),
+bf16 autocast unless ``fp16`` is set, gradient checkpointing on GPU, batch size 8,
 3 epochs, ``max_length`` 1024 (SFT, DPO), 8 generations of up to 512 tokens
-(GRPO), a reference model for DPO and for GRPO with ``beta`` > 0.
+(GRPO), a reference model for DPO and for GRPO with ``beta`` > 0. LoRA runs load the
+frozen base in 16 bits on a GPU flavor (``settings.precision_for``), or in 4-bit NF4
+(QLoRA) when no single GPU at a sane price holds the 16-bit base
+(``hardware.choose_flavor``). Each candidate flavor is sized in its own precision.
 """
 
 from __future__ import annotations
@@ -40,10 +43,12 @@ from ci_runner.plan.prices import prices_from_hardware
 from ci_runner.plan.settings import (
     GB,
     LORA_AUTO_THRESHOLD,
+    Precision,
     Settings,
     approx_shape,
     decide_lora,
     lora_trainable,
+    precision_for,
     settings_from,
 )
 from ci_runner.plan.timing import (
@@ -54,10 +59,12 @@ from ci_runner.plan.timing import (
     GRPO_DEFAULT_PROMPT_LEN,
     HF_JOBS_DEFAULT_TIMEOUT_S,
     MULTI_GPU_EFFICIENCY,
+    QLORA_THROUGHPUT,
     Workload,
     _train_rows,
     cost_usd,
     effective_tflops,
+    flops_formula,
     flops_per_token_factor,
     generation_seconds,
     overhead_seconds,
@@ -109,6 +116,14 @@ class Plan(BaseModel):
     over_budget: bool
     warnings: tuple[str, ...] = ()
     assumptions: tuple[str, ...] = ()
+    # Added later (defaults keep older plan JSON readable):
+    dtype: str | None = None  # model_init_kwargs.dtype the base loads in (QLoRA: compute)
+    dtype_source: str | None = None  # "experiment file" | "TRL default" | "ci-runner" (sent)
+    quantization: str | None = None  # "4bit": QLoRA, bitsandbytes NF4 with double quant
+    launcher: str = "single"  # single | ddp | fsdp: `accelerate launch` on several GPUs
+    processes: int = 1  # training processes the job starts (one per GPU)
+    memory_per_gpu_gb: float | None = None  # what each GPU holds (FSDP: after sharding)
+    flops_formula: str | None = None  # the training FLOPs the time estimate assumes
 
 
 # --- the plan ----------------------------------------------------------------
@@ -133,31 +148,41 @@ def _lengths(s: Settings, mean_seq_len: float | None) -> _Lengths:
     return _Lengths(assumed, assumed, note)
 
 
-def _throughput_note(flavor: Flavor, s: Settings, lora_on: bool) -> str:
-    factor = flops_per_token_factor(s, lora_on)
+def _throughput_note(flavor: Flavor, s: Settings, lora_on: bool, precision: Precision) -> str:
     if not flavor.is_gpu:
         rate = f"{CPU_EFFECTIVE_TFLOPS} TFLOP/s effective on CPU"
     else:
+        assert flavor.accelerator is not None  # every GPU flavor names one
         accel = ACCELERATORS[flavor.accelerator]
         rate = f"{flavor.accelerator} {flavor.peak_tflops:g} TFLOP/s peak × {accel.mfu:.0%} MFU"
         if flavor.gpus > 1:
             rate += f" × {flavor.gpus} GPUs × {MULTI_GPU_EFFICIENCY:.0%}"
-    return f"training FLOPs = {factor}·N·tokens; {rate}"
+        if precision.quantize:
+            rate += f" × {QLORA_THROUGHPUT:.0%} (4-bit weights dequantized per matmul)"
+    return f"training FLOPs = {flops_formula(s, lora_on)}, N = active parameters; {rate}"
 
 
 def _seconds(
-    flavor: Flavor, s: Settings, size: ModelSize, shape: ModelShape, lora_on: bool, work: Workload
+    flavor: Flavor,
+    s: Settings,
+    size: ModelSize,
+    shape: ModelShape,
+    lora_on: bool,
+    work: Workload,
+    precision: Precision,
 ) -> float | None:
     if work.tokens is None or work.steps is None:
         return None
     flops = flops_per_token_factor(s, lora_on) * shape.active_params * work.tokens
-    seconds = flops / (effective_tflops(flavor, s.bf16) * 1e12)
+    seconds = flops / (effective_tflops(flavor, s.bf16, precision) * 1e12)
     if s.method == "grpo":
-        seconds += generation_seconds(flavor, s, size.params, work.steps)
+        seconds += generation_seconds(flavor, s, size.params, work.steps, precision)
     return seconds + overhead_seconds(size.params)
 
 
-def _timeout_warnings(experiment: Experiment, est: float | None, recommended: int | None) -> list:
+def _timeout_warnings(
+    experiment: Experiment, est: float | None, recommended: int | None
+) -> list[str]:
     """A timeout below the estimate kills the job; none at all means HF Jobs' 30 min."""
     if est is None or recommended is None:
         return []
@@ -176,17 +201,63 @@ def _timeout_warnings(experiment: Experiment, est: float | None, recommended: in
     return []
 
 
-def _static_assumptions(s: Settings, lora_on: bool, size: ModelSize) -> list[str]:
-    notes = []
+def _static_assumptions(size: ModelSize) -> list[str]:
     if not size.shape:
-        notes.append("model shape approximated from the parameter count (no config.json)")
-    if s.weight_bytes == 4:
-        held = "LoRA freezes 4 bytes/param" if lora_on else "full fine-tuning holds 16 bytes/param"
-        notes.append(
-            f"weights load in float32 (TRL's default; set model_init_kwargs.dtype: bfloat16 "
-            f"to halve it): {held}"
+        return ["model shape approximated from the parameter count (no config.json)"]
+    return []
+
+
+def _precision_note(precision: Precision, lora_on: bool, local: bool) -> str | None:
+    """What the base loads in, who chose it, and what that costs per parameter."""
+    if precision.quantize:
+        return (
+            f"the frozen base loads as {precision.describe()} (sent as "
+            "lora.quantize and model_init_kwargs.dtype; the job adds bitsandbytes): "
+            "~0.52 bytes per linear weight, embeddings and LM head stay "
+            f"{precision.dtype}; TRL keeps QLoRA adapters in bf16"
         )
-    return notes
+    if precision.source == "experiment file":
+        return f"weights load in {precision.dtype} (model_init_kwargs.dtype in the file)"
+    if precision.source == "ci-runner":
+        why = {"float16": " (no bf16 tensor cores, or fp16 set)", "float32": " (CPU flavor)"}
+        return (
+            f"the frozen base loads in {precision.dtype}{why.get(precision.dtype, '')}, sent as "
+            "model_init_kwargs.dtype; the LoRA adapters stay float32, as PEFT keeps them"
+        )
+    if lora_on:
+        where = "the local machine is unknown; " if local else ""
+        return (
+            f"the frozen base loads in float32 (TRL's default; {where}set "
+            "model_init_kwargs.dtype: bfloat16 to halve it): LoRA freezes 4 bytes/param"
+        )
+    return (
+        "weights load in float32 (TRL's default; set model_init_kwargs.dtype: bfloat16 "
+        "to halve it): full fine-tuning holds 16 bytes/param"
+    )
+
+
+def _quantized_run_warnings(experiment: Experiment, precision: Precision, local: bool) -> list[str]:
+    if precision.quantize and local:
+        return [
+            "lora.quantize 4bit on the local backend: train.py runs in this environment, "
+            "which needs bitsandbytes installed and a CUDA GPU"
+        ]
+    return []
+
+
+def _merge_note(
+    experiment: Experiment, precision: Precision, choice: FlavorChoice, size: ModelSize | None
+) -> str | None:
+    """A 4-bit or sharded base cannot take the adapter in place: train.py reloads it."""
+    if not experiment.output.merge or not (precision.quantize or choice.processes > 1):
+        return None
+    held = 4 if precision.dtype == "float32" else 2
+    need = f" (~{size.params * held / GB:.0f} GB of host memory)" if size else ""
+    return (
+        "output.merge: after training the adapter is merged into a reload of the base in "
+        f"{precision.dtype} on the CPU{need}, since a 4-bit or sharded base cannot take it "
+        "in place"
+    )
 
 
 def _budget_warnings(experiment: Experiment, cost: float | None) -> tuple[bool, list[str]]:
@@ -202,27 +273,57 @@ def _budget_warnings(experiment: Experiment, cost: float | None) -> tuple[bool, 
 
 @dataclass(frozen=True)
 class _Sizing:
-    """What the model and the file fix before hardware is chosen."""
+    """What the model and the file fix before hardware is chosen; memory then depends on
+    the flavor, through the precision the base loads in there (``size``)."""
 
+    experiment: Experiment
+    settings: Settings
+    params: int | None
     lora: LoraSpec | None
     lora_note: str
     lengths: _Lengths
     shape: ModelShape | None
     trainable: int | None
-    memory: Memory | None
+
+    @property
+    def quantize(self) -> str:
+        """auto | none | 4bit; full fine-tuning is never quantized."""
+        return self.lora.quantize if self.lora else "none"
+
+    def size(
+        self, flavor: Flavor | None, quantize: bool, fsdp: bool
+    ) -> tuple[Precision, Memory | None]:
+        precision = precision_for(
+            self.experiment,
+            self.settings,
+            lora_on=self.lora is not None,
+            flavor=flavor,
+            quantize=quantize,
+        )
+        if self.params is None or self.shape is None:
+            return precision, None
+        memory = estimate_memory(
+            self.params,
+            self.shape,
+            self.settings,
+            precision=precision,
+            trainable=self.trainable,
+            prompt_len=self.lengths.prompt_len,
+            fsdp=fsdp,
+        )
+        return precision, memory
 
 
-def _sizing(s: Settings, experiment: Experiment, size: ModelSize | None, mean_len: float | None):
+def _sizing(
+    s: Settings, experiment: Experiment, size: ModelSize | None, mean_len: float | None
+) -> _Sizing:
     lora, note = decide_lora(experiment, size.params if size else None)
     lengths = _lengths(s, mean_len)
     if size is None:
-        return _Sizing(lora, note, lengths, None, None, None)
+        return _Sizing(experiment, s, None, lora, note, lengths, None, None)
     shape = size.shape or approx_shape(size.params)
     trainable = lora_trainable(shape, lora) if lora else None
-    memory = estimate_memory(
-        size.params, shape, s, trainable=trainable, prompt_len=lengths.prompt_len
-    )
-    return _Sizing(lora, note, lengths, shape, trainable, memory)
+    return _Sizing(experiment, s, size.params, lora, note, lengths, shape, trainable)
 
 
 @dataclass(frozen=True)
@@ -241,14 +342,15 @@ def _timing(
     work: Workload,
     prices: Mapping[str, float],
     notes: _Notes,
+    precision: Precision,
 ) -> _Timing:
     assert sized.shape is not None
     price = _price(flavor, prices)
     lora_on = sized.lora is not None
-    est = _seconds(flavor, s, size, sized.shape, lora_on, work)
+    est = _seconds(flavor, s, size, sized.shape, lora_on, work, precision)
     if est is None:
         return _Timing(usd_per_hour=price)
-    notes.assumptions.append(_throughput_note(flavor, s, lora_on))
+    notes.assumptions.append(_throughput_note(flavor, s, lora_on, precision))
     notes.assumptions.append(
         f"start-up {FIXED_OVERHEAD_S // 60} min + {size.params * 2 / GB:.1f} GB download"
     )
@@ -267,13 +369,16 @@ class _Notes:
     assumptions: list[str]
 
 
-def _workload_notes(experiment: Experiment, s: Settings, work: Workload, rows_known: bool):
+def _workload_notes(
+    experiment: Experiment, s: Settings, work: Workload, rows_known: bool
+) -> tuple[list[str], list[str]]:
     if work.tokens is None:
         return [
             "dataset size unknown and no max_steps or max_samples: time and cost not "
             "estimated; run the dataset check or set max_steps"
         ], []
     if not rows_known and not s.max_steps:
+        assert experiment.dataset is not None  # the loader requires a dataset of every run
         return [], [f"the dataset has at least max_samples ({experiment.dataset.max_samples}) rows"]
     return [], []
 
@@ -297,7 +402,7 @@ def make_plan(
     prices = prices or {}
     s = settings_from(experiment)
     sized = _sizing(s, experiment, size, mean_seq_len)
-    notes = _Notes([], _static_assumptions(s, sized.lora is not None, size) if size else [])
+    notes = _Notes([], _static_assumptions(size) if size else [])
     if sized.lengths.note:
         notes.assumptions.append(sized.lengths.note)
     if size is None:
@@ -309,18 +414,32 @@ def make_plan(
         )
 
     local = experiment.backend == "local"
+    lora_on = sized.lora is not None
     if local:
-        choice = FlavorChoice(None, False, None)
+        precision, memory = sized.size(None, sized.quantize == "4bit", False)
+        choice = FlavorChoice(None, False, None, precision=precision, memory=memory)
         if experiment.hardware != "auto":
             notes.assumptions.append(
                 f"hardware {experiment.hardware} is ignored by the local backend"
             )
     else:
-        choice, hw_warnings, hw_notes = _hardware(experiment, sized.memory, s, prices)
+        choice, hw_warnings, hw_notes = _hardware(
+            experiment, sized.size, size is not None, s, sized.quantize, lora_on, prices
+        )
         notes.warnings.extend(hw_warnings)
         notes.assumptions.extend(hw_notes)
     flavor = choice.flavor
     gpus = flavor.gpus if flavor else (1 if local else 0)
+    precision = choice.precision or sized.size(flavor, False, False)[0]
+    memory = choice.memory
+    if size is not None:
+        note = _precision_note(precision, lora_on, local)
+        if note:
+            notes.assumptions.insert(0, note)
+    notes.warnings.extend(_quantized_run_warnings(experiment, precision, local))
+    merge = _merge_note(experiment, precision, choice, size)
+    if merge:
+        notes.assumptions.append(merge)
 
     per_example = tokens_per_example(s, sized.lengths.mean_len, sized.lengths.prompt_len)
     rows = _train_rows(experiment, dataset_rows)
@@ -331,7 +450,7 @@ def make_plan(
 
     timing = _Timing()
     if flavor is not None and size is not None:
-        timing = _timing(flavor, s, size, sized, work, prices, notes)
+        timing = _timing(flavor, s, size, sized, work, prices, notes, precision)
         notes.warnings.extend(_timeout_warnings(experiment, timing.seconds, timing.recommended))
     over_budget, budget_warnings = (
         (False, []) if local else _budget_warnings(experiment, timing.cost)
@@ -354,7 +473,7 @@ def make_plan(
         params=size.params if size else None,
         params_source=size.source if size else None,
         trainable_params=sized.trainable,
-        memory_gb=round(sized.memory.per_gpu_gb(), 2) if sized.memory else None,
+        memory_gb=round(memory.per_gpu_gb(), 2) if memory else None,
         examples=work.examples,
         steps=work.steps,
         tokens=work.tokens,
@@ -367,7 +486,20 @@ def make_plan(
         over_budget=over_budget,
         warnings=tuple(notes.warnings),
         assumptions=tuple(notes.assumptions),
+        dtype=precision.dtype if size is not None or precision.sent else None,
+        dtype_source=precision.source if size is not None or precision.sent else None,
+        quantization=precision.quantize,
+        launcher=choice.launcher,
+        processes=choice.processes,
+        memory_per_gpu_gb=_per_gpu(memory, choice),
+        flops_formula=flops_formula(s, lora_on) if size is not None else None,
     )
+
+
+def _per_gpu(memory: Memory | None, choice: FlavorChoice) -> float | None:
+    if memory is None:
+        return None
+    return round(memory.per_gpu_gb(choice.processes if choice.sharded else 1), 2)
 
 
 def _hourly(flavor: Flavor | None, timing: _Timing, prices: Mapping[str, float]) -> float | None:

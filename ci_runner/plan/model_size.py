@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ci_runner.spec.model import is_local_path
+from ci_runner.core.hub import is_local_path
 
 if TYPE_CHECKING:
     from huggingface_hub import HfApi
@@ -36,10 +36,11 @@ DTYPE_BYTES = {
 }
 
 
-def _header(path: Path) -> dict:
+def _header(path: Path) -> dict[str, Any]:
     with path.open("rb") as handle:
         (length,) = struct.unpack("<Q", handle.read(8))
-        return json.loads(handle.read(length))
+        header: dict[str, Any] = json.loads(handle.read(length))
+        return header
 
 
 def local_tensor_shapes(model_dir: Path) -> dict[str, list[int]]:

@@ -37,13 +37,47 @@ def _memory(plan: Plan) -> str:
     if plan.memory_gb is None:
         return "not estimated"
     text = f"~{plan.memory_gb:.1f} GB"
-    if plan.flavor_vram_gb:
+    if plan.flavor_vram_gb and plan.sharded and plan.memory_per_gpu_gb is not None:
+        per_gpu = plan.flavor_vram_gb // max(plan.gpus, 1)
+        text += (
+            f", sharded over {plan.gpus} GPUs: ~{plan.memory_per_gpu_gb:.1f} GB "
+            f"of {per_gpu} GB each"
+        )
+    elif plan.flavor_vram_gb and plan.gpus > 1:
+        text += f" per GPU, of {plan.flavor_vram_gb // plan.gpus} GB each"
+    elif plan.flavor_vram_gb:
         text += f" of {plan.flavor_vram_gb} GB"
-        if plan.sharded:
-            text += f" (sharded over {plan.gpus} GPUs)"
     if plan.fits is False:
         text += " — does not fit"
     return text
+
+
+def _precision(plan: Plan) -> str:
+    if plan.dtype is None:
+        return "not decided (model size unknown)"
+    if plan.quantization:
+        text = f"4-bit NF4 base (QLoRA, bitsandbytes, double quant), {plan.dtype} compute"
+    else:
+        text = plan.dtype
+    source = {
+        "ci-runner": "sent as model_init_kwargs.dtype",
+        "experiment file": "model_init_kwargs.dtype in the file",
+        "TRL default": "TRL's default",
+    }.get(plan.dtype_source or "")
+    return f"{text} ({source})" if source else text
+
+
+def _launch(plan: Plan) -> str:
+    if plan.launcher == "single" or plan.processes <= 1:
+        return "one process"
+    how = "FSDP2, sharded" if plan.launcher == "fsdp" else "DDP, a replica per GPU"
+    return f"`accelerate launch`, {plan.processes} processes ({how})"
+
+
+def _compute(plan: Plan) -> str:
+    if plan.flops_formula is None:
+        return "not estimated"
+    return plan.flops_formula
 
 
 def _hardware(plan: Plan) -> str:
@@ -51,9 +85,10 @@ def _hardware(plan: Plan) -> str:
         return "not chosen"
     if plan.flavor == "local":
         return "local (this machine)"
-    if plan.flavor_usd_per_hour is None:
-        return plan.flavor
-    return f"{plan.flavor} at ${plan.flavor_usd_per_hour:.2f}/h"
+    text = plan.flavor
+    if plan.flavor_usd_per_hour is not None:
+        text += f" at ${plan.flavor_usd_per_hour:.2f}/h"
+    return text if plan.processes <= 1 else f"{text}; {_launch(plan)}"
 
 
 def _workload(plan: Plan) -> str:
@@ -104,9 +139,11 @@ def render_plan(plan: Plan) -> str:
         ("Experiment", f"{plan.experiment} ({plan.method}, {plan.backend})"),
         ("Model", _model(plan)),
         ("LoRA", _lora(plan)),
+        ("Precision", _precision(plan)),
         ("Memory", _memory(plan)),
         ("Hardware", _hardware(plan)),
         ("Workload", _workload(plan)),
+        ("Compute", _compute(plan)),
         ("Time", _time(plan)),
         ("Timeout", _timeout(plan)),
         ("Cost", _cost(plan)),

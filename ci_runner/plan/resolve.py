@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from ci_runner.plan.estimate import Plan, decide_lora
 from ci_runner.runconfig import (
     LOCAL_MLFLOW_URI,
     DatasetSource,
+    Launch,
     LoraSettings,
     RunConfig,
     Tracking,
@@ -30,7 +32,7 @@ def run_id_for(experiment: Experiment) -> str:
 CHECKPOINTS_PER_RUN = 10
 
 
-def checkpointing(hyperparameters: dict, plan: Plan) -> dict:
+def checkpointing(hyperparameters: dict[str, Any], plan: Plan) -> dict[str, Any]:
     """Save (and, with a Hub repo, push) about ten checkpoints per run unless told otherwise.
 
     A job killed at 90% then loses at most a tenth of its work; TRL's default of
@@ -43,11 +45,35 @@ def checkpointing(hyperparameters: dict, plan: Plan) -> dict:
     return {**hyperparameters, "save_steps": -(-plan.steps // CHECKPOINTS_PER_RUN)}
 
 
+def with_precision(hyperparameters: dict[str, Any], plan: Plan) -> dict[str, Any]:
+    """Send the dtype the plan sized the base in, when ci-runner chose it (LoRA on a flavor);
+    the file's own ``model_init_kwargs`` stay, and a dtype it sets is never replaced."""
+    if plan.dtype_source != "ci-runner" or not plan.dtype:
+        return hyperparameters
+    kwargs = dict(hyperparameters.get("model_init_kwargs") or {})
+    if kwargs.get("dtype") or kwargs.get("torch_dtype"):
+        return hyperparameters
+    return {**hyperparameters, "model_init_kwargs": {**kwargs, "dtype": plan.dtype}}
+
+
+def launch_for(hyperparameters: dict[str, Any], plan: Plan) -> Launch:
+    """One process, or one per GPU under ``accelerate launch`` as the plan sized it."""
+    if plan.launcher == "single" or plan.processes <= 1:
+        return Launch()
+    if hyperparameters.get("fp16"):
+        mixed = "fp16"
+    elif hyperparameters.get("bf16", True) is False:
+        mixed = "no"
+    else:
+        mixed = "bf16"
+    return Launch(processes=plan.processes, strategy=plan.launcher, mixed_precision=mixed)
+
+
 TRL_LOGGING_STEPS = 10  # the Trainer logs every 10 steps unless told otherwise
 LOG_POINTS_PER_RUN = 10
 
 
-def logging(hyperparameters: dict, plan: Plan) -> dict:
+def logging(hyperparameters: dict[str, Any], plan: Plan) -> dict[str, Any]:
     """Log at least ~ten points per run unless told otherwise.
 
     With TRL's default of every 10 steps, a run of fewer than 10 steps logs nothing
@@ -75,11 +101,25 @@ def tracking_for(experiment: Experiment, run_id: str) -> Tracking:
 
 
 def resolve_run(
-    experiment: Experiment, *, output_dir: str, plan: Plan, run_id: str | None = None
+    experiment: Experiment,
+    *,
+    output_dir: str,
+    plan: Plan,
+    run_id: str | None = None,
+    base_model_revision: str | None = None,
+    dataset_revision: str | None = None,
 ) -> ResolvedRun:
-    """``run_id``: a file's matrix or stage run has the id its expansion gave it."""
+    """``run_id``: a file's matrix or stage run has the id its expansion gave it. The
+    revisions are the commits submit pinned; without them, what the file names (if any)."""
     run_id = run_id or run_id_for(experiment)
+    assert experiment.dataset is not None  # the loader requires a dataset of every run
     lora, _ = decide_lora(experiment, plan.params)
+    lora_settings = None
+    if lora:
+        fields = lora.model_dump(exclude={"quantize"})
+        lora_settings = LoraSettings(**fields, quantize=plan.quantization and "4bit")
+    hyperparameters = logging(checkpointing(experiment.hyperparameters, plan), plan)
+    hyperparameters = with_precision(hyperparameters, plan)
     return ResolvedRun(
         run_id,
         RunConfig(
@@ -87,9 +127,15 @@ def resolve_run(
             run_id=run_id,
             method=experiment.method,
             base_model=experiment.base_model,
-            dataset=DatasetSource(**experiment.dataset.model_dump()),
-            hyperparameters=logging(checkpointing(experiment.hyperparameters, plan), plan),
-            lora=LoraSettings(**lora.model_dump()) if lora else None,
+            base_model_revision=base_model_revision or experiment.base_model_revision,
+            dataset=DatasetSource(
+                **{
+                    **experiment.dataset.model_dump(),
+                    "revision": dataset_revision or experiment.dataset.revision,
+                }
+            ),
+            hyperparameters=hyperparameters,
+            lora=lora_settings,
             rewards=experiment.rewards,
             output_dir=output_dir,
             hub_model_id=experiment.output.hub_model_id,
@@ -97,6 +143,7 @@ def resolve_run(
             merge_lora=experiment.output.merge and lora is not None,
             tracking=tracking_for(experiment, run_id),
             seed=experiment.seed,
+            launch=launch_for(experiment.hyperparameters, plan),
         ),
         plan,
     )

@@ -12,13 +12,16 @@ from ci_runner.spec.model import Experiment
 if TYPE_CHECKING:
     pass
 from ci_runner.plan.settings import (
+    NF4_BYTES,
+    Precision,
     Settings,
 )
 
 # --- time --------------------------------------------------------------------
 FIXED_OVERHEAD_S = 180  # image pull, `uv` environment, process start
 DOWNLOAD_BYTES_PER_S = 200e6  # Hub → job download of the (16-bit) checkpoint
-MULTI_GPU_EFFICIENCY = 0.9  # FSDP communication
+MULTI_GPU_EFFICIENCY = 0.9  # DDP/FSDP communication
+QLORA_THROUGHPUT = 0.7  # a 4-bit base dequantizes its weights before every matmul
 DECODE_FLOOR_S = 0.020  # transformers `generate` (no vLLM): kernel launches per token
 DECODE_BANDWIDTH_EFFICIENCY = 0.6  # share of peak bandwidth a decode step reaches
 CPU_EFFECTIVE_TFLOPS = 0.1  # a CPU flavor training in fp32: only for tiny models
@@ -45,6 +48,7 @@ class Workload:
 def _train_rows(experiment: Experiment, dataset_rows: int | None) -> int | None:
     """Rows trained on: the dataset capped by max_samples, less a held-out eval_fraction."""
     ds = experiment.dataset
+    assert ds is not None  # the loader requires a dataset of every run
     known = [n for n in (dataset_rows, ds.max_samples) if n is not None]
     if not known:
         return None
@@ -79,6 +83,19 @@ def workload(s: Settings, *, gpus: int, rows: int | None, per_example: float) ->
     return Workload(examples, steps, round(examples * per_example))
 
 
+def _flops_terms(s: Settings, lora_on: bool) -> list[tuple[int, str]]:
+    terms = [(2, "forward")]
+    if lora_on:
+        terms.append((2, "backward (LoRA: activation gradients only, the frozen base gets none)"))
+    else:
+        terms.append((4, "backward"))
+    if s.checkpointing:
+        terms.append((2, "recomputed forward (gradient checkpointing)"))
+    if s.method == "dpo" or (s.method == "grpo" and s.beta > 0):
+        terms.append((2, "reference-model forward"))
+    return terms
+
+
 def flops_per_token_factor(s: Settings, lora_on: bool) -> int:
     """Training FLOPs per token per parameter.
 
@@ -88,34 +105,51 @@ def flops_per_token_factor(s: Settings, lora_on: bool) -> int:
     +2 for the reference forward (DPO, GRPO with beta > 0; with LoRA too, where
     the reference is the adapter-disabled base).
     """
-    factor = (4 if lora_on else 6) + (2 if s.checkpointing else 0)
-    if s.method == "dpo" or (s.method == "grpo" and s.beta > 0):
-        factor += 2
-    return factor
+    return sum(n for n, _ in _flops_terms(s, lora_on))
 
 
-def effective_tflops(flavor: Flavor, bf16: bool) -> float:
-    """Peak × MFU × GPUs (× 0.9 across GPUs); emulated bf16 on T4 runs at its fp32 rate."""
+def flops_formula(s: Settings, lora_on: bool) -> str:
+    """The formula the time estimate uses, spelled out: ``8·N·tokens (forward 2 + ...)``.
+
+    N counts the parameters a token passes through (the active ones for MoE); GRPO's
+    generation is timed separately (``generation_seconds``).
+    """
+    terms = " + ".join(f"{n} {what}" for n, what in _flops_terms(s, lora_on))
+    return f"{flops_per_token_factor(s, lora_on)}·N·tokens = {terms}"
+
+
+def effective_tflops(flavor: Flavor, bf16: bool, precision: Precision | None = None) -> float:
+    """Peak × MFU × GPUs (× 0.9 across GPUs); emulated bf16 on T4 runs at its fp32 rate,
+    unless the weights themselves are fp16; a 4-bit base runs at QLORA_THROUGHPUT."""
     if not flavor.is_gpu:
         return CPU_EFFECTIVE_TFLOPS
+    assert flavor.accelerator is not None  # every GPU flavor names one
     accel = ACCELERATORS[flavor.accelerator]
-    peak = accel.emulated_bf16_tflops if bf16 and not accel.bf16 else flavor.peak_tflops
+    fp16_weights = precision is not None and precision.dtype == "float16"
+    emulated = bf16 and not accel.bf16 and not fp16_weights
+    peak = accel.emulated_bf16_tflops if emulated else flavor.peak_tflops
+    assert peak is not None  # a GPU without bf16 (T4) has an emulated rate
     scaling = MULTI_GPU_EFFICIENCY if flavor.gpus > 1 else 1.0
-    return peak * accel.mfu * flavor.gpus * scaling
+    quantized = QLORA_THROUGHPUT if precision is not None and precision.quantize else 1.0
+    return peak * accel.mfu * flavor.gpus * scaling * quantized
 
 
-def generation_seconds(flavor: Flavor, s: Settings, params: int, steps: int) -> float:
+def generation_seconds(
+    flavor: Flavor, s: Settings, params: int, steps: int, precision: Precision
+) -> float:
     """GRPO decoding: one generation batch (batch × accumulation sequences per GPU) per
     optimizer step, completions run to max_completion_length. A decode step reads every
     weight once, so it takes the longest of weight bytes / (bandwidth × 0.6), the batch's
     2·N FLOPs per sequence at the training rate, and DECODE_FLOOR_S of launch overhead."""
     sequences = s.batch * s.grad_accum
-    per_device_flops = effective_tflops(flavor, s.bf16) / max(flavor.gpus, 1) * 1e12
+    per_device_flops = effective_tflops(flavor, s.bf16, precision) / max(flavor.gpus, 1) * 1e12
     compute = 2 * params * sequences / per_device_flops
     memory = 0.0
     if flavor.is_gpu:
+        assert flavor.accelerator is not None  # every GPU flavor names one
         accel = ACCELERATORS[flavor.accelerator]
-        memory = params * s.weight_bytes / (accel.mem_bw_gbps * 1e9 * DECODE_BANDWIDTH_EFFICIENCY)
+        weight = NF4_BYTES if precision.quantize else precision.weight_bytes
+        memory = params * weight / (accel.mem_bw_gbps * 1e9 * DECODE_BANDWIDTH_EFFICIENCY)
     return steps * s.completion_len * max(DECODE_FLOOR_S, memory, compute)
 
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from ci_runner.plan.estimate import Plan
 from ci_runner.plan.render import render_plan
 from ci_runner.plan.total import FilePlan, render_file_plan
-from ci_runner.report.render import code
+from ci_runner.report.markdown import code
 
 PLAN_MARKER = "<!-- ci-runner:plan -->"
 

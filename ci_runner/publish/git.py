@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from ci_runner.errors import BackendError
 from ci_runner.publish.redact import redact
@@ -70,7 +71,7 @@ class Git:
         input: bytes | None = None,
         env: Mapping[str, str] | None = None,
         check: bool = True,
-    ) -> subprocess.CompletedProcess:
+    ) -> subprocess.CompletedProcess[bytes]:
         full_env = {
             **os.environ,
             "LC_ALL": "C",
@@ -86,7 +87,7 @@ class Git:
             raise GitError(f"git {args[0]} failed: {detail}")
         return proc
 
-    def out(self, *args: str, **kwargs) -> str:
+    def out(self, *args: str, **kwargs: Any) -> str:
         return self.run(*args, **kwargs).stdout.decode().strip()
 
     # -- reading ------------------------------------------------------------------

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ci_runner.errors import BackendError
 from ci_runner.publish.redact import redact
@@ -34,7 +34,9 @@ def client(token: str, base_url: str | None = None, *, throttle: bool = True) ->
     from github import Auth, Github, GithubRetry
 
     url = base_url or os.environ.get("GITHUB_API_URL") or DEFAULT_API_URL
-    pauses = {} if throttle else {"seconds_between_requests": None, "seconds_between_writes": None}
+    pauses: dict[str, Any] = (
+        {} if throttle else {"seconds_between_requests": None, "seconds_between_writes": None}
+    )
     retry = GithubRetry(total=3, backoff_factor=0.5 if throttle else 0)
     return Github(auth=Auth.Token(token), base_url=url, timeout=30, retry=retry, **pauses)
 

@@ -11,7 +11,7 @@ from typing import Any
 
 from ci_runner.core.hub import hub_api, is_local_path
 from ci_runner.ledger.model import Ledger, Run
-from ci_runner.report.render import cell, code, method_label, table, value
+from ci_runner.report.markdown import cell, code, method_label, table, value
 
 # Where each built-in benchmark's rows come from on the Hub (the card's dataset_type).
 BENCHMARK_DATASETS = {"humaneval": "openai/openai_humaneval", "gsm8k": "openai/gsm8k"}
@@ -22,7 +22,7 @@ def _hub_id(ref: str) -> str | None:
 
 
 def _is_url(text: str | None) -> bool:
-    return bool(text) and text.startswith(("http://", "https://"))
+    return text is not None and text.startswith(("http://", "https://"))
 
 
 def eval_results(run: Run) -> list[Any]:

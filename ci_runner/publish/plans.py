@@ -25,9 +25,8 @@ def plan_entry(
         entry.name = result.experiment.name
         entry.warnings += result.warnings
         verdicts = {check.verdict for check in result.data.checks}
-        entry.data = (
-            next(iter(verdicts)).value if len(verdicts) == 1 and None not in verdicts else None
-        )
+        only = next(iter(verdicts)) if len(verdicts) == 1 else None
+        entry.data = only.value if only is not None else None
         result.require_fit()  # raises with the mapping hint
         if result.multi_run:
             entry.file_plan = result.plan

@@ -13,7 +13,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from ci_runner.ledger.model import Ledger, Run
-from ci_runner.report.render import code, evaluations_table, render_overview, title_line
+from ci_runner.report.evaluations import evaluations_table
+from ci_runner.report.markdown import code
+from ci_runner.report.render import render_overview, title_line
 
 
 def report_marker(experiment: str) -> str:

@@ -67,7 +67,9 @@ def experiment_files(project: Project, git: Git, ledger_path: Path) -> dict[str,
     token values are masked in what is.
     """
     stem = ledger_path.name.removesuffix(LEDGER_SUFFIX)
-    plots = [project.plot_path(stem, figure.key) for figure in figures(load_ledger(ledger_path))]
+    ledger = load_ledger(ledger_path)
+    assert ledger is not None  # a ledger on disk: its path came from ledger_paths()
+    plots = [project.plot_path(stem, figure.key) for figure in figures(ledger)]
     paths = [ledger_path, project.report_path(stem), *plots]
     # A backend's error text could carry a token; it must not reach a commit.
     files = {repo_path(git, p): redact(p.read_text("utf-8")).encode() for p in paths if p.exists()}
@@ -91,6 +93,7 @@ def _same_as_base(git: Git, base: str, files: dict[str, bytes]) -> bool:
 
 def publish_experiment(project: Project, git: Git, target: Target, ledger_path: Path) -> Published:
     ledger = load_ledger(ledger_path)
+    assert ledger is not None  # a ledger on disk: its path came from ledger_paths()
     branch = branch_for(ledger.experiment)
     files = experiment_files(project, git, ledger_path)
     if not files:

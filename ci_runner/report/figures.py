@@ -13,6 +13,7 @@ apart: the swept values (``lr=2e-4, r=16``), the stage, or else the run id.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from ci_runner.job_scripts.curves import REWARD_FUNCTION
@@ -123,7 +124,7 @@ def run_labels(runs: list[Run]) -> dict[str, str]:
 # --- figures ---------------------------------------------------------------------------
 
 
-def _finite(points) -> Points:
+def _finite(points: Iterable[tuple[int, float]]) -> Points:
     return tuple((int(s), float(v)) for s, v in points if math.isfinite(v))
 
 
@@ -155,8 +156,8 @@ def _train_eval_figure(
         return None
     styles = [LegendEntry("train", None)] + ([LegendEntry("eval", None, True)] if has_eval else [])
     if len(entries) == 1:  # one run: the legend only says which line is which
-        color = entries[0].color
-        legend = tuple(LegendEntry(e.label, color, e.dashed) for e in styles) if has_eval else ()
+        only = entries[0].color
+        legend = tuple(LegendEntry(e.label, only, e.dashed) for e in styles) if has_eval else ()
     else:
         legend = (*entries, *styles) if has_eval else tuple(entries)
     return Figure(key, title, (Panel(title, ylabel, tuple(lines)),), legend)
@@ -178,7 +179,7 @@ def _panels_figure(
             built.append(Panel(panel_title, "", tuple(lines)))
     if not built:
         return None
-    legend = ()
+    legend: tuple[LegendEntry, ...] = ()
     if len(shown) > 1:
         legend = tuple(LegendEntry(runs.label[run_id], color) for run_id, color in shown.items())
     return Figure(key, title, tuple(built), legend)

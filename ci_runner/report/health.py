@@ -7,6 +7,7 @@ nothing cannot look healthy anywhere.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -34,12 +35,7 @@ class Finding:
         return f"{self.title}: {self.detail}. Remedy: {self.remedy}"
 
     def to_json(self) -> dict[str, str]:
-        return {
-            "check": self.check,
-            "title": self.title,
-            "detail": self.detail,
-            "remedy": self.remedy,
-        }
+        return dataclasses.asdict(self)
 
 
 def check_run(run: Run) -> list[Finding]:

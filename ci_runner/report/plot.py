@@ -26,8 +26,12 @@ import hashlib
 import io
 import json
 from dataclasses import asdict
+from typing import TYPE_CHECKING, Any
 
 from ci_runner.report.figures import Figure
+
+if TYPE_CHECKING:
+    from matplotlib.typing import RcKeyType
 
 # Bump when the drawing code changes, so existing plots are drawn again.
 PLOT_VERSION = 1
@@ -47,7 +51,7 @@ GREY = "#555555"
 MARKERS_UP_TO = 30  # points per line; fewer get a dot at each point
 PANEL_SIZE = (4.8, 3.2)  # inches
 MAX_COLUMNS = 3
-RC = {
+RC: dict[RcKeyType, Any] = {
     "svg.hashsalt": "ci-runner",
     "svg.fonttype": "none",
     "font.family": "DejaVu Sans",

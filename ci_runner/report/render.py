@@ -15,23 +15,39 @@ Logs, Trackio Logs and Run Evaluations, then Experiment Evaluations.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
-from datetime import datetime, timezone
 from typing import Any
 
 from ci_runner.core.durations import clock
-from ci_runner.core.hub import is_local_path
+from ci_runner.core.hub import revision_url
 from ci_runner.job_scripts.curves import REWARD_FUNCTION
-from ci_runner.ledger.model import Attempt, Evaluation, Ledger, Run, RunStatus, TrainMetrics
-from ci_runner.ledger.ranking import best_of
-from ci_runner.ledger.stages import best_model
+from ci_runner.ledger.model import Attempt, Ledger, Run, RunStatus, TrainMetrics
+from ci_runner.report.evaluations import (
+    benchmark_text,
+    evaluations_table,
+    is_final,
+    run_evaluations,
+    score_text,
+)
 from ci_runner.report.figures import figures, run_labels
 from ci_runner.report.health import Finding, check_run, fmt
+from ci_runner.report.markdown import (
+    TBD,
+    code,
+    hub_model,
+    is_local,
+    is_url,
+    link_or_path,
+    method_label,
+    named,
+    parse_time,
+    run_title,
+    table,
+    utc_time,
+    value,
+)
+from ci_runner.report.replicates import replicates_table
 
-TBD = "TBD"
-EVAL_HEADER = ("Run Title", "Benchmark", "Score", "Evaluation Job Link", "Model Link")
-_METHOD_NAMES = {"sft": "SFT", "dpo": "DPO", "grpo": "GRPO"}
 WALL_TIME = "submit → finish"  # how the one runtime shown everywhere is measured
 
 # The series each method is judged by, as they are named on the page, in this order.
@@ -79,101 +95,6 @@ def render_report(ledger: Ledger, *, plots: Mapping[str, str] | None = None) -> 
     return "\n\n".join(blocks).rstrip("\n") + "\n"
 
 
-# --- formatting primitives -------------------------------------------------
-
-
-def code(text: str) -> str:
-    """Inline code span that survives backticks inside ``text``."""
-    fence = "``" if "`" in text else "`"
-    pad = " " if fence == "``" else ""
-    return f"{fence}{pad}{text}{pad}{fence}"
-
-
-def cell(text: str) -> str:
-    """Make ``text`` safe inside a table cell: a pipe or newline would split the row."""
-    return text.replace("|", "\\|").replace("\r", " ").replace("\n", " ")
-
-
-def table(header: tuple[str, ...] | list[str], rows: list[list[str]]) -> str:
-    """A GitHub table; every cell is escaped so ledger values cannot break it."""
-    lines = [
-        "| " + " | ".join(header) + " |",
-        "|" + "|".join("-" * (len(h) + 2) for h in header) + "|",
-    ]
-    lines += ["| " + " | ".join(cell(c) for c in row) + " |" for row in rows]
-    return "\n".join(lines)
-
-
-def utc_time(stamp: str | None) -> str:
-    """'YYYY-MM-DD HH:MM:SS UTC' for an ISO stamp; unparseable stamps are shown as recorded."""
-    if not stamp:
-        return TBD
-    parsed = _parse(stamp)
-    return parsed.strftime("%Y-%m-%d %H:%M:%S UTC") if parsed else stamp
-
-
-def _parse(stamp: str) -> datetime | None:
-    try:
-        parsed = datetime.fromisoformat(stamp.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return parsed.astimezone(timezone.utc) if parsed.tzinfo is not None else parsed
-
-
-def value(v: Any) -> str:
-    """Readable hyperparameter value: lowercase bools, shortest float repr (5e-05)."""
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if v is None:
-        return "null"
-    if isinstance(v, float):
-        return repr(v) if math.isfinite(v) else str(v)
-    if isinstance(v, (list, tuple)):
-        return ", ".join(value(x) for x in v) if v else "[]"
-    if isinstance(v, dict):
-        return ", ".join(f"{k}={value(v[k])}" for k in sorted(v, key=str)) or "{}"
-    return str(v) if v != "" else '""'
-
-
-def is_url(target: str | None) -> bool:
-    return bool(target) and target.startswith(("http://", "https://"))
-
-
-def link_or_path(target: str | None, label: str) -> str:
-    """A link for URLs; a local path says it is local (local backend); TBD when unknown."""
-    if not target:
-        return TBD
-    if is_url(target):
-        return f"[{label}]({target})"
-    return f"local: {code(target)}"
-
-
-def is_local(ref: str) -> bool:
-    """A path on this machine (``./x``, ``/x``, ``.ci-runner/…``), not a Hub id."""
-    return is_local_path(ref) or ref.startswith(".")
-
-
-def named(name: str, url: str | None) -> str:
-    """A model or dataset: its Hub link, or, for a local path, the path marked local.
-
-    A ledger written before this check may hold ``https://huggingface.co/<local path>``;
-    such a link is dropped rather than shown.
-    """
-    if is_local(name):
-        return f"{code(name)} (local)"
-    return f"[{cell(name)}]({url})" if url else code(name)
-
-
-def method_label(method: str) -> str:
-    """'sft' → 'SFT (TRL)': every method runs on TRL."""
-    return f"{_METHOD_NAMES.get(method.lower(), method.upper())} (TRL)"
-
-
-def run_title(run: Run) -> str:
-    """The run's identity as users know it: `title` - `created` - `status`."""
-    return f"{code(run.title)} - {code(utc_time(run.created_at))} - {code(run.status.label)}"
-
-
 def wall_time(run: Run) -> tuple[float, int] | None:
     """Seconds from submit to finish, summed over the run's finished attempts, and how many.
 
@@ -183,8 +104,8 @@ def wall_time(run: Run) -> tuple[float, int] | None:
     """
     total, count = 0.0, 0
     for attempt in run.attempts:
-        start = _parse(attempt.submitted_at) if attempt.submitted_at else None
-        end = _parse(attempt.finished_at) if attempt.finished_at else None
+        start = parse_time(attempt.submitted_at) if attempt.submitted_at else None
+        end = parse_time(attempt.finished_at) if attempt.finished_at else None
         if start and end and (start.tzinfo is None) == (end.tzinfo is None):
             total += max(0.0, (end - start).total_seconds())
             count += 1
@@ -217,6 +138,11 @@ def render_overview(ledger: Ledger, plots: Mapping[str, str] | None = None) -> s
     """The runs with their own method's numbers, the health findings with their remedies,
     and the plots (those ``plots`` has a link for)."""
     blocks = [runs_table(ledger)]
+    replicates = replicates_table(ledger.runs)
+    if replicates:
+        blocks.append(
+            "**Replicates** (the same configuration under several seeds)\n\n" + replicates
+        )
     blocks += [alert(run, finding) for run in ledger.runs for finding in check_run(run)]
     images = [
         f"![{figure.title}]({plots[figure.key]})"
@@ -319,7 +245,7 @@ def _run_section(ledger: Ledger, run: Run) -> str:
             "## Run Status\n\n" + _status(run),
             "## Run Logs\n\n" + _logs(run),
             _tracker_section(run),
-            "## Run Evaluations\n\n" + _run_evaluations(ledger, run),
+            "## Run Evaluations\n\n" + run_evaluations(ledger, run),
             *(["## Exports\n\n" + _exports(run)] if run.exports else []),
         ]
     )
@@ -334,7 +260,7 @@ def _exports(run: Run) -> str:
     return table(("File", "Quantization", "Size"), rows)
 
 
-def _size(n: int) -> str:
+def _size(n: float) -> str:
     for unit in ("B", "KB", "MB", "GB"):
         if n < 1024 or unit == "GB":
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
@@ -344,11 +270,12 @@ def _size(n: int) -> str:
 
 def _parameters(run: Run) -> list[list[str]]:
     """Everything needed to reproduce the run, hyperparameters sorted for stable diffs."""
-    dataset = f"{code(run.dataset)} (split {code(run.dataset_split)}"
+    dataset = f"{code(run.dataset)}{_pin(run.dataset, run.dataset_revision, 'dataset')}"
+    dataset += f" (split {code(run.dataset_split)}"
     dataset += f"; eval: {run.eval_split})" if run.eval_split else ")"
     rows = [
         ["Method", method_label(run.method)],
-        ["Model", code(run.base_model)],
+        ["Model", code(run.base_model) + _pin(run.base_model, run.base_model_revision, "model")],
         ["Dataset", dataset],
     ]
     if run.dataset_columns:
@@ -364,19 +291,31 @@ def _parameters(run: Run) -> list[list[str]]:
         ["Backend", run.backend],
         ["Hardware", run.hardware],
         ["Timeout", run.timeout or "backend default"],
-        ["Hub Model", _hub_model(run)],
+        ["Hub Model", hub_model(run)],
         ["Output Dir", code(run.output_dir)],
         _tracker_row(run),
     ]
+    if run.versions:
+        rows.append(["Versions", versions_line(run.versions)])
     return rows
 
 
-def _hub_model(run: Run) -> str:
-    if not run.hub_model_id:
-        return "not pushed"
-    if run.hub_model_url:
-        return f"[{cell(run.hub_model_id)}]({run.hub_model_url})"
-    return code(run.hub_model_id)
+def _pin(ref: str, revision: str | None, kind: str) -> str:
+    """Where the input was pinned: its Hub commit (linked) or its local content hash."""
+    if not revision:
+        return " (not pinned)" if not ref.startswith("output of") else ""
+    url = revision_url(ref, revision, kind)
+    if url:
+        return f" at [{revision[:12]}]({url})"
+    return f" content {code(revision)}"
+
+
+def versions_line(versions: dict[str, str]) -> str:
+    """What ran, on one line: ``torch 2.13.0 · transformers 5.23.0 · … · 1 x NVIDIA H100``."""
+    parts = [f"{name} {versions[name]}" for name in sorted(versions) if name != "accelerator"]
+    if "accelerator" in versions:
+        parts.append(versions["accelerator"])
+    return " · ".join(parts)
 
 
 def _lora(lora: dict[str, Any] | None) -> str:
@@ -534,68 +473,6 @@ def _trackio(run: Run) -> str:
     return f"{where} View locally:\n\n```bash\n{command}\n```"
 
 
-def _score(ev: Evaluation) -> str:
-    if ev.score is not None:
-        return f"{ev.score:.3f}"
-    return ev.status.label if ev.status in (RunStatus.FAILED, RunStatus.CANCELED) else TBD
-
-
-def _benchmark(ev: Evaluation) -> str:
-    return f"{ev.benchmark} {ev.metric}" if ev.metric else ev.benchmark
-
-
-def _model_link(ev: Evaluation) -> str:
-    return named(ev.model, ev.model_url)
-
-
-def _run_evaluations(ledger: Ledger, run: Run) -> str:
-    if not run.evaluations:
-        if run.evaluation and run.active:
-            return (
-                "Pending: "
-                + ", ".join(
-                    f"{j.key} ({j.state.value.lower()})" for j in run.stage_jobs if j.kind == "eval"
-                )
-                if run.stage_jobs
-                else "Pending (after training)"
-            )
-        return "Pending" if run.active else "No evaluations configured"
-    header = ("Benchmark", "Model", "Score", "Δ vs base", "Evaluation Job Link")
-    rows = [
-        [
-            _benchmark(ev),
-            _model_link(ev),
-            _score(ev),
-            delta(ledger, run, ev),
-            link_or_path(ev.job_url, "Logs"),
-        ]
-        for ev in run.evaluations
-    ]
-    best = best_model(run)
-    note = f"\n\nBest model by the first benchmark: {code(best)}" if best else ""
-    return table(header, rows) + note
-
-
-def delta(ledger: Ledger, run: Run, ev: Evaluation) -> str:
-    """Score minus the base model's score on the same benchmark; the base row is the baseline."""
-    if ev.model == ledger.base_model:
-        return "baseline"
-    base = _base_score(ledger, run, ev.benchmark)
-    if ev.score is None or base is None:
-        return TBD
-    diff = ev.score - base
-    return "±0.000" if abs(diff) < 0.0005 else f"{diff:+.3f}"
-
-
-def _base_score(ledger: Ledger, run: Run, benchmark: str) -> float | None:
-    """Prefer the run's own base evaluation, else any run's: the base is evaluated once."""
-    for candidate in [run, *ledger.runs]:
-        for ev in candidate.evaluations:
-            if ev.benchmark == benchmark and ev.model == ledger.base_model and ev.score is not None:
-                return ev.score
-    return None
-
-
 # --- pipelines ---------------------------------------------------------------
 
 
@@ -604,13 +481,14 @@ def _pipeline(ledger: Ledger) -> str:
     runs = [run for run in ledger.runs if run.stage_index is not None]
     labels = run_labels(list(ledger.runs))
     benchmarks = list(
-        dict.fromkeys(_benchmark(ev) for run in runs for ev in run.evaluations if _is_final(ev))
+        dict.fromkeys(benchmark_text(ev) for run in runs for ev in run.evaluations if is_final(ev))
     )
     header = ["Stage", "Run", "Method", "Trained From", "Model", "Status", *benchmarks]
     rows = []
     for run in runs:
-        scores = {_benchmark(ev): _score(ev) for ev in run.evaluations if _is_final(ev)}
+        scores = {benchmark_text(ev): score_text(ev) for ev in run.evaluations if is_final(ev)}
         label = labels[run.run_id]
+        assert run.stage_index is not None  # only the pipeline's stages
         rows.append(
             [
                 f"{run.stage_index + 1}. {run.stage_name or run.method}",
@@ -625,13 +503,9 @@ def _pipeline(ledger: Ledger) -> str:
     return "# Pipeline\n\n" + table(header, rows)
 
 
-def _is_final(ev: Evaluation) -> bool:
-    return ev.model_label == "final"
-
-
 def _trained_model(run: Run) -> str:
     if run.hub_model_id:
-        return _hub_model(run)
+        return hub_model(run)
     return code(run.output_dir)
 
 
@@ -644,73 +518,3 @@ def _pipeline_status(run: Run) -> str:
     if run.active and run.stage in ("eval", "export"):
         label += " (evaluating)" if run.stage == "eval" else " (exporting)"
     return label
-
-
-# --- experiment-wide table -------------------------------------------------
-
-
-def evaluations_table(ledger: Ledger, *, with_delta: bool = False) -> str:
-    """Every score in one table, the view a PR reviewer reads first.
-
-    Runs that evaluate nothing have no row. For a file with a matrix or stages, runs
-    are sorted by the final model's score on the first benchmark, best first, and a
-    run is marked best only when its score beats every other run's (``ranking.py``).
-    ``with_delta`` adds each score's difference to the base model's (PR body, summary).
-    """
-    runs, best = list(ledger.runs), None
-    if any(run.max_parallel is not None for run in ledger.runs):
-        runs, best = _ranked(ledger)
-    rows = [row for run in runs for row in _eval_rows(ledger, run, best, with_delta)]
-    if not rows:
-        return "No evaluations configured."
-    header = (*EVAL_HEADER[:3], "Δ vs base", *EVAL_HEADER[3:]) if with_delta else EVAL_HEADER
-    return table(header, rows)
-
-
-def _ranked(ledger: Ledger) -> tuple[list[Run], tuple[str, str] | None]:
-    """Runs by final score on the first benchmark (unscored last), and (run, benchmark)
-    of the best, if one run's score beats all the others."""
-    first = next((ev.benchmark for run in ledger.runs for ev in run.evaluations), None)
-
-    def final_score(run: Run) -> float | None:
-        return next(
-            (
-                ev.score
-                for ev in run.evaluations
-                if ev.benchmark == first and _is_final(ev) and ev.score is not None
-            ),
-            None,
-        )
-
-    scored = [(run, final_score(run)) for run in ledger.runs]
-    ranked = sorted(scored, key=lambda item: (item[1] is None, -(item[1] or 0.0)))
-    best = best_of([(run.run_id, score) for run, score in scored if score is not None])
-    return [run for run, _ in ranked], (best, first) if best else None
-
-
-def _eval_rows(
-    ledger: Ledger, run: Run, best: tuple[str, str] | None, with_delta: bool
-) -> list[list[str]]:
-    title = run_title(run)
-    if not run.evaluations:
-        if not (run.evaluation and run.active):
-            return []  # nothing to evaluate, or nothing came of it (its status says why)
-        model = _hub_model(run) if run.hub_model_id else TBD
-        return [[title, TBD, TBD, *([TBD] if with_delta else []), TBD, model]]
-    rows = []
-    for ev in run.evaluations:
-        score = _score(ev)
-        if best == (run.run_id, ev.benchmark) and _is_final(ev):
-            score = f"**{score}** (best)"
-        extra = [delta(ledger, run, ev)] if with_delta else []
-        rows.append(
-            [
-                title,
-                _benchmark(ev),
-                score,
-                *extra,
-                link_or_path(ev.job_url, "Logs"),
-                _model_link(ev),
-            ]
-        )
-    return rows

@@ -9,6 +9,7 @@ from __future__ import annotations
 import difflib
 import json
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -43,6 +44,8 @@ RENAMED = {
     "lora_dropout": (None, "LoRA is configured under `lora: {dropout: ...}`"),
     "lora_target_modules": (None, "LoRA is configured under `lora: {target_modules: ...}`"),
     "use_peft": (None, "LoRA is configured under `lora:` (auto, off or settings)"),
+    "load_in_4bit": (None, "QLoRA is `lora: {quantize: 4bit}` (bitsandbytes NF4)"),
+    "load_in_8bit": (None, "ci-runner quantizes to 4 bits only: `lora: {quantize: 4bit}`"),
     "per_device_batch_size": ("per_device_train_batch_size", "the batch size is per device"),
     "batch_size": ("per_device_train_batch_size", "the batch size is per device"),
     "train_batch_size": ("per_device_train_batch_size", "the batch size is per device"),
@@ -96,16 +99,17 @@ class Finding:
 
 
 @cache
-def trl_fields() -> dict:
-    return json.loads(FIELDS_FILE.read_text())
+def trl_fields() -> dict[str, Any]:
+    fields: dict[str, Any] = json.loads(FIELDS_FILE.read_text())
+    return fields
 
 
-def suggest(word: str, options: list[str] | tuple[str, ...] | set[str]) -> str | None:
+def suggest(word: str, options: Iterable[str]) -> str | None:
     matches = difflib.get_close_matches(word, sorted(options), n=1, cutoff=0.6)
     return matches[0] if matches else None
 
 
-def did_you_mean(word: str, options) -> str | None:
+def did_you_mean(word: str, options: Iterable[str]) -> str | None:
     match = suggest(word, options)
     return f"did you mean {match!r}?" if match else None
 
@@ -138,7 +142,7 @@ def check_hyperparameters(
 ) -> tuple[dict[str, Any], list[Finding]]:
     """Validate names, types and enum values; return the coerced params and findings."""
     spec = trl_fields()["methods"][method]
-    fields: dict[str, dict] = spec["fields"]
+    fields: dict[str, dict[str, Any]] = spec["fields"]
     config = spec["config_class"]
     coerced: dict[str, Any] = {}
     findings: list[Finding] = []
@@ -309,7 +313,7 @@ def _tracking_findings(data: Any) -> list[Finding]:
 
 def _hf_jobs_findings(data: Any) -> list[Finding]:
     """A job's disk is wiped when it ends and it cannot see this machine's files."""
-    from ci_runner.spec.model import is_local_path
+    from ci_runner.core.hub import is_local_path
 
     findings = []
     for path, ref in ((("base_model",), data.base_model), (("dataset", "path"), data.dataset.path)):

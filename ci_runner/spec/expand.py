@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
+from pydantic_core import ErrorDetails
 
 from ci_runner.spec.checks import Finding, check_cross_fields, check_hyperparameters, did_you_mean
 from ci_runner.spec.model import MULTI_RUN, Experiment, StageSpec
@@ -46,6 +47,7 @@ FIXED = {"name", "description", "backend", "budget", "retry", "allow_remote_code
 _KEY_HINT = "vary fields such as hyperparameters.learning_rate, lora.r, base_model or dataset.path"
 
 Combination = dict[str, tuple[Any, Path_]]  # matrix key → (value, where the file sets it)
+ReplicateKey = tuple[str | None, tuple[tuple[str, str], ...]]  # see ``replicate_key``
 
 
 @dataclass(frozen=True)
@@ -61,6 +63,7 @@ class RunSpec:
     # until then ``experiment.base_model`` is the model that one started from (same size).
     base_from: str | None = None
     matrix: dict[str, Any] | None = None  # this combination's values, by matrix key
+    replicate_of: str | None = None  # ``submit --rerun``: the run this one repeats
 
     @property
     def label(self) -> str:
@@ -101,8 +104,9 @@ def expand_checked(experiment: Experiment) -> tuple[list[RunSpec], list[Finding]
     stages = experiment.stages or []
     names, findings = _stage_names(experiment)
     combos: list[Combination] = [{}]
-    if experiment.matrix is not None:
-        combos, matrix_findings = _combinations(experiment.matrix, names)
+    matrix = _with_seeds(experiment, findings)
+    if matrix is not None:
+        combos, matrix_findings = _combinations(matrix, names)
         findings += matrix_findings
     if findings:
         return [], findings
@@ -111,7 +115,7 @@ def expand_checked(experiment: Experiment) -> tuple[list[RunSpec], list[Finding]
     runs: list[RunSpec] = []
     seen: set[str] = set()
     for combo in combos:
-        chain = _expand_combination(base, stage_raws, names, combo, experiment.matrix is not None)
+        chain = _expand_combination(base, stage_raws, names, combo, matrix is not None)
         for spec, spec_findings in chain:
             findings += spec_findings
             if spec is not None and spec.run_id not in seen:
@@ -122,6 +126,45 @@ def expand_checked(experiment: Experiment) -> tuple[list[RunSpec], list[Finding]
         if all((f.path, f.message) != (finding.path, finding.message) for f in unique):
             unique.append(finding)
     return runs, unique
+
+
+def _with_seeds(experiment: Experiment, findings: list[Finding]) -> dict[str, Any] | None:
+    """Replicates are one more matrix axis, ``seed``: each combination runs per seed."""
+    seeds = experiment.replicate_seeds
+    if not seeds:
+        return experiment.matrix
+    matrix = dict(experiment.matrix or {})
+    if "seed" in matrix:
+        findings.append(
+            Finding(
+                ("matrix", "seed"),
+                "the matrix already varies the seed, and so do replicates",
+                "keep one: `matrix: {seed: [...]}` or `replicates: N`",
+            )
+        )
+    matrix["seed"] = seeds
+    return matrix
+
+
+def rerun_of(spec: RunSpec, number: int, seed: int) -> RunSpec:
+    """Replicate ``number`` (2, 3, ...) of a run: the same configuration and inputs under
+    another seed, recorded beside the original (``submit --rerun``)."""
+    experiment = spec.experiment.model_copy(update={"seed": seed})
+    return dataclasses.replace(
+        spec,
+        run_id=f"{spec.run_id}-r{number}",
+        experiment=experiment,
+        matrix={**(spec.matrix or {}), "seed": seed},
+        replicate_of=spec.replicate_of or spec.run_id,
+    )
+
+
+def replicate_key(matrix: dict[str, Any] | None, stage_name: str | None) -> ReplicateKey | None:
+    """Runs that differ only in their seed share this key; None for a run without one."""
+    if not matrix or "seed" not in matrix:
+        return None
+    rest = sorted((k, json.dumps(v, sort_keys=True)) for k, v in matrix.items() if k != "seed")
+    return (stage_name, tuple(rest))
 
 
 # --- stages ----------------------------------------------------------------------
@@ -158,7 +201,11 @@ def _stage_names(experiment: Experiment) -> tuple[list[str], list[Finding]]:
 
 
 def _expand_combination(
-    base: dict, stage_raws: list[dict], names: list[str], combo: Combination, has_matrix: bool
+    base: dict[str, Any],
+    stage_raws: list[dict[str, Any]],
+    names: list[str],
+    combo: Combination,
+    has_matrix: bool,
 ) -> list[tuple[RunSpec | None, list[Finding]]]:
     top = copy.deepcopy(base)
     stage_keys: dict[str, list[tuple[list[str], Any]]] = {}
@@ -183,6 +230,8 @@ def _expand_combination(
         for parts, value in stage_keys.get(names[i], []):
             _assign(stage, parts, value)
         merged = {**top, **{k: v for k, v in stage.items() if k not in ("name", "hyperparameters")}}
+        if "base_model" in stage and "base_model_revision" not in stage:
+            merged.pop("base_model_revision", None)  # the top level's revision is another model's
         merged["hyperparameters"] = {
             **top.get("hyperparameters", {}),
             **(stage.get("hyperparameters") or {}),
@@ -190,6 +239,7 @@ def _expand_combination(
         base_from = i > 0 and "base_model" not in stage
         if base_from and previous is not None:
             merged["base_model"] = previous.experiment.base_model  # same architecture, same size
+            merged.pop("base_model_revision", None)
             if "evaluation" not in stage:
                 merged["evaluation"] = _without_base_eval(merged.get("evaluation"))
         where = _Where(combo, names, i, stage, top)
@@ -210,7 +260,7 @@ def _expand_combination(
     return out
 
 
-def _without_base_eval(evaluation: dict | None) -> dict | None:
+def _without_base_eval(evaluation: dict[str, Any] | None) -> dict[str, Any] | None:
     """A later stage's base model is the previous stage's final model: evaluated already."""
     if not evaluation:
         return evaluation
@@ -230,12 +280,12 @@ class _Where:
     combo: Combination
     names: list[str]
     stage: int | None
-    stage_raw: dict
-    top: dict
+    stage_raw: dict[str, Any]
+    top: dict[str, Any]
 
     def origin(self, path: Path_) -> Path_:
         for key, (_, origin) in self.combo.items():
-            parts: tuple = tuple(key.split("."))
+            parts: tuple[str, ...] = tuple(key.split("."))
             if self.names and parts[0] in self.names:
                 if self.stage is None or self.names[self.stage] != parts[0]:
                     continue
@@ -265,7 +315,7 @@ class _Where:
 
 
 def _concrete(
-    data: dict,
+    data: dict[str, Any],
     where: _Where,
     *,
     name: str | None,
@@ -296,6 +346,7 @@ def _concrete(
             )
     if findings:
         return None, findings
+    assert experiment.method is not None  # checked just above
     hyperparameters, hp_findings = check_hyperparameters(
         experiment.method, experiment.hyperparameters
     )
@@ -351,7 +402,7 @@ def _finish(
     return dataclasses.replace(spec, experiment=experiment)
 
 
-def _error_path(error: dict) -> Path_:
+def _error_path(error: ErrorDetails) -> Path_:
     """pydantic names union members in ``loc`` (``LoraSpec``, ``literal[...]``): drop them."""
     return tuple(
         part
@@ -360,7 +411,7 @@ def _error_path(error: dict) -> Path_:
     )
 
 
-def _from_error(path: Path_, error: dict, where: _Where) -> Finding:
+def _from_error(path: Path_, error: ErrorDetails, where: _Where) -> Finding:
     if error["type"] == "missing":
         return where.finding(path, "required field is missing", f"add `{path[-1]}:`", False)
     if error["type"] == "extra_forbidden":
@@ -372,7 +423,7 @@ def _from_error(path: Path_, error: dict, where: _Where) -> Finding:
     return where.finding(path, message, None, False)
 
 
-def _assign(data: dict, parts: list[str], value: Any) -> None:
+def _assign(data: dict[str, Any], parts: list[str], value: Any) -> None:
     """Set a dotted path, replacing shorthands on the way (``lora: off`` → ``lora: {r: 8}``)."""
     node = data
     for part in parts[:-1]:
@@ -383,6 +434,10 @@ def _assign(data: dict, parts: list[str], value: Any) -> None:
             child = {}
         node[part] = child
         node = child
+    if parts[-1] == "base_model":  # another model: the old one's revision does not apply
+        node.pop("base_model_revision", None)
+    if parts[-1] == "path" and parts[:-1] == ["dataset"]:
+        node.pop("revision", None)
     node[parts[-1]] = copy.deepcopy(value)
 
 
@@ -395,7 +450,9 @@ def _show(value: Any) -> str:
 # --- the matrix ------------------------------------------------------------------
 
 
-def _combinations(matrix: dict, names: list[str]) -> tuple[list[Combination], list[Finding]]:
+def _combinations(
+    matrix: dict[str, Any], names: list[str]
+) -> tuple[list[Combination], list[Finding]]:
     """GitHub Actions' semantics: the product, minus ``exclude``, plus ``include``."""
     findings: list[Finding] = []
     keys = [k for k in matrix if k not in RESERVED]
@@ -413,7 +470,7 @@ def _combinations(matrix: dict, names: list[str]) -> tuple[list[Combination], li
             continue
         findings += _key_findings(key, ("matrix", key), names)
         axes.append([(key, v, ("matrix", key, i)) for i, v in enumerate(values)])
-    entries: dict[str, list] = {}
+    entries: dict[str, list[dict[str, Any]]] = {}
     for reserved in RESERVED:
         raw = matrix.get(reserved, [])
         if not isinstance(raw, list) or not all(isinstance(e, dict) and e for e in raw):
@@ -494,7 +551,7 @@ def _key_findings(key: str, origin: Path_, names: list[str]) -> list[Finding]:
     annotation: Any = model.model_fields[parts[0]].annotation
     for depth, part in enumerate(parts[1:], start=1):
         inner = _fields_of(annotation)
-        if inner is dict:
+        if inner is not None and issubclass(inner, dict):
             return []  # hyperparameters.<TRL field>, dataset.columns.<column>: checked per run
         prefix = ".".join(parts[:depth])
         if inner is None:
@@ -507,7 +564,7 @@ def _key_findings(key: str, origin: Path_, names: list[str]) -> list[Finding]:
     return []
 
 
-def _fields_of(annotation: Any) -> type[BaseModel] | type[dict] | None:
+def _fields_of(annotation: Any) -> type[BaseModel] | type[dict[Any, Any]] | None:
     """The model (or free-form dict) a field holds, looking through ``X | None``."""
     for arg in (annotation, *typing.get_args(annotation)):
         if arg is dict or typing.get_origin(arg) is dict:

@@ -17,6 +17,7 @@ import sys
 import types
 import typing
 from pathlib import Path
+from typing import Any
 
 FIELDS_FILE = Path(__file__).with_name("trl_fields.json")
 CONFIG_CLASSES = {"sft": "SFTConfig", "dpo": "DPOConfig", "grpo": "GRPOConfig"}
@@ -24,7 +25,7 @@ CONFIG_CLASSES = {"sft": "SFTConfig", "dpo": "DPOConfig", "grpo": "GRPOConfig"}
 _KIND_OF = {bool: "bool", int: "int", float: "float", str: "str", list: "list", dict: "dict"}
 
 
-def _describe(tp: object) -> dict:
+def _describe(tp: object) -> dict[str, list[str]]:
     """Reduce a dataclass field type to JSON kinds (+ enum choices)."""
     kinds: set[str] = set()
     choices: set[str] = set()
@@ -44,17 +45,17 @@ def _describe(tp: object) -> dict:
             kinds.add(_KIND_OF[base])
         else:
             kinds.add("any")
-    described: dict = {"kinds": sorted(kinds)}
+    described = {"kinds": sorted(kinds)}
     # transformers coerces these strings into the enum, so only members are valid.
     if choices:
         described["choices"] = sorted(choices)
     return described
 
 
-def generate() -> dict:
+def generate() -> dict[str, Any]:
     import trl
 
-    out: dict = {"trl_version": trl.__version__, "methods": {}}
+    out: dict[str, Any] = {"trl_version": trl.__version__, "methods": {}}
     for method, class_name in CONFIG_CLASSES.items():
         config_cls = getattr(trl, class_name)
         hints = typing.get_type_hints(config_cls)
@@ -69,7 +70,7 @@ def generate() -> dict:
     return out
 
 
-def render(data: dict) -> str:
+def render(data: dict[str, Any]) -> str:
     return json.dumps(data, indent=1, sort_keys=True) + "\n"
 
 

@@ -14,6 +14,7 @@ from typing import Any
 
 import yaml
 from pydantic import BaseModel, ValidationError
+from pydantic_core import ErrorDetails
 
 from ci_runner.core.flavors import FLAVORS_BY_NAME
 from ci_runner.errors import SpecError, SpecIssue
@@ -56,11 +57,11 @@ class _Loader(yaml.SafeLoader):
         super().__init__(stream)
         self.aliases = 0
 
-    def compose_node(self, parent: yaml.Node | None, index: object) -> yaml.Node:
+    def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
         if self.check_event(yaml.AliasEvent):
             self.aliases += 1
             if self.aliases > MAX_ALIASES:
-                mark = self.peek_event().start_mark
+                mark = self.peek_event().start_mark  # type: ignore[no-untyped-call]
                 raise _TooBig(
                     problem=f"more than {MAX_ALIASES} aliases (*name); an experiment file "
                     "needs few, if any",
@@ -134,7 +135,7 @@ def _is_union_tag(part: Any) -> bool:
     return isinstance(part, str) and not re.fullmatch(r"[a-z_][a-z0-9_]*", part)
 
 
-def _data_path(loc: tuple, data: Any) -> Path_:
+def _data_path(loc: tuple[str | int, ...], data: Any) -> Path_:
     """Map a pydantic ``loc`` onto the data's own keys."""
     path: list[str | int] = []
     node = data
@@ -142,13 +143,9 @@ def _data_path(loc: tuple, data: Any) -> Path_:
         if _is_union_tag(part):
             continue
         path.append(part)
-        if (
-            isinstance(node, dict)
-            and part in node
-            or isinstance(node, list)
-            and isinstance(part, int)
-            and part < len(node)
-        ):
+        if isinstance(node, dict) and part in node:  # noqa: SIM114 - each branch narrows part
+            node = node[part]
+        elif isinstance(node, list) and isinstance(part, int) and part < len(node):
             node = node[part]
         else:
             break  # a missing or unknown key: name it, go no deeper
@@ -161,7 +158,7 @@ def _allowed_keys(model: type[BaseModel], path: Path_) -> list[str]:
     for part in path:
         if not (isinstance(current, type) and issubclass(current, BaseModel)):
             return []
-        field = current.model_fields.get(part)
+        field = current.model_fields.get(part) if isinstance(part, str) else None
         if field is None:
             return []
         current = next(
@@ -188,7 +185,7 @@ def _literal_choices(model: type[BaseModel], field: str) -> list[str]:
     return choices
 
 
-def _hint_for(error: dict, path: Path_, data: Any) -> str | None:
+def _hint_for(error: ErrorDetails, path: Path_, data: Any) -> str | None:
     kind = error["type"]
     if kind == "extra_forbidden":
         if len(path) == 1 and any(path[0] in m["fields"] for m in trl_fields()["methods"].values()):
@@ -213,7 +210,7 @@ def _hint_for(error: dict, path: Path_, data: Any) -> str | None:
     return None
 
 
-def _message_for(error: dict) -> str:
+def _message_for(error: ErrorDetails) -> str:
     """pydantic's message, with the value the file gave when it doesn't already say it."""
     kind = error["type"]
     if kind == "extra_forbidden":
@@ -230,7 +227,7 @@ def _message_for(error: dict) -> str:
 def _issues_from_validation(
     exc: ValidationError, data: Any, lines: _Lines, file: str
 ) -> list[SpecIssue]:
-    located: dict[Path_, dict] = {}
+    located: dict[Path_, ErrorDetails] = {}
     for error in exc.errors():
         located.setdefault(_data_path(error["loc"], data), error)
     # A union reports every member; keep the error that went deepest into the data.
@@ -238,6 +235,8 @@ def _issues_from_validation(
     issues = []
     for path in paths:
         error = located[path]
+        if path[-1:] == ("base_model_revision",) and path not in lines.key:
+            path = (*path[:-1], "base_model")  # written as base_model: org/name@rev
         line = lines.line(path, at_key=error["type"] == "extra_forbidden")
         hint = _hint_for(error, path, data)
         issues.append(SpecIssue(file, line, _dotted(path), _message_for(error), hint))
@@ -252,7 +251,7 @@ def _issue(finding: Finding, lines: _Lines, file: str) -> SpecIssue:
 def parse_experiment(
     text: str,
     file: str,
-    overrides: dict | None = None,
+    overrides: dict[str, Any] | None = None,
     *,
     root: Path | None = None,
     warnings: list[SpecIssue] | None = None,
@@ -278,6 +277,7 @@ def parse_experiment(
     if multi_run:
         data = _first_base_model(data)
     lines = _Lines()
+    assert root_node is not None  # the data is a mapping
     lines.walk(root_node)
     data, ref_errors, ref_warnings = check_references(data, root)
     if warnings is not None:
@@ -324,6 +324,7 @@ def parse_experiment(
     if missing:
         issues += [_issue(f, lines, file) for f in _raw_hyperparameter_findings(data)]
         raise SpecError(_ordered(issues))
+    assert experiment.method is not None  # else it is missing
     hyperparameters, findings = check_hyperparameters(experiment.method, experiment.hyperparameters)
     findings += check_cross_fields(experiment)
     issues += [_issue(f, lines, file) for f in findings]
@@ -391,10 +392,12 @@ def _expanded_size(node: yaml.Node, limit: int) -> int:
     return size(node)
 
 
-def _raw_hyperparameter_findings(data: dict) -> list[Finding]:
+def _raw_hyperparameter_findings(data: dict[str, Any]) -> list[Finding]:
     """TRL field checks on the file as written, when the schema failed elsewhere."""
     method, hyperparameters = data.get("method"), data.get("hyperparameters")
-    if method not in trl_fields()["methods"] or not isinstance(hyperparameters, dict):
+    if not isinstance(method, str) or not isinstance(hyperparameters, dict):
+        return []
+    if method not in trl_fields()["methods"]:
         return []
     return check_hyperparameters(method, hyperparameters)[1]
 
@@ -405,7 +408,7 @@ def _ordered(issues: list[SpecIssue]) -> list[SpecIssue]:
     return sorted(unique, key=lambda i: i.line or 0)
 
 
-def _first_base_model(data: dict) -> dict:
+def _first_base_model(data: dict[str, Any]) -> dict[str, Any]:
     """``base_model`` may live only in the matrix or the first stage; the file's top level
     then takes the first one (it names the report; every run sets its own)."""
     if "base_model" in data:
@@ -429,7 +432,7 @@ def _first_base_model(data: dict) -> dict:
 
 def load_experiment(
     path: str | Path,
-    overrides: dict | None = None,
+    overrides: dict[str, Any] | None = None,
     *,
     root: Path | None = None,
     warnings: list[SpecIssue] | None = None,
@@ -446,3 +449,20 @@ def load_experiment(
     except (OSError, UnicodeDecodeError) as exc:
         raise SpecError([SpecIssue(str(path), None, "", f"cannot read: {exc}")]) from None
     return parse_experiment(text, str(path), overrides, root=root, warnings=warnings)
+
+
+def field_line(path: Path, dotted: str) -> int | None:
+    """The line of a field in an experiment file, for errors found after loading (a repo
+    the Hub does not know); the closest parent's line when the field is not written out."""
+    try:
+        node, _ = _compose(path.read_text(encoding="utf-8"), str(path))
+    except (OSError, SpecError):
+        return None
+    if node is None:
+        return None
+    lines = _Lines()
+    lines.walk(node)
+    parts = tuple(dotted.split("."))
+    if parts == ("dataset", "path") and parts not in lines.value:
+        parts = ("dataset",)  # the shorthand `dataset: org/name`
+    return lines.line(parts)

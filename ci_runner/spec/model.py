@@ -12,17 +12,39 @@ import json
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from ci_runner.core.durations import parse_duration
 from ci_runner.core.flavors import FLAVORS_BY_NAME
-from ci_runner.core.hub import HUB_ID_RE, is_local_path  # noqa: F401 - also imported from here
+from ci_runner.core.hub import (
+    HUB_ID_RE,
+    REVISION_RE,
+    split_revision,
+)
 
 Method = Literal["sft", "dpo", "grpo"]
 BUILTIN_REWARDS = ("accuracy", "format")
 
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 REWARD_FN_RE = re.compile(r"^[^:]+\.py:[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def _revision(value: str | None) -> str | None:
+    if value is not None and not REVISION_RE.match(value):
+        raise ValueError(f"{value!r} is not a branch, tag or commit of a Hub repo")
+    return value
+
+
+Revision = Annotated[str | None, AfterValidator(_revision)]
 
 
 def _reward_ref(reward: str) -> str:
@@ -37,9 +59,27 @@ def _reward_ref(reward: str) -> str:
 # Fields that change how a run is watched or paid for, not what it trains.
 NOT_TRAINING = {"description", "timeout", "budget", "retry"}
 # Fields that make a file describe several runs (``spec.expand``); never part of a run's id.
-MULTI_RUN = {"matrix", "stages", "max_parallel"}
+MULTI_RUN = {"matrix", "stages", "max_parallel", "replicates", "seeds"}
+
+
+def _name(value: str) -> str:
+    if not NAME_RE.match(value):
+        raise ValueError(
+            f"{value!r} is not a valid name: use 1-64 lowercase letters, digits, '.', '_' "
+            "or '-', starting with a letter or digit"
+        )
+    return value
+
+
+def _hardware(value: str) -> str:
+    if value != "auto" and value not in FLAVORS_BY_NAME:
+        raise ValueError(f"unknown hardware flavor {value!r}")
+    return value
+
 
 RewardRef = Annotated[str, AfterValidator(_reward_ref)]
+Name = Annotated[str, AfterValidator(_name)]  # an experiment's, a stage's
+Hardware = Annotated[str, AfterValidator(_hardware)]
 
 
 class _Strict(BaseModel):
@@ -54,6 +94,7 @@ class DatasetSpec(_Strict):
     eval_fraction: float | None = Field(default=None, gt=0, lt=1)
     columns: dict[str, str] = {}
     max_samples: int | None = Field(default=None, gt=0)
+    revision: Revision = None  # a Hub dataset's branch, tag or commit; else pinned at submit
 
 
 class LoraSpec(_Strict):
@@ -61,6 +102,19 @@ class LoraSpec(_Strict):
     alpha: int = Field(default=32, gt=0)
     dropout: float = Field(default=0.05, ge=0, lt=1)
     target_modules: list[str] | str = "all-linear"
+    # QLoRA: "4bit" loads the frozen base as bitsandbytes NF4; "auto" lets the planner
+    # choose it when the 16-bit base fits no single GPU at a sane price; "none" never.
+    quantize: Literal["auto", "none", "4bit"] = "auto"
+
+    @field_validator("quantize", mode="before")
+    @classmethod
+    def _quantize_shorthand(cls, value: Any) -> Any:
+        # `quantize: off` (YAML reads it as False) and `quantize: 4` as people write them
+        if value is False or value in ("off", "no", "false"):
+            return "none"
+        if value in (4, "4", "nf4", "4-bit"):
+            return "4bit"
+        return value
 
 
 class OutputSpec(_Strict):
@@ -130,91 +184,100 @@ class RetrySpec(_Strict):
     on: list[FailureKind] = ["timeout", "preempted", "infra"]
 
 
-class _RunFields(_Strict):
-    """Shorthands and checks shared by the file's top level and each of its ``stages``."""
-
-    @field_validator("dataset", mode="before", check_fields=False)
-    @classmethod
-    def _dataset_shorthand(cls, value: Any) -> Any:
-        return {"path": value} if isinstance(value, str) else value
-
-    @field_validator("lora", mode="before", check_fields=False)
-    @classmethod
-    def _lora_shorthand(cls, value: Any) -> Any:
-        # `lora: true|false|on`, as people write it: on means default settings.
-        if value is False:
-            return "off"
-        if value is True or value == "on":
-            return {}
-        return value
-
-    @field_validator("evaluation", mode="before", check_fields=False)
-    @classmethod
-    def _evaluation_shorthand(cls, value: Any) -> Any:
-        return {"benchmarks": value} if isinstance(value, list) else value
-
-    @field_validator("timeout", mode="before", check_fields=False)
-    @classmethod
-    def _timeout(cls, value: Any) -> Any:
-        return None if value is None else parse_duration(value)
-
-    @field_validator("hardware", check_fields=False)
-    @classmethod
-    def _hardware(cls, value: str | None) -> str | None:
-        if value is not None and value != "auto" and value not in FLAVORS_BY_NAME:
-            raise ValueError(f"unknown hardware flavor {value!r}")
-        return value
+# Shorthands people write, the same at the file's top level and in each stage:
+# `dataset: org/name`, `lora: off` (which YAML reads as False), `evaluation: [...]`,
+# `timeout: 2h`. The types stay visible to code that reads the schema (``load``,
+# ``expand``): each Annotated wraps the whole field type.
 
 
-class StageSpec(_RunFields):
+def _split_base_model_revision(data: Any) -> Any:
+    """``base_model: org/name@rev`` is ``base_model: org/name`` at revision ``rev``."""
+    if not isinstance(data, dict) or not isinstance(data.get("base_model"), str):
+        return data
+    repo, revision = split_revision(data["base_model"])
+    if revision is None:
+        return data
+    if data.get("base_model_revision") not in (None, revision):
+        raise ValueError(
+            f"base_model names revision {revision!r} but base_model_revision says "
+            f"{data['base_model_revision']!r}: keep one"
+        )
+    return {**data, "base_model": repo, "base_model_revision": revision}
+
+
+def _dataset_shorthand(value: Any) -> Any:
+    return {"path": value} if isinstance(value, str) else value
+
+
+def _lora_shorthand(value: Any) -> Any:
+    # `lora: true|false|on`, as people write it: on means default settings.
+    if value is False:
+        return "off"
+    if value is True or value == "on":
+        return {}
+    return value
+
+
+def _evaluation_shorthand(value: Any) -> Any:
+    return {"benchmarks": value} if isinstance(value, list) else value
+
+
+def _timeout(value: Any) -> Any:
+    return None if value is None else parse_duration(value)
+
+
+Dataset = Annotated[DatasetSpec | None, BeforeValidator(_dataset_shorthand)]
+Evaluation = Annotated[EvaluationSpec | None, BeforeValidator(_evaluation_shorthand)]
+Timeout = Annotated[int | None, BeforeValidator(_timeout)]
+LoraChoice = Literal["auto", "off"] | LoraSpec
+LORA_SHORTHAND = BeforeValidator(_lora_shorthand)
+
+
+class StageSpec(_Strict):
     """One step of a pipeline (``stages:``). What a stage leaves out it takes from the
     file's top level; ``hyperparameters`` merge key by key. ``base_model`` defaults to
     the previous stage's trained model."""
 
-    name: str | None = None  # defaults to the method (sft, dpo, grpo)
+    name: Name | None = None  # defaults to the method (sft, dpo, grpo)
     method: Method | None = None
     base_model: str | None = Field(default=None, min_length=1)
-    dataset: DatasetSpec | None = None
+    base_model_revision: Revision = None
+    dataset: Dataset = None
     hyperparameters: dict[str, Any] | None = None
-    lora: Literal["auto", "off"] | LoraSpec | None = None
+    lora: Annotated[LoraChoice | None, LORA_SHORTHAND] = None
     rewards: list[RewardRef] | None = None
-    hardware: str | None = None
-    timeout: int | None = None
+    hardware: Hardware | None = None
+    timeout: Timeout = None
     output: OutputSpec | None = None
     tracking: TrackingSpec | None = None
-    evaluation: EvaluationSpec | None = None
+    evaluation: Evaluation = None
     export: ExportSpec | None = None
     seed: int | None = None
 
-    @field_validator("name")
-    @classmethod
-    def _name(cls, value: str | None) -> str | None:
-        if value is not None and not NAME_RE.match(value):
-            raise ValueError(
-                f"{value!r} is not a valid stage name: use lowercase letters, digits, "
-                "'.', '_' or '-'"
-            )
-        return value
+    _base_model_revision = model_validator(mode="before")(_split_base_model_revision)
 
 
-class Experiment(_RunFields):
-    name: str
+class Experiment(_Strict):
+    name: Name
     description: str | None = None
     base_model: str = Field(min_length=1)
+    # The Hub commit, branch or tag to train from (``base_model: org/name@rev`` sets it);
+    # unset, submit pins the newest commit and records it.
+    base_model_revision: Revision = None
     # Required unless `stages:` (or `matrix:`) provide them; the loader says so.
     method: Method | None = None
-    dataset: DatasetSpec | None = None
+    dataset: Dataset = None
     hyperparameters: dict[str, Any] = {}
-    lora: Literal["auto", "off"] | LoraSpec = "auto"
+    lora: Annotated[LoraChoice, LORA_SHORTHAND] = "auto"
     rewards: list[RewardRef] = []
-    hardware: str = "auto"
-    timeout: int | None = None
+    hardware: Hardware = "auto"
+    timeout: Timeout = None
     output: OutputSpec = OutputSpec()
     tracking: TrackingSpec = TrackingSpec()
     backend: Literal["local", "hf-jobs"] = "local"
     budget: BudgetSpec | None = None
     retry: RetrySpec = RetrySpec()
-    evaluation: EvaluationSpec | None = None
+    evaluation: Evaluation = None
     export: ExportSpec | None = None
     seed: int = 42
     # trust_remote_code runs the model repo's Python in the job: refused unless set here.
@@ -223,20 +286,34 @@ class Experiment(_RunFields):
     stages: list[StageSpec] | None = Field(default=None, min_length=1)
     matrix: dict[str, Any] | None = None
     max_parallel: int | None = Field(default=None, ge=1, le=64)
+    # The same configuration under several seeds, as one group: `replicates: 3` runs seeds
+    # seed, seed+1, seed+2; `seeds: [1, 2, 3]` names them.
+    replicates: int | None = Field(default=None, ge=2, le=32)
+    seeds: list[int] | None = Field(default=None, min_length=2, max_length=32)
 
-    @field_validator("name")
+    _base_model_revision = model_validator(mode="before")(_split_base_model_revision)
+
+    @field_validator("seeds")
     @classmethod
-    def _name(cls, value: str) -> str:
-        if not NAME_RE.match(value):
-            raise ValueError(
-                f"{value!r} is not a valid name: use 1-64 lowercase letters, digits, '.', '_' "
-                "or '-', starting with a letter or digit"
-            )
-        return value
+    def _one_way_to_replicate(cls, seeds: list[int] | None, info: ValidationInfo) -> Any:
+        if seeds is not None and info.data.get("replicates") is not None:
+            raise ValueError("give `replicates: N` or `seeds: [...]`, not both")
+        if seeds is not None and len(set(seeds)) != len(seeds):
+            raise ValueError("seeds repeat: each replicate needs its own seed")
+        return seeds
 
     @property
     def is_multi_run(self) -> bool:
-        return self.stages is not None or self.matrix is not None
+        return self.stages is not None or self.matrix is not None or bool(self.replicate_seeds)
+
+    @property
+    def replicate_seeds(self) -> list[int]:
+        """The seeds of a replicate group; empty unless the file asks for replicates."""
+        if self.seeds is not None:
+            return list(self.seeds)
+        if self.replicates is not None:
+            return [self.seed + i for i in range(self.replicates)]
+        return []
 
     @property
     def run_id(self) -> str:

@@ -17,7 +17,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from ci_runner.core.hub import RefKind, is_local_path, missing_path_hint, resolve_ref
+from ci_runner.core.hub import (
+    RefKind,
+    is_local_path,
+    missing_path_hint,
+    resolve_ref,
+    split_revision,
+)
 from ci_runner.spec.checks import Finding, did_you_mean
 
 Path_ = tuple[str | int, ...]
@@ -59,8 +65,18 @@ def check_references(
         value = _get(data, path)
         if not isinstance(value, str) or not value:
             continue  # the schema reports a missing or mistyped value
-        ref = resolve_ref(value, root)
+        repo, revision = split_revision(value) if kind == "model" else (value, None)
+        ref = resolve_ref(repo, root)
         if ref.kind is RefKind.HUB:
+            continue
+        if revision is not None:
+            errors.append(
+                Finding(
+                    path,
+                    f"{value!r}: a revision (@{revision}) only applies to a Hub repo",
+                    "drop the @… from a local path, or name the Hub repo",
+                )
+            )
             continue
         if root is None:
             if not is_local_path(value):

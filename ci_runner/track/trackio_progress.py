@@ -253,12 +253,13 @@ def _logs(text: Any, recent: bool) -> list[_Log]:
             continue
         values = [*item[-1], None, None, None, None]
         log_id, log_step, global_step = _int(item[0]), _int(item[1]), _int(values[0])
-        if log_id is None or (log_step is None and global_step is None):
+        step = global_step if global_step is not None else log_step
+        if log_id is None or step is None:
             continue
         logs.append(
             _Log(
                 id=log_id,
-                step=global_step if global_step is not None else log_step,
+                step=step,
                 has_global_step=global_step is not None,
                 loss=_finite(values[1]),
                 timestamp=item[2] if recent and isinstance(item[2], str) else None,
@@ -412,7 +413,7 @@ def read_local(
 
 def _request_headers(url: str, token: str | None) -> dict[str, str]:
     """trackio's own headers; the HF token goes only to ``*.hf.space`` (as trackio does)."""
-    from huggingface_hub.utils import build_hf_headers
+    from huggingface_hub.utils import build_hf_headers  # type: ignore[attr-defined]
 
     if _is_hf_space(url):
         return build_hf_headers(token=token, library_name="ci-runner")
@@ -425,8 +426,9 @@ def _error_text(response: Any) -> str:
         body = response.json()
     except ValueError:
         body = None
-    if isinstance(body, dict) and isinstance(body.get("error"), str):
-        return body["error"]
+    error = body.get("error") if isinstance(body, dict) else None
+    if isinstance(error, str):
+        return error
     if "html" in response.headers.get("content-type", ""):
         return "an HTML page"
     text = " ".join((response.text or "").split())
@@ -451,8 +453,8 @@ def read_space(
         return TrackioProgress(project, "space", base, {})
 
     import httpx2
+    from huggingface_hub import get_session
     from huggingface_hub.errors import OfflineModeIsEnabled
-    from huggingface_hub.utils import get_session
 
     def unavailable(reason: str, requests: int = 1) -> TrackioProgress:
         return TrackioProgress(project, "space", base, None, reason, requests)

@@ -1,0 +1,115 @@
+"""Markdown building blocks shared by the report, the PR body, the model card and the
+step summary: inline code, escaped table cells, links that never dress a local path up
+as a Hub page. Pure functions of their arguments."""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime, timezone
+from typing import Any
+
+from ci_runner.core.hub import is_local_path
+from ci_runner.ledger.model import Run
+
+TBD = "TBD"
+_METHOD_NAMES = {"sft": "SFT", "dpo": "DPO", "grpo": "GRPO"}
+
+
+def code(text: str) -> str:
+    """Inline code span that survives backticks inside ``text``."""
+    fence = "``" if "`" in text else "`"
+    pad = " " if fence == "``" else ""
+    return f"{fence}{pad}{text}{pad}{fence}"
+
+
+def cell(text: str) -> str:
+    """Make ``text`` safe inside a table cell: a pipe or newline would split the row."""
+    return text.replace("|", "\\|").replace("\r", " ").replace("\n", " ")
+
+
+def table(header: tuple[str, ...] | list[str], rows: list[list[str]]) -> str:
+    """A GitHub table; every cell is escaped so ledger values cannot break it."""
+    lines = [
+        "| " + " | ".join(header) + " |",
+        "|" + "|".join("-" * (len(h) + 2) for h in header) + "|",
+    ]
+    lines += ["| " + " | ".join(cell(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def utc_time(stamp: str | None) -> str:
+    """'YYYY-MM-DD HH:MM:SS UTC' for an ISO stamp; unparseable stamps are shown as recorded."""
+    if not stamp:
+        return TBD
+    parsed = parse_time(stamp)
+    return parsed.strftime("%Y-%m-%d %H:%M:%S UTC") if parsed else stamp
+
+
+def parse_time(stamp: str) -> datetime | None:
+    try:
+        parsed = datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return parsed.astimezone(timezone.utc) if parsed.tzinfo is not None else parsed
+
+
+def value(v: Any) -> str:
+    """Readable hyperparameter value: lowercase bools, shortest float repr (5e-05)."""
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if v is None:
+        return "null"
+    if isinstance(v, float):
+        return repr(v) if math.isfinite(v) else str(v)
+    if isinstance(v, (list, tuple)):
+        return ", ".join(value(x) for x in v) if v else "[]"
+    if isinstance(v, dict):
+        return ", ".join(f"{k}={value(v[k])}" for k in sorted(v, key=str)) or "{}"
+    return str(v) if v != "" else '""'
+
+
+def is_url(target: str | None) -> bool:
+    return target is not None and target.startswith(("http://", "https://"))
+
+
+def link_or_path(target: str | None, label: str) -> str:
+    """A link for URLs; a local path says it is local (local backend); TBD when unknown."""
+    if not target:
+        return TBD
+    if is_url(target):
+        return f"[{label}]({target})"
+    return f"local: {code(target)}"
+
+
+def is_local(ref: str) -> bool:
+    """A path on this machine (``./x``, ``/x``, ``.ci-runner/…``), not a Hub id."""
+    return is_local_path(ref) or ref.startswith(".")
+
+
+def named(name: str, url: str | None) -> str:
+    """A model or dataset: its Hub link, or, for a local path, the path marked local.
+
+    A ledger written before this check may hold ``https://huggingface.co/<local path>``;
+    such a link is dropped rather than shown.
+    """
+    if is_local(name):
+        return f"{code(name)} (local)"
+    return f"[{cell(name)}]({url})" if url else code(name)
+
+
+def method_label(method: str) -> str:
+    """'sft' → 'SFT (TRL)': every method runs on TRL."""
+    return f"{_METHOD_NAMES.get(method.lower(), method.upper())} (TRL)"
+
+
+def run_title(run: Run) -> str:
+    """The run's identity as users know it: `title` - `created` - `status`."""
+    return f"{code(run.title)} - {code(utc_time(run.created_at))} - {code(run.status.label)}"
+
+
+def hub_model(run: Run) -> str:
+    if not run.hub_model_id:
+        return "not pushed"
+    if run.hub_model_url:
+        return f"[{cell(run.hub_model_id)}]({run.hub_model_url})"
+    return code(run.hub_model_id)
