@@ -22,34 +22,9 @@ from typing import Any
 from tests.conftest import HF_NAMESPACE, HF_TOKEN
 from tests.dataset_viewer_server import FakeDatasetViewer
 from tests.hf_jobs_server import FakeHFJobs
+from tests.test_hf_jobs_backend import CAPYBARA, experiment_text, summary_line
 
-CAPYBARA = [
-    {"messages": [{"role": "user", "content": f"q{i}"}, {"role": "assistant", "content": f"a{i}"}]}
-    for i in range(20)
-]
-SPEC = f"""\
-name: shapes
-base_model: Qwen/Qwen3-0.6B
-method: sft
-dataset: trl-lib/Capybara
-hyperparameters:
-  max_steps: 100
-hardware: t4-small
-timeout: 90m
-output:
-  hub_model_id: {HF_NAMESPACE}/shapes
-backend: hf-jobs
-"""
-SUMMARY = {
-    "status": "completed",
-    "method": "sft",
-    "steps": 100,
-    "max_steps": 100,
-    "final_loss": 0.9,
-    "min_loss": 0.85,
-    "runtime_s": 600.0,
-    "loss_history": [[50, 1.2], [100, 0.9]],
-}
+SPEC = experiment_text("shapes").replace("tracking:\n  space: alice/trackio\n", "")
 
 
 def shape(value: Any) -> Any:
@@ -136,7 +111,7 @@ def collect(code_root: Path) -> dict[str, Any]:
         hf.set_stage(job_id, "RUNNING")
         hf.add_logs(job_id, ["[step 50/100] loss=1.2000 eta_s=60"])
         cli("poll (running)", "poll")
-        hf.add_logs(job_id, ["CI_RUNNER_SUMMARY " + json.dumps(SUMMARY)])
+        hf.add_logs(job_id, [summary_line(train_tokens_per_s=None)])
         hf.set_stage(job_id, "COMPLETED")
         cli("poll (completed)", "poll")
         cli("status", "status")

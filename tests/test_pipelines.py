@@ -546,7 +546,9 @@ def test_sft_then_dpo_pipeline_runs_end_to_end(tiny_fixtures, tmp_path):
     pipeline = report.split("# Pipeline")[1].split("\n---\n")[0]
     assert f"| 1. sft | `{sft.run_id}` | SFT (TRL) | `./fixtures/tiny-llama` |" in pipeline
     assert f"| 2. dpo | `{dpo.run_id}` | DPO (TRL) | `./{sft.output_dir}/merged` |" in pipeline
-    assert len(re.findall(r"\| Completed \| \d\.\d{3} \|", pipeline)) == 2  # both scored
+    # both scored, each with its 95% interval over the samples
+    scored = r"\| Completed \| \d\.\d{3} \[\d\.\d{3}, \d\.\d{3}\] \|"
+    assert len(re.findall(scored, pipeline)) == 2
     assert "Method: SFT → DPO (TRL)" in report
 
 

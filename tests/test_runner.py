@@ -116,7 +116,11 @@ def test_demo_evaluates_base_and_final_models(demo):
     assert len(rows) == 4
     assert any("`./fixtures/tiny-llama`" in r for r in rows)  # the base model's rows
     assert any(f"`{run.output_dir}`" in r for r in rows)  # the trained model's rows
-    assert all(re.search(r"\| \d\.\d{3} \|", r) for r in rows)  # every row has a score
+    # every row has a score with its 95% interval over the benchmark's samples
+    assert all(re.search(r"\| \d\.\d{3} \[\d\.\d{3}, \d\.\d{3}\] \|", r) for r in rows)
+    assert all(len(e.samples) == {"humaneval": 4}.get(e.benchmark, 5) for e in run.evaluations)
+    report = (root / "training_reports" / f"{STEM}.md").read_text()
+    assert "final vs base on humaneval pass@1: Δ" in report  # the verdict line
 
 
 def test_second_submit_starts_no_job(demo):
