@@ -644,11 +644,15 @@ def test_two_sandboxes_cannot_read_each_other(disable):
         assert "concurrent sandboxes can read each other's files" in degraded(target, "uid")
         return
     tag = uuid.uuid4().hex
+    # It holds its files open until the test writes `release` into its folder (or 12 s,
+    # inside TIMEOUT_S), so the reader always looks while it runs, however loaded the CPU.
     sleeper = f"""
 # other-run-{tag}
-import sys, time
-if not hasattr(sys, 'slept'):  # the body runs once per call: sleep on the first
-    sys.slept = time.sleep(5)
+import os, sys, time
+if not hasattr(sys, 'slept'):  # the body runs once per call: wait on the first
+    sys.slept = end = time.monotonic() + 12
+    while time.monotonic() < end and not os.path.exists('release'):
+        time.sleep(0.05)
 return a + b
 """
     # The reader builds the marker at run time, so its own program does not contain it.
@@ -679,11 +683,16 @@ return a + b
     other = threading.Thread(target=lambda: results.update(sleeper=run(target, sleeper)))
     other.start()
     deadline = time.monotonic() + 10
-    while not any(tag in p.read_text() for p in target.root.glob("*-candidate/candidate.py")):
+    while not (
+        folders := [
+            p.parent for p in target.root.glob("*-candidate/candidate.py") if tag in p.read_text()
+        ]
+    ):
         assert time.monotonic() < deadline, "the other sandbox never started"
         time.sleep(0.02)
     verdict = run(target, reader)
     assert other.is_alive(), "the other sandbox ended before the reader looked"
+    (folders[0] / "release").write_text("")
     other.join()
     assert verdict.passed and results["sleeper"].passed, (verdict, results)
     assert lines(verdict.candidate_output, "FOUND ") == []
