@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import os
+import socket
 import sys
+import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -128,3 +131,30 @@ def project(tmp_path):
 
 HF_NAMESPACE = "alice"
 HF_TOKEN = "hf_TOPSECRET_token_never_printed_0042"
+
+
+@pytest.fixture
+def listener():
+    """A TCP server on loopback that records every connection it accepts."""
+    server = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    server.bind(("127.0.0.1", 0))
+    server.listen(8)
+    server.settimeout(0.2)
+    accepted: list[Any] = []
+    stop = threading.Event()
+
+    def serve():
+        while not stop.is_set():
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                continue
+            accepted.append(conn)
+            conn.close()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    yield server.getsockname()[1], accepted
+    stop.set()
+    thread.join(timeout=2)
+    server.close()

@@ -7,10 +7,8 @@ runs on the tiny model are marked ``training``.
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -130,33 +128,6 @@ def test_timeout_kills_the_whole_process_group(tmp_path):
 
 
 # --- (c) no network -------------------------------------------------------------
-
-
-@pytest.fixture
-def listener():
-    """A TCP server on loopback that records every connection it accepts."""
-    server = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    server.bind(("127.0.0.1", 0))
-    server.listen(8)
-    server.settimeout(0.2)
-    accepted: list[Any] = []
-    stop = threading.Event()
-
-    def serve():
-        while not stop.is_set():
-            try:
-                conn, _ = server.accept()
-            except OSError:
-                continue
-            accepted.append(conn)
-            conn.close()
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    yield server.getsockname()[1], accepted
-    stop.set()
-    thread.join(timeout=2)
-    server.close()
 
 
 @pytest.mark.parametrize(

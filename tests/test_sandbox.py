@@ -13,7 +13,6 @@ from __future__ import annotations
 import functools
 import json
 import os
-import socket
 import stat
 import subprocess
 import sys
@@ -151,33 +150,6 @@ def world_readable_tmp():
     folder.chmod(0o755)
     yield folder
     subprocess.run(["rm", "-rf", str(folder)], check=False)
-
-
-@pytest.fixture
-def listener():
-    """A TCP server on loopback that records every connection it accepts."""
-    server = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    server.bind(("127.0.0.1", 0))
-    server.listen(8)
-    server.settimeout(0.2)
-    accepted: list[Any] = []
-    stop = threading.Event()
-
-    def serve():
-        while not stop.is_set():
-            try:
-                conn, _ = server.accept()
-            except OSError:
-                continue
-            accepted.append(conn)
-            conn.close()
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    yield server.getsockname()[1], accepted
-    stop.set()
-    thread.join(timeout=2)
-    server.close()
 
 
 # --- row: generated code reads files outside its temp dir, writes outside it ----------------------
