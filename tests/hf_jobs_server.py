@@ -49,7 +49,6 @@ went back), ``set_stage``, ``add_logs``, ``fail_next``, ``delay_next``, ``cut_lo
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import hashlib
 import json
@@ -61,9 +60,10 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlencode, urlsplit
+
+from tests.loopback import LoopbackFake, LoopbackHandler
 
 TERMINAL_STAGES = frozenset({"COMPLETED", "CANCELED", "ERROR", "DELETED"})
 LABEL_RE = re.compile(r"^[A-Za-z0-9._-]{1,100}$")
@@ -186,7 +186,7 @@ class _ApiError(Exception):
         self.message = message
 
 
-class FakeHFJobs:
+class FakeHFJobs(LoopbackFake):
     """Threaded loopback fake of the HF Jobs API. Use as a context manager.
 
     Args:
@@ -230,7 +230,7 @@ class FakeHFJobs:
         self.keepalive_s = keepalive_s
         self.stream_idle_close_s = stream_idle_close_s
 
-        self.lock = threading.RLock()
+        super().__init__(_Handler)
         self._cond = threading.Condition(self.lock)
         self.jobs: dict[str, dict[str, Any]] = {}  # id -> stored record (raw secrets kept)
         self.logs: dict[str, list[dict[str, str]]] = {}  # id -> [{"data", "timestamp"}]
@@ -241,56 +241,9 @@ class FakeHFJobs:
         self.missing_repos: set[tuple[str, str]] = set()  # (models|datasets, repo)
         self.revisions: dict[tuple[str, str, str], str | None] = {}  # None: no such revision
 
-        self._closing = threading.Event()
-        self._conns: set[socket.socket] = set()
-        self._handler_threads: set[threading.Thread] = set()
-        self._httpd: _Server | None = None
-        self._thread: threading.Thread | None = None
-        self.url = ""
-
-    # ------------------------------------------------------------------ lifecycle
-    def start(self) -> FakeHFJobs:
-        if self._httpd is not None:
-            return self
-        self._closing.clear()
-        self._httpd = _Server(self)
-        host, port = self._httpd.server_address[:2]
-        self.url = f"http://{host}:{port}"
-        self._thread = threading.Thread(
-            target=self._httpd.serve_forever,
-            kwargs={"poll_interval": 0.05},
-            name=f"FakeHFJobs:{port}",
-            daemon=True,
-        )
-        self._thread.start()
-        return self
-
-    def close(self) -> None:
-        if self._httpd is None:
-            return
-        self._closing.set()
-        with self._cond:
+    def wake_handlers(self) -> None:
+        with self._cond:  # live log streams wait on it
             self._cond.notify_all()
-        self._httpd.shutdown()
-        with self.lock:
-            conns = list(self._conns)
-            threads = list(self._handler_threads)
-        for conn in conns:
-            with contextlib.suppress(OSError):
-                conn.shutdown(socket.SHUT_RDWR)
-        for t in threads:
-            t.join(timeout=5)
-        self._httpd.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-        self._httpd = None
-        self._thread = None
-
-    def __enter__(self) -> FakeHFJobs:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     def api(self, token: str | None = None):
         """A real ``huggingface_hub.HfApi`` pointed at this fake."""
@@ -600,19 +553,6 @@ def _is_str_list(value: Any) -> bool:
     return isinstance(value, list) and all(isinstance(x, str) for x in value)
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    block_on_close = False
-    allow_reuse_address = True
-
-    def __init__(self, fake: FakeHFJobs) -> None:
-        self.fake = fake
-        super().__init__(("127.0.0.1", 0), _Handler)
-
-    def handle_error(self, request: Any, client_address: Any) -> None:  # quiet
-        pass
-
-
 _ROUTES: list[tuple[str, re.Pattern[str], str]] = [
     ("GET", re.compile(r"^/api/whoami-v2$"), "whoami"),
     ("GET", re.compile(r"^/api/jobs/hardware$"), "hardware"),
@@ -639,28 +579,7 @@ def _match_route(method: str, path: str) -> tuple[str, dict[str, str]]:
     raise _ApiError(404, f"Not Found: {method} {path}")
 
 
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    server: _Server
-
-    def log_message(self, format: str, *args: Any) -> None:  # quiet
-        pass
-
-    def setup(self) -> None:
-        super().setup()
-        fake = self.server.fake
-        with fake.lock:
-            fake._conns.add(self.connection)
-            fake._handler_threads.add(threading.current_thread())
-
-    def finish(self) -> None:
-        fake = self.server.fake
-        with fake.lock:
-            fake._conns.discard(self.connection)
-            fake._handler_threads.discard(threading.current_thread())
-        with contextlib.suppress(OSError):
-            super().finish()
-
+class _Handler(LoopbackHandler):
     def do_GET(self) -> None:
         self._dispatch("GET")
 

@@ -50,10 +50,11 @@ import socket
 import sqlite3
 import threading
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
+
+from tests.loopback import LoopbackFake, LoopbackHandler
 
 TRACKIO_VERSION = "0.43.0"
 QUERY_MAX_ROWS = 10_000
@@ -173,58 +174,15 @@ def _authorizer(action: int, arg1: str | None, arg2: str | None, *_: Any) -> int
     return sqlite3.SQLITE_DENY
 
 
-class FakeTrackioSpace:
+class FakeTrackioSpace(LoopbackFake):
     """Threaded loopback fake of a trackio Space. Use as a context manager."""
 
     def __init__(self, trackio_dir: Path, *, version: str = TRACKIO_VERSION) -> None:
+        super().__init__(_Handler)
         self.trackio_dir = Path(trackio_dir)
         self.version = version
-        self.lock = threading.RLock()
         self.requests: list[RecordedRequest] = []
         self._rules: list[_Rule] = []
-        self._closing = threading.Event()
-        self._conns: set[socket.socket] = set()
-        self._httpd: _Server | None = None
-        self._thread: threading.Thread | None = None
-        self.url = ""
-
-    # ------------------------------------------------------------------ lifecycle
-    def start(self) -> FakeTrackioSpace:
-        if self._httpd is None:
-            self._closing.clear()
-            self._httpd = _Server(self)
-            host, port = self._httpd.server_address[:2]
-            self.url = f"http://{host}:{port}"
-            self._thread = threading.Thread(
-                target=self._httpd.serve_forever,
-                kwargs={"poll_interval": 0.05},
-                name=f"FakeTrackioSpace:{port}",
-                daemon=True,
-            )
-            self._thread.start()
-        return self
-
-    def close(self) -> None:
-        if self._httpd is None:
-            return
-        self._closing.set()
-        self._httpd.shutdown()
-        with self.lock:
-            conns = list(self._conns)
-        for conn in conns:
-            with contextlib.suppress(OSError):
-                conn.shutdown(socket.SHUT_RDWR)
-        self._httpd.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-        self._httpd = None
-        self._thread = None
-
-    def __enter__(self) -> FakeTrackioSpace:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     # ------------------------------------------------------------------ test controls
     def fail_next(
@@ -396,40 +354,10 @@ def _encode(body: Any) -> bytes:
     ).encode("utf-8")
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    block_on_close = False
-    allow_reuse_address = True
-
-    def __init__(self, fake: FakeTrackioSpace) -> None:
-        self.fake = fake
-        super().__init__(("127.0.0.1", 0), _Handler)
-
-    def handle_error(self, request: Any, client_address: Any) -> None:  # quiet
-        pass
-
-
 API_RE = re.compile(r"^/api/(?P<name>[^/]+)$")
 
 
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    server: _Server
-
-    def log_message(self, format: str, *args: Any) -> None:  # quiet
-        pass
-
-    def setup(self) -> None:
-        super().setup()
-        with self.server.fake.lock:
-            self.server.fake._conns.add(self.connection)
-
-    def finish(self) -> None:
-        with self.server.fake.lock:
-            self.server.fake._conns.discard(self.connection)
-        with contextlib.suppress(OSError):
-            super().finish()
-
+class _Handler(LoopbackHandler):
     def do_GET(self) -> None:
         self._dispatch("GET")
 
