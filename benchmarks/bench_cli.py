@@ -25,14 +25,12 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from common import BenchError, load_average, print_table, progress
+
 ROOT = Path(__file__).resolve().parent.parent
 EXPERIMENT = "experiments/tiny-sft.yaml"
 YARDSTICK = "hf --help"
 NOISY = 1.5  # max/min across repeats above which a command is flagged as noisy
-
-
-class BenchError(RuntimeError):
-    pass
 
 
 @dataclass(frozen=True)
@@ -162,22 +160,6 @@ def commands(root: Path) -> dict[str, list[str]]:
 
 
 # --- output ------------------------------------------------------------------------
-
-
-def progress(message: str) -> None:
-    print(f"  ... {message}", file=sys.stderr, flush=True)
-
-
-def load_average() -> str:
-    return ", ".join(f"{x:.2f}" for x in os.getloadavg())
-
-
-def print_table(title: str, headers: list[str], rows: list[list[str]]) -> None:
-    widths = [max(len(str(c)) for c in col) for col in zip(headers, *rows, strict=True)]
-    print(f"\n{title}")
-    for cells in [headers, ["-" * w for w in widths], *rows]:
-        line = "  ".join(str(c).ljust(w) for c, w in zip(cells, widths, strict=True))
-        print(f"  {line}".rstrip())
 
 
 def print_environment() -> None:

@@ -29,6 +29,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from common import BenchError, load_average, print_table, progress
+
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "fixtures"  # what `ci-runner fixtures` builds; --fixtures picks another
 MODEL, DATA = "tiny-llama", "data/tiny-chat.jsonl"  # inside it
@@ -49,10 +51,6 @@ DEMO_ROWS = (  # (label, key) of (a)'s phases, in the order they happen
     ("hand-offs", "handoff_s"),
     ("final poll, report", "report_s"),
 )
-
-
-class BenchError(RuntimeError):
-    pass
 
 
 def offline_env(**extra: str) -> dict[str, str]:
@@ -243,10 +241,6 @@ def result_row(summary: dict[str, Any], wall: float, steps: int) -> dict[str, fl
 # --- output ------------------------------------------------------------------------
 
 
-def progress(message: str) -> None:
-    print(f"  ... {message}", file=sys.stderr, flush=True)
-
-
 def median(rows: list[dict[str, float]], key: str) -> float:
     return statistics.median(row[key] for row in rows)
 
@@ -261,21 +255,13 @@ def spread(rows: list[dict[str, float]], key: str, fmt: str) -> str:
     return f"{statistics.median(values):{fmt}}  [{min(values):{fmt}} – {max(values):{fmt}}]"
 
 
-def print_table(title: str, headers: list[str], rows: list[list[str]]) -> None:
-    widths = [max(len(str(c)) for c in col) for col in zip(headers, *rows, strict=True)]
-    print(f"\n{title}")
-    for cells in [headers, ["-" * w for w in widths], *rows]:
-        line = "  ".join(str(c).ljust(w) for c, w in zip(cells, widths, strict=True))
-        print(f"  {line}".rstrip())
-
-
 def print_environment() -> None:
     import torch
     import transformers
     import trl
 
     cuda = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
-    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
+    load = load_average()
     print("environment")
     print(f"  python {platform.python_version()}  torch {torch.__version__}  ", end="")
     print(f"transformers {transformers.__version__}  trl {trl.__version__}")
@@ -402,7 +388,7 @@ def main(argv: list[str] | None = None) -> int:
             f"  warning: runs of {', '.join(noisy)} differ by more than {NOISY}x: the CPU was"
             " shared or busy; rerun on an idle machine or with more --repeats"
         )
-    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
+    load = load_average()
     print(f"\nload average at the end {load}")
     return 0
 
