@@ -10,14 +10,16 @@ from enum import Enum
 from typing import Any
 
 from ci_runner.data.sample import DatasetSample
+from ci_runner.job_scripts import shaping
 
 METHODS = ("sft", "dpo", "grpo", "kto")
 TRAINABLE = ("sft", "dpo", "grpo")  # what job_scripts/train.py can run
 ROLES = ("system", "developer", "user", "assistant", "tool")
 VISION_ROLES = ("system", "user", "assistant", "tool")
 SYSTEM_ROLES = ("system", "developer")
-REWARD_COLUMNS: dict[str, tuple[str, ...]] = {"accuracy": ("answer",), "format": ()}
-IMAGE_COLUMNS = ("images", "image")
+# The job's own vocabulary (train.py's built-in rewards, the image columns TRL reads).
+REWARD_COLUMNS = shaping.BUILTIN_REWARD_COLUMNS
+IMAGE_COLUMNS = shaping.IMAGE_COLUMNS
 # Where a column TRL must not see is renamed to, when the fix is to move it out of the way.
 PARKED = {"prompt": "prompt_unused"}
 MAX_LISTED = 10  # problems / warnings listed per method; the rest are counted
