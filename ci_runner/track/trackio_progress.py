@@ -49,10 +49,11 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from ci_runner.job_scripts import curves
 from ci_runner.progress import Progress
 
 URL_ENV = "CI_RUNNER_TRACKIO_URL"  # stands in for every Space's URL (tests, self-hosted trackio)
-MAX_CURVE_POINTS = 200
+MAX_CURVE_POINTS = curves.MAX_POINTS
 PACE_WINDOW = 20  # the pace (seconds per step) comes from the run's last logs
 DEFAULT_TIMEOUT_S = 10.0
 QUERY_API = "query_project"
@@ -73,7 +74,7 @@ class RunProgress:
     loss: float | None  # the latest finite train/loss
     eta_s: float | None  # seconds left as of ``updated_at``; None without max_steps or a pace
     updated_at: str | None  # ISO time of the latest log (UTC, as trackio stores it)
-    loss_curve: list[tuple[int, float]] = field(default_factory=list)  # <= 200 points
+    loss_curve: list[tuple[int, float]] = field(default_factory=list)  # <= MAX_CURVE_POINTS
     learning_rate: float | None = None
     epoch: float | None = None
     s_per_step: float | None = None  # recent pace, for an ETA from a max_steps known elsewhere
@@ -271,13 +272,12 @@ def _logs(text: Any, recent: bool) -> list[_Log]:
 
 
 def _curve(logs: list[_Log]) -> list[tuple[int, float]]:
-    """Sorted (step, loss); a later log of the same step wins (a resumed attempt)."""
+    """Sorted (step, loss); a later log of the same step wins (a resumed attempt).
+
+    Already thinned by :func:`progress_sql`; the ledger thins again with ``curves.downsample``.
+    """
     points = {log.step: log.loss for log in logs if log.loss is not None}
-    curve = sorted(points.items())
-    if len(curve) > MAX_CURVE_POINTS:  # only if the server thinned differently
-        stride = math.ceil(len(curve) / (MAX_CURVE_POINTS - 1))
-        curve = curve[::stride][: MAX_CURVE_POINTS - 1] + [curve[-1]]
-    return curve
+    return sorted(points.items())
 
 
 def _pace(recent: list[_Log]) -> float | None:
