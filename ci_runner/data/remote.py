@@ -6,12 +6,12 @@ in the runner, so a remote check and a local one give the same verdicts.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 from collections.abc import Callable
 from pathlib import Path
 
+from ci_runner.core.hashing import short_hash
 from ci_runner.core.jobs import Backend, JobRequest
 from ci_runner.data.sample import DatasetSample
 from ci_runner.errors import BackendError, NotReadyError
@@ -24,8 +24,7 @@ CHECK_TIMEOUT_S = 900
 
 
 def check_run_id(source: DatasetSource) -> str:
-    digest = hashlib.sha256(json.dumps(source.model_dump(), sort_keys=True).encode()).hexdigest()
-    return f"check-{digest[:12]}"
+    return f"check-{short_hash(json.dumps(source.model_dump(), sort_keys=True))}"
 
 
 def fetch_remote_sample(

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import hashlib
 import itertools
 import json
 import re
@@ -35,6 +34,7 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
+from ci_runner.core.hashing import short_hash
 from ci_runner.spec.checks import Finding, check_cross_fields, check_hyperparameters, did_you_mean
 from ci_runner.spec.model import MULTI_RUN, Experiment, StageSpec
 
@@ -357,7 +357,7 @@ def _concrete(
     ]
     digest = experiment.spec_hash
     if depends_on:
-        digest = hashlib.sha256(f"{digest}:{depends_on}".encode()).hexdigest()[:12]
+        digest = short_hash(f"{digest}:{depends_on}")
     spec = RunSpec(
         run_id=f"{experiment.name}-{digest[:8]}",
         experiment=experiment,

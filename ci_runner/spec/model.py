@@ -7,7 +7,6 @@ the code sees one shape.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 from typing import Annotated, Any, Literal
@@ -25,6 +24,7 @@ from pydantic import (
 
 from ci_runner.core.durations import parse_duration
 from ci_runner.core.flavors import FLAVORS_BY_NAME
+from ci_runner.core.hashing import short_hash
 from ci_runner.core.hub import (
     HUB_ID_RE,
     REVISION_RE,
@@ -327,4 +327,4 @@ class Experiment(_Strict):
         (so raising a timeout and resubmitting resumes the same run)."""
         data = self.model_dump(mode="json", exclude_defaults=True, exclude=NOT_TRAINING | MULTI_RUN)
         canonical = json.dumps(data, sort_keys=True)
-        return hashlib.sha256(canonical.encode()).hexdigest()[:12]
+        return short_hash(canonical)
