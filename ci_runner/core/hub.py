@@ -55,14 +55,20 @@ class Ref:
         return self.kind is RefKind.LOCAL
 
 
+def local_path(ref: str, root: Path | None) -> Path:
+    """A local reference as a path: ``~`` expanded, a relative one under ``root``
+    (left relative without a ``root``)."""
+    path = Path(ref).expanduser()
+    return path if path.is_absolute() or root is None else root / path
+
+
 def resolve_ref(ref: str, root: Path | None) -> Ref:
     """Local when spelled so or present on disk under ``root``; else a Hub id if it can be one.
 
     Without ``root`` nothing is looked up on disk (pure parsing of a file's text).
     """
     if is_local_path(ref):
-        path = Path(ref).expanduser()
-        path = path if path.is_absolute() or root is None else root / path
+        path = local_path(ref, root)
         return Ref(ref, RefKind.LOCAL, ref, path, root is not None and path.exists())
     on_disk = root / ref if root is not None else None
     if on_disk is not None and on_disk.exists():

@@ -155,16 +155,19 @@ def load_tokenizer(base_model: str, *, root: Path, download: bool = True) -> Any
     fast = load_chat_tokenizer(base_model, root=root, download=download)
     if fast is not None:
         return fast
-    from ci_runner.core.hub import is_local_path
+    from ci_runner.core.hub import is_local_path, local_path
     from ci_runner.data.tokens import CONFIG_FILE, cached_hub_file
 
     # No tokenizer config on disk: nothing for transformers either, so skip its import.
-    ref = str(root / base_model) if is_local_path(base_model) else base_model
     if is_local_path(base_model):
-        if not (Path(ref) / CONFIG_FILE).exists():
+        folder = local_path(base_model, root)
+        if not (folder / CONFIG_FILE).exists():
             return None
+        ref = str(folder)
     elif cached_hub_file(base_model, CONFIG_FILE) is None:
         return None
+    else:
+        ref = base_model
     try:
         from transformers import AutoTokenizer
     except ImportError:

@@ -24,7 +24,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from ci_runner.core.hub import is_local_path
+from ci_runner.core.hub import is_local_path, local_path
 from ci_runner.data.sample import SAMPLE_ROWS, DatasetSample
 from ci_runner.data.viewer import ViewerClient, ViewerUnavailableError
 from ci_runner.errors import (
@@ -76,8 +76,7 @@ def read_sample(
     ``config`` only applies to Hub datasets. The viewer defaults to ``ViewerClient.from_env()``.
     """
     if is_local_path(path_or_id):
-        path = Path(path_or_id).expanduser()
-        sample = read_local(path if path.is_absolute() else root / path, split=split, limit=limit)
+        sample = read_local(local_path(path_or_id, root), split=split, limit=limit)
         return dataclasses.replace(sample, source=path_or_id)
     viewer = viewer or ViewerClient.from_env()
     return read_hub(path_or_id, config=config, split=split, viewer=viewer, limit=limit)

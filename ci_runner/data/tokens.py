@@ -480,11 +480,10 @@ def find_tokenizer_dir(
     there and ``download`` is set (and ``HF_HUB_OFFLINE`` isn't), its tokenizer files
     are fetched. None when there is no ``tokenizer.json`` to be had.
     """
-    from ci_runner.core.hub import is_local_path
+    from ci_runner.core.hub import is_local_path, local_path
 
     if is_local_path(base_model):
-        folder = Path(base_model).expanduser()
-        folder = folder if folder.is_absolute() else root / folder
+        folder = local_path(base_model, root)
         return folder if (folder / TOKENIZER_FILE).is_file() else None
     cached = cached_hub_file(base_model, TOKENIZER_FILE)
     cached_dir = cached.parent if cached else None

@@ -18,7 +18,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ci_runner.core.hub import CONTENT_HASH_PREFIX, hub_api, is_hub_commit, is_local_path
+from ci_runner.core.hub import (
+    CONTENT_HASH_PREFIX,
+    hub_api,
+    is_hub_commit,
+    is_local_path,
+    local_path,
+)
 from ci_runner.errors import SpecError, SpecIssue
 from ci_runner.spec.model import Experiment
 
@@ -76,14 +82,10 @@ class PinCache:
         key = (kind, ref, revision)
         if key not in self._known:
             if is_local_path(ref):
-                self._known[key] = content_hash(self._local(ref), model=kind == "model")
+                self._known[key] = content_hash(local_path(ref, self.root), model=kind == "model")
             else:
                 self._known[key] = self._hub_sha(kind, ref, revision, spec_path)
         return self._known[key]
-
-    def _local(self, ref: str) -> Path:
-        path = Path(ref).expanduser()
-        return path if path.is_absolute() else self.root / path
 
     def _hub_sha(self, kind: str, repo: str, revision: str | None, spec_path: str) -> str | None:
         from huggingface_hub.errors import (

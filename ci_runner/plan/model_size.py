@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ci_runner.core.hub import is_local_path
+from ci_runner.core.hub import is_local_path, local_path
 
 if TYPE_CHECKING:
     from huggingface_hub import HfApi
@@ -251,6 +251,5 @@ def model_size(ref: str, *, root: Path, api: HfApi | None) -> ModelSize | None:
     the name.
     """
     if is_local_path(ref):
-        path = Path(ref).expanduser()
-        return _local_size(path if path.is_absolute() else root / path)
+        return _local_size(local_path(ref, root))
     return _hub_size(api, ref) if api is not None else None

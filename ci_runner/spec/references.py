@@ -20,6 +20,7 @@ from typing import Any
 from ci_runner.core.hub import (
     RefKind,
     is_local_path,
+    local_path,
     missing_path_hint,
     resolve_ref,
     split_revision,
@@ -291,8 +292,7 @@ def _reward_findings(path: Path_, value: str, root: Path | None) -> list[Finding
     file_part, _, function = value.rpartition(":")
     if root is None:
         return []
-    file = Path(file_part).expanduser()
-    file = file if file.is_absolute() else root / file
+    file = local_path(file_part, root)
     if file.exists() and not inside(file, [root]):
         return [
             Finding(
