@@ -452,9 +452,9 @@ def download_tokenizer_files(repo_id: str, *, api: Any | None = None) -> Path | 
     if _hub_offline():
         return None
     if api is None:
-        from huggingface_hub import HfApi
+        from ci_runner.core.hub import hub_api
 
-        api = HfApi(endpoint=os.environ.get("HF_ENDPOINT") or None)
+        api = hub_api()
     from huggingface_hub.errors import EntryNotFoundError
 
     folder = None
