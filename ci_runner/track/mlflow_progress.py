@@ -37,7 +37,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from ci_runner.track.trackio_progress import RunProgress
+from ci_runner.track.trackio_progress import RunProgress, finite_number
 
 RUN_TAG = "ci-runner.run"
 LOSS_KEY = "loss"
@@ -107,13 +107,6 @@ def _bounded_http(timeout_s: float) -> Iterator[None]:
 # -- MLflow runs -> RunProgress -----------------------------------------------------
 
 
-def _finite(value: Any) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return None
-    number = float(value)
-    return number if math.isfinite(number) else None
-
-
 def _iso(ms: int | None) -> str | None:
     if ms is None:
         return None
@@ -137,7 +130,7 @@ def run_progress(run: Any, name: str) -> RunProgress:
     if step and updated_ms is not None and run.info.start_time:
         seconds = (updated_ms - int(run.info.start_time)) / 1000
         pace = seconds / step if seconds > 0 else None
-    loss_value = _finite(loss.value) if loss is not None else None
+    loss_value = finite_number(loss.value) if loss is not None else None
     progress = RunProgress(
         run_name=name,
         step=step,
@@ -146,8 +139,8 @@ def run_progress(run: Any, name: str) -> RunProgress:
         eta_s=None,
         updated_at=_iso(updated_ms),
         loss_curve=[(int(loss.step), loss_value)] if loss and loss_value is not None else [],
-        learning_rate=_finite(run.data.metrics.get(LR_KEY)),
-        epoch=_finite(run.data.metrics.get(EPOCH_KEY)),
+        learning_rate=finite_number(run.data.metrics.get(LR_KEY)),
+        epoch=finite_number(run.data.metrics.get(EPOCH_KEY)),
         s_per_step=pace,
         num_logs=0,  # not known from one search
     )

@@ -199,7 +199,8 @@ ORDER BY picked.run_name
 # -- rows -> RunProgress ----------------------------------------------------------
 
 
-def _finite(value: Any) -> float | None:
+def finite_number(value: Any) -> float | None:
+    """A finite int or float as a float; None for anything else (bools, NaN, text)."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return None
     number = float(value)
@@ -262,10 +263,10 @@ def _logs(text: Any, recent: bool) -> list[_Log]:
                 id=log_id,
                 step=step,
                 has_global_step=global_step is not None,
-                loss=_finite(values[1]),
+                loss=finite_number(values[1]),
                 timestamp=item[2] if recent and isinstance(item[2], str) else None,
-                learning_rate=_finite(values[2]),
-                epoch=_finite(values[3]),
+                learning_rate=finite_number(values[2]),
+                epoch=finite_number(values[3]),
             )
         )
     return sorted(logs, key=lambda log: log.id)
