@@ -49,6 +49,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from ci_runner.core.durations import parse_stamp
 from ci_runner.job_scripts import curves
 from ci_runner.progress import Progress
 
@@ -221,7 +222,7 @@ def _time(text: Any) -> datetime | None:
     if not isinstance(text, str):
         return None
     try:
-        return datetime.fromisoformat(text.replace("Z", "+00:00"))
+        return parse_stamp(text)
     except ValueError:
         return None
 
