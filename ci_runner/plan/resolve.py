@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ci_runner.plan.estimate import Plan, decide_lora
+from ci_runner.plan.settings import file_dtype, settings_from
 from ci_runner.runconfig import (
     LOCAL_MLFLOW_URI,
     DatasetSource,
@@ -50,22 +51,19 @@ def with_precision(hyperparameters: dict[str, Any], plan: Plan) -> dict[str, Any
     the file's own ``model_init_kwargs`` stay, and a dtype it sets is never replaced."""
     if plan.dtype_source != "ci-runner" or not plan.dtype:
         return hyperparameters
-    kwargs = dict(hyperparameters.get("model_init_kwargs") or {})
-    if kwargs.get("dtype") or kwargs.get("torch_dtype"):
+    if file_dtype(hyperparameters) is not None:
         return hyperparameters
+    kwargs = dict(hyperparameters.get("model_init_kwargs") or {})
     return {**hyperparameters, "model_init_kwargs": {**kwargs, "dtype": plan.dtype}}
 
 
-def launch_for(hyperparameters: dict[str, Any], plan: Plan) -> Launch:
-    """One process, or one per GPU under ``accelerate launch`` as the plan sized it."""
+def launch_for(experiment: Experiment, plan: Plan) -> Launch:
+    """One process, or one per GPU under ``accelerate launch`` as the plan sized it, in the
+    autocast the estimate assumed (``settings_from``: fp16 when set, else bf16 unless off)."""
     if plan.launcher == "single" or plan.processes <= 1:
         return Launch()
-    if hyperparameters.get("fp16"):
-        mixed = "fp16"
-    elif hyperparameters.get("bf16", True) is False:
-        mixed = "no"
-    else:
-        mixed = "bf16"
+    s = settings_from(experiment)
+    mixed = "fp16" if s.fp16 else "bf16" if s.bf16 else "no"
     return Launch(processes=plan.processes, strategy=plan.launcher, mixed_precision=mixed)
 
 
@@ -143,7 +141,7 @@ def resolve_run(
             merge_lora=experiment.output.merge and lora is not None,
             tracking=tracking_for(experiment, run_id),
             seed=experiment.seed,
-            launch=launch_for(experiment.hyperparameters, plan),
+            launch=launch_for(experiment, plan),
         ),
         plan,
     )
