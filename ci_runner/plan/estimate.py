@@ -19,17 +19,11 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, ConfigDict
 
 from ci_runner.core.durations import rounded_minutes as format_duration
 from ci_runner.core.flavors import ACCELERATORS, Flavor
-from ci_runner.plan.model_size import ModelShape, ModelSize
-from ci_runner.spec.model import Experiment, LoraSpec
-
-if TYPE_CHECKING:
-    pass
 from ci_runner.plan.hardware import (
     FlavorChoice,
     _hardware,
@@ -39,6 +33,7 @@ from ci_runner.plan.memory import (
     Memory,
     estimate_memory,
 )
+from ci_runner.plan.model_size import ModelShape, ModelSize
 from ci_runner.plan.prices import prices_from_hardware
 from ci_runner.plan.settings import (
     GB,
@@ -72,6 +67,7 @@ from ci_runner.plan.timing import (
     tokens_per_example,
     workload,
 )
+from ci_runner.spec.model import Experiment, LoraSpec
 
 __all__ = [
     "LORA_AUTO_THRESHOLD",

@@ -10,13 +10,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from ci_runner.core.flavors import ACCELERATORS, FLAVORS, FLAVORS_BY_NAME, Flavor
-from ci_runner.spec.model import Experiment
-
-if TYPE_CHECKING:
-    pass
 from ci_runner.plan.memory import (
     HEADROOM,
     Memory,
@@ -25,6 +20,7 @@ from ci_runner.plan.settings import (
     Precision,
     Settings,
 )
+from ci_runner.spec.model import Experiment
 
 # QLoRA (auto) when the 16-bit LoRA run fits no single GPU at or below this price: the
 # most one GPU costs in the catalog (h200). Above it, 4 bits on one GPU beats sharding

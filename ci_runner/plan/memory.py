@@ -3,12 +3,8 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from ci_runner.plan.model_size import ModelShape
-
-if TYPE_CHECKING:
-    pass
 from ci_runner.plan.settings import (
     GB,
     NF4_BYTES,

@@ -15,15 +15,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ci_runner.core.flavors import ACCELERATORS, Flavor
 from ci_runner.plan.model_size import ModelShape
 from ci_runner.spec.model import Experiment, LoraSpec
-
-if TYPE_CHECKING:
-    pass
-
 
 GB = 1e9
 LORA_AUTO_THRESHOLD = 3_000_000_000  # "switch LoRA on automatically above 3B"

@@ -4,18 +4,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from ci_runner.core.flavors import ACCELERATORS, Flavor
-from ci_runner.spec.model import Experiment
-
-if TYPE_CHECKING:
-    pass
 from ci_runner.plan.settings import (
     NF4_BYTES,
     Precision,
     Settings,
 )
+from ci_runner.spec.model import Experiment
 
 # --- time --------------------------------------------------------------------
 FIXED_OVERHEAD_S = 180  # image pull, `uv` environment, process start
