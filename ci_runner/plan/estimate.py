@@ -426,7 +426,7 @@ def make_plan(
         notes.assumptions.extend(hw_notes)
     flavor = choice.flavor
     gpus = flavor.gpus if flavor else (1 if local else 0)
-    precision = choice.precision or sized.size(flavor, False, False)[0]
+    precision = choice.precision
     memory = choice.memory
     if size is not None:
         note = _precision_note(precision, lora_on, local)

@@ -65,8 +65,8 @@ class FlavorChoice:
     flavor: Flavor | None
     sharded: bool
     fits: bool | None
+    precision: Precision  # how the base is held on this flavor (also without one)
     notes: tuple[str, ...] = ()
-    precision: Precision | None = None
     memory: Memory | None = None
     launcher: str = SINGLE
     processes: int = 1
@@ -79,8 +79,8 @@ class FlavorChoice:
             option.flavor,
             option.launcher == FSDP,
             option.fits if fits is None else fits,
-            notes,
             option.precision,
+            notes,
             option.memory,
             option.launcher,
             option.processes,
