@@ -232,7 +232,7 @@ def _precision_note(precision: Precision, lora_on: bool, local: bool) -> str | N
     )
 
 
-def _quantized_run_warnings(experiment: Experiment, precision: Precision, local: bool) -> list[str]:
+def _quantized_run_warnings(precision: Precision, local: bool) -> list[str]:
     if precision.quantize and local:
         return [
             "lora.quantize 4bit on the local backend: train.py runs in this environment, "
@@ -432,7 +432,7 @@ def make_plan(
         note = _precision_note(precision, lora_on, local)
         if note:
             notes.assumptions.insert(0, note)
-    notes.warnings.extend(_quantized_run_warnings(experiment, precision, local))
+    notes.warnings.extend(_quantized_run_warnings(precision, local))
     merge = _merge_note(experiment, precision, choice, size)
     if merge:
         notes.assumptions.append(merge)
