@@ -208,8 +208,9 @@ def _shaped(
     if shape is None:
         return check(view)
     shaped = [shaping.shape_row(row, shape) for row in view.rows]
-    kept = tuple(row for row in shaped if not shaping.lacks_content(row, shape))
-    lacking = {c: None for row in shaped for c in shaping.missing_content(row, shape)}
+    missing = [shaping.missing_content(row, shape) for row in shaped]
+    kept = tuple(row for row, gone in zip(shaped, missing, strict=True) if not gone)
+    lacking = {c: None for gone in missing for c in gone}
     back = {dst: src for src, dst in shape.rename.items()}
     narrowed = _View(
         columns=shape.keep,
