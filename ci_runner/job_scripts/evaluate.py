@@ -94,19 +94,10 @@ def check_eval_config(config: dict[str, Any]) -> None:
 def quiet_libraries() -> None:
     """Keep job logs readable: warnings and our own progress lines, few progress bars."""
     import logging
-    import warnings
 
-    os.environ.setdefault("TQDM_MININTERVAL", "15")
-    import datasets
-    import transformers
-    from huggingface_hub.utils import disable_progress_bars  # type: ignore[attr-defined]
-
-    datasets.disable_progress_bars()
-    transformers.utils.logging.disable_progress_bar()
-    transformers.utils.logging.set_verbosity_error()
-    disable_progress_bars()
+    os.environ.setdefault("TQDM_MININTERVAL", "15")  # before tqdm is imported: it reads it then
+    protocol.quiet_libraries(verbosity=logging.ERROR, ignore_future="")
     logging.getLogger("lighteval").setLevel(logging.WARNING)
-    warnings.filterwarnings("ignore", category=FutureWarning)
 
 
 def _format_score(entry: dict[str, Any]) -> str:

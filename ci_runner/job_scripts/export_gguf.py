@@ -106,7 +106,7 @@ def merge_adapter(adapter: str, base: str, out_dir: Path) -> Path:
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    quiet_libraries()
+    protocol.quiet_libraries()
     adapter_dir = fetch_model(adapter)
     base_dir = fetch_model(base)
     model = AutoModelForCausalLM.from_pretrained(base_dir, dtype="auto")
@@ -139,20 +139,6 @@ def copy_tokenizer_files(base_dir: Path, adapter_dir: Path, out_dir: Path) -> No
         if decoder and not merged.get("added_tokens_decoder"):
             merged["added_tokens_decoder"] = decoder
             merged_config.write_text(json.dumps(merged, indent=2) + "\n", encoding="utf-8")
-
-
-def quiet_libraries() -> None:
-    """Progress bars and deprecation chatter turn job logs into noise."""
-    import warnings
-
-    import transformers
-    from huggingface_hub.utils import disable_progress_bars  # type: ignore[attr-defined]
-
-    transformers.utils.logging.disable_progress_bar()
-    transformers.utils.logging.set_verbosity_warning()
-    disable_progress_bars()
-    # peft still calls the pre-5.23 gradient-checkpointing names; nothing to act on.
-    warnings.filterwarnings("ignore", message=".*gradient_checkpointing.*", category=FutureWarning)
 
 
 def adapter_base(model_dir: Path) -> str | None:

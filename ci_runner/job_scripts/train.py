@@ -220,29 +220,13 @@ def finish_trackers() -> None:
                 mlflow.end_run(status="FAILED")
 
 
-def quiet_libraries() -> None:
-    """Progress bars and deprecation chatter from the libraries turn job logs into noise."""
-    import warnings
-
-    import datasets
-    import transformers
-    from huggingface_hub.utils import disable_progress_bars  # type: ignore[attr-defined]
-
-    datasets.disable_progress_bars()
-    transformers.utils.logging.disable_progress_bar()
-    transformers.utils.logging.set_verbosity_warning()
-    disable_progress_bars()
-    # TRL and peft still call the pre-5.23 gradient-checkpointing names; nothing to act on.
-    warnings.filterwarnings("ignore", message=".*gradient_checkpointing.*", category=FutureWarning)
-
-
 # --- main -------------------------------------------------------------------
 
 
 def train(config: dict[str, Any]) -> dict[str, Any] | None:
     """Load, configure, train, save (and push); return the summary (None on the other
     processes of a multi-process launch: the main one reports)."""
-    quiet_libraries()
+    protocol.quiet_libraries()
     method = config["method"]
     rewards, reward_columns = [], set()
     if method == "grpo":
