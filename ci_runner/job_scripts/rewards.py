@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from protocol import ConfigError
+from shaping import BUILTIN_REWARD_COLUMNS
 
 _NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?")
 _ANSWER = re.compile(r"<answer>(.*?)</answer>", re.DOTALL)
@@ -63,9 +64,11 @@ def format_reward(completions: list[Any], **kwargs: Any) -> list[float]:
     return [1.0 if _FORMAT.search(completion_text(c)) else 0.0 for c in completions]
 
 
+# Each built-in with the dataset columns it reads: shaping.py keeps the columns, so the
+# runner's data check and the job agree on them.
 BUILTIN_REWARDS: dict[str, tuple[Callable[..., list[float]], set[str]]] = {
-    "accuracy": (accuracy_reward, {"answer"}),
-    "format": (format_reward, set()),
+    name: (func, set(BUILTIN_REWARD_COLUMNS[name]))
+    for name, func in (("accuracy", accuracy_reward), ("format", format_reward))
 }
 
 
