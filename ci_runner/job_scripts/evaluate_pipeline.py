@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 from evaluate_gsm8k import gsm8k_task
 from evaluate_humaneval import humaneval_task
 from evaluate_tasks import lighteval_task_configs, override_dataset
-from protocol import ConfigError
+from protocol import ConfigError, merge_lora
 
 T = TypeVar("T")
 RESULTS_DIRNAME = "lighteval"
@@ -144,14 +144,16 @@ def load_model(config: dict[str, Any]):
         model = AutoModelForCausalLM.from_pretrained(repo, revision=revision, dtype=dtype)
         return model, None, repo, revision
 
-    from peft import PeftModel
-
     base_repo, base_revision = split_revision(config["base_model"])
     tokenizer, tokenizer_repo, tokenizer_revision = load_tokenizer(config)
-    base = AutoModelForCausalLM.from_pretrained(base_repo, revision=base_revision, dtype=dtype)
-    if len(tokenizer) > base.get_input_embeddings().weight.shape[0]:  # type: ignore[index]
-        base.resize_token_embeddings(len(tokenizer))  # the adapter was trained with added tokens
-    model = PeftModel.from_pretrained(base, repo, revision=revision).merge_and_unload()
+    model = merge_lora(
+        base_repo,
+        repo,
+        tokenizer=tokenizer,  # the adapter may have been trained with added tokens
+        adapter_revision=revision,
+        revision=base_revision,
+        dtype=dtype,
+    )
     return model, tokenizer, tokenizer_repo, tokenizer_revision
 
 

@@ -103,14 +103,10 @@ def fresh_dir(path: Path) -> Path:
 
 def merge_adapter(adapter: str, base: str, out_dir: Path) -> Path:
     """Base + LoRA adapter -> ``merge_and_unload()`` -> a full model in a fresh folder."""
-    from peft import PeftModel
-    from transformers import AutoModelForCausalLM
-
     protocol.quiet_libraries()
     adapter_dir = fetch_model(adapter)
     base_dir = fetch_model(base)
-    model = AutoModelForCausalLM.from_pretrained(base_dir, dtype="auto")
-    model = PeftModel.from_pretrained(model, adapter_dir).merge_and_unload()
+    model = protocol.merge_lora(base_dir, adapter_dir, dtype="auto")
     fresh_dir(out_dir)
     model.save_pretrained(out_dir)
     copy_tokenizer_files(base_dir, adapter_dir, out_dir)

@@ -121,20 +121,17 @@ def save_merged(trainer, config: dict[str, Any], output_dir: str) -> str:
 def reload_merged(trainer, config: dict[str, Any], adapter_dir: str) -> Any:
     """The base as the trainer loaded it (``model_init_kwargs``: the pinned revision, remote
     code), but in its 16-bit (or float32) dtype on the CPU, with the saved adapter merged."""
-    from peft import PeftModel
-    from transformers import AutoModelForCausalLM
-
     kwargs = trainer.args.model_init_kwargs or {}
     pinned = {"revision": kwargs["revision"]} if kwargs.get("revision") else {}
-    base = AutoModelForCausalLM.from_pretrained(
+    return protocol.merge_lora(
         config["base_model"],
+        adapter_dir,
         dtype=torch_dtype(kwargs, "float32"),
         device_map="cpu",
         # As TRL's trainers load it: the config's own flag unless model_init_kwargs sets one.
         trust_remote_code=kwargs.get("trust_remote_code", trainer.args.trust_remote_code),
         **pinned,
     )
-    return PeftModel.from_pretrained(base, adapter_dir).merge_and_unload()
 
 
 def make_progress_callback():
