@@ -170,8 +170,9 @@ def main(config: dict[str, Any]) -> dict[str, Any]:
     timings: dict[str, float] = {}
     stem = file_stem(config)
     model, base = config["model"], config.get("base_model")
-    if not base and Path(model).is_dir() and adapter_base(Path(model)):
-        base = adapter_base(Path(model))
+    named = adapter_base(Path(model)) if not base and Path(model).is_dir() else None
+    if named:
+        base = named
         print(f"note: {model} is a LoRA adapter; merging it into {base}")
     print(
         f"ci-runner export: {model}{' + ' + base if base else ''} -> {', '.join(quants)}"
