@@ -16,8 +16,10 @@ from typing import Any
 from protocol import ConfigError
 from shaping import BUILTIN_REWARD_COLUMNS
 
-_NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?")
-_ANSWER = re.compile(r"<answer>(.*?)</answer>", re.DOTALL)
+# A number as answers write it (commas, decimals), and an <answer> block: GSM8K's scoring
+# (evaluate_gsm8k.py) reads answers with the same two.
+NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?")
+ANSWER_TAG = re.compile(r"<answer>(.*?)</answer>", re.DOTALL)
 _FORMAT = re.compile(r"<answer>\s*\S.*?</answer>\s*$", re.DOTALL)
 
 
@@ -35,8 +37,8 @@ def extract_number(text: Any) -> float | None:
     if text is None:
         return None
     text = str(text)
-    blocks = _ANSWER.findall(text)
-    candidates = _NUMBER.findall(blocks[-1] if blocks else text)
+    blocks = ANSWER_TAG.findall(text)
+    candidates = NUMBER.findall(blocks[-1] if blocks else text)
     if not candidates:
         return None
     try:
