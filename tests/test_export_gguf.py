@@ -134,6 +134,17 @@ def test_readme_without_hub_repo_shows_local_use():
     assert "-hf" not in text and "huggingface.co" not in text
 
 
+def test_hub_ids_may_pin_a_revision(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # no folder by these names here
+    sha = "0123456789abcdef0123456789abcdef01234567"
+    for ok in ("acme/tiny", f"acme/tiny@{sha}", "acme/tiny@v1.0", "acme/tiny@refs/pr/1"):
+        assert export_hub.is_hub_id(ok), ok
+    for bad in ("tiny", "acme/tiny@", "acme@main", "acme/tiny@-x", "acme/tiny@a@b", "/a/b"):
+        assert not export_hub.is_hub_id(bad), bad
+    card = export_hub.gguf_readme("acme/x-GGUF", FILES[:1], model=f"acme/x@{sha}")
+    assert "base_model: acme/x\n" in card and sha not in card  # the card links the repo
+
+
 def test_sdist_pin_matches_version():
     assert export_convert.LLAMA_CPP_PYTHON_VERSION in export_convert.SDIST_SHA256
     header = SCRIPT.read_text(encoding="utf-8").split("# ///", 2)[1]

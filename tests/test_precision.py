@@ -145,3 +145,41 @@ def test_qlora_bitsandbytes_config_reaches_from_pretrained(
     assert bnb.bnb_4bit_quant_type == "nf4" and bnb.bnb_4bit_use_double_quant
     assert bnb.bnb_4bit_compute_dtype == torch.bfloat16
     assert seen["dtype"] == torch.bfloat16  # unquantized parts (embeddings, head) in bf16
+
+
+def test_a_merge_on_a_reload_loads_the_base_at_its_pinned_revision(
+    tiny_fixtures, tmp_path, monkeypatch
+):
+    """A 4-bit (or multi-process) LoRA run merges into a fresh 16-bit load of its base: the
+    commit it trained from, with the dtype of model_init_kwargs, on the CPU."""
+    from types import SimpleNamespace
+
+    import torch
+    import transformers
+
+    seen: dict[str, Any] = {}
+
+    def spy(cls, pretrained, *args, **kwargs):
+        seen.update(kwargs, model=pretrained)
+        raise StopLoading
+
+    monkeypatch.setattr(transformers.PreTrainedModel, "from_pretrained", classmethod(spy))
+    pinned = "0123456789abcdef0123456789abcdef01234567"
+    run = make_config(
+        tmp_path,
+        tiny_fixtures.model,
+        tiny_fixtures.sft_data,
+        "sft",
+        lora={"r": 4, "quantize": "4bit"},
+        base_model_revision=pinned,
+        hyperparameters={"model_init_kwargs": {"dtype": "bfloat16"}},
+    )
+    config = json.loads(run.model_dump_json())
+    train = train_module()
+    trainer = SimpleNamespace(args=train.build_training_args(config, has_eval=False))
+    with pytest.raises(StopLoading):
+        train.reload_merged(trainer, config, str(tmp_path / "out"))
+    assert seen["model"] == str(tiny_fixtures.model)
+    assert seen["revision"] == pinned
+    assert seen["dtype"] == torch.bfloat16 and seen["device_map"] == "cpu"
+    assert seen["trust_remote_code"] is False

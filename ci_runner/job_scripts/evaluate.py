@@ -94,19 +94,10 @@ def check_eval_config(config: dict[str, Any]) -> None:
 def quiet_libraries() -> None:
     """Keep job logs readable: warnings and our own progress lines, few progress bars."""
     import logging
-    import warnings
 
-    os.environ.setdefault("TQDM_MININTERVAL", "15")
-    import datasets
-    import transformers
-    from huggingface_hub.utils import disable_progress_bars  # type: ignore[attr-defined]
-
-    datasets.disable_progress_bars()
-    transformers.utils.logging.disable_progress_bar()
-    transformers.utils.logging.set_verbosity_error()
-    disable_progress_bars()
+    os.environ.setdefault("TQDM_MININTERVAL", "15")  # before tqdm is imported: it reads it then
+    protocol.quiet_libraries(verbosity=logging.ERROR, ignore_future="")
     logging.getLogger("lighteval").setLevel(logging.WARNING)
-    warnings.filterwarnings("ignore", category=FutureWarning)
 
 
 def _format_score(entry: dict[str, Any]) -> str:
@@ -115,11 +106,13 @@ def _format_score(entry: dict[str, Any]) -> str:
     return f"{entry['task']:<24} {entry['metric']}={score}{stderr} ({entry['samples']} samples)"
 
 
-def run_lighteval(config, configs, task_strings, limits, tracker) -> tuple[dict[str, int], bool]:
+def run_lighteval(
+    config, configs, task_strings, limits, tracker, runs_code: bool
+) -> tuple[dict[str, int], bool]:
     """Build the pipeline, run it, save its results: (samples per task, chat template on).
 
-    Generated code runs only after the model and data are loaded and the secrets are
-    dropped; they come back once every sandbox is torn down.
+    With ``runs_code`` (HumanEval), generated code runs only after the model and data are
+    loaded and the secrets are dropped; they come back once every sandbox is torn down.
     """
     with tempfile.TemporaryDirectory(prefix="ci-runner-eval-") as scratch:
         cache_dir, work_dir = Path(scratch, "cache"), Path(scratch)
@@ -135,7 +128,6 @@ def run_lighteval(config, configs, task_strings, limits, tracker) -> tuple[dict[
             + f" | chat_template={'on' if chat else 'off'}",
             flush=True,
         )
-        runs_code = "humaneval" in configs
         if runs_code:  # secrets first: model and data are loaded, no generated code ran yet
             dropped = sandbox.drop_secrets()
             print(
@@ -177,7 +169,8 @@ def main(config: dict[str, Any]) -> dict[str, Any]:
         flush=True,
     )
     tracker = evaluation_tracker(output_dir)
-    doc_counts, chat = run_lighteval(config, configs, task_strings, limits, tracker)
+    runs_code = "humaneval" in configs  # its completions run in sandboxes
+    doc_counts, chat = run_lighteval(config, configs, task_strings, limits, tracker, runs_code)
 
     results_file = newest_results_file(output_dir / RESULTS_DIRNAME)
     results = json.loads(results_file.read_text(encoding="utf-8"))["results"]
@@ -201,7 +194,7 @@ def main(config: dict[str, Any]) -> dict[str, Any]:
         "results_file": str(results_file),
         "details_dir": str(output_dir / "details"),
         "output_dir": str(output_dir),
-        "sandbox": sandbox.summary() if "humaneval" in configs else None,
+        "sandbox": sandbox.summary() if runs_code else None,
         "runtime_s": round(time.monotonic() - started, 3),
     }
 

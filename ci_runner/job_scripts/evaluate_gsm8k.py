@@ -11,13 +11,12 @@ import re
 from typing import Any
 
 from evaluate_tasks import generative_metric, generative_task, response_text, truncate_at_stops
+from rewards import ANSWER_TAG, NUMBER  # the same number and <answer> block as the rewards
 
 GSM8K_REPO, GSM8K_SUBSET = "openai/gsm8k", "main"
 GSM8K_STOP = ["Question:"]
 GSM8K_PROMPT = "Question: {question}\nAnswer:"
 
-_NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?")
-_ANSWER_TAG = re.compile(r"<answer>(.*?)</answer>", re.DOTALL)
 _ANSWER_PHRASE = re.compile(r"answer is\s*:?\s*\$?\s*(-?\d[\d,]*(?:\.\d+)?)", re.IGNORECASE)
 
 
@@ -28,16 +27,16 @@ def extract_final_number(text: Any) -> float | None:
     text = str(text)
     for marker in ("####", "ANSWER:"):
         if marker in text:
-            found = _NUMBER.findall(text.split(marker, 1)[1])
+            found = NUMBER.findall(text.split(marker, 1)[1])
             if found:
                 return _to_float(found[0])
-    blocks = _ANSWER_TAG.findall(text)
-    if blocks and _NUMBER.findall(blocks[-1]):
-        return _to_float(_NUMBER.findall(blocks[-1])[0])
+    blocks = ANSWER_TAG.findall(text)
+    if blocks and NUMBER.findall(blocks[-1]):
+        return _to_float(NUMBER.findall(blocks[-1])[0])
     phrase = _ANSWER_PHRASE.findall(text)
     if phrase:
         return _to_float(phrase[-1])
-    numbers = _NUMBER.findall(text)
+    numbers = NUMBER.findall(text)
     return _to_float(numbers[-1]) if numbers else None
 
 

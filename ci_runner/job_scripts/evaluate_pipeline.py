@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 from evaluate_gsm8k import gsm8k_task
 from evaluate_humaneval import humaneval_task
 from evaluate_tasks import lighteval_task_configs, override_dataset
-from protocol import ConfigError
+from protocol import ConfigError, merge_lora
 
 T = TypeVar("T")
 RESULTS_DIRNAME = "lighteval"
@@ -120,38 +120,41 @@ def pick_dtype():
     return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
 
 
-def has_tokenizer(repo: str, revision: str | None) -> bool:
+def load_tokenizer(config: dict[str, Any]):
+    """(tokenizer, its repo, its revision): an adapter's own, else its base's."""
     from transformers import AutoTokenizer
 
+    repo, revision = split_revision(config["model"])
     try:
-        AutoTokenizer.from_pretrained(repo, revision=revision)
+        return AutoTokenizer.from_pretrained(repo, revision=revision), repo, revision
     except Exception:  # missing files surface as OSError, ValueError or TypeError
-        return False
-    return True
+        base_repo, base_revision = split_revision(config["base_model"])
+        tokenizer = AutoTokenizer.from_pretrained(base_repo, revision=base_revision)
+        return tokenizer, base_repo, base_revision
 
 
 def load_model(config: dict[str, Any]):
-    """(model, tokenizer repo, tokenizer revision); an adapter is merged into its base."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    """(model, tokenizer or None, tokenizer repo, tokenizer revision); an adapter is merged
+    into its base, with the tokenizer it was trained with (None: a full model's own)."""
+    from transformers import AutoModelForCausalLM
 
     repo, revision = split_revision(config["model"])
     dtype = pick_dtype()
     if not config.get("base_model"):
         model = AutoModelForCausalLM.from_pretrained(repo, revision=revision, dtype=dtype)
-        return model, repo, revision
-
-    from peft import PeftModel
+        return model, None, repo, revision
 
     base_repo, base_revision = split_revision(config["base_model"])
-    tokenizer_source = (repo, revision)
-    if not has_tokenizer(repo, revision):
-        tokenizer_source = (base_repo, base_revision)
-    tokenizer = AutoTokenizer.from_pretrained(tokenizer_source[0], revision=tokenizer_source[1])
-    base = AutoModelForCausalLM.from_pretrained(base_repo, revision=base_revision, dtype=dtype)
-    if len(tokenizer) > base.get_input_embeddings().weight.shape[0]:  # type: ignore[index]
-        base.resize_token_embeddings(len(tokenizer))  # the adapter was trained with added tokens
-    model = PeftModel.from_pretrained(base, repo, revision=revision).merge_and_unload()
-    return model, *tokenizer_source
+    tokenizer, tokenizer_repo, tokenizer_revision = load_tokenizer(config)
+    model = merge_lora(
+        base_repo,
+        repo,
+        tokenizer=tokenizer,  # the adapter may have been trained with added tokens
+        adapter_revision=revision,
+        revision=base_revision,
+        dtype=dtype,
+    )
+    return model, tokenizer, tokenizer_repo, tokenizer_revision
 
 
 # --- pipeline -----------------------------------------------------------------
@@ -200,7 +203,7 @@ def accelerate_model(config: dict[str, Any], cache_dir: Path):
     import torch
     from lighteval.models.transformers.transformers_model import TransformersModelConfig
 
-    model, tokenizer_repo, tokenizer_revision = load_model(config)
+    model, _, tokenizer_repo, tokenizer_revision = load_model(config)
     cuda = torch.cuda.is_available()
     model_config = TransformersModelConfig(
         model_name=model_display_name(config["model"]),
@@ -221,14 +224,10 @@ def vllm_model_config(config: dict[str, Any], cache_dir: Path, work_dir: Path):
     repo, revision = split_revision(config["model"])
     tokenizer = None
     if config.get("base_model"):
-        model, tokenizer_repo, tokenizer_revision = load_model(config)
+        model, loaded_tokenizer, _, _ = load_model(config)
         merged = work_dir / "merged-model"
         model.save_pretrained(merged)
-        from transformers import AutoTokenizer
-
-        AutoTokenizer.from_pretrained(tokenizer_repo, revision=tokenizer_revision).save_pretrained(
-            merged
-        )
+        loaded_tokenizer.save_pretrained(merged)
         repo, revision, tokenizer = str(merged), None, str(merged)
         del model
     return VLLMModelConfig(

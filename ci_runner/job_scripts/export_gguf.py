@@ -103,14 +103,10 @@ def fresh_dir(path: Path) -> Path:
 
 def merge_adapter(adapter: str, base: str, out_dir: Path) -> Path:
     """Base + LoRA adapter -> ``merge_and_unload()`` -> a full model in a fresh folder."""
-    from peft import PeftModel
-    from transformers import AutoModelForCausalLM
-
-    quiet_libraries()
+    protocol.quiet_libraries()
     adapter_dir = fetch_model(adapter)
     base_dir = fetch_model(base)
-    model = AutoModelForCausalLM.from_pretrained(base_dir, dtype="auto")
-    model = PeftModel.from_pretrained(model, adapter_dir).merge_and_unload()
+    model = protocol.merge_lora(base_dir, adapter_dir, dtype="auto")
     fresh_dir(out_dir)
     model.save_pretrained(out_dir)
     copy_tokenizer_files(base_dir, adapter_dir, out_dir)
@@ -139,20 +135,6 @@ def copy_tokenizer_files(base_dir: Path, adapter_dir: Path, out_dir: Path) -> No
         if decoder and not merged.get("added_tokens_decoder"):
             merged["added_tokens_decoder"] = decoder
             merged_config.write_text(json.dumps(merged, indent=2) + "\n", encoding="utf-8")
-
-
-def quiet_libraries() -> None:
-    """Progress bars and deprecation chatter turn job logs into noise."""
-    import warnings
-
-    import transformers
-    from huggingface_hub.utils import disable_progress_bars  # type: ignore[attr-defined]
-
-    transformers.utils.logging.disable_progress_bar()
-    transformers.utils.logging.set_verbosity_warning()
-    disable_progress_bars()
-    # peft still calls the pre-5.23 gradient-checkpointing names; nothing to act on.
-    warnings.filterwarnings("ignore", message=".*gradient_checkpointing.*", category=FutureWarning)
 
 
 def adapter_base(model_dir: Path) -> str | None:
@@ -188,8 +170,9 @@ def main(config: dict[str, Any]) -> dict[str, Any]:
     timings: dict[str, float] = {}
     stem = file_stem(config)
     model, base = config["model"], config.get("base_model")
-    if not base and Path(model).is_dir() and adapter_base(Path(model)):
-        base = adapter_base(Path(model))
+    named = adapter_base(Path(model)) if not base and Path(model).is_dir() else None
+    if named:
+        base = named
         print(f"note: {model} is a LoRA adapter; merging it into {base}")
     print(
         f"ci-runner export: {model}{' + ' + base if base else ''} -> {', '.join(quants)}"

@@ -14,11 +14,13 @@ from export_convert import LLAMA_CPP_PYTHON_VERSION
 from export_quantize import human_size
 from protocol import ConfigError
 
-_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+# owner/name, optionally @revision (a branch, tag or commit, as ci_runner.core.hub reads it)
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+(?:@[A-Za-z0-9][A-Za-z0-9._/-]{0,127})?$")
 
 
 def is_hub_id(value: str | None) -> bool:
-    """A Hub repo id (``owner/name``) rather than a folder on this machine."""
+    """A Hub repo id (``owner/name``, or ``owner/name@revision``) rather than a folder on
+    this machine."""
     if not value:
         return False
     return not Path(value).exists() and bool(_HUB_ID.match(value))

@@ -2,7 +2,8 @@
 
 Shared by both ends. Inside a job the scripts import it as a sibling module (it ships
 with them); the runner imports it as ``ci_runner.job_scripts.protocol``. Standard library
-only, so it loads before any of the job's dependencies.
+only, so it loads before any of the job's dependencies (``quiet_libraries`` and ``merge_lora``,
+for the jobs alone, import theirs when called).
 
 In: the config is JSON, given as ``--config PATH_OR_JSON`` or ``$CI_RUNNER_RUN_CONFIG``.
 Out: the script's last stdout line is ``CI_RUNNER_SUMMARY {json}`` (also written to
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import sys
 import traceback
@@ -218,6 +220,60 @@ def environment() -> dict[str, str]:
     except Exception:  # noqa: BLE001 - a broken driver must not lose the summary
         found["accelerator"] = "unknown"
     return found
+
+
+# --- quiet logs ----------------------------------------------------------------------
+
+
+def quiet_libraries(
+    *, verbosity: int = logging.WARNING, ignore_future: str = ".*gradient_checkpointing.*"
+) -> None:
+    """Keep job logs readable: no progress bars from the libraries, transformers' logging at
+    ``verbosity``, and no ``FutureWarning`` whose message matches ``ignore_future`` ("" for
+    all: TRL and peft still call the pre-5.23 gradient-checkpointing names, nothing to act on).
+
+    For the jobs only; imports its libraries when called, ``datasets`` only where the job
+    has it (the export job has not).
+    """
+    import importlib.util
+    import warnings
+
+    import transformers
+    from huggingface_hub.utils import disable_progress_bars  # type: ignore[attr-defined]
+
+    if importlib.util.find_spec("datasets") is not None:
+        import datasets
+
+        datasets.disable_progress_bars()
+    transformers.utils.logging.disable_progress_bar()
+    transformers.utils.logging.set_verbosity(verbosity)
+    disable_progress_bars()
+    warnings.filterwarnings("ignore", message=ignore_future, category=FutureWarning)
+
+
+def merge_lora(
+    base: str | Path,
+    adapter: str | Path,
+    *,
+    tokenizer: Any = None,
+    adapter_revision: str | None = None,
+    **base_kwargs: Any,
+) -> Any:
+    """The ``base`` model (loaded with ``base_kwargs``: revision, dtype, device map) with
+    the LoRA ``adapter`` merged in: a plain transformers model.
+
+    Given the ``tokenizer`` the adapter was trained with, the base's embeddings first grow
+    to its length when it has more tokens (added in training). Imports its libraries when
+    called, like ``quiet_libraries``.
+    """
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(base, **base_kwargs)
+    rows = model.get_input_embeddings().weight.shape[0]  # type: ignore[index]
+    if tokenizer is not None and len(tokenizer) > rows:
+        model.resize_token_embeddings(len(tokenizer))
+    return PeftModel.from_pretrained(model, adapter, revision=adapter_revision).merge_and_unload()
 
 
 # --- the script's entry point --------------------------------------------------------

@@ -14,9 +14,12 @@ from pathlib import Path
 from typing import Any
 
 from protocol import ConfigError
+from shaping import BUILTIN_REWARD_COLUMNS
 
-_NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?")
-_ANSWER = re.compile(r"<answer>(.*?)</answer>", re.DOTALL)
+# A number as answers write it (commas, decimals), and an <answer> block: GSM8K's scoring
+# (evaluate_gsm8k.py) reads answers with the same two.
+NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?")
+ANSWER_TAG = re.compile(r"<answer>(.*?)</answer>", re.DOTALL)
 _FORMAT = re.compile(r"<answer>\s*\S.*?</answer>\s*$", re.DOTALL)
 
 
@@ -34,8 +37,8 @@ def extract_number(text: Any) -> float | None:
     if text is None:
         return None
     text = str(text)
-    blocks = _ANSWER.findall(text)
-    candidates = _NUMBER.findall(blocks[-1] if blocks else text)
+    blocks = ANSWER_TAG.findall(text)
+    candidates = NUMBER.findall(blocks[-1] if blocks else text)
     if not candidates:
         return None
     try:
@@ -63,9 +66,11 @@ def format_reward(completions: list[Any], **kwargs: Any) -> list[float]:
     return [1.0 if _FORMAT.search(completion_text(c)) else 0.0 for c in completions]
 
 
+# Each built-in with the dataset columns it reads: shaping.py keeps the columns, so the
+# runner's data check and the job agree on them.
 BUILTIN_REWARDS: dict[str, tuple[Callable[..., list[float]], set[str]]] = {
-    "accuracy": (accuracy_reward, {"answer"}),
-    "format": (format_reward, set()),
+    name: (func, set(BUILTIN_REWARD_COLUMNS[name]))
+    for name, func in (("accuracy", accuracy_reward), ("format", format_reward))
 }
 
 

@@ -54,6 +54,7 @@ from train_args import (
     parallelism,
     quantization_config,
     resolve_checkpoint,
+    torch_dtype,
     tracker_summary,
     trainer_classes,
 )
@@ -108,7 +109,7 @@ def save_merged(trainer, config: dict[str, Any], output_dir: str) -> str:
         shutil.rmtree(merged_dir)
     quantized = bool(getattr(trainer.model, "is_loaded_in_4bit", False))
     if quantized or trainer.args.world_size > 1:
-        model = reload_merged(config, output_dir)
+        model = reload_merged(trainer, config, output_dir)
     else:
         model = trainer.model.merge_and_unload()
     model.save_pretrained(merged_dir)
@@ -117,22 +118,20 @@ def save_merged(trainer, config: dict[str, Any], output_dir: str) -> str:
     return str(merged_dir)
 
 
-def reload_merged(config: dict[str, Any], adapter_dir: str) -> Any:
-    """The base in its 16-bit (or float32) dtype on the CPU, with the saved adapter merged."""
-    import torch
-    from peft import PeftModel
-    from transformers import AutoModelForCausalLM
-
-    kwargs = (config.get("hyperparameters") or {}).get("model_init_kwargs") or {}
-    name = str(kwargs.get("dtype") or kwargs.get("torch_dtype") or "float32")
-    dtype = getattr(torch, name.removeprefix("torch."), None)
-    base = AutoModelForCausalLM.from_pretrained(
+def reload_merged(trainer, config: dict[str, Any], adapter_dir: str) -> Any:
+    """The base as the trainer loaded it (``model_init_kwargs``: the pinned revision, remote
+    code), but in its 16-bit (or float32) dtype on the CPU, with the saved adapter merged."""
+    kwargs = trainer.args.model_init_kwargs or {}
+    pinned = {"revision": kwargs["revision"]} if kwargs.get("revision") else {}
+    return protocol.merge_lora(
         config["base_model"],
-        dtype=dtype if isinstance(dtype, torch.dtype) else torch.float32,
+        adapter_dir,
+        dtype=torch_dtype(kwargs, "float32"),
         device_map="cpu",
-        trust_remote_code=kwargs.get("trust_remote_code", False),
+        # As TRL's trainers load it: the config's own flag unless model_init_kwargs sets one.
+        trust_remote_code=kwargs.get("trust_remote_code", trainer.args.trust_remote_code),
+        **pinned,
     )
-    return PeftModel.from_pretrained(base, adapter_dir).merge_and_unload()
 
 
 def make_progress_callback():
@@ -218,29 +217,13 @@ def finish_trackers() -> None:
                 mlflow.end_run(status="FAILED")
 
 
-def quiet_libraries() -> None:
-    """Progress bars and deprecation chatter from the libraries turn job logs into noise."""
-    import warnings
-
-    import datasets
-    import transformers
-    from huggingface_hub.utils import disable_progress_bars  # type: ignore[attr-defined]
-
-    datasets.disable_progress_bars()
-    transformers.utils.logging.disable_progress_bar()
-    transformers.utils.logging.set_verbosity_warning()
-    disable_progress_bars()
-    # TRL and peft still call the pre-5.23 gradient-checkpointing names; nothing to act on.
-    warnings.filterwarnings("ignore", message=".*gradient_checkpointing.*", category=FutureWarning)
-
-
 # --- main -------------------------------------------------------------------
 
 
 def train(config: dict[str, Any]) -> dict[str, Any] | None:
     """Load, configure, train, save (and push); return the summary (None on the other
     processes of a multi-process launch: the main one reports)."""
-    quiet_libraries()
+    protocol.quiet_libraries()
     method = config["method"]
     rewards, reward_columns = [], set()
     if method == "grpo":

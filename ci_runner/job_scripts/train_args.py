@@ -78,20 +78,25 @@ def quantization_config(config: dict[str, Any]) -> Any:
     """
     if ((config.get("lora") or {}).get("quantize")) != "4bit":
         return None
-    import torch
     from transformers import BitsAndBytesConfig
 
     kwargs = (config.get("hyperparameters") or {}).get("model_init_kwargs") or {}
-    dtype = str(kwargs.get("dtype") or kwargs.get("torch_dtype") or "bfloat16")
-    compute = getattr(torch, dtype.removeprefix("torch."), None)
-    if not isinstance(compute, torch.dtype):
-        compute = torch.bfloat16
     return BitsAndBytesConfig(
         load_in_4bit=True,
         bnb_4bit_quant_type="nf4",
         bnb_4bit_use_double_quant=True,
-        bnb_4bit_compute_dtype=compute,
+        bnb_4bit_compute_dtype=torch_dtype(kwargs, "bfloat16"),
     )
+
+
+def torch_dtype(model_init_kwargs: dict[str, Any], default: str) -> Any:
+    """The torch dtype ``model_init_kwargs`` names (``dtype``, or the older ``torch_dtype``;
+    ``bfloat16`` or ``torch.bfloat16``), else the one ``default`` names (also for ``auto``)."""
+    import torch
+
+    name = str(model_init_kwargs.get("dtype") or model_init_kwargs.get("torch_dtype") or default)
+    dtype = getattr(torch, name.removeprefix("torch."), None)
+    return dtype if isinstance(dtype, torch.dtype) else getattr(torch, default)
 
 
 def runtime_defaults(method: str, has_eval: bool, user: dict[str, Any]) -> dict[str, Any]:

@@ -113,10 +113,12 @@ def shape_for_trl(dataset, config: dict[str, Any], what: str):
         dataset = dataset.rename_columns(shape.rename)
     dataset = dataset.select_columns(list(shape.keep))
     if shape.sharegpt:
-        dataset = dataset.map(
-            lambda row: {c: shaping.normalize_row(row, shape)[c] for c in shape.sharegpt},
-            remove_columns=list(shape.sharegpt),
-        )
+
+        def chat_turns(row: dict[str, Any]) -> dict[str, Any]:
+            normalized = shaping.normalize_row(row, shape)  # once per row, all its columns
+            return {column: normalized[column] for column in shape.sharegpt}
+
+        dataset = dataset.map(chat_turns, remove_columns=list(shape.sharegpt))
     total = len(dataset)
     dataset = dataset.filter(lambda row: not shaping.lacks_content(row, shape))
     empty = shaping.EmptyRows(total - len(dataset), total, shape.content)
