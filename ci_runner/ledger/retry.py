@@ -2,14 +2,14 @@
 
 Transient deaths (timeout, preemption, infrastructure) resume from the last
 checkpoint; errors that would only repeat (OOM, bad data, auth) never retry:
-they get a diagnosis instead.
+they get a diagnosis instead. What the attempts took (``wall_time``) and cost
+(``attempt_cost``) is measured here too, from the same submit → finish span.
 """
 
 from __future__ import annotations
 
 import re
 
-from ci_runner.core.durations import parse_stamp
 from ci_runner.core.jobs import FailureKind, JobStatus
 from ci_runner.job_scripts.protocol import TrainSummary
 from ci_runner.ledger.model import Attempt, Run, RunStatus
@@ -61,10 +61,27 @@ def should_resume(run: Run) -> bool:
 
 
 def attempt_cost(attempt: Attempt, usd_per_hour: float | None) -> float | None:
-    if not usd_per_hour or not attempt.finished_at:
+    """The attempt's wall time at the flavor's price, once it has finished."""
+    if not usd_per_hour:
         return None
-    seconds = (parse_stamp(attempt.finished_at) - parse_stamp(attempt.submitted_at)).total_seconds()
-    return round(max(seconds, 0) / 3600 * usd_per_hour, 4)
+    seconds = attempt.wall_s
+    return None if seconds is None else round(seconds / 3600 * usd_per_hour, 4)
+
+
+def wall_time(run: Run) -> tuple[float, int] | None:
+    """Seconds from submit to finish, summed over the run's finished attempts, and how many.
+
+    The one runtime the report shows, everywhere: it is what the job was billed for
+    (``attempt_cost`` prices the same span, ``Attempt.wall_s``). The trainer's own
+    ``train_runtime`` leaves out start-up, model loading and saving.
+    """
+    total, count = 0.0, 0
+    for attempt in run.attempts:
+        seconds = attempt.wall_s
+        if seconds is not None:
+            total += seconds
+            count += 1
+    return (total, count) if count else None
 
 
 def next_attempt(run: Run, *, backend: str, now: str, resume_from: str | None) -> Run:
