@@ -11,22 +11,23 @@ from collections.abc import Mapping, Sequence
 from typing import Any, TypeVar
 
 from ci_runner.core.hub import mlflow_run_url
-from ci_runner.core.jobs import JobState, JobStatus
+from ci_runner.core.jobs import FailureKind, JobState, JobStatus
 from ci_runner.job_scripts import curves
 from ci_runner.job_scripts.protocol import TrainSummary
 from ci_runner.ledger.model import Attempt, Run, RunStatus, TrainMetrics
-from ci_runner.ledger.retry import attempt_cost, classify_failure
+from ci_runner.ledger.retry import SIGNATURES, attempt_cost, classify_failure
 from ci_runner.progress import Progress
 
 T = TypeVar("T")
 
-# Known failure signatures (case-insensitive) → what the user should do about them.
+# Known failure signatures (case-insensitive) → what the user should do about them, tried
+# in this order. OOM, timeout and auth are the signatures ``classify_failure`` knows them by.
 _REMEDIES = {
-    r"out of memory|CUDA OOM|OutOfMemoryError": (
+    SIGNATURES[FailureKind.OOM]: (
         "out of memory: halve per_device_train_batch_size and double gradient_accumulation_steps, "
         "lower max_length, enable gradient_checkpointing, or use LoRA / a larger flavor"
     ),
-    r"\btime(d)?[ _-]?out\b|timeout": (
+    SIGNATURES[FailureKind.TIMEOUT]: (
         "timed out: set a longer `timeout:` (the plan recommends one) or fewer max_steps; "
         "checkpoints pushed so far are kept"
     ),
@@ -41,7 +42,7 @@ _REMEDIES = {
         "pushing the model failed: check output.hub_model_id's namespace and that HF_TOKEN "
         "has write access to it"
     ),
-    r"\b401\b|\b403\b|Unauthorized|Invalid (user )?token": (
+    SIGNATURES[FailureKind.AUTH]: (
         "authentication failed: check that HF_TOKEN is set and has write access"
     ),
 }

@@ -14,26 +14,22 @@ from ci_runner.core.jobs import FailureKind, JobStatus
 from ci_runner.job_scripts.protocol import TrainSummary
 from ci_runner.ledger.model import Attempt, Run, RunStatus
 
-_KINDS: tuple[tuple[FailureKind, re.Pattern[str]], ...] = (
-    (FailureKind.OOM, re.compile(r"out of memory|OutOfMemoryError|CUDA OOM", re.I)),
-    (FailureKind.TIMEOUT, re.compile(r"\btime(d)?[ _-]?out\b|timeout", re.I)),
-    (
-        FailureKind.PREEMPTED,
-        re.compile(r"preempt|evict|spot instance|killed by SIG(KILL|TERM)", re.I),
+# Known failure signatures (case-insensitive, anywhere in the text), in the order they
+# are tried: the first that matches names how the job died. ``ledger.advance`` attaches
+# its remedies for OOM, timeout and auth to these same signatures.
+SIGNATURES: dict[FailureKind, str] = {
+    FailureKind.OOM: r"out of memory|OutOfMemoryError|CUDA OOM",
+    FailureKind.TIMEOUT: r"\btime(d)?[ _-]?out\b|timeout",
+    FailureKind.PREEMPTED: r"preempt|evict|spot instance|killed by SIG(KILL|TERM)",
+    FailureKind.INFRA: (
+        r"process is gone|node (failure|lost)|infrastructure|internal (server )?error|"
+        r"hardware failure|scheduling failed"
     ),
-    (
-        FailureKind.INFRA,
-        re.compile(
-            r"process is gone|node (failure|lost)|infrastructure|internal (server )?error|"
-            r"hardware failure|scheduling failed",
-            re.I,
-        ),
-    ),
-    (FailureKind.AUTH, re.compile(r"\b401\b|\b403\b|Unauthorized|Invalid (user )?token", re.I)),
-    (
-        FailureKind.DATA,
-        re.compile(r"ConfigError|KeyError|column|DatasetGenerationError|dataset", re.I),
-    ),
+    FailureKind.AUTH: r"\b401\b|\b403\b|Unauthorized|Invalid (user )?token",
+    FailureKind.DATA: r"ConfigError|KeyError|column|DatasetGenerationError|dataset",
+}
+_KINDS: tuple[tuple[FailureKind, re.Pattern[str]], ...] = tuple(
+    (kind, re.compile(signature, re.I)) for kind, signature in SIGNATURES.items()
 )
 
 
