@@ -17,11 +17,12 @@ from ci_runner.flow.preflight import Preflight
 from ci_runner.flow.records import methods_of
 from ci_runner.flow.submit import SubmitOutcome
 from ci_runner.ledger.model import Ledger, Run, RunStatus
+from ci_runner.ledger.retry import wall_time
 from ci_runner.plan.render import plan_to_json, render_plan
 from ci_runner.plan.total import file_plan_to_json, render_file_plan
 from ci_runner.publish.redact import redact
 from ci_runner.report.health import check_run, fmt
-from ci_runner.report.render import OVERVIEW_COLUMNS, wall_time
+from ci_runner.report.render import OVERVIEW_COLUMNS
 from ci_runner.spec.expand import expand
 from ci_runner.spec.model import Experiment
 

@@ -9,10 +9,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ci_runner.core.durations import utc_now
+from ci_runner.core.files import locked
 from ci_runner.core.jobs import Backend, BackendName
 from ci_runner.errors import BackendError, SpecIssue
 from ci_runner.ledger.model import Ledger, Run
-from ci_runner.ledger.store import locked
 from ci_runner.paths import Project
 from ci_runner.spec.load import load_experiment
 from ci_runner.spec.model import Experiment

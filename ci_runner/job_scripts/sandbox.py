@@ -74,6 +74,7 @@ import os
 import platform
 import re
 import shutil
+import subprocess
 import sys
 import threading
 import time
@@ -82,7 +83,15 @@ from typing import Any
 
 import sandbox_secrets
 from sandbox_host import UID_BASE, UID_SLOTS, Cgroups, SandboxError, UidPool
-from sandbox_launch import CHILD_SOURCE, SETUP_TIMEOUT_S, Box, Launcher, Plan, tail
+from sandbox_launch import (
+    CHILD_SOURCE,
+    SETUP_TIMEOUT_S,
+    TEARDOWN_TIMEOUT_S,
+    Box,
+    Launcher,
+    Plan,
+    tail,
+)
 from sandbox_secrets import drop_secrets, restore_secrets
 
 DISABLE_ENV = "CI_RUNNER_SANDBOX_DISABLE"
@@ -401,9 +410,15 @@ class Sandbox:
             if isinstance(message, dict) and "error" in message:
                 return str(message.get("layer", "setup")), str(message["error"])
             if not isinstance(message, dict) or not isinstance(message.get("ready"), dict):
-                boxes[0].proc.wait()
+                # Let it exit and finish its log; one that hangs is left to the teardown.
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    boxes[0].proc.wait(timeout=TEARDOWN_TIMEOUT_S)
                 last = tail(boxes[0].log).strip().splitlines()
-                return "setup", last[-1] if last else f"exit code {boxes[0].proc.returncode}"
+                if last:
+                    return "setup", last[-1]
+                if boxes[0].proc.returncode is None:
+                    return "setup", "no ready report, and it did not exit"
+                return "setup", f"exit code {boxes[0].proc.returncode}"
             return self._launcher.check_ready(plan, boxes[0], message["ready"])
 
     def _degraded(self, plan: Plan) -> list[str]:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import ctypes
 import os
 import re
 import stat
@@ -23,6 +22,8 @@ import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+from sandbox_child import PR_SET_DUMPABLE, prctl
 
 SECRET_NAME = re.compile(
     r"(?:^|_)(?:TOKEN|SECRET|PASSWORD|PASSWD|API_?KEY|ACCESS_KEY|PRIVATE_KEY|CREDENTIALS?)(?:_|$)",
@@ -174,7 +175,7 @@ def _scrub_initial_environ() -> bool:
 def set_dumpable(dumpable: bool) -> bool:
     """``PR_SET_DUMPABLE``: False keeps same-uid processes out of our memory, environ, fds."""
     try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        return libc.prctl(4, int(dumpable), 0, 0, 0) == 0  # PR_SET_DUMPABLE
-    except (OSError, AttributeError):
+        prctl(PR_SET_DUMPABLE, int(dumpable))
+    except (OSError, AttributeError):  # refused, or no prctl (not Linux)
         return False
+    return True

@@ -11,22 +11,23 @@ from collections.abc import Mapping, Sequence
 from typing import Any, TypeVar
 
 from ci_runner.core.hub import mlflow_run_url
-from ci_runner.core.jobs import JobState, JobStatus
+from ci_runner.core.jobs import FailureKind, JobState, JobStatus
 from ci_runner.job_scripts import curves
 from ci_runner.job_scripts.protocol import TrainSummary
 from ci_runner.ledger.model import Attempt, Run, RunStatus, TrainMetrics
-from ci_runner.ledger.retry import attempt_cost, classify_failure
+from ci_runner.ledger.retry import SIGNATURES, attempt_cost, classify_failure
 from ci_runner.progress import Progress
 
 T = TypeVar("T")
 
-# Known failure signatures (case-insensitive) → what the user should do about them.
+# Known failure signatures (case-insensitive) → what the user should do about them, tried
+# in this order. OOM, timeout and auth are the signatures ``classify_failure`` knows them by.
 _REMEDIES = {
-    r"out of memory|CUDA OOM|OutOfMemoryError": (
+    SIGNATURES[FailureKind.OOM]: (
         "out of memory: halve per_device_train_batch_size and double gradient_accumulation_steps, "
         "lower max_length, enable gradient_checkpointing, or use LoRA / a larger flavor"
     ),
-    r"\btime(d)?[ _-]?out\b|timeout": (
+    SIGNATURES[FailureKind.TIMEOUT]: (
         "timed out: set a longer `timeout:` (the plan recommends one) or fewer max_steps; "
         "checkpoints pushed so far are kept"
     ),
@@ -41,7 +42,7 @@ _REMEDIES = {
         "pushing the model failed: check output.hub_model_id's namespace and that HF_TOKEN "
         "has write access to it"
     ),
-    r"\b401\b|\b403\b|Unauthorized|Invalid (user )?token": (
+    SIGNATURES[FailureKind.AUTH]: (
         "authentication failed: check that HF_TOKEN is set and has write access"
     ),
 }
@@ -72,11 +73,6 @@ def _method_series(
     }
 
 
-def _merge(old: list[tuple[int, float]], new: list[tuple[int, float]]) -> list[tuple[int, float]]:
-    """A log tail holds only recent steps: merge it into the curve so far."""
-    return sorted({**dict(old), **dict(new)}.items())
-
-
 def metrics_from_progress(
     progress: Progress, previous: TrainMetrics | None, method: str, *, source: str = "logs"
 ) -> TrainMetrics:
@@ -84,12 +80,14 @@ def metrics_from_progress(
     the curve so far; a log tail holds only recent steps, so it is merged in."""
     base = previous or TrainMetrics()
     max_steps = progress.max_steps or base.max_steps
+    # The tail goes after the curve so far: ``curves.downsample`` keeps one point per step,
+    # the last given, in step order, so a step the tail logged again takes its new value.
     if source == "trackio":
         curve = list(progress.loss_curve) or base.loss_curve
     else:
-        curve = _merge(base.loss_curve, progress.loss_curve)
+        curve = [*base.loss_curve, *progress.loss_curve]
     series = {
-        key: _merge(base.series.get(key, []), progress.series.get(key, []))
+        key: [*base.series.get(key, []), *progress.series.get(key, [])]
         for key in {*base.series, *progress.series}
     }
     return base.model_copy(
@@ -117,13 +115,19 @@ def mark_stale(run: Run) -> Run:
     return run.model_copy(update={"metrics": run.metrics.model_copy(update={"stale": True})})
 
 
+def _update_attempt(run: Run, attempt: Attempt, **update: Any) -> Attempt:
+    """The run's attempt with what the backend (or a cancel) said, and what it cost so far
+    (None until it has a finish time)."""
+    updated = attempt.model_copy(update=update)
+    return updated.model_copy(update={"cost_usd": attempt_cost(updated, run.usd_per_hour)})
+
+
 def cancel_run(run: Run, *, now: str) -> Run:
     """Canceled by a person: recorded at once (the next poll only confirms it)."""
     update: dict[str, Any] = {"status": RunStatus.CANCELED, "error": None}
     attempt = run.last_attempt
     if attempt is not None and not attempt.state.terminal:
-        ended = attempt.model_copy(update={"state": JobState.CANCELED, "finished_at": now})
-        ended = ended.model_copy(update={"cost_usd": attempt_cost(ended, run.usd_per_hour)})
+        ended = _update_attempt(run, attempt, state=JobState.CANCELED, finished_at=now)
         update["attempts"] = [*run.attempts[:-1], ended]
     update["stage_jobs"] = [
         j.model_copy(update={"state": JobState.CANCELED, "finished_at": now})
@@ -239,17 +243,14 @@ def apply_job_status(
         update["status"] = RunStatus.RUNNING
     if status.state.terminal and update["metrics"] is not None:  # an ended job has no ETA
         update["metrics"] = update["metrics"].model_copy(update={"eta_s": None, "stale": False})
-    new_attempt: Attempt = attempt.model_copy(
-        update={
-            "state": status.state,
-            "exit_code": status.exit_code,
-            "finished_at": status.finished_at,
-            "message": message,
-            "failure_kind": failure_kind,
-        }
-    )
-    new_attempt = new_attempt.model_copy(
-        update={"cost_usd": attempt_cost(new_attempt, run.usd_per_hour)}
+    new_attempt = _update_attempt(
+        run,
+        attempt,
+        state=status.state,
+        exit_code=status.exit_code,
+        finished_at=status.finished_at,
+        message=message,
+        failure_kind=failure_kind,
     )
     update["attempts"] = [*run.attempts[:-1], new_attempt]
     return run.model_copy(update=update)

@@ -65,6 +65,22 @@ class Attempt(_Model):
     resume_from: str | None = None  # the checkpoint this attempt started from
     cost_usd: float | None = None  # wall time × the flavor's price, once finished
 
+    @property
+    def wall_s(self) -> float | None:
+        """Seconds from submit to finish: what the job is billed for. None until it has
+        finished, or when a stamp cannot be read (or one has a time zone and the other not)."""
+        from ci_runner.core.durations import parse_stamp
+
+        if not self.submitted_at or not self.finished_at:
+            return None
+        try:
+            start, end = parse_stamp(self.submitted_at), parse_stamp(self.finished_at)
+        except ValueError:
+            return None
+        if (start.tzinfo is None) != (end.tzinfo is None):
+            return None
+        return max(0.0, (end - start).total_seconds())
+
 
 class TrainMetrics(_Model):
     step: int | None = None

@@ -64,7 +64,3 @@ def verdict(candidates: Sequence[Candidate[K]]) -> Verdict[K]:
     top, runner_up = ranked[0], ranked[1]
     best = top.key if top.score > runner_up.score else None
     return Verdict(best, top.key, runner_up.key)
-
-
-def best_of(candidates: Sequence[Candidate[K]]) -> K | None:
-    return verdict(candidates).best

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ci_runner.core.files import STALE_TEMP_S, locked, write_atomic
+from ci_runner.core.files import STALE_TEMP_S, write_atomic
 from ci_runner.ledger.model import Ledger
 
-__all__ = ["STALE_TEMP_S", "dump", "load_ledger", "locked", "save_ledger", "write_atomic"]
+# STALE_TEMP_S and write_atomic stay importable from here (tests use them with load_ledger).
+__all__ = ["STALE_TEMP_S", "dump", "load_ledger", "save_ledger", "write_atomic"]
 
 
 def dump(ledger: Ledger) -> str:

@@ -9,20 +9,16 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from ci_runner.core.hub import hub_api, is_local_path
+from ci_runner.core.hub import hub_api
 from ci_runner.ledger.model import Ledger, Run
-from ci_runner.report.markdown import cell, code, method_label, table, value
+from ci_runner.report.markdown import cell, code, is_local, is_url, method_label, table, value
 
 # Where each built-in benchmark's rows come from on the Hub (the card's dataset_type).
 BENCHMARK_DATASETS = {"humaneval": "openai/openai_humaneval", "gsm8k": "openai/gsm8k"}
 
 
 def _hub_id(ref: str) -> str | None:
-    return None if is_local_path(ref) or ref.startswith(".") else ref
-
-
-def _is_url(text: str | None) -> bool:
-    return text is not None and text.startswith(("http://", "https://"))
+    return None if is_local(ref) else ref
 
 
 def eval_results(run: Run) -> list[Any]:
@@ -42,8 +38,8 @@ def eval_results(run: Run) -> list[Any]:
                 metric_type=ev.metric or "score",
                 metric_value=round(ev.score, 4),
                 # The eval job that produced it, when it has a page (HF Jobs).
-                source_name="ci-runner" if _is_url(ev.job_url) else None,
-                source_url=ev.job_url if _is_url(ev.job_url) else None,
+                source_name="ci-runner" if is_url(ev.job_url) else None,
+                source_url=ev.job_url if is_url(ev.job_url) else None,
             )
         )
     return results

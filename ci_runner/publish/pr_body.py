@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from ci_runner.ledger.model import Ledger, Run
 from ci_runner.report.evaluations import evaluations_table
-from ci_runner.report.markdown import code
+from ci_runner.report.markdown import code, is_url
 from ci_runner.report.render import render_overview, title_line
 
 
@@ -47,7 +47,7 @@ def summary_block(ledger: Ledger, plots: Mapping[str, str] | None = None) -> str
 def _run_links(run: Run) -> list[str]:
     links = []
     attempt = run.last_attempt
-    if attempt and attempt.job_url and attempt.job_url.startswith("http"):
+    if attempt and is_url(attempt.job_url):
         links.append(f"[job]({attempt.job_url})")
     if run.tracking_url:
         tracker = "mlflow" if run.tracking_backend == "mlflow" else "trackio"

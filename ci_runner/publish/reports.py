@@ -8,13 +8,15 @@ re-run with nothing new makes no commit and no API write.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ci_runner.ledger.model import Ledger
+from ci_runner.ledger.repository import stem_of
 from ci_runner.ledger.store import load_ledger
-from ci_runner.paths import LEDGER_SUFFIX, Project
+from ci_runner.paths import Project
 from ci_runner.publish.git import Git, push_files
 from ci_runner.publish.github import Written, upsert_pull
 from ci_runner.publish.pr_body import Links, pr_title, render_pr_body
@@ -60,17 +62,13 @@ def repo_path(git: Git, path: Path) -> str:
     return path.resolve().relative_to(top).as_posix()
 
 
-def experiment_files(project: Project, git: Git, ledger_path: Path) -> dict[str, bytes]:
-    """The ledger, report and plot of one experiment, keyed by repository path.
+def experiment_files(git: Git, paths: Iterable[Path]) -> dict[str, bytes]:
+    """The experiment's files among ``paths`` (its ledger, report and plots) that exist,
+    keyed by repository path.
 
     Files the repository ignores (the offline demo's reports) are never published, and
     token values are masked in what is.
     """
-    stem = ledger_path.name.removesuffix(LEDGER_SUFFIX)
-    ledger = load_ledger(ledger_path)
-    assert ledger is not None  # a ledger on disk: its path came from ledger_paths()
-    plots = [project.plot_path(stem, figure.key) for figure in figures(ledger)]
-    paths = [ledger_path, project.report_path(stem), *plots]
     # A backend's error text could carry a token; it must not reach a commit.
     files = {repo_path(git, p): redact(p.read_text("utf-8")).encode() for p in paths if p.exists()}
     ignored = git.ignored(list(files))
@@ -91,11 +89,16 @@ def _same_as_base(git: Git, base: str, files: dict[str, bytes]) -> bool:
     return base_tip is not None and all(git.read(base_tip, p) == d for p, d in files.items())
 
 
-def publish_experiment(project: Project, git: Git, target: Target, ledger_path: Path) -> Published:
-    ledger = load_ledger(ledger_path)
-    assert ledger is not None  # a ledger on disk: its path came from ledger_paths()
+def publish_experiment(
+    project: Project, git: Git, target: Target, ledger_path: Path, ledger: Ledger
+) -> Published:
+    """Push the experiment's files to its branch and open or update its PR; ``ledger`` is
+    what ``ledger_path`` holds (the caller has read it)."""
     branch = branch_for(ledger.experiment)
-    files = experiment_files(project, git, ledger_path)
+    stem = stem_of(ledger_path)
+    report_path = project.report_path(stem)
+    plot_paths = {figure.key: project.plot_path(stem, figure.key) for figure in figures(ledger)}
+    files = experiment_files(git, [ledger_path, report_path, *plot_paths.values()])
     if not files:
         return Published(ledger.experiment, branch, (), None, False)
     pushed = push_files(
@@ -108,14 +111,13 @@ def publish_experiment(project: Project, git: Git, target: Target, ledger_path: 
         return result
     if not pushed.committed and _same_as_base(git, target.base, files):
         return result  # already on the base branch: nothing to review
-    stem = ledger_path.name.removesuffix(LEDGER_SUFFIX)
     plots = {
-        figure.key: target.blob(pushed.sha, repo_path(git, path)) + "?raw=true"
-        for figure in figures(ledger)
-        if (path := project.plot_path(stem, figure.key)).exists()
+        key: target.blob(pushed.sha, repo_path(git, path)) + "?raw=true"
+        for key, path in plot_paths.items()
+        if path.exists()
     }
     links = Links(
-        report=target.blob(pushed.sha, repo_path(git, project.report_path(stem))),
+        report=target.blob(pushed.sha, repo_path(git, report_path)),
         ledger=target.blob(pushed.sha, repo_path(git, ledger_path)),
         plots=plots,
     )
@@ -140,7 +142,7 @@ def publish_reports(
         ledger = load_ledger(path)
         if ledger is None or (experiments and ledger.experiment not in experiments):
             continue
-        results.append(publish_experiment(project, git, target, path))
+        results.append(publish_experiment(project, git, target, path, ledger))
     return results
 
 

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ci_runner.core.files import write_atomic
 from ci_runner.ledger.model import Ledger
 from ci_runner.ledger.repository import stem_of
-from ci_runner.ledger.store import load_ledger, write_atomic
+from ci_runner.ledger.store import load_ledger
 from ci_runner.paths import Project
 from ci_runner.report.figures import figures
 from ci_runner.report.plot import render_svg, unchanged

@@ -8,6 +8,7 @@ import math
 from datetime import datetime, timezone
 from typing import Any
 
+from ci_runner.core.durations import parse_stamp
 from ci_runner.core.hub import is_local_path
 from ci_runner.ledger.model import Run
 
@@ -47,7 +48,7 @@ def utc_time(stamp: str | None) -> str:
 
 def parse_time(stamp: str) -> datetime | None:
     try:
-        parsed = datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+        parsed = parse_stamp(stamp)
     except ValueError:
         return None
     return parsed.astimezone(timezone.utc) if parsed.tzinfo is not None else parsed

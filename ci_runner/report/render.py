@@ -22,6 +22,7 @@ from ci_runner.core.durations import clock
 from ci_runner.core.hub import revision_url
 from ci_runner.job_scripts.curves import REWARD_FUNCTION
 from ci_runner.ledger.model import Attempt, Ledger, Run, RunStatus, TrainMetrics
+from ci_runner.ledger.retry import wall_time
 from ci_runner.report.evaluations import (
     benchmark_text,
     evaluations_table,
@@ -40,7 +41,6 @@ from ci_runner.report.markdown import (
     link_or_path,
     method_label,
     named,
-    parse_time,
     run_title,
     table,
     utc_time,
@@ -93,23 +93,6 @@ def render_report(ledger: Ledger, *, plots: Mapping[str, str] | None = None) -> 
         blocks += ["---", _run_section(ledger, run)]
     blocks += ["---", "# Experiment Evaluations\n\n" + evaluations_table(ledger)]
     return "\n\n".join(blocks).rstrip("\n") + "\n"
-
-
-def wall_time(run: Run) -> tuple[float, int] | None:
-    """Seconds from submit to finish, summed over the run's finished attempts, and how many.
-
-    The one runtime the report shows, everywhere: it is what the job was billed for
-    (``Attempt.cost_usd`` is computed from the same span). The trainer's own
-    ``train_runtime`` leaves out start-up, model loading and saving.
-    """
-    total, count = 0.0, 0
-    for attempt in run.attempts:
-        start = parse_time(attempt.submitted_at) if attempt.submitted_at else None
-        end = parse_time(attempt.finished_at) if attempt.finished_at else None
-        if start and end and (start.tzinfo is None) == (end.tzinfo is None):
-            total += max(0.0, (end - start).total_seconds())
-            count += 1
-    return (total, count) if count else None
 
 
 def _wall_time_text(run: Run) -> str | None:
