@@ -616,13 +616,13 @@ def test_two_sandboxes_cannot_read_each_other(disable):
         assert "concurrent sandboxes can read each other's files" in degraded(target, "uid")
         return
     tag = uuid.uuid4().hex
-    # It holds its files open until the test writes `release` into its folder (or 12 s,
-    # inside TIMEOUT_S), so the reader always looks while it runs, however loaded the CPU.
+    # It holds its files open until the test writes `release` into its folder (or 45 s,
+    # inside its timeout), so the reader always looks while it runs, however loaded the CPU.
     sleeper = f"""
 # other-run-{tag}
 import os, sys, time
 if not hasattr(sys, 'slept'):  # the body runs once per call: wait on the first
-    sys.slept = end = time.monotonic() + 12
+    sys.slept = end = time.monotonic() + 45
     while time.monotonic() < end and not os.path.exists('release'):
         time.sleep(0.05)
 return a + b
@@ -635,8 +635,10 @@ root = {str(target.root)!r}
 paths = [os.path.join(root, f'{{n}}-{{role}}', name)
          for n in range(200) for role in ('candidate', 'judge')
          for name in ('candidate.py', 'judge.json')]
-for top in (root, '/tmp', '/sandbox'):
-    for folder, _, names in os.walk(top):
+for top in (root, '/tmp', '/sandbox'):  # three levels: a sandbox's files, not every clone in /tmp
+    for folder, dirs, names in os.walk(top):
+        if folder.count('/') - top.count('/') >= 3:
+            dirs[:] = []
         paths += [os.path.join(folder, name) for name in names]
 opened = 0
 for path in paths:
@@ -652,7 +654,7 @@ os.write(1, f'OPENED {{opened}}\\n'.encode())
 return a + b
 """
     results: dict[str, sandbox.Verdict] = {}
-    other = threading.Thread(target=lambda: results.update(sleeper=run(target, sleeper)))
+    other = threading.Thread(target=lambda: results.update(sleeper=run(target, sleeper, 60)))
     other.start()
     deadline = time.monotonic() + 10
     while not (
