@@ -318,7 +318,7 @@ def watch(
     shown: dict[str, str] = {}
     while True:
         poll_once(ws)
-        runs = [repository.find_run(ws.project, run_id)[1] for run_id in run_ids]
+        runs = _runs_now(ws, run_ids)
         if on_runs is not None:
             on_runs(runs)
         else:
@@ -333,6 +333,16 @@ def watch(
             on_line(f"stopped waiting after {timeout:.0f}s; runs continue")
             return runs
         ws.wait_for_news(runs, interval)
+
+
+def _runs_now(ws: Workspace, run_ids: list[str]) -> list[Run]:
+    """The runs as their ledgers say now: every ledger read once, not once per run; an id
+    not found as such goes through ``find_run`` (an experiment, a prefix, or its error)."""
+    by_id: dict[str, Run] = {}
+    for ledger in repository.ledgers(ws.project):
+        for run in ledger.runs:
+            by_id.setdefault(run.run_id, run)  # the first, as ``find_run`` picks
+    return [by_id[i] if i in by_id else repository.find_run(ws.project, i)[1] for i in run_ids]
 
 
 def wait_document(runs: list[Run]) -> dict[str, Any]:
