@@ -14,7 +14,6 @@ from ci_runner.core.durations import short
 from ci_runner.core.jobs import Stage
 from ci_runner.errors import ExitCode
 from ci_runner.flow.preflight import Preflight
-from ci_runner.flow.records import methods_of
 from ci_runner.flow.submit import SubmitOutcome
 from ci_runner.ledger.model import Ledger, Run, RunStatus
 from ci_runner.plan.render import plan_to_json, render_plan
@@ -22,8 +21,6 @@ from ci_runner.plan.total import file_plan_to_json, render_file_plan
 from ci_runner.publish.redact import redact
 from ci_runner.report.health import check_run, fmt
 from ci_runner.report.render import OVERVIEW_COLUMNS, wall_time
-from ci_runner.spec.expand import expand
-from ci_runner.spec.model import Experiment
 
 JSON_OPTION = click.option(
     "--json",
@@ -75,13 +72,6 @@ def ledgers_json(ledgers: list[Ledger]) -> list[dict[str, Any]]:
         }
         for led in ledgers
     ]
-
-
-def methods(experiment: Experiment) -> str:
-    """``sft``, or for a file with stages ``sft → dpo``."""
-    if not experiment.is_multi_run:
-        return str(experiment.method)
-    return (" → " if experiment.stages else " / ").join(methods_of(expand(experiment)))
 
 
 def progress_line(run: Run) -> str:

@@ -18,7 +18,6 @@ from typing import Any
 
 from ci_runner.cli_output import (
     ledgers_json,
-    methods,
     outcome_code,
     progress_line,
     run_json,
@@ -31,6 +30,7 @@ from ci_runner.flow import preflight as pre
 from ci_runner.flow.poll import peek
 from ci_runner.flow.poll import poll as poll_once
 from ci_runner.flow.preflight import Preflight
+from ci_runner.flow.records import method_label
 from ci_runner.flow.start import cancel_waiting
 from ci_runner.flow.workspace import Workspace
 from ci_runner.ledger import repository
@@ -79,16 +79,17 @@ def validate_file(ws: Workspace, file: str, *, with_data: bool = False) -> FileV
     except SpecError as exc:
         invalid = {"file": file, "valid": False, "errors": [vars(i) for i in exc.issues]}
         return FileValidation(file, invalid, error=exc)
+    runs = expand(experiment)
+    method = method_label(experiment, runs)
     document: dict[str, Any] = {
         "file": file,
         "valid": True,
         "warnings": warnings,
         "name": experiment.name,
-        "method": methods(experiment),
+        "method": method,
         "spec_hash": experiment.spec_hash,
     }
-    runs = expand(experiment)
-    summary = f"{experiment.name}: {methods(experiment).upper()}, {experiment.backend}"
+    summary = f"{experiment.name}: {method.upper()}, {experiment.backend}"
     if experiment.is_multi_run:  # identified by its runs (the file's own hash omits them)
         run_ids = [spec.run_id for spec in runs]
         document["runs"] = run_ids
