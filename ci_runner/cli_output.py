@@ -30,8 +30,14 @@ JSON_OPTION = click.option(
 )
 
 
+def json_text(data: Any) -> str:
+    """The document as ``--json`` prints it (less the final newline): sorted, indented,
+    redacted."""
+    return redact(json.dumps(data, indent=2, sort_keys=True, default=str))
+
+
 def emit_json(data: Any) -> None:
-    click.echo(redact(json.dumps(data, indent=2, sort_keys=True, default=str)))
+    click.echo(json_text(data))
 
 
 def echo(text: str = "", *, err: bool = False) -> None:
