@@ -14,7 +14,6 @@ from ci_runner.core.durations import short
 from ci_runner.core.jobs import Stage
 from ci_runner.errors import ExitCode
 from ci_runner.flow.preflight import Preflight
-from ci_runner.flow.records import methods_of
 from ci_runner.flow.submit import SubmitOutcome
 from ci_runner.ledger.model import Ledger, Run, RunStatus
 from ci_runner.ledger.retry import wall_time
@@ -23,8 +22,6 @@ from ci_runner.plan.total import file_plan_to_json, render_file_plan
 from ci_runner.publish.redact import redact
 from ci_runner.report.health import check_run, fmt
 from ci_runner.report.render import OVERVIEW_COLUMNS
-from ci_runner.spec.expand import expand
-from ci_runner.spec.model import Experiment
 
 JSON_OPTION = click.option(
     "--json",
@@ -34,8 +31,14 @@ JSON_OPTION = click.option(
 )
 
 
+def json_text(data: Any) -> str:
+    """The document as ``--json`` prints it (less the final newline): sorted, indented,
+    redacted."""
+    return redact(json.dumps(data, indent=2, sort_keys=True, default=str))
+
+
 def emit_json(data: Any) -> None:
-    click.echo(redact(json.dumps(data, indent=2, sort_keys=True, default=str)))
+    click.echo(json_text(data))
 
 
 def echo(text: str = "", *, err: bool = False) -> None:
@@ -76,13 +79,6 @@ def ledgers_json(ledgers: list[Ledger]) -> list[dict[str, Any]]:
         }
         for led in ledgers
     ]
-
-
-def methods(experiment: Experiment) -> str:
-    """``sft``, or for a file with stages ``sft → dpo``."""
-    if not experiment.is_multi_run:
-        return str(experiment.method)
-    return (" → " if experiment.stages else " / ").join(methods_of(expand(experiment)))
 
 
 def progress_line(run: Run) -> str:

@@ -18,7 +18,6 @@ from typing import Any
 
 from ci_runner.cli_output import (
     ledgers_json,
-    methods,
     outcome_code,
     progress_line,
     run_json,
@@ -31,6 +30,7 @@ from ci_runner.flow import preflight as pre
 from ci_runner.flow.poll import peek
 from ci_runner.flow.poll import poll as poll_once
 from ci_runner.flow.preflight import Preflight
+from ci_runner.flow.records import method_label
 from ci_runner.flow.start import cancel_waiting
 from ci_runner.flow.workspace import Workspace
 from ci_runner.ledger import repository
@@ -79,16 +79,17 @@ def validate_file(ws: Workspace, file: str, *, with_data: bool = False) -> FileV
     except SpecError as exc:
         invalid = {"file": file, "valid": False, "errors": [vars(i) for i in exc.issues]}
         return FileValidation(file, invalid, error=exc)
+    runs = expand(experiment)
+    method = method_label(experiment, runs)
     document: dict[str, Any] = {
         "file": file,
         "valid": True,
         "warnings": warnings,
         "name": experiment.name,
-        "method": methods(experiment),
+        "method": method,
         "spec_hash": experiment.spec_hash,
     }
-    runs = expand(experiment)
-    summary = f"{experiment.name}: {methods(experiment).upper()}, {experiment.backend}"
+    summary = f"{experiment.name}: {method.upper()}, {experiment.backend}"
     if experiment.is_multi_run:  # identified by its runs (the file's own hash omits them)
         run_ids = [spec.run_id for spec in runs]
         document["runs"] = run_ids
@@ -318,7 +319,7 @@ def watch(
     shown: dict[str, str] = {}
     while True:
         poll_once(ws)
-        runs = [repository.find_run(ws.project, run_id)[1] for run_id in run_ids]
+        runs = _runs_now(ws, run_ids)
         if on_runs is not None:
             on_runs(runs)
         else:
@@ -333,6 +334,16 @@ def watch(
             on_line(f"stopped waiting after {timeout:.0f}s; runs continue")
             return runs
         ws.wait_for_news(runs, interval)
+
+
+def _runs_now(ws: Workspace, run_ids: list[str]) -> list[Run]:
+    """The runs as their ledgers say now: every ledger read once, not once per run; an id
+    not found as such goes through ``find_run`` (an experiment, a prefix, or its error)."""
+    by_id: dict[str, Run] = {}
+    for ledger in repository.ledgers(ws.project):
+        for run in ledger.runs:
+            by_id.setdefault(run.run_id, run)  # the first, as ``find_run`` picks
+    return [by_id[i] if i in by_id else repository.find_run(ws.project, i)[1] for i in run_ids]
 
 
 def wait_document(runs: list[Run]) -> dict[str, Any]:

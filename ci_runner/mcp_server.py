@@ -39,7 +39,7 @@ from mcp.types import CallToolResult, TextContent, ToolAnnotations
 
 from ci_runner import __version__
 from ci_runner import commands as cmd
-from ci_runner.cli_output import plan_json, submit_json
+from ci_runner.cli_output import json_text, plan_json, submit_json
 from ci_runner.errors import CiRunnerError, ExitCode, NotReadyError, SpecError, exit_meaning
 from ci_runner.flow.submit import submit as submit_file
 from ci_runner.flow.workspace import Workspace
@@ -80,17 +80,12 @@ class Refused(CiRunnerError):
 # --- results ------------------------------------------------------------------------------
 
 
-def _json_text(document: Any) -> str:
-    """Exactly what ``cli_output.emit_json`` prints (without its trailing newline)."""
-    return redact(json.dumps(document, indent=2, sort_keys=True, default=str))
-
-
 def _meta(code: int) -> dict[str, Any]:
     return {EXIT_CODE_KEY: int(code), MEANING_KEY: exit_meaning(code)}
 
 
 def document_result(document: Any, exit_code: int = ExitCode.OK) -> CallToolResult:
-    text = _json_text(document)
+    text = json_text(document)  # what --json prints, less its final newline
     structured = json.loads(text)  # redacted, and JSON-clean (dates, paths as strings)
     if not isinstance(structured, dict):
         structured = {"result": structured}

@@ -18,6 +18,11 @@ def methods_of(runs: list[RunSpec]) -> list[str]:
     return list(dict.fromkeys(str(spec.experiment.method) for spec in runs))
 
 
+def method_label(experiment: Experiment, runs: list[RunSpec]) -> str:
+    """``sft``; for a file with stages ``sft → dpo``, for a matrix of methods ``sft / dpo``."""
+    return (" → " if experiment.stages else " / ").join(methods_of(runs))
+
+
 def eval_split(experiment: Experiment) -> str | None:
     """Where the run's eval loss comes from, as the report says it."""
     ds = experiment.dataset
@@ -46,7 +51,6 @@ def new_ledger(
 ) -> Ledger:
     assert runs[0].experiment.dataset is not None  # the loader requires one of every run
     dataset = runs[0].experiment.dataset.path
-    joiner = " → " if experiment.stages else " / "
     return Ledger(
         experiment=experiment.name,
         spec_path=spec_path,
@@ -55,7 +59,7 @@ def new_ledger(
         base_model_url=hub_url(experiment.base_model),
         dataset=dataset,
         dataset_url=hub_url(dataset, "dataset"),
-        method=joiner.join(methods_of(runs)),
+        method=method_label(experiment, runs),
         description=experiment.description,
     )
 

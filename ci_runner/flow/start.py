@@ -4,6 +4,7 @@ stage whose turn came. Shared by ``submit`` (right away) and ``poll`` (later).""
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 from ci_runner.flow import schedule
 from ci_runner.flow.launch import launch_training, new_attempt, resolve, with_base, with_job
@@ -54,6 +55,7 @@ def start_runs(
     has come. ``specs``/``plans``: what the caller already has (else rebuilt from the file).
     """
     cache: dict[str, dict[str, RunSpec]] = {}
+    sizing: dict[Any, Any] = {}  # plan_run's model sizes and prices, shared by the launches
 
     def known(run: Run) -> Mapping[str, RunSpec]:
         if specs is not None:
@@ -64,7 +66,8 @@ def start_runs(
 
     for run in list(ledger.active_runs):
         if not run.waiting and run.last_attempt is not None and run.last_attempt.job_id is None:
-            ledger = replace_run(ledger, _launch(ws, ledger, run, known(run), plans or {}))
+            launched = _launch(ws, ledger, run, known(run), plans or {}, sizing)
+            ledger = replace_run(ledger, launched)
     decisions = schedule.decide(ledger)
     for run_id, reason in decisions.stop.items():
         stopped = ledger.run(run_id)
@@ -74,12 +77,18 @@ def start_runs(
     for run_id in decisions.start:
         waiting = ledger.run(run_id)
         if waiting is not None:
-            ledger = replace_run(ledger, _launch(ws, ledger, waiting, known(waiting), plans or {}))
+            launched = _launch(ws, ledger, waiting, known(waiting), plans or {}, sizing)
+            ledger = replace_run(ledger, launched)
     return ledger
 
 
 def _launch(
-    ws: Workspace, ledger: Ledger, run: Run, specs: Mapping[str, RunSpec], plans: Mapping[str, Plan]
+    ws: Workspace,
+    ledger: Ledger,
+    run: Run,
+    specs: Mapping[str, RunSpec],
+    plans: Mapping[str, Plan],
+    sizing: dict[Any, Any],
 ) -> Run:
     spec = specs.get(run.run_id)
     if spec is None:
@@ -92,7 +101,7 @@ def _launch(
             }
         )
     experiment = with_base(ledger, spec)
-    plan = plans.get(run.run_id) or plan_run(ws, spec.experiment)
+    plan = plans.get(run.run_id) or plan_run(ws, spec.experiment, cache=sizing)
     pins = Pins(run.base_model_revision, run.dataset_revision)  # as submit pinned them
     resolved = resolve(ws, experiment, plan, run_id=run.run_id, pins=pins)
     if not run.attempts:  # a waiting run's first start: record it as it starts now
