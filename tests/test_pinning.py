@@ -202,3 +202,20 @@ def test_the_job_loads_the_pinned_commit_from_the_hub(tiny_fixtures, job_env, tm
     versions = result.summary["versions"]
     assert {"torch", "transformers", "trl", "datasets", "python"} <= set(versions)
     assert versions["accelerator"] == "cpu"
+
+
+def test_a_lora_runs_evaluation_and_export_load_the_base_at_its_pinned_commit(project, hf):
+    from ci_runner.core.jobs import JobKind
+    from ci_runner.flow.launch import stage_config
+    from ci_runner.ledger.model import StageJob
+
+    ws = make_runner(project, hf)
+    outcome = submit_file(ws, write(project, "pinned"), check_data=False)
+    _, run = find_run(project, outcome.run_id)
+    run = run.model_copy(update={"lora": {"r": 8}})
+    sha = hf.default_sha("models", MODEL, "main")
+    adapter = "acme/pinned-adapter"
+    for kind, key in ((JobKind.EVAL, "final"), (JobKind.EXPORT, "gguf")):
+        job = StageJob(kind=kind, key=key, model=adapter, submitted_at="2026-11-27T00:00:00Z")
+        _, config = stage_config(ws, run, job)
+        assert (config.model, config.base_model) == (adapter, f"{MODEL}@{sha}"), kind

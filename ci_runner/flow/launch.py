@@ -210,10 +210,10 @@ def stage_config(ws: Workspace, run: Run, job: StageJob) -> tuple[str, EvalConfi
     local = run.backend == BackendName.LOCAL
     scratch = ws.project.runs_dir / run.run_id if local else JOB_OUTPUT_ROOT / run.run_id
     out = ws.project.relative(scratch / f"{job.kind}-{job.key}") if local else str(scratch)
-    # A LoRA run's output is an adapter: the job loads the base model under it. Evaluation
-    # loads the base at the commit the run trained from (export_gguf.py takes repo ids only).
+    # A LoRA run's output is an adapter: evaluation and export load the base under it, at
+    # the commit the run trained from.
     base = pinned(run.base_model, run.base_model_revision)
-    adapter_base = run.base_model if run.lora and job.model != run.base_model else None
+    adapter_base = base if run.lora and job.model != run.base_model else None
     experiment = run.run_id.rsplit("-", 1)[0]
     if job.kind == JobKind.EVAL:
         settings = run.evaluation or {}
@@ -224,7 +224,7 @@ def stage_config(ws: Workspace, run: Run, job: StageJob) -> tuple[str, EvalConfi
             eval_id=f"{run.run_id}-{job.key}",
             model=base if job.model == run.base_model else job.model,
             model_label=job.key,
-            base_model=base if adapter_base else None,
+            base_model=adapter_base,
             benchmarks=[
                 BenchmarkSpec(**{**b, "max_samples": b.get("max_samples") or default_n})
                 for b in settings.get("benchmarks", [])
