@@ -86,7 +86,7 @@ def progress_line(run: Run) -> str:
     if run.waiting:
         parts.append("waiting to start" + (f" after {run.depends_on}" if run.depends_on else ""))
     if run.active and run.stage in (Stage.EVAL, Stage.EXPORT):
-        jobs = [j for j in run.stage_jobs if j.kind.value == run.stage.value]
+        jobs = run.current_stage_jobs
         verb = "evaluating" if run.stage == Stage.EVAL else "exporting GGUF"
         parts.append(f"{verb} ({sum(j.done for j in jobs)}/{len(jobs)} jobs done)")
     m = run.metrics

@@ -55,7 +55,7 @@ def stage_text(run: Run) -> str:
     if run.waiting:
         return f"{text} (waiting for {run.depends_on or 'a slot'})"
     if run.active and run.stage in (Stage.EVAL, Stage.EXPORT):
-        jobs = [j for j in run.stage_jobs if j.kind.value == run.stage.value]
+        jobs = run.current_stage_jobs
         done = sum(j.done for j in jobs)
         return f"{text} · {'eval' if run.stage == Stage.EVAL else 'export'} {done}/{len(jobs)}"
     return text

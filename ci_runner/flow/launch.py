@@ -155,7 +155,7 @@ def launch_stage_jobs(ws: Workspace, run: Run) -> Run:
     Locally a run's evaluations share one job (``job_groups``): each of their stage jobs
     records that job.
     """
-    pending = [j for j in run.stage_jobs if j.kind.value == run.stage.value and j.job_id is None]
+    pending = [j for j in run.current_stage_jobs if j.job_id is None]
     if not pending or not run.active:
         return run
     backend: Backend = ws.backend(run.backend)

@@ -88,11 +88,7 @@ def live_job_ids(run: Run) -> list[str]:
     if run.stage == Stage.TRAIN:
         attempt = run.last_attempt
         return [attempt.job_id] if attempt and attempt.job_id else []
-    jobs = [
-        j.job_id
-        for j in run.stage_jobs
-        if j.kind.value == run.stage.value and j.job_id and not j.done
-    ]
+    jobs = [j.job_id for j in run.current_stage_jobs if j.job_id and not j.done]
     return list(dict.fromkeys(jobs))  # evaluations sharing one job ask once
 
 

@@ -283,6 +283,11 @@ class Run(_Model):
     def last_attempt(self) -> Attempt | None:
         return self.attempts[-1] if self.attempts else None
 
+    @property
+    def current_stage_jobs(self) -> list[StageJob]:
+        """The evaluation or export jobs of the stage the run is in (none while training)."""
+        return [j for j in self.stage_jobs if j.kind.value == self.stage.value]
+
 
 class Ledger(_Model):
     schema_version: int = LEDGER_SCHEMA_VERSION
