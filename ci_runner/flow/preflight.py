@@ -291,9 +291,6 @@ class Preflight:
         for check in self.data.misfits:
             check.require_fit(str(self.file))
 
-    def require_plannable(self, *, allow_over_budget: bool) -> None:
-        require_plannable(self.plan, self.runs, str(self.file), allow_over_budget=allow_over_budget)
-
 
 def preflight(
     ws: Workspace,
