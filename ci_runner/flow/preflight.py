@@ -17,6 +17,7 @@ from ci_runner.core.hub import hub_api, is_local_path, missing_path_hint, resolv
 from ci_runner.core.jobs import BackendName
 from ci_runner.data.check import DataCheck, check_experiment_data, check_sample
 from ci_runner.data.formats import Verdict
+from ci_runner.data.sample import DatasetSample
 from ci_runner.errors import (
     DatasetNotFoundError,
     DatasetViewerError,
@@ -63,14 +64,19 @@ def check_data(ws: Workspace, experiment: Experiment, *, remote: bool = False) -
     """The experiment's dataset, sampled and judged for its method (``check-data FILE``)."""
     sample = None
     if remote:
-        from ci_runner.data.remote import fetch_remote_sample
-
         ds = experiment.dataset
         assert ds is not None  # the loader requires a dataset of every run
-        source = DatasetSource(path=ds.path, config=ds.config, split=ds.split)
-        script = ws.project.job_script(CHECK_SCRIPT).path
-        sample = fetch_remote_sample(ws.backend(BackendName.HF_JOBS), source, script=script)
+        sample = remote_sample(ws, ds.path, config=ds.config, split=ds.split)
     return check_experiment_data(experiment, root=ws.root, sample=sample)
+
+
+def remote_sample(ws: Workspace, path: str, *, config: str | None, split: str) -> DatasetSample:
+    """A dataset's sample, read by a CPU job on HF Jobs (``check-data --remote``)."""
+    from ci_runner.data.remote import fetch_remote_sample
+
+    source = DatasetSource(path=path, config=config, split=split)
+    script = ws.project.job_script(CHECK_SCRIPT).path
+    return fetch_remote_sample(ws.backend(BackendName.HF_JOBS), source, script=script)
 
 
 def check_source(
@@ -94,11 +100,7 @@ def check_source(
             f"data into the project or allow its folder with {ROOTS_ENV}"
         )
     if remote:
-        from ci_runner.data.remote import fetch_remote_sample
-
-        source = DatasetSource(path=ref.value, config=config, split=split)
-        script = ws.project.job_script(CHECK_SCRIPT).path
-        sample = fetch_remote_sample(ws.backend(BackendName.HF_JOBS), source, script=script)
+        sample = remote_sample(ws, ref.value, config=config, split=split)
     else:
         sample = read_sample(ref.value, root=ws.root, config=config, split=split)
     return check_sample(sample, None)
