@@ -9,7 +9,6 @@ import click
 
 from ci_runner import commands as cmd
 from ci_runner.cli_output import JSON_OPTION, echo, echo_findings, emit_json, ledgers_json, warn
-from ci_runner.errors import NotReadyError
 from ci_runner.flow.workspace import Workspace
 from ci_runner.ledger.model import Ledger
 
@@ -108,8 +107,6 @@ def logs(
         emit_json(cmd.logs(ws, run_or_job, tail=tail).to_json())
         return
     run, job_id = cmd.job_of(ws, run_or_job)
-    if job_id is None:
-        raise NotReadyError(f"{run.run_id} has no job yet")
     others = [j for j in run.stage_jobs if j.job_id and j.job_id != job_id]
     if others and job_id == (run.last_attempt.job_id if run.last_attempt else None):
         listing = ", ".join(f"{j.kind} {j.key}: {j.job_id}" for j in others)

@@ -197,16 +197,21 @@ def select(ledgers: list[Ledger], names: tuple[str, ...]) -> list[Ledger]:
     return picked
 
 
-def job_of(ws: Workspace, name: str) -> tuple[Run, str | None]:
-    """The job a name means: a job id (training attempt or stage job), else a run's job."""
-    for ledger in repository.ledgers(ws.project):
+def job_of(ws: Workspace, name: str) -> tuple[Run, str]:
+    """The job a name means: a job id (training attempt or stage job), else a run's job;
+    ``NotReadyError`` for a run that has none yet."""
+    loaded = repository.ledgers(ws.project)
+    for ledger in loaded:
         for run in ledger.runs:
             if any(a.job_id == name for a in run.attempts):
                 return run, name
             if any(j.job_id == name for j in run.stage_jobs):
                 return run, name
-    _, run = repository.find_run(ws.project, name)
-    return run, run.last_attempt.job_id if run.last_attempt else None
+    _, run = repository.find_run_in(loaded, name)
+    job_id = run.last_attempt.job_id if run.last_attempt else None
+    if job_id is None:
+        raise NotReadyError(f"{run.run_id} has no job yet")
+    return run, job_id
 
 
 @dataclass
@@ -223,8 +228,6 @@ def logs(ws: Workspace, run_or_job: str, *, tail: int | None = None) -> JobLog:
     """A job's log: a run's training job (a run id, a prefix of one, or an experiment),
     or any job by its id, evaluation and export jobs included."""
     run, job_id = job_of(ws, run_or_job)
-    if job_id is None:
-        raise NotReadyError(f"{run.run_id} has no job yet")
     return JobLog(run.run_id, job_id, list(ws.backend(run.backend).logs(job_id, tail=tail)))
 
 

@@ -20,7 +20,11 @@ def ledgers(project: Project) -> list[Ledger]:
 
 def find_run(project: Project, run_id: str) -> tuple[Ledger, Run]:
     """By run id, else an experiment's latest run, else a unique run id prefix."""
-    all_ledgers = ledgers(project)
+    return find_run_in(ledgers(project), run_id)
+
+
+def find_run_in(all_ledgers: list[Ledger], run_id: str) -> tuple[Ledger, Run]:
+    """``find_run`` over ledgers already loaded."""
     for ledger in all_ledgers:
         for run in ledger.runs:
             if run.run_id == run_id:
