@@ -71,6 +71,10 @@ MLFLOW_SECRET_ENV = (
     "MLFLOW_TRACKING_USERNAME",
     "MLFLOW_TRACKING_PASSWORD",
 )
+# What a training job loading a 4-bit base (QLoRA) needs beyond train.py's header (see
+# ``packages_for``). transformers 5.23 needs bitsandbytes >= 0.46.1 for 4-bit; 0.50.2
+# requires torch >= 2.4, < 3.
+BITSANDBYTES = "bitsandbytes==0.50.2"
 
 
 class Tracking(_Frozen):
@@ -102,6 +106,13 @@ class RunConfig(_Frozen):
     seed: int = 42
     resume_from_checkpoint: str | None = None
     launch: Launch = Launch()
+
+
+def packages_for(run_config: BaseModel) -> tuple[str, ...]:
+    """Packages a job needs beyond its script's header: bitsandbytes for a 4-bit base."""
+    if isinstance(run_config, RunConfig) and run_config.lora and run_config.lora.quantize:
+        return (BITSANDBYTES,)
+    return ()
 
 
 class BenchmarkSpec(_Frozen):

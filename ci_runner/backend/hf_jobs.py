@@ -34,7 +34,6 @@ from ci_runner.backend.launcher import (
     accelerate_args,
     launch_files,
     launch_of,
-    packages_for,
 )
 from ci_runner.core.flavors import FLAVORS_BY_NAME
 from ci_runner.core.hub import label_value
@@ -178,9 +177,10 @@ class HfJobsBackend:
         assert isinstance(run_config, RunConfig | EvalConfig | ExportConfig)  # has a run_id
         launch = launch_of(request.run_config)
         extra = launch_files(launch, script_dependencies(request.script))
-        # main's requirements (e.g. an MLflow client) plus bitsandbytes for a 4-bit base
-        packages = tuple(dict.fromkeys((*request.requirements, *packages_for(request.run_config))))
-        command = job_command(request.flavor, request.script.name, launch, packages=packages)
+        # what the caller asked for: an MLflow client, bitsandbytes for a 4-bit base
+        command = job_command(
+            request.flavor, request.script.name, launch, packages=request.requirements
+        )
         env = {
             BUNDLE_ENV: bundle_b64(request.script, extra),
             CONFIG_ENV: request.run_config.model_dump_json(),

@@ -20,19 +20,12 @@ from __future__ import annotations
 
 from pydantic import BaseModel
 
+from ci_runner.runconfig import BITSANDBYTES as BITSANDBYTES  # re-exported: lived here
 from ci_runner.runconfig import Launch, RunConfig
+from ci_runner.runconfig import packages_for as packages_for  # re-exported: lived here
 
-# transformers 5.23 needs bitsandbytes >= 0.46.1 for 4-bit; 0.50.2 requires torch >= 2.4, < 3.
-BITSANDBYTES = "bitsandbytes==0.50.2"
 ACCELERATE_CONFIG = "accelerate_config.yaml"  # shipped in the bundle for FSDP launches
 REQUIREMENTS = "requirements.txt"  # the script's PEP 723 dependencies, for accelerate's env
-
-
-def packages_for(run_config: BaseModel) -> tuple[str, ...]:
-    """Packages a job needs beyond its script's header: bitsandbytes for a 4-bit base."""
-    if isinstance(run_config, RunConfig) and run_config.lora and run_config.lora.quantize:
-        return (BITSANDBYTES,)
-    return ()
 
 
 def launch_of(run_config: BaseModel) -> Launch:

@@ -25,6 +25,7 @@ from ci_runner.runconfig import (
     EvalBatchConfig,
     EvalConfig,
     ExportConfig,
+    packages_for,
 )
 from ci_runner.spec.expand import RunSpec
 from ci_runner.spec.model import Experiment
@@ -96,13 +97,16 @@ def launch_training(
         return existing[-1]  # started before a crash, never recorded: adopt it
     resume_from = run.last_attempt.resume_from if run.last_attempt else None
     mlflow = resolved.run_config.tracking.backend == "mlflow"
+    # beyond train.py's header: an MLflow client, then bitsandbytes for a 4-bit base
+    mlflow_packages = MLFLOW_JOB_REQUIREMENTS if mlflow else ()
+    packages = (*mlflow_packages, *packages_for(resolved.run_config))
     request = JobRequest(
         script=ws.project.job_script(TRAIN_SCRIPT).path,
         run_config=resolved.run_config.model_copy(update={"resume_from_checkpoint": resume_from}),
         labels=labels,
         flavor=run.hardware,
         timeout_s=run_timeout(experiment, resolved.plan),
-        requirements=MLFLOW_JOB_REQUIREMENTS if mlflow else (),
+        requirements=tuple(dict.fromkeys(packages)),
         secret_env=MLFLOW_SECRET_ENV if mlflow else (),
     )
     return backend.submit(request)
