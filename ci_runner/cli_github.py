@@ -14,8 +14,8 @@ from pathlib import Path
 
 import click
 
+from ci_runner.action.main import action
 from ci_runner.flow.workspace import Workspace
-from ci_runner.github_action import action
 from ci_runner.paths import Project
 
 __all__ = ["action", "publish"]

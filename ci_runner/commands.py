@@ -21,17 +21,20 @@ from ci_runner.cli_output import (
     outcome_code,
     progress_line,
     run_json,
+    submit_json,
 )
 from ci_runner.core.hashing import file_hash
 from ci_runner.data.check import DataCheck
 from ci_runner.data.formats import Verdict
 from ci_runner.errors import CiRunnerError, ExitCode, NotReadyError, SpecError
 from ci_runner.flow import preflight as pre
-from ci_runner.flow.poll import peek
+from ci_runner.flow.poll import PollOutcome, peek
 from ci_runner.flow.poll import poll as poll_once
 from ci_runner.flow.preflight import Preflight
 from ci_runner.flow.records import method_label
 from ci_runner.flow.start import cancel_waiting
+from ci_runner.flow.submit import SubmitOutcome
+from ci_runner.flow.submit import submit as submit_spec
 from ci_runner.flow.workspace import Workspace
 from ci_runner.ledger import repository
 from ci_runner.ledger.advance import cancel_run
@@ -40,6 +43,7 @@ from ci_runner.ledger.store import load_ledger, save_ledger
 from ci_runner.paths import Project
 from ci_runner.report.files import write_all, write_report
 from ci_runner.spec.expand import expand
+from ci_runner.spec.model import Experiment
 
 
 def open_workspace(root: Path | str) -> Workspace:
@@ -62,6 +66,8 @@ class FileValidation:
     summary: str | None = None  # "tiny-sft: SFT, local"
     checks: list[DataCheck] = field(default_factory=list)
     data_error: CiRunnerError | None = None
+    experiment: Experiment | None = None  # None when the file is invalid
+    run_ids: list[str] = field(default_factory=list)  # the runs the file would start
 
     @property
     def warnings(self) -> list[str]:
@@ -95,7 +101,9 @@ def validate_file(ws: Workspace, file: str, *, with_data: bool = False) -> FileV
         document["runs"] = run_ids
         document["spec_hash"] = file_hash(run_ids)
         summary += f", {len(runs)} runs"
-    result = FileValidation(file, document, summary=summary)
+    result = FileValidation(
+        file, document, summary=summary, experiment=experiment, run_ids=[s.run_id for s in runs]
+    )
     if with_data:
         try:
             result.checks = pre.check_runs_data(ws, runs, strict=True).checks
@@ -156,11 +164,92 @@ def plan_file(
 ) -> tuple[Preflight, int]:
     """``plan``: the preflight and its exit code (7 misfit, 5 over budget)."""
     result = pre.preflight(ws, Path(file), backend=backend, check_data=check_data)
-    if result.data.misfits:
-        return result, ExitCode.DATA
-    if result.plan.over_budget:
-        return result, ExitCode.OVER_BUDGET
-    return result, ExitCode.OK
+    return result, result.exit_code
+
+
+# --- submit, poll, run -----------------------------------------------------------------
+
+
+def submit_file(
+    ws: Workspace,
+    file: str,
+    *,
+    backend: str | None = None,
+    allow_over_budget: bool = False,
+    check_data: bool = True,
+    rerun: bool = False,
+) -> SubmitOutcome:
+    """``submit``: check the data, plan, pin and submit the file's runs; a run that already
+    has a job is adopted, never submitted twice."""
+    return submit_spec(
+        ws,
+        Path(file),
+        backend=backend,
+        allow_over_budget=allow_over_budget,
+        check_data=check_data,
+        rerun=rerun,
+    )
+
+
+def submit_document(outcome: SubmitOutcome) -> dict[str, Any]:
+    return submit_json(outcome)
+
+
+def submitted_run_ids(outcome: SubmitOutcome) -> list[str]:
+    """The runs a submit acted on: every run of a file with stages or a matrix."""
+    return [r.run_id for r in outcome.runs] if outcome.runs else [outcome.run_id]
+
+
+def poll(ws: Workspace) -> PollOutcome:
+    """``poll``: advance every active run once; ledgers and reports are rewritten only
+    where something changed."""
+    return poll_once(ws)
+
+
+def poll_document(outcome: PollOutcome) -> dict[str, Any]:
+    changed = [str(p) for p in outcome.changed]
+    return {"runs": [run_json(r) for r in outcome.runs], "changed": changed}
+
+
+@dataclass
+class Ran:
+    """``run``: what was submitted, and the runs as they ended (or stood at the timeout)."""
+
+    submitted: SubmitOutcome
+    runs: list[Run]
+
+    @property
+    def exit_code(self) -> int:
+        return outcome_code(self.runs)
+
+
+def run_file(
+    ws: Workspace,
+    file: str,
+    *,
+    backend: str | None = None,
+    allow_over_budget: bool = False,
+    check_data: bool = True,
+    timeout: float | None = None,
+    interval: float = 2.0,
+    on_submitted: Callable[[SubmitOutcome], None] = lambda outcome: None,
+    on_line: Callable[[str], None] = lambda line: None,
+    on_runs: Callable[[list[Run]], None] | None = None,
+) -> Ran:
+    """``run``: submit, then poll until the file's runs end; the exit code is theirs."""
+    submitted = submit_file(
+        ws, file, backend=backend, allow_over_budget=allow_over_budget, check_data=check_data
+    )
+    on_submitted(submitted)
+    runs = watch(
+        ws,
+        submitted_run_ids(submitted),
+        timeout=timeout,
+        interval=interval,
+        on_line=on_line,
+        on_runs=on_runs,
+    )
+    return Ran(submitted, runs)
 
 
 # --- reading runs -----------------------------------------------------------------------

@@ -39,9 +39,8 @@ from mcp.types import CallToolResult, TextContent, ToolAnnotations
 
 from ci_runner import __version__
 from ci_runner import commands as cmd
-from ci_runner.cli_output import json_text, plan_json, submit_json
+from ci_runner.cli_output import json_text, plan_json
 from ci_runner.errors import CiRunnerError, ExitCode, NotReadyError, SpecError, exit_meaning
-from ci_runner.flow.submit import submit as submit_file
 from ci_runner.flow.workspace import Workspace
 from ci_runner.publish.redact import redact
 
@@ -190,8 +189,8 @@ class Tools:
     ) -> CallToolResult:
         def run(ws: Workspace) -> CallToolResult:
             self._require_submit("submit")
-            outcome = submit_file(ws, Path(file), backend=backend, check_data=not skip_data_check)
-            return document_result(submit_json(outcome))
+            outcome = cmd.submit_file(ws, file, backend=backend, check_data=not skip_data_check)
+            return document_result(cmd.submit_document(outcome))
 
         return self._run(run)
 
