@@ -44,6 +44,7 @@ bench: $(DEMO_STAMP)
 	$(BIN)/python benchmarks/bench_train.py
 	$(BIN)/python benchmarks/bench_cli.py
 	$(BIN)/python benchmarks/bench_poll.py
+	$(BIN)/python benchmarks/bench_action.py
 
 clean:
 	rm -rf $(VENV) .ci-runner fixtures

@@ -153,6 +153,8 @@ def run_action(
     uv_cache: Path | None = None,
     preexec: Callable[[], None] | None = None,
     repository: str = "acme/models",
+    python: str | None = None,
+    uv: Path | None = None,
 ) -> ActionRun:
     """Run action.yml's steps with these inputs, for this event, in ``workspace``."""
     action = load_action(action_path)
@@ -178,8 +180,8 @@ def run_action(
     tools.mkdir(exist_ok=True)
     pip_log = tmp / "uv-installs.txt"
     if install == "real":
-        (tools / "uv").symlink_to(Path(sys.executable).parent / "uv")
-        python = str(Path(sys._base_executable).resolve())  # a real interpreter, no venv
+        (tools / "uv").symlink_to(uv or Path(sys.executable).parent / "uv")
+        python = python or str(Path(sys._base_executable).resolve())  # a real one, no venv
     else:
         shim = tools / "uv"
         shim.write_text(UV_SHIM % {"log": pip_log, "python": sys.executable})

@@ -74,3 +74,10 @@ def test_bench_poll_runs_and_prints_its_figures():
     assert re.search(r"^runs advanced to running\s+4$", out.stdout, re.MULTILINE)
     assert re.search(r"^requests in one poll\s+\d+: .*list 2", out.stdout, re.MULTILINE)
     assert re.search(r"^requests per run\s+\d\.\d{3}", out.stdout, re.MULTILINE)
+
+
+def test_bench_action_installs_as_action_yml_does_then_polls():
+    out = run_benchmark("bench_action.py", "--repeats", "1")
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert re.search(r"^  uv, warm cache #1\s+\d+\.\d\s+\d+\.\d\s+\d+\.\d$", out.stdout, re.M)
+    assert re.search(r"warm install \+ poll / goal \(15 s\): \d+\.\d\d$", out.stdout, re.M)
