@@ -253,3 +253,22 @@ def test_poll_publishes_results_and_outputs_the_pr(tmp_path):
     assert second.exit_code == 0, second.log + second.summary
     assert "Restored from unmerged result branches" in second.summary
     assert second.outputs["pr-url"] == first.outputs["pr-url"]
+
+
+def test_extras_reach_the_install_and_nothing_else(workspace, tmp_path):
+    run = run_action(
+        {"command": "validate", "experiments": "tiny-sft", "extras": "train,mlflow"},
+        workspace=workspace,
+        tmp=tmp_path,
+    )
+    assert run.exit_code == 0, run.log
+    venv = tmp_path / "runner-temp" / "ci-runner-venv"
+    assert run.pip_installs == [f"install --quiet --python {venv}/bin/python {ROOT}[train,mlflow]"]
+    crafted = run_action(
+        {"command": "validate", "extras": "train] /etc/passwd ["},
+        workspace=workspace,
+        tmp=tmp_path / "crafted",
+    )
+    assert crafted.exit_code == 2
+    assert crafted.pip_installs == []  # refused before anything is installed
+    assert "input extras must be extra names" in crafted.log

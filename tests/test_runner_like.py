@@ -471,3 +471,34 @@ def test_dispatching_a_local_run_is_refused_with_the_remedy(world):
     assert outputs(submitted)["job-ids"] == []
     assert world.hf.requests_to("POST", rf"^/api/jobs/{HF_NAMESPACE}$") == []
     assert "ci-runner/on-runner" not in world.repo.branches()  # nothing published
+
+
+def test_run_with_the_local_backend_needs_the_train_extra_and_says_which_input(world):
+    """A GitHub-hosted runner installs no training stack unless `extras: train` asks."""
+    local = EXPERIMENT.replace("name: my-sft", "name: on-runner").replace(
+        "backend: hf-jobs", "backend: local"
+    )
+    work = world.repo.checkout()
+    (work / "experiments" / "on-runner.yaml").write_text(local)
+    tmp = world.tmp / "run-local"
+    tmp.mkdir()
+    give_to(tmp, world.runner.uid, world.runner.gid)
+    give_to(work, world.runner.uid, world.runner.gid)
+
+    ran = run_action(
+        {"command": "run", "experiments": "on-runner"},
+        workspace=work,
+        tmp=tmp,
+        env={**world.runner.env(), "HF_HUB_OFFLINE": "0"},
+        install="real",
+        action_path=world.action,
+        uv_cache=world.uv_cache,
+        preexec=world.runner.preexec,
+        python=world.runner.python,
+        uv=world.uv,
+    )
+
+    assert ran.exit_code == 4, ran.log + ran.summary
+    assert "`extras: train`" in ran.summary
+    assert outputs(ran)["job-ids"] == []
+    assert not (work / ".ci-runner" / "jobs").exists()  # nothing started
