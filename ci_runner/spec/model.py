@@ -34,12 +34,12 @@ from ci_runner.core.hub import (
 Method = Literal["sft", "dpo", "grpo"]
 BUILTIN_REWARDS = ("accuracy", "format")
 
-NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
-REWARD_FN_RE = re.compile(r"^[^:]+\.py:[A-Za-z_][A-Za-z0-9_]*$")
+NAME_RE = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
+REWARD_FN_RE = re.compile(r"[^:\n]+\.py:[A-Za-z_][A-Za-z0-9_]*")
 
 
 def _revision(value: str | None) -> str | None:
-    if value is not None and not REVISION_RE.match(value):
+    if value is not None and not REVISION_RE.fullmatch(value):
         raise ValueError(f"{value!r} is not a branch, tag or commit of a Hub repo")
     return value
 
@@ -48,7 +48,7 @@ Revision = Annotated[str | None, AfterValidator(_revision)]
 
 
 def _reward_ref(reward: str) -> str:
-    if reward not in BUILTIN_REWARDS and not REWARD_FN_RE.match(reward):
+    if reward not in BUILTIN_REWARDS and not REWARD_FN_RE.fullmatch(reward):
         raise ValueError(
             f"unknown reward {reward!r}: use a built-in "
             f"({', '.join(BUILTIN_REWARDS)}) or path/to/module.py:function"
@@ -63,7 +63,7 @@ MULTI_RUN = {"matrix", "stages", "max_parallel", "replicates", "seeds"}
 
 
 def _name(value: str) -> str:
-    if not NAME_RE.match(value):
+    if not NAME_RE.fullmatch(value):
         raise ValueError(
             f"{value!r} is not a valid name: use 1-64 lowercase letters, digits, '.', '_' "
             "or '-', starting with a letter or digit"
@@ -125,7 +125,7 @@ class OutputSpec(_Strict):
     @field_validator("hub_model_id")
     @classmethod
     def _hub_id(cls, value: str | None) -> str | None:
-        if value is not None and (not HUB_ID_RE.match(value) or "/" not in value):
+        if value is not None and (not HUB_ID_RE.fullmatch(value) or "/" not in value):
             raise ValueError(f"{value!r} is not a Hub repo id; write it as <user-or-org>/<name>")
         return value
 
