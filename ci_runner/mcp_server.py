@@ -130,6 +130,21 @@ def error_result(exc: BaseException) -> CallToolResult:
     )
 
 
+def skipping(ws: Workspace, result: CallToolResult) -> CallToolResult:
+    """A result over every ledger, plus each unreadable one it skipped (file and remedy)
+    as a second text, with exit 9: the document still holds every other experiment."""
+    corrupt = cmd.unreadable_ledgers(ws)
+    if not corrupt:
+        return result
+    text = redact("\n".join(f"error: {exc}" for exc in corrupt))
+    return result.model_copy(
+        update={
+            "content": [*result.content, TextContent(type="text", text=text)],
+            "meta": _meta(ExitCode.LEDGER_CORRUPT),
+        }
+    )
+
+
 # --- the tools ------------------------------------------------------------------------------
 
 
@@ -230,7 +245,7 @@ class Tools:
         return self._run(run)
 
     def status(self) -> CallToolResult:
-        return self._run(lambda ws: document_result(cmd.status_document(ws)))
+        return self._run(lambda ws: skipping(ws, document_result(cmd.status_document(ws))))
 
     def logs(self, run: str, tail: int = DEFAULT_TAIL) -> CallToolResult:
         def read(ws: Workspace) -> CallToolResult:
@@ -279,7 +294,9 @@ class Tools:
         return self._run(block)
 
     def report(self) -> CallToolResult:
-        return self._run(lambda ws: document_result(cmd.report_document(cmd.report(ws))))
+        return self._run(
+            lambda ws: skipping(ws, document_result(cmd.report_document(cmd.report(ws))))
+        )
 
 
 # Descriptions are what an agent reads before calling: say what each costs.
