@@ -140,8 +140,8 @@ def _data_path(loc: tuple[str | int, ...], data: Any) -> Path_:
     path: list[str | int] = []
     node = data
     for part in loc:
-        if _is_union_tag(part):
-            continue
+        if _is_union_tag(part) and not (isinstance(node, dict) and part in node):
+            continue  # a union member's name, not a key the file wrote
         path.append(part)
         if isinstance(node, dict) and part in node:  # noqa: SIM114 - each branch narrows part
             node = node[part]
