@@ -12,6 +12,7 @@ Pure functions of their argument, so a report stays byte-identical for the same 
 from __future__ import annotations
 
 import re
+from urllib.parse import quote as _percent_encode
 
 # U+2060 WORD JOINER: invisible, and GitHub no longer reads ``@name`` or ``#12`` as a
 # mention or a reference when it sits between the sign and the name.
@@ -20,6 +21,10 @@ _MENTION = re.compile(r"(?<![\w.+-])@(?=[A-Za-z0-9])")  # not an e-mail address
 _REFERENCE = re.compile(r"#(?=\d)")
 _MARKDOWN_PUNCTUATION = re.compile(r"([\\`\[\]])")  # code spans, links, images
 _HTML = {"&": "&amp;", "<": "&lt;", ">": "&gt;"}
+# What a link target keeps as is: RFC 3986's characters less the parentheses, which
+# would end the Markdown link early; spaces, quotes, ``<>``, ``|`` and backticks are
+# percent-encoded, so the target cannot leave the link or split a table row.
+_URL_SAFE = ":/?#[]@!$&'*+,;=%-._~"
 
 
 def unlinked(text: str) -> str:
@@ -59,6 +64,11 @@ def block(text: str, info: str = "text") -> str:
     longest = max((len(run) for run in re.findall(r"`+", text)), default=0)
     fence = "`" * max(3, longest + 1)
     return f"{fence}{info}\n{text.rstrip()}\n{fence}"
+
+
+def link(label: str, target: str) -> str:
+    """``[label](target)`` whose label is ``prose`` and whose target stays a target."""
+    return f"[{prose(label)}]({_percent_encode(target, safe=_URL_SAFE)})"
 
 
 def quote(text: str) -> str:

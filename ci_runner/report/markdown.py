@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import math
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, TypeGuard
 
 from ci_runner.core.durations import parse_stamp
 from ci_runner.core.hub import is_local_path
 from ci_runner.core.inert import code as code  # re-exported: every renderer imports it here
-from ci_runner.core.inert import prose
+from ci_runner.core.inert import link, prose
 from ci_runner.ledger.model import Run
 
 TBD = "TBD"
@@ -68,7 +68,7 @@ def value(v: Any) -> str:
     return prose(str(v)) if v != "" else '""'
 
 
-def is_url(target: str | None) -> bool:
+def is_url(target: str | None) -> TypeGuard[str]:
     return target is not None and target.startswith(("http://", "https://"))
 
 
@@ -77,7 +77,7 @@ def link_or_path(target: str | None, label: str) -> str:
     if not target:
         return TBD
     if is_url(target):
-        return f"[{label}]({target})"
+        return link(label, target)
     return f"local: {code(target)}"
 
 
@@ -94,7 +94,7 @@ def named(name: str, url: str | None) -> str:
     """
     if is_local(name):
         return f"{code(name)} (local)"
-    return f"[{prose(name)}]({url})" if url else code(name)
+    return link(name, url) if url else code(name)
 
 
 def method_label(method: str) -> str:
@@ -111,5 +111,5 @@ def hub_model(run: Run) -> str:
     if not run.hub_model_id:
         return "not pushed"
     if run.hub_model_url:
-        return f"[{prose(run.hub_model_id)}]({run.hub_model_url})"
+        return link(run.hub_model_id, run.hub_model_url)
     return code(run.hub_model_id)

@@ -20,7 +20,7 @@ from typing import Any
 
 from ci_runner.core.durations import clock
 from ci_runner.core.hub import revision_url
-from ci_runner.core.inert import block, prose
+from ci_runner.core.inert import block, link, prose
 from ci_runner.job_scripts.curves import REWARD_FUNCTION
 from ci_runner.ledger.model import Attempt, Ledger, Run, RunStatus, TrainMetrics
 from ci_runner.ledger.retry import wall_time
@@ -214,7 +214,7 @@ def _header(ledger: Ledger) -> str:
 
 def _named_link(label: str, name: str, url: str | None) -> str:
     if url and not is_local(name):
-        return f"- [{label}]({url}): {code(name)}"
+        return f"- {link(label, url)}: {code(name)}"
     return f"- {label}: {named(name, None)}"
 
 
@@ -290,7 +290,7 @@ def _pin(ref: str, revision: str | None, kind: str) -> str:
         return " (not pinned)" if not ref.startswith("output of") else ""
     url = revision_url(ref, revision, kind)
     if url:
-        return f" at [{revision[:12]}]({url})"
+        return f" at {link(revision[:12], url)}"
     return f" content {code(revision)}"
 
 
@@ -399,7 +399,7 @@ def job_ref(a: Attempt) -> str:
     """The job's page when it has one (HF Jobs); a local job says so, with its log file."""
     label = f"Job {a.job_id}" if a.job_id else "Job"
     if is_url(a.job_url):
-        return f"[{label}]({a.job_url})"
+        return link(label, a.job_url)
     if a.backend == "local" and a.job_id:
         return f"local job {code(a.job_id)}" + (f", log {code(a.job_url)}" if a.job_url else "")
     if a.job_url:
@@ -425,7 +425,7 @@ def _mlflow(run: Run) -> str:
     experiment = f"Experiment {code(run.tracking_project)}"
     if run.tracking_run_id:
         label = f"MLflow run {prose(run.tracking_run_id)}"
-        ref = f"[{label}]({run.tracking_url})" if run.tracking_url else code(label)
+        ref = link(label, run.tracking_url) if run.tracking_url else code(label)
         lines = [f"{ref} ({experiment}, tagged `ci-runner.run={run.run_id}`)."]
     else:
         lines = [f"{experiment}; the run is tagged `ci-runner.run={run.run_id}`."]
@@ -437,7 +437,7 @@ def _mlflow(run: Run) -> str:
 
 def _trackio(run: Run) -> str:
     if run.tracking_url:
-        return f"[Trackio Logs]({run.tracking_url})"
+        return link("Trackio Logs", run.tracking_url)
     where = f"Project {code(run.tracking_project)}, run {code(run.tracking_run)}."
     if run.backend != "local":
         return (
