@@ -77,7 +77,16 @@ def _hardware(value: str) -> str:
     return value
 
 
+def _token(value: str) -> str:
+    """A name the job passes on as is (a split, a column, a project): one line, no
+    surrounding spaces, or the paid job fails on it after it started."""
+    if value != value.strip() or any(ord(ch) < 32 or ord(ch) == 127 for ch in value):
+        raise ValueError(f"{value!r} holds a line break, a tab or surrounding spaces")
+    return value
+
+
 RewardRef = Annotated[str, AfterValidator(_reward_ref)]
+Token = Annotated[str, AfterValidator(_token)]  # a split, a column, a project name
 Name = Annotated[str, AfterValidator(_name)]  # an experiment's, a stage's
 Hardware = Annotated[str, AfterValidator(_hardware)]
 
@@ -88,11 +97,11 @@ class _Strict(BaseModel):
 
 class DatasetSpec(_Strict):
     path: str = Field(min_length=1)
-    config: str | None = None
-    split: str = "train"
-    eval_split: str | None = None
+    config: Token | None = None
+    split: Token = "train"
+    eval_split: Token | None = None
     eval_fraction: float | None = Field(default=None, gt=0, lt=1)
-    columns: dict[str, str] = {}
+    columns: dict[Token, Token] = {}
     max_samples: int | None = Field(default=None, gt=0)
     revision: Revision = None  # a Hub dataset's branch, tag or commit; else pinned at submit
 
@@ -138,10 +147,10 @@ class TrackingSpec(_Strict):
     """
 
     backend: Literal["trackio", "mlflow"] = "trackio"
-    project: str | None = None  # trackio's project; for MLflow, the experiment's default name
-    space: str | None = None  # trackio: the Space the job logs to
+    project: Token | None = None  # trackio's project; for MLflow, the experiment's default name
+    space: Token | None = None  # trackio: the Space the job logs to
     uri: str | None = Field(default=None, min_length=1)  # MLflow: the tracking URI
-    experiment: str | None = Field(default=None, min_length=1)  # MLflow: the experiment name
+    experiment: Token | None = Field(default=None, min_length=1)  # MLflow: the experiment name
 
 
 class BudgetSpec(_Strict):
@@ -149,7 +158,7 @@ class BudgetSpec(_Strict):
 
 
 class BenchmarkEntry(_Strict):
-    benchmark: str = Field(min_length=1)  # humaneval, gsm8k, or a lighteval task name
+    benchmark: Token = Field(min_length=1)  # humaneval, gsm8k, or a lighteval task name
     fewshot: int = Field(default=0, ge=0)
     dataset: str | None = None  # a Hub id or local dir in the benchmark's format
     max_samples: int | None = Field(default=None, gt=0)
@@ -167,7 +176,7 @@ class EvaluationSpec(_Strict):
 
 class GgufSpec(_Strict):
     quantizations: list[Literal["Q4_K_M", "Q5_K_M", "Q8_0", "F16"]] = ["Q4_K_M"]
-    hub_repo: str | None = None
+    hub_repo: Token | None = None
 
 
 class ExportSpec(_Strict):
