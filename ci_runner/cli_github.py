@@ -88,7 +88,8 @@ def publish(
         results = [propose(Workspace(project), git, target, files, request=request)]
     else:
         results = publish_reports(project, git, target, set(experiments) or None)
-        unreadable = [] if experiments else repository.corrupt_ledgers(project)
+        missing = set(experiments) - {r.experiment for r in results}
+        unreadable = repository.corrupt_ledgers(project) if missing or not experiments else []
     if as_json:
         data = [vars(r) | {"pr": vars(r.pr) if r.pr else None} for r in results]
         click.echo(json.dumps(data, indent=2, sort_keys=True))

@@ -20,7 +20,7 @@ from ci_runner.errors import ExitCode
 from ci_runner.paths import Project
 from tests.dataset_viewer_server import FakeDatasetViewer
 from tests.hf_jobs_server import FakeHFJobs
-from tests.publish_fixtures import git, make_remote
+from tests.publish_fixtures import GIT_ENV, git, make_remote
 
 NS = "alice"
 TOKEN = "hf_TOPSECRET_token_never_printed_0042"
@@ -151,12 +151,13 @@ def test_publish_pushes_the_other_experiments_and_names_the_corrupt_ledger(serve
     two_experiments(work, hf, env)
     beta = ledger_of(work, "ultrachat")
     beta.write_text(truncate(beta.read_text()))
-    from tests.publish_fixtures import GIT_ENV
-
     published = run_cli(work, {**env, **GIT_ENV}, "publish", "--git-only", "--json")
     assert published.returncode == ExitCode.LEDGER_CORRUPT, published.stderr
     assert [r["experiment"] for r in json.loads(published.stdout)] == ["alpha"]
     assert_named(published.stderr, beta)
+    only_beta = run_cli(work, {**env, **GIT_ENV}, "publish", "--git-only", "--experiment", "beta")
+    assert only_beta.returncode == ExitCode.LEDGER_CORRUPT, only_beta.stderr
+    assert_named(only_beta.stderr, beta)
     branches = git(bare, "branch", "--list", "ci-runner/*")
     assert "ci-runner/alpha" in branches and "ci-runner/beta" not in branches
 
