@@ -22,6 +22,7 @@ from ci_runner.cli_output import (
     echo,
     echo_findings,
     emit_json,
+    end_if_unreadable,
     outcome_code,
     plan_json,
     plan_text,
@@ -243,13 +244,14 @@ def poll(ctx: click.Context, as_json: bool) -> None:
     outcome = cmd.poll(workspace(ctx))
     if as_json:
         emit_json(cmd.poll_document(outcome))
-        return
-    if not outcome.runs:
-        echo("no active runs")
-    for run in outcome.runs:
-        echo(progress_line(run))
-    for path in outcome.changed:
-        echo(f"updated {path}")
+    else:
+        if not outcome.runs:
+            echo("no active runs")
+        for run in outcome.runs:
+            echo(progress_line(run))
+        for path in outcome.changed:
+            echo(f"updated {path}")
+    end_if_unreadable(outcome.corrupt)
 
 
 @main.command()
@@ -257,14 +259,16 @@ def poll(ctx: click.Context, as_json: bool) -> None:
 @click.pass_context
 def report(ctx: click.Context, as_json: bool) -> None:
     """Re-render every report from its ledger; writes only files that change."""
-    changed = cmd.report(workspace(ctx))
+    ws = workspace(ctx)
+    changed = cmd.report(ws)
     if as_json:
         emit_json(cmd.report_document(changed))
-        return
-    for path in changed:
-        echo(f"updated {path}")
-    if not changed:
-        echo("reports are up to date")
+    else:
+        for path in changed:
+            echo(f"updated {path}")
+        if not changed:
+            echo("reports are up to date")
+    end_if_unreadable(cmd.unreadable_ledgers(ws))
 
 
 @main.command()

@@ -9,9 +9,10 @@ results. Errors are raised as ``CiRunnerError`` with their exit code, as everywh
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,7 +40,12 @@ from ci_runner.flow.workspace import Workspace
 from ci_runner.ledger import repository
 from ci_runner.ledger.advance import cancel_run
 from ci_runner.ledger.model import Ledger, Run
-from ci_runner.ledger.store import load_ledger, save_ledger
+from ci_runner.ledger.store import (
+    CorruptLedgerError,
+    UnreadableLedgersError,
+    load_ledger,
+    save_ledger,
+)
 from ci_runner.paths import Project
 from ci_runner.report.files import write_all, write_report
 from ci_runner.spec.expand import expand
@@ -255,12 +261,32 @@ def run_file(
 # --- reading runs -----------------------------------------------------------------------
 
 
+def unreadable_ledgers(ws: Workspace) -> list[CorruptLedgerError]:
+    """The ledgers a command over every experiment had to skip, each with its remedy."""
+    return repository.corrupt_ledgers(ws.project)
+
+
+@contextlib.contextmanager
+def naming_unreadable(ws: Workspace) -> Iterator[None]:
+    """A name that matches no run may be recorded in a ledger that does not load: say so,
+    with the file and its remedy, rather than that the run does not exist."""
+    try:
+        yield
+    except repository.UnknownRunError as exc:
+        corrupt = unreadable_ledgers(ws)
+        if not corrupt:
+            raise
+        lead = f"{exc}; it may be recorded in a ledger that cannot be read:"
+        raise UnreadableLedgersError(lead, corrupt) from None
+
+
 def status_ledgers(
     ws: Workspace, names: tuple[str, ...] | list[str] = (), warnings: list[str] | None = None
 ) -> list[Ledger]:
     """The ledgers as the backends see them now (one bulk call per backend, nothing
     written; ``poll`` records), narrowed to ``names``."""
-    return select(peek(ws, repository.ledgers(ws.project), warnings), tuple(names))
+    with naming_unreadable(ws):
+        return select(peek(ws, repository.ledgers(ws.project), warnings), tuple(names))
 
 
 def status_document(ws: Workspace, names: tuple[str, ...] | list[str] = ()) -> list[dict[str, Any]]:
@@ -280,7 +306,7 @@ def select(ledgers: list[Ledger], names: tuple[str, ...]) -> list[Ledger]:
         if runs:
             picked.append(ledger.model_copy(update={"runs": runs}))
     if not picked:
-        raise NotReadyError(
+        raise repository.UnknownRunError(
             f"no run or experiment named {', '.join(names)}; see `ci-runner status`"
         )
     return picked
@@ -296,7 +322,8 @@ def job_of(ws: Workspace, name: str) -> tuple[Run, str]:
                 return run, name
             if any(j.job_id == name for j in run.stage_jobs):
                 return run, name
-    _, run = repository.find_run_in(loaded, name)
+    with naming_unreadable(ws):
+        _, run = repository.find_run_in(loaded, name)
     job_id = run.last_attempt.job_id if run.last_attempt else None
     if job_id is None:
         raise NotReadyError(f"{run.run_id} has no job yet")
@@ -338,7 +365,8 @@ class Canceled:
 def cancel(ws: Workspace, run_ref: str) -> Canceled:
     """Cancel a run's jobs (training, evaluation, export), or a run still waiting for its
     turn; the ledger and report say so at once rather than at the next poll."""
-    ledger, run = repository.find_run(ws.project, run_ref)
+    with naming_unreadable(ws):
+        ledger, run = repository.find_run(ws.project, run_ref)
     stem = Path(ledger.report_path).stem
     if not run.active:
         message = f"{run.run_id} is {run.status.label.lower()}; nothing to cancel"
@@ -387,7 +415,8 @@ def report_document(changed: list[Path]) -> dict[str, Any]:
 def wait_run_ids(ws: Workspace, experiments: list[str] | tuple[str, ...]) -> list[str]:
     """The runs of ``experiments``, or every active run."""
     if experiments:
-        return [r.run_id for n in experiments for r in repository.runs_of(ws.project, n)]
+        with naming_unreadable(ws):
+            return [r.run_id for n in experiments for r in repository.runs_of(ws.project, n)]
     return [r.run_id for led in repository.ledgers(ws.project) for r in led.active_runs]
 
 

@@ -18,6 +18,7 @@ class ExitCode(IntEnum):
     OVER_BUDGET = 5  # plan exceeds budget.max_cost_usd
     BACKEND = 6  # the backend refused or failed to answer
     DATA = 7  # the dataset can't be read as the experiment asks (format, split, rows)
+    LEDGER_CORRUPT = 9  # a ledger file is not valid JSON of a ledger; restore its copy
     RUN_FAILED = 10  # a run ended in failure
     RUN_CANCELED = 11  # a run was canceled
     WAIT_TIMEOUT = 12  # stopped waiting before runs finished
@@ -34,6 +35,8 @@ EXIT_MEANINGS: dict[int, str] = {
     ExitCode.OVER_BUDGET: "the plan exceeds budget.max_cost_usd",
     ExitCode.BACKEND: "the backend, Hub or GitHub refused or failed: check tokens and quota",
     ExitCode.DATA: "the dataset does not fit the method, or cannot be read as the file asks",
+    ExitCode.LEDGER_CORRUPT: "a ledger file is unreadable (truncated or edited): restore "
+    "the committed copy; the other experiments were handled",
     ExitCode.RUN_FAILED: "the run failed: read its error, then its logs",
     ExitCode.RUN_CANCELED: "the run was canceled",
     ExitCode.WAIT_TIMEOUT: "stopped waiting before the runs finished; they continue",

@@ -20,6 +20,7 @@ from ci_runner.action import event as events
 from ci_runner.action.inputs import Command, Inputs
 from ci_runner.action.outcome import Outcome
 from ci_runner.action.runner_files import WorkflowLog, append_summary, write_outputs
+from ci_runner.core.inert import block, prose, quote
 from ci_runner.core.jobs import BackendName
 from ci_runner.errors import CiRunnerError, ExitCode, NotReadyError
 from ci_runner.flow.workspace import Workspace
@@ -69,7 +70,7 @@ def do_validate(ws: Workspace, files: list[str], out: Outcome) -> None:
     header = ("File", "Experiment", "Method", "Backend", "Result")
     text = "## ci-runner validate\n\n" + (table(header, rows) if rows else "_No files._")
     if errors:
-        text += "\n\n```text\n" + "\n".join(errors) + "\n```"
+        text += "\n\n" + block("\n".join(errors))
     out.summary.append(text)
 
 
@@ -83,11 +84,11 @@ def do_check_data(ws: Workspace, files: list[str], out: Outcome) -> None:
             shown = cmd.check_data_file(ws, file)
         except CiRunnerError as exc:
             out.fail(exc.exit_code)
-            blocks.append(f"### {code(file)}\n\n```text\n{exc}\n```")
+            blocks.append(f"### {code(file)}\n\n{block(str(exc))}")
             continue
         out.fail(shown.exit_code)
         out.acted_on(validation.document["name"], validation.run_ids)
-        blocks.append(f"### {code(file)}\n\n```text\n{shown.text.rstrip()}\n```")
+        blocks.append(f"### {code(file)}\n\n{block(shown.text)}")
     out.summary.append("\n\n".join(blocks))
 
 
@@ -124,7 +125,7 @@ def submitted_block(file: str, result: SubmitOutcome) -> str:
     else:
         verb = "Submitted" if result.created else "Already submitted"
         lines.append(f"{verb} {code(result.run_id)} as job {code(result.job_id)}")
-    lines += [f"> warning: {w}" for w in result.warnings]
+    lines += [quote(f"warning: {w}") for w in result.warnings]
     if result.file_plan:
         lines.append(render_totals(result.file_plan).rstrip("\n"))
     elif result.plan:
@@ -146,7 +147,7 @@ def do_submit(ws: Workspace, inputs: Inputs, files: list[str], out: Outcome) -> 
             result = cmd.submit_file(ws, file, backend=inputs.backend)
         except CiRunnerError as exc:
             out.fail(exc.exit_code)
-            blocks.append(f"### {code(file)}\n\n**Not submitted:**\n\n```text\n{exc}\n```")
+            blocks.append(f"### {code(file)}\n\n**Not submitted:**\n\n{block(str(exc))}")
             continue
         record_submitted(ws, result, out)
         blocks.append(submitted_block(file, result))
@@ -154,13 +155,19 @@ def do_submit(ws: Workspace, inputs: Inputs, files: list[str], out: Outcome) -> 
 
 
 def summarize_ledgers(ws: Workspace, out: Outcome, heading: str) -> None:
-    """Each experiment as its report opens: runs, metrics, health findings, evaluations.
+    """Each experiment as its report opens: runs, metrics, health findings, evaluations;
+    a ledger that cannot be read is named with its remedy and fails the step (exit 9),
+    while every other experiment is still shown.
 
     Plots are left out: a step summary cannot show the repository's files (the PR body,
     written once they are pushed, links them)."""
     ledgers = repository.ledgers(ws.project)
     blocks = [f"## {heading}"]
     blocks += [summary_block(ledger) for ledger in ledgers] or ["_No runs recorded yet._"]
+    for exc in cmd.unreadable_ledgers(ws):
+        out.fail(exc.exit_code)
+        out.annotations.append(("error", str(exc).splitlines()[0]))
+        blocks.append(f"**Not read:**\n\n{block(str(exc))}")
     out.summary.append("\n\n".join(blocks))
 
 
@@ -190,7 +197,7 @@ def do_run(ws: Workspace, inputs: Inputs, files: list[str], out: Outcome) -> Non
             )
         except CiRunnerError as exc:
             out.fail(exc.exit_code)
-            blocks.append(f"### {code(file)}\n\n**Not run:**\n\n```text\n{exc}\n```")
+            blocks.append(f"### {code(file)}\n\n**Not run:**\n\n{block(str(exc))}")
             continue
         record_submitted(ws, ran.submitted, out)
         out.acted_on_runs(repository.ledgers(ws.project), ran.runs)
@@ -319,13 +326,13 @@ def run_action(env: Mapping[str, str], log: WorkflowLog | None = None) -> int:
             out.fail(getattr(exc, "exit_code", ExitCode.INTERNAL))
             message = exc.format_message() if isinstance(exc, click.ClickException) else str(exc)
             command = env.get("INPUT_COMMAND", "").strip()
-            out.summary.append(f"**ci-runner {command} failed:**\n\n```text\n{message}\n```")
+            out.summary.append(f"**ci-runner {prose(command)} failed:**\n\n{block(message)}")
             out.annotations.append(("error", message.splitlines()[0] if message else command))
         finally:
             write_outputs(env.get("GITHUB_OUTPUT"), out.outputs())
             append_summary(env.get("GITHUB_STEP_SUMMARY"), "\n\n".join(out.summary))
-        for block in out.summary:
-            click.echo(redact(block))
+        for text in out.summary:
+            click.echo(redact(text))
     for level, message in out.annotations:
         log.annotate(level, message)
     return out.exit_code

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from ci_runner.core.durations import rounded_minutes as format_duration
+from ci_runner.core.inert import prose
 from ci_runner.plan.estimate import Plan
 
 
@@ -23,8 +24,8 @@ def _billions(count: int) -> str:
 
 def _model(plan: Plan) -> str:
     if plan.params is None:
-        return f"{plan.base_model}: size unknown"
-    return f"{plan.base_model}: {_billions(plan.params)} parameters ({plan.params_source})"
+        return f"{prose(plan.base_model)}: size unknown"
+    return f"{prose(plan.base_model)}: {_billions(plan.params)} parameters ({plan.params_source})"
 
 
 def _lora(plan: Plan) -> str:
@@ -130,7 +131,7 @@ def _cell(text: str) -> str:
 
 
 def _bullets(title: str, items: tuple[str, ...]) -> list[str]:
-    return ["", f"**{title}**", "", *(f"- {_cell(item)}" for item in items)] if items else []
+    return ["", f"**{title}**", "", *(f"- {prose(item)}" for item in items)] if items else []
 
 
 def render_plan(plan: Plan) -> str:

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ci_runner.core.durations import rounded_minutes as format_duration
+from ci_runner.core.inert import prose
 from ci_runner.plan.estimate import Plan
 from ci_runner.plan.render import plan_to_json, render_plan
 
@@ -92,8 +93,8 @@ def render_totals(plan: FilePlan) -> str:
     for run in plan.runs:
         p = run.plan
         hardware = p.flavor or "not chosen"
-        title = run.title.replace("|", "\\|")
-        row = f"| `{run.run_id}`{title[len(run.run_id) :]} | {p.method} | {hardware} |"
+        title = prose(run.title[len(run.run_id) :]).replace("|", "\\|")
+        row = f"| `{run.run_id}`{title} | {p.method} | {hardware} |"
         lines.append(f"{row} {_time(p.est_seconds)} | {_cost(p.est_cost_usd)} |")
     total = _cost(plan.total_cost_usd)
     if plan.unknown_costs:
@@ -107,12 +108,12 @@ def render_totals(plan: FilePlan) -> str:
     )
     text = "\n".join(lines) + "\n"
     if plan.warnings:
-        text += "\n" + "\n".join(f"- {w}" for w in plan.warnings) + "\n"
+        text += "\n" + "\n".join(f"- {prose(w)}" for w in plan.warnings) + "\n"
     return text
 
 
 def render_file_plan(plan: FilePlan) -> str:
     """Each run's plan under its title, then the totals."""
-    blocks = [f"### {r.title}\n\n{render_plan(r.plan).rstrip()}" for r in plan.runs]
+    blocks = [f"### {prose(r.title)}\n\n{render_plan(r.plan).rstrip()}" for r in plan.runs]
     blocks.append("### Total\n\n" + render_totals(plan).rstrip())
     return "\n\n".join(blocks) + "\n"

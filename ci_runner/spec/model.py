@@ -34,12 +34,12 @@ from ci_runner.core.hub import (
 Method = Literal["sft", "dpo", "grpo"]
 BUILTIN_REWARDS = ("accuracy", "format")
 
-NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
-REWARD_FN_RE = re.compile(r"^[^:]+\.py:[A-Za-z_][A-Za-z0-9_]*$")
+NAME_RE = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
+REWARD_FN_RE = re.compile(r"[^:\n]+\.py:[A-Za-z_][A-Za-z0-9_]*")
 
 
 def _revision(value: str | None) -> str | None:
-    if value is not None and not REVISION_RE.match(value):
+    if value is not None and not REVISION_RE.fullmatch(value):
         raise ValueError(f"{value!r} is not a branch, tag or commit of a Hub repo")
     return value
 
@@ -48,7 +48,7 @@ Revision = Annotated[str | None, AfterValidator(_revision)]
 
 
 def _reward_ref(reward: str) -> str:
-    if reward not in BUILTIN_REWARDS and not REWARD_FN_RE.match(reward):
+    if reward not in BUILTIN_REWARDS and not REWARD_FN_RE.fullmatch(reward):
         raise ValueError(
             f"unknown reward {reward!r}: use a built-in "
             f"({', '.join(BUILTIN_REWARDS)}) or path/to/module.py:function"
@@ -63,7 +63,7 @@ MULTI_RUN = {"matrix", "stages", "max_parallel", "replicates", "seeds"}
 
 
 def _name(value: str) -> str:
-    if not NAME_RE.match(value):
+    if not NAME_RE.fullmatch(value):
         raise ValueError(
             f"{value!r} is not a valid name: use 1-64 lowercase letters, digits, '.', '_' "
             "or '-', starting with a letter or digit"
@@ -77,7 +77,16 @@ def _hardware(value: str) -> str:
     return value
 
 
+def _token(value: str) -> str:
+    """A name the job passes on as is (a split, a column, a project): one line, no
+    surrounding spaces, or the paid job fails on it after it started."""
+    if value != value.strip() or any(ord(ch) < 32 or ord(ch) == 127 for ch in value):
+        raise ValueError(f"{value!r} holds a line break, a tab or surrounding spaces")
+    return value
+
+
 RewardRef = Annotated[str, AfterValidator(_reward_ref)]
+Token = Annotated[str, AfterValidator(_token)]  # a split, a column, a project name
 Name = Annotated[str, AfterValidator(_name)]  # an experiment's, a stage's
 Hardware = Annotated[str, AfterValidator(_hardware)]
 
@@ -88,11 +97,11 @@ class _Strict(BaseModel):
 
 class DatasetSpec(_Strict):
     path: str = Field(min_length=1)
-    config: str | None = None
-    split: str = "train"
-    eval_split: str | None = None
+    config: Token | None = None
+    split: Token = "train"
+    eval_split: Token | None = None
     eval_fraction: float | None = Field(default=None, gt=0, lt=1)
-    columns: dict[str, str] = {}
+    columns: dict[Token, Token] = {}
     max_samples: int | None = Field(default=None, gt=0)
     revision: Revision = None  # a Hub dataset's branch, tag or commit; else pinned at submit
 
@@ -125,7 +134,7 @@ class OutputSpec(_Strict):
     @field_validator("hub_model_id")
     @classmethod
     def _hub_id(cls, value: str | None) -> str | None:
-        if value is not None and (not HUB_ID_RE.match(value) or "/" not in value):
+        if value is not None and (not HUB_ID_RE.fullmatch(value) or "/" not in value):
             raise ValueError(f"{value!r} is not a Hub repo id; write it as <user-or-org>/<name>")
         return value
 
@@ -138,10 +147,10 @@ class TrackingSpec(_Strict):
     """
 
     backend: Literal["trackio", "mlflow"] = "trackio"
-    project: str | None = None  # trackio's project; for MLflow, the experiment's default name
-    space: str | None = None  # trackio: the Space the job logs to
+    project: Token | None = None  # trackio's project; for MLflow, the experiment's default name
+    space: Token | None = None  # trackio: the Space the job logs to
     uri: str | None = Field(default=None, min_length=1)  # MLflow: the tracking URI
-    experiment: str | None = Field(default=None, min_length=1)  # MLflow: the experiment name
+    experiment: Token | None = Field(default=None, min_length=1)  # MLflow: the experiment name
 
 
 class BudgetSpec(_Strict):
@@ -149,7 +158,7 @@ class BudgetSpec(_Strict):
 
 
 class BenchmarkEntry(_Strict):
-    benchmark: str = Field(min_length=1)  # humaneval, gsm8k, or a lighteval task name
+    benchmark: Token = Field(min_length=1)  # humaneval, gsm8k, or a lighteval task name
     fewshot: int = Field(default=0, ge=0)
     dataset: str | None = None  # a Hub id or local dir in the benchmark's format
     max_samples: int | None = Field(default=None, gt=0)
@@ -167,7 +176,7 @@ class EvaluationSpec(_Strict):
 
 class GgufSpec(_Strict):
     quantizations: list[Literal["Q4_K_M", "Q5_K_M", "Q8_0", "F16"]] = ["Q4_K_M"]
-    hub_repo: str | None = None
+    hub_repo: Token | None = None
 
 
 class ExportSpec(_Strict):
