@@ -35,6 +35,7 @@ HELPERS = (
     "curves.py",
     "train_data.py",
     "train_args.py",
+    "mlflow_store.py",
     "rewards.py",
     "evaluate_tasks.py",
     "evaluate_humaneval.py",
