@@ -83,8 +83,8 @@ def test_chat_style_answers_replace_the_function():
         "    return len([n for n in range(limit) if is_prime(n)])\n```\nDone."
     )
     assert score(counted, fenced) == 1.0
-    program = humaneval.build_program(counted, fenced)
-    assert "def is_prime" in program and program.rstrip().endswith("check(count_primes)")
+    program = humaneval.build_candidate(counted, fenced)
+    assert "def is_prime" in program and "return len([n for n" in program
     wrong = fenced.replace("len([n", "1 + len([n")
     assert score(counted, wrong) == 0.0
 

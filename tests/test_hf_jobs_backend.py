@@ -23,14 +23,14 @@ from ci_runner.errors import BackendError, ExitCode
 from ci_runner.flow.poll import poll as poll_once
 from ci_runner.flow.submit import submit as submit_file
 from ci_runner.flow.workspace import Workspace
-from ci_runner.job_scripts import ENTRY_SCRIPTS, HELPERS, PACKAGE_DIR, bundle_b64, unbundle
+from ci_runner.job_scripts import ENTRY_SCRIPTS, HELPERS, PACKAGE_DIR, bundle_b64
 from ci_runner.ledger.model import RunStatus
 from ci_runner.ledger.repository import find_run
 from ci_runner.ledger.store import load_ledger
 from ci_runner.paths import Project
 from ci_runner.runconfig import Launch
 from tests.conftest import ROOT
-from tests.hf_jobs_server import FakeHFJobs
+from tests.hf_jobs_server import FakeHFJobs, unbundle
 from tests.model_hub import hub_model_files, model_hub
 
 NS = "alice"
