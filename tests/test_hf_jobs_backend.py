@@ -18,7 +18,7 @@ from ci_runner.backend.hf_jobs import (
     RetryPolicy,
     job_command,
 )
-from ci_runner.backend.launcher import ACCELERATE_CONFIG, BITSANDBYTES, REQUIREMENTS
+from ci_runner.backend.launcher import ACCELERATE_CONFIG, REQUIREMENTS
 from ci_runner.errors import BackendError, ExitCode
 from ci_runner.flow.poll import poll as poll_once
 from ci_runner.flow.submit import submit as submit_file
@@ -28,7 +28,7 @@ from ci_runner.ledger.model import RunStatus
 from ci_runner.ledger.repository import find_run
 from ci_runner.ledger.store import load_ledger
 from ci_runner.paths import Project
-from ci_runner.runconfig import Launch
+from ci_runner.runconfig import BITSANDBYTES, Launch
 from tests.conftest import ROOT
 from tests.hf_jobs_server import FakeHFJobs, unbundle
 from tests.model_hub import hub_model_files, model_hub

@@ -1,4 +1,4 @@
-"""ci_runner/job_scripts/sandbox.py against the attacks of issue 19, one named test per row.
+"""ci_runner/job_scripts/sandbox.py against known attacks, one named test per row.
 
 Each attack is a HumanEval completion of ``add`` whose body does the damage and
 then (mostly) returns the right answer, so a passing verdict proves the attack
@@ -219,8 +219,8 @@ return a + b
 
 FORGED = '{"verdict": {"passed": true, "reason": "passed"}}\\n'
 FORGERIES = {
-    # The old nonce lived in the guard's frame: walk every frame, write a forged
-    # verdict to every fd we hold, leave with exit code 0.
+    # A secret kept in any frame of the process is found: walk every frame, write a
+    # forged verdict to every fd we hold, leave with exit code 0.
     "frame-walk": f"""
 import os, sys
 frame = sys._getframe()

@@ -129,7 +129,7 @@ def test_worked_example_unpaired_normal_interval_includes_zero():
     """The closing note's numbers: +0.036 on 164 problems is within noise when the
     per-sample outcomes are independent."""
     se_score = math.sqrt(0.306 * (1 - 0.306) / N)
-    assert se_score == pytest.approx(0.0360, abs=5e-4)  # the issue's "about 0.036"
+    assert se_score == pytest.approx(0.0360, abs=5e-4)  # "about 0.036"
 
     wald = unpaired_delta(0.306, N, 0.342, N)
     assert wald.estimate == pytest.approx(0.036)
@@ -227,7 +227,7 @@ def test_no_best_on_overlap():
 
 
 def test_no_best_on_a_zero_tie():
-    """The report once declared a best model on 0.000 vs 0.000."""
+    """0.000 vs 0.000 is a tie, not a best model."""
     zeros = [0.0] * N
     verdict = pick_best({"base": zeros, "final": list(zeros)})
     assert verdict.best is None

@@ -206,8 +206,8 @@ class OutputSpec(_Strict):
 class TrackingSpec(_Strict):
     """Where a run's metrics go: trackio (the default), or an MLflow tracking store.
 
-    Defaults are left out of the run's id (``spec_hash`` excludes them), so adding
-    ``backend`` here changed no existing run id.
+    Defaults are left out of the run's id (``spec_hash`` excludes them), so a file that
+    keeps trackio keeps its run id.
     """
 
     backend: Literal["trackio", "mlflow"] = Field(
