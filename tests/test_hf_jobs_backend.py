@@ -123,6 +123,7 @@ def test_submit_sends_script_config_secret_labels_flavor_and_timeout(project, hf
 
 
 @pytest.mark.parametrize("script", ENTRY_SCRIPTS)
+@pytest.mark.slow
 def test_each_job_script_runs_from_its_bundle_alone(script, tmp_path):
     """What a job unpacks is enough: the script imports every helper it needs from the
     bundle, with nothing but the standard library (heavy imports wait inside functions)."""
@@ -292,6 +293,7 @@ def test_poll_of_many_runs_uses_one_paginated_list_and_no_inspects(project, hf):
     assert inspects == []
 
 
+@pytest.mark.slow
 def test_token_never_reaches_files_or_output(project, hf, monkeypatch):
     write(project, "qwen-secret")
     env = {
@@ -327,6 +329,7 @@ def test_token_never_reaches_files_or_output(project, hf, monkeypatch):
             assert TOKEN.encode() not in path.read_bytes(), path
 
 
+@pytest.mark.slow
 def test_missing_token_is_a_clear_backend_error(project, monkeypatch, tmp_path):
     write(project, "qwen-notoken")
     env = {k: v for k, v in __import__("os").environ.items() if k != "HF_TOKEN"}

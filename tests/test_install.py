@@ -25,7 +25,7 @@ from tests.conftest import HF_NAMESPACE, HF_TOKEN, ROOT
 from tests.hf_jobs_server import unbundle
 from tests.test_hf_jobs_backend import experiment_text
 
-pytestmark = pytest.mark.usefixtures("loopback_online")
+pytestmark = [pytest.mark.usefixtures("loopback_online"), pytest.mark.slow]
 
 HEAVY = ("torch", "transformers", "trl", "datasets", "peft", "accelerate")
 

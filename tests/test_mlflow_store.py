@@ -80,6 +80,7 @@ def race(tmp_path: Path, *roles: str) -> tuple[str, list[dict]]:
     return uri, answers
 
 
+@pytest.mark.slow
 def test_two_jobs_create_one_store(tmp_path):
     uri, answers = race(tmp_path, "job-a", "job-b")
     from mlflow.tracking import MlflowClient
@@ -92,6 +93,7 @@ def test_two_jobs_create_one_store(tmp_path):
         assert run.info.run_id == answer["run"] and run.data.metrics == {"loss": 1.5}
 
 
+@pytest.mark.slow
 def test_a_poll_reading_while_a_job_creates_the_store(tmp_path):
     uri, (reader, job) = race(tmp_path, "reader", "job-a")
     assert reader == {"fresh": True, "reason": None}  # nothing logged yet; no error
@@ -101,6 +103,7 @@ def test_a_poll_reading_while_a_job_creates_the_store(tmp_path):
     assert later.fresh and later.runs is not None and later.runs["job-a"].loss == 1.5
 
 
+@pytest.mark.slow
 def test_a_stuck_initialiser_makes_a_read_fail_in_time_not_hang(tmp_path):
     from ci_runner.job_scripts.mlflow_store import init_lock
     from ci_runner.track.mlflow_progress import read_progress
