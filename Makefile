@@ -41,9 +41,10 @@ test: $(STAMP)
 	$(BIN)/pytest
 
 # Tests marked `training` (real TRL steps) or `slow` (job scripts, ML-stack imports, real
-# timeouts) are left out; `make test` runs them all.
+# timeouts) are left out; `make test` runs them all. Two pytest-xdist workers: most of these
+# tests wait on subprocesses and loopback servers, so two overlap well even on 2 cores.
 test-fast: $(STAMP)
-	$(BIN)/pytest -m "not training and not slow"
+	$(BIN)/pytest -m "not training and not slow" -n 2
 
 # Rewrite what is generated from the experiment file's models: schema/experiment.schema.json
 # and the field tables in README.md and AGENTS.md (a test fails while they are stale).
