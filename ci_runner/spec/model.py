@@ -374,7 +374,7 @@ Timeout = Annotated[
     ),
 ]
 LoraChoice = Literal["auto", "off"] | LoraSpec
-LoraInput = bool | Literal["auto", "off", "on"] | LoraSpec
+LoraInput = LoraSpec | Literal["auto", "off", "on"] | bool
 Lora = Annotated[LoraChoice, BeforeValidator(_lora_shorthand, json_schema_input_type=LoraInput)]
 StageLora = Annotated[
     LoraChoice | None,
