@@ -358,13 +358,13 @@ def _timeout(value: Any) -> Any:
 DurationText = Annotated[str, Field(pattern=DURATION_RE.pattern)]
 Dataset = Annotated[
     DatasetSpec | None,
-    BeforeValidator(_dataset_shorthand, json_schema_input_type=str | DatasetSpec | None),
+    BeforeValidator(_dataset_shorthand, json_schema_input_type=DatasetSpec | str | None),
 ]
 Evaluation = Annotated[
     EvaluationSpec | None,
     BeforeValidator(
         _evaluation_shorthand,
-        json_schema_input_type=list[BenchmarkEntry] | EvaluationSpec | None,
+        json_schema_input_type=EvaluationSpec | list[BenchmarkEntry] | None,
     ),
 ]
 Timeout = Annotated[
