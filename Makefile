@@ -1,4 +1,5 @@
-# Two entry points: `make demo` (offline demo, end to end) and `make test`.
+# Two entry points: `make demo` (offline demo, end to end) and `make test`; `make test-fast`
+# is the quick lane while working (no lint, no training or other slow tests).
 # Both create .venv on first use; nothing else needs installing by hand.
 PYTHON ?= python3
 VENV   := .venv
@@ -6,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 DEMO_STAMP := $(VENV)/.demo-stamp
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test test-fast schema lint bench clean
 
 # llama-cpp-python (the gguf extra) is sdist-only: pip compiles llama.cpp once (~5 min
 # on 2 cores) and keeps the ~20 MB wheel in ~/.cache/pip/wheels; later installs take
@@ -38,6 +39,17 @@ test: $(STAMP)
 	$(BIN)/lint-imports
 	$(BIN)/mypy
 	$(BIN)/pytest
+
+# Tests marked `training` (real TRL steps) or `slow` (job scripts, ML-stack imports, real
+# timeouts) are left out; `make test` runs them all. Two pytest-xdist workers: most of these
+# tests wait on subprocesses and loopback servers, so two overlap well even on 2 cores.
+test-fast: $(STAMP)
+	$(BIN)/pytest -m "not training and not slow" -n 2
+
+# Rewrite what is generated from the experiment file's models: schema/experiment.schema.json
+# and the field tables in README.md and AGENTS.md (a test fails while they are stale).
+schema: $(STAMP)
+	$(BIN)/python -m ci_runner.spec.schema
 
 bench: $(DEMO_STAMP)
 	$(BIN)/ci-runner fixtures

@@ -127,6 +127,24 @@ def validate(ctx: click.Context, files: tuple[str, ...], with_data: bool, as_jso
 
 
 @main.command()
+@click.option(
+    "--markdown", is_flag=True, help="Print the field reference (a table) instead of the schema."
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the JSON Schema (the default).")
+def schema(markdown: bool, as_json: bool) -> None:
+    """Print the JSON Schema of experiment files, for editors and validators.
+
+    Editors read it from a file's first line, `# yaml-language-server: $schema=PATH`;
+    `check-jsonschema --schemafile PATH experiments/x.yaml` checks a file against it.
+    """
+    from ci_runner.spec.schema import field_reference, schema_text
+
+    if markdown and as_json:
+        raise click.UsageError("--markdown and --json exclude each other")
+    click.echo(field_reference() if markdown else schema_text(), nl=False)
+
+
+@main.command()
 @click.option("--out", default="fixtures", show_default=True, type=click.Path(file_okay=False))
 @click.option("--force", is_flag=True, help="Rebuild the model even if it exists.")
 @click.pass_context

@@ -27,6 +27,7 @@ def run_benchmark(script: str, *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+@pytest.mark.slow
 def test_bench_cli_runs_and_prints_its_figures():
     for module in ("torch", "transformers", "sentencepiece"):  # to build the fixtures
         pytest.importorskip(module)
@@ -65,6 +66,7 @@ def test_bench_train_runs_the_demo_and_both_trainers_and_prints_its_figures(tiny
     assert re.search(r"demo overhead wall/runtime\s+\d+\.\dx", out.stdout)
 
 
+@pytest.mark.slow
 def test_bench_poll_runs_and_prints_its_figures():
     pytest.importorskip("trackio")
     out = run_benchmark("bench_poll.py", "--files", "1", "--runs-per-file", "4", "--page-size", "2")

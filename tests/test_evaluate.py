@@ -83,8 +83,8 @@ def test_chat_style_answers_replace_the_function():
         "    return len([n for n in range(limit) if is_prime(n)])\n```\nDone."
     )
     assert score(counted, fenced) == 1.0
-    program = humaneval.build_program(counted, fenced)
-    assert "def is_prime" in program and program.rstrip().endswith("check(count_primes)")
+    program = humaneval.build_candidate(counted, fenced)
+    assert "def is_prime" in program and "return len([n for n" in program
     wrong = fenced.replace("len([n", "1 + len([n")
     assert score(counted, wrong) == 0.0
 
@@ -97,6 +97,7 @@ def test_chat_style_answers_replace_the_function():
     ["    while True:\n        pass\n", "    import time\n    time.sleep(100)\n"],
     ids=["busy-loop", "sleep"],
 )
+@pytest.mark.slow
 def test_runaway_completions_are_killed_within_the_timeout(completion):
     started = time.monotonic()
     assert score(ADD, completion, timeout_s=TIMEOUT_S) == 0.0
@@ -109,6 +110,7 @@ def test_memory_hog_fails_fast():
     assert time.monotonic() - started < TIMEOUT_S + SLACK_S
 
 
+@pytest.mark.slow
 def test_timeout_kills_the_whole_process_group(tmp_path):
     """A child forked past the seatbelt (posix.fork) dies with the program on timeout."""
     marker = tmp_path / "child-outlived-the-run"
@@ -184,6 +186,7 @@ def test_gsm8k_scoring():
     assert len(gsm8k_rows("train")) >= 3 and len(gsm8k_rows("test")) >= 10
 
 
+@pytest.mark.slow
 def test_humaneval_metric_scores_a_task_in_parallel():
     """The lighteval metric object gives the same verdicts as the plain scorer."""
     pytest.importorskip("lighteval")

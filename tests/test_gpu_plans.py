@@ -20,12 +20,11 @@ import pytest
 from huggingface_hub import HfApi
 
 from ci_runner.backend.hf_jobs import job_command
-from ci_runner.backend.launcher import packages_for
 from ci_runner.plan.estimate import Plan, make_plan
 from ci_runner.plan.model_size import ModelSize, model_size
 from ci_runner.plan.render import render_plan
 from ci_runner.plan.resolve import resolve_run
-from ci_runner.runconfig import RunConfig
+from ci_runner.runconfig import RunConfig, packages_for
 from ci_runner.spec.model import Experiment
 from tests.model_hub import (
     SHARDED_MODELS,

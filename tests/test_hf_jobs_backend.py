@@ -18,19 +18,19 @@ from ci_runner.backend.hf_jobs import (
     RetryPolicy,
     job_command,
 )
-from ci_runner.backend.launcher import ACCELERATE_CONFIG, BITSANDBYTES, REQUIREMENTS
+from ci_runner.backend.launcher import ACCELERATE_CONFIG, REQUIREMENTS
 from ci_runner.errors import BackendError, ExitCode
 from ci_runner.flow.poll import poll as poll_once
 from ci_runner.flow.submit import submit as submit_file
 from ci_runner.flow.workspace import Workspace
-from ci_runner.job_scripts import ENTRY_SCRIPTS, HELPERS, PACKAGE_DIR, bundle_b64, unbundle
+from ci_runner.job_scripts import ENTRY_SCRIPTS, HELPERS, PACKAGE_DIR, bundle_b64
 from ci_runner.ledger.model import RunStatus
 from ci_runner.ledger.repository import find_run
 from ci_runner.ledger.store import load_ledger
 from ci_runner.paths import Project
-from ci_runner.runconfig import Launch
+from ci_runner.runconfig import BITSANDBYTES, Launch
 from tests.conftest import ROOT
-from tests.hf_jobs_server import FakeHFJobs
+from tests.hf_jobs_server import FakeHFJobs, unbundle
 from tests.model_hub import hub_model_files, model_hub
 
 NS = "alice"
@@ -123,6 +123,7 @@ def test_submit_sends_script_config_secret_labels_flavor_and_timeout(project, hf
 
 
 @pytest.mark.parametrize("script", ENTRY_SCRIPTS)
+@pytest.mark.slow
 def test_each_job_script_runs_from_its_bundle_alone(script, tmp_path):
     """What a job unpacks is enough: the script imports every helper it needs from the
     bundle, with nothing but the standard library (heavy imports wait inside functions)."""
@@ -292,6 +293,7 @@ def test_poll_of_many_runs_uses_one_paginated_list_and_no_inspects(project, hf):
     assert inspects == []
 
 
+@pytest.mark.slow
 def test_token_never_reaches_files_or_output(project, hf, monkeypatch):
     write(project, "qwen-secret")
     env = {
@@ -327,6 +329,7 @@ def test_token_never_reaches_files_or_output(project, hf, monkeypatch):
             assert TOKEN.encode() not in path.read_bytes(), path
 
 
+@pytest.mark.slow
 def test_missing_token_is_a_clear_backend_error(project, monkeypatch, tmp_path):
     write(project, "qwen-notoken")
     env = {k: v for k, v in __import__("os").environ.items() if k != "HF_TOKEN"}

@@ -57,12 +57,6 @@ def _numel(shape: list[int]) -> int:
     return math.prod(shape)
 
 
-def count_local_parameters(model_dir: Path) -> int | None:
-    """Sum tensor sizes from safetensors headers: exact, and reads a few KB only."""
-    shapes = local_tensor_shapes(model_dir)
-    return sum(_numel(shape) for shape in shapes.values()) if shapes else None
-
-
 @dataclass(frozen=True)
 class ModelShape:
     """What activation and KV-cache memory scale with (text decoder only)."""
