@@ -40,7 +40,7 @@ from tests.readme_workflow import readme_workflow
 from tests.test_hf_jobs_backend import summary_line
 from tests.unprivileged import as_unprivileged, give_to, unprivileged_ids, userns_refused
 
-pytestmark = pytest.mark.usefixtures("loopback_online")
+pytestmark = [pytest.mark.usefixtures("loopback_online"), pytest.mark.slow]
 
 EXPERIMENT = """\
 name: my-sft
