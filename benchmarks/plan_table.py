@@ -70,14 +70,18 @@ def _savers(plan: Plan) -> str:
     if savers is None:
         return "(none: before savers)"
     on = [s for s in savers if s.on]
-    return ", ".join(f"{s.name} −{s.saves_gb:.1f} GB" if s.saves_gb else s.name for s in on) or "none"
+    return (
+        ", ".join(f"{s.name} −{s.saves_gb:.1f} GB" if s.saves_gb else s.name for s in on) or "none"
+    )
 
 
 def _jobs(plan: Plan) -> str:
     jobs = getattr(plan, "jobs", None)
     if not jobs:
         return "(training only)"
-    parts = [f"{j.key}: {j.flavor} ${j.est_cost_usd:.2f}" for j in jobs if j.est_cost_usd is not None]
+    parts = [
+        f"{j.key}: {j.flavor} ${j.est_cost_usd:.2f}" for j in jobs if j.est_cost_usd is not None
+    ]
     return "; ".join(parts)
 
 
@@ -88,7 +92,8 @@ def row(label: str, plan: Plan) -> str:
     return (
         f"| {label} | {plan.flavor} | {memory:.1f} GB | {plan.dtype}"
         f"{' 4-bit' if plan.quantization else ''} | {_savers(plan)} | "
-        f"${plan.flavor_usd_per_hour:.2f} | ${plan.est_cost_usd:.2f} | {_jobs(plan)} | {total_text} |"
+        f"${plan.flavor_usd_per_hour:.2f} | ${plan.est_cost_usd:.2f} | {_jobs(plan)} "
+        f"| {total_text} |"
     )
 
 

@@ -6,6 +6,7 @@ from typing import Any
 
 from ci_runner.core.durations import rounded_minutes as format_duration
 from ci_runner.plan.estimate import Plan
+from ci_runner.plan.savers import rows_text
 
 
 def plan_to_json(plan: Plan) -> dict[str, Any]:
@@ -65,6 +66,22 @@ def _precision(plan: Plan) -> str:
         "TRL default": "TRL's default",
     }.get(plan.dtype_source or "")
     return f"{text} ({source})" if source else text
+
+
+def _savers(plan: Plan) -> str:
+    """The savers that are on, each with the memory it takes off a GPU."""
+    if not plan.savers:
+        return "not decided (model size unknown)"
+    return rows_text(plan.savers)
+
+
+def _saver_notes(plan: Plan) -> tuple[str, ...]:
+    return tuple(
+        f"{s.name}: {'on' if s.on else 'off'}"
+        + (f" (−{s.saves_gb:.1f} GB)" if s.on and s.saves_gb else "")
+        + (f": {s.note}" if s.note else "")
+        for s in plan.savers
+    )
 
 
 def _launch(plan: Plan) -> str:
@@ -141,6 +158,7 @@ def render_plan(plan: Plan) -> str:
         ("LoRA", _lora(plan)),
         ("Precision", _precision(plan)),
         ("Memory", _memory(plan)),
+        ("Savers", _savers(plan)),
         ("Hardware", _hardware(plan)),
         ("Workload", _workload(plan)),
         ("Compute", _compute(plan)),
@@ -150,5 +168,6 @@ def render_plan(plan: Plan) -> str:
     ]
     lines = ["| Plan | |", "|---|---|", *(f"| {key} | {_cell(value)} |" for key, value in rows)]
     lines += _bullets("Warnings", plan.warnings)
+    lines += _bullets("Savers", _saver_notes(plan))
     lines += _bullets("Assumptions", plan.assumptions)
     return "\n".join(lines) + "\n"

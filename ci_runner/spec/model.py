@@ -165,6 +165,28 @@ class EvaluationSpec(_Strict):
     hardware: str = "auto"
 
 
+class SaversSpec(_Strict):
+    """Memory savers the planner may apply (each only where the model and flavor support
+    it); ``false`` turns one off. A TRL field the file sets itself (``use_liger_kernel``,
+    ``gradient_checkpointing``, ``padding_free``, ``packing``, ``use_vllm``,
+    ``model_init_kwargs.dtype``) always wins."""
+
+    liger_kernel: bool = True  # Liger's Triton layer kernels (RMSNorm, SwiGLU/GeGLU, RoPE)
+    gradient_checkpointing: bool = True  # TRL's default on GPU
+    bf16_weights: bool = True  # full fine-tuning loads bf16 when float32 needs a dearer GPU
+    padding_free: bool = True  # SFT packing / DPO padding-free, with varlen flash attention
+    vllm: bool = True  # GRPO generates with vLLM colocated on the training GPU
+
+
+def _savers_shorthand(value: Any) -> Any:
+    """``savers: off`` (YAML reads it as False) turns every saver off; ``on`` keeps them."""
+    if value is False or value in ("off", "none"):
+        return {name: False for name in SaversSpec.model_fields}
+    if value is True or value in ("on", "auto"):
+        return {}
+    return value
+
+
 class GgufSpec(_Strict):
     quantizations: list[Literal["Q4_K_M", "Q5_K_M", "Q8_0", "F16"]] = ["Q4_K_M"]
     hub_repo: str | None = None
@@ -227,6 +249,7 @@ def _timeout(value: Any) -> Any:
 
 
 Dataset = Annotated[DatasetSpec | None, BeforeValidator(_dataset_shorthand)]
+Savers = Annotated[SaversSpec, BeforeValidator(_savers_shorthand)]
 Evaluation = Annotated[EvaluationSpec | None, BeforeValidator(_evaluation_shorthand)]
 Timeout = Annotated[int | None, BeforeValidator(_timeout)]
 LoraChoice = Literal["auto", "off"] | LoraSpec
@@ -279,6 +302,7 @@ class Experiment(_Strict):
     retry: RetrySpec = RetrySpec()
     evaluation: Evaluation = None
     export: ExportSpec | None = None
+    savers: Savers = SaversSpec()
     seed: int = 42
     # trust_remote_code runs the model repo's Python in the job: refused unless set here.
     allow_remote_code: bool = False
