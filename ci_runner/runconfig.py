@@ -119,6 +119,8 @@ def packages_for(run_config: BaseModel) -> tuple[str, ...]:
     """Packages a job needs beyond its script's header, only when its settings use them:
     bitsandbytes for a 4-bit base, liger-kernel for ``use_liger_kernel``, vLLM for
     ``use_vllm``."""
+    if isinstance(run_config, EvalConfig):
+        return (BITSANDBYTES,) if run_config.quantize else ()
     if not isinstance(run_config, RunConfig):
         return ()
     hp = run_config.hyperparameters
@@ -160,6 +162,10 @@ class EvalConfig(_Frozen):
     seed: int = 42
     max_new_tokens: int = 256
     inference_backend: Literal["accelerate", "vllm"] = "accelerate"
+    # How the plan sized this evaluation: "4bit" loads the model as bitsandbytes NF4 (as a
+    # QLoRA run trained it); device_map "auto" spreads it over the flavor's GPUs.
+    quantize: Literal["4bit"] | None = None
+    device_map: Literal["auto"] | None = None
 
 
 class EvalBatchConfig(_Frozen):

@@ -30,6 +30,14 @@ from ci_runner.plan.hardware import (
     _price,
     usable_gb,
 )
+from ci_runner.plan.jobs import (
+    JobPlan,
+    RunShape,
+    merge_ram_gb,
+    pipeline_jobs,
+    total_cost,
+    train_merge_fits,
+)
 from ci_runner.plan.memory import (
     Memory,
     estimate_memory,
@@ -139,6 +147,9 @@ class Plan(BaseModel):
     vllm_gpu_memory_utilization: float | None = None  # GRPO: the colocated engine's share
     generation_s: int | None = None  # GRPO: generation time within est_seconds
     generation_s_without_vllm: int | None = None  # ... had it used transformers generate
+    jobs: tuple[JobPlan, ...] = ()  # every job of the run: training, evaluations, export
+    total_cost_usd: float | None = None  # all of them; the budget applies to it
+    merge_in_training: bool | None = None  # output.merge: False pushes the adapter unmerged
 
 
 # --- the plan ----------------------------------------------------------------
@@ -275,13 +286,24 @@ def _quantized_run_warnings(precision: Precision, local: bool) -> list[str]:
 
 
 def _merge_note(
-    experiment: Experiment, precision: Precision, choice: FlavorChoice, size: ModelSize | None
+    experiment: Experiment,
+    precision: Precision,
+    choice: FlavorChoice,
+    size: ModelSize | None,
+    fits: bool | None,
 ) -> str | None:
-    """A 4-bit or sharded base cannot take the adapter in place: train.py reloads it."""
+    """A 4-bit or sharded base cannot take the adapter in place: train.py reloads it on the
+    training flavor's CPU, when that flavor's RAM holds it; else the adapter goes unmerged."""
     if not experiment.output.merge or not (precision.quantize or choice.processes > 1):
         return None
-    held = 4 if precision.dtype == "float32" else 2
-    need = f" (~{size.params * held / GB:.0f} GB of host memory)" if size else ""
+    need = f" (~{merge_ram_gb(size.params):.0f} GB of host memory)" if size else ""
+    flavor = choice.flavor
+    if fits is False and flavor is not None:
+        return (
+            f"output.merge: the 16-bit reload of the base needs{need}, more than "
+            f"{flavor.name}'s {flavor.ram_gb} GB of RAM: the adapter is pushed unmerged, and "
+            "the export job (if any) merges it on a flavor with the RAM"
+        )
     return (
         "output.merge: after training the adapter is merged into a reload of the base in "
         f"{precision.dtype} on the CPU{need}, since a 4-bit or sharded base cannot take it "
@@ -603,7 +625,9 @@ def make_plan(
         if note:
             notes.assumptions.insert(0, note)
     notes.warnings.extend(_quantized_run_warnings(precision, local))
-    merge = _merge_note(experiment, precision, choice, size)
+    run_shape = _run_shape(sized, choice, local)
+    merge_fits = train_merge_fits(run_shape, experiment) if run_shape else None
+    merge = _merge_note(experiment, precision, choice, size, merge_fits)
     if merge:
         notes.assumptions.append(merge)
 
@@ -618,8 +642,23 @@ def make_plan(
     if flavor is not None and size is not None:
         timing = _timing(flavor, s, size, sized, work, prices, notes, precision, memory)
         notes.warnings.extend(_timeout_warnings(experiment, timing.seconds, timing.recommended))
+    train_job = JobPlan(
+        kind="train",
+        key="train",
+        flavor="local" if local else (flavor.name if flavor else None),
+        usd_per_hour=0.0 if local else _hourly(flavor, timing, prices),
+        memory_gb=_per_gpu(memory, choice),
+        load=precision.describe(),
+        est_seconds=_ceil(timing.seconds),
+        est_cost_usd=0.0 if local else _round(timing.cost, 4),
+        timeout_s=experiment.timeout or timing.recommended,
+    )
+    jobs = pipeline_jobs(run_shape, experiment, train_job, prices)
+    total = total_cost(jobs) if len(jobs) > 1 else None
     over_budget, budget_warnings = (
-        (False, []) if local else _budget_warnings(experiment, timing.cost)
+        (False, [])
+        if local
+        else _budget_warnings(experiment, timing.cost if total is None else total)
     )
     notes.warnings.extend(budget_warnings)
 
@@ -663,6 +702,23 @@ def make_plan(
         vllm_gpu_memory_utilization=(memory.savers.vllm_share or None) if memory else None,
         generation_s=_ceil(timing.generation),
         generation_s_without_vllm=_ceil(timing.generation_without_vllm),
+        jobs=jobs if len(jobs) > 1 else (),
+        total_cost_usd=total,
+        merge_in_training=merge_fits,
+    )
+
+
+def _run_shape(sized: _Sizing, choice: FlavorChoice, local: bool) -> RunShape | None:
+    if sized.params is None or sized.shape is None:
+        return None
+    return RunShape(
+        params=sized.params,
+        shape=sized.shape,
+        lora=sized.lora is not None,
+        quantized=choice.precision.quantize is not None,
+        train_flavor=None if local else choice.flavor,
+        sharded=choice.processes > 1,
+        bf16=sized.settings.bf16,
     )
 
 

@@ -6,6 +6,7 @@ from typing import Any
 
 from ci_runner.core.durations import rounded_minutes as format_duration
 from ci_runner.plan.estimate import Plan
+from ci_runner.plan.jobs import JobPlan
 from ci_runner.plan.savers import rows_text
 
 
@@ -136,6 +137,8 @@ def _timeout(plan: Plan) -> str:
 
 def _cost(plan: Plan) -> str:
     text = "not estimated" if plan.est_cost_usd is None else f"~${plan.est_cost_usd:.2f}"
+    if plan.total_cost_usd is not None:
+        text += f" training, ~${plan.total_cost_usd:.2f} with every job (below)"
     if plan.budget_usd is not None:
         verdict = "over budget" if plan.over_budget else "budget"
         text += f" ({verdict} ${plan.budget_usd:.2f})"
@@ -148,6 +151,40 @@ def _cell(text: str) -> str:
 
 def _bullets(title: str, items: tuple[str, ...]) -> list[str]:
     return ["", f"**{title}**", "", *(f"- {_cell(item)}" for item in items)] if items else []
+
+
+def _job_memory(job: JobPlan) -> str:
+    if job.memory_gb is None:
+        return "—"
+    return (
+        f"~{job.memory_gb:.0f} GB RAM" if job.kind == "export" else f"~{job.memory_gb:.1f} GB/GPU"
+    )
+
+
+def _job_rows(plan: Plan) -> list[str]:
+    """Every job of the run with its flavor and cost, and the total the budget applies to."""
+    if not plan.jobs:
+        return []
+    lines = [
+        "",
+        "**Jobs**",
+        "",
+        "| Job | Flavor | Memory | How | Time | Cost |",
+        "|---|---|---|---|---|---|",
+    ]
+    for job in plan.jobs:
+        name = "train" if job.kind == "train" else f"{job.kind} {job.key}"
+        flavor = job.flavor or "not planned"
+        if job.flavor and job.usd_per_hour is not None:
+            flavor += f" at ${job.usd_per_hour:.2f}/h"
+        time = f"~{format_duration(job.est_seconds)}" if job.est_seconds else "—"
+        cost = f"~${job.est_cost_usd:.2f}" if job.est_cost_usd is not None else "—"
+        how = job.load + (f"; {job.note}" if job.note else "")
+        cells = (name, flavor, _job_memory(job), how, time, cost)
+        lines.append("| " + " | ".join(_cell(c) for c in cells) + " |")
+    total = "not estimated" if plan.total_cost_usd is None else f"~${plan.total_cost_usd:.2f}"
+    lines.append(f"| **Total** | | | | | {total} |")
+    return lines
 
 
 def render_plan(plan: Plan) -> str:
@@ -167,6 +204,7 @@ def render_plan(plan: Plan) -> str:
         ("Cost", _cost(plan)),
     ]
     lines = ["| Plan | |", "|---|---|", *(f"| {key} | {_cell(value)} |" for key, value in rows)]
+    lines += _job_rows(plan)
     lines += _bullets("Warnings", plan.warnings)
     lines += _bullets("Savers", _saver_notes(plan))
     lines += _bullets("Assumptions", plan.assumptions)

@@ -161,7 +161,10 @@ def resolve_run(
             output_dir=output_dir,
             hub_model_id=experiment.output.hub_model_id,
             hub_private=experiment.output.private,
-            merge_lora=experiment.output.merge and lora is not None,
+            # the plan found the training flavor's RAM too small for the 16-bit reload
+            merge_lora=experiment.output.merge
+            and lora is not None
+            and plan.merge_in_training is not False,
             tracking=tracking_for(experiment, run_id),
             seed=experiment.seed,
             launch=launch_for(experiment, plan),
