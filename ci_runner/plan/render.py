@@ -79,7 +79,7 @@ def _savers(plan: Plan) -> str:
 def _saver_notes(plan: Plan) -> tuple[str, ...]:
     return tuple(
         f"{s.name}: {'on' if s.on else 'off'}"
-        + (f" (−{s.saves_gb:.1f} GB)" if s.on and s.saves_gb else "")
+        + (f" (−{s.saves_gb:.1f} GB)" if s.on and s.saves_gb and s.saves_gb >= 0.05 else "")
         + (f": {s.note}" if s.note else "")
         for s in plan.savers
     )

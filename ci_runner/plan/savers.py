@@ -219,6 +219,7 @@ def rows_text(savers: tuple[SaverPlan, ...]) -> str:
     parts = []
     for saver in savers:
         if saver.on:
-            effect = f" −{saver.saves_gb:.1f} GB" if saver.saves_gb else ""
+            big = saver.saves_gb is not None and saver.saves_gb >= 0.05
+            effect = f" −{saver.saves_gb:.1f} GB" if big else ""
             parts.append(f"{saver.name}{effect}")
     return ", ".join(parts) or "none"

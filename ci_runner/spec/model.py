@@ -162,7 +162,7 @@ class EvaluationSpec(_Strict):
     models: list[Literal["base", "final"]] = ["base", "final"]
     checkpoints: Literal["none", "all"] = "none"
     max_samples: int | None = Field(default=None, gt=0)  # default for every benchmark
-    hardware: str = "auto"
+    hardware: Hardware = "auto"  # the evaluation jobs' flavor; auto: sized by the plan
 
 
 class SaversSpec(_Strict):
