@@ -121,6 +121,8 @@ def test_the_trl_config_the_job_builds_has_exactly_the_planned_savers(model, ove
         if vllm:
             assert args.vllm_mode == "colocate"
             assert args.vllm_gpu_memory_utilization == plan.vllm_gpu_memory_utilization
+            # the engine's context is sent: TRL's default is the model's own (32k-128k)
+            assert args.vllm_max_model_length == plan.vllm_max_model_length == 2560
     packages = packages_for(run_config)
     assert (LIGER_KERNEL in packages) is saver(plan, "liger_kernel")
     assert (VLLM in packages) is (plan.method == "grpo" and saver(plan, "vllm"))

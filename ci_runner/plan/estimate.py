@@ -41,6 +41,7 @@ from ci_runner.plan.jobs import (
 from ci_runner.plan.memory import (
     Memory,
     estimate_memory,
+    vllm_context,
     vllm_engine_bytes,
 )
 from ci_runner.plan.model_size import ModelShape, ModelSize
@@ -145,6 +146,7 @@ class Plan(BaseModel):
     flops_formula: str | None = None  # the training FLOPs the time estimate assumes
     savers: tuple[SaverPlan, ...] = ()  # memory savers, on or off, with what each saves
     vllm_gpu_memory_utilization: float | None = None  # GRPO: the colocated engine's share
+    vllm_max_model_length: int | None = None  # ... and the context its KV cache is sized for
     generation_s: int | None = None  # GRPO: generation time within est_seconds
     generation_s_without_vllm: int | None = None  # ... had it used transformers generate
     jobs: tuple[JobPlan, ...] = ()  # every job of the run: training, evaluations, export
@@ -700,6 +702,11 @@ def make_plan(
         flops_formula=flops_formula(s, lora_on) if size is not None else None,
         savers=_saver_rows(sized, choice),
         vllm_gpu_memory_utilization=(memory.savers.vllm_share or None) if memory else None,
+        vllm_max_model_length=(
+            vllm_context(s, sized.lengths.prompt_len)
+            if memory and memory.savers.vllm_share
+            else None
+        ),
         generation_s=_ceil(timing.generation),
         generation_s_without_vllm=_ceil(timing.generation_without_vllm),
         jobs=jobs if len(jobs) > 1 else (),

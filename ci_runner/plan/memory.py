@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 from ci_runner.plan.model_size import ModelShape
@@ -156,8 +157,23 @@ def estimate_memory(
     return Memory(static, dynamic, savers=savers)
 
 
+VLLM_MIN_PROMPT_ROOM = 2048  # prompt tokens the engine's context allows at least
+
+
+def vllm_context(s: Settings, prompt_len: float) -> int:
+    """The ``vllm_max_model_length`` sent: room for long prompts (4 × the mean, at least
+    2,048 tokens) plus ``max_completion_length``, rounded up to 256. Unset, TRL takes the
+    model's own context (131,072 for Llama 3.1), whose KV cache vLLM refuses to start
+    without."""
+    room = max(VLLM_MIN_PROMPT_ROOM, 4 * prompt_len) + s.completion_len
+    return int(math.ceil(room / 256) * 256)
+
+
 def vllm_engine_bytes(params: int, shape: ModelShape, s: Settings, prompt_len: float) -> float:
-    """What a colocated vLLM engine needs: a 16-bit copy of the weights, the KV cache of one
-    generation batch (per_device_train_batch_size × gradient_accumulation_steps sequences
-    of prompt + completion), and its own activations and CUDA graphs."""
-    return params * 2 + _kv_cache_bytes(shape, s, prompt_len, 2) + VLLM_OVERHEAD_GB * GB
+    """What a colocated vLLM engine needs: a 16-bit copy of the weights, a KV cache for the
+    larger of one generation batch (per_device_train_batch_size × gradient_accumulation_steps
+    sequences of prompt + completion) and one sequence of its whole context, and its own
+    activations and CUDA graphs."""
+    per_token = shape.num_layers * 2 * shape.kv_dim * 2
+    kv = max(_kv_cache_bytes(shape, s, prompt_len, 2), vllm_context(s, prompt_len) * per_token)
+    return params * 2 + kv + VLLM_OVERHEAD_GB * GB

@@ -77,6 +77,8 @@ def with_savers(hyperparameters: dict[str, Any], plan: Plan) -> dict[str, Any]:
         out.setdefault("use_vllm", True)
         out.setdefault("vllm_mode", "colocate")
         out.setdefault("vllm_gpu_memory_utilization", plan.vllm_gpu_memory_utilization)
+        if plan.vllm_max_model_length:
+            out.setdefault("vllm_max_model_length", plan.vllm_max_model_length)
     return out
 
 
