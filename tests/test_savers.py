@@ -208,3 +208,43 @@ def test_savers_in_the_file_are_validated_with_line_and_hint():
         text.replace("liger: false", "liger_kernel: false\n  vllm: false"), "f.yaml"
     )
     assert not ok.savers.liger_kernel and not ok.savers.vllm and ok.savers.bf16_weights
+
+
+PIPELINE = {
+    "evaluation": {"benchmarks": [{"benchmark": "gsm8k", "max_samples": 100}]},
+    "export": {"gguf": {"quantizations": ["Q4_K_M"]}},
+    "output": {"hub_model_id": "alice/x", "merge": True},
+}
+
+
+@pytest.mark.parametrize(
+    ("lora", "evaluation", "eval_flavor"),
+    [
+        ("auto", ("4bit", None), "a100-large"),  # QLoRA: evaluated in 4 bits, as trained
+        ({"quantize": "none"}, (None, "auto"), "rtx-pro-6000x2"),  # 16 bits over 2 GPUs
+    ],
+    ids=["qlora", "fsdp"],
+)
+def test_every_job_of_a_70b_run_is_sized_for_what_it_holds(lora, evaluation, eval_flavor):
+    from ci_runner.core.flavors import FLAVORS_BY_NAME
+    from ci_runner.plan.jobs import HOST_HEADROOM
+
+    plan = planned("Llama-3.1-70B-Instruct", lora=lora, **PIPELINE)[0]
+    jobs = {job.key: job for job in plan.jobs}
+    assert list(jobs) == ["train", "base", "final", "gguf"]
+    for key in ("base", "final"):
+        job = jobs[key]
+        flavor = FLAVORS_BY_NAME[job.flavor]
+        assert (job.flavor, job.quantize, job.device_map) == (eval_flavor, *evaluation)
+        assert job.memory_gb <= flavor.vram_gb * 0.85  # per GPU, weights + a KV batch
+        assert job.timeout_s >= job.est_seconds
+    export = jobs["gguf"]
+    flavor = FLAVORS_BY_NAME[export.flavor]
+    assert export.memory_gb > 141  # the 16-bit reload of the base, on the CPU
+    assert export.memory_gb <= flavor.ram_gb * HOST_HEADROOM
+    assert plan.total_cost_usd == pytest.approx(sum(j.est_cost_usd for j in plan.jobs), abs=1e-3)
+    text = render_plan(plan)
+    assert (
+        "| export gguf | " in text
+        and f"| **Total** | | | | | ~${plan.total_cost_usd:.2f} |" in text
+    )
