@@ -217,5 +217,8 @@ def test_plan_command_prints_the_formula_and_the_qlora_rule(hub, tmp_path, monke
     )
     assert result.exit_code == 0, result.output
     assert "| Hardware | a100-large at $2.50/h |" in result.output
+    assert "| Savers | fused_lm_head −2.5 GB, liger_kernel −0.2 GB, gradient_checkpointing" in (
+        result.output
+    )
     assert "| Compute | 6·N·tokens = 2 forward + 2 backward" in result.output
     assert "QLoRA (auto): the 16-bit LoRA run needs ~149 GB" in result.output
