@@ -323,3 +323,53 @@ def test_evaluate_lora_adapter_merges_into_its_base(tiny_fixtures, job_env, tmp_
     code, output, summary = run_evaluate(config, job_env, tmp_path)
     assert_evaluated(code, output, summary, config)
     assert summary["base_model"] == str(tiny_fixtures.model)
+
+
+class StopLoading(Exception):
+    """Raised by the spy once it has seen what reaches from_pretrained."""
+
+
+@pytest.mark.parametrize(
+    ("placement", "expected"),
+    [
+        ({"quantize": "4bit"}, ("auto", True)),  # a QLoRA run's evaluation: NF4 on one GPU
+        ({"device_map": "auto"}, ("auto", False)),  # 16 bits over the flavor's GPUs
+        ({}, (None, False)),  # as before: loaded whole, then moved by lighteval
+    ],
+)
+def test_the_planned_placement_reaches_from_pretrained(
+    tiny_fixtures, monkeypatch, placement, expected
+):
+    """What the plan sized an evaluation as (EvalConfig ``quantize``/``device_map``) is how
+    the model loads, adapter merges included; a placed model keeps lighteval from moving it."""
+    import transformers
+    from transformers import BitsAndBytesConfig
+
+    seen: dict[str, Any] = {}
+
+    def spy(cls, pretrained, *args, **kwargs):
+        seen.update(kwargs, model=pretrained)
+        raise StopLoading
+
+    monkeypatch.setattr(transformers.PreTrainedModel, "from_pretrained", classmethod(spy))
+    config = EvalConfig(
+        experiment="tiny",
+        run_id="tiny-1",
+        eval_id="tiny-1-final",
+        model=str(tiny_fixtures.model),
+        model_label="final",
+        benchmarks=[{"benchmark": "gsm8k"}],
+        output_dir="/tmp/unused",
+        **placement,
+    ).model_dump()
+    with pytest.raises(StopLoading):
+        evaluate_pipeline.load_model(config)
+    device_map, four_bit = expected
+    assert seen["model"] == str(tiny_fixtures.model)
+    assert seen.get("device_map") == device_map
+    bnb = seen.get("quantization_config")
+    assert isinstance(bnb, BitsAndBytesConfig) is four_bit
+    if four_bit:
+        assert bnb.load_in_4bit and bnb.bnb_4bit_quant_type == "nf4"
+        assert bnb.bnb_4bit_compute_dtype == seen["dtype"]
+    assert evaluate_pipeline.placed(config) is (device_map is not None)

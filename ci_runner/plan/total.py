@@ -28,11 +28,12 @@ class FilePlan:
 
     @property
     def unknown_costs(self) -> int:
-        return sum(1 for r in self.runs if r.plan.est_cost_usd is None)
+        return sum(1 for r in self.runs if _run_cost(r.plan) is None)
 
     @property
     def total_cost_usd(self) -> float | None:
-        known = [r.plan.est_cost_usd for r in self.runs if r.plan.est_cost_usd is not None]
+        """Every job of every run: training, evaluations and exports."""
+        known = [c for c in (_run_cost(r.plan) for r in self.runs) if c is not None]
         return round(sum(known), 4) if known else None
 
     @property
@@ -59,6 +60,10 @@ class FilePlan:
                 f"cost of {self.unknown_costs} run(s) unknown: the budget is checked on the rest"
             )
         return out
+
+
+def _run_cost(plan: Plan) -> float | None:
+    return plan.total_cost_usd if plan.total_cost_usd is not None else plan.est_cost_usd
 
 
 def file_plan_to_json(plan: FilePlan) -> dict[str, Any]:
@@ -95,7 +100,7 @@ def render_totals(plan: FilePlan) -> str:
         hardware = p.flavor or "not chosen"
         title = prose(run.title[len(run.run_id) :]).replace("|", "\\|")
         row = f"| `{run.run_id}`{title} | {p.method} | {hardware} |"
-        lines.append(f"{row} {_time(p.est_seconds)} | {_cost(p.est_cost_usd)} |")
+        lines.append(f"{row} {_time(p.est_seconds)} | {_cost(_run_cost(p))} |")
     total = _cost(plan.total_cost_usd)
     if plan.unknown_costs:
         total += f" ({plan.unknown_costs} not estimated)"

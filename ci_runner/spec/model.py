@@ -287,7 +287,44 @@ class EvaluationSpec(_Strict):
     max_samples: int | None = Field(
         default=None, gt=0, description="The default `max_samples` of every benchmark."
     )
-    hardware: str = Field(default="auto", description="The evaluation jobs' hardware.")
+    hardware: Hardware = Field(
+        default="auto",
+        description="The evaluation jobs' flavor; `auto` sizes them like the training job.",
+    )
+
+
+class SaversSpec(_Strict):
+    """Memory savers the planner may apply (each only where the model and flavor support
+    it); ``false`` turns one off. A TRL field the file sets itself (``use_liger_kernel``,
+    ``gradient_checkpointing``, ``padding_free``, ``packing``, ``use_vllm``,
+    ``model_init_kwargs.dtype``) always wins."""
+
+    liger_kernel: bool = Field(
+        default=True, description="Liger's Triton layer kernels (RMSNorm, SwiGLU/GeGLU, RoPE)."
+    )
+    gradient_checkpointing: bool = Field(
+        default=True, description="Recompute activations in the backward pass (TRL's default)."
+    )
+    bf16_weights: bool = Field(
+        default=True,
+        description="A full fine-tune loads bf16 weights when float32 needs a dearer GPU.",
+    )
+    padding_free: bool = Field(
+        default=True,
+        description="SFT packing / DPO padding-free, with a varlen flash attention.",
+    )
+    vllm: bool = Field(
+        default=True, description="GRPO generates with vLLM colocated on the training GPU."
+    )
+
+
+def _savers_shorthand(value: Any) -> Any:
+    """``savers: off`` (YAML reads it as False) turns every saver off; ``on`` keeps them."""
+    if value is False or value in ("off", "none"):
+        return {name: False for name in SaversSpec.model_fields}
+    if value is True or value in ("on", "auto"):
+        return {}
+    return value
 
 
 class GgufSpec(_Strict):
@@ -370,6 +407,12 @@ DurationText = Annotated[str, Field(pattern=f"^(?:{DURATION_RE.pattern})$")]
 Dataset = Annotated[
     DatasetSpec | None,
     BeforeValidator(_dataset_shorthand, json_schema_input_type=DatasetSpec | str | None),
+]
+Savers = Annotated[
+    SaversSpec,
+    BeforeValidator(
+        _savers_shorthand, json_schema_input_type=SaversSpec | bool | Literal["on", "off"]
+    ),
 ]
 Evaluation = Annotated[
     EvaluationSpec | None,
@@ -492,6 +535,11 @@ class Experiment(_Strict):
     retry: RetrySpec = Field(default=RetrySpec(), description="Resuming after transient failures.")
     evaluation: Evaluation = Field(default=None, description=_EVALUATION)
     export: ExportSpec | None = Field(default=None, description=_EXPORT)
+    savers: Savers = Field(
+        default=SaversSpec(),
+        description="Memory savers the plan may apply; `savers: off`, or one `false`, turns "
+        "them off.",
+    )
     seed: int = Field(default=42, description=_SEED)
     allow_remote_code: bool = Field(
         default=False,
