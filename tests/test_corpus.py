@@ -21,20 +21,32 @@ from tests.test_train_script import assert_trained, make_config, run_train
 
 READY, MAP, NO = Verdict.READY, Verdict.NEEDS_MAPPING, Verdict.INCOMPATIBLE
 
-# dataset → verdict for sft, dpo, grpo (no reward columns asked for), kto.
+# dataset → verdict for sft, dpo, grpo (no reward columns asked for).
 EXPECTED = {
-    "open-r1/codeforces-cots": (READY, NO, READY, NO),
-    "HuggingFaceH4/ultrachat_200k": (READY, NO, READY, NO),
-    "trl-lib/Capybara": (READY, NO, NO, NO),
-    "trl-lib/ultrafeedback_binarized": (NO, READY, NO, READY),
-    "Anthropic/hh-rlhf": (NO, READY, NO, READY),
-    "openai/gsm8k": (MAP, NO, MAP, NO),
-    "trl-lib/tldr": (READY, NO, READY, NO),
-    "teknium/OpenHermes-2.5": (READY, NO, NO, NO),
-    "HuggingFaceH4/ultrafeedback_binarized": (READY, READY, READY, MAP),
-    "trl-lib/DeepMath-103K": (NO, NO, READY, NO),
+    "open-r1/codeforces-cots": (READY, NO, READY),
+    "HuggingFaceH4/ultrachat_200k": (READY, NO, READY),
+    "trl-lib/Capybara": (READY, NO, NO),
+    "trl-lib/ultrafeedback_binarized": (NO, READY, NO),
+    "Anthropic/hh-rlhf": (NO, READY, NO),
+    "openai/gsm8k": (MAP, NO, MAP),
+    "trl-lib/tldr": (READY, NO, READY),
+    "teknium/OpenHermes-2.5": (READY, NO, NO),
+    "HuggingFaceH4/ultrafeedback_binarized": (READY, READY, READY),
+    "trl-lib/DeepMath-103K": (NO, NO, READY),
+    "mlabonne/FineTome-100k": (READY, NO, NO),
+    "zetavg/ShareGPT-Processed": (READY, NO, NO),
+    "erfanzar/ShareGPT4": (READY, NO, NO),
+    "liyucheng/ShareGPT90K": (READY, NO, NO),
+    "HuggingFaceH4/no_robots": (READY, NO, READY),
+    "HuggingFaceH4/orca_dpo_pairs": (NO, READY, READY),
+    "snorkelai/Snorkel-Mistral-PairRM-DPO-Dataset": (NO, READY, READY),
+    "li-ping/dpo_v1": (NO, MAP, MAP),
+    "HuggingFaceH4/llava-instruct-mix-vsft": (READY, NO, NO),
+    "vinhpx/function-calling-en": (MAP, NO, NO),
 }
-METHODS = ("sft", "dpo", "grpo", "kto")
+METHODS = ("sft", "dpo", "grpo")
+# Checked, but not trained here: the tiny model reads no images.
+NOT_TRAINED = {"HuggingFaceH4/llava-instruct-mix-vsft"}
 
 
 def test_the_corpus_is_complete():
@@ -94,7 +106,7 @@ def test_sharegpt_turns_are_read_as_chat(corpus_dir):
     sft = next(c for c in check_dataset(sample) if c.method == "sft")
     assert sft.verdict is READY, sft
     assert any("reads conversations as messages" in r for r in sft.reasons)
-    assert any("ShareGPT {from, value} turns into {role, content}" in r for r in sft.reasons)
+    assert any("as {role, content} (ShareGPT {from, value}" in r for r in sft.reasons)
 
 
 def test_grpo_rewards_ask_for_their_columns(corpus_dir):
@@ -112,7 +124,7 @@ TRAINABLE = [
     (name, method)
     for name, row in sorted(EXPECTED.items())
     for method, verdict in zip(METHODS, row, strict=True)
-    if method != "kto" and verdict in (READY, MAP)
+    if name not in NOT_TRAINED and verdict in (READY, MAP)
 ]
 GRPO_REWARDS = {"openai/gsm8k": ["accuracy", "format"], "trl-lib/DeepMath-103K": ["accuracy"]}
 
