@@ -99,6 +99,9 @@ def tokenizer_counter(tokenizer: Any) -> Counter:
             return len(tokenizer(item.text)["input_ids"])
         if not item.messages:
             return 0
+        if not getattr(tokenizer, "chat_template", None):  # as ChatTokenizer.count does
+            text = "\n".join(str(m.get("content", "")) for m in item.messages)
+            return len(tokenizer(text)["input_ids"])
         ids = tokenizer.apply_chat_template(
             item.messages,
             tokenize=True,

@@ -123,9 +123,12 @@ class Shape:
         return "train.py " + "; ".join(parts)
 
     def system_notice(self) -> str:
-        where = ", ".join(c for c in self.keep if c in self.content and c not in ("completion",))
-        turned = f" ({', '.join(self.to_chat)} become chat turns)" if self.to_chat else ""
-        return f"puts column '{self.system}' first in {where} as the system turn{turned}"
+        """The one line check-data and the job log print about the system column."""
+        where = " and ".join(_leading_columns(self))
+        notice = f"puts column '{self.system}' first in {where} as the system turn"
+        if self.to_chat:
+            notice += f" (the strings in {', '.join(self.to_chat)} become chat turns to carry it)"
+        return notice
 
 
 def _listing(names: Sequence[str], limit: int = 8) -> str:
