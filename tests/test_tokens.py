@@ -31,9 +31,9 @@ import pytest
 
 from ci_runner.data.check import check_experiment_data, check_sample, render_lengths
 from ci_runner.data.lengths import load_tokenizer, tokenizer_counter
-from ci_runner.job_scripts import shaping
 from ci_runner.data.sample import DatasetSample
 from ci_runner.data.tokens import ChatTokenizer, load_chat_tokenizer, render_chat_template
+from ci_runner.job_scripts import shaping
 from ci_runner.spec.load import parse_experiment
 from tests.conftest import ROOT
 from tests.model_hub import model_hub
