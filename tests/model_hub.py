@@ -137,6 +137,11 @@ class _Handler(BaseHTTPRequestHandler):
             return self._send(200, json.dumps(hub.hardware).encode(), {})
         repo, _, rest = self.path.lstrip("/").partition("/resolve/")
         revision, _, filename = rest.partition("/")
+        refused = hub.errors.get(repo) or hub.errors.get(f"{repo}@{revision}")
+        if refused:  # as huggingface.co answers: a status and the error's name in a header
+            status, error = refused
+            body = json.dumps({"error": error}).encode()
+            return self._send(status, body, {"X-Error-Code": error, "X-Error-Message": error})
         body = hub.file(repo, filename)
         if body is None:
             return self._send(404, b"", {"X-Error-Code": "EntryNotFound"})
@@ -166,6 +171,8 @@ class FakeModelHub:
         self.files: dict[str, Any] = dict(files or {})
         self.hardware = hardware or []
         self.fail = 0  # an HTTP status every request gets, when set
+        # "org/name" or "org/name@revision" → (status, X-Error-Code), e.g. (401, "GatedRepo")
+        self.errors: dict[str, tuple[int, str]] = {}
         self.main_commit = COMMIT  # where `main` points; set another to say it moved on
         self.seen: list[tuple[str, str, str | None]] = []  # method, path, Range
         handler = type("Handler", (_Handler,), {"hub": self})

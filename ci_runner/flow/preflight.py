@@ -8,7 +8,7 @@ or ``matrix:`` is simply a file of one run.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,7 +29,7 @@ from ci_runner.errors import (
 )
 from ci_runner.flow.workspace import Workspace
 from ci_runner.plan.estimate import Plan, make_plan, prices_from_hardware
-from ci_runner.plan.model_size import model_size
+from ci_runner.plan.model_size import SizeProblem, model_size, why_unsized
 from ci_runner.plan.total import FilePlan, RunPlan
 from ci_runner.runconfig import DatasetSource
 from ci_runner.spec.expand import RunSpec, expand, max_parallel
@@ -222,15 +222,40 @@ def plan_runs(
     return FilePlan(experiment.name, plans, budget, max_parallel(experiment))
 
 
+def sizing_problems(ws: Workspace, plan: FilePlan, runs: list[RunSpec]) -> list[SizeProblem]:
+    """Why each model that could not be sized was not, for the runs that cannot go ahead
+    without its size: no hardware set by hand, or a repo that the job could not read either
+    (gated, missing, a revision that is not there)."""
+    experiments = {spec.run_id: spec.experiment for spec in runs}
+    found: dict[str, SizeProblem] = {}
+    for run in plan.runs:
+        experiment = experiments[run.run_id]
+        ref = experiment.base_model
+        if run.plan.params is not None or ref in found:
+            continue
+        api = None if is_local_path(ref) else hub_api(ws.hf_token())
+        problem = why_unsized(ref, root=ws.root, api=api, revision=experiment.base_model_revision)
+        if run.plan.flavor is None or not problem.hardware_helps:
+            found[ref] = problem
+    return list(found.values())
+
+
 def require_plannable(
-    plan: FilePlan, runs: list[RunSpec], file: str, *, allow_over_budget: bool
+    plan: FilePlan,
+    runs: list[RunSpec],
+    file: str,
+    *,
+    allow_over_budget: bool,
+    unsized: Sequence[SizeProblem] = (),
 ) -> None:
     """Refuse what cannot run, or costs more than the file allows, before anything starts."""
+    if unsized:
+        raise NotReadyError("\n".join(problem.message(file) for problem in unsized))
     for run in plan.runs:
         if run.plan.flavor is None:
             raise NotReadyError(
-                f"cannot size {run.plan.base_model} (offline, or no safetensors metadata), so "
-                "no hardware can be chosen: set `hardware:` to a flavor in the experiment file"
+                f"{file}: cannot size {run.plan.base_model}, so no hardware can be chosen\n"
+                "  hint: set `hardware:` to a flavor in the experiment file"
             )
     if plan.over_budget and not allow_over_budget:
         if len(plan.runs) == 1:
@@ -283,6 +308,7 @@ class Preflight:
     data: DataChecks
     plan: FilePlan
     warnings: list[str]
+    unsized: list[SizeProblem] = field(default_factory=list)  # plan and submit exit 4
 
     @property
     def multi_run(self) -> bool:
@@ -310,4 +336,5 @@ def preflight(
     runs = expand(experiment)
     data = check_runs_data(ws, runs, remote=remote) if check_data else DataChecks()
     plan = plan_runs(ws, experiment, runs, data.by_run)
-    return Preflight(file, experiment, runs, data, plan, [*warnings, *data.warnings])
+    unsized = sizing_problems(ws, plan, runs)
+    return Preflight(file, experiment, runs, data, plan, [*warnings, *data.warnings], unsized)

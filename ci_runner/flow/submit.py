@@ -21,6 +21,7 @@ from ci_runner.flow.preflight import (
     check_runs_data,
     plan_runs,
     require_plannable,
+    sizing_problems,
 )
 from ci_runner.flow.records import methods_of, new_ledger, new_run
 from ci_runner.flow.start import requeue, start_runs
@@ -152,7 +153,13 @@ def submit(
                 check.require_fit(str(spec_path))
             warnings += [*data.warnings, *data.run_warnings()]
             file_plan = plan_runs(ws, experiment, runs, data.by_run)
-            require_plannable(file_plan, runs, str(spec_path), allow_over_budget=allow_over_budget)
+            require_plannable(
+                file_plan,
+                runs,
+                str(spec_path),
+                allow_over_budget=allow_over_budget,
+                unsized=sizing_problems(ws, file_plan, runs),
+            )
             plans = {r.run_id: r.plan for r in file_plan.runs}
             for spec in todo:  # a backend that cannot be reached refuses before any record
                 ws.backend(spec.experiment.backend)

@@ -32,7 +32,10 @@ def plan_entry(
             entry.file_plan = result.plan
         else:
             entry.plan = result.plan.runs[0].plan
-        if result.plan.over_budget:
+        if result.unsized:
+            entry.error = "\n".join(p.message(entry.file) for p in result.unsized)
+            entry.exit_code = ExitCode.NOT_READY
+        elif result.plan.over_budget:
             entry.exit_code = ExitCode.OVER_BUDGET
     except CiRunnerError as exc:
         entry.error, entry.exit_code = str(exc), exc.exit_code
