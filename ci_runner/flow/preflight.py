@@ -336,5 +336,9 @@ def preflight(
     runs = expand(experiment)
     data = check_runs_data(ws, runs, remote=remote) if check_data else DataChecks()
     plan = plan_runs(ws, experiment, runs, data.by_run)
-    unsized = sizing_problems(ws, plan, runs)
+    problems = sizing_problems(ws, plan, runs)
+    unsized = [p for p in problems if not p.offline]
+    warnings += [
+        f"{p.reason}: hardware, memory and time not planned" for p in problems if p.offline
+    ]
     return Preflight(file, experiment, runs, data, plan, [*warnings, *data.warnings], unsized)

@@ -262,6 +262,7 @@ class SizeProblem:
     reason: str
     remedy: str
     hardware_helps: bool  # with `hardware:` set by hand the run can go ahead
+    offline: bool = False  # the Hub was not asked: a plan warns, a submit refuses
 
     def message(self, file: str) -> str:
         return f"{file}: base_model: {self.reason}\n  hint: {self.remedy}"
@@ -295,6 +296,7 @@ def why_unsized(
             f"{ref} is a Hub model and the Hub is not reachable from here (HF_HUB_OFFLINE)",
             f"plan where the Hub is reachable, or {_SET_HARDWARE}",
             True,
+            offline=True,
         )
     from huggingface_hub.errors import (
         EntryNotFoundError,
