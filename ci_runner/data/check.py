@@ -162,14 +162,26 @@ def check_experiment_data(
     root: Path,
     viewer: Any | None = None,
     sample: DatasetSample | None = None,
+    revision: str | None = None,
 ) -> DataCheck:
-    """Read the experiment's sample (unless given) and check it with the model's tokenizer."""
+    """Read the experiment's sample (unless given) and check it with the model's tokenizer.
+
+    ``revision``: the Hub revision to sample when it is not the newest (the one submit
+    pins), so the rows checked are the rows the job trains on.
+    """
     from ci_runner.data.sources import read_sample
 
     ds = experiment.dataset
     assert ds is not None  # the loader requires a dataset of every run
     if sample is None:
-        sample = read_sample(ds.path, root=root, config=ds.config, split=ds.split, viewer=viewer)
+        sample = read_sample(
+            ds.path,
+            root=root,
+            config=ds.config,
+            split=ds.split,
+            viewer=viewer,
+            revision=revision,
+        )
     tokenizer = load_tokenizer(experiment.base_model, root=root)
     needs = reward_needs(list(experiment.rewards), root)
     return check_sample(sample, experiment, tokenizer=tokenizer, reward_needs=needs)

@@ -130,6 +130,7 @@ class DataReport:
     sampled_rows: int
     columns: tuple[str, ...]
     checks: tuple[MethodCheck, ...]
+    revision: str | None = None
 
     @classmethod
     def from_checks(cls, sample: DatasetSample, checks: Sequence[MethodCheck]) -> DataReport:
@@ -142,6 +143,7 @@ class DataReport:
             sampled_rows=len(sample.rows),
             columns=tuple(_dataset_columns(sample)),
             checks=tuple(checks),
+            revision=sample.revision,
         )
 
     def for_method(self, method: str) -> MethodCheck:
@@ -359,7 +361,9 @@ def _yaml_scalar(text: str) -> str:
 
 
 def _summary_lines(report: DataReport) -> list[str]:
-    where = ", ".join(x for x in (report.config, f"split {report.split}", report.origin) if x)
+    revision = f"revision {report.revision}" if report.revision else None
+    parts = (report.config, f"split {report.split}", revision, report.origin)
+    where = ", ".join(x for x in parts if x)
     size = f"{report.num_rows:,} rows" if report.num_rows is not None else "size unknown"
     return [
         f"Dataset {report.source} ({where}): {size}, {report.sampled_rows} sampled",
@@ -424,6 +428,7 @@ def report_to_json(
         "source": report.source,
         "split": report.split,
         "config": report.config,
+        "revision": report.revision,
         "origin": report.origin,
         "num_rows": report.num_rows,
         "sampled_rows": report.sampled_rows,

@@ -167,7 +167,7 @@ class ChatTokenizer:
         the tokenizer's special tokens, a chat through the template with its tools."""
         if item.text is not None:
             return len(self.encode(item.text))
-        messages = item.messages or []
+        messages: list[Mapping[str, Any]] = list(item.messages or [])
         if not messages or not self.chat_template:
             return self.count(messages)
         ids = self.encode_chat(

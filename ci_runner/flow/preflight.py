@@ -60,21 +60,30 @@ def _has_training_stack() -> bool:
 # --- data ---------------------------------------------------------------------------
 
 
-def check_data(ws: Workspace, experiment: Experiment, *, remote: bool = False) -> DataCheck:
-    """The experiment's dataset, sampled and judged for its method (``check-data FILE``)."""
+def check_data(
+    ws: Workspace, experiment: Experiment, *, remote: bool = False, revision: str | None = None
+) -> DataCheck:
+    """The experiment's dataset, sampled and judged for its method (``check-data FILE``).
+
+    The sample is read at ``revision`` (submit passes the commit it pins, when that is not
+    the newest), else at the revision the file names, else the newest.
+    """
+    ds = experiment.dataset
+    assert ds is not None  # the loader requires a dataset of every run
+    revision = revision or ds.revision
     sample = None
     if remote:
-        ds = experiment.dataset
-        assert ds is not None  # the loader requires a dataset of every run
-        sample = remote_sample(ws, ds.path, config=ds.config, split=ds.split)
-    return check_experiment_data(experiment, root=ws.root, sample=sample)
+        sample = remote_sample(ws, ds.path, config=ds.config, split=ds.split, revision=revision)
+    return check_experiment_data(experiment, root=ws.root, sample=sample, revision=revision)
 
 
-def remote_sample(ws: Workspace, path: str, *, config: str | None, split: str) -> DatasetSample:
+def remote_sample(
+    ws: Workspace, path: str, *, config: str | None, split: str, revision: str | None = None
+) -> DatasetSample:
     """A dataset's sample, read by a CPU job on HF Jobs (``check-data --remote``)."""
     from ci_runner.data.remote import fetch_remote_sample
 
-    source = DatasetSource(path=path, config=config, split=split)
+    source = DatasetSource(path=path, config=config, split=split, revision=revision)
     script = ws.project.job_script(CHECK_SCRIPT).path
     return fetch_remote_sample(ws.backend(BackendName.HF_JOBS), source, script=script)
 
@@ -134,9 +143,16 @@ class DataChecks:
 
 
 def check_runs_data(
-    ws: Workspace, runs: list[RunSpec], *, remote: bool = False, strict: bool = False
+    ws: Workspace,
+    runs: list[RunSpec],
+    *,
+    remote: bool = False,
+    strict: bool = False,
+    revisions: Mapping[str, str | None] | None = None,
 ) -> DataChecks:
-    """``strict``: an unreachable dataset viewer is an error (exit 6), not a warning."""
+    """``strict``: an unreachable dataset viewer is an error (exit 6), not a warning.
+    ``revisions``: per run id, the dataset revision to sample (what submit pins)."""
+    revisions = revisions or {}
     result = DataChecks()
     done: dict[str, DataCheck | None] = {}
     for spec in runs:
@@ -149,13 +165,15 @@ def check_runs_data(
                 e.dataset.model_dump(mode="json"),
                 e.rewards,
                 e.hyperparameters.get("max_length"),
+                revisions.get(spec.run_id),
             ],
             sort_keys=True,
             default=str,
         )
         if key not in done:
             try:
-                done[key] = check = check_data(ws, e, remote=remote)
+                revision = revisions.get(spec.run_id)
+                done[key] = check = check_data(ws, e, remote=remote, revision=revision)
                 result.distinct.append((spec, check))
             except DatasetViewerError as exc:
                 if strict:

@@ -148,7 +148,24 @@ def submit(
         todo = [spec for spec in runs if schedule.needs_submit(ledger.run(spec.run_id))]
         file_plan = None
         if todo:
-            data = check_runs_data(ws, runs) if check_data else DataChecks()
+            pinning = PinCache(ws.root, token=ws.hf_token())  # a missing repo refuses, too
+            pins = {
+                spec.run_id: recorded_pins.get(spec.run_id)
+                or pinning.pins(
+                    spec.experiment, spec_path=str(spec_path), pin_model=not spec.base_from
+                )
+                for spec in todo
+                if ledger.run(spec.run_id) is None
+            }
+            warnings += pinning.warnings
+            # The rows checked are the rows the job loads: the pinned commit, when the
+            # dataset has moved on since (or the file names an older revision).
+            by_id = {spec.run_id: spec for spec in runs}
+            revisions = {
+                run_id: pinning.older_dataset_revision(by_id[run_id].experiment, pin.dataset)
+                for run_id, pin in pins.items()
+            }
+            data = check_runs_data(ws, runs, revisions=revisions) if check_data else DataChecks()
             for check in data.misfits:
                 check.require_fit(str(spec_path))
             warnings += [*data.warnings, *data.run_warnings()]
@@ -163,16 +180,6 @@ def submit(
             plans = {r.run_id: r.plan for r in file_plan.runs}
             for spec in todo:  # a backend that cannot be reached refuses before any record
                 ws.backend(spec.experiment.backend)
-            pinning = PinCache(ws.root, token=ws.hf_token())  # a missing repo refuses, too
-            pins = {
-                spec.run_id: recorded_pins.get(spec.run_id)
-                or pinning.pins(
-                    spec.experiment, spec_path=str(spec_path), pin_model=not spec.base_from
-                )
-                for spec in todo
-                if ledger.run(spec.run_id) is None
-            }
-            warnings += pinning.warnings
             for spec in todo:
                 run = ledger.run(spec.run_id)
                 if run is None:
