@@ -75,12 +75,11 @@ def run(tmp_path, monkeypatch, *args: str):
 
 def test_submit_checks_the_revision_it_pins_not_the_newest(tmp_path, monkeypatch):
     result, asked_viewer, asked_hub = run(tmp_path, monkeypatch, "submit")
+    output = result.stdout + result.stderr
     # At v1 the columns are question/answer: SFT needs the mapping (the newest would pass).
     assert result.returncode == ExitCode.DATA, result.stdout + result.stderr
-    assert "is NEEDS MAPPING for SFT" in (result.stdout + result.stderr)
-    assert "prompt: question" in (result.stdout + result.stderr) and "completion: answer" in (
-        result.stdout + result.stderr
-    )
+    assert "is NEEDS MAPPING for SFT" in output
+    assert "prompt: question" in output and "completion: answer" in (result.stdout + result.stderr)
     assert f"/datasets/org/moving/resolve/{OLD}/data/train-00000-of-00001.parquet" in asked_hub
     assert asked_viewer == []  # the viewer's rows are main's, not the pinned commit's
     assert not (tmp_path / "training_reports").exists()
@@ -88,9 +87,10 @@ def test_submit_checks_the_revision_it_pins_not_the_newest(tmp_path, monkeypatch
 
 def test_check_data_samples_the_revision_the_file_names(tmp_path, monkeypatch):
     result, asked_viewer, _ = run(tmp_path, monkeypatch, "check-data")
+    output = result.stdout + result.stderr
     assert result.returncode == ExitCode.DATA, result.stdout + result.stderr
     assert "Dataset org/moving (split train, revision v1, datasets streaming" in (
         result.stdout + result.stderr
     )
-    assert "SFT: NEEDS MAPPING" in (result.stdout + result.stderr)
+    assert "SFT: NEEDS MAPPING" in output
     assert asked_viewer == []
