@@ -168,6 +168,9 @@ class _Handler(BaseHTTPRequestHandler):
         tree, and its files, as ``datasets`` and ``HfApi.dataset_info`` ask for them."""
         hub = self.hub
         path, _, _query = self.path.partition("?")
+        repo_of = path.removeprefix("/api").removeprefix("/datasets/").split("/")[:2]
+        if "/".join(repo_of) not in hub.datasets:  # no such dataset here: as before
+            return self._send(404, b"", {"X-Error-Code": "EntryNotFound"})
         if path.startswith("/api/datasets/"):
             rest = path.removeprefix("/api/datasets/")
             if "/revision/" in rest or rest.count("/") == 1:

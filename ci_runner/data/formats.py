@@ -248,7 +248,12 @@ def _shaped(
     rows without content dropped (refused when they are the majority)."""
     shape = _choose_shape(method, view, text_field, rewards)
     if shape is None or _prompt_elsewhere(method, shape, view):
-        return check(view)
+        result = check(view)
+        system = shaping.system_column(view.columns, shaping.first_values(view.rows))
+        if system and result.verdict is Verdict.NEEDS_MAPPING:
+            note = f"with the mapping, train.py puts column '{system}' first as the system turn"
+            result = _add_reason(result, note)
+        return result
     shaped = [shaping.shape_row(row, shape) for row in view.rows]
     missing = [shaping.missing_content(row, shape) for row in shaped]
     kept = tuple(row for row, gone in zip(shaped, missing, strict=True) if not gone)
