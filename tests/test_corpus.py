@@ -271,6 +271,10 @@ def needs_answer(prompts, completions, answer, trainer_state=None, **kwargs):
 
 def reads_prompt(completions, prompt, **kwargs):
     return [0.0 for _ in completions]
+
+
+def needs_difficulty(completions, difficulty, **kwargs):
+    return [0.0 for _ in completions]
 """
 
 
@@ -292,15 +296,18 @@ def test_own_reward_parameters_are_checked_against_the_data_without_importing_it
     from ci_runner.data.check import check_experiment_data
 
     sample = read("openai/gsm8k", corpus_dir)
-    experiment = reward_experiment(tmp_path, "rewards.py:needs_solution")
+    experiment = reward_experiment(tmp_path, "rewards.py:needs_difficulty")
     grpo = check_experiment_data(experiment, root=tmp_path, sample=sample).for_method("grpo")
     assert grpo.verdict is NO
     assert grpo.reasons[0] == (
-        "reward 'rewards.py:needs_solution' takes parameter(s) 'solution' without a default; "
-        "TRL fills them from dataset columns of those names, and the dataset has none (it has "
-        "question, answer): map one with dataset.columns (solution: <column>), give the "
-        "parameter a default, or use rewards that fit this dataset: accuracy, format"
+        "reward 'rewards.py:needs_difficulty' takes parameter(s) 'difficulty' without a "
+        "default; TRL fills them from dataset columns of those names, and the dataset has none "
+        "(it has question, answer): map one with dataset.columns (difficulty: <column>), give "
+        "the parameter a default, or use rewards that fit this dataset: accuracy, format"
     )
+    solution = reward_experiment(tmp_path, "rewards.py:needs_solution")
+    grpo = check_experiment_data(solution, root=tmp_path, sample=sample).for_method("grpo")
+    assert (grpo.verdict, grpo.mapping) == (MAP, {"prompt": "question", "solution": "answer"})
     mapped = reward_experiment(
         tmp_path, "rewards.py:needs_solution", "\n  columns: {prompt: question, solution: answer}"
     )

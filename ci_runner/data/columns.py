@@ -232,9 +232,13 @@ def _fits(view: _View, trl: str, column: str) -> bool:
 
 
 def _named_like(trl: str, column: str) -> bool:
-    """The column's name means ``trl``: TRL's own name, a synonym, or pair words."""
+    """The column's name means ``trl``: TRL's own name, a synonym, or pair words. A reward
+    parameter named for the reference answer (``solution``...) takes any of its names."""
     name = _normal(column)
     if name in {trl, *SYNONYMS.get(trl, ())}:
+        return True
+    answers = {"answer", *SYNONYMS["answer"]}
+    if trl in answers and name in answers:
         return True
     words = set(name.split("_"))
     role = PAIR_WORDS.get(trl, frozenset())
