@@ -249,10 +249,13 @@ def _shaped(
     shape = _choose_shape(method, view, text_field, rewards)
     if shape is None or _prompt_elsewhere(method, shape, view):
         result = check(view)
-        system = shaping.system_column(view.columns, shaping.first_values(view.rows))
-        if system and result.verdict is Verdict.NEEDS_MAPPING:
-            note = f"with the mapping, train.py puts column '{system}' first as the system turn"
-            result = _add_reason(result, note)
+        if result.verdict is Verdict.NEEDS_MAPPING:
+            after = _shape_after(method, view, result.mapping, text_field, rewards)
+            if after is not None and after.system:
+                result = _add_reason(result, f"with the mapping, train.py {after.system_notice()}")
+            elif after is not None and after.system_unused:
+                note = f"with the mapping, column '{after.system_unused}' is not used"
+                result = _add_reason(result, f"{note}: the prompt stays plain text")
         return result
     shaped = [shaping.shape_row(row, shape) for row in view.rows]
     missing = [shaping.missing_content(row, shape) for row in shaped]
@@ -297,6 +300,18 @@ def _choose_shape(
         text_field=text_field,
         rewards=rewards,
         mapped=view.renamed,
+    )
+
+
+def _shape_after(
+    method: str, view: _View, mapping: dict[str, str], text_field: str, rewards: Sequence[str]
+) -> shaping.Shape | None:
+    """The shape train.py would choose once the proposed mapping is in the file."""
+    rename = {src: trl for trl, src in mapping.items() if trl != src and src in view.columns}
+    columns = list(dict.fromkeys(rename.get(c, c) for c in view.columns))
+    rows = [{rename.get(k, k): v for k, v in row.items()} for row in view.rows]
+    return shaping.choose_shape(
+        method, columns, shaping.first_values(rows), text_field=text_field, rewards=rewards
     )
 
 

@@ -115,7 +115,8 @@ class Shape:
             parts.append(self.system_notice())
         if self.system_unused:
             parts.append(
-                f"cannot use column '{self.system_unused}' as a system turn in plain-text data"
+                f"cannot use column '{self.system_unused}' as a system turn: the "
+                f"{'prompt is' if self.format is Format.PROMPT_ONLY else 'data is'} plain text"
             )
         dropped = [c for c in self.dropped if c not in (self.system, self.system_unused)]
         if dropped:
@@ -297,7 +298,10 @@ def _with_system(shape: Shape, columns: Sequence[str], first: Mapping[str, Any])
     if not leading:
         return replace(shape, system_unused=system)
     to_chat = tuple(c for c in _text_columns(shape) if isinstance(first.get(c), str))
-    if to_chat and shape.format is Format.PREFERENCE and "prompt" not in shape.keep:
+    implicit = shape.format is Format.PREFERENCE and "prompt" not in shape.keep
+    # GRPO keeps string prompts: chat turns would hand the rewards message lists instead of
+    # the strings they were written for.
+    if to_chat and (implicit or shape.format is Format.PROMPT_ONLY):
         return replace(shape, system_unused=system)
     return replace(shape, system=system, to_chat=to_chat)
 
