@@ -156,6 +156,9 @@ def test_two_training_steps(
     )
     result = run_train(config, job_env, tmp_path)
     assert_trained(result, config, job_env, monkeypatch)
+    if any("as the system turn" in r for r in check.reasons):  # said by check-data, done by the job
+        assert result.summary["data"]["train_system_turn"] == {"column": "system"}
+        assert "as the system turn" in result.output
 
 
 # --- what the check says about real shapes --------------------------------------------
