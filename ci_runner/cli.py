@@ -8,6 +8,7 @@ the README) and a message with secrets redacted.
 
 from __future__ import annotations
 
+import shutil
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -149,10 +150,21 @@ def schema(markdown: bool, as_json: bool) -> None:
 @click.option("--force", is_flag=True, help="Rebuild the model even if it exists.")
 @click.pass_context
 def fixtures(ctx: click.Context, out: str, force: bool) -> None:
-    """Build the tiny offline model, tokenizer and datasets used by the demo."""
-    from ci_runner.fixtures import build_fixtures  # needs the [train] extra
+    """Build the tiny offline model, tokenizer and datasets used by the demo.
 
-    paths = build_fixtures(Path(ctx.obj["root"]) / out, force=force)
+    Needs the train extra; without it, exits 4 with the install line and writes nothing.
+    """
+    from ci_runner.fixtures import build_fixtures, require_train_extra
+
+    require_train_extra()
+    target = Path(ctx.obj["root"]) / out
+    existed = target.exists()
+    try:
+        paths = build_fixtures(target, force=force)
+    except BaseException:
+        if not existed:  # a half-built folder would pass for a built one next time
+            shutil.rmtree(target, ignore_errors=True)
+        raise
     fields = {k: v for k, v in vars(paths).items() if v is not None}
     width = max(map(len, fields))
     for label, path in fields.items():

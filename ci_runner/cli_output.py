@@ -134,11 +134,14 @@ def outcome_code(runs: list[Run]) -> int:
 
 
 def plan_json(pre: Preflight) -> dict[str, Any]:
-    """One run: ``{plan, data, warnings}``; several: the file plan plus ``data``, ``warnings``."""
+    """One run: ``{plan, data, warnings, unsized}``; several: the file plan plus ``data``,
+    ``warnings``, ``unsized`` (why a model could not be sized, and the remedy)."""
+    unsized = [{"reason": p.reason, "remedy": p.remedy} for p in pre.unsized]
     if pre.multi_run:
         return file_plan_to_json(pre.plan) | {
             "data": [check.to_json() for check in pre.data.checks],
             "warnings": pre.warnings,
+            "unsized": unsized,
         }
     (only,) = pre.plan.runs
     checks = pre.data.checks
@@ -146,6 +149,7 @@ def plan_json(pre: Preflight) -> dict[str, Any]:
         "plan": plan_to_json(only.plan),
         "data": checks[0].to_json() if checks else None,
         "warnings": pre.warnings,
+        "unsized": unsized,
     }
 
 
@@ -155,6 +159,7 @@ def plan_text(pre: Preflight) -> str:
         blocks.append(render_file_plan(pre.plan).rstrip("\n"))
     else:
         blocks.append(render_plan(pre.plan.runs[0].plan).rstrip("\n"))
+    blocks += [f"error: {problem.message(str(pre.file))}" for problem in pre.unsized]
     return "\n\n".join(blocks)
 
 

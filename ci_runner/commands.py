@@ -168,7 +168,8 @@ def check_data_source(
 def plan_file(
     ws: Workspace, file: str, *, backend: str | None = None, check_data: bool = True
 ) -> tuple[Preflight, int]:
-    """``plan``: the preflight and its exit code (7 misfit, 5 over budget)."""
+    """``plan``: the preflight and its exit code (7 misfit, 4 a model that cannot be sized,
+    5 over budget)."""
     result = pre.preflight(ws, Path(file), backend=backend, check_data=check_data)
     return result, result.exit_code
 

@@ -61,6 +61,24 @@ FACTS = [
 ]
 
 
+TRAIN_MODULES = ("torch", "transformers", "sentencepiece")
+INSTALL_TRAIN = "pip install 'ci-runner[train]' (from a checkout: pip install -e '.[train]')"
+
+
+def require_train_extra() -> None:
+    """Stop before writing anything when the libraries that build the model are missing."""
+    import importlib.util
+
+    from ci_runner.errors import NotReadyError
+
+    missing = [m for m in TRAIN_MODULES if importlib.util.find_spec(m) is None]
+    if missing:
+        raise NotReadyError(
+            f"ci-runner fixtures builds a model with {', '.join(TRAIN_MODULES)}; this Python "
+            f"lacks {', '.join(missing)}: install the train extra: {INSTALL_TRAIN}"
+        )
+
+
 @dataclass(frozen=True)
 class FixturePaths:
     """Where :func:`build_fixtures` put each artifact (all absolute)."""

@@ -77,11 +77,26 @@ def entries() -> dict[str, CorpusEntry]:
     return found
 
 
+def viewer_cell(value: Any) -> Any:
+    """A cell as ``/first-rows`` serves it: an image is a link with its size, not bytes."""
+    if isinstance(value, dict) and isinstance(value.get("bytes"), bytes):
+        return {
+            "src": "https://datasets-server.huggingface.co/assets/image.png",
+            "height": 2,
+            "width": 2,
+        }
+    if isinstance(value, dict):
+        return {k: viewer_cell(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [viewer_cell(v) for v in value]
+    return value
+
+
 def serve(viewer, entry: CorpusEntry) -> None:
     """Put one entry on a ``FakeDatasetViewer`` with its real features."""
     viewer.add_dataset(
         entry.dataset,
-        {entry.config: {entry.split: entry.rows}},
+        {entry.config: {entry.split: [viewer_cell(row) for row in entry.rows]}},
         features=entry.viewer_features(),
         num_rows={(entry.config, entry.split): entry.num_rows},
     )

@@ -238,6 +238,7 @@ class FakeHFJobs(LoopbackFake):
         self._cond = threading.Condition(self.lock)
         self.jobs: dict[str, dict[str, Any]] = {}  # id -> stored record (raw secrets kept)
         self.logs: dict[str, list[dict[str, str]]] = {}  # id -> [{"data", "timestamp"}]
+        self.ignore_tail = False  # replay the whole history whatever ``?tail=`` asks
         self.requests: list[RecordedRequest] = []
         self._rules: list[_Rule] = []
         self._cuts: dict[str, list[int]] = {}
@@ -671,7 +672,8 @@ class _Handler(LoopbackHandler):
                 with fake.lock:
                     fake._get(ns, job_id)
                 tail = rec.query.get("tail", [None])[0]
-                self._stream_logs(rec, job_id, int(tail) if tail else None)
+                wanted = int(tail) if tail and not fake.ignore_tail else None
+                self._stream_logs(rec, job_id, wanted)
         except _ApiError as err:
             self._send(rec, err.status, {"error": err.message})
 

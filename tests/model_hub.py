@@ -135,8 +135,15 @@ class _Handler(BaseHTTPRequestHandler):
             return self._send(hub.fail, b"{}", {"Content-Type": "application/json"})
         if self.path == "/api/jobs/hardware":
             return self._send(200, json.dumps(hub.hardware).encode(), {})
+        if self.path.startswith(("/api/datasets/", "/datasets/")):
+            return self._serve_dataset()
         repo, _, rest = self.path.lstrip("/").partition("/resolve/")
         revision, _, filename = rest.partition("/")
+        refused = hub.errors.get(repo) or hub.errors.get(f"{repo}@{revision}")
+        if refused:  # as huggingface.co answers: a status and the error's name in a header
+            status, error = refused
+            body = json.dumps({"error": error}).encode()
+            return self._send(status, body, {"X-Error-Code": error, "X-Error-Message": error})
         body = hub.file(repo, filename)
         if body is None:
             return self._send(404, b"", {"X-Error-Code": "EntryNotFound"})
@@ -156,6 +163,77 @@ class _Handler(BaseHTTPRequestHandler):
             body, status = body[start : end + 1], 206
         return self._send(status, body, headers)
 
+    def _serve_dataset(self) -> None:
+        """A dataset repo at a revision: its info (the commit a revision names), its file
+        tree, and its files, as ``datasets`` and ``HfApi.dataset_info`` ask for them."""
+        hub = self.hub
+        path, _, _query = self.path.partition("?")
+        repo_of = path.removeprefix("/api").removeprefix("/datasets/").split("/")[:2]
+        if "/".join(repo_of) not in hub.datasets:  # no such dataset here: as before
+            return self._send(404, b"", {"X-Error-Code": "EntryNotFound"})
+        if path.startswith("/api/datasets/"):
+            rest = path.removeprefix("/api/datasets/")
+            if "/revision/" in rest or rest.count("/") == 1:
+                repo, _, revision = rest.partition("/revision/")
+                revision = revision or "main"
+                found = hub.dataset_revision(repo, revision)
+                if found is None:
+                    return self._send(404, b"{}", {"X-Error-Code": "RevisionNotFound"})
+                sha, files = found
+                info = {
+                    "id": repo,
+                    "sha": sha,
+                    "private": False,
+                    "gated": False,
+                    "disabled": False,
+                    "siblings": [{"rfilename": name} for name in files],
+                    "cardData": {},
+                    "tags": [],
+                }
+                return self._send(200, json.dumps(info).encode(), {})
+            if "/tree/" in rest:
+                repo, _, tail = rest.partition("/tree/")
+                revision, _, folder = tail.partition("/")
+                found = hub.dataset_revision(repo, revision)
+                if found is None:
+                    return self._send(404, b"{}", {"X-Error-Code": "RevisionNotFound"})
+                _, files = found
+                prefix = f"{folder.rstrip('/')}/" if folder else ""
+                entries = [
+                    {"type": "file", "path": name, "size": len(body), "oid": f"{hash(body):x}"}
+                    for name, body in files.items()
+                    if name.startswith(prefix)
+                ]
+                dirs = {
+                    name[len(prefix) :].split("/")[0] for name in files if name.startswith(prefix)
+                }
+                entries += [
+                    {"type": "directory", "path": prefix + d, "oid": "0" * 40}
+                    for d in sorted(dirs)
+                    if f"{prefix}{d}" not in files
+                ]
+                return self._send(200, json.dumps(entries).encode(), {})
+            return self._send(404, b"{}", {"X-Error-Code": "EntryNotFound"})
+        repo, _, rest = path.removeprefix("/datasets/").partition("/resolve/")
+        revision, _, filename = rest.partition("/")
+        found = hub.dataset_revision(repo, revision)
+        body = found[1].get(filename) if found else None
+        if found is None or body is None:
+            return self._send(404, b"", {"X-Error-Code": "EntryNotFound"})
+        headers = {"ETag": f'"{hash(body) & 0xFFFF:x}"', "X-Repo-Commit": found[0]}
+        status, rng = 200, self.headers.get("range")
+        if rng and self.command == "GET":
+            start, end = (x for x in rng.removeprefix("bytes=").split("-"))
+            stop = int(end) if end else len(body) - 1
+            body, status = body[int(start) : stop + 1], 206
+        if self.command == "HEAD":
+            self.send_response(200)
+            for key, value in {**headers, "Content-Length": str(len(body))}.items():
+                self.send_header(key, value)
+            self.end_headers()
+            return None
+        return self._send(status, body, headers)
+
     do_GET = do_HEAD = _serve
 
 
@@ -166,12 +244,29 @@ class FakeModelHub:
         self.files: dict[str, Any] = dict(files or {})
         self.hardware = hardware or []
         self.fail = 0  # an HTTP status every request gets, when set
+        # "org/name" or "org/name@revision" → (status, X-Error-Code), e.g. (401, "GatedRepo")
+        self.errors: dict[str, tuple[int, str]] = {}
+        # Dataset repos: {"org/name": {commit: {filename: bytes}}}; ``dataset_heads`` names
+        # the commit each repo's main points at, ``dataset_tags`` other named revisions.
+        self.datasets: dict[str, dict[str, dict[str, bytes]]] = {}
+        self.dataset_heads: dict[str, str] = {}
+        self.dataset_tags: dict[str, str] = {}  # "org/name@tag" → commit
         self.main_commit = COMMIT  # where `main` points; set another to say it moved on
         self.seen: list[tuple[str, str, str | None]] = []  # method, path, Range
         handler = type("Handler", (_Handler,), {"hub": self})
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
         self.url = f"http://127.0.0.1:{self.server.server_port}"
         threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True).start()
+
+    def dataset_revision(self, repo: str, revision: str) -> tuple[str, dict[str, bytes]] | None:
+        """(commit, files) a revision of a dataset repo names, or None."""
+        commits = self.datasets.get(repo)
+        if commits is None:
+            return None
+        sha = {"main": self.dataset_heads.get(repo)}.get(revision) or self.dataset_tags.get(
+            f"{repo}@{revision}", revision
+        )
+        return (sha, commits[sha]) if sha in commits else None
 
     def file(self, repo: str, filename: str) -> bytes | None:
         own = self.files.get(repo)

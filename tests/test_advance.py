@@ -153,6 +153,22 @@ def test_rows_the_job_dropped_become_run_warnings_in_the_report():
     assert "> **Warning:** train set: dropped 2 of 16 rows with no content in messages" in text
 
 
+def test_a_system_column_made_the_system_turn_is_said_in_the_report():
+    summary = TrainSummary(
+        status="completed",
+        steps=4,
+        max_steps=4,
+        final_loss=1.0,
+        data={"train_system_turn": {"column": "system"}},
+    )
+    run = apply_job_status(
+        make_run(), JobStatus("j1", JobState.COMPLETED, 0), progress=None, summary=summary
+    )
+    assert run.warnings == [
+        "train set: column 'system' was put first in each conversation as its system turn"
+    ]
+
+
 # --- the method's own metrics: kept small, idempotent ------------------------------------
 
 

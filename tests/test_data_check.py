@@ -11,12 +11,13 @@ import time
 import pytest
 
 from ci_runner.backend.hf_jobs import HfJobsBackend, RetryPolicy
-from ci_runner.data.check import check_sample, mapped_rows
-from ci_runner.data.formats import Verdict
+from ci_runner.data.check import check_sample
+from ci_runner.data.formats import Verdict, shape_sample
 from ci_runner.data.lengths import length_stats, measure
 from ci_runner.data.remote import fetch_remote_sample
 from ci_runner.data.sample import DatasetSample
 from ci_runner.errors import ExitCode
+from ci_runner.job_scripts import shaping
 from ci_runner.runconfig import DatasetSource
 from ci_runner.spec.load import parse_experiment
 from tests.conftest import ROOT, cli, make_project
@@ -33,16 +34,18 @@ def test_length_stats_percentiles_and_truncation_warning():
 
 def test_measure_uses_the_longer_preference_side_and_flags_estimates():
     rows = [{"prompt": "x" * 40, "chosen": "y" * 40, "rejected": "z" * 400}]
-    stats = measure(rows, "dpo", max_length=50, counter=None)
+    shape = shaping.choose_shape("dpo", list(rows[0]), rows[0])
+    stats = measure(rows, shape, "dpo", max_length=50, counter=None)
     assert stats.max == 110  # (40 + 400) chars / 4
     assert not stats.exact and stats.truncated == 1
 
 
 def test_mapping_is_applied_like_train_py():
-    rows = [{"good_response": "a", "bad_response": "b", "prompt": "p"}]
-    assert mapped_rows(rows, {"chosen": "good_response", "rejected": "bad_response"}) == [
-        {"prompt": "p", "chosen": "a", "rejected": "b"}
-    ]
+    rows = [{"good_response": "a", "bad_response": "b", "prompt": "p", "id": 1}]
+    sample = DatasetSample(source="./p.jsonl", split="train", columns=list(rows[0]), rows=rows)
+    mapping = {"chosen": "good_response", "rejected": "bad_response"}
+    shaped = shape_sample(sample, "dpo", columns=mapping)
+    assert shaped.rows == ({"prompt": "p", "chosen": "a", "rejected": "b"},)
 
 
 PREFS = [

@@ -64,7 +64,6 @@ def test_messages_is_ready_for_sft_only():
     assert result["dpo"].verdict is INCOMPATIBLE
     assert "missing chosen, rejected" in result["dpo"].reasons[0]
     assert result["grpo"].verdict is INCOMPATIBLE
-    assert result["kto"].verdict is INCOMPATIBLE
 
 
 def test_text_is_ready_for_sft():
@@ -83,8 +82,6 @@ def test_prompt_completion_fits_sft_and_grpo():
     result = checks(sample({"prompt": "2+2=", "completion": "4"}))
     assert (result["sft"].verdict, result["sft"].format) == (READY, "prompt-completion")
     assert (result["grpo"].verdict, result["grpo"].format) == (READY, "prompt-only")
-    assert result["kto"].verdict is INCOMPATIBLE
-    assert "missing label" in result["kto"].reasons[0]
 
 
 def test_conversational_prompt_completion():
@@ -96,10 +93,7 @@ def test_preference_explicit_prompt():
     result = checks(sample({"prompt": "Sky?", "chosen": " blue", "rejected": " green"}))
     dpo = result["dpo"]
     assert (dpo.verdict, dpo.format, dpo.mapping) == (READY, "preference, explicit prompt", {})
-    kto = result["kto"]
-    assert (kto.verdict, kto.format) == (READY, "preference, explicit prompt")
-    assert "TRL's KTOTrainer unpairs chosen/rejected into prompt/completion/label" in kto.reasons
-    assert "train.py runs sft, dpo and grpo only: KTO is checked for reference" in kto.reasons
+    assert set(result) == {"sft", "dpo", "grpo"}  # only the methods train.py runs
     assert result["sft"].verdict is INCOMPATIBLE
 
 
@@ -117,62 +111,52 @@ def test_implicit_prompt_without_shared_turns_is_incompatible():
     dpo = checks(sample(row))["dpo"]
     assert dpo.verdict is INCOMPATIBLE
     assert dpo.problems == (
-        "row 0, column 'rejected': shares no leading turns with chosen, so TRL extracts an "
-        "empty prompt and fails",
+        "row 0, column 'rejected': shares no leading turns with chosen, so there is no prompt "
+        "for TRL to extract (it would train on an empty one): map the prompt column with "
+        "dataset.columns (prompt: <column>)",
     )
 
 
-def test_implicit_prompt_strings_without_shared_text_is_a_warning():
+def test_implicit_prompt_strings_without_shared_text_are_incompatible():
     dpo = checks(sample({"chosen": "Blue.", "rejected": "Green."}))["dpo"]
-    assert (dpo.verdict, dpo.format) == (READY, "preference, implicit prompt")
-    assert dpo.warnings == (
-        "row 0, column 'rejected': shares no leading text with chosen, so TRL extracts an "
-        "empty prompt",
+    assert (dpo.verdict, dpo.format) == (INCOMPATIBLE, "preference, implicit prompt")
+    assert dpo.problems == (
+        "row 0, column 'rejected': shares no leading text with chosen, so there is no prompt "
+        "for TRL to extract (it would train on an empty one): map the prompt column with "
+        "dataset.columns (prompt: <column>)",
     )
 
 
-def test_kto_unpaired_ready():
-    s = sample(
-        {"prompt": "Sky?", "completion": "Blue.", "label": True},
-        {"prompt": "Sky?", "completion": "Green.", "label": False},
-    )
-    kto = checks(s)["kto"]
-    assert (kto.verdict, kto.format, kto.problems) == (READY, "unpaired preference (KTO)", ())
+def test_implicit_prompt_strings_sharing_their_start_are_ready():
+    row = {"chosen": "Human: Sky?\nAssistant: Blue.", "rejected": "Human: Sky?\nAssistant: Red."}
+    dpo = checks(sample(row))["dpo"]
+    assert (dpo.verdict, dpo.format, dpo.problems) == (READY, "preference, implicit prompt", ())
 
 
-def test_kto_label_not_bool_is_incompatible():
-    s = sample(
-        {"prompt": "Sky?", "completion": "Blue.", "label": True},
-        {"prompt": "Sky?", "completion": "Green.", "label": "no"},
-    )
-    kto = checks(s)["kto"]
-    assert kto.verdict is INCOMPATIBLE
-    assert kto.problems == ("row 1, column 'label': is 'no' (a string); KTO needs true/false",)
-
-
-def test_kto_label_zero_one_is_a_warning():
-    s = sample({"prompt": "Sky?", "completion": "Blue.", "label": 1})
-    kto = checks(s)["kto"]
-    assert kto.verdict is READY
-    assert kto.warnings == (
-        "row 0, column 'label': is 1, not a bool; TRL casts it, but write true/false",
-    )
+def test_string_pairs_with_the_prompt_in_another_column_propose_it():
+    row = {"question": "Sky?", "chosen": "Blue.", "rejected": "Green.", "system": "Be brief."}
+    dpo = checks(sample(row))["dpo"]
+    assert (dpo.verdict, dpo.mapping) == (NEEDS, {"prompt": "question"})
+    assert "prompt ← 'question': the column is named like TRL's 'prompt'" in dpo.reasons
 
 
 def test_grpo_accuracy_needs_answer_format_does_not():
     s = sample({"prompt": "What is 2+2?"})
     grpo = checks(s, rewards=["accuracy"])["grpo"]
     assert grpo.verdict is INCOMPATIBLE
-    assert grpo.reasons[0].startswith("the accuracy reward needs column(s) answer: none found")
+    assert grpo.reasons[0].startswith(
+        "reward 'accuracy' reads column(s) 'answer' and no column is named like it"
+    )
+    assert "rewards that fit this dataset: format" in grpo.reasons[0]
     grpo = checks(s, rewards=["format"])["grpo"]
     assert (grpo.verdict, grpo.format, grpo.reasons) == (READY, "prompt-only", ())
 
 
-def test_grpo_user_reward_is_noted_not_checked():
+def test_grpo_user_reward_without_its_module_is_noted_not_checked():
     grpo = checks(sample({"prompt": "Hi"}), rewards=["rewards.py:score"])["grpo"]
     assert grpo.verdict is READY
     assert grpo.reasons == (
-        "reward 'rewards.py:score' may read other columns (TRL passes every column to it): "
+        "reward 'rewards.py:score' was not read (its module was not read): its columns are "
         "not checked",
     )
 
@@ -246,11 +230,25 @@ def test_prompt_synonym_is_proposed_for_preference_strings():
 
 
 def test_unknown_names_are_incompatible_naming_what_is_missing():
-    dpo = checks(sample({"prompt": "Sky?", "best": "Blue.", "worst": "Green."}))["dpo"]
+    dpo = checks(sample({"prompt": "Sky?", "first": "Blue.", "second": "Green."}))["dpo"]
     assert (dpo.verdict, dpo.mapping) == (INCOMPATIBLE, {})
     assert dpo.reasons == (
         "needs chosen + rejected (and optionally prompt); missing chosen, rejected and no "
-        "column is named like them (the dataset has prompt, best, worst)",
+        "column is named like them (the dataset has prompt, first, second)",
+    )
+
+
+def test_good_and_bad_answers_are_recognised_by_their_words():
+    s = sample({"question": "Sky?", "good_answer": "Blue.", "bad_answer": "Green."})
+    dpo = checks(s)["dpo"]
+    assert (dpo.verdict, dpo.mapping) == (
+        NEEDS,
+        {"chosen": "good_answer", "rejected": "bad_answer", "prompt": "question"},
+    )
+    text = render_report(s, check_dataset(s), method="dpo")
+    assert (
+        "dataset:\n  columns:\n    prompt: question\n    chosen: good_answer\n"
+        "    rejected: bad_answer\n" in text
     )
 
 
@@ -287,7 +285,7 @@ def test_sharegpt_from_value_turns_are_normalised():
     ]
     sft = checks(sample({"conversations": turns}))["sft"]
     assert (sft.verdict, sft.mapping, sft.problems) == (READY, {}, ())
-    assert "turns ShareGPT {from, value} turns into {role, content}" in sft.reasons[0]
+    assert "as {role, content} (ShareGPT {from, value}" in sft.reasons[0]
 
 
 def test_sharegpt_speaker_without_a_role_is_named():
@@ -346,7 +344,7 @@ def test_mapping_two_names_to_one_column_is_incompatible():
 
 
 def test_mapping_shadows_a_trl_named_column_like_train_py():
-    s = sample({"chosen": "", "better": "Blue.", "rejected": "Green."})
+    s = sample({"chosen": "", "better": "Sky: Blue.", "rejected": "Sky: Green."})
     dpo = checks(s, columns={"chosen": "better"})["dpo"]
     assert (dpo.verdict, dpo.problems) == (READY, ())
 
@@ -536,9 +534,7 @@ def test_render_report_shows_the_paste_snippet():
         "DPO: NEEDS MAPPING — preference, explicit prompt; paste:\n"
         "dataset:\n  columns:\n    chosen: good_response\n    rejected: bad_response\n" in text
     )
-    assert text.splitlines()[-1] == (
-        "Other methods: SFT INCOMPATIBLE, GRPO READY, KTO NEEDS MAPPING"
-    )
+    assert text.splitlines()[-1] == "Other methods: SFT INCOMPATIBLE, GRPO READY"
 
 
 def test_render_report_all_methods():
@@ -574,7 +570,7 @@ def test_data_report_for_method():
     report = build_report(sample({"text": "a"}))
     assert isinstance(report, DataReport)
     assert report.for_method("sft").verdict is READY
-    assert [c.method for c in report.checks] == ["sft", "dpo", "grpo", "kto"]
+    assert [c.method for c in report.checks] == ["sft", "dpo", "grpo"]
     with pytest.raises(KeyError):
         report.for_method("ppo")
 
@@ -608,7 +604,7 @@ def train_py_accepts(s: DatasetSample, method: str, columns: dict[str, str], rew
     needs = reward_module.resolve_rewards([r for r in rewards if ".py" not in r])[1]
     try:
         dataset = train_data.rename_columns(datasets.Dataset.from_list(s.rows), columns)
-        dataset, _ = train_data.shape_for_trl(dataset, config, "train")
+        dataset, _, _ = train_data.shape_for_trl(dataset, config, "train")
         train_data.check_columns(dataset, config, needs if method == "grpo" else set(), "train")
     except train.ConfigError:
         return False
@@ -624,10 +620,10 @@ AGREEMENT_CASES = [
     ({"prompt": "q", "good_response": "a", "bad_response": "b"}, {}, []),
     ({"prompt": "q", "good_response": "a", "bad_response": "b"}, {"chosen": "good_response"}, []),
     ({"prompt": "q", "good": "a", "bad": "b"}, {"chosen": "good", "rejected": "bd"}, []),
-    ({"chosen": "", "better": "a", "rejected": "b"}, {"chosen": "better"}, []),
+    ({"chosen": "", "better": "q: a", "rejected": "q: b"}, {"chosen": "better"}, []),
     ({"conversations": [user("hi"), bot("hello")]}, {}, []),
     ({"prompt": "q"}, {}, ["accuracy"]),
-    ({"best": "a", "worst": "b"}, {}, []),
+    ({"first": "a", "second": "b"}, {}, []),
 ]
 
 
@@ -637,8 +633,6 @@ def test_verdicts_agree_with_train_py(row, columns, rewards):
     """READY / NEEDS MAPPING (with the proposed mapping) pass train.py; column misses fail it."""
     s = sample(row)
     for check in check_dataset(s, columns=columns, rewards=rewards):
-        if check.method == "kto":
-            continue  # train.py has no KTO
         accepted = train_py_accepts(s, check.method, check.mapping, rewards)
         assert accepted is (check.verdict is not INCOMPATIBLE), (check.method, check)
 
@@ -655,7 +649,6 @@ def test_vision_preference_with_explicit_prompt():
         READY,
         "vision (images + preference, explicit prompt)",
     )
-    assert result["kto"].verdict is INCOMPATIBLE  # TRL's KTOTrainer refuses paired vision data
 
 
 def test_a_mapped_prompt_beside_messages_is_dropped_like_train_py_does():
@@ -676,4 +669,4 @@ def test_sharegpt_prompt_is_normalised_for_grpo():
 def test_grpo_missing_answer_leads_with_the_reward_even_when_mapping_prompt():
     grpo = checks(sample({"question": "2+2?"}), rewards=["accuracy"])["grpo"]
     assert (grpo.verdict, grpo.mapping) == (INCOMPATIBLE, {"prompt": "question"})
-    assert grpo.reasons[0].startswith("the accuracy reward needs column(s) answer")
+    assert grpo.reasons[0].startswith("reward 'accuracy' reads column(s) 'answer'")

@@ -505,3 +505,20 @@ def test_a_70b_pipeline_runs_each_job_on_the_flavor_it_was_planned_for(
     assert export.json["flavor"] == planned["gguf"].flavor == "cpu-performance"
     export_config = json.loads(export.json["environment"][CONFIG_ENV])
     assert export_config["base_model"]  # the adapter is merged by the export job
+
+
+@pytest.mark.parametrize("server_honours_tail", [True, False])
+def test_logs_tail_keeps_the_last_lines_on_hf_jobs(project, hf, server_honours_tail):
+    """``logs --tail N`` gives N lines, as on the local backend: the Hub's ``?tail=`` also
+    counts its own "Job started" notice, and a server may replay the whole history."""
+    from ci_runner import commands as cmd
+
+    runner = make_runner(project, hf)
+    outcome = submit_file(runner, write(project, "qwen-tail"))
+    hf.ignore_tail = not server_honours_tail
+    hf.add_logs(outcome.job_id, ["===== Job started at 2026-12-07 =====", "a", "b", "c", "d"])
+    log = cmd.logs(runner, outcome.run_id, tail=2)
+    assert log.lines == ["c", "d"]
+    asked = hf.requests_to("GET", rf"/api/jobs/{NS}/{outcome.job_id}/logs")
+    assert asked[-1].query["tail"] == ["2"]
+    assert cmd.logs(runner, outcome.run_id).lines == ["a", "b", "c", "d"]

@@ -545,8 +545,9 @@ def test_unknown_dataset_size_leaves_time_unestimated() -> None:
 
 def test_unknown_model_plans_without_hardware() -> None:
     plan = make_plan(experiment(), size=None, dataset_rows=None, mean_seq_len=None)
-    assert plan.flavor is None and not plan.lora_on and plan.memory_gb is None
-    assert "model size unknown" in plan.lora_note
+    assert plan.flavor is None and plan.memory_gb is None
+    assert plan.lora_on  # never full fine-tuning on a model of unknown size
+    assert plan.lora_note == "LoRA on (auto): model size unknown; set `lora:` to choose"
 
 
 def test_local_backend_has_no_flavor_cost_or_timeout() -> None:

@@ -34,7 +34,7 @@ import pytest
 import yaml
 
 from tests.action_harness import ActionRun, run_action
-from tests.conftest import HF_NAMESPACE, HF_TOKEN, ROOT
+from tests.conftest import HF_NAMESPACE, HF_TOKEN, ROOT, _store_env
 from tests.github_server import FakeGitHub
 from tests.readme_workflow import readme_workflow
 from tests.test_hf_jobs_backend import summary_line
@@ -72,6 +72,7 @@ class Runner:
     preexec: Callable[[], None]
     home: Path
     python: str  # what actions/setup-python gives this user
+    stores: dict[str, str]  # the runner's own caches: a runner starts with none
 
     def git(self, cwd: Path, *args: str) -> str:
         proc = subprocess.run(
@@ -97,6 +98,7 @@ class Runner:
             "GIT_AUTHOR_EMAIL": "ada@example.com",
             "GIT_COMMITTER_NAME": "Ada",
             "GIT_COMMITTER_EMAIL": "ada@example.com",
+            **self.stores,
         }
 
 
@@ -114,10 +116,11 @@ def runner(runner_root) -> Runner:
     uid, gid = unprivileged_ids() if os.geteuid() == 0 else (os.getuid(), os.getgid())
     home = runner_root / "home"
     home.mkdir()
+    stores = _store_env(home / "stores")
     give_to(home, uid, gid)
     preexec = as_unprivileged(uid, gid)
     assert userns_refused(preexec), "the runner-like user can still make user namespaces"
-    return Runner(uid, gid, preexec, home, python_for(preexec))
+    return Runner(uid, gid, preexec, home, python_for(preexec), stores)
 
 
 def python_for(preexec: Callable[[], None]) -> str:

@@ -191,3 +191,31 @@ def test_retry_settings_are_validated():
         parse_experiment(MINIMAL + "retry:\n  max_attempts: 0\n  on: [timeout, oom]\n", "r.yaml")
     fields = {i.field for i in info.value.issues}
     assert {"retry.max_attempts", "retry.on[1]"} <= fields  # `on:` is a key, not True
+
+
+BENCHMARKS = """\
+name: evals
+base_model: Qwen/Qwen3-0.6B
+method: sft
+dataset: trl-lib/Capybara
+evaluation:
+  benchmarks:
+    - benchmark: humanevl
+    - benchmark: GSM8K
+    - benchmark: gsm8k
+    - benchmark: arc:easy
+"""
+
+
+def test_a_misspelled_builtin_benchmark_is_refused_with_did_you_mean():
+    with pytest.raises(SpecError) as raised:
+        parse_experiment(BENCHMARKS, "evals.yaml")
+    text = str(raised.value)
+    assert (
+        "evals.yaml:7: evaluation.benchmarks[0].benchmark: unknown benchmark 'humanevl': the "
+        "built-ins are humaneval, gsm8k; other names are lighteval tasks\n"
+        "  hint: did you mean 'humaneval'?"
+    ) in text
+    assert "evals.yaml:8: evaluation.benchmarks[1].benchmark" in text
+    assert "hint: did you mean 'gsm8k'?" in text
+    assert "benchmarks[2]" not in text and "benchmarks[3]" not in text  # lighteval's own

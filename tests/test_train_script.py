@@ -365,8 +365,9 @@ def test_sharegpt_conversations_train_as_chat(tiny_fixtures, job_env, tmp_path, 
     config = make_config(tmp_path, tiny_fixtures.model, data, "sft")
     result = run_train(config, job_env, tmp_path)
     assert_trained(result, config, job_env, monkeypatch)
-    assert "train set: train.py keeps messages; reads conversations as messages; turns " in (
-        result.output
+    assert (
+        "train set: train.py keeps messages; reads conversations as messages; rewrites the "
+        "turns of messages as {role, content}" in result.output
     )
 
 

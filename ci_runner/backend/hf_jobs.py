@@ -255,7 +255,13 @@ class HfJobsBackend:
         return found
 
     def logs(self, job_id: str, tail: int | None = None) -> list[str]:
-        return self._call(
+        """The job's log; ``tail`` keeps the last N lines, as on the local backend.
+
+        The Hub's ``?tail=`` counts events, its own "===== Job started" notice included,
+        which the client then drops; and a server that replays the whole history would
+        hand back everything. So the cut is made here too.
+        """
+        lines: list[str] = self._call(
             "fetch logs",
             lambda: list(
                 self.api.fetch_job_logs(
@@ -267,6 +273,7 @@ class HfJobsBackend:
                 )
             ),
         )
+        return lines[-tail:] if tail else lines
 
     def follow(self, job_id: str) -> Iterator[str]:
         """The job's log stream as the Hub serves it, until the job ends."""

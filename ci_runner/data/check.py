@@ -6,6 +6,7 @@ Used by ``check-data`` and, before anything is paid for, by ``plan``/``submit``/
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -14,10 +15,21 @@ from ci_runner.data.formats import (
     MethodCheck,
     Verdict,
     check_dataset,
+    mapping_yaml,
     render_report,
     report_to_json,
+    shape_sample,
 )
-from ci_runner.data.lengths import LengthStats, jsonable, load_tokenizer, measure, tokenizer_counter
+from ci_runner.data.lengths import (
+    LengthStats,
+    eos_token,
+    jsonable,
+    length_stats,
+    load_tokenizer,
+    row_lengths,
+    tokenizer_counter,
+)
+from ci_runner.data.rewards import RewardNeeds, reward_needs
 from ci_runner.data.sample import DatasetSample
 from ci_runner.errors import DataIncompatibleError
 from ci_runner.spec.model import Experiment
@@ -58,8 +70,8 @@ class DataCheck:
             return
         detail = "; ".join(check.problems or check.reasons) or check.verdict.value
         if check.verdict == Verdict.NEEDS_MAPPING:
-            lines = "".join(f"\n    {k}: {v}" for k, v in check.mapping.items())
-            detail += f"\n  hint: add to {file}:\n  dataset:\n    columns:{lines}"
+            block = mapping_yaml(check.mapping).replace("\n", "\n    ")
+            detail += f"\n  hint: add to {file}:\n    {block}"
         raise DataIncompatibleError(
             f"{file}: dataset: {self.sample.source} is {check.verdict.value} for "
             f"{check.method.upper()}: {detail}\n  (details: ci-runner check-data {file})"
@@ -77,36 +89,70 @@ def render_lengths(stats: LengthStats) -> str:
     return line + (f"\n  warning: {stats.warning}" if stats.warning else "")
 
 
-def mapped_rows(rows: list[dict[str, Any]], columns: dict[str, str]) -> list[dict[str, Any]]:
-    """Rows as train.py will see them after ``dataset.columns`` renames."""
-    if not columns:
-        return rows
-    sources = set(columns.values())
-    out = []
-    for row in rows:
-        renamed = {k: v for k, v in row.items() if k not in sources}
-        renamed.update({trl: row[src] for trl, src in columns.items() if src in row})
-        out.append(renamed)
-    return out
+def token_counts(
+    sample: DatasetSample,
+    experiment: Experiment,
+    *,
+    columns: dict[str, str] | None = None,
+    tokenizer: Any | None = None,
+) -> list[int] | None:
+    """Each sampled row's length in tokens, as the experiment's trainer will tokenize it:
+    ``dataset.columns`` (or ``columns``) applied, shaped by the job's own code, counted
+    through the chat template. None when no format fits (nothing would be trained)."""
+    assert experiment.method is not None  # loader-checked
+    mapping = dict(experiment.dataset.columns if columns is None else columns)  # type: ignore[union-attr]
+    text_field = str(experiment.hyperparameters.get("dataset_text_field", "text"))
+    shaped = shape_sample(
+        sample,
+        experiment.method,
+        columns=mapping,
+        text_field=text_field,
+        rewards=list(experiment.rewards),
+    )
+    if shaped is None:
+        return None
+    return row_lengths(
+        shaped.rows,
+        shaped.shape,
+        experiment.method,
+        counter=tokenizer_counter(tokenizer) if tokenizer is not None else None,
+        eos=eos_token(tokenizer) if tokenizer is not None else "",
+        text_field=text_field,
+    )
 
 
 def check_sample(
-    sample: DatasetSample, experiment: Experiment | None, *, tokenizer: Any | None = None
+    sample: DatasetSample,
+    experiment: Experiment | None,
+    *,
+    tokenizer: Any | None = None,
+    reward_needs: Mapping[str, RewardNeeds] | None = None,
 ) -> DataCheck:
-    """Pure: the verdicts and, for an experiment, the length statistics."""
+    """Pure: the verdicts and, for an experiment, the length statistics.
+
+    Lengths are measured on the rows the job will train on; when the verdict proposes a
+    mapping, with that mapping applied (what training will see once it is pasted).
+    """
     if experiment is None:
         return DataCheck(sample, check_dataset(sample))
     assert experiment.dataset is not None and experiment.method is not None  # loader-checked
     columns = dict(experiment.dataset.columns)
-    checks = check_dataset(sample, columns=columns or None, rewards=list(experiment.rewards))
-    method = experiment.method
-    max_length = experiment.hyperparameters.get("max_length", DEFAULT_MAX_LENGTH.get(method))
-    lengths = measure(
-        mapped_rows(sample.rows, columns),
-        method,
-        max_length=max_length,
-        counter=tokenizer_counter(tokenizer) if tokenizer is not None else None,
+    checks = check_dataset(
+        sample,
+        columns=columns or None,
+        rewards=list(experiment.rewards),
+        text_field=str(experiment.hyperparameters.get("dataset_text_field", "text")),
+        reward_needs=reward_needs,
     )
+    method = experiment.method
+    mine = next(c for c in checks if c.method == method)
+    if mine.verdict is Verdict.NEEDS_MAPPING:
+        columns = dict(mine.mapping)
+    max_length = experiment.hyperparameters.get("max_length", DEFAULT_MAX_LENGTH.get(method))
+    counts = token_counts(sample, experiment, columns=columns, tokenizer=tokenizer)
+    lengths = None
+    if counts is not None:
+        lengths = length_stats(counts, max_length=max_length, exact=tokenizer is not None)
     return DataCheck(sample, checks, lengths, method)
 
 
@@ -116,13 +162,26 @@ def check_experiment_data(
     root: Path,
     viewer: Any | None = None,
     sample: DatasetSample | None = None,
+    revision: str | None = None,
 ) -> DataCheck:
-    """Read the experiment's sample (unless given) and check it with the model's tokenizer."""
+    """Read the experiment's sample (unless given) and check it with the model's tokenizer.
+
+    ``revision``: the Hub revision to sample when it is not the newest (the one submit
+    pins), so the rows checked are the rows the job trains on.
+    """
     from ci_runner.data.sources import read_sample
 
     ds = experiment.dataset
     assert ds is not None  # the loader requires a dataset of every run
     if sample is None:
-        sample = read_sample(ds.path, root=root, config=ds.config, split=ds.split, viewer=viewer)
+        sample = read_sample(
+            ds.path,
+            root=root,
+            config=ds.config,
+            split=ds.split,
+            viewer=viewer,
+            revision=revision,
+        )
     tokenizer = load_tokenizer(experiment.base_model, root=root)
-    return check_sample(sample, experiment, tokenizer=tokenizer)
+    needs = reward_needs(list(experiment.rewards), root)
+    return check_sample(sample, experiment, tokenizer=tokenizer, reward_needs=needs)

@@ -12,8 +12,7 @@ from typing import Any
 from ci_runner.data.sample import DatasetSample
 from ci_runner.job_scripts import shaping
 
-METHODS = ("sft", "dpo", "grpo", "kto")
-TRAINABLE = ("sft", "dpo", "grpo")  # what job_scripts/train.py can run
+METHODS = ("sft", "dpo", "grpo")  # what job_scripts/train.py can run
 ROLES = ("system", "developer", "user", "assistant", "tool")
 VISION_ROLES = ("system", "user", "assistant", "tool")
 SYSTEM_ROLES = ("system", "developer")
@@ -29,12 +28,18 @@ MAX_LISTED = 10  # problems / warnings listed per method; the rest are counted
 SYNONYMS: dict[str, tuple[str, ...]] = {
     "prompt": ("question", "instruction", "query", "input", "problem"),
     "completion": ("response", "answer", "output", "solution"),
-    "chosen": ("good_response", "preferred", "accepted", "response_chosen", "chosen_response"),
-    "rejected": ("bad_response", "dispreferred", "response_rejected", "rejected_response"),
+    "chosen": ("preferred", "accepted"),
+    "rejected": ("dispreferred",),
     "messages": ("conversation", "conversations", "dialog", "dialogue", "chat"),
     "answer": ("solution", "final_answer", "target", "label", "ground_truth"),
-    "label": ("desirable", "is_desirable", "kto_label"),
 }
+# Preference columns are also recognised by their words: ``good_answer``, ``response_chosen``,
+# ``better_output``... a name made of one of these plus, at most, words for "a reply".
+PAIR_WORDS: dict[str, frozenset[str]] = {
+    "chosen": frozenset({"chosen", "good", "better", "best", "preferred", "accepted", "winner"}),
+    "rejected": frozenset({"rejected", "bad", "worse", "worst", "dispreferred", "loser"}),
+}
+REPLY_WORDS = frozenset({"response", "answer", "completion", "output", "reply", "text"})
 # Value types a column may hold, by TRL column (see ``_kind``).
 TEXTUAL = ("string", "messages")
 COLUMN_KINDS: dict[str, tuple[str, ...]] = {
@@ -44,7 +49,6 @@ COLUMN_KINDS: dict[str, tuple[str, ...]] = {
     "rejected": TEXTUAL,
     "messages": ("messages",),
     "answer": ("string", "number"),
-    "label": ("bool", "number"),
 }
 KIND_WORDS = {
     "null": "null",
@@ -131,10 +135,7 @@ def _mapping_errors(names: list[str], columns: dict[str, str]) -> list[str]:
     """What makes train.py's ``rename_columns`` fail, or lose a column, for this mapping."""
     effective = {trl: src for trl, src in columns.items() if trl != src}
     errors = [
-        f"dataset.columns maps {trl} to '{src}', but the dataset has no column '{src}' "
-        f"(it has {', '.join(names) or 'none'})"
-        for trl, src in effective.items()
-        if src not in names
+        _missing_source(trl, src, names) for trl, src in effective.items() if src not in names
     ]
     by_source: dict[str, list[str]] = {}
     for trl, src in effective.items():
@@ -146,6 +147,19 @@ def _mapping_errors(names: list[str], columns: dict[str, str]) -> list[str]:
         if len(trls) > 1
     ]
     return errors
+
+
+def _missing_source(trl: str, src: str, names: list[str]) -> str:
+    """Why ``trl: src`` cannot be applied; a mapping written the wrong way round is named so."""
+    if trl in names and src in (*COLUMN_KINDS, "text", "images"):
+        return (
+            f"dataset.columns `{trl}: {src}` is reversed: keys are the names TRL reads, values "
+            f"the dataset's columns; write `{src}: {trl}`"
+        )
+    return (
+        f"dataset.columns maps {trl} to '{src}', but the dataset has no column '{src}' "
+        f"(it has {', '.join(names) or 'none'})"
+    )
 
 
 def _apply_mapping(sample: DatasetSample, columns: dict[str, str]) -> _View:
@@ -217,14 +231,27 @@ def _fits(view: _View, trl: str, column: str) -> bool:
     return _kind(value) in COLUMN_KINDS.get(trl, (_kind(value),))
 
 
+def _named_like(trl: str, column: str) -> bool:
+    """The column's name means ``trl``: TRL's own name, a synonym, or pair words. A reward
+    parameter named for the reference answer (``solution``...) takes any of its names."""
+    name = _normal(column)
+    if name in {trl, *SYNONYMS.get(trl, ())}:
+        return True
+    answers = {"answer", *SYNONYMS["answer"]}
+    if trl in answers and name in answers:
+        return True
+    words = set(name.split("_"))
+    role = PAIR_WORDS.get(trl, frozenset())
+    return bool(words & role) and len(words & role) == 1 and words <= role | REPLY_WORDS
+
+
 def _candidates(view: _View, trl: str, taken: set[str]) -> list[str]:
-    names = {trl, *SYNONYMS.get(trl, ())}
     return [
         column
         for column in view.columns
         if column not in view.renamed
         and column not in taken
-        and _normal(column) in names
+        and _named_like(trl, column)
         and _fits(view, trl, column)
     ]
 

@@ -1,5 +1,8 @@
 """How long the examples are, in the base model's tokens, against ``max_length``.
 
+Rows are measured as the job shapes them (``job_scripts.shaping``: ShareGPT converted,
+the system turn folded in) and as TRL tokenizes them (``shaping.trainer_inputs``: the
+chat template applied, EOS appended to plain text), so the lengths are the trainer's.
 The statistics are pure; counting tokens needs the model's tokenizer. With a
 ``tokenizer.json`` (a local model, the HF cache, or its tokenizer files fetched from
 the Hub unless ``HF_HUB_OFFLINE`` is set) it is counted by ``ci_runner.data.tokens``,
@@ -12,13 +15,15 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ci_runner.job_scripts.shaping import Shape, Tokenized, trainer_inputs
+
 CHARS_PER_TOKEN = 4.0
-Counter = Callable[[Any], int]
+Counter = Callable[[Tokenized], int]
 
 
 @dataclass(frozen=True)
@@ -69,76 +74,85 @@ def length_stats(lengths: list[int], *, max_length: int | None, exact: bool) -> 
     )
 
 
-def _as_messages(value: Any, role: str) -> list[dict[str, Any]]:
-    if isinstance(value, list):
-        return [m for m in value if isinstance(m, dict)]
-    return [{"role": role, "content": "" if value is None else str(value)}]
-
-
-def example_parts(row: dict[str, Any], method: str) -> list[list[dict[str, Any]]]:
-    """The sequences TRL trains on for one row, as chat messages.
-
-    SFT: the conversation (or prompt + completion, or text). DPO: prompt + the
-    longer of chosen/rejected, since both must fit. GRPO: the prompt only; the
-    completion is bounded by max_completion_length.
-    """
-    if method == "sft":
-        if "messages" in row:
-            return [_as_messages(row["messages"], "user")]
-        if "prompt" in row:
-            completion = _as_messages(row.get("completion"), "assistant")
-            return [_as_messages(row["prompt"], "user") + completion]
-        return [_as_messages(row.get("text"), "user")]
-    prompt = _as_messages(row["prompt"], "user") if "prompt" in row else []
-    if method == "dpo":
-        return [
-            prompt + _as_messages(row.get(side), "assistant")
-            for side in ("chosen", "rejected")
-            if side in row
-        ]
-    return [prompt]
-
-
-def estimate_counter(messages: list[dict[str, Any]]) -> int:
-    text = "".join(str(m.get("content", "")) for m in messages)
+def estimate_counter(item: Tokenized) -> int:
+    """Tokens guessed at 4 characters each, when no tokenizer can be had."""
+    if item.text is not None:
+        text = item.text
+    else:
+        text = "".join(str(m.get("content") or "") for m in item.messages or [])
     return max(1, round(len(text) / CHARS_PER_TOKEN))
 
 
 def tokenizer_counter(tokenizer: Any) -> Counter:
-    """Count through the chat template when there is one: that is what TRL feeds the model.
+    """Count one input as TRL tokenizes it: a chat through the template (what TRL feeds
+    the model), plain text through the tokenizer with its special tokens.
 
     ``tokenizer`` is a ``ChatTokenizer`` (the usual case) or a transformers tokenizer.
     """
     from ci_runner.data.tokens import ChatTokenizer
 
     if isinstance(tokenizer, ChatTokenizer):
-        return tokenizer.count
+        return tokenizer.count_input
 
-    def count(messages: list[dict[str, Any]]) -> int:
-        if getattr(tokenizer, "chat_template", None):
-            ids = tokenizer.apply_chat_template(messages, tokenize=True)
-            # transformers 5 returns a BatchEncoding (a mapping), older ones a list.
-            ids = ids["input_ids"] if hasattr(ids, "keys") else ids
-            return len(ids)
-        text = "\n".join(str(m.get("content", "")) for m in messages)
-        return len(tokenizer(text)["input_ids"])
+    def count(item: Tokenized) -> int:
+        if item.text is not None:
+            return len(tokenizer(item.text)["input_ids"])
+        if not item.messages:
+            return 0
+        if not getattr(tokenizer, "chat_template", None):  # as ChatTokenizer.count does
+            text = "\n".join(str(m.get("content", "")) for m in item.messages)
+            return len(tokenizer(text)["input_ids"])
+        ids = tokenizer.apply_chat_template(
+            item.messages,
+            tokenize=True,
+            add_generation_prompt=item.add_generation_prompt,
+            tools=item.tools,
+            return_dict=True,
+        )
+        return len(ids["input_ids"])
 
     return count
 
 
+def eos_token(tokenizer: Any) -> str:
+    """The EOS token TRL appends to plain-text examples."""
+    from ci_runner.data.tokens import ChatTokenizer
+
+    if isinstance(tokenizer, ChatTokenizer):
+        return tokenizer.special_tokens_map.get("eos_token", "")
+    return str(getattr(tokenizer, "eos_token", None) or "")
+
+
+def row_lengths(
+    rows: Sequence[Mapping[str, Any]],
+    shape: Shape,
+    method: str,
+    *,
+    counter: Counter | None = None,
+    eos: str = "",
+    text_field: str = "text",
+) -> list[int]:
+    """Each shaped row's length in tokens: its longest input to the trainer."""
+    count = counter or estimate_counter
+    lengths = []
+    for row in rows:
+        inputs = trainer_inputs(row, shape, method, eos=eos, text_field=text_field)
+        if inputs:
+            lengths.append(max(count(item) for item in inputs))
+    return lengths
+
+
 def measure(
-    rows: list[dict[str, Any]],
+    rows: Sequence[Mapping[str, Any]],
+    shape: Shape,
     method: str,
     *,
     max_length: int | None,
     counter: Counter | None = None,
+    eos: str = "",
+    text_field: str = "text",
 ) -> LengthStats | None:
-    count = counter or estimate_counter
-    lengths = []
-    for row in rows:
-        parts = example_parts(row, method)
-        if parts:
-            lengths.append(max(count(part) for part in parts))
+    lengths = row_lengths(rows, shape, method, counter=counter, eos=eos, text_field=text_field)
     return length_stats(lengths, max_length=max_length, exact=counter is not None)
 
 

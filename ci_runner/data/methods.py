@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from ci_runner.data.columns import (
     _DIGIT,
-    KIND_WORDS,
     PARKED,
     REWARD_COLUMNS,
     TEXTUAL,
     MethodCheck,
     Verdict,
-    _add_reason,
     _bind,
     _Binding,
     _conv,
@@ -35,6 +33,7 @@ from ci_runner.data.content import (
     _row,
     _textual_issues,
 )
+from ci_runner.data.rewards import RewardNeeds
 
 # --- SFT ------------------------------------------------------------------------------------
 
@@ -130,7 +129,7 @@ def _prompt_reply_issues(view: _View, binding: _Binding, reply: str, vision: boo
     return issues + _pair_issues(view, binding, "prompt", reply)
 
 
-# --- DPO (and KTO's paired input) ------------------------------------------------------------
+# --- DPO ------------------------------------------------------------
 
 
 def _check_dpo(view: _View) -> MethodCheck:
@@ -176,11 +175,30 @@ def _with_prompt(view: _View, binding: _Binding) -> _Binding:
         return binding
     found = _bind(view, ("prompt",), taken=tuple(binding.columns.values()))
     chosen = view.first(binding.columns["chosen"])
+    if _carries_prompt(chosen):
+        return binding  # chosen carries its prompt: implicit
+    if found.ambiguous:
+        return _merge(binding, found)
     if not found.proposed or _kind(view.first(found.columns["prompt"])) != _kind(chosen):
         return binding
-    if _kind(chosen) == "messages" and _first_role(_roles(chosen)) == "user":
-        return binding  # chosen carries its prompt: implicit
     return _merge(binding, found)
+
+
+def _carries_prompt(chosen: Any) -> bool:
+    """A whole conversation starting with the user's turn holds its own prompt."""
+    return _kind(chosen) == "messages" and _first_role(_roles(chosen)) == "user"
+
+
+def _prompt_candidate(view: _View) -> bool:
+    """Preference data without a prompt column, but with a column named like one, and
+    replies that do not carry the prompt themselves."""
+    if "prompt" in view.columns:
+        return False
+    pair = _bind(view, ("chosen", "rejected"))
+    if not pair.complete or _carries_prompt(view.first(pair.columns["chosen"])):
+        return False
+    found = _bind(view, ("prompt",), taken=tuple(pair.columns.values()))
+    return bool(found.proposed or found.ambiguous)
 
 
 def _roles(messages: list[Any]) -> list[str]:
@@ -208,12 +226,7 @@ def _preference(method: str, view: _View, binding: _Binding) -> MethodCheck:
             "vision preference data needs an explicit prompt column: TRL skips prompt "
             "extraction for image datasets"
         )
-    if image and method == "kto":
-        blockers.append(
-            "TRL's KTOTrainer refuses paired (chosen/rejected) vision data; unpair it first"
-        )
-    unpairs = "TRL's KTOTrainer unpairs chosen/rejected into prompt/completion/label"
-    reasons = [unpairs] if method == "kto" else []
+    reasons: list[str] = []
     if not binding.complete:
         return _result(method, fmt, view, binding, reasons=reasons, blockers=blockers)
     issues = _preference_issues(view, binding, explicit, conversational, bool(image))
@@ -258,37 +271,49 @@ def _shared_start(a: str | list[Any], b: str | list[Any]) -> int:
     n = 0
     while n < min(len(a), len(b)) and a[n] == b[n]:
         n += 1
+    if isinstance(a, str) and not a[:n].strip():
+        return 0  # only whitespace in common: no prompt to extract
     return n
 
 
 def _no_shared_start(i: int, label: str, conversational: bool) -> _Issue:
-    if conversational:
-        text = "shares no leading turns with chosen, so TRL extracts an empty prompt and fails"
-        return _row(i, label, text)
-    text = "shares no leading text with chosen, so TRL extracts an empty prompt"
-    return _row(i, label, text, blocking=False)
+    what = "turns" if conversational else "text"
+    text = (
+        f"shares no leading {what} with chosen, so there is no prompt for TRL to extract "
+        "(it would train on an empty one): map the prompt column with dataset.columns "
+        "(prompt: <column>)"
+    )
+    return _row(i, label, text)
 
 
 # --- GRPO -----------------------------------------------------------------------------------
 
 
-def _check_grpo(view: _View, rewards: Sequence[str]) -> MethodCheck:
-    needed = [c for r in rewards for c in REWARD_COLUMNS.get(r, ())]
-    binding = _bind(view, ("prompt", *dict.fromkeys(needed)))
+def _check_grpo(
+    view: _View, rewards: Sequence[str], needs: Mapping[str, RewardNeeds]
+) -> MethodCheck:
+    """The prompt, and every column a reward needs: by name, a synonym, or a mapping."""
+    read = [needs[r] for r in rewards if r in needs]
+    wanted = list(dict.fromkeys(c for n in read for c in n.columns))
+    binding = _bind(view, ("prompt", *wanted))
     reasons = [
-        f"reward {r!r} may read other columns (TRL passes every column to it): not checked"
-        for r in rewards
-        if r not in REWARD_COLUMNS
+        f"{n.label} was not read ({n.note}): its columns are not checked"
+        for n in read
+        if not n.known
     ]
     if "prompt" in binding.missing:
         return _missing("grpo", view, binding, "prompt")
-    if binding.missing:
-        have = ", ".join(view.source[c] for c in view.columns)
-        reason = (
-            f"the accuracy reward needs column(s) {', '.join(binding.missing)}: none found "
-            f"(the dataset has {have}); map one with dataset.columns"
-        )
-        return _result("grpo", "", view, binding, reasons=reasons, blockers=[reason])
+    blockers = [
+        f"{n.label} takes parameter '{p}', which TRL never passes (it passes the "
+        f"{p} as '{p}s'): rename the parameter to {p}s or give it a default"
+        for n in read
+        for p in n.withheld
+    ]
+    blockers += [
+        _reward_gap(n, binding, view) for n in read if set(n.columns) & set(binding.missing)
+    ]
+    if blockers:
+        return _result("grpo", "", view, binding, reasons=reasons, blockers=blockers)
     image = _image_column(view)
     conversational = _is_conversational(view, binding, "prompt")
     fmt = _vision(_conv("prompt-only", conversational), image)
@@ -297,11 +322,35 @@ def _check_grpo(view: _View, rewards: Sequence[str]) -> MethodCheck:
     issues = _textual_issues(
         view, binding, "prompt", "prompt" if conversational else "", bool(image)
     )
-    if "answer" in binding.columns:
+    if "answer" in binding.columns and any(n.builtin and "answer" in n.columns for n in read):
         issues += _answer_warnings(view, binding.columns["answer"])
     if image:
         issues += _image_issues(view, image, "prompt", binding.columns["prompt"])
     return _result("grpo", fmt, view, binding, issues, reasons)
+
+
+def _reward_gap(needs: RewardNeeds, binding: _Binding, view: _View) -> str:
+    """Why a reward cannot run on this dataset, and what can be done that would work."""
+    gone = [c for c in needs.columns if c in binding.missing]
+    have = ", ".join(view.source[c] for c in view.columns)
+    cols = ", ".join(f"'{c}'" for c in gone)
+    fits = [
+        name for name, columns in REWARD_COLUMNS.items() if all(c in view.columns for c in columns)
+    ]
+    instead = f"rewards that fit this dataset: {', '.join(fits)}; or " if fits else ""
+    if needs.builtin:
+        return (
+            f"{needs.label} reads column(s) {cols} and no column is named like it (the dataset "
+            f"has {have}): map yours with dataset.columns ({gone[0]}: <column>) if one holds "
+            f"it; {instead}your own reward (path/to/module.py:function) reading the columns "
+            "the dataset has"
+        )
+    return (
+        f"{needs.label} takes parameter(s) {cols} without a default; TRL fills them from "
+        f"dataset columns of those names, and the dataset has none (it has {have}): map one "
+        f"with dataset.columns ({gone[0]}: <column>), give the parameter a default, or use "
+        f"{instead.removesuffix('; or ') or 'another reward'}"
+    )
 
 
 def _answer_warnings(view: _View, column: str) -> list[_Issue]:
@@ -313,50 +362,4 @@ def _answer_warnings(view: _View, column: str) -> list[_Issue]:
             what = "is null" if value is None else "has no number"
             text = f"{what}; the accuracy reward always scores 0 on this row"
             issues.append(_row(i, label, text, blocking=False))
-    return issues
-
-
-# --- KTO ------------------------------------------------------------------------------------
-
-
-def _check_kto(view: _View) -> MethodCheck:
-    note = "train.py runs sft, dpo and grpo only: KTO is checked for reference"
-    unpaired = _bind(view, ("prompt", "completion", "label"))
-    paired = _bind(view, ("chosen", "rejected"))
-    if unpaired.found or not paired.found:
-        if not unpaired.found:
-            return _missing(
-                "kto", view, unpaired, "prompt + completion + label, or chosen + rejected"
-            )
-        return _add_reason(_kto_unpaired(view, unpaired), note)
-    return _add_reason(_paired("kto", view, paired), note)
-
-
-def _kto_unpaired(view: _View, binding: _Binding) -> MethodCheck:
-    image = _image_column(view)
-    fmt = _vision("unpaired preference (KTO)", image)
-    if not binding.complete:
-        return _result("kto", fmt, view, binding)
-    issues = _prompt_reply_issues(view, binding, "completion", bool(image))
-    issues += _label_issues(view, binding.columns["label"])
-    if image:
-        issues += _image_issues(view, image, "prompt", binding.columns["prompt"])
-    return _result("kto", fmt, view, binding, issues)
-
-
-def _label_issues(view: _View, column: str) -> list[_Issue]:
-    """KTO casts labels to bool tensors: true/false, or 0/1 at a pinch."""
-    label = view.label(column, "label")
-    issues = []
-    for i, value in view.values(column):
-        if isinstance(value, bool):
-            continue
-        if isinstance(value, int) and value in (0, 1):
-            text = f"is {value}, not a bool; TRL casts it, but write true/false"
-            issues.append(_row(i, label, text, blocking=False))
-        else:
-            text = (
-                f"is {value!r} ({KIND_WORDS.get(_kind(value), _kind(value))}); KTO needs true/false"
-            )
-            issues.append(_row(i, label, text))
     return issues

@@ -86,4 +86,5 @@ def fetch_remote_sample(
         num_rows=data.get("num_rows"),
         features=dict(data.get("features") or {}),
         origin=f"remote job {handle.job_id}",
+        revision=source.revision,
     )

@@ -23,3 +23,4 @@ class DatasetSample:
     splits: list[str] = field(default_factory=list)  # the splits available, when known
     features: dict[str, Any] = field(default_factory=dict)  # column -> type, when known
     origin: str = "local file"  # where the rows came from, for the report
+    revision: str | None = None  # the Hub revision the rows were read at, when not the newest

@@ -69,16 +69,24 @@ def read_sample(
     split: str = "train",
     viewer: ViewerClient | None = None,
     limit: int = SAMPLE_ROWS,
+    revision: str | None = None,
 ) -> DatasetSample:
     """Local paths are spelled ./ ../ / ~ (as in the spec); anything else is a Hub id.
 
     Relative paths resolve against ``root`` (the repository), not the working directory.
-    ``config`` only applies to Hub datasets. The viewer defaults to ``ViewerClient.from_env()``.
+    ``config`` and ``revision`` only apply to Hub datasets. The viewer defaults to
+    ``ViewerClient.from_env()``; it serves the newest revision only, so a ``revision``
+    (one that is not the newest: the caller knows) is streamed with ``datasets`` instead.
     """
     if is_local_path(path_or_id):
         sample = read_local(local_path(path_or_id, root), split=split, limit=limit)
         return dataclasses.replace(sample, source=path_or_id)
     viewer = viewer or ViewerClient.from_env()
+    if revision is not None:
+        reason = f"the dataset viewer serves the newest revision, not {revision}"
+        return _stream_hub(
+            path_or_id, config, split, max(limit, 0), viewer.token, reason=reason, revision=revision
+        )
     return read_hub(path_or_id, config=config, split=split, viewer=viewer, limit=limit)
 
 
@@ -472,7 +480,14 @@ def _viewer_num_rows(
 
 
 def _stream_hub(
-    dataset: str, config: str | None, split: str, limit: int, token: str | None, *, reason: str
+    dataset: str,
+    config: str | None,
+    split: str,
+    limit: int,
+    token: str | None,
+    *,
+    reason: str,
+    revision: str | None = None,
 ) -> DatasetSample:
     """Fallback when the viewer can't help: stream ``limit`` rows, never download the split."""
     try:
@@ -483,7 +498,9 @@ def _stream_hub(
             "pip install 'ci-runner[train]', or run the check as a job (check-data --remote)"
         ) from None
     try:
-        stream = load_dataset(dataset, config, split=split, streaming=True, token=token)
+        stream = load_dataset(
+            dataset, config, split=split, streaming=True, token=token, revision=revision
+        )
         rows = [dict(row) for row in itertools.islice(stream, limit)]
         features = stream.features.to_dict() if stream.features is not None else {}
     except Exception as exc:  # noqa: BLE001 - any loader failure is the user's to read
@@ -498,6 +515,7 @@ def _stream_hub(
         rows=rows,
         features=features,
         origin=f"datasets streaming ({reason})",
+        revision=revision,
     )
 
 

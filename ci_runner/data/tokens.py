@@ -34,6 +34,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from ci_runner.job_scripts.shaping import Tokenized
+
 TOKENIZER_FILE = "tokenizer.json"
 CONFIG_FILE = "tokenizer_config.json"
 TEMPLATE_FILE = "chat_template.jinja"  # transformers 5 saves the template here
@@ -159,6 +161,19 @@ class ChatTokenizer:
             return len(self.encode_chat(messages))
         text = "\n".join(str(m.get("content", "")) for m in messages)
         return len(self.encode(text))
+
+    def count_input(self, item: Tokenized) -> int:
+        """Tokens of one input TRL tokenizes (``shaping.trainer_inputs``): plain text with
+        the tokenizer's special tokens, a chat through the template with its tools."""
+        if item.text is not None:
+            return len(self.encode(item.text))
+        messages: list[Mapping[str, Any]] = list(item.messages or [])
+        if not messages or not self.chat_template:
+            return self.count(messages)
+        ids = self.encode_chat(
+            messages, add_generation_prompt=item.add_generation_prompt, tools=item.tools
+        )
+        return len(ids)
 
 
 # --- configuration ---------------------------------------------------------------

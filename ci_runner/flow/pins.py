@@ -78,6 +78,17 @@ class PinCache:
             dataset = self._pin("dataset", ds.path, ds.revision, spec_path)
         return Pins(model, dataset)
 
+    def older_dataset_revision(self, experiment: Experiment, pinned: str | None) -> str | None:
+        """The dataset commit the job will load, when it is not the newest one (which is
+        all the dataset viewer serves); None when the newest is what the job loads."""
+        ds = experiment.dataset
+        if ds is None or pinned is None or is_local_path(ds.path) or not is_hub_commit(pinned):
+            return None
+        key = ("dataset", ds.path, None)
+        if key not in self._known:  # known already when the pin was just taken from it
+            self._known[key] = self._hub_sha("dataset", ds.path, None, "")
+        return None if self._known[key] == pinned else pinned
+
     def _pin(self, kind: str, ref: str, revision: str | None, spec_path: str) -> str | None:
         key = (kind, ref, revision)
         if key not in self._known:

@@ -8,7 +8,7 @@ or ``matrix:`` is simply a file of one run.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,7 +30,7 @@ from ci_runner.errors import (
 )
 from ci_runner.flow.workspace import Workspace
 from ci_runner.plan.estimate import Plan, make_plan, prices_from_hardware
-from ci_runner.plan.model_size import model_size
+from ci_runner.plan.model_size import SizeProblem, model_size, why_unsized
 from ci_runner.plan.total import FilePlan, RunPlan
 from ci_runner.runconfig import DatasetSource
 from ci_runner.spec.expand import RunSpec, expand, max_parallel
@@ -62,21 +62,30 @@ def _has_training_stack() -> bool:
 # --- data ---------------------------------------------------------------------------
 
 
-def check_data(ws: Workspace, experiment: Experiment, *, remote: bool = False) -> DataCheck:
-    """The experiment's dataset, sampled and judged for its method (``check-data FILE``)."""
+def check_data(
+    ws: Workspace, experiment: Experiment, *, remote: bool = False, revision: str | None = None
+) -> DataCheck:
+    """The experiment's dataset, sampled and judged for its method (``check-data FILE``).
+
+    The sample is read at ``revision`` (submit passes the commit it pins, when that is not
+    the newest), else at the revision the file names, else the newest.
+    """
+    ds = experiment.dataset
+    assert ds is not None  # the loader requires a dataset of every run
+    revision = revision or ds.revision
     sample = None
     if remote:
-        ds = experiment.dataset
-        assert ds is not None  # the loader requires a dataset of every run
-        sample = remote_sample(ws, ds.path, config=ds.config, split=ds.split)
-    return check_experiment_data(experiment, root=ws.root, sample=sample)
+        sample = remote_sample(ws, ds.path, config=ds.config, split=ds.split, revision=revision)
+    return check_experiment_data(experiment, root=ws.root, sample=sample, revision=revision)
 
 
-def remote_sample(ws: Workspace, path: str, *, config: str | None, split: str) -> DatasetSample:
+def remote_sample(
+    ws: Workspace, path: str, *, config: str | None, split: str, revision: str | None = None
+) -> DatasetSample:
     """A dataset's sample, read by a CPU job on HF Jobs (``check-data --remote``)."""
     from ci_runner.data.remote import fetch_remote_sample
 
-    source = DatasetSource(path=path, config=config, split=split)
+    source = DatasetSource(path=path, config=config, split=split, revision=revision)
     script = ws.project.job_script(CHECK_SCRIPT).path
     return fetch_remote_sample(ws.backend(BackendName.HF_JOBS), source, script=script)
 
@@ -136,9 +145,16 @@ class DataChecks:
 
 
 def check_runs_data(
-    ws: Workspace, runs: list[RunSpec], *, remote: bool = False, strict: bool = False
+    ws: Workspace,
+    runs: list[RunSpec],
+    *,
+    remote: bool = False,
+    strict: bool = False,
+    revisions: Mapping[str, str | None] | None = None,
 ) -> DataChecks:
-    """``strict``: an unreachable dataset viewer is an error (exit 6), not a warning."""
+    """``strict``: an unreachable dataset viewer is an error (exit 6), not a warning.
+    ``revisions``: per run id, the dataset revision to sample (what submit pins)."""
+    revisions = revisions or {}
     result = DataChecks()
     done: dict[str, DataCheck | None] = {}
     for spec in runs:
@@ -151,13 +167,15 @@ def check_runs_data(
                 e.dataset.model_dump(mode="json"),
                 e.rewards,
                 e.hyperparameters.get("max_length"),
+                revisions.get(spec.run_id),
             ],
             sort_keys=True,
             default=str,
         )
         if key not in done:
             try:
-                done[key] = check = check_data(ws, e, remote=remote)
+                revision = revisions.get(spec.run_id)
+                done[key] = check = check_data(ws, e, remote=remote, revision=revision)
                 result.distinct.append((spec, check))
             except DatasetViewerError as exc:
                 if strict:
@@ -224,15 +242,40 @@ def plan_runs(
     return FilePlan(experiment.name, plans, budget, max_parallel(experiment))
 
 
+def sizing_problems(ws: Workspace, plan: FilePlan, runs: list[RunSpec]) -> list[SizeProblem]:
+    """Why each model that could not be sized was not, for the runs that cannot go ahead
+    without its size: no hardware set by hand, or a repo that the job could not read either
+    (gated, missing, a revision that is not there)."""
+    experiments = {spec.run_id: spec.experiment for spec in runs}
+    found: dict[str, SizeProblem] = {}
+    for run in plan.runs:
+        experiment = experiments[run.run_id]
+        ref = experiment.base_model
+        if run.plan.params is not None or ref in found:
+            continue
+        api = None if is_local_path(ref) else hub_api(ws.hf_token())
+        problem = why_unsized(ref, root=ws.root, api=api, revision=experiment.base_model_revision)
+        if run.plan.flavor is None or not problem.hardware_helps:
+            found[ref] = problem
+    return list(found.values())
+
+
 def require_plannable(
-    plan: FilePlan, runs: list[RunSpec], file: str, *, allow_over_budget: bool
+    plan: FilePlan,
+    runs: list[RunSpec],
+    file: str,
+    *,
+    allow_over_budget: bool,
+    unsized: Sequence[SizeProblem] = (),
 ) -> None:
     """Refuse what cannot run, or costs more than the file allows, before anything starts."""
+    if unsized:
+        raise NotReadyError("\n".join(problem.message(file) for problem in unsized))
     for run in plan.runs:
         if run.plan.flavor is None:
             raise NotReadyError(
-                f"cannot size {run.plan.base_model} (offline, or no safetensors metadata), so "
-                "no hardware can be chosen: set `hardware:` to a flavor in the experiment file"
+                f"{file}: cannot size {run.plan.base_model}, so no hardware can be chosen\n"
+                "  hint: set `hardware:` to a flavor in the experiment file"
             )
     if plan.over_budget and not allow_over_budget:
         if len(plan.runs) == 1:
@@ -285,6 +328,7 @@ class Preflight:
     data: DataChecks
     plan: FilePlan
     warnings: list[str]
+    unsized: list[SizeProblem] = field(default_factory=list)  # plan and submit exit 4
 
     @property
     def multi_run(self) -> bool:
@@ -297,9 +341,12 @@ class Preflight:
 
     @property
     def exit_code(self) -> int:
-        """``plan``'s exit code: 7 when the data does not fit, then 5 over budget."""
+        """``plan``'s exit code: 7 when the data does not fit, 4 for a model that cannot be
+        sized, then 5 over budget."""
         if self.data.misfits:
             return ExitCode.DATA
+        if self.unsized:
+            return ExitCode.NOT_READY
         if self.plan.over_budget:
             return ExitCode.OVER_BUDGET
         return ExitCode.OK
@@ -321,4 +368,9 @@ def preflight(
     runs = expand(experiment)
     data = check_runs_data(ws, runs, remote=remote) if check_data else DataChecks()
     plan = plan_runs(ws, experiment, runs, data.by_run)
-    return Preflight(file, experiment, runs, data, plan, [*warnings, *data.warnings])
+    problems = sizing_problems(ws, plan, runs)
+    unsized = [p for p in problems if not p.offline]
+    warnings += [
+        f"{p.reason}: hardware, memory and time not planned" for p in problems if p.offline
+    ]
+    return Preflight(file, experiment, runs, data, plan, [*warnings, *data.warnings], unsized)

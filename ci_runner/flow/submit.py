@@ -21,6 +21,7 @@ from ci_runner.flow.preflight import (
     check_runs_data,
     plan_runs,
     require_plannable,
+    sizing_problems,
 )
 from ci_runner.flow.records import methods_of, new_ledger, new_run
 from ci_runner.flow.start import requeue, start_runs
@@ -148,15 +149,6 @@ def submit(
         todo = [spec for spec in runs if schedule.needs_submit(ledger.run(spec.run_id))]
         file_plan = None
         if todo:
-            data = check_runs_data(ws, runs) if check_data else DataChecks()
-            for check in data.misfits:
-                check.require_fit(str(spec_path))
-            warnings += [*data.warnings, *data.run_warnings()]
-            file_plan = plan_runs(ws, experiment, runs, data.by_run)
-            require_plannable(file_plan, runs, str(spec_path), allow_over_budget=allow_over_budget)
-            plans = {r.run_id: r.plan for r in file_plan.runs}
-            for spec in todo:  # a backend that cannot be reached refuses before any record
-                ws.backend(spec.experiment.backend)
             pinning = PinCache(ws.root, token=ws.hf_token())  # a missing repo refuses, too
             pins = {
                 spec.run_id: recorded_pins.get(spec.run_id)
@@ -167,6 +159,28 @@ def submit(
                 if ledger.run(spec.run_id) is None
             }
             warnings += pinning.warnings
+            # The rows checked are the rows the job loads: the pinned commit, when the
+            # dataset has moved on since (or the file names an older revision).
+            by_id = {spec.run_id: spec for spec in runs}
+            revisions = {
+                run_id: pinning.older_dataset_revision(by_id[run_id].experiment, pin.dataset)
+                for run_id, pin in pins.items()
+            }
+            data = check_runs_data(ws, runs, revisions=revisions) if check_data else DataChecks()
+            for check in data.misfits:
+                check.require_fit(str(spec_path))
+            warnings += [*data.warnings, *data.run_warnings()]
+            file_plan = plan_runs(ws, experiment, runs, data.by_run)
+            require_plannable(
+                file_plan,
+                runs,
+                str(spec_path),
+                allow_over_budget=allow_over_budget,
+                unsized=sizing_problems(ws, file_plan, runs),
+            )
+            plans = {r.run_id: r.plan for r in file_plan.runs}
+            for spec in todo:  # a backend that cannot be reached refuses before any record
+                ws.backend(spec.experiment.backend)
             for spec in todo:
                 run = ledger.run(spec.run_id)
                 if run is None:

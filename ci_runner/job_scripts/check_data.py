@@ -64,7 +64,9 @@ def main(argv: list[str] | None = None) -> int:
         from datasets import load_dataset
 
         print(f"streaming the first {SAMPLE_ROWS} rows of {path} ({name or 'default'}/{split})")
-        stream = load_dataset(path, name, split=split, streaming=True)
+        # At the revision submit pins, when it is not the newest: the rows the job trains on.
+        revision = source.get("revision")
+        stream = load_dataset(path, name, split=split, streaming=True, revision=revision)
         rows = [jsonable(row) for row in itertools.islice(stream, SAMPLE_ROWS)]
         summary = {
             "status": "completed",

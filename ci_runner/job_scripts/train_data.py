@@ -92,8 +92,9 @@ def check_columns(dataset, config: dict[str, Any], extra: set[str], what: str) -
 def shape_for_trl(dataset, config: dict[str, Any], what: str):
     """Keep the columns the method's TRL format reads, chat-shaped and with content.
 
-    Returns the dataset and the rows dropped for lacking content; refuses the dataset
-    when those are the majority (``shaping.MAX_EMPTY_FRACTION``).
+    Returns the dataset, the rows dropped for lacking content and the shape (None when
+    no format is unambiguous); refuses the dataset when rows without content are the
+    majority (``shaping.MAX_EMPTY_FRACTION``).
     """
     hyperparameters = config.get("hyperparameters") or {}
     columns = (config["dataset"].get("columns") or {}).keys()
@@ -106,19 +107,17 @@ def shape_for_trl(dataset, config: dict[str, Any], what: str):
         mapped=columns,
     )
     if shape is None:
-        return dataset, None  # no unambiguous format: check_columns says what is missing
-    if shape.dropped or shape.rename or shape.sharegpt:
+        return dataset, None, None  # no unambiguous format: check_columns says what is missing
+    if shape.notable:
         print(f"{what} set: {shape.describe()}", flush=True)
-    if shape.rename:
-        dataset = dataset.rename_columns(shape.rename)
-    dataset = dataset.select_columns(list(shape.keep))
-    if shape.sharegpt:
-
-        def chat_turns(row: dict[str, Any]) -> dict[str, Any]:
-            normalized = shaping.normalize_row(row, shape)  # once per row, all its columns
-            return {column: normalized[column] for column in shape.sharegpt}
-
-        dataset = dataset.map(chat_turns, remove_columns=list(shape.sharegpt))
+    if shape.rewrites:  # the same row function the runner's data check applies
+        dataset = dataset.map(
+            lambda row: shaping.shape_row(row, shape), remove_columns=dataset.column_names
+        )
+    else:
+        if shape.rename:
+            dataset = dataset.rename_columns(shape.rename)
+        dataset = dataset.select_columns(list(shape.keep))
     total = len(dataset)
     dataset = dataset.filter(lambda row: not shaping.lacks_content(row, shape))
     empty = shaping.EmptyRows(total - len(dataset), total, shape.content)
@@ -126,7 +125,7 @@ def shape_for_trl(dataset, config: dict[str, Any], what: str):
         raise ConfigError(f"the {what} set: {empty.message()}")
     if empty.dropped:
         print(f"warning: the {what} set: {empty.message()}", flush=True)
-    return dataset, empty
+    return dataset, empty, shape
 
 
 def load_datasets(config: dict[str, Any], extra_columns: set[str]):
@@ -144,7 +143,9 @@ def load_datasets(config: dict[str, Any], extra_columns: set[str]):
             dataset = dataset.select(range(min(limit, len(dataset))))
         if len(dataset) == 0:
             raise ConfigError(f"the {split!r} split of {source['path']} is empty")
-        dataset, empty = shape_for_trl(dataset, config, what)
+        dataset, empty, shape = shape_for_trl(dataset, config, what)
+        if shape is not None and shape.system:
+            notes[f"{what}_system_turn"] = {"column": shape.system}
         if empty is not None and empty.dropped:
             notes[f"{what}_rows_without_content"] = {
                 "dropped": empty.dropped,

@@ -176,6 +176,11 @@ def data_warnings(summary: TrainSummary) -> list[str]:
                 f"{split} set: dropped {note['dropped']} of {note['total']} rows with no content "
                 f"in {' or '.join(note.get('columns') or ['the text columns'])}"
             )
+        elif key.endswith("_system_turn") and isinstance(note, dict):
+            notes.append(
+                f"{split} set: column '{note.get('column')}' was put first in each "
+                "conversation as its system turn"
+            )
     return notes
 
 

@@ -251,3 +251,89 @@ def model_size(ref: str, *, root: Path, api: HfApi | None) -> ModelSize | None:
     if is_local_path(ref):
         return _local_size(local_path(ref, root))
     return _hub_size(api, ref) if api is not None else None
+
+
+@dataclass(frozen=True)
+class SizeProblem:
+    """Why a model could not be sized, and what the user can do about it."""
+
+    reason: str
+    remedy: str
+    hardware_helps: bool  # with `hardware:` set by hand the run can go ahead
+    offline: bool = False  # the Hub was not asked: a plan warns, a submit refuses
+
+    def message(self, file: str) -> str:
+        return f"{file}: base_model: {self.reason}\n  hint: {self.remedy}"
+
+
+_SET_HARDWARE = "set `hardware:` to a flavor in the experiment file (e.g. hardware: a10g-large)"
+
+
+def why_unsized(
+    ref: str, *, root: Path, api: HfApi | None, revision: str | None = None
+) -> SizeProblem:
+    """Ask once more, to say why ``model_size`` found nothing: a missing folder, the Hub
+    unreachable, a gated or missing repo, a revision that is not there, or a repo with
+    neither safetensors metadata nor a decoder's ``config.json``."""
+    if is_local_path(ref):
+        if not local_path(ref, root).is_dir():
+            return SizeProblem(
+                f"no model folder at {ref}",
+                "build or copy the model there, or fix base_model",
+                False,
+            )
+        return SizeProblem(
+            f"{ref} has no *.safetensors files and no config.json with a decoder's sizes",
+            _SET_HARDWARE,
+            True,
+        )
+    from huggingface_hub import constants
+
+    if api is None or constants.HF_HUB_OFFLINE:
+        return SizeProblem(
+            f"{ref} is a Hub model and the Hub is not reachable from here (HF_HUB_OFFLINE)",
+            f"plan where the Hub is reachable, or {_SET_HARDWARE}",
+            True,
+            offline=True,
+        )
+    from huggingface_hub.errors import (
+        EntryNotFoundError,
+        GatedRepoError,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
+
+    try:
+        api.hf_hub_download(ref, "config.json", revision=revision)
+    except GatedRepoError:
+        return SizeProblem(
+            f"{ref} is gated: its files are served only to accounts that accepted its terms",
+            f"accept the terms on https://huggingface.co/{ref} and set HF_TOKEN to a token of "
+            "that account",
+            False,
+        )
+    except RevisionNotFoundError:
+        return SizeProblem(
+            f"{ref} has no revision {revision!r}",
+            "set base_model_revision to a branch, tag or commit of the repo",
+            False,
+        )
+    except RepositoryNotFoundError:
+        return SizeProblem(
+            f"{ref} was not found on the Hub (or it is private and HF_TOKEN cannot read it)",
+            "check the model id, or set HF_TOKEN to a token with access to it",
+            False,
+        )
+    except EntryNotFoundError:
+        pass
+    except Exception as exc:  # noqa: BLE001 - 5xx, timeouts: said as they are
+        return SizeProblem(
+            f"the Hub did not answer for {ref} ({type(exc).__name__})",
+            f"retry, or {_SET_HARDWARE}",
+            True,
+        )
+    return SizeProblem(
+        f"{ref} has no safetensors metadata and no config.json with a decoder's sizes",
+        _SET_HARDWARE,
+        True,
+    )

@@ -198,8 +198,8 @@ def decide_lora(experiment: Experiment, params: int | None) -> tuple[LoraSpec | 
         return lora, "LoRA on (set in the experiment file)"
     if lora == "off":
         return None, "LoRA off (set in the experiment file)"
-    if params is None:
-        return None, "LoRA off (auto): model size unknown; set `lora:` to choose"
+    if params is None:  # never full fine-tuning on a guess: it may not fit any GPU
+        return LoraSpec(), "LoRA on (auto): model size unknown; set `lora:` to choose"
     size = f"{params / 1e9:.2f}B parameters"
     if params > LORA_AUTO_THRESHOLD:
         return LoraSpec(), f"LoRA on (auto): {size} > 3B"

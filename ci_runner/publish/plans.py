@@ -46,5 +46,7 @@ def entry_of(file: str, result: Preflight) -> PlanEntry:
         entry.file_plan = result.plan
     else:
         entry.plan = result.plan.runs[0].plan
+    if result.unsized:
+        entry.error = "\n".join(p.message(entry.file) for p in result.unsized)
     entry.exit_code = result.exit_code
     return entry

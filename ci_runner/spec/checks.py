@@ -235,6 +235,7 @@ def check_cross_fields(data: Any) -> list[Finding]:
                 at_key=True,
             )
         )
+    findings += _reversed_columns(data.dataset.columns)
     findings += _tracking_findings(data)
     if data.backend == "hf-jobs":
         findings += _hf_jobs_findings(data)
@@ -253,6 +254,26 @@ def check_cross_fields(data: Any) -> list[Finding]:
                 )
             )
     return findings
+
+
+# The columns TRL's trainers read by name: what a ``dataset.columns`` key names.
+TRL_COLUMNS = ("prompt", "completion", "messages", "text", "chosen", "rejected", "images")
+
+
+def _reversed_columns(columns: dict[str, str]) -> list[Finding]:
+    """``dataset.columns`` is ``{trl_column: dataset_column}``; ``{question: prompt}`` would
+    rename a column called prompt to question, which no trainer reads: it is reversed."""
+    return [
+        Finding(
+            ("dataset", "columns", key),
+            f"`{key}: {value}` looks reversed: keys are the names TRL reads, values the "
+            "dataset's own columns",
+            f"write `{value}: {key}`",
+            at_key=True,
+        )
+        for key, value in columns.items()
+        if value in TRL_COLUMNS and key not in TRL_COLUMNS and key != value
+    ]
 
 
 def _tracking_findings(data: Any) -> list[Finding]:

@@ -26,7 +26,7 @@ from ci_runner.spec.checks import (
     trl_fields,
 )
 from ci_runner.spec.expand import expand_checked
-from ci_runner.spec.model import BUILTIN_REWARDS, Experiment
+from ci_runner.spec.model import BUILTIN_BENCHMARKS, BUILTIN_REWARDS, Experiment
 from ci_runner.spec.references import check_references
 
 _BOOL = "tag:yaml.org,2002:bool"
@@ -209,6 +209,8 @@ def _hint_for(error: ErrorDetails, path: Path_, data: Any) -> str | None:
         return did_you_mean(str(value), choices) or f"one of: {', '.join(choices)}"
     if len(path) == 2 and path[0] == "rewards":
         return did_you_mean(str(data["rewards"][path[1]]), BUILTIN_REWARDS)
+    if path and path[-1] == "benchmark":
+        return did_you_mean(str(error.get("input")).lower(), BUILTIN_BENCHMARKS)
     if path == ("hardware",):
         return did_you_mean(str(data.get("hardware")), FLAVORS_BY_NAME) or (
             "use `auto` or a flavor from `ci-runner plan --list-hardware`"

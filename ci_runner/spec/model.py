@@ -9,6 +9,7 @@ references are generated from it (``ci_runner.spec.schema``).
 
 from __future__ import annotations
 
+import difflib
 import json
 import re
 from typing import Annotated, Any, Literal
@@ -36,6 +37,9 @@ from ci_runner.core.hub import (
 
 Method = Literal["sft", "dpo", "grpo"]
 BUILTIN_REWARDS = ("accuracy", "format")
+# Benchmarks ci-runner ships itself (job_scripts/evaluate_pipeline.py's OWN_TASKS); any other
+# name is looked up among lighteval's tasks inside the job.
+BUILTIN_BENCHMARKS = ("humaneval", "gsm8k")
 
 NAME_RE = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
 REWARD_FN_RE = re.compile(r"[^:\n]+\.py:[A-Za-z_][A-Za-z0-9_]*")
@@ -63,6 +67,20 @@ def _reward_ref(reward: str) -> str:
             f"({', '.join(BUILTIN_REWARDS)}) or path/to/module.py:function"
         )
     return reward
+
+
+def _benchmark_name(name: str) -> str:
+    """A name one typo away from a built-in is that built-in misspelled, not a lighteval
+    task: refused here rather than after training, when the evaluation job fails."""
+    if name in BUILTIN_BENCHMARKS:
+        return name
+    close = difflib.get_close_matches(name.lower(), BUILTIN_BENCHMARKS, n=1, cutoff=0.75)
+    if close:
+        raise ValueError(
+            f"unknown benchmark {name!r}: the built-ins are {', '.join(BUILTIN_BENCHMARKS)}; "
+            "other names are lighteval tasks"
+        )
+    return name
 
 
 # Fields that change how a run is watched or paid for, not what it trains.
@@ -258,7 +276,7 @@ class BudgetSpec(_Strict):
 class BenchmarkEntry(_Strict):
     """One benchmark to score the models on."""
 
-    benchmark: Token = Field(
+    benchmark: Annotated[Token, AfterValidator(_benchmark_name)] = Field(
         min_length=1,
         description="`humaneval` (pass@1, sandboxed), `gsm8k`, or a lighteval task name.",
     )
