@@ -60,8 +60,26 @@ At the end of a run everything the sandbox started is killed: through the
 cgroup, or its PID namespace, or its uid, and the evaluator checks that none
 survived (a survivor is a :class:`SandboxError`, not a quiet leak).
 
-``CI_RUNNER_SANDBOX_DISABLE`` (comma-separated layer names, or ``namespaces``,
-``cgroups``, ``all``) switches layers off, to see and test the degraded paths.
+**Isolated, or refused.** Generated code must not reach what judges it (the
+judge's code, the interpreter's files) nor the answers: that takes another uid, or
+bubblewrap's own filesystem view. An evaluator that is neither root nor allowed
+user namespaces (a laptop, a GitHub-hosted runner) gets the uid switch through
+``sudo -n`` where that works (GitHub-hosted runners grant it): the launch stage runs
+as root and supervises the sandbox. Failing that, :class:`UnisolatedError` refuses
+to run generated code, unless the experiment opted in
+(``evaluation.allow_unisolated_code``); then the summary says ``isolated: false``
+and the report marks those scores.
+
+**One problem, one failure.** A sandbox writes only to bounded places (bubblewrap's
+sized tmpfs; without it the host's world-writable folders, under a per-sandbox quota
+counted by uid, and RLIMIT_FSIZE per file) and everything its uid left there is
+swept at the end. Whatever goes wrong while one problem runs (a full disk, text
+that is not UTF-8, a sandbox that fails) fails that problem, with the reason, and
+never the metric.
+
+``CI_RUNNER_SANDBOX_DISABLE`` (comma-separated layer names, ``sudo``, or
+``namespaces``, ``cgroups``, ``all``) switches layers off, to see and test the
+degraded paths.
 """
 
 from __future__ import annotations
@@ -85,6 +103,7 @@ import sandbox_secrets
 from sandbox_host import UID_BASE, UID_SLOTS, Cgroups, SandboxError, UidPool
 from sandbox_launch import (
     CHILD_SOURCE,
+    QUOTA_BYTES,
     SETUP_TIMEOUT_S,
     TEARDOWN_TIMEOUT_S,
     Box,
@@ -104,16 +123,23 @@ LAYER_NAMES = (
     "cgroup_pids",
     "seccomp",
 )
+ROUTES = ("sudo",)  # other ways to get a layer: `sudo -n` for the uid switch
 ALIASES = {
     "namespaces": ("bwrap", "pid_namespace", "net_namespace"),
     "cgroups": ("cgroup_memory", "cgroup_pids"),
-    "all": LAYER_NAMES,
+    "all": LAYER_NAMES + ROUTES,
 }
+OPT_IN = "evaluation.allow_unisolated_code"
+SUDO_PROBE_TIMEOUT_S = 10.0
 
 MEMORY_BYTES = 2 << 30  # per sandbox tree (cgroup) and per process (RLIMIT_AS)
 PIDS_MAX = 64
 OUTPUT_BYTES = 1 << 20
 SECCOMP_MACHINES = ("x86_64", "aarch64")
+
+
+class UnisolatedError(SandboxError):
+    """Generated code would run where it can reach what judges it: refused (no opt-in)."""
 
 
 @dataclasses.dataclass
@@ -131,11 +157,34 @@ def _parse_disable(text: str) -> set[str]:
             continue
         if raw in ALIASES:
             names.update(ALIASES[raw])
-        elif raw in LAYER_NAMES:
+        elif raw in LAYER_NAMES + ROUTES:
             names.add(raw)
         else:
-            raise SandboxError(f"{DISABLE_ENV}: unknown layer {raw!r} (one of {LAYER_NAMES})")
+            raise SandboxError(
+                f"{DISABLE_ENV}: unknown layer {raw!r} (one of {LAYER_NAMES + ROUTES})"
+            )
     return names
+
+
+def sudo_works() -> tuple[bool, str]:
+    """Can this (non-root) process become root without a password? (why not, if not)"""
+    path = shutil.which("sudo")
+    if path is None:
+        return False, "sudo is not installed"
+    try:
+        probe = subprocess.run(
+            [path, "-n", "--", "true"],
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=SUDO_PROBE_TIMEOUT_S,
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return False, f"`sudo -n true` failed: {exc}"
+    if probe.returncode != 0:
+        said = (probe.stderr.strip().splitlines() or [f"exit code {probe.returncode}"])[-1]
+        return False, f"`sudo -n true` refused: {said}"
+    return True, ""
 
 
 def _interpreters() -> list[str]:
@@ -159,8 +208,10 @@ class Sandbox:
         pids_max: int = PIDS_MAX,
         output_bytes: int = OUTPUT_BYTES,
         disable: tuple[str, ...] | list[str] | set[str] = (),
+        allow_unisolated: bool = False,
     ):
         self.memory_bytes, self.pids_max, self.output_bytes = memory_bytes, pids_max, output_bytes
+        self.allow_unisolated = allow_unisolated
         self.disabled = _parse_disable(os.environ.get(DISABLE_ENV, ""))
         self.disabled |= _parse_disable(",".join(disable))
         self.is_root = os.geteuid() == 0
@@ -175,6 +226,7 @@ class Sandbox:
             is_root=self.is_root,
         )
         self._nondumpable = False
+        self.failures = 0  # problems failed by the sandbox itself, not by their program
 
     # --- public --------------------------------------------------------------------
 
@@ -214,6 +266,9 @@ class Sandbox:
         }
         return {
             "mechanism": plan.mechanism,
+            "isolated": plan.isolated,
+            "via_sudo": plan.sudo,
+            "sandbox_failures": self.failures,
             "layers": layers,
             "degraded": self._degraded(plan),
             "interpreter": plan.interpreter,
@@ -221,6 +276,7 @@ class Sandbox:
                 "memory_bytes": self.memory_bytes,
                 "pids": self.pids_max,
                 "output_bytes": self.output_bytes,
+                "disk_bytes": QUOTA_BYTES,
             },
         }
 
@@ -229,7 +285,9 @@ class Sandbox:
         report = self.report()
         layers = report["layers"]
         active = [name for name in LAYER_NAMES if name != "uid" and layers[name] is True]
-        uid = f"uid {layers['uid']}" + ("" if self.plan.uid else " (not switched)")
+        uid = f"uid {layers['uid']}" + (
+            " (through sudo)" if self.plan.sudo else "" if self.plan.uid else " (not switched)"
+        )
         lines = [
             f"sandbox: {report['mechanism']} | {uid} | "
             + (", ".join(active) or "no namespaces, cgroups or seccomp")
@@ -242,8 +300,23 @@ class Sandbox:
         self, *, program: str, prompt: str, tests: str, entry_point: str, timeout_s: float
     ) -> Verdict:
         """Run ``check(candidate)`` from ``prompt`` + ``tests`` against ``program``'s
-        ``entry_point``, each side in its own sandbox; the judge decides."""
-        plan, launcher = self.plan, self._launcher
+        ``entry_point``, each side in its own sandbox; the judge decides.
+
+        Anything that goes wrong on the way fails this problem (the reason says what),
+        never the caller: a full disk, text that is not UTF-8, a sandbox that broke."""
+        plan = self.plan  # a refusal (UnisolatedError) is for the whole evaluation
+        try:
+            return self._run_pair(plan, program, prompt, tests, entry_point, timeout_s)
+        except Exception as exc:  # noqa: BLE001 - one problem's failure, recorded as such
+            with self._lock:
+                self.failures += 1
+            detail = f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
+            return Verdict(False, f"the sandbox failed: {detail}")
+
+    def _run_pair(
+        self, plan: Plan, program: str, prompt: str, tests: str, entry_point: str, timeout_s: float
+    ) -> Verdict:
+        launcher = self._launcher
         index = next(self._counter)
         with contextlib.ExitStack() as stack:
             calls_r, calls_w = os.pipe()  # judge -> candidate: arguments
@@ -257,7 +330,7 @@ class Sandbox:
                 places = []
                 for role, filename, content, _, _ in sides:
                     uid = launcher.take_uid(plan, stack)
-                    folder = launcher.run_dir(f"{index}-{role}", uid, stack)
+                    folder = launcher.run_dir(f"{index}-{role}", stack)
                     launcher.write(folder / filename, content, uid)
                     places.append((uid, folder))
                 # runs first: before the folders and uids go
@@ -269,6 +342,7 @@ class Sandbox:
                         "rpc_out": rpc_out,
                         "rpc_in": rpc_in,
                         "program": launcher.inside(plan, folder, filename),
+                        "file": filename,
                         "entry_point": entry_point,
                     }
                     name, fds = f"{index}-{role}", [rpc_out, rpc_in]
@@ -355,11 +429,70 @@ class Sandbox:
                 if layer in disabled:
                     reasons[layer] = off
             plan = self._settle(native, interpreters[1:], bwrap=False)
+        if plan is not None and not plan.isolated and not self.is_root:
+            plan = self._through_sudo(base, plan)
         if plan is None:
             raise SandboxError("the sandbox cannot start: " + "; ".join(reasons.values()))
         if plan.mechanism != "bwrap" and not (plan.pid_namespace or plan.net_namespace):
             plan.mechanism = "process"
+        if not plan.isolated and not self.allow_unisolated:
+            raise UnisolatedError(self._refusal())
         return plan
+
+    def _through_sudo(self, base: Plan, fallback: Plan) -> Plan:
+        """Where this user may neither switch uid nor make namespaces, `sudo -n` may: the
+        launch stage then runs as root, as on HF Jobs. The fallback plan otherwise."""
+        if "sudo" in self.disabled:
+            self._reasons["sudo"] = f"disabled by {DISABLE_ENV}"
+            return fallback
+        works, why = sudo_works()
+        if not works:
+            self._reasons["sudo"] = why
+            return fallback
+        self._launcher.uids = UidPool()
+        routes = []
+        if self._launcher.bwrap and "bwrap" not in self.disabled:
+            routes.append(dataclasses.replace(base, uid=True, sudo=True))
+        routes.append(
+            dataclasses.replace(
+                base,
+                mechanism="unshare",
+                uid=True,
+                sudo=True,
+                pid_namespace="pid_namespace" not in self.disabled,
+                net_namespace="net_namespace" not in self.disabled,
+            )
+        )
+        for route in routes:
+            try:
+                plan = self._settle(route, [], bwrap=route.mechanism == "bwrap")
+            except SandboxError as exc:
+                self._reasons["sudo"] = str(exc)
+                continue
+            if plan is not None and plan.isolated:
+                self._reasons.pop("uid", None)
+                return plan
+        self._reasons.setdefault("sudo", "sandboxes started through sudo did not switch uid")
+        return fallback
+
+    def _refusal(self) -> str:
+        """Why generated code may not run here, and the ways out (the opt-in last)."""
+        why = "; ".join(
+            f"{layer}: {self._reasons[layer]}"
+            for layer in ("uid", "bwrap", "sudo")
+            if layer in self._reasons
+        )
+        return (
+            "refusing to run generated code without isolation: it would run as this "
+            f"evaluator's uid ({os.geteuid()}) with the host's filesystem, where it can "
+            "rewrite how it is judged and read the benchmark's answers and the model files "
+            f"({why}). Run the evaluation as root, or where `sudo -n` works (GitHub-hosted "
+            "runners), or where bubblewrap may make user namespaces (apt-get install "
+            "bubblewrap; on Ubuntu 24.04: sudo sysctl -w "
+            "kernel.apparmor_restrict_unprivileged_userns=0); or accept scores that "
+            f"generated code could have forged with `{OPT_IN}: true` in the experiment file "
+            "(the report marks them unisolated)"
+        )
 
     def _settle(self, plan: Plan, spare: list[str], *, bwrap: bool) -> Plan | None:
         """Trial sandboxes until one starts, dropping each layer that is refused."""
@@ -397,7 +530,7 @@ class Sandbox:
         name = f"probe-{next(self._counter)}"
         with contextlib.ExitStack() as stack:
             uid = self._launcher.take_uid(plan, stack)
-            run_dir = self._launcher.run_dir(name, uid, stack)
+            run_dir = self._launcher.run_dir(name, stack)
             boxes: list[Box] = []
             stack.callback((self.root / "logs" / f"{name}.log").unlink, missing_ok=True)
             stack.callback(self._launcher.teardown, boxes, self._plan)  # None: choosing
@@ -467,6 +600,12 @@ class Sandbox:
             "seccomp": plan.seccomp,
         }
         lines = []
+        if not plan.isolated:
+            lines.append(
+                f"isolation: none ({OPT_IN}: true): generated code runs as the evaluator's "
+                "uid with the host's filesystem, where it can rewrite how later problems "
+                "are judged and read the benchmark's answers; these scores are unisolated"
+            )
         for layer in LAYER_NAMES:
             if not active[layer]:
                 why = reasons.get(layer, "unavailable")
@@ -482,17 +621,25 @@ _default: Sandbox | None = None
 _default_lock = threading.Lock()
 
 
-def default_sandbox() -> Sandbox:
+def default_sandbox(*, allow_unisolated: bool | None = None) -> Sandbox:
+    """The evaluation's sandbox; ``allow_unisolated`` (the experiment's opt-in) is taken
+    when it is first made."""
     global _default
     with _default_lock:
         if _default is None:
-            _default = Sandbox()
+            _default = Sandbox(allow_unisolated=bool(allow_unisolated))
+        elif allow_unisolated is not None and allow_unisolated != _default.allow_unisolated:
+            _default.close()
+            _default = Sandbox(allow_unisolated=allow_unisolated)
         return _default
 
 
-def prepare(stream=None) -> dict[str, Any]:
-    """Probe the layers now (not on the first problem) and print them to the job log."""
-    box = default_sandbox()
+def prepare(stream=None, *, allow_unisolated: bool = False) -> dict[str, Any]:
+    """Probe the layers now (not on the first problem) and print them to the job log.
+
+    Raises :class:`UnisolatedError` where generated code could not be isolated and
+    ``allow_unisolated`` (the experiment's opt-in) is not given."""
+    box = default_sandbox(allow_unisolated=allow_unisolated)
     box.probe()
     stream = stream or sys.stderr
     for line in box.describe():
@@ -536,6 +683,7 @@ __all__ = [
     "DISABLE_ENV",
     "Sandbox",
     "SandboxError",
+    "UnisolatedError",
     "Verdict",
     "drop_secrets",
     "prepare",
