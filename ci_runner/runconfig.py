@@ -143,6 +143,9 @@ class EvalConfig(_Frozen):
     seed: int = 42
     max_new_tokens: int = 256
     inference_backend: Literal["accelerate", "vllm"] = "accelerate"
+    # The experiment's opt-in: run generated code even where the sandbox cannot isolate
+    # it (scores then carry ``isolated: false``); without it such an evaluation refuses.
+    allow_unisolated_code: bool = False
 
 
 class EvalBatchConfig(_Frozen):

@@ -234,6 +234,7 @@ def stage_config(ws: Workspace, run: Run, job: StageJob) -> tuple[str, EvalConfi
                 for b in settings.get("benchmarks", [])
             ],
             output_dir=out,
+            allow_unisolated_code=settings.get("allow_unisolated_code") is True,
         )
     gguf = (run.export or {}).get("gguf") or {}
     return EXPORT_SCRIPT, ExportConfig(

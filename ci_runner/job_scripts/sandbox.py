@@ -12,8 +12,9 @@ pairs; its siblings hold the parts:
 
 The API ``evaluate.py`` uses:
 
-* :func:`drop_secrets` once the model and datasets are loaded, before any
-  generated code runs, and :func:`restore_secrets` when no sandbox is left;
+* :func:`drop_secrets` and :func:`seal_answers` once the model and datasets are
+  loaded, before any generated code runs, and :func:`restore_secrets` when no
+  sandbox is left;
 * :func:`prepare` to probe the layers and print them (and every degradation)
   to the job log;
 * :func:`run_tests` per problem, which returns a :class:`Verdict`;
@@ -111,7 +112,7 @@ from sandbox_launch import (
     Plan,
     tail,
 )
-from sandbox_secrets import drop_secrets, restore_secrets
+from sandbox_secrets import drop_secrets, restore_secrets, seal_answers
 
 DISABLE_ENV = "CI_RUNNER_SANDBOX_DISABLE"
 LAYER_NAMES = (
@@ -667,8 +668,20 @@ def summary(box: Sandbox | None = None) -> dict[str, Any]:
     report = (box or default_sandbox()).report()
     secrets = sandbox_secrets.dropped()
     dropped = bool(secrets) and not secrets["token_files_left"]
-    report["layers"] = {"secrets_dropped": dropped, **report["layers"]}
+    answers = sandbox_secrets.sealed()
+    report["layers"] = {
+        "secrets_dropped": dropped,
+        "answers_sealed": bool(answers) and not answers["left"],
+        **report["layers"],
+    }
     report["secrets"] = secrets
+    report["answers"] = answers
+    if answers is None:
+        report["degraded"].insert(0, "answers_sealed: seal_answers() was not called")
+    elif answers["left"]:
+        report["degraded"].insert(
+            0, f"answers_sealed: could not restrict {answers['left']} (not this user's)"
+        )
     if secrets is None:
         report["degraded"].insert(0, "secrets_dropped: drop_secrets() was not called")
     elif secrets["token_files_left"]:
@@ -676,6 +689,30 @@ def summary(box: Sandbox | None = None) -> dict[str, Any]:
             0, f"secrets_dropped: could not move {secrets['token_files_left']} (made mode 000)"
         )
     return report
+
+
+def probe_main(argv: list[str]) -> int:
+    """``python sandbox.py probe``: choose the layers here, print the report as JSON.
+
+    Exit 0 when generated code would be isolated, 3 when only unisolated (the report
+    says why), 4 with ``{"refused": reason}`` when it would be refused. The runner asks
+    this before it submits a local evaluation."""
+    if argv[1:] != ["probe"]:
+        print("usage: sandbox.py probe", file=sys.stderr)
+        return 2
+    box = Sandbox(allow_unisolated=True)
+    try:
+        report = box.report()
+    except SandboxError as exc:
+        print(json.dumps({"refused": str(exc)}))
+        return 4
+    finally:
+        box.close()
+    if not report["isolated"]:
+        box.allow_unisolated = False
+        report["refused"] = box._refusal()
+    print(json.dumps(report))
+    return 0 if report["isolated"] else 3
 
 
 __all__ = [
@@ -689,5 +726,10 @@ __all__ = [
     "prepare",
     "restore_secrets",
     "run_tests",
+    "seal_answers",
     "summary",
 ]
+
+
+if __name__ == "__main__":
+    sys.exit(probe_main(sys.argv))

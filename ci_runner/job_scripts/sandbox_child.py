@@ -298,9 +298,9 @@ def receive_fds(config: dict) -> socket.socket:
     high = [fcntl_dupfd(fd) for fd in received]
     for fd in received:
         os.close(fd)
-    for source, target in zip(high, wanted):
-        os.dup2(source, target)
-        os.close(source)
+    for index, target in enumerate(wanted):  # (no zip(strict=): Python 3.8 runs this)
+        os.dup2(high[index], target)
+        os.close(high[index])
     null = os.open(os.devnull, os.O_RDONLY)
     os.dup2(null, 0)
     os.close(null)
@@ -332,8 +332,7 @@ def supervise(config: dict, pid: int, lifeline) -> int:
             time.sleep(0.1)
         if quota and bytes_owned(uid, places) > quota:
             print(
-                f"sandbox: killed: it wrote more than {quota >> 20} MiB to "
-                f"{', '.join(places)}",
+                f"sandbox: killed: it wrote more than {quota >> 20} MiB to {', '.join(places)}",
                 flush=True,
             )
             break
@@ -369,7 +368,8 @@ def launch(config: dict) -> None:
             try:
                 os.chown(path, config["uid"], config["gid"])
             except OSError as exc:
-                raise SetupError("uid", f"cannot give {path} to uid {config['uid']}: {exc}")
+                message = f"cannot give {path} to uid {config['uid']}: {exc}"
+                raise SetupError("uid", message) from exc
         for layer, procs in config.get("cgroups", []):
             try:
                 write_file(procs, str(os.getpid()))

@@ -163,6 +163,17 @@ class EvaluationSpec(_Strict):
     checkpoints: Literal["none", "all"] = "none"
     max_samples: int | None = Field(default=None, gt=0)  # default for every benchmark
     hardware: str = "auto"
+    allow_unisolated_code: bool = Field(
+        default=False,
+        strict=True,
+        description=(
+            "Run generated code (HumanEval completions) even where it cannot be isolated "
+            "from its judge: an evaluator that is not root, may not make user namespaces "
+            "and has no `sudo -n` (a laptop without bubblewrap, a locked-down runner). "
+            "Such code can forge its score and read the answers, so the report marks "
+            "those scores unisolated. Without it, the evaluation refuses to run there."
+        ),
+    )
 
 
 class GgufSpec(_Strict):
