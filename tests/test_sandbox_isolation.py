@@ -9,13 +9,17 @@ scores the completions with lighteval's HumanEval metric (``humaneval_metric``, 
 Modes: root with everything this machine grants (bubblewrap when installed), root without
 bubblewrap (``unshare`` and a uid per sandbox), root with no namespaces at all (a uid
 per sandbox only), and a runner-like evaluator: non-root, user namespaces refused, no
-sudo (``tests/unprivileged.py``), by default and with the experiment's opt-in. Each test
-judges by what the evaluator's report says it got, so it passes with and without
-bubblewrap.
+sudo (``tests/unprivileged.py``), by default and with the experiment's opt-in; and the
+same user granted passwordless sudo, as GitHub-hosted runners grant ``runner`` (a
+sudoers drop-in for the test's duration, where sudo is installed and the tests run as
+root). Each test judges by what the evaluator's report says it got, so it passes with
+and without bubblewrap.
 """
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import json
 import os
 import shutil
@@ -30,6 +34,7 @@ from typing import Any
 import pytest
 
 from ci_runner.fixtures import humaneval_rows
+from tests.unprivileged import _filter as userns_filter
 from tests.unprivileged import as_unprivileged, give_to, unprivileged_ids, userns_refused
 
 REPO = Path(__file__).resolve().parents[1]
@@ -44,9 +49,16 @@ MODES: dict[str, dict[str, Any]] = {
     "root-no-namespaces": {"disable": "namespaces"},
     "runner": {"unprivileged": True},
     "runner-opted-in": {"unprivileged": True, "allow": True},
+    "runner-with-sudo": {"unprivileged": True, "sudo": True},
 }
-
-pytest.importorskip("lighteval")
+MODES["runner-with-sudo-no-bwrap"] = {"unprivileged": True, "sudo": True, "disable": "bwrap"}
+SUPERVISED = [
+    "root",
+    "root-no-bwrap",
+    "root-no-namespaces",
+    "runner-with-sudo",
+    "runner-with-sudo-no-bwrap",
+]
 
 EVALUATOR = """
 import json, os, sys, types
@@ -86,6 +98,43 @@ summary = sandbox.summary()
 sandbox.restore_secrets()
 print("RESULT " + json.dumps({"scores": scores, "summary": summary}), flush=True)
 """
+
+
+def as_runner_with_sudo(uid: int, gid: int):
+    """A ``preexec_fn`` like ``as_unprivileged``, without ``no_new_privs``: the filter that
+    refuses user namespaces is installed while still root, so setuid ``sudo`` works, as
+    on a GitHub-hosted runner (AppArmor refuses ``runner`` user namespaces, not sudo)."""
+
+    def drop() -> None:
+        code = userns_filter()
+        buffer = ctypes.create_string_buffer(code, len(code))
+
+        class Prog(ctypes.Structure):
+            _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
+
+        prog = Prog(len(code) // 8, ctypes.addressof(buffer))
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(22, 2, ctypes.byref(prog), 0, 0) != 0:  # PR_SET_SECCOMP, FILTER
+            raise OSError(ctypes.get_errno(), "prctl(PR_SET_SECCOMP)")
+        os.setgroups([])
+        os.setgid(gid)
+        os.setuid(uid)
+
+    return drop
+
+
+@contextlib.contextmanager
+def sudo_granted(uid: int):
+    """Passwordless sudo for ``uid`` while the block runs (a sudoers drop-in)."""
+    if os.geteuid() != 0 or not shutil.which("sudo") or not os.path.isdir("/etc/sudoers.d"):
+        pytest.skip("sudo is not installed here (.ci/run installs it), or not root to grant it")
+    grant = Path(f"/etc/sudoers.d/ci-runner-test-{uid}-{os.getpid()}")  # no dot: read
+    grant.write_text(f"#{uid} ALL=(ALL:ALL) NOPASSWD: ALL\n")
+    grant.chmod(0o440)
+    try:
+        yield
+    finally:
+        grant.unlink(missing_ok=True)
 
 
 def _python_for(preexec) -> str | None:
@@ -147,13 +196,16 @@ def evaluate(
 ) -> dict[str, Any]:
     """Run the evaluator in ``mode`` under a parent shell holding ``env`` (as ``uv run`` or
     a runner's step does); its RESULT: ``{"refused": ...}`` or ``{"scores", "summary"}``."""
+    pytest.importorskip("lighteval")
     settings = MODES[mode]
     preexec = None
     python = sys.executable
     if settings.get("unprivileged"):
         uid, gid = unprivileged_ids()
-        preexec = as_unprivileged(uid, gid, refuse_userns=not settings.get("userns"))
-        if settings.get("userns") is not True and not userns_refused(preexec):
+        preexec = as_unprivileged(uid, gid)
+        if settings.get("sudo"):
+            preexec = as_runner_with_sudo(uid, gid)
+        if not userns_refused(preexec):
             pytest.skip("user namespaces are not refused under the seccomp filter here")
         found = _python_for(preexec)
         if found is None:
@@ -199,15 +251,17 @@ def evaluate(
         str(world.base / "evaluator.py"),
         str(world.base / "params.json"),
     ]
-    proc = subprocess.run(
-        command,
-        env=environment,
-        cwd=world.base,
-        preexec_fn=preexec,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    granted = sudo_granted(unprivileged_ids()[0]) if settings.get("sudo") else None
+    with granted or contextlib.nullcontext():
+        proc = subprocess.run(
+            command,
+            env=environment,
+            cwd=world.base,
+            preexec_fn=preexec,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
     found = [line[7:] for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
     assert proc.returncode == 0 and found, (proc.stdout + proc.stderr)[-4000:]
     result = json.loads(found[0])
@@ -228,6 +282,7 @@ def refused_or_isolated(result: dict[str, Any], mode: str) -> bool:
         assert OPT_IN in result["refused"] and "sudo" in result["refused"], result["refused"]
         return False
     summary = result["summary"]
+    assert summary["via_sudo"] is bool(MODES[mode].get("sudo")), summary
     if not summary["isolated"]:
         assert MODES[mode].get("allow"), summary
         assert summary["degraded"][0].startswith("answers_sealed") or any(
@@ -399,7 +454,7 @@ return a + b
 CRASH = "import ctypes\nreturn ctypes.string_at(0)"
 
 
-@pytest.mark.parametrize("mode", ["root", "root-no-bwrap", "root-no-namespaces"])
+@pytest.mark.parametrize("mode", SUPERVISED)
 def test_one_problem_fails_alone(world, mode):
     """A disk filler, a lone surrogate, a null byte and a segfault, each between good
     neighbours, in one parallel metric call: those four fail, the neighbours pass."""
@@ -421,7 +476,7 @@ def test_one_problem_fails_alone(world, mode):
     assert not list(Path("/dev/shm").glob("fill-*"))
 
 
-@pytest.mark.parametrize("mode", ["root", "root-no-bwrap", "root-no-namespaces"])
+@pytest.mark.parametrize("mode", SUPERVISED)
 def test_teardown_sweeps_every_world_writable_place(world, mode):
     """Files left in /run/lock, /var/tmp, /dev/shm, /tmp and a world-writable folder of
     another user are gone once the problem is scored."""
@@ -456,3 +511,55 @@ def test_submit_refuses_unisolated_generated_code(tmp_path, tiny_fixtures, monke
     assert not (root / ".ci-runner" / "jobs").exists() or not any(
         (root / ".ci-runner" / "jobs").iterdir()
     )
+
+
+def test_opted_in_scores_are_marked_unisolated_in_the_ledger_and_the_report():
+    """An eval summary whose HumanEval score ran unisolated: the ledger keeps the mark
+    (and only there), the report shows it beside the score and says what it means."""
+    from ci_runner.core.jobs import JobStatus
+    from ci_runner.job_scripts.protocol import EvalSummary
+    from ci_runner.ledger.model import JobState, Ledger, StageJob
+    from ci_runner.ledger.stages import apply_stage_status
+    from ci_runner.report.evaluations import UNISOLATED_MARK, UNISOLATED_NOTE
+    from ci_runner.report.render import render_report
+    from tests.report_ledgers import sft_ledger
+
+    ledger = sft_ledger()
+    assert "unisolated" not in render_report(ledger)  # isolated scores carry no mark
+    run = ledger.runs[0]
+    job = StageJob(
+        kind="eval",
+        key="final",
+        model=run.output_dir,
+        job_id="j",
+        submitted_at="2026-12-07T00:00:00Z",
+    )
+    summary = EvalSummary.from_dict(
+        {
+            "status": "completed",
+            "scores": [
+                {
+                    "benchmark": "humaneval",
+                    "metric": "pass@1",
+                    "score": 0.5,
+                    "isolated": False,
+                    "values": [1.0, 0.0],
+                },
+            ],
+        }
+    )
+    run = apply_stage_status(
+        run.model_copy(update={"stage_jobs": [job]}),
+        job,
+        JobStatus("j", JobState.COMPLETED),
+        summary,
+    )
+    ledger = Ledger.model_validate_json(ledger.model_copy(update={"runs": [run]}).model_dump_json())
+    marked = [ev for ev in ledger.runs[0].evaluations if ev.unisolated]
+    assert [(ev.model_label, ev.score) for ev in marked] == [("final", 0.5)]
+    assert [ev.unisolated for ev in ledger.runs[0].evaluations if ev.model_label == "base"] == [
+        False
+    ]
+    report = render_report(ledger)
+    assert "0.500 [" in report and f"] {UNISOLATED_MARK}" in report
+    assert UNISOLATED_NOTE in report

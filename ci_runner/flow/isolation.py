@@ -13,6 +13,7 @@ import functools
 import json
 import subprocess
 import sys
+from typing import Any
 
 from ci_runner.core.jobs import BackendName
 from ci_runner.errors import UnisolatedCodeError
@@ -31,7 +32,7 @@ def runs_generated_code(experiment: Experiment) -> bool:
 
 
 @functools.cache
-def probe(python: str = sys.executable) -> dict:
+def probe(python: str = sys.executable) -> dict[str, Any]:
     """The sandbox's own probe, run as the local backend's jobs run (this user, ``python``)."""
     try:
         done = subprocess.run(

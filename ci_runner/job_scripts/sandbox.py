@@ -101,9 +101,10 @@ from pathlib import Path
 from typing import Any
 
 import sandbox_secrets
-from sandbox_host import UID_BASE, UID_SLOTS, Cgroups, SandboxError, UidPool
+from sandbox_host import UID_BASE, UID_SLOTS, Cgroups, SandboxError, UidPool, UnisolatedError
 from sandbox_launch import (
     CHILD_SOURCE,
+    PLACES_SEARCH_S,
     QUOTA_BYTES,
     SETUP_TIMEOUT_S,
     TEARDOWN_TIMEOUT_S,
@@ -137,10 +138,6 @@ MEMORY_BYTES = 2 << 30  # per sandbox tree (cgroup) and per process (RLIMIT_AS)
 PIDS_MAX = 64
 OUTPUT_BYTES = 1 << 20
 SECCOMP_MACHINES = ("x86_64", "aarch64")
-
-
-class UnisolatedError(SandboxError):
-    """Generated code would run where it can reach what judges it: refused (no opt-in)."""
 
 
 @dataclasses.dataclass
@@ -438,6 +435,8 @@ class Sandbox:
             plan.mechanism = "process"
         if not plan.isolated and not self.allow_unisolated:
             raise UnisolatedError(self._refusal())
+        if plan.uid and plan.mechanism != "bwrap":  # searched now, not on the first problem
+            self._launcher.find_places()
         return plan
 
     def _through_sudo(self, base: Plan, fallback: Plan) -> Plan:
@@ -611,6 +610,12 @@ class Sandbox:
             if not active[layer]:
                 why = reasons.get(layer, "unavailable")
                 lines.append(f"{layer}: {why}; {consequences[layer]}")
+        if not self._launcher.places_complete:
+            lines.append(
+                "sweep: the search for world-writable folders stopped after "
+                f"{PLACES_SEARCH_S:g}s; files a sandbox leaves in one it did not reach stay, "
+                "and count against no quota"
+            )
         return lines
 
     # --- one sandbox ---------------------------------------------------------------------

@@ -285,7 +285,7 @@ def receive_fds(config: dict) -> socket.socket:
     """sudo closes every fd above 2: the evaluator sends the pipes over the socket on
     stdin (SCM_RIGHTS). They are put at the numbers the config names; the socket stays
     open as the lifeline (EOF: the evaluator tore the sandbox down, or died)."""
-    lifeline = socket.socket(fileno=os.dup(0))
+    lifeline = socket.socket(fileno=fcntl_dupfd(0))  # above the numbers the pipes take
     wanted = config["fds"]
     size = socket.CMSG_LEN(len(wanted) * 4)
     _, ancillary, _, _ = lifeline.recvmsg(1, size)
@@ -330,7 +330,7 @@ def supervise(config: dict, pid: int, lifeline) -> int:
                 break
         else:
             time.sleep(0.1)
-        if quota and bytes_owned(uid, places) > quota:
+        if quota and uid is not None and bytes_owned(uid, places) > quota:
             print(
                 f"sandbox: killed: it wrote more than {quota >> 20} MiB to {', '.join(places)}",
                 flush=True,

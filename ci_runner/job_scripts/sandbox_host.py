@@ -31,6 +31,10 @@ class SandboxError(RuntimeError):
     """The sandbox itself failed (setup or teardown), as opposed to the program."""
 
 
+class UnisolatedError(SandboxError):
+    """Generated code would run where it can reach what judges it: refused (no opt-in)."""
+
+
 @dataclasses.dataclass
 class Cgroup:
     layer: str

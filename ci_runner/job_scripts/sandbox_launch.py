@@ -50,8 +50,10 @@ SETUP_TIMEOUT_S = 30.0
 TEARDOWN_TIMEOUT_S = 5.0
 SANDBOX_DIR = "/sandbox"  # the run's own directory, inside bubblewrap
 SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
+PLACES_SEARCH_S = 30.0  # the longest the search for world-writable folders may take
+UNWRITABLE_TREES = ("/proc", "/sys")  # kernel views: no files a sandbox could leave
 # Folders any uid may write to on common Linux systems; world-writable mount points
-# found in /proc/self/mountinfo are added (:func:`shared_writable_places`).
+# and folders found by walking the filesystem are added (:func:`shared_writable_places`).
 SHARED_PLACES = (
     "/tmp",
     "/var/tmp",
@@ -105,25 +107,49 @@ class Box:
     lifeline: socket.socket | None = None  # through sudo: closing it ends the sandbox
 
 
-def shared_writable_places(candidates: tuple[str, ...] = SHARED_PLACES) -> list[str]:
+def shared_writable_places(
+    candidates: tuple[str, ...] = SHARED_PLACES, limit_s: float = PLACES_SEARCH_S
+) -> tuple[list[str], bool]:
     """The folders here any uid may write to: where a sandbox without bubblewrap can
-    leave files (its own run directory is not writable)."""
+    leave files (its own run directory is not writable). The usual ones and the mount
+    points, then every world-writable folder another uid can reach (all its parents
+    searchable), found by walking the filesystem; (folders, whether the walk finished
+    within ``limit_s``)."""
     found: list[str] = []
+
+    def add(path: str, mode: int) -> None:
+        real = os.path.realpath(path)
+        if stat.S_ISDIR(mode) and mode & 0o002 and real not in found:
+            found.append(real)
+
     points = list(candidates)
-    try:
+    with contextlib.suppress(OSError, IndexError):
         for line in Path("/proc/self/mountinfo").read_text().splitlines():
             points.append(line.split()[4].replace("\\040", " "))
-    except (OSError, IndexError):
-        pass
     for path in points:
+        with contextlib.suppress(OSError):
+            add(path, os.stat(path).st_mode)
+    deadline = time.monotonic() + limit_s
+    stack = ["/"]
+    while stack:
+        if time.monotonic() > deadline:
+            return found, False
+        folder = stack.pop()
         try:
-            info = os.stat(path)
+            entries = list(os.scandir(folder))
         except OSError:
             continue
-        real = os.path.realpath(path)
-        if stat.S_ISDIR(info.st_mode) and info.st_mode & 0o002 and real not in found:
-            found.append(real)
-    return found
+        for entry in entries:
+            if entry.path in UNWRITABLE_TREES:
+                continue
+            with contextlib.suppress(OSError):
+                if not entry.is_dir(follow_symlinks=False):
+                    continue
+                mode = entry.stat(follow_symlinks=False).st_mode
+                add(entry.path, mode)
+                if mode & 0o001:  # others may pass through it
+                    stack.append(entry.path)
+    return found, True
 
 
 def under(path: str, roots: tuple[str, ...]) -> bool:
@@ -140,8 +166,22 @@ class Launcher:
         self.cgroups: Cgroups | None = None  # the sandbox sets these as it chooses its layers
         self.uids: UidPool | None = None
         self.bwrap: str | None = None
-        self.places = shared_writable_places()
+        self._places: tuple[list[str], bool] | None = None
         self._root: Path | None = None
+
+    @property
+    def places(self) -> list[str]:
+        """The world-writable folders (searched once, when first needed)."""
+        return self.find_places()
+
+    def find_places(self) -> list[str]:
+        if self._places is None:
+            self._places = shared_writable_places()
+        return self._places[0]
+
+    @property
+    def places_complete(self) -> bool:
+        return self._places is None or self._places[1]
 
     @property
     def root(self) -> Path:
@@ -244,7 +284,7 @@ class Launcher:
             "OMP_NUM_THREADS": "1",
         }
         owned = [str(run_dir / extra["file"])] if "file" in extra else []
-        outer = {
+        outer: dict[str, Any] = {
             "ctl_fd": ctl_w,
             "mechanism": "bwrap" if bwrap else "unshare",
             "cgroups": [[g.layer, str(g.path / "cgroup.procs")] for g in groups],
@@ -266,7 +306,7 @@ class Launcher:
             with open(log_path, "wb") as log:
                 proc = subprocess.Popen(
                     ["sudo", "-n", "--", *command] if plan.sudo else command,
-                    stdin=their_end if their_end is not None else subprocess.DEVNULL,
+                    stdin=their_end.fileno() if their_end is not None else subprocess.DEVNULL,
                     stdout=log,
                     stderr=subprocess.STDOUT,
                     cwd=run_dir,
