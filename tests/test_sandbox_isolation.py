@@ -563,3 +563,22 @@ def test_opted_in_scores_are_marked_unisolated_in_the_ledger_and_the_report():
     report = render_report(ledger)
     assert "0.500 [" in report and f"] {UNISOLATED_MARK}" in report
     assert UNISOLATED_NOTE in report
+
+
+def test_the_opt_in_is_a_validated_field_of_the_evaluation():
+    from ci_runner.errors import SpecError
+    from ci_runner.spec.load import parse_experiment
+
+    text = (
+        "name: x\nbase_model: org/model\nmethod: sft\ndataset: org/data\n"
+        "evaluation:\n  benchmarks: [{{benchmark: humaneval}}]\n  allow_unisolated_code: {}\n"
+    )
+    parsed = parse_experiment(text.format("true"), "f.yaml")
+    assert parsed.evaluation is not None and parsed.evaluation.allow_unisolated_code is True
+    assert (
+        parse_experiment(text.format("false"), "f.yaml").evaluation.allow_unisolated_code is False
+    )
+    with pytest.raises(SpecError) as info:
+        parse_experiment(text.format("maybe"), "f.yaml")
+    [issue] = info.value.issues
+    assert (issue.line, issue.field) == (7, "evaluation.allow_unisolated_code")

@@ -27,8 +27,10 @@ Two benchmarks ship with this file, in its sibling modules:
   completion, then pass@1: the completion runs in one sandbox, the prompt and tests
   in another that decides the verdict (``sandbox.py``; lighteval has no HumanEval of
   its own). Before any generated code runs, the evaluator drops its secrets
-  (``HF_TOKEN``, the token file); the summary's ``sandbox`` entry records which
-  isolation layers were active.
+  (``HF_TOKEN``, the token file) and seals the answers (data, model and caches out of
+  other uids' reach); where the code cannot be isolated it refuses, unless the config
+  says ``allow_unisolated_code`` (those scores then carry ``isolated: false``). The
+  summary's ``sandbox`` entry records which isolation layers were active.
 * ``gsm8k`` (openai/gsm8k format, few-shot from ``train``, ``evaluate_gsm8k.py``):
   exact match of the final number.
 
