@@ -789,3 +789,41 @@ def test_bubblewrap_is_used_when_installed():
         assert layers(target)["filesystem_isolated"] and target.report()["mechanism"] == "bwrap"
     else:
         assert degraded(target, "bwrap")
+
+
+# --- row: fill the disk ----------------------------------------------------------------------------
+
+FILL_TMP = """
+import os, sys, tempfile
+if hasattr(sys, 'filled'):  # the body runs once per call: attack on the first
+    return a + b
+sys.filled = True
+for index in range(2048):  # up to 2 GiB, 1 MiB a file (RLIMIT_FSIZE)
+    try:
+        with open(os.path.join(tempfile.gettempdir(), f'fill-{os.getpid()}-{index}'), 'wb') as out:
+            out.write(b'x' * (1 << 20))
+    except OSError as exc:
+        os.write(1, f'STOPPED {index} {exc.errno}\\n'.encode())
+        break
+    os.write(1, f'WROTE {index + 1}\\n'.encode())
+return a + b
+"""
+
+
+@configs("full", "no-unshare")
+def test_a_sandbox_writes_no_more_than_its_quota(disable):
+    """1 MiB files into its temp folder until stopped: bubblewrap's tmpfs fills (ENOSPC),
+    or, on the host's /tmp, the launch stage kills the sandbox past its quota."""
+    target = box(disable)
+    verdict = run(target, FILL_TMP)
+    wrote = [int(n) for n in lines(verdict.candidate_output, "WROTE ")]
+    assert wrote, verdict  # it did write
+    quota_mib = sandbox.QUOTA_BYTES >> 20
+    if layers(target)["filesystem_isolated"]:
+        assert verdict.passed and lines(verdict.candidate_output, "STOPPED ")
+        assert max(wrote) <= quota_mib
+    else:
+        assert uid_switched(target)
+        assert not verdict.passed and "killed: it wrote more than" in verdict.candidate_output
+        assert max(wrote) < 2048, max(wrote)  # stopped long before its 2 GiB
+    assert not list(Path(tempfile.gettempdir()).glob("fill-*"))  # swept, or never on the host

@@ -56,6 +56,9 @@ import time
 from typing import Any
 
 EXIT_SETUP = 90
+# How often the launch stage counts what its sandbox holds on disk: it may write past
+# its quota for that long (a few hundred MiB on a fast disk), not more.
+QUOTA_POLL_S = 0.05
 MAX_FRAME = 16 << 20
 MAX_DEPTH = 64
 
@@ -325,11 +328,11 @@ def supervise(config: dict, pid: int, lifeline) -> int:
             status = found
             break
         if lifeline is not None:
-            ready, _, _ = select.select([lifeline], [], [], 0.1)
+            ready, _, _ = select.select([lifeline], [], [], QUOTA_POLL_S)
             if ready and not lifeline.recv(1):
                 break
         else:
-            time.sleep(0.1)
+            time.sleep(QUOTA_POLL_S)
         if quota and uid is not None and bytes_owned(uid, places) > quota:
             print(
                 f"sandbox: killed: it wrote more than {quota >> 20} MiB to {', '.join(places)}",
