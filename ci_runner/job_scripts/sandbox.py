@@ -46,9 +46,10 @@ sandbox's report checked against the plan, and every missing layer recorded
 in :func:`summary` and printed as a warning, never silently skipped):
 
 * bubblewrap (``bwrap``, Debian's ``bubblewrap``) when installed and allowed:
-  new PID, network, IPC and UTS namespaces and a filesystem that holds only
-  ``/usr``, the interpreter and the sandbox's own directory; otherwise the
-  same namespaces through ``unshare(2)`` (no private filesystem view);
+  new PID, network, IPC and UTS namespaces and a read-only filesystem that holds
+  only ``/usr``, the interpreter and the sandbox's own directory, with a sized
+  private ``/tmp`` and ``/dev/shm``; otherwise the same namespaces through
+  ``unshare(2)`` (no private filesystem view);
 * a uid that owns nothing, one per sandbox (from ``UID_BASE``), in a 0700
   directory of its own, with ``RLIMIT_NPROC`` binding;
 * cgroup (v1 or v2) memory and pids limits on each sandbox's whole tree;
