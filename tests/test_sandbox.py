@@ -791,7 +791,7 @@ def test_bubblewrap_is_used_when_installed():
         assert degraded(target, "bwrap")
 
 
-# --- row: fill the disk ----------------------------------------------------------------------------
+# --- row: fill the disk ---------------------------------------------------------------------------
 
 FILL_TMP = """
 import os, sys, tempfile

@@ -8,8 +8,9 @@ scores the completions with lighteval's HumanEval metric (``humaneval_metric``, 
 
 Modes: root with everything this machine grants (bubblewrap when installed), root without
 bubblewrap (``unshare`` and a uid per sandbox), root with no namespaces at all (a uid
-per sandbox only), and a runner-like evaluator: non-root, user namespaces refused, no
-sudo (``tests/unprivileged.py``), by default and with the experiment's opt-in; and the
+per sandbox only), a laptop (non-root, user namespaces allowed, no sudo), and a
+runner-like evaluator: non-root, user namespaces refused, no sudo
+(``tests/unprivileged.py``), by default and with the experiment's opt-in; and the
 same user granted passwordless sudo, as GitHub-hosted runners grant ``runner`` (a
 sudoers drop-in for the test's duration, where sudo is installed and the tests run as
 root). Each test judges by what the evaluator's report says it got, so it passes with
@@ -50,6 +51,8 @@ MODES: dict[str, dict[str, Any]] = {
     "runner": {"unprivileged": True},
     "runner-opted-in": {"unprivileged": True, "allow": True},
     "runner-with-sudo": {"unprivileged": True, "sudo": True},
+    # A laptop: non-root, user namespaces allowed (bubblewrap isolates), no sudo rights.
+    "laptop-with-userns": {"unprivileged": True, "userns": True},
 }
 MODES["runner-with-sudo-no-bwrap"] = {"unprivileged": True, "sudo": True, "disable": "bwrap"}
 SUPERVISED = [
@@ -202,10 +205,10 @@ def evaluate(
     python = sys.executable
     if settings.get("unprivileged"):
         uid, gid = unprivileged_ids()
-        preexec = as_unprivileged(uid, gid)
+        preexec = as_unprivileged(uid, gid, refuse_userns=not settings.get("userns"))
         if settings.get("sudo"):
             preexec = as_runner_with_sudo(uid, gid)
-        if not userns_refused(preexec):
+        if not settings.get("userns") and not userns_refused(preexec):
             pytest.skip("user namespaces are not refused under the seccomp filter here")
         found = _python_for(preexec)
         if found is None:
@@ -283,6 +286,10 @@ def refused_or_isolated(result: dict[str, Any], mode: str) -> bool:
         return False
     summary = result["summary"]
     assert summary["via_sudo"] is bool(MODES[mode].get("sudo")), summary
+    if MODES[mode].get("userns"):  # same uid: only bubblewrap's own view isolates it
+        assert summary["mechanism"] == "bwrap" and summary["layers"]["uid"] == str(
+            unprivileged_ids()[0]
+        ), summary
     if not summary["isolated"]:
         assert MODES[mode].get("allow"), summary
         assert summary["degraded"][0].startswith("answers_sealed") or any(
