@@ -310,6 +310,7 @@ class Sandbox:
             with self._lock:
                 self.failures += 1
             detail = f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
+            print(f"warning: a problem failed in the sandbox itself: {detail}", file=sys.stderr)
             return Verdict(False, f"the sandbox failed: {detail}")
 
     def _run_pair(
