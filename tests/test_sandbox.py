@@ -827,3 +827,17 @@ def test_a_sandbox_writes_no_more_than_its_quota(disable):
         assert not verdict.passed and "killed: it wrote more than" in verdict.candidate_output
         assert max(wrote) < 2048, max(wrote)  # stopped long before its 2 GiB
     assert not list(Path(tempfile.gettempdir()).glob("fill-*"))  # swept, or never on the host
+
+
+def test_a_sandbox_that_breaks_fails_its_problem_not_the_caller():
+    """The evaluator's own folder vanishes (a tmp cleaner): that problem fails with the
+    reason, nothing is raised, and the summary counts it."""
+    target = sandbox.Sandbox(allow_unisolated=True)
+    target.probe()
+    try:
+        subprocess.run(["rm", "-rf", str(target.root)], check=True)
+        verdict = run(target, "return a + b")
+        assert not verdict.passed and verdict.reason.startswith("the sandbox failed: ")
+        assert target.report()["sandbox_failures"] == 1
+    finally:
+        target.close()
