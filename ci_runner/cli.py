@@ -9,8 +9,9 @@ the README) and a message with secrets redacted.
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import click
 
@@ -21,6 +22,7 @@ from ci_runner.cli_output import (
     echo,
     echo_findings,
     emit_json,
+    end_if_unreadable,
     outcome_code,
     plan_json,
     plan_text,
@@ -31,12 +33,12 @@ from ci_runner.cli_output import (
     warn,
 )
 from ci_runner.errors import CiRunnerError, NotReadyError
-from ci_runner.flow.poll import poll as poll_once
 from ci_runner.flow.submit import SubmitOutcome
-from ci_runner.flow.submit import submit as submit_file
 from ci_runner.flow.workspace import Workspace
 from ci_runner.ledger.model import Run
 from ci_runner.publish.redact import redact
+
+T = TypeVar("T")
 
 
 class CliGroup(click.Group):
@@ -122,6 +124,24 @@ def validate(ctx: click.Context, files: tuple[str, ...], with_data: bool, as_jso
     code = cmd.validate_exit_code(results)
     if code:
         sys.exit(code)
+
+
+@main.command()
+@click.option(
+    "--markdown", is_flag=True, help="Print the field reference (a table) instead of the schema."
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the JSON Schema (the default).")
+def schema(markdown: bool, as_json: bool) -> None:
+    """Print the JSON Schema of experiment files, for editors and validators.
+
+    Editors read it from a file's first line, `# yaml-language-server: $schema=PATH`;
+    `check-jsonschema --schemafile PATH experiments/x.yaml` checks a file against it.
+    """
+    from ci_runner.spec.schema import field_reference, schema_text
+
+    if markdown and as_json:
+        raise click.UsageError("--markdown and --json exclude each other")
+    click.echo(field_reference() if markdown else schema_text(), nl=False)
 
 
 @main.command()
@@ -239,17 +259,17 @@ def submit(
 @click.pass_context
 def poll(ctx: click.Context, as_json: bool) -> None:
     """Advance every active run from its backend, then update ledgers and reports."""
-    outcome = poll_once(workspace(ctx))
+    outcome = cmd.poll(workspace(ctx))
     if as_json:
-        changed = [str(p) for p in outcome.changed]
-        emit_json({"runs": [run_json(r) for r in outcome.runs], "changed": changed})
-        return
-    if not outcome.runs:
-        echo("no active runs")
-    for run in outcome.runs:
-        echo(progress_line(run))
-    for path in outcome.changed:
-        echo(f"updated {path}")
+        emit_json(cmd.poll_document(outcome))
+    else:
+        if not outcome.runs:
+            echo("no active runs")
+        for run in outcome.runs:
+            echo(progress_line(run))
+        for path in outcome.changed:
+            echo(f"updated {path}")
+    end_if_unreadable(outcome.corrupt)
 
 
 @main.command()
@@ -257,14 +277,16 @@ def poll(ctx: click.Context, as_json: bool) -> None:
 @click.pass_context
 def report(ctx: click.Context, as_json: bool) -> None:
     """Re-render every report from its ledger; writes only files that change."""
-    changed = cmd.report(workspace(ctx))
+    ws = workspace(ctx)
+    changed = cmd.report(ws)
     if as_json:
         emit_json(cmd.report_document(changed))
-        return
-    for path in changed:
-        echo(f"updated {path}")
-    if not changed:
-        echo("reports are up to date")
+    else:
+        for path in changed:
+            echo(f"updated {path}")
+        if not changed:
+            echo("reports are up to date")
+    end_if_unreadable(cmd.unreadable_ledgers(ws))
 
 
 @main.command()
@@ -288,29 +310,41 @@ def run(
 ) -> None:
     """Submit, poll until the runs end, render the report. Exit code = the runs' outcome."""
     ws = workspace(ctx)
-    outcome = _submit(ws, file, backend, allow_over_budget, skip_data_check)
-    if outcome.runs:
-        for r in outcome.runs:
-            how = f"job {r.job_id}" if r.job_id else f"waiting for {r.waiting_for or 'a turn'}"
-            echo(f"{r.status} {r.title} ({how})", err=True)
-        run_ids = [r.run_id for r in outcome.runs]
-    else:
+
+    def submitted(outcome: SubmitOutcome) -> None:
+        for warning in outcome.warnings:
+            warn(warning)
+        if outcome.runs:
+            for r in outcome.runs:
+                how = f"job {r.job_id}" if r.job_id else f"waiting for {r.waiting_for or 'a turn'}"
+                echo(f"{r.status} {r.title} ({how})", err=True)
+            return
         verb = "submitted" if outcome.created else "watching"
         echo(f"{verb} {outcome.run_id} (job {outcome.job_id}; logs: {outcome.job_url})", err=True)
-        run_ids = [outcome.run_id]
-    runs = _watch(ws, run_ids, timeout=timeout, interval=interval)
+
+    ran = _watching(
+        lambda on_line, on_runs: cmd.run_file(
+            ws,
+            file,
+            backend=backend,
+            allow_over_budget=allow_over_budget,
+            check_data=not skip_data_check,
+            timeout=timeout,
+            interval=interval,
+            on_submitted=submitted,
+            on_line=on_line,
+            on_runs=on_runs,
+        )
+    )
+    outcome, runs = ran.submitted, ran.runs
     if as_json:
         emit_json([run_json(r) for r in runs] if outcome.runs else run_json(runs[0]))
-    elif outcome.runs:
+    else:
         for run_ in runs:
             echo(f"{run_.status.label}: {run_.run_id}" + (f" — {run_.error}" if run_.error else ""))
             echo_findings(run_)
         echo(f"report: {outcome.report}")
-    else:
-        echo(f"{runs[0].status.label}: {runs[0].run_id}")
-        echo_findings(runs[0])
-        echo(f"report: {outcome.report}")
-    sys.exit(outcome_code(runs))
+    sys.exit(ran.exit_code)
 
 
 @main.command()
@@ -357,10 +391,18 @@ def _show(data: Any, text: str, as_json: bool) -> None:
 def _watch(
     ws: Workspace, run_ids: list[str], *, timeout: float | None, interval: float
 ) -> list[Run]:
-    """Poll until the runs end or the timeout passes, waking as soon as a local job ends.
+    return _watching(
+        lambda on_line, on_runs: cmd.watch(
+            ws, run_ids, timeout=timeout, interval=interval, on_line=on_line, on_runs=on_runs
+        )
+    )
 
-    On a terminal, one live line per run (a progress bar, step and loss) on stderr;
-    piped (CI logs), a plain line whenever a run's line changes.
+
+def _watching(
+    watch: Callable[[Callable[[str], None], Callable[[list[Run]], None] | None], T],
+) -> T:
+    """Run ``watch`` with a display: on a terminal, one live line per run (a progress bar,
+    step and loss) on stderr; piped (CI logs), a plain line whenever a run's line changes.
     """
     from ci_runner.cli_status import console, progress_bar
 
@@ -377,14 +419,7 @@ def _watch(
             live.update("\n".join(progress_bar(r) for r in runs), refresh=True)
 
     try:
-        return cmd.watch(
-            ws,
-            run_ids,
-            timeout=timeout,
-            interval=interval,
-            on_line=lambda line: echo(line, err=True),
-            on_runs=on_runs,
-        )
+        return watch(lambda line: echo(line, err=True), on_runs)
     except KeyboardInterrupt:
         echo(
             "\nstopped watching; jobs keep running. Check with `ci-runner poll`, "
@@ -406,10 +441,10 @@ def _submit(
     *,
     rerun: bool = False,
 ) -> SubmitOutcome:
-    """Submit as `submit` and `run` both do, warnings to stderr."""
-    outcome = submit_file(
+    """Submit, warnings to stderr."""
+    outcome = cmd.submit_file(
         ws,
-        Path(file),
+        file,
         backend=backend,
         allow_over_budget=allow_over_budget,
         check_data=not skip_data_check,

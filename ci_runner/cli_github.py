@@ -14,8 +14,11 @@ from pathlib import Path
 
 import click
 
+from ci_runner.action.main import action
+from ci_runner.cli_output import end_if_unreadable
 from ci_runner.flow.workspace import Workspace
-from ci_runner.github_action import action
+from ci_runner.ledger import repository
+from ci_runner.ledger.store import CorruptLedgerError
 from ci_runner.paths import Project
 
 __all__ = ["action", "publish"]
@@ -77,6 +80,7 @@ def publish(
     base = base or (gh_repo.default_branch if gh_repo else "main")
     target = Target(gh_repo, repo or "", base, server)
     git = Git(project.root, remote=remote, env=auth_env(token, server))
+    unreadable: list[CorruptLedgerError] = []
     if proposals:
         from ci_runner.publish.propose import propose
 
@@ -84,13 +88,16 @@ def publish(
         results = [propose(Workspace(project), git, target, files, request=request)]
     else:
         results = publish_reports(project, git, target, set(experiments) or None)
+        missing = set(experiments) - {r.experiment for r in results}
+        unreadable = repository.corrupt_ledgers(project) if missing or not experiments else []
     if as_json:
         data = [vars(r) | {"pr": vars(r.pr) if r.pr else None} for r in results]
         click.echo(json.dumps(data, indent=2, sort_keys=True))
-        return
-    if not results:
-        click.echo("nothing to publish")
-    for r in results:
-        state = "new commit" if r.committed else "no change"
-        pr = f"; PR {r.pr.action}: {r.pr.url}" if r.pr else ""
-        click.echo(f"{r.experiment}: {r.branch} ({state}){pr}")
+    else:
+        if not results:
+            click.echo("nothing to publish")
+        for r in results:
+            state = "new commit" if r.committed else "no change"
+            pr = f"; PR {r.pr.action}: {r.pr.url}" if r.pr else ""
+            click.echo(f"{r.experiment}: {r.branch} ({state}){pr}")
+    end_if_unreadable(unreadable)

@@ -6,6 +6,7 @@ The JSON shapes here are the contract documented in AGENTS.md; tests pin them.
 from __future__ import annotations
 
 import json
+import sys
 from typing import Any
 
 import click
@@ -17,6 +18,7 @@ from ci_runner.flow.preflight import Preflight
 from ci_runner.flow.submit import SubmitOutcome
 from ci_runner.ledger.model import Ledger, Run, RunStatus
 from ci_runner.ledger.retry import wall_time
+from ci_runner.ledger.store import CorruptLedgerError
 from ci_runner.plan.render import plan_to_json, render_plan
 from ci_runner.plan.total import file_plan_to_json, render_file_plan
 from ci_runner.publish.redact import redact
@@ -47,6 +49,15 @@ def echo(text: str = "", *, err: bool = False) -> None:
 
 def warn(text: str) -> None:
     click.secho(f"warning: {redact(text)}", fg="yellow", err=True)
+
+
+def end_if_unreadable(corrupt: list[CorruptLedgerError]) -> None:
+    """After a command that went over every ledger and did its work for the others: name
+    each ledger it skipped, with its remedy, and end with exit 9."""
+    for exc in corrupt:
+        click.secho(f"error: {redact(str(exc))}", fg="red", err=True)
+    if corrupt:
+        sys.exit(ExitCode.LEDGER_CORRUPT)
 
 
 def run_json(run: Run) -> dict[str, Any]:

@@ -8,7 +8,15 @@ import time
 import click
 
 from ci_runner import commands as cmd
-from ci_runner.cli_output import JSON_OPTION, echo, echo_findings, emit_json, ledgers_json, warn
+from ci_runner.cli_output import (
+    JSON_OPTION,
+    echo,
+    echo_findings,
+    emit_json,
+    end_if_unreadable,
+    ledgers_json,
+    warn,
+)
 from ci_runner.flow.workspace import Workspace
 from ci_runner.ledger.model import Ledger
 
@@ -56,6 +64,7 @@ def status(
 
     if as_json:
         emit_json(ledgers_json(current()))
+        end_if_unreadable([] if names else cmd.unreadable_ledgers(ws))
         return
     from ci_runner.cli_status import console, status_table
 
@@ -63,7 +72,8 @@ def status(
     ledgers = current()
     for warning in dict.fromkeys(warnings):
         warn(warning)
-    if not ledgers:
+    unreadable = [] if names else cmd.unreadable_ledgers(ws)
+    if not ledgers and not unreadable:
         echo("no experiments submitted yet; try `ci-runner submit experiments/<name>.yaml`")
         return
     if watch is None:
@@ -71,6 +81,7 @@ def status(
         for ledger in ledgers:
             for run in ledger.runs:
                 echo_findings(run)
+        end_if_unreadable(unreadable)
         return
     from rich.live import Live
 

@@ -9,9 +9,10 @@ results. Errors are raised as ``CiRunnerError`` with their exit code, as everywh
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,25 +22,34 @@ from ci_runner.cli_output import (
     outcome_code,
     progress_line,
     run_json,
+    submit_json,
 )
 from ci_runner.core.hashing import file_hash
 from ci_runner.data.check import DataCheck
 from ci_runner.data.formats import Verdict
 from ci_runner.errors import CiRunnerError, ExitCode, NotReadyError, SpecError
 from ci_runner.flow import preflight as pre
-from ci_runner.flow.poll import peek
+from ci_runner.flow.poll import PollOutcome, peek
 from ci_runner.flow.poll import poll as poll_once
 from ci_runner.flow.preflight import Preflight
 from ci_runner.flow.records import method_label
 from ci_runner.flow.start import cancel_waiting
+from ci_runner.flow.submit import SubmitOutcome
+from ci_runner.flow.submit import submit as submit_spec
 from ci_runner.flow.workspace import Workspace
 from ci_runner.ledger import repository
 from ci_runner.ledger.advance import cancel_run
 from ci_runner.ledger.model import Ledger, Run
-from ci_runner.ledger.store import load_ledger, save_ledger
+from ci_runner.ledger.store import (
+    CorruptLedgerError,
+    UnreadableLedgersError,
+    load_ledger,
+    save_ledger,
+)
 from ci_runner.paths import Project
 from ci_runner.report.files import write_all, write_report
 from ci_runner.spec.expand import expand
+from ci_runner.spec.model import Experiment
 
 
 def open_workspace(root: Path | str) -> Workspace:
@@ -62,6 +72,8 @@ class FileValidation:
     summary: str | None = None  # "tiny-sft: SFT, local"
     checks: list[DataCheck] = field(default_factory=list)
     data_error: CiRunnerError | None = None
+    experiment: Experiment | None = None  # None when the file is invalid
+    run_ids: list[str] = field(default_factory=list)  # the runs the file would start
 
     @property
     def warnings(self) -> list[str]:
@@ -95,7 +107,9 @@ def validate_file(ws: Workspace, file: str, *, with_data: bool = False) -> FileV
         document["runs"] = run_ids
         document["spec_hash"] = file_hash(run_ids)
         summary += f", {len(runs)} runs"
-    result = FileValidation(file, document, summary=summary)
+    result = FileValidation(
+        file, document, summary=summary, experiment=experiment, run_ids=[s.run_id for s in runs]
+    )
     if with_data:
         try:
             result.checks = pre.check_runs_data(ws, runs, strict=True).checks
@@ -156,14 +170,114 @@ def plan_file(
 ) -> tuple[Preflight, int]:
     """``plan``: the preflight and its exit code (7 misfit, 5 over budget)."""
     result = pre.preflight(ws, Path(file), backend=backend, check_data=check_data)
-    if result.data.misfits:
-        return result, ExitCode.DATA
-    if result.plan.over_budget:
-        return result, ExitCode.OVER_BUDGET
-    return result, ExitCode.OK
+    return result, result.exit_code
+
+
+# --- submit, poll, run -----------------------------------------------------------------
+
+
+def submit_file(
+    ws: Workspace,
+    file: str,
+    *,
+    backend: str | None = None,
+    allow_over_budget: bool = False,
+    check_data: bool = True,
+    rerun: bool = False,
+) -> SubmitOutcome:
+    """``submit``: check the data, plan, pin and submit the file's runs; a run that already
+    has a job is adopted, never submitted twice."""
+    return submit_spec(
+        ws,
+        Path(file),
+        backend=backend,
+        allow_over_budget=allow_over_budget,
+        check_data=check_data,
+        rerun=rerun,
+    )
+
+
+def submit_document(outcome: SubmitOutcome) -> dict[str, Any]:
+    return submit_json(outcome)
+
+
+def submitted_run_ids(outcome: SubmitOutcome) -> list[str]:
+    """The runs a submit acted on: every run of a file with stages or a matrix."""
+    return [r.run_id for r in outcome.runs] if outcome.runs else [outcome.run_id]
+
+
+def poll(ws: Workspace) -> PollOutcome:
+    """``poll``: advance every active run once; ledgers and reports are rewritten only
+    where something changed."""
+    return poll_once(ws)
+
+
+def poll_document(outcome: PollOutcome) -> dict[str, Any]:
+    changed = [str(p) for p in outcome.changed]
+    return {"runs": [run_json(r) for r in outcome.runs], "changed": changed}
+
+
+@dataclass
+class Ran:
+    """``run``: what was submitted, and the runs as they ended (or stood at the timeout)."""
+
+    submitted: SubmitOutcome
+    runs: list[Run]
+
+    @property
+    def exit_code(self) -> int:
+        return outcome_code(self.runs)
+
+
+def run_file(
+    ws: Workspace,
+    file: str,
+    *,
+    backend: str | None = None,
+    allow_over_budget: bool = False,
+    check_data: bool = True,
+    timeout: float | None = None,
+    interval: float = 2.0,
+    on_submitted: Callable[[SubmitOutcome], None] = lambda outcome: None,
+    on_line: Callable[[str], None] = lambda line: None,
+    on_runs: Callable[[list[Run]], None] | None = None,
+) -> Ran:
+    """``run``: submit, then poll until the file's runs end; the exit code is theirs."""
+    submitted = submit_file(
+        ws, file, backend=backend, allow_over_budget=allow_over_budget, check_data=check_data
+    )
+    on_submitted(submitted)
+    runs = watch(
+        ws,
+        submitted_run_ids(submitted),
+        timeout=timeout,
+        interval=interval,
+        on_line=on_line,
+        on_runs=on_runs,
+    )
+    return Ran(submitted, runs)
 
 
 # --- reading runs -----------------------------------------------------------------------
+
+
+def unreadable_ledgers(ws: Workspace) -> list[CorruptLedgerError]:
+    """The ledgers a command over every experiment had to skip, each with its remedy."""
+    return repository.corrupt_ledgers(ws.project)
+
+
+@contextlib.contextmanager
+def naming_unreadable(ws: Workspace) -> Iterator[None]:
+    """A name that matches no run may be recorded in a ledger that does not load: say so,
+    with the file and its remedy, rather than that the run does not exist."""
+    try:
+        yield
+    except repository.UnknownRunError as exc:
+        corrupt = unreadable_ledgers(ws)
+        if not corrupt:
+            raise
+        lead = f"{exc}; it may be recorded in a ledger that cannot be read:"
+        raise UnreadableLedgersError(lead, corrupt) from None
 
 
 def status_ledgers(
@@ -171,7 +285,8 @@ def status_ledgers(
 ) -> list[Ledger]:
     """The ledgers as the backends see them now (one bulk call per backend, nothing
     written; ``poll`` records), narrowed to ``names``."""
-    return select(peek(ws, repository.ledgers(ws.project), warnings), tuple(names))
+    with naming_unreadable(ws):
+        return select(peek(ws, repository.ledgers(ws.project), warnings), tuple(names))
 
 
 def status_document(ws: Workspace, names: tuple[str, ...] | list[str] = ()) -> list[dict[str, Any]]:
@@ -191,7 +306,7 @@ def select(ledgers: list[Ledger], names: tuple[str, ...]) -> list[Ledger]:
         if runs:
             picked.append(ledger.model_copy(update={"runs": runs}))
     if not picked:
-        raise NotReadyError(
+        raise repository.UnknownRunError(
             f"no run or experiment named {', '.join(names)}; see `ci-runner status`"
         )
     return picked
@@ -207,7 +322,8 @@ def job_of(ws: Workspace, name: str) -> tuple[Run, str]:
                 return run, name
             if any(j.job_id == name for j in run.stage_jobs):
                 return run, name
-    _, run = repository.find_run_in(loaded, name)
+    with naming_unreadable(ws):
+        _, run = repository.find_run_in(loaded, name)
     job_id = run.last_attempt.job_id if run.last_attempt else None
     if job_id is None:
         raise NotReadyError(f"{run.run_id} has no job yet")
@@ -249,7 +365,8 @@ class Canceled:
 def cancel(ws: Workspace, run_ref: str) -> Canceled:
     """Cancel a run's jobs (training, evaluation, export), or a run still waiting for its
     turn; the ledger and report say so at once rather than at the next poll."""
-    ledger, run = repository.find_run(ws.project, run_ref)
+    with naming_unreadable(ws):
+        ledger, run = repository.find_run(ws.project, run_ref)
     stem = Path(ledger.report_path).stem
     if not run.active:
         message = f"{run.run_id} is {run.status.label.lower()}; nothing to cancel"
@@ -298,7 +415,8 @@ def report_document(changed: list[Path]) -> dict[str, Any]:
 def wait_run_ids(ws: Workspace, experiments: list[str] | tuple[str, ...]) -> list[str]:
     """The runs of ``experiments``, or every active run."""
     if experiments:
-        return [r.run_id for n in experiments for r in repository.runs_of(ws.project, n)]
+        with naming_unreadable(ws):
+            return [r.run_id for n in experiments for r in repository.runs_of(ws.project, n)]
     return [r.run_id for led in repository.ledgers(ws.project) for r in led.active_runs]
 
 

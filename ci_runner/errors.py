@@ -19,6 +19,7 @@ class ExitCode(IntEnum):
     BACKEND = 6  # the backend refused or failed to answer
     DATA = 7  # the dataset can't be read as the experiment asks (format, split, rows)
     UNISOLATED = 8  # generated code could not be isolated here, and the file does not opt in
+    LEDGER_CORRUPT = 9  # a ledger file is not valid JSON of a ledger; restore its copy
     RUN_FAILED = 10  # a run ended in failure
     RUN_CANCELED = 11  # a run was canceled
     WAIT_TIMEOUT = 12  # stopped waiting before runs finished
@@ -38,6 +39,8 @@ EXIT_MEANINGS: dict[int, str] = {
     ExitCode.UNISOLATED: "generated code (HumanEval) cannot be isolated here: run as root, "
     "with `sudo -n`, or with bubblewrap and user namespaces, or set "
     "evaluation.allow_unisolated_code: true",
+    ExitCode.LEDGER_CORRUPT: "a ledger file is unreadable (truncated or edited): restore "
+    "the committed copy; the other experiments were handled",
     ExitCode.RUN_FAILED: "the run failed: read its error, then its logs",
     ExitCode.RUN_CANCELED: "the run was canceled",
     ExitCode.WAIT_TIMEOUT: "stopped waiting before the runs finished; they continue",

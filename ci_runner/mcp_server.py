@@ -19,6 +19,10 @@ CPU job) refuse unless the server was started with ``--allow-submit``; ``cancel`
 ``--allow-submit`` or ``--allow-cancel``. ``submit`` never passes ``--allow-over-budget``:
 a plan over ``budget.max_cost_usd`` is refused (exit 5) exactly as the CLI refuses it.
 
+Confined to the project: ``validate``, ``check_data``, ``plan`` and ``submit`` read only
+files inside the root (absolute paths, ``..`` and links resolved first); any other path is
+a tool error (exit 2) that names the path and nothing the file holds.
+
 This module imports the SDK (the ``[mcp]`` extra); ``ci_runner.cli`` imports this module
 only when ``ci-runner mcp`` runs, so ``import ci_runner.cli`` stays free of it.
 """
@@ -39,9 +43,8 @@ from mcp.types import CallToolResult, TextContent, ToolAnnotations
 
 from ci_runner import __version__
 from ci_runner import commands as cmd
-from ci_runner.cli_output import json_text, plan_json, submit_json
+from ci_runner.cli_output import json_text, plan_json
 from ci_runner.errors import CiRunnerError, ExitCode, NotReadyError, SpecError, exit_meaning
-from ci_runner.flow.submit import submit as submit_file
 from ci_runner.flow.workspace import Workspace
 from ci_runner.publish.redact import redact
 
@@ -73,6 +76,12 @@ class Settings:
 
 class Refused(CiRunnerError):
     """A tool this server was not started to allow."""
+
+    exit_code = ExitCode.USAGE
+
+
+class OutsideProject(CiRunnerError):
+    """A tool was asked to read a file outside the project root."""
 
     exit_code = ExitCode.USAGE
 
@@ -120,6 +129,21 @@ def error_result(exc: BaseException) -> CallToolResult:
     )
 
 
+def skipping(ws: Workspace, result: CallToolResult) -> CallToolResult:
+    """A result over every ledger, plus each unreadable one it skipped (file and remedy)
+    as a second text, with exit 9: the document still holds every other experiment."""
+    corrupt = cmd.unreadable_ledgers(ws)
+    if not corrupt:
+        return result
+    text = redact("\n".join(f"error: {exc}" for exc in corrupt))
+    return result.model_copy(
+        update={
+            "content": [*result.content, TextContent(type="text", text=text)],
+            "meta": _meta(ExitCode.LEDGER_CORRUPT),
+        }
+    )
+
+
 # --- the tools ------------------------------------------------------------------------------
 
 
@@ -145,9 +169,29 @@ class Tools:
                 "themselves."
             )
 
+    def _inside_root(self, file: str) -> str:
+        """``file`` as given, once it is known to lie in the project, links followed.
+
+        An agent may be steered by text it read; a tool must not read, or echo back,
+        ``/etc/passwd``, ``~/.netrc`` or a link in the project that points at them.
+        Nothing of an outside file is opened: only its name is checked.
+        """
+        root = self.settings.root.resolve()
+        path = Path(file).expanduser()
+        try:
+            (path if path.is_absolute() else root / path).resolve().relative_to(root)
+        except (ValueError, OSError, RuntimeError):
+            raise OutsideProject(
+                f"{file}: outside the project root {root}; these tools read only files "
+                "inside it. Copy the experiment file into the project (e.g. experiments/) "
+                "and pass its path relative to the root."
+            ) from None
+        return file
+
     def validate(self, files: list[str], data: bool = False) -> CallToolResult:
         def run(ws: Workspace) -> CallToolResult:
-            results = [cmd.validate_file(ws, file, with_data=data) for file in files]
+            files_ = [self._inside_root(file) for file in files]
+            results = [cmd.validate_file(ws, file, with_data=data) for file in files_]
             return document_result([r.document for r in results], cmd.validate_exit_code(results))
 
         return self._run(run)
@@ -171,7 +215,7 @@ class Tools:
                 )
             else:
                 assert file is not None
-                shown = cmd.check_data_file(ws, file, remote=remote)
+                shown = cmd.check_data_file(ws, self._inside_root(file), remote=remote)
             return document_result(shown.document, shown.exit_code)
 
         return self._run(run)
@@ -180,7 +224,9 @@ class Tools:
         self, file: str, backend: str | None = None, skip_data_check: bool = False
     ) -> CallToolResult:
         def run(ws: Workspace) -> CallToolResult:
-            result, code = cmd.plan_file(ws, file, backend=backend, check_data=not skip_data_check)
+            result, code = cmd.plan_file(
+                ws, self._inside_root(file), backend=backend, check_data=not skip_data_check
+            )
             return document_result(plan_json(result), code)
 
         return self._run(run)
@@ -190,13 +236,15 @@ class Tools:
     ) -> CallToolResult:
         def run(ws: Workspace) -> CallToolResult:
             self._require_submit("submit")
-            outcome = submit_file(ws, Path(file), backend=backend, check_data=not skip_data_check)
-            return document_result(submit_json(outcome))
+            outcome = cmd.submit_file(
+                ws, self._inside_root(file), backend=backend, check_data=not skip_data_check
+            )
+            return document_result(cmd.submit_document(outcome))
 
         return self._run(run)
 
     def status(self) -> CallToolResult:
-        return self._run(lambda ws: document_result(cmd.status_document(ws)))
+        return self._run(lambda ws: skipping(ws, document_result(cmd.status_document(ws))))
 
     def logs(self, run: str, tail: int = DEFAULT_TAIL) -> CallToolResult:
         def read(ws: Workspace) -> CallToolResult:
@@ -245,7 +293,9 @@ class Tools:
         return self._run(block)
 
     def report(self) -> CallToolResult:
-        return self._run(lambda ws: document_result(cmd.report_document(cmd.report(ws))))
+        return self._run(
+            lambda ws: skipping(ws, document_result(cmd.report_document(cmd.report(ws))))
+        )
 
 
 # Descriptions are what an agent reads before calling: say what each costs.
@@ -254,7 +304,8 @@ DESCRIPTIONS = {
         "Check experiment files (experiments/<name>.yaml): schema, TRL field names, paths, "
         "reward code. Returns `ci-runner validate --json`: per file {file, valid, name, "
         "method, spec_hash, warnings} or {file, valid: false, errors: [{file, line, field, "
-        "message, hint}]}. With data=true also samples each dataset. Free: nothing runs."
+        "message, hint}]}. With data=true also samples each dataset. Free: nothing runs. "
+        "Files must lie inside the project root."
     ),
     "check_data": (
         "Does a dataset fit its method? Give `file` (an experiment) or `dataset` (a Hub id or "
@@ -267,7 +318,8 @@ DESCRIPTIONS = {
         "Hardware, LoRA, memory, time and estimated cost (est_cost_usd) of an experiment "
         "file, after a data check. Returns `ci-runner plan --json`. Free: nothing runs. Show "
         "this plan to the person before anything is submitted; _meta exit code 5 means over "
-        "budget.max_cost_usd, 7 that the data does not fit."
+        "budget.max_cost_usd, 7 that the data does not fit. The file must lie inside the "
+        "project root."
     ),
     "submit": (
         "COSTS MONEY: starts the file's training jobs (on hf-jobs, GPUs billed per minute, "

@@ -75,6 +75,13 @@ MLFLOW_SECRET_ENV = (
 # ``packages_for``). transformers 5.23 needs bitsandbytes >= 0.46.1 for 4-bit; 0.50.2
 # requires torch >= 2.4, < 3.
 BITSANDBYTES = "bitsandbytes==0.50.2"
+# What a job needs beyond train.py's header when the plan turns a saver on: Liger's Triton
+# kernels (``use_liger_kernel``; pure Python, torch >= 2.1.2), and vLLM for GRPO's
+# colocated generation (``use_vllm``). 0.30.0 is the newest vLLM whose pins resolve with
+# the header's torch 2.13.0 and transformers 5.23.0 (0.31 caps transformers below 5.18,
+# 0.33 needs torch 2.14); TRL 1.16 supports vLLM 0.22 to 0.31.
+LIGER_KERNEL = "liger-kernel==0.8.5"
+VLLM = "vllm==0.30.0"
 
 
 class Tracking(_Frozen):
@@ -109,10 +116,22 @@ class RunConfig(_Frozen):
 
 
 def packages_for(run_config: BaseModel) -> tuple[str, ...]:
-    """Packages a job needs beyond its script's header: bitsandbytes for a 4-bit base."""
-    if isinstance(run_config, RunConfig) and run_config.lora and run_config.lora.quantize:
-        return (BITSANDBYTES,)
-    return ()
+    """Packages a job needs beyond its script's header, only when its settings use them:
+    bitsandbytes for a 4-bit base, liger-kernel for ``use_liger_kernel``, vLLM for
+    ``use_vllm``."""
+    if isinstance(run_config, EvalConfig):
+        return (BITSANDBYTES,) if run_config.quantize else ()
+    if not isinstance(run_config, RunConfig):
+        return ()
+    hp = run_config.hyperparameters
+    packages = []
+    if run_config.lora and run_config.lora.quantize:
+        packages.append(BITSANDBYTES)
+    if hp.get("use_liger_kernel"):
+        packages.append(LIGER_KERNEL)
+    if run_config.method == "grpo" and hp.get("use_vllm"):
+        packages.append(VLLM)
+    return tuple(packages)
 
 
 class BenchmarkSpec(_Frozen):
@@ -146,6 +165,10 @@ class EvalConfig(_Frozen):
     # The experiment's opt-in: run generated code even where the sandbox cannot isolate
     # it (scores then carry ``isolated: false``); without it such an evaluation refuses.
     allow_unisolated_code: bool = False
+    # How the plan sized this evaluation: "4bit" loads the model as bitsandbytes NF4 (as a
+    # QLoRA run trained it); device_map "auto" spreads it over the flavor's GPUs.
+    quantize: Literal["4bit"] | None = None
+    device_map: Literal["auto"] | None = None
 
 
 class EvalBatchConfig(_Frozen):

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import socket
 import sys
+import tempfile
 import threading
 from pathlib import Path
 from typing import Any
@@ -18,6 +21,57 @@ sys.path.append(str(Path(__file__).resolve().parents[1] / "ci_runner" / "job_scr
 # Nothing in the suite may reach the real Hub: sizing a Hub model would otherwise
 # retry against an unreachable huggingface.co. Tests of the HF API use a loopback fake.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+def _store_env(home: Path) -> dict[str, str]:
+    """Every cache and tracking store a test could read or write, under ``home``: never
+    the user's ``~/.cache/huggingface`` (a cached model config changes a plan), trackio
+    database or MLflow store."""
+    (home / "mlflow").mkdir(parents=True, exist_ok=True)
+    return {
+        "HF_HOME": str(home / "hf-home"),
+        "HF_HUB_CACHE": str(home / "hf-home" / "hub"),
+        "HF_DATASETS_CACHE": str(home / "hf-home" / "datasets"),
+        "TRACKIO_DIR": str(home / "trackio"),
+        "MLFLOW_TRACKING_URI": f"sqlite:///{home / 'mlflow' / 'mlflow.db'}",
+    }
+
+
+# Libraries read some of these once, at import (huggingface_hub's constants, datasets'
+# config, trackio's storage): set them before any test imports one, for the session...
+_SESSION_HOME = Path(tempfile.mkdtemp(prefix="ci-runner-tests-"))
+atexit.register(shutil.rmtree, _SESSION_HOME, ignore_errors=True)
+os.environ.update(_store_env(_SESSION_HOME))
+os.environ.pop("HF_TOKEN_PATH", None)
+
+
+@pytest.fixture(autouse=True)
+def own_stores(tmp_path_factory, monkeypatch):
+    """...and give each test its own, which the processes it starts inherit; the
+    module-level copies of libraries already imported are pointed there too."""
+    env = _store_env(tmp_path_factory.mktemp("stores"))
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    constants = sys.modules.get("huggingface_hub.constants")
+    if constants is not None:
+        hf_home = Path(env["HF_HOME"])
+        for name, value in {
+            "HF_HOME": hf_home,
+            "HF_HUB_CACHE": env["HF_HUB_CACHE"],
+            "HUGGINGFACE_HUB_CACHE": env["HF_HUB_CACHE"],
+            "HF_ASSETS_CACHE": hf_home / "assets",
+            "HUGGINGFACE_ASSETS_CACHE": hf_home / "assets",
+            "HF_XET_CACHE": hf_home / "xet",
+            "HF_TOKEN_PATH": hf_home / "token",
+            "HF_STORED_TOKENS_PATH": hf_home / "stored_tokens",
+        }.items():
+            if hasattr(constants, name):
+                monkeypatch.setattr(constants, name, str(value))
+    for module in ("trackio.sqlite_storage", "trackio.utils"):
+        loaded = sys.modules.get(module)
+        if loaded is not None and hasattr(loaded, "TRACKIO_DIR"):
+            monkeypatch.setattr(loaded, "TRACKIO_DIR", Path(env["TRACKIO_DIR"]))
+    return env
 
 
 @pytest.fixture

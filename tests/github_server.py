@@ -2,9 +2,14 @@
 
 Speaks the wire format of api.github.com for one repository: GET the repository, list
 pulls with head/base/state filters, create and update (PATCH) a pull, and list, create
-and update issue comments. Every request is recorded (method, path, query, body,
-headers) so tests assert on what reached GitHub. When given the bare git repository,
-a pull's ``head.sha`` is the branch's real tip, as on GitHub.
+and update issue comments, each with its author. Every request is recorded (method,
+path, query, body, headers) so tests assert on what reached GitHub. When given the bare
+git repository, a pull's ``head.sha`` is the branch's real tip, as on GitHub.
+
+The token's own account answers as GitHub answers it: an installation token (the
+Actions ``GITHUB_TOKEN``, the default here) gets 403 "Resource not accessible by
+integration" from ``GET /user`` and its bot login from GraphQL's ``viewer``; a person's
+token (``installation=False``) gets its user from ``GET /user``.
 """
 
 from __future__ import annotations
@@ -34,6 +39,8 @@ class FakeGitHub:
     name: str = "models"
     default_branch: str = "main"
     token: str = "ghs_loopbacktoken000000000000000000000"
+    login: str = "github-actions[bot]"  # the account the token acts as
+    installation: bool = True  # a GitHub App installation token, as GITHUB_TOKEN is
     git_dir: Path | None = None
     requests: list[Recorded] = field(default_factory=list)
     pulls: list[dict] = field(default_factory=list)
@@ -68,7 +75,9 @@ class FakeGitHub:
     # -- what tests look at -------------------------------------------------------
 
     def writes(self) -> list[Recorded]:
-        return [r for r in self.requests if r.method in ("POST", "PATCH", "PUT", "DELETE")]
+        """Requests that change something (a GraphQL query only reads)."""
+        changing = ("POST", "PATCH", "PUT", "DELETE")
+        return [r for r in self.requests if r.method in changing and r.path != "/graphql"]
 
     def clear(self) -> None:
         self.requests.clear()
@@ -78,7 +87,24 @@ class FakeGitHub:
         pr = {"number": number, "state": "open", "title": head, "body": "", "head": head}
         self.pulls.append(pr | {"base": base})
 
+    def add_comment(self, issue: int, body: str, login: str) -> int:
+        """A comment someone else wrote on issue/PR ``issue``; its id."""
+        comment = {"id": 5000 + len(self.comments), "issue": issue, "body": body, "user": login}
+        self.comments.append(comment)
+        return comment["id"]
+
     # -- JSON shapes --------------------------------------------------------------
+
+    @staticmethod
+    def _user_json(login: str) -> dict:
+        bot = login.endswith("[bot]")
+        return {
+            "login": login,
+            "id": 41898282 if bot else 583231,
+            "type": "Bot" if bot else "User",
+            "url": f"https://api.github.example/users/{login}",
+            "html_url": f"https://github.example/{login.removesuffix('[bot]')}",
+        }
 
     def _repo_url(self) -> str:
         return f"{self.url}/repos/{self.full_name}"
@@ -132,7 +158,7 @@ class FakeGitHub:
         return {
             "id": c["id"],
             "body": c["body"],
-            "user": {"login": "github-actions[bot]", "id": 41898282, "type": "Bot"},
+            "user": self._user_json(c["user"]),
             "url": f"{self._repo_url()}/issues/comments/{c['id']}",
             "html_url": f"https://github.example/{self.full_name}/pull/{c['issue']}"
             f"#issuecomment-{c['id']}",
@@ -142,6 +168,19 @@ class FakeGitHub:
     # -- routing --------------------------------------------------------------------
 
     def handle(self, method: str, path: str, query: dict, body: dict | None) -> tuple[int, object]:
+        if method == "GET" and path == "/user":
+            if self.installation:
+                return 403, {
+                    "message": "Resource not accessible by integration",
+                    "documentation_url": "https://docs.github.com/rest/users/users"
+                    "#get-the-authenticated-user",
+                    "status": "403",
+                }
+            return 200, self._user_json(self.login)
+        if method == "POST" and path == "/graphql":
+            if "viewer" not in str((body or {}).get("query")):
+                return 200, {"errors": [{"message": "unsupported query here"}]}
+            return 200, {"data": {"viewer": {"login": self.login}}}
         prefix = f"/repos/{self.full_name}"
         if not path.startswith(prefix):
             return 404, {"message": "Not Found"}
@@ -217,7 +256,12 @@ class FakeGitHub:
         if method == "GET":
             return 200, [self._comment_json(c) for c in self.comments if c["issue"] == issue]
         if method == "POST":
-            comment = {"id": 5000 + len(self.comments), "issue": issue, "body": body["body"]}
+            comment = {
+                "id": 5000 + len(self.comments),
+                "issue": issue,
+                "body": body["body"],
+                "user": self.login,
+            }
             self.comments.append(comment)
             return 201, self._comment_json(comment)
         return 405, {"message": "Method Not Allowed"}

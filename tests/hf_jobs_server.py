@@ -49,12 +49,16 @@ went back), ``set_stage``, ``add_logs``, ``fail_next``, ``delay_next``, ``cut_lo
 
 from __future__ import annotations
 
+import base64
 import copy
+import gzip
 import hashlib
+import io
 import json
 import re
 import secrets as _secrets
 import socket
+import tarfile
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -760,3 +764,10 @@ class _Handler(LoopbackHandler):
             self.connection.shutdown(socket.SHUT_RDWR)
         except OSError:
             pass
+
+
+def unbundle(encoded: str) -> dict[str, bytes]:
+    """The files a job spec's bundle (``ci_runner.job_scripts.bundle_b64``) unpacks to."""
+    data = gzip.decompress(base64.b64decode(encoded))
+    with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+        return {m.name: tar.extractfile(m).read() for m in tar.getmembers() if m.isfile()}  # type: ignore[union-attr]

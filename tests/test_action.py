@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from ci_runner.github_action import changed_in_push, experiment_files
+from ci_runner.action.event import changed_in_push, experiment_files
 from tests.action_harness import ROOT, load_action, run_action
 from tests.conftest import make_project
 from tests.github_server import FakeGitHub
@@ -58,9 +58,11 @@ def test_validate_examples(workspace, tmp_path):
     )
     assert run.exit_code == 0, run.log
     assert run.skipped == [
-        "actions/setup-python@ece7cb06caefa5fff74198d8649806c4678c61a1"
+        "actions/setup-python@ece7cb06caefa5fff74198d8649806c4678c61a1",
+        "astral-sh/setup-uv@20cfd1bf945f4377ade1205e4dbc17946fc9a30d",
     ]  # noted, not run
-    assert run.pip_installs == [f"install --quiet --disable-pip-version-check {ROOT}"]
+    venv = tmp_path / "runner-temp" / "ci-runner-venv"
+    assert run.pip_installs == [f"install --quiet --python {venv}/bin/python {ROOT}"]
     assert json.loads(run.outputs["experiments"]) == NAMES
     assert run.outputs["exit-code"] == "0"
     assert json.loads(run.outputs["job-ids"]) == []
@@ -251,3 +253,22 @@ def test_poll_publishes_results_and_outputs_the_pr(tmp_path):
     assert second.exit_code == 0, second.log + second.summary
     assert "Restored from unmerged result branches" in second.summary
     assert second.outputs["pr-url"] == first.outputs["pr-url"]
+
+
+def test_extras_reach_the_install_and_nothing_else(workspace, tmp_path):
+    run = run_action(
+        {"command": "validate", "experiments": "tiny-sft", "extras": "train,mlflow"},
+        workspace=workspace,
+        tmp=tmp_path,
+    )
+    assert run.exit_code == 0, run.log
+    venv = tmp_path / "runner-temp" / "ci-runner-venv"
+    assert run.pip_installs == [f"install --quiet --python {venv}/bin/python {ROOT}[train,mlflow]"]
+    crafted = run_action(
+        {"command": "validate", "extras": "train] /etc/passwd ["},
+        workspace=workspace,
+        tmp=tmp_path / "crafted",
+    )
+    assert crafted.exit_code == 2
+    assert crafted.pip_installs == []  # refused before anything is installed
+    assert "input extras must be extra names" in crafted.log

@@ -5,6 +5,7 @@ These never assert that anything is fast: timings on a shared CPU are not test r
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
@@ -27,6 +28,7 @@ def run_benchmark(script: str, *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+@pytest.mark.slow
 def test_bench_cli_runs_and_prints_its_figures():
     for module in ("torch", "transformers", "sentencepiece"):  # to build the fixtures
         pytest.importorskip(module)
@@ -65,6 +67,7 @@ def test_bench_train_runs_the_demo_and_both_trainers_and_prints_its_figures(tiny
     assert re.search(r"demo overhead wall/runtime\s+\d+\.\dx", out.stdout)
 
 
+@pytest.mark.slow
 def test_bench_poll_runs_and_prints_its_figures():
     pytest.importorskip("trackio")
     out = run_benchmark("bench_poll.py", "--files", "1", "--runs-per-file", "4", "--page-size", "2")
@@ -74,3 +77,52 @@ def test_bench_poll_runs_and_prints_its_figures():
     assert re.search(r"^runs advanced to running\s+4$", out.stdout, re.MULTILINE)
     assert re.search(r"^requests in one poll\s+\d+: .*list 2", out.stdout, re.MULTILINE)
     assert re.search(r"^requests per run\s+\d\.\d{3}", out.stdout, re.MULTILINE)
+
+
+def test_bench_action_installs_as_action_yml_does_then_polls():
+    out = run_benchmark("bench_action.py", "--repeats", "1")
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert re.search(r"^  uv, warm cache #1\s+\d+\.\d\s+\d+\.\d\s+\d+\.\d$", out.stdout, re.M)
+    assert re.search(r"warm install \+ poll / goal \(15 s\): \d+\.\d\d$", out.stdout, re.M)
+
+
+def test_gpu_check_runs_a_tiny_config_on_cpu_with_each_saver_off(tmp_path):
+    """The GPU check's code path on a tiny Llama config: the planned run, then each saver
+    off, with the plan's estimate beside each; Liger (CUDA only) is reported as skipped."""
+    pytest.importorskip("torch")
+    pytest.importorskip("peft")
+    config = {
+        "architectures": ["LlamaForCausalLM"],
+        "model_type": "llama",
+        "hidden_size": 64,
+        "intermediate_size": 128,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "vocab_size": 512,
+        "max_position_embeddings": 256,
+    }
+    (tmp_path / "tiny").mkdir()
+    (tmp_path / "tiny" / "config.json").write_text(json.dumps(config))
+    common = ("--config-dir", str(tmp_path), "--models", "tiny", "--device", "cpu")
+    out = run_benchmark("gpu_check.py", *common, "--steps", "1", "--seq", "32", "--json")
+    assert out.returncode == 0, out.stdout + out.stderr
+    results = {r["variant"]: r for r in json.loads(out.stdout)}
+    assert list(results) == [
+        "planned",
+        "no liger_kernel",
+        "no gradient_checkpointing",
+        "no fused_lm_head",
+    ]
+    assert "CUDA" in results["no liger_kernel"]["skipped"]
+    for variant in ("planned", "no gradient_checkpointing", "no fused_lm_head"):
+        result = results[variant]
+        assert result["skipped"] is None and result["tokens_per_s"] > 0
+        assert result["plan_gb"] > 0 and result["plan_tokens_per_s"] > 0
+        assert result["peak_gb"] is None  # measured on CUDA only
+    # the plan's estimate follows the saver: checkpointing off keeps every layer's activations
+    assert results["no gradient_checkpointing"]["plan_gb"] >= results["planned"]["plan_gb"]
+    assert (
+        results["planned"]["params"]
+        == 64 * 512 + 2 * (2 * 64 * 64 + 2 * 64 * 32 + 3 * 64 * 128 + 128) + 64
+    )

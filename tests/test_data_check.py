@@ -133,6 +133,7 @@ def test_check_data_on_an_incompatible_experiment_exits_7_with_the_reason(tiny_f
     assert not (root / ".ci-runner" / "jobs").exists()
 
 
+@pytest.mark.slow
 def test_check_data_job_script_streams_a_local_dataset(tmp_path):
     pytest.importorskip("datasets")
     folder = tmp_path / "ds"

@@ -632,6 +632,7 @@ AGREEMENT_CASES = [
 
 
 @pytest.mark.parametrize(("row", "columns", "rewards"), AGREEMENT_CASES)
+@pytest.mark.slow
 def test_verdicts_agree_with_train_py(row, columns, rewards):
     """READY / NEEDS MAPPING (with the proposed mapping) pass train.py; column misses fail it."""
     s = sample(row)

@@ -83,8 +83,8 @@ def test_chat_style_answers_replace_the_function():
         "    return len([n for n in range(limit) if is_prime(n)])\n```\nDone."
     )
     assert score(counted, fenced) == 1.0
-    program = humaneval.build_program(counted, fenced)
-    assert "def is_prime" in program and program.rstrip().endswith("check(count_primes)")
+    program = humaneval.build_candidate(counted, fenced)
+    assert "def is_prime" in program and "return len([n for n" in program
     wrong = fenced.replace("len([n", "1 + len([n")
     assert score(counted, wrong) == 0.0
 
@@ -97,6 +97,7 @@ def test_chat_style_answers_replace_the_function():
     ["    while True:\n        pass\n", "    import time\n    time.sleep(100)\n"],
     ids=["busy-loop", "sleep"],
 )
+@pytest.mark.slow
 def test_runaway_completions_are_killed_within_the_timeout(completion):
     started = time.monotonic()
     assert score(ADD, completion, timeout_s=TIMEOUT_S) == 0.0
@@ -109,6 +110,7 @@ def test_memory_hog_fails_fast():
     assert time.monotonic() - started < TIMEOUT_S + SLACK_S
 
 
+@pytest.mark.slow
 def test_timeout_kills_the_whole_process_group(tmp_path):
     """A child forked past the seatbelt (posix.fork) dies with the program on timeout."""
     marker = tmp_path / "child-outlived-the-run"
@@ -184,6 +186,7 @@ def test_gsm8k_scoring():
     assert len(gsm8k_rows("train")) >= 3 and len(gsm8k_rows("test")) >= 10
 
 
+@pytest.mark.slow
 def test_humaneval_metric_scores_a_task_in_parallel():
     """The lighteval metric object gives the same verdicts as the plain scorer."""
     pytest.importorskip("lighteval")
@@ -323,3 +326,53 @@ def test_evaluate_lora_adapter_merges_into_its_base(tiny_fixtures, job_env, tmp_
     code, output, summary = run_evaluate(config, job_env, tmp_path)
     assert_evaluated(code, output, summary, config)
     assert summary["base_model"] == str(tiny_fixtures.model)
+
+
+class StopLoading(Exception):
+    """Raised by the spy once it has seen what reaches from_pretrained."""
+
+
+@pytest.mark.parametrize(
+    ("placement", "expected"),
+    [
+        ({"quantize": "4bit"}, ("auto", True)),  # a QLoRA run's evaluation: NF4 on one GPU
+        ({"device_map": "auto"}, ("auto", False)),  # 16 bits over the flavor's GPUs
+        ({}, (None, False)),  # as before: loaded whole, then moved by lighteval
+    ],
+)
+def test_the_planned_placement_reaches_from_pretrained(
+    tiny_fixtures, monkeypatch, placement, expected
+):
+    """What the plan sized an evaluation as (EvalConfig ``quantize``/``device_map``) is how
+    the model loads, adapter merges included; a placed model keeps lighteval from moving it."""
+    import transformers
+    from transformers import BitsAndBytesConfig
+
+    seen: dict[str, Any] = {}
+
+    def spy(cls, pretrained, *args, **kwargs):
+        seen.update(kwargs, model=pretrained)
+        raise StopLoading
+
+    monkeypatch.setattr(transformers.PreTrainedModel, "from_pretrained", classmethod(spy))
+    config = EvalConfig(
+        experiment="tiny",
+        run_id="tiny-1",
+        eval_id="tiny-1-final",
+        model=str(tiny_fixtures.model),
+        model_label="final",
+        benchmarks=[{"benchmark": "gsm8k"}],
+        output_dir="/tmp/unused",
+        **placement,
+    ).model_dump()
+    with pytest.raises(StopLoading):
+        evaluate_pipeline.load_model(config)
+    device_map, four_bit = expected
+    assert seen["model"] == str(tiny_fixtures.model)
+    assert seen.get("device_map") == device_map
+    bnb = seen.get("quantization_config")
+    assert isinstance(bnb, BitsAndBytesConfig) is four_bit
+    if four_bit:
+        assert bnb.load_in_4bit and bnb.bnb_4bit_quant_type == "nf4"
+        assert bnb.bnb_4bit_compute_dtype == seen["dtype"]
+    assert evaluate_pipeline.placed(config) is (device_map is not None)

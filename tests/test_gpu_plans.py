@@ -20,12 +20,11 @@ import pytest
 from huggingface_hub import HfApi
 
 from ci_runner.backend.hf_jobs import job_command
-from ci_runner.backend.launcher import packages_for
 from ci_runner.plan.estimate import Plan, make_plan
 from ci_runner.plan.model_size import ModelSize, model_size
 from ci_runner.plan.render import render_plan
 from ci_runner.plan.resolve import resolve_run
-from ci_runner.runconfig import RunConfig
+from ci_runner.runconfig import RunConfig, packages_for
 from ci_runner.spec.model import Experiment
 from tests.model_hub import (
     SHARDED_MODELS,
@@ -52,10 +51,14 @@ SIZES = {
     LLAMA70: (70_553_706_496, "Hub safetensors metadata"),
 }
 
-RUN = "exec uv run /tmp/ci-runner-job/train.py"
-QLORA_RUN = "exec uv run --with bitsandbytes==0.50.2 /tmp/ci-runner-job/train.py"
+# Liger's kernels cover every model here (qwen2, qwen3, llama): the job adds liger-kernel
+RUN = "exec uv run --with liger-kernel==0.8.5 /tmp/ci-runner-job/train.py"
+QLORA_RUN = (
+    "exec uv run --with bitsandbytes==0.50.2 --with liger-kernel==0.8.5 /tmp/ci-runner-job/train.py"
+)
 FSDP_RUN = (
-    "exec uv run --no-project --with-requirements /tmp/ci-runner-job/requirements.txt -- "
+    "exec uv run --no-project --with-requirements /tmp/ci-runner-job/requirements.txt "
+    "--with liger-kernel==0.8.5 -- "
     "accelerate launch --num_processes 2 --num_machines 1 "
     "--config_file /tmp/ci-runner-job/accelerate_config.yaml --dynamo_backend no "
     "/tmp/ci-runner-job/train.py"
@@ -63,15 +66,15 @@ FSDP_RUN = (
 
 # (repo, experiment overrides) -> flavor, $/h, memory GB, dtype, quantization, launcher, command
 PINNED: list[tuple[str, dict[str, Any], tuple]] = [
-    (QWEN3, {"lora": "off"}, ("l4x1", 0.80, 14.59, "float32", None, "single", RUN)),
-    (QWEN3B, {}, ("l4x1", 0.80, 11.93, "bfloat16", None, "single", RUN)),
-    (QWEN7, {}, ("l40sx1", 1.80, 21.45, "bfloat16", None, "single", RUN)),
-    (QWEN14, {}, ("l40sx1", 1.80, 36.78, "bfloat16", None, "single", RUN)),
-    (LLAMA70, {}, ("a100-large", 2.50, 48.76, "bfloat16", "4bit", "single", QLORA_RUN)),
+    (QWEN3, {"lora": "off"}, ("l4x1", 0.80, 12.0, "float32", None, "single", RUN)),
+    (QWEN3B, {}, ("l4x1", 0.80, 8.66, "bfloat16", None, "single", RUN)),
+    (QWEN7, {}, ("l4x1", 0.80, 18.12, "bfloat16", None, "single", RUN)),
+    (QWEN14, {}, ("l40sx1", 1.80, 33.51, "bfloat16", None, "single", RUN)),
+    (LLAMA70, {}, ("a100-large", 2.50, 45.97, "bfloat16", "4bit", "single", QLORA_RUN)),
     (
         LLAMA70,
         {"lora": {"quantize": "none"}},
-        ("rtx-pro-6000x2", 5.50, 152.0, "bfloat16", None, "fsdp", FSDP_RUN),
+        ("rtx-pro-6000x2", 5.50, 149.21, "bfloat16", None, "fsdp", FSDP_RUN),
     ),
 ]
 
@@ -186,7 +189,7 @@ def test_70b_fits_one_gpu_at_5_dollars_an_hour_with_qlora_and_says_why(hub):
     assert (
         "| Precision | 4-bit NF4 base (QLoRA, bitsandbytes, double quant), bfloat16 compute" in text
     )
-    assert "QLoRA (auto): the 16-bit LoRA run needs ~152 GB" in text
+    assert "QLoRA (auto): the 16-bit LoRA run needs ~149 GB" in text
     assert "| Compute | 6·N·tokens = 2 forward + 2 backward" in text
 
 
@@ -213,5 +216,8 @@ def test_plan_command_prints_the_formula_and_the_qlora_rule(hub, tmp_path, monke
     )
     assert result.exit_code == 0, result.output
     assert "| Hardware | a100-large at $2.50/h |" in result.output
+    assert "| Savers | fused_lm_head −2.5 GB, liger_kernel −0.2 GB, gradient_checkpointing" in (
+        result.output
+    )
     assert "| Compute | 6·N·tokens = 2 forward + 2 backward" in result.output
-    assert "QLoRA (auto): the 16-bit LoRA run needs ~152 GB" in result.output
+    assert "QLoRA (auto): the 16-bit LoRA run needs ~149 GB" in result.output

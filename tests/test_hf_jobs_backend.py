@@ -18,19 +18,19 @@ from ci_runner.backend.hf_jobs import (
     RetryPolicy,
     job_command,
 )
-from ci_runner.backend.launcher import ACCELERATE_CONFIG, BITSANDBYTES, REQUIREMENTS
+from ci_runner.backend.launcher import ACCELERATE_CONFIG, REQUIREMENTS
 from ci_runner.errors import BackendError, ExitCode
 from ci_runner.flow.poll import poll as poll_once
 from ci_runner.flow.submit import submit as submit_file
 from ci_runner.flow.workspace import Workspace
-from ci_runner.job_scripts import ENTRY_SCRIPTS, HELPERS, PACKAGE_DIR, bundle_b64, unbundle
+from ci_runner.job_scripts import ENTRY_SCRIPTS, HELPERS, PACKAGE_DIR, bundle_b64
 from ci_runner.ledger.model import RunStatus
 from ci_runner.ledger.repository import find_run
 from ci_runner.ledger.store import load_ledger
 from ci_runner.paths import Project
-from ci_runner.runconfig import Launch
+from ci_runner.runconfig import BITSANDBYTES, Launch
 from tests.conftest import ROOT
-from tests.hf_jobs_server import FakeHFJobs
+from tests.hf_jobs_server import FakeHFJobs, unbundle
 from tests.model_hub import hub_model_files, model_hub
 
 NS = "alice"
@@ -123,6 +123,7 @@ def test_submit_sends_script_config_secret_labels_flavor_and_timeout(project, hf
 
 
 @pytest.mark.parametrize("script", ENTRY_SCRIPTS)
+@pytest.mark.slow
 def test_each_job_script_runs_from_its_bundle_alone(script, tmp_path):
     """What a job unpacks is enough: the script imports every helper it needs from the
     bundle, with nothing but the standard library (heavy imports wait inside functions)."""
@@ -292,6 +293,7 @@ def test_poll_of_many_runs_uses_one_paginated_list_and_no_inspects(project, hf):
     assert inspects == []
 
 
+@pytest.mark.slow
 def test_token_never_reaches_files_or_output(project, hf, monkeypatch):
     write(project, "qwen-secret")
     env = {
@@ -327,6 +329,7 @@ def test_token_never_reaches_files_or_output(project, hf, monkeypatch):
             assert TOKEN.encode() not in path.read_bytes(), path
 
 
+@pytest.mark.slow
 def test_missing_token_is_a_clear_backend_error(project, monkeypatch, tmp_path):
     write(project, "qwen-notoken")
     env = {k: v for k, v in __import__("os").environ.items() if k != "HF_TOKEN"}
@@ -416,8 +419,12 @@ def test_70b_lora_runs_qlora_on_one_gpu_with_bitsandbytes_added(project, hf, mod
     assert (body["flavor"], outcome.plan.quantization) == ("a100-large", "4bit")
     assert outcome.plan.flavor_usd_per_hour <= 5
     command = body["command"][2]
-    run = "exec uv run --with bitsandbytes==0.50.2 /tmp/ci-runner-job/train.py"
+    run = (
+        "exec uv run --with bitsandbytes==0.50.2 --with liger-kernel==0.8.5 "
+        "/tmp/ci-runner-job/train.py"
+    )
     assert command.endswith(f"&& {run}")
+    assert config["hyperparameters"]["use_liger_kernel"] is True
     assert config["lora"]["quantize"] == "4bit"
     assert config["hyperparameters"]["model_init_kwargs"] == {"dtype": "bfloat16"}
     assert config["launch"]["processes"] == 1
@@ -445,3 +452,56 @@ def test_70b_in_16_bits_is_sharded_with_fsdp_and_its_config_ships(project, hf, m
     accelerate = unbundle(body["environment"][BUNDLE_ENV])[ACCELERATE_CONFIG].decode()
     assert "distributed_type: FSDP" in accelerate and "num_processes: 2" in accelerate
     assert "fsdp_version: 2" in accelerate and "FULL_STATE_DICT" in accelerate
+
+
+def test_a_70b_pipeline_runs_each_job_on_the_flavor_it_was_planned_for(
+    project, hf, model_hub_endpoint
+):
+    """Training (QLoRA on a100-large), both evaluations in 4 bits on one GPU with
+    bitsandbytes added, then the GGUF export on a CPU flavor whose RAM holds the 16-bit
+    merge: every job of the run is sent where the plan sized it, with a timeout."""
+    extra = (
+        "evaluation:\n  benchmarks:\n    - benchmark: gsm8k\n      max_samples: 50\n"
+        "export:\n  gguf:\n    quantizations: [Q4_K_M]\n"
+        "output:\n  hub_model_id: alice/llama70-pipe\n  merge: true\n"
+    )
+    text = hub_experiment("llama70-pipe", "meta-llama/Llama-3.1-70B-Instruct").replace(
+        "output:\n  hub_model_id: alice/llama70-pipe\n", ""
+    )
+    runner = make_runner(project, hf)
+    path = project.root / "experiments" / "llama70-pipe.yaml"
+    path.write_text(text + extra)
+    outcome = submit_file(runner, path)
+    plan = outcome.plan
+    planned = {job.key: job for job in plan.jobs}
+    assert [j.key for j in plan.jobs] == ["train", "base", "final", "gguf"]
+    assert plan.total_cost_usd == pytest.approx(sum(j.est_cost_usd for j in plan.jobs), abs=1e-3)
+    (train,) = creates(hf)
+    train_config = json.loads(train.json["environment"][CONFIG_ENV])
+    assert train.json["flavor"] == "a100-large"
+    # a100-large's 142 GB of RAM cannot reload the 141 GB base in 16 bits: no merge there
+    assert plan.merge_in_training is False and train_config["merge_lora"] is False
+    hf.add_logs(outcome.job_id, [summary_line()])
+    hf.set_stage(outcome.job_id, "COMPLETED")
+    poll_once(runner)
+    evals = creates(hf)[1:]
+    assert len(evals) == 2
+    for request in evals:
+        body = request.json
+        config = json.loads(body["environment"][CONFIG_ENV])
+        job = planned[config["model_label"]]
+        assert (body["flavor"], job.flavor) == ("a100-large", "a100-large")
+        assert config["quantize"] == "4bit" and job.quantize == "4bit"
+        assert "--with bitsandbytes==0.50.2" in body["command"][2]
+        assert body["timeoutSeconds"] == job.timeout_s
+    entry = {"benchmark": "gsm8k", "fewshot": 0, "metric": "exact_match", "score": 0.5}
+    for request in evals:
+        label = json.loads(request.json["environment"][CONFIG_ENV])["model_label"]
+        job_id = json.loads(request.response_body)["id"]
+        hf.add_logs(job_id, [summary_line(model_label=label, scores=[entry])])
+        hf.set_stage(job_id, "COMPLETED")
+    poll_once(runner)
+    (export,) = creates(hf)[3:]
+    assert export.json["flavor"] == planned["gguf"].flavor == "cpu-performance"
+    export_config = json.loads(export.json["environment"][CONFIG_ENV])
+    assert export_config["base_model"]  # the adapter is merged by the export job

@@ -287,6 +287,7 @@ def test_follow_streams_a_running_job_until_it_finishes(hf, api):
     assert hf.requests[-1].path == f"/api/jobs/{NS}/{job.id}"
 
 
+@pytest.mark.slow
 def test_no_follow_on_a_running_job_waits_out_the_5s_read_timeout(hf, api):
     job = _job(api)
     hf.set_stage(job.id, "RUNNING")
@@ -306,6 +307,7 @@ def test_no_follow_on_a_running_job_waits_out_the_5s_read_timeout(hf, api):
         assert time.monotonic() - start < 2
 
 
+@pytest.mark.slow
 def test_slow_log_endpoint_yields_nothing_without_error(hf, api):
     """follow=False treats a 5 s read timeout as 'drained': a slow server means no logs."""
     job = _job(api)

@@ -20,11 +20,12 @@ from pathlib import Path
 import pytest
 
 from ci_runner.backend.hf_jobs import BUNDLE_ENV, CONFIG_ENV
-from ci_runner.job_scripts import HELPERS, PACKAGE_DIR, unbundle
+from ci_runner.job_scripts import HELPERS, PACKAGE_DIR
 from tests.conftest import HF_NAMESPACE, HF_TOKEN, ROOT
+from tests.hf_jobs_server import unbundle
 from tests.test_hf_jobs_backend import experiment_text
 
-pytestmark = pytest.mark.usefixtures("loopback_online")
+pytestmark = [pytest.mark.usefixtures("loopback_online"), pytest.mark.slow]
 
 HEAVY = ("torch", "transformers", "trl", "datasets", "peft", "accelerate")
 

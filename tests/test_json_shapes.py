@@ -14,6 +14,7 @@ from tests.json_shapes import collect, missing
 pytestmark = pytest.mark.usefixtures("loopback_online")
 
 
+@pytest.mark.slow
 def test_every_json_shape_from_before_the_refactor_is_still_printed():
     before = json.loads((ROOT / "tests" / "golden" / "json_shapes.json").read_text())
     now = collect(ROOT)

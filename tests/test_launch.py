@@ -107,6 +107,7 @@ def test_launch_files_and_arguments():
     assert "--multi_gpu" in accelerate_args(Launch(processes=2, strategy="ddp"), config_dir="/j")
 
 
+@pytest.mark.slow
 def test_the_generated_fsdp_config_is_one_accelerate_reads(tmp_path):
     from accelerate.commands.config.config_args import load_config_from_file
     from accelerate.utils import DistributedType

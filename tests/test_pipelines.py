@@ -266,6 +266,7 @@ loopback = pytest.mark.usefixtures("loopback_online")
 
 
 @loopback
+@pytest.mark.slow
 def test_matrix_submits_four_runs_once_and_only_new_ones_after_an_edit(project, hf):
     spec = project.root / "experiments" / "sweep.yaml"
     spec.write_text(SWEEP)

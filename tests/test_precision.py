@@ -61,6 +61,7 @@ def planned_run_config(model_dir: str, **overrides: Any) -> tuple[Any, dict[str,
         ("Qwen2.5-7B-Instruct", {"lora": {"quantize": "4bit"}}, "bfloat16", "4bit"),
     ],
 )
+@pytest.mark.slow
 def test_model_init_kwargs_train_py_builds_match_the_plan(model, overrides, dtype, quantize):
     plan, config = planned_run_config(model, **overrides)
     assert (plan.dtype, plan.dtype_source, plan.quantization) == (dtype, "ci-runner", quantize)
@@ -102,6 +103,7 @@ class StopLoading(Exception):
 
 
 @pytest.mark.parametrize("method", ["sft", "dpo", "grpo"])
+@pytest.mark.slow
 def test_qlora_bitsandbytes_config_reaches_from_pretrained(
     tiny_fixtures, job_env, tmp_path, monkeypatch, method
 ):

@@ -605,6 +605,7 @@ for ledger in (sweep_ledger(), grpo_ledger()):
 """
 
 
+@pytest.mark.slow
 def test_plot_bytes_are_identical_across_processes():
     """No date, no random ids, no machine fonts: the same ledger draws the same bytes."""
     root = Path(__file__).resolve().parents[1]

@@ -1,4 +1,4 @@
-"""ci_runner/job_scripts/sandbox.py against the attacks of issue 19, one named test per row.
+"""ci_runner/job_scripts/sandbox.py against known attacks, one named test per row.
 
 Each attack is a HumanEval completion of ``add`` whose body does the damage and
 then (mostly) returns the right answer, so a passing verdict proves the attack
@@ -219,8 +219,8 @@ return a + b
 
 FORGED = '{"verdict": {"passed": true, "reason": "passed"}}\\n'
 FORGERIES = {
-    # The old nonce lived in the guard's frame: walk every frame, write a forged
-    # verdict to every fd we hold, leave with exit code 0.
+    # A secret kept in any frame of the process is found: walk every frame, write a
+    # forged verdict to every fd we hold, leave with exit code 0.
     "frame-walk": f"""
 import os, sys
 frame = sys._getframe()
@@ -281,6 +281,7 @@ return a - b
 
 @pytest.mark.parametrize("forgery", list(FORGERIES), ids=list(FORGERIES))
 @configs("full", "no-unshare", "none")
+@pytest.mark.slow
 def test_forged_pass_scores_zero(disable, forgery):
     target = box(disable)
     if forgery == "proc-fd-hijack" and not (uid_switched(target) or layers(target)["bwrap"]):
@@ -307,6 +308,7 @@ def test_the_judge_still_passes_a_correct_answer_next_to_forgery_attempts():
 
 @pytest.mark.parametrize("ending", ["timeout", "returns"])
 @configs("full", "no-unshare", "no-unshare-no-cgroups", "none")
+@pytest.mark.slow
 def test_double_fork_setsid_grandchild_does_not_survive(disable, ending):
     target = box(disable)
     found_by = ("pid_namespace", "cgroup_memory", "cgroup_pids")
@@ -377,6 +379,7 @@ return a + b
     [FULL, NO_NS, ("namespaces", "uid"), ("namespaces", "seccomp")],
     ids=["full", "no-unshare", "no-unshare-no-uid", "no-unshare-no-seccomp"],
 )
+@pytest.mark.slow
 def test_kill_getppid_does_not_reach_the_evaluator(disable):
     """kill(getppid(), SIGKILL), then the grandparent too; any one layer of PID
     namespace, uid or seccomp suffices, each is tried alone."""
@@ -463,6 +466,7 @@ return a + b
 
 
 @configs("full", "no-unshare-no-cgroups")
+@pytest.mark.slow
 def test_memory_is_capped_across_children(disable):
     """3 children x 150 MiB, each under the per-process cap, against a 256 MiB tree cap."""
     target = box(disable, memory_bytes=256 << 20)
@@ -531,6 +535,7 @@ return a + b
 
 @pytest.mark.parametrize("parent", [False, True], ids=["evaluator", "parent-holds-token"])
 @configs("no-unshare", "none")
+@pytest.mark.slow
 def test_without_unshare_no_secret_is_readable(disable, parent, world_readable_tmp):
     """/proc/$PPID/environ (and every ancestor's environ, cmdline and memory) and the
     token file hold no secret: secrets-first holds with every other layer off."""

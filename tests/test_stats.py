@@ -1,4 +1,4 @@
-"""Intervals, paired deltas and the best-model verdict (issue 17), with golden numbers.
+"""Intervals, paired deltas and the best-model verdict, with golden numbers.
 
 The bootstrap is seeded, so its output is pinned exactly: a change to any golden number
 means reports would change bytes, and must be deliberate.
@@ -16,22 +16,51 @@ import pytest
 from ci_runner.core import stats
 from ci_runner.core.stats import (
     Delta,
-    align,
-    align_all,
+    Interval,
     format_delta,
-    format_interval,
     format_spread,
-    mean_interval_normal,
     paired_delta,
     pick_best,
-    proportion_interval,
     replicate_summary,
     score_interval,
     significant,
-    unpaired_delta_normal,
 )
 
 N = 164  # HumanEval problems
+Z95 = statistics.NormalDist().inv_cdf(0.975)
+
+
+# Textbook normal approximations: the oracles the bootstrap is checked against, and the
+# README's worked example, which knows only the two scores.
+def wald(p: float, n: int) -> Interval:
+    half = Z95 * math.sqrt(p * (1 - p) / n)
+    return Interval(p, p - half, p + half, n, 0.95, "wald")
+
+
+def wilson(p: float, n: int) -> tuple[float, float]:
+    z2n = Z95 * Z95 / n
+    center = (p + z2n / 2) / (1 + z2n)
+    half = Z95 / (1 + z2n) * math.sqrt(p * (1 - p) / n + z2n / (4 * n))
+    return max(0.0, center - half), min(1.0, center + half)
+
+
+def normal_mean(outcomes: list[float]) -> Interval:
+    mean = statistics.fmean(outcomes)
+    half = Z95 * statistics.stdev(outcomes) / math.sqrt(len(outcomes))
+    return Interval(mean, mean - half, mean + half, len(outcomes), 0.95, "normal")
+
+
+def unpaired_delta(p1: float, n1: int, p2: float, n2: int, method: str = "wald") -> Delta:
+    """``p2 - p1`` for independent outcomes: Wald, or Newcombe's hybrid score interval."""
+    d = p2 - p1
+    if method == "wald":
+        half = Z95 * math.sqrt(p1 * (1 - p1) / n1 + p2 * (1 - p2) / n2)
+        low, high = d - half, d + half
+    else:
+        (l1, u1), (l2, u2) = wilson(p1, n1), wilson(p2, n2)
+        low = d - math.sqrt((p2 - l2) ** 2 + (u1 - p1) ** 2)
+        high = d + math.sqrt((u2 - p2) ** 2 + (p1 - l1) ** 2)
+    return Delta(p1, p2, d, low, high, n1, n2, 0.95, method)
 
 
 def paired(both: int, base_only: int, other_only: int, neither: int):
@@ -69,7 +98,7 @@ def test_score_interval_golden(outcomes, estimate, low, high, text):
     assert (iv.estimate, iv.low, iv.high) == (estimate, low, high)
     assert (iv.n, iv.confidence, iv.method) == (len(outcomes), 0.95, "bootstrap")
     assert (iv.resamples, iv.seed) == (stats.DEFAULT_RESAMPLES, stats.DEFAULT_SEED)
-    assert format_interval(iv) == text
+    assert f"{iv.estimate:.3f} [{iv.low:.3f}, {iv.high:.3f}]" == text  # the report's digits
 
 
 def test_rerun_gives_identical_output():
@@ -100,9 +129,9 @@ def test_worked_example_unpaired_normal_interval_includes_zero():
     """The closing note's numbers: +0.036 on 164 problems is within noise when the
     per-sample outcomes are independent."""
     se_score = math.sqrt(0.306 * (1 - 0.306) / N)
-    assert se_score == pytest.approx(0.0360, abs=5e-4)  # the issue's "about 0.036"
+    assert se_score == pytest.approx(0.0360, abs=5e-4)  # "about 0.036"
 
-    wald = unpaired_delta_normal(0.306, N, 0.342, N)
+    wald = unpaired_delta(0.306, N, 0.342, N)
     assert wald.estimate == pytest.approx(0.036)
     se_delta = math.sqrt(0.306 * 0.694 / N + 0.342 * 0.658 / N)
     assert se_delta == pytest.approx(0.05165, abs=1e-5)
@@ -111,7 +140,7 @@ def test_worked_example_unpaired_normal_interval_includes_zero():
     assert format_delta(wald) == "+0.036 [-0.065, +0.137]"
     assert not significant(wald)
 
-    newcombe = unpaired_delta_normal(0.306, N, 0.342, N, method="newcombe")
+    newcombe = unpaired_delta(0.306, N, 0.342, N, method="newcombe")
     assert (newcombe.low, newcombe.high) == pytest.approx((-0.064882, 0.135879), abs=1e-6)
     assert format_delta(newcombe) == "+0.036 [-0.065, +0.136]"
     assert not significant(newcombe)
@@ -133,7 +162,7 @@ def test_worked_example_as_aligned_vectors():
     )
     assert format_delta(delta) == "+0.037 [-0.067, +0.134]"
     assert not significant(delta)
-    normal = unpaired_delta_normal(50 / N, N, 56 / N, N)
+    normal = unpaired_delta(50 / N, N, 56 / N, N)
     assert delta.low == pytest.approx(normal.low, abs=0.01)
     assert delta.high == pytest.approx(normal.high, abs=0.01)
 
@@ -198,7 +227,7 @@ def test_no_best_on_overlap():
 
 
 def test_no_best_on_a_zero_tie():
-    """The report once declared a best model on 0.000 vs 0.000."""
+    """0.000 vs 0.000 is a tie, not a best model."""
     zeros = [0.0] * N
     verdict = pick_best({"base": zeros, "final": list(zeros)})
     assert verdict.best is None
@@ -246,62 +275,6 @@ def test_pick_best_refuses_nothing_and_misaligned():
         pick_best({"base": [0.0, 1.0], "final": [1.0, 1.0, 1.0]})
 
 
-# --- alignment --------------------------------------------------------------------------
-
-
-def test_align_by_id_sorted_and_reports_drops():
-    base = {"HumanEval/2": 1.0, "HumanEval/0": 0.0, "HumanEval/1": 1.0, "HumanEval/9": 1}
-    other = {"HumanEval/1": 0.0, "HumanEval/0": 1.0, "HumanEval/2": 1.0, "HumanEval/7": 0.0}
-    aligned = align(base, other)
-    assert aligned.ids == ("HumanEval/0", "HumanEval/1", "HumanEval/2")
-    assert aligned.base == (0.0, 1.0, 1.0)
-    assert aligned.other == (1.0, 0.0, 1.0)
-    assert (aligned.dropped_base, aligned.dropped_other, aligned.dropped) == (1, 1, 2)
-    # Recording order does not matter: same bytes from a shuffled ledger.
-    shuffled = align(dict(reversed(list(base.items()))), dict(reversed(list(other.items()))))
-    assert shuffled == aligned
-
-
-def test_aligned_vectors_feed_paired_delta():
-    ids = [f"doc-{i:03d}" for i in range(N)]
-    base_v, other_v = paired(15, 5, 45, 99)
-    rng = random.Random(0)
-    order = list(range(N))
-    rng.shuffle(order)
-    base = {ids[i]: base_v[i] for i in order}
-    other = {ids[i]: other_v[i] for i in reversed(order)}
-    aligned = align(base, other)
-    assert aligned.dropped == 0
-    assert paired_delta(aligned.base, aligned.other) == paired_delta(base_v, other_v)
-
-
-def test_align_all_keeps_ids_every_model_has():
-    group = align_all(
-        {
-            "base": {1: 0.0, 2: 1.0, 3: 1.0},
-            "final": {1: 1.0, 2: 1.0, 3: 0.0, 4: 1.0},
-            "checkpoint-50": {2: 0.0, 3: 1.0, 1: 0.0},
-        }
-    )
-    assert group.ids == (1, 2, 3)
-    assert group.values == {
-        "base": (0.0, 1.0, 1.0),
-        "final": (1.0, 1.0, 0.0),
-        "checkpoint-50": (0.0, 0.0, 1.0),
-    }
-    assert group.dropped == {"base": 0, "final": 1, "checkpoint-50": 0}
-
-
-def test_align_mixed_id_types_and_no_overlap():
-    aligned = align({1: 1.0, "1": 0.0}, {"1": 1.0, 1: 0.0})
-    assert aligned.ids == ("1", 1)  # by repr: still one fixed order
-    assert (aligned.base, aligned.other) == ((0.0, 1.0), (1.0, 0.0))
-    empty = align({"a": 1.0}, {"b": 0.0})
-    assert (empty.ids, empty.base, empty.dropped) == ((), (), 2)
-    with pytest.raises(ValueError, match="empty"):
-        paired_delta(empty.base, empty.other)
-
-
 # --- the bootstrap against the normal approximation -------------------------------------
 
 
@@ -309,16 +282,16 @@ def test_bootstrap_agrees_with_wald_on_a_big_sample():
     rng = random.Random(5)
     outcomes = [float(rng.random() < 0.3) for _ in range(5000)]
     boot = score_interval(outcomes)
-    wald = proportion_interval(boot.estimate, len(outcomes))
-    assert boot.low == pytest.approx(wald.low, abs=0.003)
-    assert boot.high == pytest.approx(wald.high, abs=0.003)
+    normal = wald(boot.estimate, len(outcomes))
+    assert boot.low == pytest.approx(normal.low, abs=0.003)
+    assert boot.high == pytest.approx(normal.high, abs=0.003)
 
 
 def test_bootstrap_agrees_with_normal_on_big_graded_sample():
     rng = random.Random(6)
     outcomes = [rng.betavariate(2, 5) for _ in range(2000)]  # distinct values: index path
     boot = score_interval(outcomes)
-    normal = mean_interval_normal(outcomes)
+    normal = normal_mean(outcomes)
     assert boot.low == pytest.approx(normal.low, abs=0.003)
     assert boot.high == pytest.approx(normal.high, abs=0.003)
 
@@ -328,7 +301,7 @@ def test_paired_bootstrap_of_independent_outcomes_agrees_with_unpaired_wald():
     base = [float(rng.random() < 0.30) for _ in range(5000)]
     other = [float(rng.random() < 0.34) for _ in range(5000)]
     boot = paired_delta(base, other)
-    normal = unpaired_delta_normal(boot.base, 5000, boot.other, 5000)
+    normal = unpaired_delta(boot.base, 5000, boot.other, 5000)
     assert boot.estimate == pytest.approx(normal.estimate, abs=1e-12)
     assert boot.low == pytest.approx(normal.low, abs=0.004)
     assert boot.high == pytest.approx(normal.high, abs=0.004)
@@ -417,8 +390,6 @@ def test_n_equals_one():
     spread = replicate_summary([0.61])
     assert (spread.mean, spread.std, spread.n) == (0.61, None, 1)
     assert format_spread(spread) == "0.610 (n=1)"
-    with pytest.raises(ValueError, match="at least 2"):
-        mean_interval_normal([1.0])
 
 
 def test_bad_inputs_are_refused():
@@ -434,23 +405,10 @@ def test_bad_inputs_are_refused():
         score_interval(BINARY, confidence=95)
     with pytest.raises(ValueError, match="resamples"):
         score_interval(BINARY, resamples=0)
-    with pytest.raises(ValueError, match="wald"):
-        unpaired_delta_normal(0.3, 10, 0.4, 10, method="exact")
-    with pytest.raises(ValueError, match=r"\[0, 1\]"):
-        proportion_interval(1.2, 10)
     assert score_interval([True, False]) == score_interval([1.0, 0.0])  # bools are 0/1
 
 
-# --- analytic intervals, replicates, formatting ----------------------------------------
-
-
-def test_proportion_intervals():
-    wald = proportion_interval(0.3, N)
-    assert wald.high - wald.estimate == pytest.approx(1.959964 * math.sqrt(0.3 * 0.7 / N))
-    wilson = proportion_interval(0.0, N, method="wilson")
-    assert wilson.low == 0.0
-    z2 = 1.959964**2
-    assert wilson.high == pytest.approx(z2 / (N + z2))  # 0.0229: 0/164 is not proof of 0
+# --- replicates, formatting ----------------------------------------
 
 
 def test_replicate_summary():
@@ -464,8 +422,6 @@ def test_replicate_summary():
 
 
 def test_formatting():
-    iv = score_interval(BINARY)
-    assert format_interval(iv, digits=2) == "0.34 [0.26, 0.41]"
     d = Delta(0.3, 0.3002, 0.0002, -0.0003, 0.05, N, N, 0.95, "paired bootstrap")
     assert format_delta(d) == "+0.000 [-0.000, +0.050]"  # the side of 0 survives rounding
     assert not significant(d)

@@ -330,6 +330,7 @@ def test_rows_without_content_are_dropped_and_reported(
     assert "rows train=14" in result.output
 
 
+@pytest.mark.slow
 def test_a_dataset_mostly_without_content_is_refused(tiny_fixtures, job_env, tmp_path):
     rows = _chat_rows(tiny_fixtures)[:6]
     for row in rows[:4]:
@@ -381,6 +382,7 @@ def test_sharegpt_conversations_train_as_chat(tiny_fixtures, job_env, tmp_path, 
         ("renamed_field", "max_seq_length (did you mean max_length?)"),
     ],
 )
+@pytest.mark.slow
 def test_config_errors_fail_with_summary(tiny_fixtures, job_env, tmp_path, case, expected):
     model = tiny_fixtures.model
     config = {
@@ -413,6 +415,7 @@ def test_config_errors_fail_with_summary(tiny_fixtures, job_env, tmp_path, case,
     assert saved == result.summary
 
 
+@pytest.mark.slow
 def test_crash_in_training_fails_with_summary(tiny_fixtures, job_env, tmp_path):
     config = make_config(tmp_path, tmp_path / "no-such-model", tiny_fixtures.sft_data, "sft")
     result = run_train(config, job_env, tmp_path)

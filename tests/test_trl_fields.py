@@ -7,6 +7,7 @@ import pytest
 from ci_runner.spec import gen_trl_fields
 
 
+@pytest.mark.slow
 def test_trl_fields_file_matches_installed_trl():
     pytest.importorskip("trl")
     fresh = gen_trl_fields.render(gen_trl_fields.generate())

@@ -1,6 +1,6 @@
 """Experiment files and datasets are untrusted: attacks on the inputs, each refused safely.
 
-Each test is one attack from the adversarial pass (issue 19): a YAML bomb, a dataset that
+Each test is one attack: a YAML bomb, a dataset that
 links to /proc/self/environ, reward code outside the project, remote code, a path-valued
 TRL setting pointing at /etc, two polls racing to start the same evaluation, and report
 files written 0600.

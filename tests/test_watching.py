@@ -109,6 +109,7 @@ def test_without_a_space_progress_comes_from_log_tails_within_a_budget(project, 
     assert "7/100" in result.output and "1.5000" in result.output and "1m" in result.output
 
 
+@pytest.mark.slow
 def test_mlflow_runs_read_progress_from_mlflow_one_search_per_experiment(project, hf, tmp_path):
     """Runs tracked by MLflow get their progress from MLflow's client, not from job logs.
 

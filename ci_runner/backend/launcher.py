@@ -20,9 +20,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel
 
-from ci_runner.runconfig import BITSANDBYTES as BITSANDBYTES  # re-exported: lived here
 from ci_runner.runconfig import Launch, RunConfig
-from ci_runner.runconfig import packages_for as packages_for  # re-exported: lived here
 
 ACCELERATE_CONFIG = "accelerate_config.yaml"  # shipped in the bundle for FSDP launches
 REQUIREMENTS = "requirements.txt"  # the script's PEP 723 dependencies, for accelerate's env

@@ -35,6 +35,13 @@ PID_FILE = "pid"
 EXIT_FILE = "exit.json"
 CANCEL_FILE = "canceled"
 SUPERVISOR = "ci_runner.backend.supervise"
+# A local job lives in the .ci-runner/ folder of the machine that started it: a fresh clone
+# (a CI runner, another laptop) cannot see it, and it died with a runner that is gone.
+NO_LOCAL_JOB = (
+    "no local job {job_id} on this machine: a local job runs and is polled only where it "
+    "was started. Poll from that machine, or resubmit with `backend: hf-jobs` (in CI, "
+    "`command: run` on a self-hosted runner trains and reports in one job)"
+)
 # Defaults for every local job; the user's environment and the backend's own env win.
 # OpenMP threads that spin at each barrier take the cores that the thread they wait on
 # needs: on a shared CPU (other jobs, other programs) torch ran a tiny model's steps
@@ -124,7 +131,7 @@ class LocalBackend:
     def _status(self, job_id: str) -> JobStatus:
         job_dir = self.jobs_dir / job_id
         if not job_dir.is_dir():
-            return JobStatus(job_id, JobState.ERROR, message=f"no local job {job_id}")
+            return JobStatus(job_id, JobState.ERROR, message=NO_LOCAL_JOB.format(job_id=job_id))
         exit_file = job_dir / EXIT_FILE
         if exit_file.exists():
             record = json.loads(exit_file.read_text())

@@ -6,7 +6,7 @@ import math
 import re
 from datetime import datetime, timezone
 
-DURATION_RE = re.compile(r"^(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
+DURATION_RE = re.compile(r"(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?")
 
 
 def parse_duration(value: str | int) -> int:
@@ -16,7 +16,7 @@ def parse_duration(value: str | int) -> int:
     if isinstance(value, int):
         seconds = value
     else:
-        match = DURATION_RE.match(value.strip())
+        match = DURATION_RE.fullmatch(value.strip())
         if not value.strip() or not match:
             raise ValueError(f"{value!r} is not a duration; write e.g. 90m, 2h or 1h30m")
         d, h, m, s = (int(g or 0) for g in match.groups())

@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from huggingface_hub import HfApi
 
 HUB = "https://huggingface.co"
-HUB_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?$")
+HUB_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?")
 # Names no Hub repo carries: a value ending in one is a local file that is missing.
 DATA_SUFFIXES = (".jsonl", ".json", ".parquet", ".csv", ".arrow", ".txt", ".py")
 
@@ -36,7 +36,7 @@ def is_local_path(ref: str) -> bool:
 
 
 def looks_like_hub_id(ref: str) -> bool:
-    return bool(HUB_ID_RE.match(ref)) and not ref.lower().endswith(DATA_SUFFIXES)
+    return bool(HUB_ID_RE.fullmatch(ref)) and not ref.lower().endswith(DATA_SUFFIXES)
 
 
 @dataclass(frozen=True)
@@ -150,7 +150,7 @@ def hub_url(ref: str | None, kind: str = "model") -> str | None:
     return f"{HUB}/datasets/{ref}" if kind == "dataset" else f"{HUB}/{ref}"
 
 
-REVISION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,127}$")  # a branch, tag or commit
+REVISION_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/-]{0,127}")  # a branch, tag or commit
 CONTENT_HASH_PREFIX = "sha256:"  # a local input's pin: a hash of its files, not a Hub commit
 
 

@@ -1,4 +1,4 @@
-"""Uncertainty for eval scores, deltas and seed replicates (issue 17).
+"""Uncertainty for eval scores, deltas and seed replicates.
 
 A score of 0.342 on 164 problems is not a fact about the model to three decimals: its
 standard error is about 0.037. This module turns per-sample outcomes (pass@1 or
@@ -9,8 +9,6 @@ exact-match 0/1 values, or graded scores) into intervals a reviewer can trust:
   over samples, so per-problem correlation narrows the interval when it is there.
 - ``pick_best``: names a best model only when its paired interval against the
   runner-up excludes 0.
-- ``unpaired_delta_normal``/``proportion_interval``: analytic normal approximations,
-  the cross-check for the bootstrap and the worked example when only scores are known.
 - ``replicate_summary``: mean and spread over seed replicates.
 
 Everything is a pure function of its arguments (stdlib only, no I/O, no clock), so the
@@ -40,8 +38,8 @@ from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from numbers import Real
-from statistics import NormalDist, stdev
-from typing import Any, Generic, TypeVar
+from statistics import stdev
+from typing import Generic, TypeVar
 
 DEFAULT_CONFIDENCE = 0.95
 # 2000 resamples leave 50 draws beyond each end of a 95% percentile interval (1000 or
@@ -50,7 +48,6 @@ DEFAULT_CONFIDENCE = 0.95
 DEFAULT_RESAMPLES = 2000
 DEFAULT_SEED = 17  # fixed, not derived from the data: see the module docstring
 
-Label = str
 L = TypeVar("L", bound=Hashable)  # what ``pick_best`` names models by
 
 
@@ -137,30 +134,6 @@ class Spread:
     n: int
 
 
-@dataclass(frozen=True)
-class Aligned:
-    """Two models' outcomes on the samples both have, in one order (sorted ids)."""
-
-    ids: tuple[Hashable, ...]
-    base: tuple[float, ...]
-    other: tuple[float, ...]
-    dropped_base: int  # ids only the base has
-    dropped_other: int  # ids only the other has
-
-    @property
-    def dropped(self) -> int:
-        return self.dropped_base + self.dropped_other
-
-
-@dataclass(frozen=True)
-class AlignedGroup:
-    """Several models' outcomes on the samples all of them have, in one order."""
-
-    ids: tuple[Hashable, ...]
-    values: Mapping[Label, tuple[float, ...]]
-    dropped: Mapping[Label, int]  # per model: its ids missing from at least one other
-
-
 # --- bootstrap -------------------------------------------------------------------------
 
 
@@ -193,8 +166,8 @@ def paired_delta(
 ) -> Delta:
     """Paired bootstrap of ``mean(other) - mean(base)`` over the same samples.
 
-    ``base[i]`` and ``other[i]`` must be the same sample (problem, document): align by
-    doc id with ``align`` first. Each resample draws sample indices once and applies them
+    ``base[i]`` and ``other[i]`` must be the same sample (problem, document), aligned by
+    doc id. Each resample draws sample indices once and applies them
     to both models; that is the same as resampling the per-sample differences
     ``other[i] - base[i]``, which is how it is computed.
 
@@ -206,7 +179,7 @@ def paired_delta(
     if len(b) != len(o):
         raise ValueError(
             f"paired_delta needs the same samples for both models, got {len(b)} and {len(o)} "
-            "outcomes: align them by doc id with align() first"
+            "outcomes: align them by doc id first"
         )
     _check_settings(confidence, resamples)
     diffs = [y - x for x, y in zip(b, o, strict=True)]
@@ -232,7 +205,7 @@ def pick_best(
 ) -> BestVerdict[L]:
     """The best model by mean, named only if its paired interval vs the runner-up excludes 0.
 
-    ``scores`` maps each model to its aligned per-sample outcomes (``align_all``). Equal
+    ``scores`` maps each model to its per-sample outcomes, aligned by doc id. Equal
     means are a tie and never a best, whatever the interval says.
     """
     if not scores:
@@ -255,103 +228,6 @@ def pick_best(
     return BestVerdict(best, leader, runner_up, delta, tie)
 
 
-def align(base: Mapping[Hashable, float], other: Mapping[Hashable, float]) -> Aligned:
-    """Pair two models' per-sample outcomes by doc id; ids only one side has are dropped.
-
-    Ids are sorted, so the result (and a seeded bootstrap of it) does not depend on the
-    order the outcomes were recorded in.
-    """
-    group = align_all({"base": base, "other": other})
-    return Aligned(
-        group.ids,
-        group.values["base"],
-        group.values["other"],
-        group.dropped["base"],
-        group.dropped["other"],
-    )
-
-
-def align_all(outcomes: Mapping[Label, Mapping[Hashable, float]]) -> AlignedGroup:
-    """``align`` for any number of models: keeps the ids every model has, sorted."""
-    if not outcomes:
-        return AlignedGroup((), {}, {})
-    common: set[Any] = set.intersection(*(set(per_id) for per_id in outcomes.values()))
-    try:
-        ids = tuple(sorted(common))
-    except TypeError:  # ids of mixed types: still one order, just not a natural one
-        ids = tuple(sorted(common, key=repr))
-    values = {
-        label: _values([per_id[i] for i in ids], f"outcomes of {label!r}") if ids else ()
-        for label, per_id in outcomes.items()
-    }
-    dropped = {label: len(per_id) - len(ids) for label, per_id in outcomes.items()}
-    return AlignedGroup(ids, values, dropped)
-
-
-# --- normal approximations -------------------------------------------------------------
-
-
-def proportion_interval(
-    p: float, n: int, *, confidence: float = DEFAULT_CONFIDENCE, method: str = "wald"
-) -> Interval:
-    """Normal-approximation interval of a pass rate: ``wald`` (p ± z·SE, not clipped to
-    [0, 1]) or ``wilson`` (stays inside [0, 1], better near 0 and 1)."""
-    _check_proportion(p, n)
-    z = _z(confidence)
-    if method == "wald":
-        half = z * math.sqrt(p * (1.0 - p) / n)
-        return Interval(p, p - half, p + half, n, confidence, "wald")
-    if method == "wilson":
-        low, high = _wilson(p, n, z)
-        return Interval(p, low, high, n, confidence, "wilson")
-    raise ValueError(f"method must be 'wald' or 'wilson', got {method!r}")
-
-
-def mean_interval_normal(
-    outcomes: Sequence[float], *, confidence: float = DEFAULT_CONFIDENCE
-) -> Interval:
-    """mean ± z·s/√n for independent outcomes (s: sample std): the bootstrap's cross-check."""
-    values = _values(outcomes, "outcomes")
-    if len(values) < 2:
-        raise ValueError("a normal interval needs at least 2 outcomes to estimate the spread")
-    _check_settings(confidence, 1)
-    mean = _mean(values)
-    half = _z(confidence) * stdev(values) / math.sqrt(len(values))
-    return Interval(mean, mean - half, mean + half, len(values), confidence, "normal")
-
-
-def unpaired_delta_normal(
-    p1: float,
-    n1: int,
-    p2: float,
-    n2: int,
-    *,
-    confidence: float = DEFAULT_CONFIDENCE,
-    method: str = "wald",
-) -> Delta:
-    """Interval of ``p2 - p1`` for two pass rates with independent outcomes.
-
-    Needs only the scores, so it is what can be said about a published delta (HumanEval
-    0.306 → 0.342 on 164 problems) without per-sample results. ``wald``: d ± z·√(p1q1/n1 +
-    p2q2/n2); ``newcombe``: Newcombe's hybrid score interval from two Wilson intervals.
-    """
-    _check_proportion(p1, n1)
-    _check_proportion(p2, n2)
-    z = _z(confidence)
-    d = p2 - p1
-    if method == "wald":
-        half = z * math.sqrt(p1 * (1.0 - p1) / n1 + p2 * (1.0 - p2) / n2)
-        low, high = d - half, d + half
-    elif method == "newcombe":
-        l1, u1 = _wilson(p1, n1, z)
-        l2, u2 = _wilson(p2, n2, z)
-        low = d - math.sqrt((p2 - l2) ** 2 + (u1 - p1) ** 2)
-        high = d + math.sqrt((u2 - p2) ** 2 + (p1 - l1) ** 2)
-    else:
-        raise ValueError(f"method must be 'wald' or 'newcombe', got {method!r}")
-    return Delta(p1, p2, d, low, high, n1, n2, confidence, method)
-
-
 # --- replicates and formatting ---------------------------------------------------------
 
 
@@ -359,11 +235,6 @@ def replicate_summary(values: Sequence[float]) -> Spread:
     """Mean ± sample std, min and max over seed replicates (final loss, an eval score)."""
     xs = _values(values, "replicate values")
     return Spread(_mean(xs), stdev(xs) if len(xs) >= 2 else None, min(xs), max(xs), len(xs))
-
-
-def format_interval(interval: Interval, digits: int = 3) -> str:
-    """``0.342 [0.270, 0.415]``: the score, then its interval."""
-    return f"{interval.estimate:.{digits}f} [{interval.low:.{digits}f}, {interval.high:.{digits}f}]"
 
 
 def format_delta(delta: Delta, digits: int = 3) -> str:
@@ -413,30 +284,12 @@ def _check_settings(confidence: float, resamples: int) -> None:
         raise ValueError(f"resamples must be a positive integer, got {resamples!r}")
 
 
-def _check_proportion(p: float, n: int) -> None:
-    if not 0.0 <= p <= 1.0:
-        raise ValueError(f"a pass rate must be in [0, 1], got {p!r}")
-    if not isinstance(n, int) or n < 1:
-        raise ValueError(f"the number of samples must be a positive integer, got {n!r}")
-
-
 def _mean(values: Sequence[float]) -> float:
     """Exactly-rounded mean; all-equal values return that value, so the width is exactly 0."""
     first = values[0]
     if all(x == first for x in values):
         return first
     return math.fsum(values) / len(values)
-
-
-def _z(confidence: float) -> float:
-    return NormalDist().inv_cdf(0.5 + confidence / 2.0)
-
-
-def _wilson(p: float, n: int, z: float) -> tuple[float, float]:
-    z2n = z * z / n
-    center = (p + z2n / 2.0) / (1.0 + z2n)
-    half = z / (1.0 + z2n) * math.sqrt(p * (1.0 - p) / n + z2n / (4.0 * n))
-    return max(0.0, center - half), min(1.0, center + half)
 
 
 def _bootstrap_means(values: Sequence[float], resamples: int, rng: random.Random) -> list[float]:

@@ -55,7 +55,7 @@ KIND_WORDS = {
     "bool": "a bool",
     "number": "a number",
 }
-_YAML_PLAIN = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]*$")
+_YAML_PLAIN = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]*")
 _YAML_WORDS = {"true", "false", "yes", "no", "on", "off", "null", "y", "n"}
 _DIGIT = re.compile(r"\d")
 

@@ -262,7 +262,7 @@ def mapping_yaml(mapping: dict[str, str], ambiguous: Sequence[str] = ()) -> str:
 
 def _yaml_scalar(text: str) -> str:
     """Plain when YAML reads it back as the same string, else JSON-quoted (valid YAML)."""
-    if _YAML_PLAIN.match(text) and text.lower() not in _YAML_WORDS:
+    if _YAML_PLAIN.fullmatch(text) and text.lower() not in _YAML_WORDS:
         return text
     return json.dumps(text)
 

@@ -44,7 +44,7 @@ SPLIT_KEYWORDS = {
     "validation": ("validation", "valid", "val", "dev"),
     "test": ("test", "testing", "eval", "evaluation"),
 }
-SHARDED_RE = re.compile(r"^data/(?P<split>\w+?)-\d{5}-of-\d{5}[^/]*$")
+SHARDED_RE = re.compile(r"data/(?P<split>\w+?)-\d{5}-of-\d{5}[^/]*")
 NOT_COUNTED = f"rows not counted: more than {COUNT_CAP_BYTES >> 20} MiB of text to scan"
 
 
@@ -179,7 +179,7 @@ def _split_files(folder: Path) -> dict[str, list[Path]]:
     suffix = max(FORMATS, key=lambda s: counts[s])  # ties: the FORMATS order
     files = [f for f in files if f.suffix.lower() == suffix]
     rel = {f: f.relative_to(folder).as_posix() for f in files}
-    sharded = {f: m["split"] for f in files if (m := SHARDED_RE.match(rel[f]))}
+    sharded = {f: m["split"] for f in files if (m := SHARDED_RE.fullmatch(rel[f]))}
     named = sharded or {f: s for f in files if (s := _keyword_split(rel[f]))}
     if not named:
         return {"train": files}

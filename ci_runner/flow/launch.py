@@ -7,6 +7,7 @@ with those labels: one started before a crash, never recorded, is adopted, not d
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from ci_runner.core.hub import is_hub_commit, is_local_path, label_value
 from ci_runner.core.jobs import Backend, BackendName, JobHandle, JobKind, JobRequest, Stage
@@ -201,12 +202,24 @@ def stage_request(
     else:
         evaluations = [stage_config(ws, run, job)[1] for job in group]
         script, config = EVAL_MANY_SCRIPT, EvalBatchConfig(evaluations=evaluations)
+    sized = stage_sizing(run, group[0])
     return JobRequest(
         script=ws.project.job_script(script).path,
         run_config=config,
         labels=labels,
-        flavor=run.hardware,
+        flavor=sized.get("flavor") or run.hardware,
+        timeout_s=sized.get("timeout_s"),
+        requirements=packages_for(config),
     )
+
+
+def stage_sizing(run: Run, job: StageJob) -> dict[str, Any]:
+    """How the plan sized this job (``Run.stage_hardware``): a checkpoint's evaluation is
+    sized as the final model's. Empty for runs planned before jobs were sized."""
+    key = job.key if job.key in run.stage_hardware else "final"
+    if job.kind == JobKind.EXPORT:
+        key = job.key
+    return run.stage_hardware.get(key) or {}
 
 
 def stage_config(ws: Workspace, run: Run, job: StageJob) -> tuple[str, EvalConfig | ExportConfig]:
@@ -235,6 +248,8 @@ def stage_config(ws: Workspace, run: Run, job: StageJob) -> tuple[str, EvalConfi
             ],
             output_dir=out,
             allow_unisolated_code=settings.get("allow_unisolated_code") is True,
+            quantize=stage_sizing(run, job).get("quantize"),
+            device_map=stage_sizing(run, job).get("device_map"),
         )
     gguf = (run.export or {}).get("gguf") or {}
     return EXPORT_SCRIPT, ExportConfig(

@@ -36,7 +36,7 @@ from ci_runner.ledger.stages import (
     shares_job,
     stage_finished,
 )
-from ci_runner.ledger.store import load_ledger, save_ledger
+from ci_runner.ledger.store import CorruptLedgerError, load_ledger, save_ledger, scan
 from ci_runner.progress import Progress, parse_progress
 from ci_runner.report.files import write_report
 from ci_runner.track import mlflow_progress, trackio_progress
@@ -53,14 +53,15 @@ Facts = dict[str, tuple[JobStatus, list[str]]]
 class PollOutcome:
     runs: list[Run] = field(default_factory=list)  # the runs looked at, as they are now
     changed: list[Path] = field(default_factory=list)  # files written
+    corrupt: list[CorruptLedgerError] = field(default_factory=list)  # ledgers skipped
 
 
 def poll(ws: Workspace) -> PollOutcome:
-    outcome = PollOutcome()
+    found = scan(ws.project.ledger_paths())
+    outcome = PollOutcome(corrupt=found.corrupt)
     active: dict[Path, Ledger] = {}
-    for path in ws.project.ledger_paths():
-        ledger = load_ledger(path)
-        if ledger is None or not ledger.active_runs:
+    for path, ledger in found.found:
+        if not ledger.active_runs:
             continue
         with ws.lock(stem_of(path)):  # a crash before recording a job: adopt or launch it
             ledger = start_runs(ws, load_ledger(path) or ledger)

@@ -22,6 +22,7 @@ from ci_runner.errors import (
     DatasetNotFoundError,
     DatasetViewerError,
     DataSourceError,
+    ExitCode,
     NotReadyError,
     OverBudgetError,
     SpecError,
@@ -46,8 +47,9 @@ def check_inputs(experiment: Experiment) -> None:
     """What a run needs beyond its file: the training stack, for the local backend."""
     if experiment.backend == BackendName.LOCAL.value and not _has_training_stack():
         raise NotReadyError(
-            "the local backend runs train.py with this Python, which lacks TRL; "
-            "install the train extra: pip install -e '.[train]'"
+            "the local backend runs train.py with this Python, which lacks TRL; install "
+            "the train extra: pip install 'ci-runner[train]' (in a ci-runner checkout: "
+            "pip install -e '.[train]'; in the GitHub Action: the input `extras: train`)"
         )
 
 
@@ -292,6 +294,15 @@ class Preflight:
         """Stop before paying for a run whose data cannot train (exit 7, with the mapping)."""
         for check in self.data.misfits:
             check.require_fit(str(self.file))
+
+    @property
+    def exit_code(self) -> int:
+        """``plan``'s exit code: 7 when the data does not fit, then 5 over budget."""
+        if self.data.misfits:
+            return ExitCode.DATA
+        if self.plan.over_budget:
+            return ExitCode.OVER_BUDGET
+        return ExitCode.OK
 
 
 def preflight(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from ci_runner.core.durations import spec_duration
 from ci_runner.core.hub import hub_url, trackio_url
 from ci_runner.flow.pins import Pins
@@ -64,6 +66,20 @@ def new_ledger(
     )
 
 
+def stage_hardware(plan: Plan) -> dict[str, dict[str, Any]]:
+    """What the plan sized each evaluation and export job on, by job key."""
+    return {
+        job.key: {
+            "flavor": job.flavor,
+            "quantize": job.quantize,
+            "device_map": job.device_map,
+            "timeout_s": job.timeout_s,
+        }
+        for job in plan.jobs
+        if job.kind != "train" and job.flavor
+    }
+
+
 def new_run(
     spec: RunSpec,
     resolved: ResolvedRun,
@@ -120,6 +136,7 @@ def new_run(
         tracking_space=config.tracking.space_id,
         **_mlflow_fields(config.tracking),
         attempts=[Attempt(number=1, backend=experiment.backend, submitted_at=now)],
+        stage_hardware=stage_hardware(resolved.plan),
     )
     if spec.replicate_of:  # a rerun: another seed of a recorded run, in the same report
         run = run.model_copy(

@@ -90,6 +90,7 @@ class RunOutcome:
 
 @dataclass(frozen=True)
 class SubmitOutcome:
+    experiment: str
     run_id: str
     job_id: str
     job_url: str
@@ -203,11 +204,19 @@ def submit(
         plan = file_plan.runs[0].plan if file_plan and only.status == "submitted" else None
         created = only.status == "submitted"
         return SubmitOutcome(
-            only.run_id, only.job_id or "", only.job_url or "", created, report, plan, warnings
+            experiment.name,
+            only.run_id,
+            only.job_id or "",
+            only.job_url or "",
+            created,
+            report,
+            plan,
+            warnings,
         )
     started = [o for o in outcomes if o.status == "submitted"]
     first = started[0] if started else outcomes[0]
     return SubmitOutcome(
+        experiment.name,
         first.run_id,
         first.job_id or "",
         first.job_url or "",

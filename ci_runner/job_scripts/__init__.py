@@ -36,6 +36,7 @@ HELPERS = (
     "curves.py",
     "train_data.py",
     "train_args.py",
+    "mlflow_store.py",
     "rewards.py",
     "evaluate_tasks.py",
     "evaluate_humaneval.py",
@@ -112,10 +113,3 @@ def bundle_b64(script: Path, extra: Mapping[str, bytes] | None = None) -> str:
             tar.addfile(info, io.BytesIO(data))
     packed = gzip.compress(raw.getvalue(), mtime=0)
     return base64.b64encode(packed).decode()
-
-
-def unbundle(encoded: str) -> dict[str, bytes]:
-    """What a job receives from ``bundle_b64`` (tests read job specs back with it)."""
-    data = gzip.decompress(base64.b64decode(encoded))
-    with tarfile.open(fileobj=io.BytesIO(data)) as tar:
-        return {m.name: tar.extractfile(m).read() for m in tar.getmembers() if m.isfile()}  # type: ignore[union-attr]

@@ -40,7 +40,7 @@ METHOD_KEYS: dict[str, tuple[str, ...]] = {
 }
 COMMON_KEYS = ("grad_norm",)
 # GRPO logs each reward function's mean as rewards/<function name>/mean.
-REWARD_FUNCTION = re.compile(r"^rewards/([^/]+)/mean$")
+REWARD_FUNCTION = re.compile(r"^rewards/([^/]+)/mean\Z")
 
 
 def tracked(method: str, key: str) -> bool:

@@ -45,16 +45,6 @@ def build_candidate(problem: dict[str, Any], completion: str) -> str:
     return problem["prompt"] + truncate_at_stops(code, HUMANEVAL_STOP)
 
 
-def build_program(problem: dict[str, Any], completion: str) -> str:
-    """The whole program as the original harness runs it: candidate + test + ``check``.
-
-    For reading and debugging: scoring runs the candidate and the tests in two
-    separate sandboxes (:func:`score_humaneval`).
-    """
-    body = build_candidate(problem, completion)
-    return f"{body}\n\n{problem['test']}\n\ncheck({problem['entry_point']})\n"
-
-
 def _prompt_header(prompt: str, entry_point: str) -> str:
     """The part of a HumanEval prompt above the entry point's ``def``."""
     match = re.search(rf"^def\s+{re.escape(entry_point)}\s*\(", prompt, re.MULTILINE)

@@ -139,9 +139,9 @@ def load_model(config: dict[str, Any]):
     from transformers import AutoModelForCausalLM
 
     repo, revision = split_revision(config["model"])
-    dtype = pick_dtype()
+    placement = placement_kwargs(config)
     if not config.get("base_model"):
-        model = AutoModelForCausalLM.from_pretrained(repo, revision=revision, dtype=dtype)
+        model = AutoModelForCausalLM.from_pretrained(repo, revision=revision, **placement)
         return model, None, repo, revision
 
     base_repo, base_revision = split_revision(config["base_model"])
@@ -152,9 +152,34 @@ def load_model(config: dict[str, Any]):
         tokenizer=tokenizer,  # the adapter may have been trained with added tokens
         adapter_revision=revision,
         revision=base_revision,
-        dtype=dtype,
+        **placement,
     )
     return model, tokenizer, tokenizer_repo, tokenizer_revision
+
+
+def placed(config: dict[str, Any]) -> bool:
+    """The plan placed the model itself: 4-bit, or spread over the GPUs by device_map."""
+    return bool(config.get("quantize") or config.get("device_map"))
+
+
+def placement_kwargs(config: dict[str, Any]) -> dict[str, Any]:
+    """``from_pretrained`` arguments for how the plan sized the evaluation: the dtype, and
+    for a 4-bit or multi-GPU evaluation the bitsandbytes config and a device map, so the
+    weights load straight onto the GPUs (never whole into host memory)."""
+    kwargs: dict[str, Any] = {"dtype": pick_dtype()}
+    if not placed(config):
+        return kwargs
+    kwargs["device_map"] = config.get("device_map") or "auto"
+    if config.get("quantize") == "4bit":
+        from transformers import BitsAndBytesConfig
+
+        kwargs["quantization_config"] = BitsAndBytesConfig(
+            load_in_4bit=True,
+            bnb_4bit_quant_type="nf4",
+            bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=kwargs["dtype"],
+        )
+    return kwargs
 
 
 # --- pipeline -----------------------------------------------------------------
@@ -178,6 +203,10 @@ def build_pipeline(config, task_strings, registry_class, tracker, cache_dir, wor
 
     backend = config.get("inference_backend", "accelerate")
     launcher = ParallelismManager.VLLM if backend == "vllm" else ParallelismManager.ACCELERATE
+    if backend != "vllm" and placed(config):
+        # lighteval's accelerate launcher moves the model onto one device (``.to``), which a
+        # 4-bit or device-mapped model refuses or cannot hold: keep it where it loaded
+        launcher = ParallelismManager.NONE
     params = PipelineParameters(launcher_type=launcher)
     model, model_config = None, None
     if backend == "vllm":

@@ -15,7 +15,7 @@ from export_quantize import human_size
 from protocol import ConfigError
 
 # owner/name, optionally @revision (a branch, tag or commit, as ci_runner.core.hub reads it)
-_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+(?:@[A-Za-z0-9][A-Za-z0-9._/-]{0,127})?$")
+_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+(?:@[A-Za-z0-9][A-Za-z0-9._/-]{0,127})?")
 
 
 def is_hub_id(value: str | None) -> bool:
@@ -23,7 +23,7 @@ def is_hub_id(value: str | None) -> bool:
     this machine."""
     if not value:
         return False
-    return not Path(value).exists() and bool(_HUB_ID.match(value))
+    return not Path(value).exists() and bool(_HUB_ID.fullmatch(value))
 
 
 def fetch_model(source: str, patterns: list[str] | None = None) -> Path:
@@ -57,7 +57,7 @@ def gguf_readme(
     """
 
     def hub(value: str | None) -> str | None:
-        if not value or value.startswith(("/", ".", "~")) or not _HUB_ID.match(value):
+        if not value or value.startswith(("/", ".", "~")) or not _HUB_ID.fullmatch(value):
             return None
         return value.partition("@")[0]
 

@@ -19,6 +19,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from mlflow_store import open_store
 from protocol import ConfigError
 
 
@@ -174,8 +175,7 @@ def configure_mlflow(config: dict[str, Any]) -> None:
     uri = tracking.get("uri")
     if uri:
         os.environ["MLFLOW_TRACKING_URI"] = uri
-        if uri.startswith("sqlite:///"):  # MLflow creates the database, not its folder
-            Path(uri[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
+        open_store(uri)  # a local store: made now, by one process at a time
     os.environ["MLFLOW_EXPERIMENT_NAME"] = tracking["project"]
     tags = {"ci-runner.run": config.get("run_id") or tracking["run_name"]}
     if config.get("experiment"):

@@ -201,6 +201,7 @@ OPTIONAL_FIELDS = (
     "matrix",
     "max_parallel",
     "replicate_of",
+    "stage_hardware",
 )
 
 
@@ -262,6 +263,9 @@ class Run(_Model):
     matrix: dict[str, Any] | None = None  # the combination's values, by matrix key
     max_parallel: int | None = None  # set: the run waits its turn (see ``waiting``)
     replicate_of: str | None = None  # ``submit --rerun``: the run this one repeats, seed aside
+    # How the plan sized each later job (HF Jobs), by its key ("base", "final", "gguf"):
+    # {flavor, quantize, device_map, timeout_s}. Absent: the training flavor (older ledgers).
+    stage_hardware: dict[str, dict[str, Any]] = {}
 
     @model_serializer(mode="wrap")
     def _omit_unused_fields(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:

@@ -6,16 +6,30 @@ from pathlib import Path
 
 from ci_runner.errors import NotReadyError
 from ci_runner.ledger.model import Ledger, Run
-from ci_runner.ledger.store import load_ledger
+from ci_runner.ledger.store import CorruptLedgerError, LedgerScan, load_ledger, scan
 from ci_runner.paths import LEDGER_SUFFIX, Project, report_stem
+
+
+class UnknownRunError(NotReadyError):
+    """No recorded run or experiment has that name (exit 4)."""
 
 
 def stem_of(path: Path) -> str:
     return path.name.removesuffix(LEDGER_SUFFIX)
 
 
+def scan_project(project: Project) -> LedgerScan:
+    """Every ledger of the project that loads, and every one that does not."""
+    return scan(project.ledger_paths())
+
+
 def ledgers(project: Project) -> list[Ledger]:
-    return [led for p in project.ledger_paths() if (led := load_ledger(p)) is not None]
+    """The ledgers that load; an unreadable one is left out (``corrupt_ledgers`` names it)."""
+    return scan_project(project).ledgers
+
+
+def corrupt_ledgers(project: Project) -> list[CorruptLedgerError]:
+    return scan_project(project).corrupt
 
 
 def find_run(project: Project, run_id: str) -> tuple[Ledger, Run]:
@@ -38,7 +52,7 @@ def find_run_in(all_ledgers: list[Ledger], run_id: str) -> tuple[Ledger, Run]:
     if matches:
         names = ", ".join(r.run_id for _, r in matches)
         raise NotReadyError(f"{run_id!r} matches several runs ({names}); give more of the id")
-    raise NotReadyError(f"no run or experiment named {run_id!r}; see `ci-runner status`")
+    raise UnknownRunError(f"no run or experiment named {run_id!r}; see `ci-runner status`")
 
 
 def runs_of(project: Project, name: str) -> list[Run]:
@@ -61,11 +75,12 @@ def stem_for(
     """The report a file's runs share: found again by experiment and file, else
     ``<model>-<dataset>-<method>``, suffixed with the experiment when another owns that."""
     relative = project.relative(spec_path)
-    for path in project.ledger_paths():
-        ledger = load_ledger(path)
-        if ledger and ledger.experiment == experiment and ledger.spec_path == relative:
+    for path, ledger in scan_project(project).found:
+        if ledger.experiment == experiment and ledger.spec_path == relative:
             return stem_of(path)
     stem = report_stem(base_model, dataset, method)
+    # An unreadable ledger where this file's could be is raised, never written over.
+    load_ledger(project.ledger_path(f"{stem}-{experiment}"))
     existing = load_ledger(project.ledger_path(stem))
     if existing is not None and existing.experiment != experiment:
         stem = f"{stem}-{experiment}"

@@ -17,8 +17,8 @@ frozen base in 16 bits on a GPU flavor (``settings.precision_for``), or in 4-bit
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
 
 from pydantic import BaseModel, ConfigDict
 
@@ -28,17 +28,39 @@ from ci_runner.plan.hardware import (
     FlavorChoice,
     _hardware,
     _price,
+    usable_gb,
+)
+from ci_runner.plan.jobs import (
+    JobPlan,
+    RunShape,
+    merge_ram_gb,
+    pipeline_jobs,
+    total_cost,
+    train_merge_fits,
 )
 from ci_runner.plan.memory import (
     Memory,
     estimate_memory,
+    vllm_context,
+    vllm_engine_bytes,
 )
 from ci_runner.plan.model_size import ModelShape, ModelSize
 from ci_runner.plan.prices import prices_from_hardware
+from ci_runner.plan.savers import (
+    SaverPlan,
+    bf16_capable,
+    liger_decision,
+    padding_free_decision,
+    vllm_allowed,
+    vllm_share,
+)
 from ci_runner.plan.settings import (
+    CI_RUNNER,
     GB,
     LORA_AUTO_THRESHOLD,
+    TRL_DEFAULT,
     Precision,
+    Savers,
     Settings,
     approx_shape,
     decide_lora,
@@ -55,6 +77,8 @@ from ci_runner.plan.timing import (
     HF_JOBS_DEFAULT_TIMEOUT_S,
     MULTI_GPU_EFFICIENCY,
     QLORA_THROUGHPUT,
+    VLLM_DECODE_FLOOR_S,
+    VLLM_STARTUP_S,
     Workload,
     _train_rows,
     cost_usd,
@@ -120,6 +144,14 @@ class Plan(BaseModel):
     processes: int = 1  # training processes the job starts (one per GPU)
     memory_per_gpu_gb: float | None = None  # what each GPU holds (FSDP: after sharding)
     flops_formula: str | None = None  # the training FLOPs the time estimate assumes
+    savers: tuple[SaverPlan, ...] = ()  # memory savers, on or off, with what each saves
+    vllm_gpu_memory_utilization: float | None = None  # GRPO: the colocated engine's share
+    vllm_max_model_length: int | None = None  # ... and the context its KV cache is sized for
+    generation_s: int | None = None  # GRPO: generation time within est_seconds
+    generation_s_without_vllm: int | None = None  # ... had it used transformers generate
+    jobs: tuple[JobPlan, ...] = ()  # every job of the run: training, evaluations, export
+    total_cost_usd: float | None = None  # all of them; the budget applies to it
+    merge_in_training: bool | None = None  # output.merge: False pushes the adapter unmerged
 
 
 # --- the plan ----------------------------------------------------------------
@@ -166,13 +198,22 @@ def _seconds(
     lora_on: bool,
     work: Workload,
     precision: Precision,
+    vllm: bool = False,
 ) -> float | None:
     if work.tokens is None or work.steps is None:
         return None
     flops = flops_per_token_factor(s, lora_on) * shape.active_params * work.tokens
     seconds = flops / (effective_tflops(flavor, s.bf16, precision) * 1e12)
     if s.method == "grpo":
-        seconds += generation_seconds(flavor, s, size.params, work.steps, precision)
+        seconds += generation_seconds(
+            flavor,
+            s,
+            size.params,
+            work.steps,
+            precision,
+            vllm=vllm,
+            active_params=shape.active_params,
+        )
     return seconds + overhead_seconds(size.params)
 
 
@@ -214,6 +255,11 @@ def _precision_note(precision: Precision, lora_on: bool, local: bool) -> str | N
         )
     if precision.source == "experiment file":
         return f"weights load in {precision.dtype} (model_init_kwargs.dtype in the file)"
+    if precision.source == "ci-runner" and not lora_on:
+        return (
+            f"the model loads in {precision.dtype}, sent as model_init_kwargs.dtype (the "
+            "bf16_weights saver): full fine-tuning holds 8 bytes/param"
+        )
     if precision.source == "ci-runner":
         why = {"float16": " (no bf16 tensor cores, or fp16 set)", "float32": " (CPU flavor)"}
         return (
@@ -242,13 +288,24 @@ def _quantized_run_warnings(precision: Precision, local: bool) -> list[str]:
 
 
 def _merge_note(
-    experiment: Experiment, precision: Precision, choice: FlavorChoice, size: ModelSize | None
+    experiment: Experiment,
+    precision: Precision,
+    choice: FlavorChoice,
+    size: ModelSize | None,
+    fits: bool | None,
 ) -> str | None:
-    """A 4-bit or sharded base cannot take the adapter in place: train.py reloads it."""
+    """A 4-bit or sharded base cannot take the adapter in place: train.py reloads it on the
+    training flavor's CPU, when that flavor's RAM holds it; else the adapter goes unmerged."""
     if not experiment.output.merge or not (precision.quantize or choice.processes > 1):
         return None
-    held = 4 if precision.dtype == "float32" else 2
-    need = f" (~{size.params * held / GB:.0f} GB of host memory)" if size else ""
+    need = f" (~{merge_ram_gb(size.params):.0f} GB of host memory)" if size else ""
+    flavor = choice.flavor
+    if fits is False and flavor is not None:
+        return (
+            f"output.merge: the 16-bit reload of the base needs{need}, more than "
+            f"{flavor.name}'s {flavor.ram_gb} GB of RAM: the adapter is pushed unmerged, and "
+            "the export job (if any) merges it on a flavor with the RAM"
+        )
     return (
         "output.merge: after training the adapter is merged into a reload of the base in "
         f"{precision.dtype} on the CPU{need}, since a 4-bit or sharded base cannot take it "
@@ -280,6 +337,9 @@ class _Sizing:
     lengths: _Lengths
     shape: ModelShape | None
     trainable: int | None
+    # GRPO's generation: "auto" colocates vLLM where it fits beside training, "require"
+    # sizes every GPU flavor with the engine (the planner then compares costs), "never"
+    vllm_mode: str = "auto"
 
     @property
     def quantize(self) -> str:
@@ -289,6 +349,8 @@ class _Sizing:
     def size(
         self, flavor: Flavor | None, quantize: bool, fsdp: bool
     ) -> tuple[Precision, Memory | None]:
+        """The precision and memory of the run on ``flavor``, with the savers that apply
+        there: decided per flavor, before the cheapest one that holds the run is chosen."""
         precision = precision_for(
             self.experiment,
             self.settings,
@@ -298,7 +360,20 @@ class _Sizing:
         )
         if self.params is None or self.shape is None:
             return precision, None
-        memory = estimate_memory(
+        savers = Savers(
+            liger=liger_decision(self.experiment, self.shape, flavor)[0],
+            padding_free=padding_free_decision(self.experiment, self.settings)[0],
+        )
+        memory = self.memory(precision, fsdp, savers)
+        if self._bf16_candidate(flavor, precision, fsdp) and not _fits(memory, flavor, fsdp):
+            precision = Precision("bfloat16", None, CI_RUNNER)
+            savers = replace(savers, bf16_weights=True)
+            memory = self.memory(precision, fsdp, savers)
+        return precision, self._with_vllm(flavor, precision, fsdp, memory)
+
+    def memory(self, precision: Precision, fsdp: bool, savers: Savers) -> Memory:
+        assert self.params is not None and self.shape is not None
+        return estimate_memory(
             self.params,
             self.shape,
             self.settings,
@@ -306,8 +381,45 @@ class _Sizing:
             trainable=self.trainable,
             prompt_len=self.lengths.prompt_len,
             fsdp=fsdp,
+            savers=savers,
         )
-        return precision, memory
+
+    def _bf16_candidate(self, flavor: Flavor | None, precision: Precision, fsdp: bool) -> bool:
+        """A full fine-tune in TRL's float32 on a bf16 GPU, single-process, not turned off."""
+        return (
+            self.lora is None
+            and precision.source == TRL_DEFAULT
+            and bf16_capable(flavor)
+            and not fsdp
+            and not self.settings.fp16
+            and self.experiment.savers.bf16_weights
+        )
+
+    def _with_vllm(
+        self, flavor: Flavor | None, precision: Precision, fsdp: bool, memory: Memory
+    ) -> Memory:
+        """GRPO generates in a colocated vLLM engine where one fits beside training."""
+        quantized = precision.quantize is not None
+        if self.vllm_mode == "never" or flavor is None:
+            return memory
+        if not vllm_allowed(self.experiment, self.shape, flavor, quantized)[0]:
+            return memory
+        assert self.params is not None and self.shape is not None
+        need = vllm_engine_bytes(self.params, self.shape, self.settings, self.lengths.prompt_len)
+        share = vllm_share(flavor, need)
+        if share is None:  # the engine would leave training too little of this GPU
+            return replace(memory, reserved=math.inf) if self.vllm_mode == "require" else memory
+        with_engine = self.memory(precision, fsdp, replace(memory.savers, vllm_share=share))
+        with_engine = replace(with_engine, reserved=share * flavor.vram_gb * GB)
+        if self.vllm_mode == "require" or _fits(with_engine, flavor, fsdp):
+            return with_engine
+        return memory
+
+
+def _fits(memory: Memory, flavor: Flavor | None, fsdp: bool) -> bool:
+    if flavor is None or not flavor.is_gpu:
+        return True
+    return memory.per_gpu_gb(flavor.gpus if fsdp else 1) <= usable_gb(flavor)
 
 
 def _sizing(
@@ -328,6 +440,8 @@ class _Timing:
     usd_per_hour: float | None = None
     cost: float | None = None
     recommended: int | None = None
+    generation: float | None = None  # GRPO: generation seconds as planned
+    generation_without_vllm: float | None = None  # ... with transformers generate
 
 
 def _timing(
@@ -339,24 +453,48 @@ def _timing(
     prices: Mapping[str, float],
     notes: _Notes,
     precision: Precision,
+    memory: Memory | None = None,
 ) -> _Timing:
     assert sized.shape is not None
     price = _price(flavor, prices)
     lora_on = sized.lora is not None
-    est = _seconds(flavor, s, size, sized.shape, lora_on, work, precision)
+    vllm = bool(memory and memory.savers.vllm_share)
+    est = _seconds(flavor, s, size, sized.shape, lora_on, work, precision, vllm)
     if est is None:
         return _Timing(usd_per_hour=price)
+    generation = without = None
+    if s.method == "grpo" and work.steps is not None:
+        args = (flavor, s, size.params, work.steps, precision)
+        generation = generation_seconds(*args, vllm=vllm, active_params=sized.shape.active_params)
+        without = generation_seconds(*args, active_params=sized.shape.active_params)
     notes.assumptions.append(_throughput_note(flavor, s, lora_on, precision))
     notes.assumptions.append(
         f"start-up {FIXED_OVERHEAD_S // 60} min + {size.params * 2 / GB:.1f} GB download"
     )
-    if s.method == "grpo":
-        notes.assumptions.append(
-            "GRPO completions run to max_completion_length; transformers generate "
-            f"(no vLLM) at ≥{DECODE_FLOOR_S * 1000:.0f} ms per decode step"
-        )
+    if generation is not None and without is not None:
+        notes.assumptions.append(_generation_note(work, s, generation, without, vllm))
     notes.assumptions.append("evaluation passes and checkpoint uploads are not counted")
-    return _Timing(est, price, cost_usd(est, price), recommended_timeout(est))
+    return _Timing(est, price, cost_usd(est, price), recommended_timeout(est), generation, without)
+
+
+def _generation_note(
+    work: Workload, s: Settings, generation: float, without: float, vllm: bool
+) -> str:
+    """GRPO's generation time, completions × length, with and without vLLM."""
+    completions = (
+        f"{work.examples:,} completions × {s.completion_len} tokens" if work.examples else ""
+    )
+    generate = (
+        f"transformers generate ~{format_duration(without)} "
+        f"(≥{DECODE_FLOOR_S * 1000:.0f} ms per decode step)"
+    )
+    if vllm:
+        return (
+            f"GRPO generation ({completions}, run to max_completion_length): vLLM colocate "
+            f"~{format_duration(generation)} (≥{VLLM_DECODE_FLOOR_S * 1000:.0f} ms per step, "
+            f"{VLLM_STARTUP_S // 60} min start-up); {generate}"
+        )
+    return f"GRPO generation ({completions}, run to max_completion_length): {generate}"
 
 
 @dataclass
@@ -377,6 +515,58 @@ def _workload_notes(
         assert experiment.dataset is not None  # the loader requires a dataset of every run
         return [], [f"the dataset has at least max_samples ({experiment.dataset.max_samples}) rows"]
     return [], []
+
+
+_Choice = tuple[FlavorChoice, list[str], list[str]]
+
+
+def _cheaper_generation(
+    experiment: Experiment,
+    sized: _Sizing,
+    size: ModelSize,
+    dataset_rows: int | None,
+    prices: Mapping[str, float],
+    found: _Choice,
+) -> tuple[_Sizing, _Choice]:
+    """GRPO: the flavor sized with a colocated vLLM engine when that run costs no more
+    than the cheapest one found (which may have had to generate with transformers)."""
+    if found[0].memory is not None and found[0].memory.savers.vllm_share:
+        return sized, found
+    engine = replace(sized, vllm_mode="require")
+    s = sized.settings
+    alt = _hardware(
+        experiment, engine.size, True, s, sized.quantize, sized.lora is not None, prices
+    )
+    if not alt[0].fits or alt[0].memory is None or not alt[0].memory.savers.vllm_share:
+        return sized, found
+    costs = [
+        _run_cost(c, z, size, dataset_rows, prices)
+        for c, z in ((found[0], sized), (alt[0], engine))
+    ]
+    if costs[1] is not None and (costs[0] is None or not found[0].fits or costs[1] <= costs[0]):
+        return engine, alt
+    return sized, found
+
+
+def _run_cost(
+    choice: FlavorChoice,
+    sized: _Sizing,
+    size: ModelSize,
+    dataset_rows: int | None,
+    prices: Mapping[str, float],
+) -> float | None:
+    flavor, memory = choice.flavor, choice.memory
+    if flavor is None or sized.shape is None:
+        return None
+    s = sized.settings
+    per_example = tokens_per_example(s, sized.lengths.mean_len, sized.lengths.prompt_len)
+    rows = _train_rows(sized.experiment, dataset_rows)
+    work = workload(s, gpus=flavor.gpus, rows=rows, per_example=per_example)
+    vllm = bool(memory and memory.savers.vllm_share)
+    seconds = _seconds(
+        flavor, s, size, sized.shape, sized.lora is not None, work, choice.precision, vllm
+    )
+    return None if seconds is None else cost_usd(seconds, _price(flavor, prices))
 
 
 def make_plan(
@@ -422,6 +612,10 @@ def make_plan(
         choice, hw_warnings, hw_notes = _hardware(
             experiment, sized.size, size is not None, s, sized.quantize, lora_on, prices
         )
+        if s.method == "grpo" and size is not None:
+            sized, (choice, hw_warnings, hw_notes) = _cheaper_generation(
+                experiment, sized, size, dataset_rows, prices, (choice, hw_warnings, hw_notes)
+            )
         notes.warnings.extend(hw_warnings)
         notes.assumptions.extend(hw_notes)
     flavor = choice.flavor
@@ -433,7 +627,9 @@ def make_plan(
         if note:
             notes.assumptions.insert(0, note)
     notes.warnings.extend(_quantized_run_warnings(precision, local))
-    merge = _merge_note(experiment, precision, choice, size)
+    run_shape = _run_shape(sized, choice, local)
+    merge_fits = train_merge_fits(run_shape, experiment) if run_shape else None
+    merge = _merge_note(experiment, precision, choice, size, merge_fits)
     if merge:
         notes.assumptions.append(merge)
 
@@ -446,10 +642,25 @@ def make_plan(
 
     timing = _Timing()
     if flavor is not None and size is not None:
-        timing = _timing(flavor, s, size, sized, work, prices, notes, precision)
+        timing = _timing(flavor, s, size, sized, work, prices, notes, precision, memory)
         notes.warnings.extend(_timeout_warnings(experiment, timing.seconds, timing.recommended))
+    train_job = JobPlan(
+        kind="train",
+        key="train",
+        flavor="local" if local else (flavor.name if flavor else None),
+        usd_per_hour=0.0 if local else _hourly(flavor, timing, prices),
+        memory_gb=_per_gpu(memory, choice),
+        load=precision.describe(),
+        est_seconds=_ceil(timing.seconds),
+        est_cost_usd=0.0 if local else _round(timing.cost, 4),
+        timeout_s=experiment.timeout or timing.recommended,
+    )
+    jobs = pipeline_jobs(run_shape, experiment, train_job, prices)
+    total = total_cost(jobs) if len(jobs) > 1 else None
     over_budget, budget_warnings = (
-        (False, []) if local else _budget_warnings(experiment, timing.cost)
+        (False, [])
+        if local
+        else _budget_warnings(experiment, timing.cost if total is None else total)
     )
     notes.warnings.extend(budget_warnings)
 
@@ -489,13 +700,159 @@ def make_plan(
         processes=choice.processes,
         memory_per_gpu_gb=_per_gpu(memory, choice),
         flops_formula=flops_formula(s, lora_on) if size is not None else None,
+        savers=_saver_rows(sized, choice),
+        vllm_gpu_memory_utilization=(memory.savers.vllm_share or None) if memory else None,
+        vllm_max_model_length=(
+            vllm_context(s, sized.lengths.prompt_len)
+            if memory and memory.savers.vllm_share
+            else None
+        ),
+        generation_s=_ceil(timing.generation),
+        generation_s_without_vllm=_ceil(timing.generation_without_vllm),
+        jobs=jobs if len(jobs) > 1 else (),
+        total_cost_usd=total,
+        merge_in_training=merge_fits,
     )
+
+
+def _run_shape(sized: _Sizing, choice: FlavorChoice, local: bool) -> RunShape | None:
+    if sized.params is None or sized.shape is None:
+        return None
+    return RunShape(
+        params=sized.params,
+        shape=sized.shape,
+        lora=sized.lora is not None,
+        quantized=choice.precision.quantize is not None,
+        train_flavor=None if local else choice.flavor,
+        sharded=choice.processes > 1,
+        bf16=sized.settings.bf16,
+    )
+
+
+def _ceil(value: float | None) -> int | None:
+    return None if value is None else math.ceil(value)
 
 
 def _per_gpu(memory: Memory | None, choice: FlavorChoice) -> float | None:
     if memory is None:
         return None
     return round(memory.per_gpu_gb(choice.processes if choice.sharded else 1), 2)
+
+
+def _saver_rows(sized: _Sizing, choice: FlavorChoice) -> tuple[SaverPlan, ...]:
+    """Each saver on the chosen flavor: on or off, why, and the peak memory per GPU it
+    saves there (the same run re-sized without it)."""
+    memory, flavor = choice.memory, choice.flavor
+    if memory is None or sized.shape is None:
+        return ()
+    gpus = choice.processes if choice.sharded else 1
+    peak = memory.per_gpu_gb(gpus)
+
+    def saves(other: Memory) -> float:
+        return round(other.per_gpu_gb(gpus) - peak, 2)
+
+    on = memory.savers
+    s, exp, precision = sized.settings, sized.experiment, choice.precision
+
+    def without(**changes: object) -> Memory:
+        resized = (
+            replace(sized, settings=replace(s, checkpointing=False)) if "ckpt" in changes else sized
+        )
+        changes.pop("ckpt", None)
+        other = resized.memory(precision, choice.sharded, replace(on, **changes))  # type: ignore[arg-type]
+        return replace(other, reserved=memory.reserved)
+
+    rows = [
+        SaverPlan(
+            name="fused_lm_head",
+            on=True,
+            saves_gb=saves(without(fused_head=False)),
+            note="TRL 1.16 scores tokens in 4,096 × 32,768 tiles: the logits are never stored",
+        )
+    ]
+    liger_note = liger_decision(exp, sized.shape, flavor)[1]
+    rows.append(
+        SaverPlan(
+            name="liger_kernel",
+            on=on.liger,
+            saves_gb=saves(without(liger=False)) if on.liger else None,
+            note=liger_note,
+        )
+    )
+    gpu = flavor is not None and flavor.is_gpu
+    ckpt_on = s.checkpointing and (gpu or flavor is None)
+    rows.append(
+        SaverPlan(
+            name="gradient_checkpointing",
+            on=ckpt_on,
+            saves_gb=saves(without(ckpt=True)) if ckpt_on else None,
+            note="TRL's default on GPU: each layer's activations are recomputed in the backward"
+            if ckpt_on
+            else "off (set in the file, or a CPU flavor)",
+        )
+    )
+    rows.append(_bf16_row(sized, choice, saves))
+    rows.append(
+        SaverPlan(
+            name="padding_free",
+            on=on.padding_free,
+            note=padding_free_decision(exp, s)[1]
+            + ("; peak sized for full-length rows" if on.padding_free else ""),
+        )
+    )
+    if s.method == "grpo":
+        rows.append(_vllm_row(sized, choice))
+    return tuple(rows)
+
+
+def _bf16_row(sized: _Sizing, choice: FlavorChoice, saves: Callable[[Memory], float]) -> SaverPlan:
+    memory, flavor, precision = choice.memory, choice.flavor, choice.precision
+    assert memory is not None
+    if memory.savers.bf16_weights:
+        fp32 = sized.memory(
+            Precision("float32"), choice.sharded, replace(memory.savers, bf16_weights=False)
+        )
+        return SaverPlan(
+            name="bf16_weights",
+            on=True,
+            saves_gb=saves(replace(fp32, reserved=memory.reserved)),
+            note=f"float32 needs a dearer GPU than {flavor.name if flavor else 'this one'}: "
+            "weights, grads and AdamW states load in bf16 (8 bytes/param; updates below ~0.4% of a "
+            "weight round away: savers.bf16_weights: false keeps float32)",
+        )
+    if sized.lora is not None:
+        why = f"LoRA: the frozen base already loads in {precision.dtype}"
+    elif precision.source != TRL_DEFAULT:
+        why = f"the base loads in {precision.dtype} ({precision.source})"
+    elif not sized.experiment.savers.bf16_weights:
+        why = "off in the file (savers.bf16_weights: false)"
+    elif not bf16_capable(flavor):
+        why = "no bf16 GPU" if flavor else "local: the machine is unknown"
+    elif choice.sharded:
+        why = "FSDP keeps float32 master weights"
+    else:
+        why = "float32 fits this GPU: full precision kept"
+    return SaverPlan(name="bf16_weights", on=False, note=why)
+
+
+def _vllm_row(sized: _Sizing, choice: FlavorChoice) -> SaverPlan:
+    memory, flavor = choice.memory, choice.flavor
+    assert memory is not None
+    share = memory.savers.vllm_share
+    if share and flavor is not None:
+        return SaverPlan(
+            name="vllm",
+            on=True,
+            note=f"colocated vLLM engine: vllm_gpu_memory_utilization {share:g} "
+            f"({share * flavor.vram_gb:.1f} of {flavor.vram_gb} GB: a 16-bit copy of the weights "
+            "and the generation KV cache), counted in the memory above",
+        )
+    allowed, why = vllm_allowed(
+        sized.experiment, sized.shape, flavor, choice.precision.quantize is not None
+    )
+    if allowed:
+        why = "no room for a vLLM engine beside training on this GPU: transformers generate"
+    return SaverPlan(name="vllm", on=False, note=why)
 
 
 def _hourly(flavor: Flavor | None, timing: _Timing, prices: Mapping[str, float]) -> float | None:

@@ -57,12 +57,6 @@ def _numel(shape: list[int]) -> int:
     return math.prod(shape)
 
 
-def count_local_parameters(model_dir: Path) -> int | None:
-    """Sum tensor sizes from safetensors headers: exact, and reads a few KB only."""
-    shapes = local_tensor_shapes(model_dir)
-    return sum(_numel(shape) for shape in shapes.values()) if shapes else None
-
-
 @dataclass(frozen=True)
 class ModelShape:
     """What activation and KV-cache memory scale with (text decoder only)."""
@@ -74,6 +68,7 @@ class ModelShape:
     q_dim: int  # num_attention_heads * head_dim
     kv_dim: int  # num_key_value_heads * head_dim
     active_params: int  # what one token passes through: the FLOPs count; < total for MoE
+    model_type: str | None = None  # config.json's (the decoder's): which kernels support it
 
 
 @dataclass(frozen=True)
@@ -178,7 +173,10 @@ def shape_from_config(config: dict[str, Any]) -> ModelShape | None:
         return None
     c = _text_config(config)
     h, layers, vocab, q, kv = _dims(c)  # type: ignore[misc]  # _count checked them
-    return ModelShape(h, layers, counted[2], vocab, q, kv, counted[1])
+    model_type = c.get("model_type")
+    return ModelShape(
+        h, layers, counted[2], vocab, q, kv, counted[1], model_type and str(model_type)
+    )
 
 
 def tied_duplicate(shapes: dict[str, list[int]], config: dict[str, Any] | None) -> int:

@@ -5,7 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 from ci_runner.core.durations import rounded_minutes as format_duration
+from ci_runner.core.inert import prose
 from ci_runner.plan.estimate import Plan
+from ci_runner.plan.jobs import JobPlan
+from ci_runner.plan.savers import rows_text
 
 
 def plan_to_json(plan: Plan) -> dict[str, Any]:
@@ -23,8 +26,8 @@ def _billions(count: int) -> str:
 
 def _model(plan: Plan) -> str:
     if plan.params is None:
-        return f"{plan.base_model}: size unknown"
-    return f"{plan.base_model}: {_billions(plan.params)} parameters ({plan.params_source})"
+        return f"{prose(plan.base_model)}: size unknown"
+    return f"{prose(plan.base_model)}: {_billions(plan.params)} parameters ({plan.params_source})"
 
 
 def _lora(plan: Plan) -> str:
@@ -65,6 +68,22 @@ def _precision(plan: Plan) -> str:
         "TRL default": "TRL's default",
     }.get(plan.dtype_source or "")
     return f"{text} ({source})" if source else text
+
+
+def _savers(plan: Plan) -> str:
+    """The savers that are on, each with the memory it takes off a GPU."""
+    if not plan.savers:
+        return "not decided (model size unknown)"
+    return rows_text(plan.savers)
+
+
+def _saver_notes(plan: Plan) -> tuple[str, ...]:
+    return tuple(
+        f"{s.name}: {'on' if s.on else 'off'}"
+        + (f" (−{s.saves_gb:.1f} GB)" if s.on and s.saves_gb and s.saves_gb >= 0.05 else "")
+        + (f": {s.note}" if s.note else "")
+        for s in plan.savers
+    )
 
 
 def _launch(plan: Plan) -> str:
@@ -119,6 +138,8 @@ def _timeout(plan: Plan) -> str:
 
 def _cost(plan: Plan) -> str:
     text = "not estimated" if plan.est_cost_usd is None else f"~${plan.est_cost_usd:.2f}"
+    if plan.total_cost_usd is not None:
+        text += f" training, ~${plan.total_cost_usd:.2f} with every job (below)"
     if plan.budget_usd is not None:
         verdict = "over budget" if plan.over_budget else "budget"
         text += f" ({verdict} ${plan.budget_usd:.2f})"
@@ -130,7 +151,41 @@ def _cell(text: str) -> str:
 
 
 def _bullets(title: str, items: tuple[str, ...]) -> list[str]:
-    return ["", f"**{title}**", "", *(f"- {_cell(item)}" for item in items)] if items else []
+    return ["", f"**{title}**", "", *(f"- {prose(item)}" for item in items)] if items else []
+
+
+def _job_memory(job: JobPlan) -> str:
+    if job.memory_gb is None:
+        return "—"
+    return (
+        f"~{job.memory_gb:.0f} GB RAM" if job.kind == "export" else f"~{job.memory_gb:.1f} GB/GPU"
+    )
+
+
+def _job_rows(plan: Plan) -> list[str]:
+    """Every job of the run with its flavor and cost, and the total the budget applies to."""
+    if not plan.jobs:
+        return []
+    lines = [
+        "",
+        "**Jobs**",
+        "",
+        "| Job | Flavor | Memory | How | Time | Cost |",
+        "|---|---|---|---|---|---|",
+    ]
+    for job in plan.jobs:
+        name = "train" if job.kind == "train" else f"{job.kind} {job.key}"
+        flavor = job.flavor or "not planned"
+        if job.flavor and job.usd_per_hour is not None:
+            flavor += f" at ${job.usd_per_hour:.2f}/h"
+        time = f"~{format_duration(job.est_seconds)}" if job.est_seconds else "—"
+        cost = f"~${job.est_cost_usd:.2f}" if job.est_cost_usd is not None else "—"
+        how = job.load + (f"; {job.note}" if job.note else "")
+        cells = (name, flavor, _job_memory(job), how, time, cost)
+        lines.append("| " + " | ".join(_cell(c) for c in cells) + " |")
+    total = "not estimated" if plan.total_cost_usd is None else f"~${plan.total_cost_usd:.2f}"
+    lines.append(f"| **Total** | | | | | {total} |")
+    return lines
 
 
 def render_plan(plan: Plan) -> str:
@@ -141,6 +196,7 @@ def render_plan(plan: Plan) -> str:
         ("LoRA", _lora(plan)),
         ("Precision", _precision(plan)),
         ("Memory", _memory(plan)),
+        ("Savers", _savers(plan)),
         ("Hardware", _hardware(plan)),
         ("Workload", _workload(plan)),
         ("Compute", _compute(plan)),
@@ -149,6 +205,8 @@ def render_plan(plan: Plan) -> str:
         ("Cost", _cost(plan)),
     ]
     lines = ["| Plan | |", "|---|---|", *(f"| {key} | {_cell(value)} |" for key, value in rows)]
+    lines += _job_rows(plan)
     lines += _bullets("Warnings", plan.warnings)
+    lines += _bullets("Savers", _saver_notes(plan))
     lines += _bullets("Assumptions", plan.assumptions)
     return "\n".join(lines) + "\n"

@@ -57,6 +57,31 @@ def with_precision(hyperparameters: dict[str, Any], plan: Plan) -> dict[str, Any
     return {**hyperparameters, "model_init_kwargs": {**kwargs, "dtype": plan.dtype}}
 
 
+def with_savers(hyperparameters: dict[str, Any], plan: Plan) -> dict[str, Any]:
+    """The TRL settings of the savers the plan sized the run with (``plan.savers``), each
+    unless the file sets that field itself. The bf16-weights saver travels as the dtype
+    (``with_precision``); checkpointing is sent on GPU flavors, where the plan knows the
+    machine, and whenever the file turned it off."""
+    on = {s.name: s.on for s in plan.savers}
+    out = dict(hyperparameters)
+    gpu = plan.flavor_vram_gb is not None
+    if on.get("liger_kernel") and gpu:
+        out.setdefault("use_liger_kernel", True)
+    checkpointing = on.get("gradient_checkpointing")
+    file_says = {"gradient_checkpointing", "activation_checkpointing"} & set(out)
+    if checkpointing is not None and not file_says and (gpu or not checkpointing):
+        out["activation_checkpointing"] = checkpointing
+    if on.get("padding_free"):
+        out.setdefault("packing" if plan.method == "sft" else "padding_free", True)
+    if plan.vllm_gpu_memory_utilization and gpu:
+        out.setdefault("use_vllm", True)
+        out.setdefault("vllm_mode", "colocate")
+        out.setdefault("vllm_gpu_memory_utilization", plan.vllm_gpu_memory_utilization)
+        if plan.vllm_max_model_length:
+            out.setdefault("vllm_max_model_length", plan.vllm_max_model_length)
+    return out
+
+
 def launch_for(experiment: Experiment, plan: Plan) -> Launch:
     """One process, or one per GPU under ``accelerate launch`` as the plan sized it, in the
     autocast the estimate assumed (``settings_from``: fp16 when set, else bf16 unless off)."""
@@ -117,7 +142,7 @@ def resolve_run(
         fields = lora.model_dump(exclude={"quantize"})
         lora_settings = LoraSettings(**fields, quantize=plan.quantization and "4bit")
     hyperparameters = logging(checkpointing(experiment.hyperparameters, plan), plan)
-    hyperparameters = with_precision(hyperparameters, plan)
+    hyperparameters = with_savers(with_precision(hyperparameters, plan), plan)
     return ResolvedRun(
         run_id,
         RunConfig(
@@ -138,7 +163,10 @@ def resolve_run(
             output_dir=output_dir,
             hub_model_id=experiment.output.hub_model_id,
             hub_private=experiment.output.private,
-            merge_lora=experiment.output.merge and lora is not None,
+            # the plan found the training flavor's RAM too small for the 16-bit reload
+            merge_lora=experiment.output.merge
+            and lora is not None
+            and plan.merge_in_training is not False,
             tracking=tracking_for(experiment, run_id),
             seed=experiment.seed,
             launch=launch_for(experiment, plan),

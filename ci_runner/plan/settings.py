@@ -45,6 +45,24 @@ class Settings:
     precompute_ref: bool
 
 
+@dataclass(frozen=True)
+class Savers:
+    """The memory savers a run is sized with on one flavor (``plan.savers`` decides them).
+
+    ``fused_head`` is TRL 1.16's own fused LM head (always on: the trainers patch it in),
+    ``liger`` Liger's layer kernels, ``bf16_weights`` a full fine-tune loaded in bf16
+    (``Precision`` carries the dtype), ``padding_free`` varlen batches without padding,
+    ``vllm_share`` the GPU fraction a colocated vLLM engine holds (0: transformers generate).
+    Gradient checkpointing is ``Settings.checkpointing``.
+    """
+
+    liger: bool = False
+    fused_head: bool = True
+    bf16_weights: bool = False
+    padding_free: bool = False
+    vllm_share: float = 0.0
+
+
 # --- settings ----------------------------------------------------------------
 
 
@@ -61,12 +79,13 @@ def file_dtype(hp: Mapping[str, Any]) -> str | None:
     return str(dtype).removeprefix("torch.") if dtype else None
 
 
-def _checkpointing(hp: Mapping[str, Any]) -> bool:
-    """transformers 5.23: ``activation_checkpointing`` wins over the old name; TRL: on."""
+def _checkpointing(hp: Mapping[str, Any], allowed: bool) -> bool:
+    """transformers 5.23: ``activation_checkpointing`` wins over the old name; TRL: on,
+    unless the file's ``savers`` turn it off."""
     for key in ("activation_checkpointing", "gradient_checkpointing"):
         if hp.get(key) is not None:
             return bool(hp[key])
-    return True
+    return allowed
 
 
 def settings_from(experiment: Experiment) -> Settings:
@@ -81,7 +100,7 @@ def settings_from(experiment: Experiment) -> Settings:
         epochs=float(hp.get("num_train_epochs") or 3.0),
         max_steps=max_steps if max_steps > 0 else None,
         max_length=int(max_length) if max_length else UNBOUNDED_LENGTH,
-        checkpointing=_checkpointing(hp),
+        checkpointing=_checkpointing(hp, experiment.savers.gradient_checkpointing),
         bf16=not hp.get("fp16") and hp.get("bf16", True) is not False,
         fp16=bool(hp.get("fp16")),
         num_generations=_int(hp, "num_generations", 8),

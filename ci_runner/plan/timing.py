@@ -20,6 +20,11 @@ MULTI_GPU_EFFICIENCY = 0.9  # DDP/FSDP communication
 QLORA_THROUGHPUT = 0.7  # a 4-bit base dequantizes its weights before every matmul
 DECODE_FLOOR_S = 0.020  # transformers `generate` (no vLLM): kernel launches per token
 DECODE_BANDWIDTH_EFFICIENCY = 0.6  # share of peak bandwidth a decode step reaches
+# vLLM: CUDA graphs and paged attention take the launch overhead out of a decode step, which
+# then runs near the memory-bandwidth bound; the engine starts once (load, graph capture).
+VLLM_DECODE_FLOOR_S = 0.004
+VLLM_BANDWIDTH_EFFICIENCY = 0.8
+VLLM_STARTUP_S = 120
 CPU_EFFECTIVE_TFLOPS = 0.1  # a CPU flavor training in fp32: only for tiny models
 DEFAULT_MEAN_LEN_CAP = 512  # mean tokens per example when not measured
 GRPO_DEFAULT_PROMPT_LEN = 256  # mean prompt tokens when not measured
@@ -131,22 +136,34 @@ def effective_tflops(flavor: Flavor, bf16: bool, precision: Precision | None = N
 
 
 def generation_seconds(
-    flavor: Flavor, s: Settings, params: int, steps: int, precision: Precision
+    flavor: Flavor,
+    s: Settings,
+    params: int,
+    steps: int,
+    precision: Precision,
+    *,
+    vllm: bool = False,
+    active_params: int | None = None,
 ) -> float:
     """GRPO decoding: one generation batch (batch × accumulation sequences per GPU) per
     optimizer step, completions run to max_completion_length. A decode step reads every
-    weight once, so it takes the longest of weight bytes / (bandwidth × 0.6), the batch's
-    2·N FLOPs per sequence at the training rate, and DECODE_FLOOR_S of launch overhead."""
+    weight once, so it takes the longest of weight bytes / (bandwidth × efficiency), the
+    batch's 2·N FLOPs per sequence (N active) at the training rate, and a floor of launch
+    overhead: DECODE_FLOOR_S for transformers generate, VLLM_DECODE_FLOOR_S for a vLLM
+    engine (16-bit weights, CUDA graphs), which also starts once."""
     sequences = s.batch * s.grad_accum
     per_device_flops = effective_tflops(flavor, s.bf16, precision) / max(flavor.gpus, 1) * 1e12
-    compute = 2 * params * sequences / per_device_flops
+    compute = 2 * (active_params or params) * sequences / per_device_flops
     memory = 0.0
+    efficiency = VLLM_BANDWIDTH_EFFICIENCY if vllm else DECODE_BANDWIDTH_EFFICIENCY
     if flavor.is_gpu:
         assert flavor.accelerator is not None  # every GPU flavor names one
         accel = ACCELERATORS[flavor.accelerator]
-        weight = NF4_BYTES if precision.quantize else precision.weight_bytes
-        memory = params * weight / (accel.mem_bw_gbps * 1e9 * DECODE_BANDWIDTH_EFFICIENCY)
-    return steps * s.completion_len * max(DECODE_FLOOR_S, memory, compute)
+        weight = 2 if vllm else NF4_BYTES if precision.quantize else precision.weight_bytes
+        memory = params * weight / (accel.mem_bw_gbps * 1e9 * efficiency)
+    floor = VLLM_DECODE_FLOOR_S if vllm else DECODE_FLOOR_S
+    startup = VLLM_STARTUP_S if vllm else 0
+    return startup + steps * s.completion_len * max(floor, memory, compute)
 
 
 def overhead_seconds(params: int) -> float:

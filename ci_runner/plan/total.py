@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ci_runner.core.durations import rounded_minutes as format_duration
+from ci_runner.core.inert import prose
 from ci_runner.plan.estimate import Plan
 from ci_runner.plan.render import plan_to_json, render_plan
 
@@ -27,11 +28,12 @@ class FilePlan:
 
     @property
     def unknown_costs(self) -> int:
-        return sum(1 for r in self.runs if r.plan.est_cost_usd is None)
+        return sum(1 for r in self.runs if _run_cost(r.plan) is None)
 
     @property
     def total_cost_usd(self) -> float | None:
-        known = [r.plan.est_cost_usd for r in self.runs if r.plan.est_cost_usd is not None]
+        """Every job of every run: training, evaluations and exports."""
+        known = [c for c in (_run_cost(r.plan) for r in self.runs) if c is not None]
         return round(sum(known), 4) if known else None
 
     @property
@@ -58,6 +60,10 @@ class FilePlan:
                 f"cost of {self.unknown_costs} run(s) unknown: the budget is checked on the rest"
             )
         return out
+
+
+def _run_cost(plan: Plan) -> float | None:
+    return plan.total_cost_usd if plan.total_cost_usd is not None else plan.est_cost_usd
 
 
 def file_plan_to_json(plan: FilePlan) -> dict[str, Any]:
@@ -92,9 +98,9 @@ def render_totals(plan: FilePlan) -> str:
     for run in plan.runs:
         p = run.plan
         hardware = p.flavor or "not chosen"
-        title = run.title.replace("|", "\\|")
-        row = f"| `{run.run_id}`{title[len(run.run_id) :]} | {p.method} | {hardware} |"
-        lines.append(f"{row} {_time(p.est_seconds)} | {_cost(p.est_cost_usd)} |")
+        title = prose(run.title[len(run.run_id) :]).replace("|", "\\|")
+        row = f"| `{run.run_id}`{title} | {p.method} | {hardware} |"
+        lines.append(f"{row} {_time(p.est_seconds)} | {_cost(_run_cost(p))} |")
     total = _cost(plan.total_cost_usd)
     if plan.unknown_costs:
         total += f" ({plan.unknown_costs} not estimated)"
@@ -107,12 +113,12 @@ def render_totals(plan: FilePlan) -> str:
     )
     text = "\n".join(lines) + "\n"
     if plan.warnings:
-        text += "\n" + "\n".join(f"- {w}" for w in plan.warnings) + "\n"
+        text += "\n" + "\n".join(f"- {prose(w)}" for w in plan.warnings) + "\n"
     return text
 
 
 def render_file_plan(plan: FilePlan) -> str:
     """Each run's plan under its title, then the totals."""
-    blocks = [f"### {r.title}\n\n{render_plan(r.plan).rstrip()}" for r in plan.runs]
+    blocks = [f"### {prose(r.title)}\n\n{render_plan(r.plan).rstrip()}" for r in plan.runs]
     blocks.append("### Total\n\n" + render_totals(plan).rstrip())
     return "\n\n".join(blocks) + "\n"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from ci_runner.core.inert import block, prose
 from ci_runner.plan.estimate import Plan
 from ci_runner.plan.render import render_plan
 from ci_runner.plan.total import FilePlan, render_file_plan
@@ -47,10 +48,10 @@ def _entry(entry: PlanEntry) -> str:
     title = f"### {code(entry.file)}" + (f" ({code(entry.name)})" if entry.name else "")
     blocks = [title]
     if entry.error:
-        blocks.append("**Not ready:**\n\n```text\n" + entry.error.rstrip() + "\n```")
+        blocks.append("**Not ready:**\n\n" + block(entry.error))
     if entry.data:
         blocks.append(f"Data check: **{entry.data}**")
-    blocks += [f"> warning: {w}" for w in entry.warnings]
+    blocks += [f"> warning: {prose(w)}" for w in entry.warnings]
     if entry.plan:
         blocks.append(render_plan(entry.plan).rstrip("\n"))
     if entry.file_plan:

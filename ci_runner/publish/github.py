@@ -1,8 +1,10 @@
 """Pull requests and comments through the GitHub REST API, with PyGithub.
 
 One PR per experiment, found by its head branch, and one plan comment per PR, found by
-its hidden marker: both are edited in place and only when their text changes, so a
-re-run that changed nothing writes nothing. Every text is redacted before it is sent.
+its hidden marker and its author: both are edited in place and only when their text
+changes, so a re-run that changed nothing writes nothing. A comment that carries the
+marker but was written by anyone other than the token's own account is never edited
+(anyone can paste the marker). Every text is redacted before it is sent.
 """
 
 from __future__ import annotations
@@ -95,14 +97,53 @@ def upsert_pull(
         raise GitHubError(f"GitHub: pull request for {branch}: HTTP {exc.status}") from None
 
 
+VIEWER_QUERY = "query { viewer { login } }"
+
+
+def token_login(repo: Repository) -> str:
+    """The account the token acts as.
+
+    ``GET /user`` answers for a person's token. A GitHub App installation token (the
+    Actions ``GITHUB_TOKEN`` is one) gets 403 there; GraphQL's ``viewer`` answers for
+    it, with the app's bot login (``github-actions[bot]``, ``<app>[bot]``).
+    """
+    from github import GithubException
+
+    requester = repo.requester
+    try:
+        _, user = requester.requestJsonAndCheck("GET", "/user")
+        return str(user["login"])
+    except GithubException as exc:
+        if exc.status not in (401, 403, 404):
+            raise
+    try:
+        _, data = requester.graphql_query(VIEWER_QUERY, {})
+        return str(data["data"]["viewer"]["login"])
+    except (GithubException, KeyError, TypeError):
+        raise GitHubError(
+            "GitHub: cannot tell which account this token is (GET /user and the GraphQL "
+            "viewer both refused it), so no comment is edited; give the token read access "
+            "to its own user, or use the workflow's GITHUB_TOKEN"
+        ) from None
+
+
 def upsert_comment(repo: Repository, number: int, *, marker: str, body: str) -> Written:
-    """Edit the comment on issue/PR ``number`` that carries ``marker``, or post it once."""
+    """Edit the comment on issue/PR ``number`` that carries ``marker`` and that the
+    token's own account wrote, or post it once."""
     from github import GithubException
 
     body = redact(body if marker in body else f"{marker}\n{body}")
     try:
+        login = token_login(repo).lower()
         issue = repo.get_issue(number)
-        mine = next((c for c in issue.get_comments() if marker in (c.body or "")), None)
+        mine = next(
+            (
+                c
+                for c in issue.get_comments()
+                if marker in (c.body or "") and c.user is not None and c.user.login.lower() == login
+            ),
+            None,
+        )
         if mine is None:
             comment = issue.create_comment(body)
             return Written("created", comment.id, comment.html_url)

@@ -10,8 +10,9 @@ import os
 from typing import Any
 
 from ci_runner.core.hub import hub_api
+from ci_runner.core.inert import prose
 from ci_runner.ledger.model import Ledger, Run
-from ci_runner.report.markdown import cell, code, is_local, is_url, method_label, table, value
+from ci_runner.report.markdown import code, is_local, is_url, method_label, table, value
 
 # Where each built-in benchmark's rows come from on the Hub (the card's dataset_type).
 BENCHMARK_DATASETS = {"humaneval": "openai/openai_humaneval", "gsm8k": "openai/gsm8k"}
@@ -77,14 +78,14 @@ def _body(ledger: Ledger, run: Run) -> str:
                 continue
             ref = base.get(ev.benchmark)
             delta = f"{ev.score - ref:+.3f}" if ref is not None else "n/a"
-            rows.append([cell(ev.benchmark), ev.model_label, f"{ev.score:.3f}", delta])
+            rows.append([prose(ev.benchmark), prose(ev.model_label), f"{ev.score:.3f}", delta])
         lines += [
             "",
             "## Evaluation",
             "",
             table(("Benchmark", "Model", "Score", "Δ vs base"), rows),
         ]
-    params = [[code(k), cell(value(v))] for k, v in sorted(run.hyperparameters.items())]
+    params = [[code(k), value(v)] for k, v in sorted(run.hyperparameters.items())]
     if params:
         lines += ["", "## Training hyperparameters", "", table(("Parameter", "Value"), params)]
     if run.metrics and run.metrics.final_loss is not None:

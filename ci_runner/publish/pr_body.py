@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from ci_runner.core.inert import link
 from ci_runner.ledger.model import Ledger, Run
 from ci_runner.report.evaluations import evaluations_table
 from ci_runner.report.markdown import code, is_url
@@ -48,12 +49,12 @@ def _run_links(run: Run) -> list[str]:
     links = []
     attempt = run.last_attempt
     if attempt and is_url(attempt.job_url):
-        links.append(f"[job]({attempt.job_url})")
+        links.append(link("job", attempt.job_url))
     if run.tracking_url:
         tracker = "mlflow" if run.tracking_backend == "mlflow" else "trackio"
-        links.append(f"[{tracker}]({run.tracking_url})")
+        links.append(link(tracker, run.tracking_url))
     if run.hub_model_url:
-        links.append(f"[model]({run.hub_model_url})")
+        links.append(link("model", run.hub_model_url))
     return [f"- {code(run.run_id)}: " + " · ".join(links)] if links else []
 
 

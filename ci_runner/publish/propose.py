@@ -10,6 +10,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+from ci_runner.core.inert import quote
 from ci_runner.errors import SpecError, SpecIssue
 from ci_runner.flow.workspace import Workspace
 from ci_runner.publish.comment import render_plan_summary
@@ -37,8 +38,7 @@ def _place(ws: Workspace, file: Path) -> Path:
 def render_proposal_body(summary: str, request: str | None) -> str:
     blocks = [PROPOSAL_MARKER, "Proposed experiment file(s), planned but not run.", summary]
     if request:
-        quoted = "\n".join(f"> {line}" for line in request.strip().splitlines())
-        blocks.insert(2, f"Request:\n\n{quoted}")
+        blocks.insert(2, f"Request:\n\n{quote(request)}")
     blocks.append("_Merging this PR submits the experiments (the push runs `ci-runner submit`)._")
     return "\n\n".join(blocks) + "\n"
 

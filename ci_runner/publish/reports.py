@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 from ci_runner.ledger.model import Ledger
 from ci_runner.ledger.repository import stem_of
-from ci_runner.ledger.store import load_ledger
+from ci_runner.ledger.store import scan
 from ci_runner.paths import Project
 from ci_runner.publish.git import Git, push_files
 from ci_runner.publish.github import Written, upsert_pull
@@ -136,11 +136,14 @@ def publish_experiment(
 def publish_reports(
     project: Project, git: Git, target: Target, experiments: set[str] | None = None
 ) -> list[Published]:
-    """Publish every experiment with a ledger (or only those named)."""
+    """Publish every experiment with a ledger (or only those named).
+
+    An unreadable ledger is not published: its branch keeps the last good copy, and the
+    command that reads ledgers names the file (``repository.corrupt_ledgers``).
+    """
     results = []
-    for path in project.ledger_paths():
-        ledger = load_ledger(path)
-        if ledger is None or (experiments and ledger.experiment not in experiments):
+    for path, ledger in scan(project.ledger_paths()).found:
+        if experiments and ledger.experiment not in experiments:
             continue
         results.append(publish_experiment(project, git, target, path, ledger))
     return results

@@ -10,6 +10,7 @@ A result recorded without per-sample values shows its score alone.
 from __future__ import annotations
 
 from ci_runner.core import stats
+from ci_runner.core.inert import prose
 from ci_runner.ledger.model import Evaluation, Ledger, Run, RunStatus
 from ci_runner.ledger.ranking import Candidate, Verdict, verdict
 from ci_runner.ledger.stages import model_verdict
@@ -47,7 +48,8 @@ def _unisolated(evaluations: list[Evaluation]) -> bool:
 
 
 def benchmark_text(ev: Evaluation) -> str:
-    return f"{ev.benchmark} {ev.metric}" if ev.metric else ev.benchmark
+    """The benchmark and its metric as the file and the job named them, made inert."""
+    return prose(f"{ev.benchmark} {ev.metric}" if ev.metric else ev.benchmark)
 
 
 def _model_link(ev: Evaluation) -> str:

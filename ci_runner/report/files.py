@@ -7,7 +7,7 @@ from pathlib import Path
 from ci_runner.core.files import write_atomic
 from ci_runner.ledger.model import Ledger
 from ci_runner.ledger.repository import stem_of
-from ci_runner.ledger.store import load_ledger
+from ci_runner.ledger.store import scan
 from ci_runner.paths import Project
 from ci_runner.report.figures import figures
 from ci_runner.report.plot import render_svg, unchanged
@@ -35,10 +35,9 @@ def write_report(project: Project, stem: str, ledger: Ledger) -> list[Path]:
 
 
 def write_all(project: Project) -> list[Path]:
-    """Every report re-rendered from its ledger (``ci-runner report``)."""
+    """Every report re-rendered from its ledger (``ci-runner report``); an unreadable
+    ledger is skipped, its report left as it was."""
     changed: list[Path] = []
-    for path in project.ledger_paths():
-        ledger = load_ledger(path)
-        if ledger is not None:
-            changed += write_report(project, stem_of(path), ledger)
+    for path, ledger in scan(project.ledger_paths()).found:
+        changed += write_report(project, stem_of(path), ledger)
     return changed

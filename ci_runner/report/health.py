@@ -11,6 +11,7 @@ import dataclasses
 import math
 from dataclasses import dataclass
 
+from ci_runner.core.inert import code, prose
 from ci_runner.job_scripts.curves import REWARD_FUNCTION
 from ci_runner.ledger.model import Run, RunStatus, TrainMetrics
 
@@ -121,8 +122,8 @@ def _constant(points: Curve) -> bool:
 def _describe(name: str, points: Curve) -> str:
     values = [v for _, v in points]
     if _constant(points):
-        return f"{name} always {fmt(values[0])}"
-    return f"{name} {fmt(min(values))} to {fmt(max(values))}"
+        return f"{prose(name)} always {fmt(values[0])}"
+    return f"{prose(name)} {fmt(min(values))} to {fmt(max(values))}"
 
 
 def _no_learning_signal(run: Run, m: TrainMetrics) -> list[Finding]:
@@ -163,7 +164,11 @@ def _no_learning_signal(run: Run, m: TrainMetrics) -> list[Finding]:
         detail += "; every completion was cut off at max_completion_length" + (
             f" ({max_len})" if max_len else ""
         )
-    names = ", ".join(f"`{r}`" for r in run.rewards) or ", ".join(functions) or "the rewards"
+    names = (
+        ", ".join(code(r) for r in run.rewards)
+        or ", ".join(prose(f) for f in functions)
+        or "the rewards"
+    )
     remedy = (
         f"check that the reward functions ({names}) can score this model's completions: "
         "they may look for a format (such as `<answer>…</answer>`) the model does not produce "

@@ -1,26 +1,24 @@
 """Markdown building blocks shared by the report, the PR body, the model card and the
 step summary: inline code, escaped table cells, links that never dress a local path up
-as a Hub page. Pure functions of their arguments."""
+as a Hub page. Pure functions of their arguments.
+
+Values from the experiment file, the ledger or a job are untrusted: they pass through
+``core.inert`` (``code``, ``prose``) before they meet our own markup."""
 
 from __future__ import annotations
 
 import math
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, TypeGuard
 
 from ci_runner.core.durations import parse_stamp
 from ci_runner.core.hub import is_local_path
+from ci_runner.core.inert import code as code  # re-exported: every renderer imports it here
+from ci_runner.core.inert import link, prose
 from ci_runner.ledger.model import Run
 
 TBD = "TBD"
 _METHOD_NAMES = {"sft": "SFT", "dpo": "DPO", "grpo": "GRPO"}
-
-
-def code(text: str) -> str:
-    """Inline code span that survives backticks inside ``text``."""
-    fence = "``" if "`" in text else "`"
-    pad = " " if fence == "``" else ""
-    return f"{fence}{pad}{text}{pad}{fence}"
 
 
 def cell(text: str) -> str:
@@ -31,7 +29,7 @@ def cell(text: str) -> str:
 def table(header: tuple[str, ...] | list[str], rows: list[list[str]]) -> str:
     """A GitHub table; every cell is escaped so ledger values cannot break it."""
     lines = [
-        "| " + " | ".join(header) + " |",
+        "| " + " | ".join(cell(h) for h in header) + " |",
         "|" + "|".join("-" * (len(h) + 2) for h in header) + "|",
     ]
     lines += ["| " + " | ".join(cell(c) for c in row) + " |" for row in rows]
@@ -55,7 +53,8 @@ def parse_time(stamp: str) -> datetime | None:
 
 
 def value(v: Any) -> str:
-    """Readable hyperparameter value: lowercase bools, shortest float repr (5e-05)."""
+    """Readable hyperparameter value: lowercase bools, shortest float repr (5e-05); text
+    as written, made inert."""
     if isinstance(v, bool):
         return "true" if v else "false"
     if v is None:
@@ -66,10 +65,10 @@ def value(v: Any) -> str:
         return ", ".join(value(x) for x in v) if v else "[]"
     if isinstance(v, dict):
         return ", ".join(f"{k}={value(v[k])}" for k in sorted(v, key=str)) or "{}"
-    return str(v) if v != "" else '""'
+    return prose(str(v)) if v != "" else '""'
 
 
-def is_url(target: str | None) -> bool:
+def is_url(target: str | None) -> TypeGuard[str]:
     return target is not None and target.startswith(("http://", "https://"))
 
 
@@ -78,7 +77,7 @@ def link_or_path(target: str | None, label: str) -> str:
     if not target:
         return TBD
     if is_url(target):
-        return f"[{label}]({target})"
+        return link(label, target)
     return f"local: {code(target)}"
 
 
@@ -95,7 +94,7 @@ def named(name: str, url: str | None) -> str:
     """
     if is_local(name):
         return f"{code(name)} (local)"
-    return f"[{cell(name)}]({url})" if url else code(name)
+    return link(name, url) if url else code(name)
 
 
 def method_label(method: str) -> str:
@@ -112,5 +111,5 @@ def hub_model(run: Run) -> str:
     if not run.hub_model_id:
         return "not pushed"
     if run.hub_model_url:
-        return f"[{cell(run.hub_model_id)}]({run.hub_model_url})"
+        return link(run.hub_model_id, run.hub_model_url)
     return code(run.hub_model_id)

@@ -20,6 +20,7 @@ from typing import Any
 
 from ci_runner.core.durations import clock
 from ci_runner.core.hub import revision_url
+from ci_runner.core.inert import block, link, prose
 from ci_runner.job_scripts.curves import REWARD_FUNCTION
 from ci_runner.ledger.model import Attempt, Ledger, Run, RunStatus, TrainMetrics
 from ci_runner.ledger.retry import wall_time
@@ -106,7 +107,7 @@ def _wall_time_text(run: Run) -> str | None:
 def title_line(ledger: Ledger) -> str:
     """The experiment's name and one line of what it is: its description, else its recipe."""
     if ledger.description:
-        line = " ".join(ledger.description.split())
+        line = prose(ledger.description)
     else:
         line = (
             f"{method_label(ledger.method)} of {code(ledger.base_model)} on {code(ledger.dataset)}"
@@ -174,11 +175,11 @@ def runs_table(ledger: Ledger) -> str:
         m = run.metrics
         name = code(run.run_id)
         if labels[run.run_id] != run.run_id:
-            name += f" ({labels[run.run_id]})"
+            name += f" ({prose(labels[run.run_id])})"
         status = run.status.label
         if run.error:
             first = run.error.splitlines()[0]
-            status += f": {first[:117] + '…' if len(first) > 120 else first}"
+            status += f": {prose(first[:117] + '…' if len(first) > 120 else first)}"
         step = f"{m.step}/{m.max_steps or '?'}" if m and m.step is not None else "—"
         loss = f"{m.final_loss:.4f}" if m and m.final_loss is not None else "—"
         metrics = [_last(m, key) if method == run.method else "n/a" for method, _, key in columns]
@@ -213,7 +214,7 @@ def _header(ledger: Ledger) -> str:
 
 def _named_link(label: str, name: str, url: str | None) -> str:
     if url and not is_local(name):
-        return f"- [{label}]({url}): {code(name)}"
+        return f"- {link(label, url)}: {code(name)}"
     return f"- {label}: {named(name, None)}"
 
 
@@ -255,7 +256,7 @@ def _parameters(run: Run) -> list[list[str]]:
     """Everything needed to reproduce the run, hyperparameters sorted for stable diffs."""
     dataset = f"{code(run.dataset)}{_pin(run.dataset, run.dataset_revision, 'dataset')}"
     dataset += f" (split {code(run.dataset_split)}"
-    dataset += f"; eval: {run.eval_split})" if run.eval_split else ")"
+    dataset += f"; eval: {prose(run.eval_split)})" if run.eval_split else ")"
     rows = [
         ["Method", method_label(run.method)],
         ["Model", code(run.base_model) + _pin(run.base_model, run.base_model_revision, "model")],
@@ -289,7 +290,7 @@ def _pin(ref: str, revision: str | None, kind: str) -> str:
         return " (not pinned)" if not ref.startswith("output of") else ""
     url = revision_url(ref, revision, kind)
     if url:
-        return f" at [{revision[:12]}]({url})"
+        return f" at {link(revision[:12], url)}"
     return f" content {code(revision)}"
 
 
@@ -298,7 +299,7 @@ def versions_line(versions: dict[str, str]) -> str:
     parts = [f"{name} {versions[name]}" for name in sorted(versions) if name != "accelerator"]
     if "accelerator" in versions:
         parts.append(versions["accelerator"])
-    return " · ".join(parts)
+    return prose(" · ".join(parts))
 
 
 def _lora(lora: dict[str, Any] | None) -> str:
@@ -329,9 +330,9 @@ def _status(run: Run) -> str:
         blocks.append("\n".join(lines))
     # In full at the top of the report (the overview), where the PR body shows them too.
     blocks += [f"> **Warning: {f.title}** (details and remedy above)" for f in check_run(run)]
-    blocks += [f"> **Warning:** {warning}" for warning in run.warnings]
+    blocks += [f"> **Warning:** {prose(warning)}" for warning in run.warnings]
     if run.error:
-        blocks += ["**Error:**", _fenced(run.error)]
+        blocks += ["**Error:**", block(run.error)]
     return "\n\n".join(blocks)
 
 
@@ -368,14 +369,6 @@ def _metric_lines(run: Run, *, final: bool) -> list[str]:
     return lines
 
 
-def _fenced(text: str) -> str:
-    """A code block whose fence is longer than any backtick run in ``text``."""
-    ticks = 3
-    while "`" * ticks in text:
-        ticks += 1
-    return f"{'`' * ticks}text\n{text.rstrip()}\n{'`' * ticks}"
-
-
 def _logs(run: Run) -> str:
     if not run.attempts:
         return "Pending submission"
@@ -399,14 +392,14 @@ def _attempt_line(a: Attempt) -> str:
     if a.cost_usd:
         parts.append(f"~${a.cost_usd:.2f}")
     line = " · ".join(parts)
-    return line + (f" — {a.message}" if a.message else "")
+    return line + (f" — {prose(a.message)}" if a.message else "")
 
 
 def job_ref(a: Attempt) -> str:
     """The job's page when it has one (HF Jobs); a local job says so, with its log file."""
     label = f"Job {a.job_id}" if a.job_id else "Job"
     if is_url(a.job_url):
-        return f"[{label}]({a.job_url})"
+        return link(label, a.job_url)
     if a.backend == "local" and a.job_id:
         return f"local job {code(a.job_id)}" + (f", log {code(a.job_url)}" if a.job_url else "")
     if a.job_url:
@@ -431,20 +424,20 @@ def _mlflow(run: Run) -> str:
     """The MLflow run (known once the job's summary named it) and how to open its store."""
     experiment = f"Experiment {code(run.tracking_project)}"
     if run.tracking_run_id:
-        label = f"MLflow run {run.tracking_run_id}"
-        ref = f"[{label}]({run.tracking_url})" if run.tracking_url else code(label)
+        label = f"MLflow run {prose(run.tracking_run_id)}"
+        ref = link(label, run.tracking_url) if run.tracking_url else code(label)
         lines = [f"{ref} ({experiment}, tagged `ci-runner.run={run.run_id}`)."]
     else:
         lines = [f"{experiment}; the run is tagged `ci-runner.run={run.run_id}`."]
     uri = run.tracking_uri or ""
     if not uri.lower().startswith(("http://", "https://", "databricks")):
-        lines.append(f"View locally:\n\n```bash\nmlflow ui --backend-store-uri {uri}\n```")
+        lines.append("View locally:\n\n" + block(f"mlflow ui --backend-store-uri {uri}", "bash"))
     return "\n\n".join(lines)
 
 
 def _trackio(run: Run) -> str:
     if run.tracking_url:
-        return f"[Trackio Logs]({run.tracking_url})"
+        return link("Trackio Logs", run.tracking_url)
     where = f"Project {code(run.tracking_project)}, run {code(run.tracking_run)}."
     if run.backend != "local":
         return (
@@ -453,7 +446,7 @@ def _trackio(run: Run) -> str:
         )
     # Local jobs log to the project's own trackio store, not ~/.cache.
     command = f"TRACKIO_DIR=.ci-runner/trackio trackio show --project {run.tracking_project}"
-    return f"{where} View locally:\n\n```bash\n{command}\n```"
+    return f"{where} View locally:\n\n" + block(command, "bash")
 
 
 # --- pipelines ---------------------------------------------------------------
@@ -474,8 +467,8 @@ def _pipeline(ledger: Ledger) -> str:
         assert run.stage_index is not None  # only the pipeline's stages
         rows.append(
             [
-                f"{run.stage_index + 1}. {run.stage_name or run.method}",
-                code(run.run_id) + (f" ({label})" if run.matrix else ""),
+                f"{run.stage_index + 1}. {prose(run.stage_name or run.method)}",
+                code(run.run_id) + (f" ({prose(label)})" if run.matrix else ""),
                 method_label(run.method),
                 code(run.base_model),
                 _trained_model(run),

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 FIELDS_FILE = Path(__file__).with_name("trl_fields.json")
-FLOAT_RE = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
+FLOAT_RE = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
 
 # Set by ci-runner from other parts of the experiment file.
 RESERVED = {
@@ -132,7 +132,7 @@ def _coerce(value: Any, kinds: list[str]) -> tuple[Any, bool]:
     kind = _kind(value)
     if kind in kinds or (kind == "int" and "float" in kinds):
         return value, True
-    if kind == "str" and "float" in kinds and FLOAT_RE.match(value):
+    if kind == "str" and "float" in kinds and FLOAT_RE.fullmatch(value):
         return float(value), True
     return value, False
 

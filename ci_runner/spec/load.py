@@ -140,8 +140,8 @@ def _data_path(loc: tuple[str | int, ...], data: Any) -> Path_:
     path: list[str | int] = []
     node = data
     for part in loc:
-        if _is_union_tag(part):
-            continue
+        if _is_union_tag(part) and not (isinstance(node, dict) and part in node):
+            continue  # a union member's name, not a key the file wrote
         path.append(part)
         if isinstance(node, dict) and part in node:  # noqa: SIM114 - each branch narrows part
             node = node[part]
@@ -195,6 +195,12 @@ def _hint_for(error: ErrorDetails, path: Path_, data: Any) -> str | None:
         )
     if kind == "missing":
         return f"add `{path[-1]}:` to the file"
+    given = error.get("input")
+    if isinstance(given, str) and given.strip() and given != given.strip():
+        return (
+            f'write {given.strip()!r} with nothing around it: a quoted "\\n" or a `|` '
+            "block keeps a line break that the job would then fail on"
+        )
     if path == ("lora",):
         return "use auto, off, or settings such as `lora: {r: 16, alpha: 32}`"
     if kind == "literal_error" and len(path) == 1:

@@ -37,6 +37,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from ci_runner.job_scripts.mlflow_store import init_lock, sqlite_file
 from ci_runner.track.trackio_progress import RunProgress, finite_number
 
 RUN_TAG = "ci-runner.run"
@@ -79,9 +80,8 @@ def resolve_uri(uri: str, root: Path | None = None) -> str:
 
 def _store_missing(uri: str) -> bool:
     """A local store not created yet: nothing logged, and a read must not create it."""
-    if uri.startswith("sqlite:///"):
-        return not Path(uri[len("sqlite:///") :]).is_file()
-    return False
+    database = sqlite_file(uri)
+    return database is not None and not database.is_file()
 
 
 @contextlib.contextmanager
@@ -200,9 +200,14 @@ def read_progress(
     except ImportError:
         return answer(None, reason="mlflow is not installed: pip install 'ci-runner[mlflow]'")
 
+    # A local store a job is still creating: wait for it, and never create it twice.
+    database = sqlite_file(uri)
+    one_initialiser = (
+        init_lock(database, wait_s=timeout_s) if database is not None else contextlib.nullcontext()
+    )
     requests = 0
     try:
-        with _bounded_http(timeout_s):
+        with _bounded_http(timeout_s), one_initialiser:
             client = MlflowClient(tracking_uri=uri or None)
             key = (uri, experiment)
             experiment_id = _experiment_ids.get(key)

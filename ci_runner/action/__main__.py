@@ -1,0 +1,3 @@
+from ci_runner.action.main import action
+
+action()
