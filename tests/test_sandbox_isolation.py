@@ -324,6 +324,7 @@ return a + b if rewritten else 0
 """
 
 
+@pytest.mark.slow  # each evaluator imports lighteval
 @pytest.mark.parametrize("mode", list(MODES))
 def test_rewriting_the_judge_does_not_pass_later_problems(world, mode):
     """Problem 1 rewrites every sandbox_child.py it can reach (the old copy in the sandbox
@@ -369,6 +370,7 @@ return a + b if found else 0
 """
 
 
+@pytest.mark.slow  # each evaluator imports lighteval
 @pytest.mark.parametrize("mode", list(MODES))
 def test_tokens_are_out_of_reach(world, mode):
     """The completion scores only if it finds HF_TOKEN or GITHUB_TOKEN in its own or any
@@ -410,6 +412,7 @@ return 0
 """
 
 
+@pytest.mark.slow  # each evaluator imports lighteval
 @pytest.mark.parametrize("mode", list(MODES))
 def test_the_answers_are_out_of_reach(world, mode):
     """A problem only its canonical solution passes; the completion walks the folders
@@ -461,6 +464,7 @@ return a + b
 CRASH = "import ctypes\nreturn ctypes.string_at(0)"
 
 
+@pytest.mark.slow  # each evaluator imports lighteval
 @pytest.mark.parametrize("mode", SUPERVISED)
 def test_one_problem_fails_alone(world, mode):
     """A disk filler, a lone surrogate, a null byte and a segfault, each between good
@@ -483,6 +487,7 @@ def test_one_problem_fails_alone(world, mode):
     assert not list(Path("/dev/shm").glob("fill-*"))
 
 
+@pytest.mark.slow  # each evaluator imports lighteval
 @pytest.mark.parametrize("mode", SUPERVISED)
 def test_teardown_sweeps_every_world_writable_place(world, mode):
     """Files left in /run/lock, /var/tmp, /dev/shm, /tmp and a world-writable folder of
@@ -504,6 +509,7 @@ def test_teardown_sweeps_every_world_writable_place(world, mode):
 # --- the refusal, where a user meets it ---------------------------------------------------
 
 
+@pytest.mark.slow
 def test_submit_refuses_unisolated_generated_code(tmp_path, tiny_fixtures, monkeypatch):
     """An evaluator that could not isolate generated code (every layer off, as root: no
     uid switch, no bubblewrap) refuses at submit, exit 8, before anything is trained."""
