@@ -18,6 +18,7 @@ class ExitCode(IntEnum):
     OVER_BUDGET = 5  # plan exceeds budget.max_cost_usd
     BACKEND = 6  # the backend refused or failed to answer
     DATA = 7  # the dataset can't be read as the experiment asks (format, split, rows)
+    UNISOLATED = 8  # generated code could not be isolated here, and the file does not opt in
     LEDGER_CORRUPT = 9  # a ledger file is not valid JSON of a ledger; restore its copy
     RUN_FAILED = 10  # a run ended in failure
     RUN_CANCELED = 11  # a run was canceled
@@ -35,6 +36,9 @@ EXIT_MEANINGS: dict[int, str] = {
     ExitCode.OVER_BUDGET: "the plan exceeds budget.max_cost_usd",
     ExitCode.BACKEND: "the backend, Hub or GitHub refused or failed: check tokens and quota",
     ExitCode.DATA: "the dataset does not fit the method, or cannot be read as the file asks",
+    ExitCode.UNISOLATED: "generated code (HumanEval) cannot be isolated here: run as root, "
+    "with `sudo -n`, or with bubblewrap and user namespaces, or set "
+    "evaluation.allow_unisolated_code: true",
     ExitCode.LEDGER_CORRUPT: "a ledger file is unreadable (truncated or edited): restore "
     "the committed copy; the other experiments were handled",
     ExitCode.RUN_FAILED: "the run failed: read its error, then its logs",
@@ -89,6 +93,13 @@ class NotReadyError(CiRunnerError):
 
 class BackendError(CiRunnerError):
     exit_code = ExitCode.BACKEND
+
+
+class UnisolatedCodeError(CiRunnerError):
+    """Generated code would run where it could reach its judge and the answers, and the
+    experiment does not opt in (``evaluation.allow_unisolated_code``)."""
+
+    exit_code = ExitCode.UNISOLATED
 
 
 class OverBudgetError(CiRunnerError):

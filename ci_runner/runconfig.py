@@ -162,6 +162,9 @@ class EvalConfig(_Frozen):
     seed: int = 42
     max_new_tokens: int = 256
     inference_backend: Literal["accelerate", "vllm"] = "accelerate"
+    # The experiment's opt-in: run generated code even where the sandbox cannot isolate
+    # it (scores then carry ``isolated: false``); without it such an evaluation refuses.
+    allow_unisolated_code: bool = False
     # How the plan sized this evaluation: "4bit" loads the model as bitsandbytes NF4 (as a
     # QLoRA run trained it); device_map "auto" spreads it over the flavor's GPUs.
     quantize: Literal["4bit"] | None = None

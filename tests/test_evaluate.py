@@ -297,6 +297,9 @@ def test_evaluate_tiny_model_on_both_benchmarks(tiny_fixtures, job_env, tmp_path
     # The sandbox's layers are in the summary and the log (tests/test_sandbox.py: the attacks)
     layers = summary["sandbox"]["layers"]
     assert layers["secrets_dropped"] is True and layers["separate_judge"] is True
+    assert layers["answers_sealed"] is True and summary["sandbox"]["isolated"] is True
+    assert str(tiny_fixtures.humaneval_data) in summary["sandbox"]["answers"]["sealed"]
+    assert "isolated" not in summary["scores"][0]  # only unisolated scores carry the mark
     assert "sandbox: " in output and "secrets dropped before running generated code" in output
     assert not any(Path(tiny_fixtures.model).glob("*/"))  # nothing written into the model
     assert elapsed < 120

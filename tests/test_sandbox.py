@@ -47,7 +47,7 @@ CONFIGS = {"full": FULL, "no-unshare": NO_NS, "no-unshare-no-cgroups": NO_NS_CG,
 @functools.cache
 def box(disable: tuple[str, ...] = FULL, **limits: int) -> sandbox.Sandbox:
     """One probed sandbox per layer set (probing runs trial sandboxes)."""
-    made = sandbox.Sandbox(disable=disable, **limits)
+    made = sandbox.Sandbox(disable=disable, allow_unisolated=True, **limits)
     made.probe()
     return made
 
@@ -108,7 +108,7 @@ sys.path.insert(0, {job_scripts!r})
 import sandbox
 if {drop!r}:
     sandbox.drop_secrets()
-box = sandbox.Sandbox(disable={disable!r})
+box = sandbox.Sandbox(disable={disable!r}, allow_unisolated=True)
 verdict = box.run_tests(program={program!r}, prompt={prompt!r}, tests={tests!r},
                         entry_point="add", timeout_s={timeout!r})
 restored = sandbox.restore_secrets()
@@ -640,6 +640,7 @@ root = {str(target.root)!r}
 paths = [os.path.join(root, f'{{n}}-{{role}}', name)
          for n in range(200) for role in ('candidate', 'judge')
          for name in ('candidate.py', 'judge.json')]
+paths.append('candidate.py')  # its own, in its working directory (not listable)
 for top in (root, '/tmp', '/sandbox'):  # three levels: a sandbox's files, not every clone in /tmp
     for folder, dirs, names in os.walk(top):
         if folder.count('/') - top.count('/') >= 3:
@@ -759,10 +760,13 @@ def test_layers_are_probed_recorded_and_printed():
     for layer in sandbox.LAYER_NAMES:  # what is missing on this machine says why
         active = report["layers"][layer]
         assert (active not in (False, str(os.geteuid()))) or degraded(full, layer), layer
-    assert len(none.report()["degraded"]) == len(sandbox.LAYER_NAMES)
+    assert full.report()["isolated"] is True
+    assert none.report()["isolated"] is False  # root without its uid switch or bubblewrap
+    assert none.report()["degraded"][0].startswith("isolation: none")
+    assert len(none.report()["degraded"]) == 1 + len(sandbox.LAYER_NAMES)
     described = none.describe()
     assert described[0].startswith("sandbox: process | uid ")
-    assert len([line for line in described if line.startswith("warning: sandbox degraded:")]) == 7
+    assert len([line for line in described if line.startswith("warning: sandbox degraded:")]) == 8
     summary = sandbox.summary(none)
     assert summary["layers"]["secrets_dropped"] is False  # not called in this process
     assert summary["degraded"][0].startswith("secrets_dropped:")
@@ -790,3 +794,55 @@ def test_bubblewrap_is_used_when_installed():
         assert layers(target)["filesystem_isolated"] and target.report()["mechanism"] == "bwrap"
     else:
         assert degraded(target, "bwrap")
+
+
+# --- row: fill the disk ---------------------------------------------------------------------------
+
+FILL_TMP = """
+import os, sys, tempfile
+if hasattr(sys, 'filled'):  # the body runs once per call: attack on the first
+    return a + b
+sys.filled = True
+for index in range(2048):  # up to 2 GiB, 1 MiB a file (RLIMIT_FSIZE)
+    try:
+        with open(os.path.join(tempfile.gettempdir(), f'fill-{os.getpid()}-{index}'), 'wb') as out:
+            out.write(b'x' * (1 << 20))
+    except OSError as exc:
+        os.write(1, f'STOPPED {index} {exc.errno}\\n'.encode())
+        break
+    os.write(1, f'WROTE {index + 1}\\n'.encode())
+return a + b
+"""
+
+
+@configs("full", "no-unshare")
+def test_a_sandbox_writes_no_more_than_its_quota(disable):
+    """1 MiB files into its temp folder until stopped: bubblewrap's tmpfs fills (ENOSPC),
+    or, on the host's /tmp, the launch stage kills the sandbox past its quota."""
+    target = box(disable)
+    verdict = run(target, FILL_TMP)
+    wrote = [int(n) for n in lines(verdict.candidate_output, "WROTE ")]
+    assert wrote, verdict  # it did write
+    quota_mib = sandbox.QUOTA_BYTES >> 20
+    if layers(target)["filesystem_isolated"]:
+        assert verdict.passed and lines(verdict.candidate_output, "STOPPED ")
+        assert max(wrote) <= quota_mib
+    else:
+        assert uid_switched(target)
+        assert not verdict.passed and "killed: it wrote more than" in verdict.candidate_output
+        assert max(wrote) < 2048, max(wrote)  # stopped long before its 2 GiB
+    assert not list(Path(tempfile.gettempdir()).glob("fill-*"))  # swept, or never on the host
+
+
+def test_a_sandbox_that_breaks_fails_its_problem_not_the_caller():
+    """The evaluator's own folder vanishes (a tmp cleaner): that problem fails with the
+    reason, nothing is raised, and the summary counts it."""
+    target = sandbox.Sandbox(allow_unisolated=True)
+    target.probe()
+    try:
+        subprocess.run(["rm", "-rf", str(target.root)], check=True)
+        verdict = run(target, "return a + b")
+        assert not verdict.passed and verdict.reason.startswith("the sandbox failed: ")
+        assert target.report()["sandbox_failures"] == 1
+    finally:
+        target.close()

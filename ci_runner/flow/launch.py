@@ -247,6 +247,7 @@ def stage_config(ws: Workspace, run: Run, job: StageJob) -> tuple[str, EvalConfi
                 for b in settings.get("benchmarks", [])
             ],
             output_dir=out,
+            allow_unisolated_code=settings.get("allow_unisolated_code") is True,
             quantize=stage_sizing(run, job).get("quantize"),
             device_map=stage_sizing(run, job).get("device_map"),
         )

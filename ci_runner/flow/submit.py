@@ -13,6 +13,7 @@ from pathlib import Path
 
 from ci_runner.errors import NotReadyError
 from ci_runner.flow import schedule
+from ci_runner.flow.isolation import check_isolation
 from ci_runner.flow.launch import resolve
 from ci_runner.flow.pins import PinCache, Pins
 from ci_runner.flow.preflight import (
@@ -123,6 +124,7 @@ def submit(
         )
     for spec in runs:
         check_inputs(spec.experiment)
+        check_isolation(spec.experiment, str(spec_path))
     assert runs[0].experiment.dataset is not None  # the loader requires one of every run
     stem = stem_for(
         ws.project,

@@ -6,9 +6,10 @@ with its own folder first on ``sys.path``, so it imports the helper modules besi
 (``protocol.py``, ``shaping.py``, ``curves.py``, ``sandbox.py``, ``evaluate_*.py``,
 ``export_*.py``) as top-level modules; the runner ships every helper in ``HELPERS``
 with every job. Helpers import only the standard library at the top (heavy libraries
-inside functions), and ``sandbox_child.py`` also runs on its own, copied into each
-sandbox. ``evaluate_many.py`` runs ``evaluate.py`` for several models in one process:
-only the local backend runs it, beside its sibling, so it is never bundled.
+inside functions), and ``sandbox_child.py`` also runs on its own: each sandbox gets
+its source, as the evaluator read it, through ``python -c``. ``evaluate_many.py`` runs
+``evaluate.py`` for several models in one process: only the local backend runs it,
+beside its sibling, so it is never bundled.
 
 A project may override an entry script by keeping its own ``job_scripts/<name>``; the
 helpers still come from here unless the project's folder has its own copy.

@@ -27,8 +27,10 @@ Two benchmarks ship with this file, in its sibling modules:
   completion, then pass@1: the completion runs in one sandbox, the prompt and tests
   in another that decides the verdict (``sandbox.py``; lighteval has no HumanEval of
   its own). Before any generated code runs, the evaluator drops its secrets
-  (``HF_TOKEN``, the token file); the summary's ``sandbox`` entry records which
-  isolation layers were active.
+  (``HF_TOKEN``, the token file) and seals the answers (data, model and caches out of
+  other uids' reach); where the code cannot be isolated it refuses, unless the config
+  says ``allow_unisolated_code`` (those scores then carry ``isolated: false``). The
+  summary's ``sandbox`` entry records which isolation layers were active.
 * ``gsm8k`` (openai/gsm8k format, few-shot from ``train``, ``evaluate_gsm8k.py``):
   exact match of the final number.
 
@@ -52,6 +54,7 @@ import os
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -65,11 +68,15 @@ from evaluate_pipeline import (
     make_registry_class,
     newest_results_file,
     resolve_tasks,
+    split_revision,
 )
 from protocol import ConfigError
 
 # The config keys a failure summary repeats, to say which evaluation failed.
 REPORTED = ("experiment", "run_id", "eval_id", "model", "model_label")
+CODE_BENCHMARKS = {"humaneval"}  # benchmarks whose completions run (in sandboxes)
+# Errors whose message is the whole story (no traceback): a bad config, a refusal.
+EXPECTED = (ConfigError, sandbox.UnisolatedError)
 
 
 def check_eval_config(config: dict[str, Any]) -> None:
@@ -106,6 +113,42 @@ def _format_score(entry: dict[str, Any]) -> str:
     return f"{entry['task']:<24} {entry['metric']}={score}{stderr} ({entry['samples']} samples)"
 
 
+def answer_paths(config: dict[str, Any], configs: dict[str, Any]) -> list[str]:
+    """Where the benchmarks' rows (answers included), the model and the caches holding
+    either live on disk: no sandbox may read them (:func:`sandbox.seal_answers`)."""
+    paths = [str(getattr(task, "hf_repo", "") or "") for task in configs.values()]
+    for key in ("model", "base_model"):
+        if config.get(key):
+            paths.append(split_revision(str(config[key]))[0])
+    paths.append(config["output_dir"])  # earlier results and details
+    for module, names in (
+        ("huggingface_hub.constants", ("HF_HOME", "HF_HUB_CACHE")),
+        ("datasets.config", ("HF_DATASETS_CACHE",)),
+    ):
+        found = sys.modules.get(module)
+        paths += [str(getattr(found, name, "") or "") for name in names] if found else []
+    for name in ("HF_HOME", "HF_HUB_CACHE", "HF_DATASETS_CACHE", "TRANSFORMERS_CACHE"):
+        paths.append(os.environ.get(name, ""))
+    return [path for path in dict.fromkeys(paths) if path and os.path.exists(path)]
+
+
+def guard_generated_code(
+    config: dict[str, Any], configs: dict[str, Any], extra_paths: Sequence[str] = ()
+) -> dict[str, Any]:
+    """Before the first completion runs: drop the secrets, seal the answers, probe the
+    sandbox (which refuses to run unisolated unless the experiment opted in)."""
+    dropped = sandbox.drop_secrets()
+    sealed = sandbox.seal_answers([*answer_paths(config, configs), *extra_paths])
+    print(
+        f"secrets dropped before running generated code: {len(dropped['env'])} "
+        f"environment variable(s), {len(dropped['token_files'])} token file(s) moved "
+        f"until the evaluation ends; {len(sealed['sealed'])} path(s) of data, model and "
+        "caches out of other users' reach",
+        flush=True,
+    )
+    return sandbox.prepare(sys.stderr, allow_unisolated=bool(config.get("allow_unisolated_code")))
+
+
 def run_lighteval(
     config, configs, task_strings, limits, tracker, runs_code: bool
 ) -> tuple[dict[str, int], bool]:
@@ -128,16 +171,9 @@ def run_lighteval(
             + f" | chat_template={'on' if chat else 'off'}",
             flush=True,
         )
-        if runs_code:  # secrets first: model and data are loaded, no generated code ran yet
-            dropped = sandbox.drop_secrets()
-            print(
-                f"secrets dropped before running generated code: {len(dropped['env'])} "
-                f"environment variable(s), {len(dropped['token_files'])} token file(s) moved "
-                "until the evaluation ends",
-                flush=True,
-            )
-            sandbox.prepare(sys.stderr)
         try:
+            if runs_code:  # model and data are loaded, no generated code ran yet
+                guard_generated_code(config, configs, [scratch])
             pipeline.evaluate()
         finally:
             if runs_code:  # every sandbox is torn down (and checked) at the end of its run
@@ -169,13 +205,18 @@ def main(config: dict[str, Any]) -> dict[str, Any]:
         flush=True,
     )
     tracker = evaluation_tracker(output_dir)
-    runs_code = "humaneval" in configs  # its completions run in sandboxes
+    runs_code = bool(CODE_BENCHMARKS & set(configs))  # their completions run in sandboxes
     doc_counts, chat = run_lighteval(config, configs, task_strings, limits, tracker, runs_code)
 
     results_file = newest_results_file(output_dir / RESULTS_DIRNAME)
     results = json.loads(results_file.read_text(encoding="utf-8"))["results"]
     details = tracker.details_logger.details  # per-sample metrics: the report's intervals
     scores = build_scores(config, configs, task_strings, results, doc_counts, details)
+    report = sandbox.summary() if runs_code else None
+    if report is not None and not report["isolated"]:  # the experiment's opt-in
+        for entry in scores:
+            if entry["benchmark"] in CODE_BENCHMARKS:
+                entry["isolated"] = False
     for entry in scores:
         print(_format_score(entry), flush=True)
     return {
@@ -194,10 +235,18 @@ def main(config: dict[str, Any]) -> dict[str, Any]:
         "results_file": str(results_file),
         "details_dir": str(output_dir / "details"),
         "output_dir": str(output_dir),
-        "sandbox": sandbox.summary() if runs_code else None,
+        "sandbox": report,
         "runtime_s": round(time.monotonic() - started, 3),
     }
 
 
 if __name__ == "__main__":
-    sys.exit(protocol.run_job(main, None, description=__doc__.splitlines()[0], reported=REPORTED))
+    sys.exit(
+        protocol.run_job(
+            main,
+            None,
+            description=__doc__.splitlines()[0],
+            reported=REPORTED,
+            expected=EXPECTED,
+        )
+    )

@@ -59,7 +59,13 @@ def main(argv: list[str] | None = None) -> int:
             release_memory()
         one = ["--config", json.dumps(config)]
         codes.append(
-            protocol.run_job(evaluate.main, one, description=each, reported=evaluate.REPORTED)
+            protocol.run_job(
+                evaluate.main,
+                one,
+                description=each,
+                reported=evaluate.REPORTED,
+                expected=evaluate.EXPECTED,
+            )
         )
     return max(codes, default=2)
 

@@ -12,8 +12,9 @@ pairs; its siblings hold the parts:
 
 The API ``evaluate.py`` uses:
 
-* :func:`drop_secrets` once the model and datasets are loaded, before any
-  generated code runs, and :func:`restore_secrets` when no sandbox is left;
+* :func:`drop_secrets` and :func:`seal_answers` once the model and datasets are
+  loaded, before any generated code runs, and :func:`restore_secrets` when no
+  sandbox is left;
 * :func:`prepare` to probe the layers and print them (and every degradation)
   to the job log;
 * :func:`run_tests` per problem, which returns a :class:`Verdict`;
@@ -45,9 +46,10 @@ sandbox's report checked against the plan, and every missing layer recorded
 in :func:`summary` and printed as a warning, never silently skipped):
 
 * bubblewrap (``bwrap``, Debian's ``bubblewrap``) when installed and allowed:
-  new PID, network, IPC and UTS namespaces and a filesystem that holds only
-  ``/usr``, the interpreter and the sandbox's own directory; otherwise the
-  same namespaces through ``unshare(2)`` (no private filesystem view);
+  new PID, network, IPC and UTS namespaces and a read-only filesystem that holds
+  only ``/usr``, the interpreter and the sandbox's own directory, with a sized
+  private ``/tmp`` and ``/dev/shm``; otherwise the same namespaces through
+  ``unshare(2)`` (no private filesystem view);
 * a uid that owns nothing, one per sandbox (from ``UID_BASE``), in a 0700
   directory of its own, with ``RLIMIT_NPROC`` binding;
 * cgroup (v1 or v2) memory and pids limits on each sandbox's whole tree;
@@ -60,8 +62,26 @@ At the end of a run everything the sandbox started is killed: through the
 cgroup, or its PID namespace, or its uid, and the evaluator checks that none
 survived (a survivor is a :class:`SandboxError`, not a quiet leak).
 
-``CI_RUNNER_SANDBOX_DISABLE`` (comma-separated layer names, or ``namespaces``,
-``cgroups``, ``all``) switches layers off, to see and test the degraded paths.
+**Isolated, or refused.** Generated code must not reach what judges it (the
+judge's code, the interpreter's files) nor the answers: that takes another uid, or
+bubblewrap's own filesystem view. An evaluator that is neither root nor allowed
+user namespaces (a laptop, a GitHub-hosted runner) gets the uid switch through
+``sudo -n`` where that works (GitHub-hosted runners grant it): the launch stage runs
+as root and supervises the sandbox. Failing that, :class:`UnisolatedError` refuses
+to run generated code, unless the experiment opted in
+(``evaluation.allow_unisolated_code``); then the summary says ``isolated: false``
+and the report marks those scores.
+
+**One problem, one failure.** A sandbox writes only to bounded places (bubblewrap's
+sized tmpfs; without it the host's world-writable folders, under a per-sandbox quota
+counted by uid, and RLIMIT_FSIZE per file) and everything its uid left there is
+swept at the end. Whatever goes wrong while one problem runs (a full disk, text
+that is not UTF-8, a sandbox that fails) fails that problem, with the reason, and
+never the metric.
+
+``CI_RUNNER_SANDBOX_DISABLE`` (comma-separated layer names, ``sudo``, or
+``namespaces``, ``cgroups``, ``all``) switches layers off, to see and test the
+degraded paths.
 """
 
 from __future__ import annotations
@@ -82,9 +102,11 @@ from pathlib import Path
 from typing import Any
 
 import sandbox_secrets
-from sandbox_host import UID_BASE, UID_SLOTS, Cgroups, SandboxError, UidPool
+from sandbox_host import UID_BASE, UID_SLOTS, Cgroups, SandboxError, UidPool, UnisolatedError
 from sandbox_launch import (
     CHILD_SOURCE,
+    PLACES_SEARCH_S,
+    QUOTA_BYTES,
     SETUP_TIMEOUT_S,
     TEARDOWN_TIMEOUT_S,
     Box,
@@ -92,7 +114,7 @@ from sandbox_launch import (
     Plan,
     tail,
 )
-from sandbox_secrets import drop_secrets, restore_secrets
+from sandbox_secrets import drop_secrets, restore_secrets, seal_answers
 
 DISABLE_ENV = "CI_RUNNER_SANDBOX_DISABLE"
 LAYER_NAMES = (
@@ -104,11 +126,14 @@ LAYER_NAMES = (
     "cgroup_pids",
     "seccomp",
 )
+ROUTES = ("sudo",)  # other ways to get a layer: `sudo -n` for the uid switch
 ALIASES = {
     "namespaces": ("bwrap", "pid_namespace", "net_namespace"),
     "cgroups": ("cgroup_memory", "cgroup_pids"),
-    "all": LAYER_NAMES,
+    "all": LAYER_NAMES + ROUTES,
 }
+OPT_IN = "evaluation.allow_unisolated_code"
+SUDO_PROBE_TIMEOUT_S = 10.0
 
 MEMORY_BYTES = 2 << 30  # per sandbox tree (cgroup) and per process (RLIMIT_AS)
 PIDS_MAX = 64
@@ -131,11 +156,34 @@ def _parse_disable(text: str) -> set[str]:
             continue
         if raw in ALIASES:
             names.update(ALIASES[raw])
-        elif raw in LAYER_NAMES:
+        elif raw in LAYER_NAMES + ROUTES:
             names.add(raw)
         else:
-            raise SandboxError(f"{DISABLE_ENV}: unknown layer {raw!r} (one of {LAYER_NAMES})")
+            raise SandboxError(
+                f"{DISABLE_ENV}: unknown layer {raw!r} (one of {LAYER_NAMES + ROUTES})"
+            )
     return names
+
+
+def sudo_works() -> tuple[bool, str]:
+    """Can this (non-root) process become root without a password? (why not, if not)"""
+    path = shutil.which("sudo")
+    if path is None:
+        return False, "sudo is not installed"
+    try:
+        probe = subprocess.run(
+            [path, "-n", "--", "true"],
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=SUDO_PROBE_TIMEOUT_S,
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return False, f"`sudo -n true` failed: {exc}"
+    if probe.returncode != 0:
+        said = (probe.stderr.strip().splitlines() or [f"exit code {probe.returncode}"])[-1]
+        return False, f"`sudo -n true` refused: {said}"
+    return True, ""
 
 
 def _interpreters() -> list[str]:
@@ -159,8 +207,10 @@ class Sandbox:
         pids_max: int = PIDS_MAX,
         output_bytes: int = OUTPUT_BYTES,
         disable: tuple[str, ...] | list[str] | set[str] = (),
+        allow_unisolated: bool = False,
     ):
         self.memory_bytes, self.pids_max, self.output_bytes = memory_bytes, pids_max, output_bytes
+        self.allow_unisolated = allow_unisolated
         self.disabled = _parse_disable(os.environ.get(DISABLE_ENV, ""))
         self.disabled |= _parse_disable(",".join(disable))
         self.is_root = os.geteuid() == 0
@@ -175,6 +225,7 @@ class Sandbox:
             is_root=self.is_root,
         )
         self._nondumpable = False
+        self.failures = 0  # problems failed by the sandbox itself, not by their program
 
     # --- public --------------------------------------------------------------------
 
@@ -214,6 +265,9 @@ class Sandbox:
         }
         return {
             "mechanism": plan.mechanism,
+            "isolated": plan.isolated,
+            "via_sudo": plan.sudo,
+            "sandbox_failures": self.failures,
             "layers": layers,
             "degraded": self._degraded(plan),
             "interpreter": plan.interpreter,
@@ -221,6 +275,7 @@ class Sandbox:
                 "memory_bytes": self.memory_bytes,
                 "pids": self.pids_max,
                 "output_bytes": self.output_bytes,
+                "disk_bytes": QUOTA_BYTES,
             },
         }
 
@@ -229,7 +284,9 @@ class Sandbox:
         report = self.report()
         layers = report["layers"]
         active = [name for name in LAYER_NAMES if name != "uid" and layers[name] is True]
-        uid = f"uid {layers['uid']}" + ("" if self.plan.uid else " (not switched)")
+        uid = f"uid {layers['uid']}" + (
+            " (through sudo)" if self.plan.sudo else "" if self.plan.uid else " (not switched)"
+        )
         lines = [
             f"sandbox: {report['mechanism']} | {uid} | "
             + (", ".join(active) or "no namespaces, cgroups or seccomp")
@@ -242,8 +299,24 @@ class Sandbox:
         self, *, program: str, prompt: str, tests: str, entry_point: str, timeout_s: float
     ) -> Verdict:
         """Run ``check(candidate)`` from ``prompt`` + ``tests`` against ``program``'s
-        ``entry_point``, each side in its own sandbox; the judge decides."""
-        plan, launcher = self.plan, self._launcher
+        ``entry_point``, each side in its own sandbox; the judge decides.
+
+        Anything that goes wrong on the way fails this problem (the reason says what),
+        never the caller: a full disk, text that is not UTF-8, a sandbox that broke."""
+        plan = self.plan  # a refusal (UnisolatedError) is for the whole evaluation
+        try:
+            return self._run_pair(plan, program, prompt, tests, entry_point, timeout_s)
+        except Exception as exc:  # noqa: BLE001 - one problem's failure, recorded as such
+            with self._lock:
+                self.failures += 1
+            detail = f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
+            print(f"warning: a problem failed in the sandbox itself: {detail}", file=sys.stderr)
+            return Verdict(False, f"the sandbox failed: {detail}")
+
+    def _run_pair(
+        self, plan: Plan, program: str, prompt: str, tests: str, entry_point: str, timeout_s: float
+    ) -> Verdict:
+        launcher = self._launcher
         index = next(self._counter)
         with contextlib.ExitStack() as stack:
             calls_r, calls_w = os.pipe()  # judge -> candidate: arguments
@@ -257,7 +330,7 @@ class Sandbox:
                 places = []
                 for role, filename, content, _, _ in sides:
                     uid = launcher.take_uid(plan, stack)
-                    folder = launcher.run_dir(f"{index}-{role}", uid, stack)
+                    folder = launcher.run_dir(f"{index}-{role}", stack)
                     launcher.write(folder / filename, content, uid)
                     places.append((uid, folder))
                 # runs first: before the folders and uids go
@@ -269,6 +342,7 @@ class Sandbox:
                         "rpc_out": rpc_out,
                         "rpc_in": rpc_in,
                         "program": launcher.inside(plan, folder, filename),
+                        "file": filename,
                         "entry_point": entry_point,
                     }
                     name, fds = f"{index}-{role}", [rpc_out, rpc_in]
@@ -355,11 +429,72 @@ class Sandbox:
                 if layer in disabled:
                     reasons[layer] = off
             plan = self._settle(native, interpreters[1:], bwrap=False)
+        if plan is not None and not plan.isolated and not self.is_root:
+            plan = self._through_sudo(base, plan)
         if plan is None:
             raise SandboxError("the sandbox cannot start: " + "; ".join(reasons.values()))
         if plan.mechanism != "bwrap" and not (plan.pid_namespace or plan.net_namespace):
             plan.mechanism = "process"
+        if not plan.isolated and not self.allow_unisolated:
+            raise UnisolatedError(self._refusal())
+        if plan.uid and plan.mechanism != "bwrap":  # searched now, not on the first problem
+            self._launcher.find_places()
         return plan
+
+    def _through_sudo(self, base: Plan, fallback: Plan) -> Plan:
+        """Where this user may neither switch uid nor make namespaces, `sudo -n` may: the
+        launch stage then runs as root, as on HF Jobs. The fallback plan otherwise."""
+        if "sudo" in self.disabled:
+            self._reasons["sudo"] = f"disabled by {DISABLE_ENV}"
+            return fallback
+        works, why = sudo_works()
+        if not works:
+            self._reasons["sudo"] = why
+            return fallback
+        self._launcher.uids = UidPool()
+        routes = []
+        if self._launcher.bwrap and "bwrap" not in self.disabled:
+            routes.append(dataclasses.replace(base, uid=True, sudo=True))
+        routes.append(
+            dataclasses.replace(
+                base,
+                mechanism="unshare",
+                uid=True,
+                sudo=True,
+                pid_namespace="pid_namespace" not in self.disabled,
+                net_namespace="net_namespace" not in self.disabled,
+            )
+        )
+        for route in routes:
+            try:
+                plan = self._settle(route, [], bwrap=route.mechanism == "bwrap")
+            except SandboxError as exc:
+                self._reasons["sudo"] = str(exc)
+                continue
+            if plan is not None and plan.isolated:
+                self._reasons.pop("uid", None)
+                return plan
+        self._reasons.setdefault("sudo", "sandboxes started through sudo did not switch uid")
+        return fallback
+
+    def _refusal(self) -> str:
+        """Why generated code may not run here, and the ways out (the opt-in last)."""
+        why = "; ".join(
+            f"{layer}: {self._reasons[layer]}"
+            for layer in ("uid", "bwrap", "sudo")
+            if layer in self._reasons
+        )
+        return (
+            "refusing to run generated code without isolation: it would run as this "
+            f"evaluator's uid ({os.geteuid()}) with the host's filesystem, where it can "
+            "rewrite how it is judged and read the benchmark's answers and the model files "
+            f"({why}). Run the evaluation as root, or where `sudo -n` works (GitHub-hosted "
+            "runners), or where bubblewrap may make user namespaces (apt-get install "
+            "bubblewrap; on Ubuntu 24.04: sudo sysctl -w "
+            "kernel.apparmor_restrict_unprivileged_userns=0); or accept scores that "
+            f"generated code could have forged with `{OPT_IN}: true` in the experiment file "
+            "(the report marks them unisolated)"
+        )
 
     def _settle(self, plan: Plan, spare: list[str], *, bwrap: bool) -> Plan | None:
         """Trial sandboxes until one starts, dropping each layer that is refused."""
@@ -397,7 +532,7 @@ class Sandbox:
         name = f"probe-{next(self._counter)}"
         with contextlib.ExitStack() as stack:
             uid = self._launcher.take_uid(plan, stack)
-            run_dir = self._launcher.run_dir(name, uid, stack)
+            run_dir = self._launcher.run_dir(name, stack)
             boxes: list[Box] = []
             stack.callback((self.root / "logs" / f"{name}.log").unlink, missing_ok=True)
             stack.callback(self._launcher.teardown, boxes, self._plan)  # None: choosing
@@ -467,10 +602,22 @@ class Sandbox:
             "seccomp": plan.seccomp,
         }
         lines = []
+        if not plan.isolated:
+            lines.append(
+                f"isolation: none ({OPT_IN}: true): generated code runs as the evaluator's "
+                "uid with the host's filesystem, where it can rewrite how later problems "
+                "are judged and read the benchmark's answers; these scores are unisolated"
+            )
         for layer in LAYER_NAMES:
             if not active[layer]:
                 why = reasons.get(layer, "unavailable")
                 lines.append(f"{layer}: {why}; {consequences[layer]}")
+        if not self._launcher.places_complete:
+            lines.append(
+                "sweep: the search for world-writable folders stopped after "
+                f"{PLACES_SEARCH_S:g}s; files a sandbox leaves in one it did not reach stay, "
+                "and count against no quota"
+            )
         return lines
 
     # --- one sandbox ---------------------------------------------------------------------
@@ -482,17 +629,25 @@ _default: Sandbox | None = None
 _default_lock = threading.Lock()
 
 
-def default_sandbox() -> Sandbox:
+def default_sandbox(*, allow_unisolated: bool | None = None) -> Sandbox:
+    """The evaluation's sandbox; ``allow_unisolated`` (the experiment's opt-in) is taken
+    when it is first made."""
     global _default
     with _default_lock:
         if _default is None:
-            _default = Sandbox()
+            _default = Sandbox(allow_unisolated=bool(allow_unisolated))
+        elif allow_unisolated is not None and allow_unisolated != _default.allow_unisolated:
+            _default.close()
+            _default = Sandbox(allow_unisolated=allow_unisolated)
         return _default
 
 
-def prepare(stream=None) -> dict[str, Any]:
-    """Probe the layers now (not on the first problem) and print them to the job log."""
-    box = default_sandbox()
+def prepare(stream=None, *, allow_unisolated: bool = False) -> dict[str, Any]:
+    """Probe the layers now (not on the first problem) and print them to the job log.
+
+    Raises :class:`UnisolatedError` where generated code could not be isolated and
+    ``allow_unisolated`` (the experiment's opt-in) is not given."""
+    box = default_sandbox(allow_unisolated=allow_unisolated)
     box.probe()
     stream = stream or sys.stderr
     for line in box.describe():
@@ -520,8 +675,20 @@ def summary(box: Sandbox | None = None) -> dict[str, Any]:
     report = (box or default_sandbox()).report()
     secrets = sandbox_secrets.dropped()
     dropped = bool(secrets) and not secrets["token_files_left"]
-    report["layers"] = {"secrets_dropped": dropped, **report["layers"]}
+    answers = sandbox_secrets.sealed()
+    report["layers"] = {
+        "secrets_dropped": dropped,
+        "answers_sealed": bool(answers) and not answers["left"],
+        **report["layers"],
+    }
     report["secrets"] = secrets
+    report["answers"] = answers
+    if answers is None:
+        report["degraded"].insert(0, "answers_sealed: seal_answers() was not called")
+    elif answers["left"]:
+        report["degraded"].insert(
+            0, f"answers_sealed: could not restrict {answers['left']} (not this user's)"
+        )
     if secrets is None:
         report["degraded"].insert(0, "secrets_dropped: drop_secrets() was not called")
     elif secrets["token_files_left"]:
@@ -531,15 +698,45 @@ def summary(box: Sandbox | None = None) -> dict[str, Any]:
     return report
 
 
+def probe_main(argv: list[str]) -> int:
+    """``python sandbox.py probe``: choose the layers here, print the report as JSON.
+
+    Exit 0 when generated code would be isolated, 3 when only unisolated (the report
+    says why), 4 with ``{"refused": reason}`` when it would be refused. The runner asks
+    this before it submits a local evaluation."""
+    if argv[1:] != ["probe"]:
+        print("usage: sandbox.py probe", file=sys.stderr)
+        return 2
+    box = Sandbox(allow_unisolated=True)
+    try:
+        report = box.report()
+    except SandboxError as exc:
+        print(json.dumps({"refused": str(exc)}))
+        return 4
+    finally:
+        box.close()
+    if not report["isolated"]:
+        box.allow_unisolated = False
+        report["refused"] = box._refusal()
+    print(json.dumps(report))
+    return 0 if report["isolated"] else 3
+
+
 __all__ = [
     "CHILD_SOURCE",
     "DISABLE_ENV",
     "Sandbox",
     "SandboxError",
+    "UnisolatedError",
     "Verdict",
     "drop_secrets",
     "prepare",
     "restore_secrets",
     "run_tests",
+    "seal_answers",
     "summary",
 ]
+
+
+if __name__ == "__main__":
+    sys.exit(probe_main(sys.argv))

@@ -4,11 +4,16 @@ Standard library only, and kept runnable by any Python 3.8+ (the sandbox may use
 the system interpreter rather than the evaluator's). Two stages in one file:
 
 ``launch``
-    Starts as the evaluator's user (root on HF Jobs), outside any namespace.
+    Starts as the evaluator's user (root on HF Jobs), or as root through
+    ``sudo -n`` for an evaluator that is not root, outside any namespace.
     Joins the run's cgroups, then either execs bubblewrap (which makes the
     namespaces and the filesystem) or enters new namespaces itself with
-    ``unshare(2)`` and forks the ``run`` stage, waiting for it. Either way the
-    evaluator is never the direct parent of untrusted code.
+    ``unshare(2)`` and forks the ``run`` stage. Either way the evaluator is never
+    the direct parent of untrusted code. Where it forks (or came through sudo)
+    it stays as the sandbox's supervisor: it counts the bytes the sandbox uid
+    holds in the world-writable folders it can reach and kills the sandbox over
+    its quota, and at the end kills every process of that uid and removes what
+    it left there (:func:`supervise`).
 
 ``run``
     Drops what can be dropped: the uid (to one that owns nothing), capabilities,
@@ -40,12 +45,20 @@ import numbers
 import os
 import platform
 import resource
+import select
+import shutil
 import signal
+import socket
+import stat
 import struct
 import sys
+import time
 from typing import Any
 
 EXIT_SETUP = 90
+# How often the launch stage counts what its sandbox holds on disk: it may write past
+# its quota for that long (a few hundred MiB on a fast disk), not more.
+QUOTA_POLL_S = 0.05
 MAX_FRAME = 16 << 20
 MAX_DEPTH = 64
 
@@ -189,25 +202,191 @@ def fail_setup(fd: int, error: SetupError) -> None:
         os._exit(EXIT_SETUP)
 
 
+# --- what a sandbox uid holds in shared folders --------------------------------------
+
+
+def owned_entries(uid: int, folders, depth: int = 4):
+    """Paths under ``folders`` owned by ``uid``, looking inside world-writable folders of
+    others too (a sandbox may create files in them), never following symlinks."""
+    for folder in folders:
+        try:
+            entries = list(os.scandir(folder))
+        except OSError:
+            continue
+        for entry in entries:
+            try:
+                info = entry.stat(follow_symlinks=False)
+            except OSError:
+                continue
+            if info.st_uid == uid:
+                yield entry.path, info
+            elif depth > 1 and stat.S_ISDIR(info.st_mode) and info.st_mode & 0o002:
+                yield from owned_entries(uid, [entry.path], depth - 1)
+
+
+def bytes_owned(uid: int, folders) -> int:
+    """Bytes of the files ``uid`` holds under ``folders`` (what it wrote there)."""
+    total = 0
+    for path, info in owned_entries(uid, folders):
+        if stat.S_ISDIR(info.st_mode):
+            for top, _, names in os.walk(path):
+                for name in names:
+                    with contextlib.suppress(OSError):
+                        total += os.lstat(os.path.join(top, name)).st_blocks * 512
+        else:
+            total += info.st_blocks * 512
+    return total
+
+
+def remove_owned_by(uid: int, folders) -> None:
+    """Remove what a (dead) sandbox uid left in shared world-writable folders."""
+    for path, info in list(owned_entries(uid, folders)):
+        with contextlib.suppress(OSError):
+            if stat.S_ISDIR(info.st_mode):
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                os.unlink(path)
+
+
+def uid_processes(uid: int) -> list:
+    """Live processes whose real uid is ``uid``."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        try:
+            with open(f"/proc/{entry}/status") as handle:
+                fields = dict(line.split(":", 1) for line in handle if ":" in line)
+        except (OSError, ValueError):
+            continue
+        if fields.get("State", "").split()[:1] in (["Z"], ["X"]):
+            continue
+        if int(fields.get("Uid", "-1").split()[0]) == uid:
+            found.append(int(entry))
+    return found
+
+
+def kill_uid(uid: int, timeout_s: float = 5.0) -> bool:
+    """SIGKILL every process of ``uid`` until none is left; False if some outlived it."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        pids = uid_processes(uid)
+        if not pids:
+            return True
+        if time.monotonic() > deadline:
+            return False
+        for pid in pids:
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+        time.sleep(0.005)
+
+
 # --- stage 1: launch --------------------------------------------------------------
+
+
+def receive_fds(config: dict) -> socket.socket:
+    """sudo closes every fd above 2: the evaluator sends the pipes over the socket on
+    stdin (SCM_RIGHTS). They are put at the numbers the config names; the socket stays
+    open as the lifeline (EOF: the evaluator tore the sandbox down, or died)."""
+    lifeline = socket.socket(fileno=fcntl_dupfd(0))  # above the numbers the pipes take
+    wanted = config["fds"]
+    size = socket.CMSG_LEN(len(wanted) * 4)
+    _, ancillary, _, _ = lifeline.recvmsg(1, size)
+    received = []
+    for level, kind, data in ancillary:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+            received += list(struct.unpack(f"{len(data) // 4}i", data[: len(data) // 4 * 4]))
+    if len(received) != len(wanted):
+        raise SetupError("sudo", f"received {len(received)} fds, expected {len(wanted)}")
+    high = [fcntl_dupfd(fd) for fd in received]
+    for fd in received:
+        os.close(fd)
+    for index, target in enumerate(wanted):  # (no zip(strict=): Python 3.8 runs this)
+        os.dup2(high[index], target)
+        os.close(high[index])
+    null = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(null, 0)
+    os.close(null)
+    return lifeline
+
+
+def fcntl_dupfd(fd: int) -> int:
+    import fcntl
+
+    return fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 200)
+
+
+def supervise(config: dict, pid: int, lifeline) -> int:
+    """Wait for the run stage, holding the sandbox to its disk quota; then (as root) kill
+    every process of its uid and remove what it left in the shared folders."""
+    uid, places = config.get("uid"), config.get("places") or []
+    quota = config.get("quota_bytes") if uid is not None else None
+    status = None
+    while status is None:
+        done, found = os.waitpid(pid, os.WNOHANG)
+        if done:
+            status = found
+            break
+        if lifeline is not None:
+            ready, _, _ = select.select([lifeline], [], [], QUOTA_POLL_S)
+            if ready and not lifeline.recv(1):
+                break
+        else:
+            time.sleep(QUOTA_POLL_S)
+        if quota and uid is not None and bytes_owned(uid, places) > quota:
+            print(
+                f"sandbox: killed: it wrote more than {quota >> 20} MiB to {', '.join(places)}",
+                flush=True,
+            )
+            break
+    if uid is not None and os.geteuid() == 0:
+        kill_uid(uid)
+    else:
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGKILL)
+    if status is None:
+        _, status = os.waitpid(pid, 0)
+    if uid is not None and os.geteuid() == 0:
+        remove_owned_by(uid, places)
+    if lifeline is not None:  # through sudo: the evaluator cannot chmod the sandbox's files
+        for path in config.get("own", []):
+            with contextlib.suppress(OSError):
+                os.chown(path, config["owner"], config["owner"])
+    if os.WIFEXITED(status):
+        return os.WEXITSTATUS(status)
+    return 128 + (os.WTERMSIG(status) if os.WIFSIGNALED(status) else 0)
 
 
 def launch(config: dict) -> None:
     os.umask(0o022)
+    if config.get("env") is not None:  # sudo resets the environment
+        os.environ.clear()
+        os.environ.update(config["env"])
     ctl = config["ctl_fd"]
+    lifeline = None
     try:
+        if config.get("receive_fds"):
+            lifeline = receive_fds(config)
+        for path in config.get("own", []):  # through sudo: the evaluator could not chown
+            try:
+                os.chown(path, config["uid"], config["gid"])
+            except OSError as exc:
+                message = f"cannot give {path} to uid {config['uid']}: {exc}"
+                raise SetupError("uid", message) from exc
         for layer, procs in config.get("cgroups", []):
             try:
                 write_file(procs, str(os.getpid()))
             except OSError as exc:
                 raise SetupError(layer, f"cannot join {procs}: {exc}") from exc
-        if config["mechanism"] == "bwrap":
-            argv = config["bwrap_argv"]
+        bwrap = config["mechanism"] == "bwrap"
+        argv = config["bwrap_argv"] if bwrap else config["run_argv"]
+        if bwrap and lifeline is None:  # bubblewrap's own tmpfs bounds what it writes
             try:
                 os.execv(argv[0], argv)
             except OSError as exc:
                 raise SetupError("bwrap", f"cannot run {argv[0]}: {exc}") from exc
-        enter_namespaces(config)
+        if not bwrap:
+            enter_namespaces(config)
     except SetupError as error:
         fail_setup(ctl, error)
 
@@ -215,22 +394,13 @@ def launch(config: dict) -> None:
     if pid == 0:
         try:
             prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-            argv = config["run_argv"]
             os.execv(argv[0], argv)
         except OSError as exc:
             fail_setup(ctl, SetupError("interpreter", f"cannot run {argv[0]}: {exc}"))
     # The launcher keeps no pipe ends: EOF must mean the sandbox is gone.
     for fd in config.get("fds", []):
         os.close(fd)
-    while True:
-        try:
-            _, status = os.waitpid(pid, 0)
-            break
-        except InterruptedError:
-            continue
-    if os.WIFEXITED(status):
-        os._exit(os.WEXITSTATUS(status))
-    os._exit(128 + (os.WTERMSIG(status) if os.WIFSIGNALED(status) else 0))
+    os._exit(supervise(config, pid, lifeline))
 
 
 def enter_namespaces(config: dict) -> None:

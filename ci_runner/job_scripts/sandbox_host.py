@@ -15,7 +15,6 @@ import grp
 import os
 import pwd
 import re
-import shutil
 import signal
 import stat
 import tempfile
@@ -30,6 +29,10 @@ UID_BASE, UID_SLOTS = 61000, 512
 
 class SandboxError(RuntimeError):
     """The sandbox itself failed (setup or teardown), as opposed to the program."""
+
+
+class UnisolatedError(SandboxError):
+    """Generated code would run where it can reach what judges it: refused (no opt-in)."""
 
 
 @dataclasses.dataclass
@@ -180,7 +183,8 @@ class UidPool:
 
     def __init__(self, base: int = UID_BASE, slots: int = UID_SLOTS):
         self.base, self.slots = base, slots
-        self.folder = Path(tempfile.gettempdir(), "ci-runner-sandbox-uids")
+        name = "ci-runner-sandbox-uids" + ("" if os.geteuid() == 0 else f"-{os.geteuid()}")
+        self.folder = Path(tempfile.gettempdir(), name)
         with contextlib.suppress(FileExistsError):
             self.folder.mkdir(mode=0o700)
         info = self.folder.lstat()
@@ -223,20 +227,3 @@ class UidPool:
             fd = self._held.pop(uid, None)
         if fd is not None:
             os.close(fd)  # closing drops the flock
-
-
-def remove_owned_by(uid: int, folders: tuple[str, ...]) -> None:
-    """Remove what a sandbox uid left in shared world-writable folders (it is dead)."""
-    for folder in folders:
-        try:
-            entries = list(os.scandir(folder))
-        except OSError:
-            continue
-        for entry in entries:
-            with contextlib.suppress(OSError):
-                if entry.stat(follow_symlinks=False).st_uid != uid:
-                    continue
-                if entry.is_dir(follow_symlinks=False):
-                    shutil.rmtree(entry.path, ignore_errors=True)
-                else:
-                    os.unlink(entry.path)

@@ -7,6 +7,13 @@ directory, that reports on a control pipe what it observes before it runs anythi
 :meth:`Launcher.check_ready` holds that report to the plan. At the end every process
 of the box is killed, through the cgroup, its PID namespace or its uid, and a
 survivor is a :class:`SandboxError`.
+
+Nothing a sandbox runs or reads is a file it could write: both stages run
+``sandbox_child.py`` from the source this module read at import (``python -c``), a
+run directory belongs to the evaluator (0711) and holds one file given to the
+sandbox uid (0400). Its only writable places are bounded: bubblewrap's sized tmpfs,
+or, without it, the host's world-writable folders, where the launch stage counts
+what the sandbox uid holds against :data:`QUOTA_BYTES` and sweeps it at the end.
 """
 
 from __future__ import annotations
@@ -20,6 +27,8 @@ import os
 import select
 import shutil
 import signal
+import socket
+import stat
 import subprocess
 import sys
 import tempfile
@@ -28,16 +37,35 @@ from pathlib import Path
 from typing import Any
 
 from processes import is_zombie, proc_uid
-from sandbox_child import namespaces
-from sandbox_host import Cgroup, Cgroups, SandboxError, UidPool, remove_owned_by
+from sandbox_child import namespaces, remove_owned_by
+from sandbox_host import Cgroup, Cgroups, SandboxError, UidPool
 
 CHILD_SOURCE = Path(__file__).resolve().with_name("sandbox_child.py")
-TMPFS_BYTES = 64 << 20
+# Read once, before any sandbox runs: where a sandbox shares the evaluator's uid, the
+# file on disk is within its reach, this copy is not.
+CHILD_CODE = CHILD_SOURCE.read_text(encoding="utf-8")
+TMPFS_BYTES = 64 << 20  # each writable tmpfs inside bubblewrap
+QUOTA_BYTES = 64 << 20  # what a sandbox uid may hold in the host's shared folders
 SETUP_TIMEOUT_S = 30.0
 TEARDOWN_TIMEOUT_S = 5.0
 SANDBOX_DIR = "/sandbox"  # the run's own directory, inside bubblewrap
-CHILD_DIR = "/opt/ci-runner-sandbox"  # sandbox_child.py, inside bubblewrap
 SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
+PLACES_SEARCH_S = 30.0  # the longest the search for world-writable folders may take
+UNWRITABLE_TREES = ("/proc", "/sys")  # kernel views: no files a sandbox could leave
+# Folders any uid may write to on common Linux systems; world-writable mount points
+# and folders found by walking the filesystem are added (:func:`shared_writable_places`).
+SHARED_PLACES = (
+    "/tmp",
+    "/var/tmp",
+    "/dev/shm",
+    "/run/lock",
+    "/var/lock",
+    "/run/shm",
+    "/dev/mqueue",
+    "/var/crash",
+    "/var/mail",
+    "/var/spool/mail",
+)
 
 
 @dataclasses.dataclass
@@ -50,6 +78,12 @@ class Plan:
     cgroup_memory: bool
     cgroup_pids: bool
     interpreter: str
+    sudo: bool = False  # the launch stage runs as root through `sudo -n`
+
+    @property
+    def isolated(self) -> bool:
+        """Generated code cannot reach what judges it: another uid, or bubblewrap's view."""
+        return self.uid or self.mechanism == "bwrap"
 
     def without(self, layer: str) -> Plan:
         off: dict[str, Any] = {layer: False}  # one of the bool layer fields
@@ -70,6 +104,52 @@ class Box:
     log: Path
     buffer: bytes = b""
     observed: dict[str, Any] | None = None
+    lifeline: socket.socket | None = None  # through sudo: closing it ends the sandbox
+
+
+def shared_writable_places(
+    candidates: tuple[str, ...] = SHARED_PLACES, limit_s: float = PLACES_SEARCH_S
+) -> tuple[list[str], bool]:
+    """The folders here any uid may write to: where a sandbox without bubblewrap can
+    leave files (its own run directory is not writable). The usual ones and the mount
+    points, then every world-writable folder another uid can reach (all its parents
+    searchable), found by walking the filesystem; (folders, whether the walk finished
+    within ``limit_s``)."""
+    found: list[str] = []
+
+    def add(path: str, mode: int) -> None:
+        real = os.path.realpath(path)
+        if stat.S_ISDIR(mode) and mode & 0o002 and real not in found:
+            found.append(real)
+
+    points = list(candidates)
+    with contextlib.suppress(OSError, IndexError):
+        for line in Path("/proc/self/mountinfo").read_text().splitlines():
+            points.append(line.split()[4].replace("\\040", " "))
+    for path in points:
+        with contextlib.suppress(OSError):
+            add(path, os.stat(path).st_mode)
+    deadline = time.monotonic() + limit_s
+    stack = ["/"]
+    while stack:
+        if time.monotonic() > deadline:
+            return found, False
+        folder = stack.pop()
+        try:
+            entries = list(os.scandir(folder))
+        except OSError:
+            continue
+        for entry in entries:
+            if entry.path in UNWRITABLE_TREES:
+                continue
+            with contextlib.suppress(OSError):
+                if not entry.is_dir(follow_symlinks=False):
+                    continue
+                mode = entry.stat(follow_symlinks=False).st_mode
+                add(entry.path, mode)
+                if mode & 0o001:  # others may pass through it
+                    stack.append(entry.path)
+    return found, True
 
 
 def under(path: str, roots: tuple[str, ...]) -> bool:
@@ -86,7 +166,22 @@ class Launcher:
         self.cgroups: Cgroups | None = None  # the sandbox sets these as it chooses its layers
         self.uids: UidPool | None = None
         self.bwrap: str | None = None
+        self._places: tuple[list[str], bool] | None = None
         self._root: Path | None = None
+
+    @property
+    def places(self) -> list[str]:
+        """The world-writable folders (searched once, when first needed)."""
+        return self.find_places()
+
+    def find_places(self) -> list[str]:
+        if self._places is None:
+            self._places = shared_writable_places()
+        return self._places[0]
+
+    @property
+    def places_complete(self) -> bool:
+        return self._places is None or self._places[1]
 
     @property
     def root(self) -> Path:
@@ -94,10 +189,6 @@ class Launcher:
         if self._root is None:
             root = Path(tempfile.mkdtemp(prefix="ci-runner-sandbox-"))
             root.chmod(0o711)
-            (root / "lib").mkdir(mode=0o755)
-            (root / "lib").chmod(0o755)
-            shutil.copyfile(CHILD_SOURCE, root / "lib" / CHILD_SOURCE.name)
-            (root / "lib" / CHILD_SOURCE.name).chmod(0o644)
             (root / "logs").mkdir(mode=0o700)
             self._root = root
             atexit.register(self.close)
@@ -115,21 +206,23 @@ class Launcher:
         stack.callback(self.uids.release, uid)
         return uid
 
-    def run_dir(self, name: str, uid: int | None, stack: contextlib.ExitStack) -> Path:
+    def run_dir(self, name: str, stack: contextlib.ExitStack) -> Path:
+        """The evaluator's folder for one sandbox: enterable, not listable, not writable."""
         path = self.root / name
-        path.mkdir(mode=0o700)
-        path.chmod(0o700)
-        if uid is not None:
-            os.chown(path, uid, uid)
+        path.mkdir(mode=0o711)
+        path.chmod(0o711)
         stack.callback(shutil.rmtree, path, True)
         return path
 
-    @staticmethod
-    def write(path: Path, text: str, uid: int | None) -> None:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        if uid is not None:
+    def write(self, path: Path, text: str, uid: int | None) -> None:
+        """The sandbox's one file: its uid's alone (given by the launch stage via sudo).
+
+        Text that is not UTF-8 (a lone surrogate) is written as such: the sandbox
+        fails to read it, that problem fails, no other."""
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o400)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(text.encode("utf-8", errors="surrogatepass"))
+        if uid is not None and self.is_root:
             os.chown(path, uid, uid)
 
     @staticmethod
@@ -137,6 +230,7 @@ class Launcher:
         return f"{SANDBOX_DIR}/{name}" if plan.mechanism == "bwrap" else str(run_dir / name)
 
     def _limits(self, uid: int | None, timeout_s: float) -> dict[str, int]:
+        """RLIMIT_FSIZE caps each file; the quota (or tmpfs size) caps them all."""
         limits = {
             "RLIMIT_AS": self.memory_bytes,
             "RLIMIT_CPU": max(1, math.ceil(timeout_s)) + 1,
@@ -169,11 +263,6 @@ class Launcher:
         ctl_r, ctl_w = os.pipe()
         log_path = self.root / "logs" / f"{name}.log"
         bwrap = plan.mechanism == "bwrap"
-        child = (
-            f"{CHILD_DIR}/{CHILD_SOURCE.name}"
-            if bwrap
-            else str(self.root / "lib" / CHILD_SOURCE.name)
-        )
         inner = {
             "role": role,
             "ctl_fd": ctl_w,
@@ -185,16 +274,17 @@ class Launcher:
             "cwd": SANDBOX_DIR if bwrap else str(run_dir),
             **extra,
         }
-        run_argv = [
-            plan.interpreter,
-            "-I",
-            "-S",
-            "-u",
-            child,
-            "run",
-            json.dumps(inner),
-        ]  # -u: prints reach the log
-        outer = {
+        # -u: prints reach the log; -c: the child's code as read at import, not a file
+        run_argv = [plan.interpreter, "-I", "-S", "-u", "-c", CHILD_CODE, "run", json.dumps(inner)]
+        env = {
+            "PATH": "/usr/local/bin:/usr/bin:/bin",
+            "LANG": "C.UTF-8",
+            "HOME": SANDBOX_DIR if bwrap else str(run_dir),  # read-only for the sandbox
+            "TMPDIR": "/tmp",
+            "OMP_NUM_THREADS": "1",
+        }
+        owned = [str(run_dir / extra["file"])] if "file" in extra else []
+        outer: dict[str, Any] = {
             "ctl_fd": ctl_w,
             "mechanism": "bwrap" if bwrap else "unshare",
             "cgroups": [[g.layer, str(g.path / "cgroup.procs")] for g in groups],
@@ -203,36 +293,41 @@ class Launcher:
             "run_argv": run_argv,
             "bwrap_argv": self._bwrap_argv(plan, run_dir, run_argv) if bwrap else None,
             "fds": [ctl_w, *fds],
+            "uid": uid,
+            "gid": uid,
+            "places": [] if bwrap else self.places,
+            "quota_bytes": QUOTA_BYTES,
         }
-        home = SANDBOX_DIR if bwrap else str(run_dir)
-        env = {
-            "PATH": "/usr/local/bin:/usr/bin:/bin",
-            "LANG": "C.UTF-8",
-            "HOME": home,
-            "TMPDIR": "/tmp" if bwrap else home,
-            "OMP_NUM_THREADS": "1",
-        }
-        command = [plan.interpreter, "-I", "-S", str(self.root / "lib" / CHILD_SOURCE.name)]
+        if plan.sudo:  # sudo resets the environment, closes fds above 2 and cannot chown
+            outer.update(receive_fds=True, env=env, own=owned, owner=os.geteuid())
+        command = [plan.interpreter, "-I", "-S", "-c", CHILD_CODE, "launch", json.dumps(outer)]
+        lifeline, their_end = socket.socketpair() if plan.sudo else (None, None)
         try:
             with open(log_path, "wb") as log:
                 proc = subprocess.Popen(
-                    [*command, "launch", json.dumps(outer)],
-                    stdin=subprocess.DEVNULL,
+                    ["sudo", "-n", "--", *command] if plan.sudo else command,
+                    stdin=their_end.fileno() if their_end is not None else subprocess.DEVNULL,
                     stdout=log,
                     stderr=subprocess.STDOUT,
                     cwd=run_dir,
                     env=env,
-                    pass_fds=[ctl_w, *fds],
+                    pass_fds=[] if plan.sudo else [ctl_w, *fds],
                     start_new_session=True,
                 )
+            if lifeline is not None:
+                socket.send_fds(lifeline, [b"f"], [ctl_w, *fds])
         except OSError as exc:
             os.close(ctl_r)
+            if lifeline is not None:
+                lifeline.close()
             for group in groups:
                 self.cgroups.remove(group)
             raise SandboxError(f"cannot start {plan.interpreter}: {exc}") from exc
         finally:
             os.close(ctl_w)
-        return Box(name, role, proc, ctl_r, groups, uid, log_path)
+            if their_end is not None:
+                their_end.close()
+        return Box(name, role, proc, ctl_r, groups, uid, log_path, lifeline=lifeline)
 
     def _bwrap_argv(self, plan: Plan, run_dir: Path, run_argv: list[str]) -> list[str]:
         assert self.bwrap is not None
@@ -247,7 +342,8 @@ class Launcher:
             "--hostname",
             "sandbox",
         ]
-        if not self.is_root:
+        as_root = self.is_root or plan.sudo
+        if not as_root:
             argv.append("--unshare-user")
         for top in SYSTEM_DIRS:
             if os.path.islink(top):
@@ -266,12 +362,14 @@ class Launcher:
                 continue
             argv += self._bwrap_parents(prefix, made)
             argv += ["--ro-bind", prefix, prefix]
-        argv += self._bwrap_parents(CHILD_DIR, made)
-        argv += ["--ro-bind", str(self.root / "lib"), CHILD_DIR]
-        argv += ["--bind", str(run_dir), SANDBOX_DIR, "--proc", "/proc", "--dev", "/dev"]
-        # A private /tmp any uid may use; --chdir is left to the run stage (as its uid).
-        argv += ["--perms", "01777", "--size", str(TMPFS_BYTES), "--tmpfs", "/tmp"]
-        if self.is_root:
+        argv += ["--ro-bind", str(run_dir), SANDBOX_DIR, "--proc", "/proc", "--dev", "/dev"]
+        # The only writable places: a private, sized /tmp and /dev/shm any uid may use;
+        # the rest (bubblewrap's own root and /dev included) is read-only. --chdir is left
+        # to the run stage (as its uid).
+        for place in ("/tmp", "/dev/shm"):
+            argv += ["--perms", "01777", "--size", str(TMPFS_BYTES), "--tmpfs", place]
+        argv += ["--remount-ro", "/dev", "--remount-ro", "/"]
+        if as_root:
             argv += ["--cap-drop", "ALL"]
             if plan.uid:  # the run stage switches to the sandbox uid, then has none
                 argv += ["--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID"]
@@ -378,6 +476,13 @@ class Launcher:
 
         ``plan`` is the sandbox's chosen plan (None while trial sandboxes choose it)."""
         assert self.cgroups is not None
+        for box in boxes:  # through sudo: the root launch stage kills and sweeps on EOF
+            if box.lifeline is not None:
+                box.lifeline.close()
+        for box in boxes:
+            if box.lifeline is not None:
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    box.proc.wait(timeout=TEARDOWN_TIMEOUT_S)
         for box in boxes:
             with contextlib.suppress(OSError):
                 os.killpg(box.proc.pid, signal.SIGKILL)
@@ -406,8 +511,9 @@ class Launcher:
             for group in box.groups:
                 self.cgroups.remove(group)
             if box.uid is not None and not survivors and plan and plan.mechanism != "bwrap":
-                # no private /tmp: clear what the (dead) sandbox uid left there
-                remove_owned_by(box.uid, ("/tmp", "/var/tmp", "/dev/shm"))
+                # no private /tmp: clear what the (dead) sandbox uid left there (through
+                # sudo, its launch stage did, as root)
+                remove_owned_by(box.uid, self.places)
         if survivors:
             raise SandboxError(f"processes {sorted(survivors)} outlived their sandbox")
 

@@ -1,4 +1,5 @@
-"""Secrets first: the evaluator holds no credential before generated code runs.
+"""Secrets first: the evaluator holds no credential, and no answer lies within reach,
+before generated code runs.
 
 Standard library only; part of the sandbox (``sandbox.py`` re-exports
 :func:`drop_secrets` and :func:`restore_secrets`). :func:`drop_secrets` removes
@@ -8,6 +9,12 @@ the Hugging Face token files off disk (kept in memory, written back by
 :func:`restore_secrets` after every sandbox is gone) and makes the evaluator
 non-dumpable, so a process of the same uid without ``CAP_SYS_PTRACE`` cannot read
 its memory, environment or fds. This holds with no other layer.
+
+:func:`seal_answers` takes the benchmark's files (data, caches, the model) out of
+reach of every other uid once the evaluator has read them: each named path loses
+its group and other permissions (a folder then cannot be entered) until
+:func:`restore_secrets`. A sandbox runs as another uid, or inside bubblewrap where
+these paths do not exist at all.
 """
 
 from __future__ import annotations
@@ -32,6 +39,8 @@ SECRET_NAME = re.compile(
 _secrets_lock = threading.Lock()
 _secrets: dict[str, Any] | None = None
 _stash: list[tuple[Path, str, bytes, int]] = []
+_sealed: list[tuple[Path, int]] = []  # path, its mode before sealing
+_seal_record: dict[str, list[str]] | None = None
 
 
 def hf_token_files(environ: dict[str, str] | os._Environ) -> list[Path]:
@@ -126,10 +135,56 @@ def _stash_file(path: Path) -> str:
     return "moved"
 
 
+def seal_answers(paths: Sequence[str | Path]) -> dict[str, list[str]]:
+    """Take these paths (and all below them) out of reach of every uid but their owner's.
+
+    Call it once the benchmark, the model and the data are loaded, before generated
+    code runs; :func:`restore_secrets` gives the modes back. Returns what was sealed,
+    and what could not be (not this user's to change)."""
+    global _seal_record
+    with _secrets_lock:
+        record = _seal_record or {"sealed": [], "left": []}
+        for raw in paths:
+            path = Path(raw).expanduser()
+            try:
+                path = path.resolve(strict=True)
+                mode = stat.S_IMODE(path.stat().st_mode)
+            except (OSError, RuntimeError):
+                continue  # absent: nothing to reach
+            if any(path == done for done, _ in _sealed):
+                continue
+            try:
+                if mode & 0o077:
+                    path.chmod(mode & ~0o077)
+                    _sealed.append((path, mode))
+            except OSError:
+                record["left"] = sorted({*record["left"], str(path)})
+            else:
+                record["sealed"] = sorted({*record["sealed"], str(path)})
+        if _seal_record is None:
+            atexit.register(restore_secrets)
+        _seal_record = record
+        return {key: list(value) for key, value in record.items()}
+
+
+def sealed() -> dict[str, list[str]] | None:
+    """What :func:`seal_answers` did so far, or None when it was never called."""
+    with _secrets_lock:
+        if _seal_record is None:
+            return None
+        return {key: list(value) for key, value in _seal_record.items()}
+
+
 def restore_secrets() -> list[str]:
-    """Put the token files back (call only once no sandbox is running)."""
+    """Put the token files back and the sealed paths' modes (once no sandbox is running)."""
     restored = []
     with _secrets_lock:
+        while _sealed:
+            path, mode = _sealed.pop()
+            try:
+                path.chmod(mode)
+            except OSError as exc:
+                print(f"warning: could not restore the mode of {path}: {exc}", file=sys.stderr)
         while _stash:
             path, kind, data, mode = _stash.pop()
             try:

@@ -155,6 +155,9 @@ class Evaluation(_Model):
     job_url: str | None = None
     status: RunStatus = RunStatus.QUEUED
     samples: list[float] = []
+    # Generated code ran without isolation from its judge (the experiment's
+    # evaluation.allow_unisolated_code): it could have forged this score.
+    unisolated: bool = False
 
     @field_validator("samples", mode="before")
     @classmethod
@@ -164,6 +167,8 @@ class Evaluation(_Model):
     @model_serializer(mode="wrap")
     def _compact_samples(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
         data = _omit_empty(handler(self), ("samples",))
+        if not data.get("unisolated"):
+            data.pop("unisolated", None)
         values = data.get("samples")
         if values and all(v in (0.0, 1.0) for v in values):
             data["samples"] = "".join("1" if v else "0" for v in values)

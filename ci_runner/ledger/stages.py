@@ -137,6 +137,7 @@ def _record_results(run: Run, job: StageJob, summary: EvalSummary | ExportSummar
             job_url=job.job_url,
             status=RunStatus.COMPLETED,
             samples=s.get("values") or [],
+            unisolated=s.get("isolated") is False,
         )
         for s in summary.scores
     ]

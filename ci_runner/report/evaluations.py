@@ -22,16 +22,29 @@ LEGEND = (
     "paired bootstrap over the same samples. A Δ whose interval includes 0 is no evidence "
     "of a change."
 )
+UNISOLATED_MARK = "⚠ unisolated"
+UNISOLATED_NOTE = (
+    f"{UNISOLATED_MARK}: the generated code behind this score ran without isolation from "
+    "its judge (`evaluation.allow_unisolated_code: true`); it could have forged the score "
+    "or read the answers. Rerun where the sandbox isolates (root, `sudo -n`, or user "
+    "namespaces with bubblewrap) before trusting it."
+)
 
 
 def score_text(ev: Evaluation) -> str:
-    """``0.342 [0.270, 0.415]`` with per-sample results, else ``0.342``."""
+    """``0.342 [0.270, 0.415]`` with per-sample results, else ``0.342``; marked when the
+    generated code behind it ran unisolated."""
     if ev.score is None:
         return ev.status.label if ev.status in (RunStatus.FAILED, RunStatus.CANCELED) else TBD
+    mark = f" {UNISOLATED_MARK}" if ev.unisolated else ""
     if len(ev.samples) < 2:
-        return f"{ev.score:.3f}"
+        return f"{ev.score:.3f}{mark}"
     interval = stats.score_interval(ev.samples)
-    return f"{ev.score:.3f} [{interval.low:.3f}, {interval.high:.3f}]"
+    return f"{ev.score:.3f} [{interval.low:.3f}, {interval.high:.3f}]{mark}"
+
+
+def _unisolated(evaluations: list[Evaluation]) -> bool:
+    return any(ev.unisolated and ev.score is not None for ev in evaluations)
 
 
 def benchmark_text(ev: Evaluation) -> str:
@@ -140,6 +153,8 @@ def run_evaluations(ledger: Ledger, run: Run) -> str:
         notes.append(f"Best model by the first benchmark: {picked.summary}")
     if any(len(ev.samples) > 1 for ev in run.evaluations):
         notes.append(LEGEND)
+    if _unisolated(run.evaluations):
+        notes.append(UNISOLATED_NOTE)
     return table(header, rows) + "".join(f"\n\n{n}" for n in notes)
 
 
@@ -170,6 +185,8 @@ def evaluations_table(ledger: Ledger, *, with_delta: bool = False) -> str:
         lines.append("\n".join(f"- {v}" for v in verdicts))
     if _has_intervals(ledger):
         lines.append(LEGEND)
+    if _unisolated([ev for run in runs for ev in run.evaluations]):
+        lines.append(UNISOLATED_NOTE)
     return "\n\n".join(lines)
 
 

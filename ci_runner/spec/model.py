@@ -309,6 +309,17 @@ class EvaluationSpec(_Strict):
         default="auto",
         description="The evaluation jobs' flavor; `auto` sizes them like the training job.",
     )
+    allow_unisolated_code: bool = Field(
+        default=False,
+        strict=True,
+        description=(
+            "Run generated code (HumanEval completions) even where it cannot be isolated "
+            "from its judge: an evaluator that is not root, may not make user namespaces "
+            "and has no `sudo -n` (a laptop without bubblewrap, a locked-down runner). "
+            "Such code can forge its score and read the answers, so the report marks "
+            "those scores unisolated. Without it, the evaluation refuses to run there."
+        ),
+    )
 
 
 class SaversSpec(_Strict):
