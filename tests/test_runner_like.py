@@ -505,3 +505,37 @@ def test_run_with_the_local_backend_needs_the_train_extra_and_says_which_input(w
     assert "`extras: train`" in ran.summary
     assert outputs(ran)["job-ids"] == []
     assert not (work / ".ci-runner" / "jobs").exists()  # nothing started
+
+    # Generated code on this runner: no user namespaces, no sudo. The installed package's
+    # own sandbox probe refuses it, and a HumanEval experiment is stopped with exit 8.
+    humaneval = work / "experiments" / "code.yaml"
+    humaneval.write_text(
+        local.replace("name: on-runner", "name: code")
+        + "evaluation:\n  benchmarks:\n    - benchmark: humaneval\n"
+    )
+    give_to(work, world.runner.uid, world.runner.gid)
+    venv_python = tmp / "runner-temp" / "ci-runner-venv" / "bin" / "python"
+    check = (
+        "import sys\n"
+        "from ci_runner.commands import open_workspace\n"
+        "from ci_runner.errors import CiRunnerError\n"
+        "from ci_runner.flow.isolation import check_isolation, probe\n"
+        "print(probe())\n"
+        "try:\n"
+        "    check_isolation(open_workspace('.').load('experiments/code.yaml'), 'code.yaml')\n"
+        "except CiRunnerError as exc:\n"
+        "    print(exc)\n"
+        "    sys.exit(exc.exit_code)\n"
+    )
+    refused = subprocess.run(
+        [str(venv_python), "-c", check],
+        cwd=work,
+        env=world.runner.env(),
+        preexec_fn=world.runner.preexec,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert refused.returncode == 8, refused.stdout + refused.stderr
+    assert "'isolated': False" in refused.stdout
+    assert "allow_unisolated_code: true" in refused.stdout

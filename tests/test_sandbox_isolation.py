@@ -20,7 +20,6 @@ and without bubblewrap.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import json
 import os
 import shutil
@@ -35,7 +34,6 @@ from typing import Any
 import pytest
 
 from ci_runner.fixtures import humaneval_rows
-from tests.unprivileged import _filter as userns_filter
 from tests.unprivileged import as_unprivileged, give_to, unprivileged_ids, userns_refused
 
 REPO = Path(__file__).resolve().parents[1]
@@ -104,26 +102,8 @@ print("RESULT " + json.dumps({"scores": scores, "summary": summary}), flush=True
 
 
 def as_runner_with_sudo(uid: int, gid: int):
-    """A ``preexec_fn`` like ``as_unprivileged``, without ``no_new_privs``: the filter that
-    refuses user namespaces is installed while still root, so setuid ``sudo`` works, as
-    on a GitHub-hosted runner (AppArmor refuses ``runner`` user namespaces, not sudo)."""
-
-    def drop() -> None:
-        code = userns_filter()
-        buffer = ctypes.create_string_buffer(code, len(code))
-
-        class Prog(ctypes.Structure):
-            _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
-
-        prog = Prog(len(code) // 8, ctypes.addressof(buffer))
-        libc = ctypes.CDLL(None, use_errno=True)
-        if libc.prctl(22, 2, ctypes.byref(prog), 0, 0) != 0:  # PR_SET_SECCOMP, FILTER
-            raise OSError(ctypes.get_errno(), "prctl(PR_SET_SECCOMP)")
-        os.setgroups([])
-        os.setgid(gid)
-        os.setuid(uid)
-
-    return drop
+    """The runner-like user, whose setuid ``sudo`` still works."""
+    return as_unprivileged(uid, gid, no_new_privs=False)
 
 
 @contextlib.contextmanager

@@ -69,7 +69,7 @@ def _filter() -> bytes:
     return b"".join(struct.pack("HBBI", *ins) for ins in program)
 
 
-def _install_filter() -> None:
+def _install_filter(*, no_new_privs: bool = True) -> None:
     libc = ctypes.CDLL(None, use_errno=True)
     code = _filter()
     buffer = ctypes.create_string_buffer(code, len(code))
@@ -78,18 +78,24 @@ def _install_filter() -> None:
         _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
 
     prog = Prog(len(code) // 8, ctypes.addressof(buffer))
-    if libc.prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
+    if no_new_privs and libc.prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
         raise OSError(ctypes.get_errno(), "prctl(PR_SET_NO_NEW_PRIVS)")
     if libc.prctl(_PR_SET_SECCOMP, _SECCOMP_MODE_FILTER, ctypes.byref(prog), 0, 0) != 0:
         raise OSError(ctypes.get_errno(), "prctl(PR_SET_SECCOMP)")
 
 
-def as_unprivileged(uid: int, gid: int, *, refuse_userns: bool = True) -> Callable[[], None]:
-    """A ``preexec_fn``: refuse user namespaces (optionally), then become ``uid:gid``."""
+def as_unprivileged(
+    uid: int, gid: int, *, refuse_userns: bool = True, no_new_privs: bool = True
+) -> Callable[[], None]:
+    """A ``preexec_fn``: refuse user namespaces (optionally), then become ``uid:gid``.
+
+    ``no_new_privs=False`` installs the filter while still root instead, so a setuid
+    ``sudo`` still works, as on a GitHub-hosted runner (AppArmor refuses ``runner`` user
+    namespaces, not sudo)."""
 
     def drop() -> None:
         if refuse_userns:
-            _install_filter()
+            _install_filter(no_new_privs=no_new_privs)
         os.setgroups([])
         os.setgid(gid)
         os.setuid(uid)
