@@ -55,9 +55,19 @@ class Launch(_Frozen):
     gradients and optimizer states over them (FSDP2, from a generated accelerate config).
     """
 
-    processes: int = 1
+    processes: int = 1  # per node
     strategy: Literal["single", "ddp", "fsdp"] = "single"
     mixed_precision: Literal["no", "bf16", "fp16"] = "no"  # the accelerate config's value
+    nodes: int = 1  # machines, each starting ``processes`` (the Ray backend: ``nodes: N``)
+
+    @property
+    def distributed(self) -> bool:
+        """Several processes: ``accelerate launch`` starts them, on one machine or several."""
+        return self.processes > 1 or self.nodes > 1
+
+    @property
+    def world_size(self) -> int:
+        return self.processes * self.nodes
 
 
 # Where a local run's MLflow metrics go unless ``tracking.uri`` says: relative to the

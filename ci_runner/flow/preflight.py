@@ -13,12 +13,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ci_runner.backend.ray_cluster import ClusterShape, read_cluster
 from ci_runner.core.hub import hub_api, is_local_path, missing_path_hint, resolve_ref
 from ci_runner.core.jobs import BackendName
 from ci_runner.data.check import DataCheck, check_experiment_data, check_sample
 from ci_runner.data.formats import Verdict
 from ci_runner.data.sample import DatasetSample
 from ci_runner.errors import (
+    CiRunnerError,
     DatasetNotFoundError,
     DatasetViewerError,
     DataSourceError,
@@ -194,13 +196,32 @@ def plan_run(
         if "prices" not in cache:
             cache["prices"] = prices_from_hardware(api)
         prices = cache["prices"]
+    cluster = None
+    if experiment.backend == BackendName.RAY.value:
+        if "ray_cluster" not in cache:
+            cache["ray_cluster"] = ray_cluster(ws, experiment)
+        cluster = cache["ray_cluster"]
     return make_plan(
         experiment,
         size=cache[key],
         dataset_rows=data.sample.num_rows if data else None,
         mean_seq_len=data.lengths.mean if data and data.lengths else None,
         prices=prices,
+        cluster=cluster,
     )
+
+
+def ray_cluster(ws: Workspace, experiment: Experiment) -> ClusterShape | None:
+    """The Ray cluster's nodes, when the file leaves them out and the cluster answers;
+    the plan says what it could not read."""
+    spec = experiment.ray
+    if spec is not None and spec.gpus_per_node is not None:
+        return None
+    try:
+        backend = ws.backend(BackendName.RAY)
+        return read_cluster(backend.client)  # type: ignore[attr-defined]
+    except CiRunnerError:
+        return None
 
 
 def plan_runs(

@@ -16,12 +16,14 @@ frozen base in 16 bits on a GPU flavor (``settings.precision_for``), or in 4-bit
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
 from pydantic import BaseModel, ConfigDict
 
+from ci_runner.backend.ray_cluster import ClusterShape
 from ci_runner.core.durations import rounded_minutes as format_duration
 from ci_runner.core.flavors import ACCELERATORS, Flavor
 from ci_runner.plan.hardware import (
@@ -35,6 +37,7 @@ from ci_runner.plan.memory import (
 )
 from ci_runner.plan.model_size import ModelShape, ModelSize
 from ci_runner.plan.prices import prices_from_hardware
+from ci_runner.plan.ray_plan import ray_hardware
 from ci_runner.plan.settings import (
     GB,
     LORA_AUTO_THRESHOLD,
@@ -67,7 +70,7 @@ from ci_runner.plan.timing import (
     tokens_per_example,
     workload,
 )
-from ci_runner.spec.model import Experiment, LoraSpec
+from ci_runner.spec.model import Experiment, LoraSpec, RaySpec
 
 __all__ = [
     "LORA_AUTO_THRESHOLD",
@@ -120,6 +123,7 @@ class Plan(BaseModel):
     processes: int = 1  # training processes the job starts (one per GPU)
     memory_per_gpu_gb: float | None = None  # what each GPU holds (FSDP: after sharding)
     flops_formula: str | None = None  # the training FLOPs the time estimate assumes
+    nodes: int = 1  # machines the run spans (the ray backend); ``processes`` counts all
 
 
 # --- the plan ----------------------------------------------------------------
@@ -386,6 +390,7 @@ def make_plan(
     dataset_rows: int | None,
     mean_seq_len: float | None,
     prices: dict[str, float] | None = None,
+    cluster: ClusterShape | None = None,
 ) -> Plan:
     """Decide LoRA and hardware and estimate memory, time, cost and timeout.
 
@@ -394,6 +399,7 @@ def make_plan(
     (for GRPO ``mean_seq_len`` is the mean prompt length).
     ``prices`` ($/h by flavor) override the shipped table (see ``prices_from_hardware``).
     The local backend gets flavor "local" at no cost and no time estimate.
+    ``cluster``: a Ray cluster's nodes as its dashboard reported them (``ray_plan``).
     """
     prices = prices or {}
     s = settings_from(experiment)
@@ -418,12 +424,22 @@ def make_plan(
             notes.assumptions.append(
                 f"hardware {experiment.hardware} is ignored by the local backend"
             )
+    elif experiment.backend == "ray":
+        ray = ray_hardware(experiment, sized.size, cluster, sized.quantize)
+        choice = ray.choice
+        notes.warnings.extend(ray.warnings)
+        notes.assumptions.extend(ray.notes)
+        if choice.flavor is not None:
+            prices = {**prices, choice.flavor.name: ray.usd_per_hour or 0.0}
     else:
         choice, hw_warnings, hw_notes = _hardware(
             experiment, sized.size, size is not None, s, sized.quantize, lora_on, prices
         )
         notes.warnings.extend(hw_warnings)
         notes.assumptions.extend(hw_notes)
+    unpriced = (
+        experiment.backend == "ray" and (experiment.ray or RaySpec()).usd_per_gpu_hour is None
+    )
     flavor = choice.flavor
     gpus = flavor.gpus if flavor else (1 if local else 0)
     precision = choice.precision
@@ -448,6 +464,8 @@ def make_plan(
     if flavor is not None and size is not None:
         timing = _timing(flavor, s, size, sized, work, prices, notes, precision)
         notes.warnings.extend(_timeout_warnings(experiment, timing.seconds, timing.recommended))
+    if unpriced:  # a cluster has no list price: no cost rather than $0
+        timing = dataclasses.replace(timing, usd_per_hour=None, cost=None)
     over_budget, budget_warnings = (
         (False, []) if local else _budget_warnings(experiment, timing.cost)
     )
@@ -459,7 +477,7 @@ def make_plan(
         method=experiment.method,
         backend=experiment.backend,
         flavor="local" if local else (flavor.name if flavor else None),
-        flavor_usd_per_hour=0.0 if local else _hourly(flavor, timing, prices),
+        flavor_usd_per_hour=0.0 if local else None if unpriced else _hourly(flavor, timing, prices),
         flavor_vram_gb=flavor.total_vram_gb if flavor and flavor.is_gpu else None,
         gpus=gpus,
         sharded=choice.sharded,
@@ -489,6 +507,7 @@ def make_plan(
         processes=choice.processes,
         memory_per_gpu_gb=_per_gpu(memory, choice),
         flops_formula=flops_formula(s, lora_on) if size is not None else None,
+        nodes=experiment.nodes,
     )
 
 

@@ -174,6 +174,24 @@ class ExportSpec(_Strict):
     gguf: GgufSpec | None = None
 
 
+class RaySpec(_Strict):
+    """Where a ``backend: ray`` run goes and what the cluster's nodes hold.
+
+    Unset, the address is ``RAY_ADDRESS`` (Ray's own convention) and the nodes' GPUs are
+    read from the cluster at plan time; a file names them to plan without reaching it.
+    """
+
+    address: str | None = Field(default=None, min_length=1)  # the dashboard: http://host:8265
+    gpus_per_node: int | None = Field(default=None, ge=0, le=64)
+    gpu: str | None = Field(default=None, min_length=1)  # H100, A100, L40S ... (Ray's name)
+    gpu_memory_gb: float | None = Field(default=None, gt=0)
+    cpus_per_node: int = Field(default=1, ge=1, le=1024)  # what each node's bundle reserves
+    usd_per_gpu_hour: float | None = Field(default=None, ge=0)  # the plan shows cost only then
+    # pinned: the job's runtime_env installs the script's pinned dependencies (``pip``);
+    # cluster: the nodes' image already carries them (KubeRay images built for training).
+    environment: Literal["pinned", "cluster"] = "pinned"
+
+
 FailureKind = Literal["timeout", "preempted", "infra"]
 
 
@@ -274,7 +292,10 @@ class Experiment(_Strict):
     timeout: Timeout = None
     output: OutputSpec = OutputSpec()
     tracking: TrackingSpec = TrackingSpec()
-    backend: Literal["local", "hf-jobs"] = "local"
+    backend: Literal["local", "hf-jobs", "ray"] = "local"
+    # Machines the training job spans (the ray backend): one `accelerate launch` per node.
+    nodes: int = Field(default=1, ge=1, le=64)
+    ray: RaySpec | None = None
     budget: BudgetSpec | None = None
     retry: RetrySpec = RetrySpec()
     evaluation: Evaluation = None
