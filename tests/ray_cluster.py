@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -66,6 +67,8 @@ class RayCluster:
     dashboard_port: int
     base_port: int
     nodes: list[RayNode] = field(default_factory=list)
+    # Token authentication on, as an exposed cluster must run: every request needs it.
+    token: str = field(default_factory=lambda: f"raytest_{secrets.token_hex(16)}")
 
     @property
     def address(self) -> str:
@@ -83,6 +86,8 @@ class RayCluster:
         env.pop("RAY_ADDRESS", None)
         env.update(
             RAY_USAGE_STATS_ENABLED="0",
+            RAY_AUTH_MODE="token",
+            RAY_AUTH_TOKEN=self.token,
             RAY_DISABLE_DOCKER_CPU_WARNING="1",
             # The job's workers run with this interpreter and see ray from its site-packages.
             PATH=f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}",
@@ -119,7 +124,11 @@ class RayCluster:
                 "--disable-usage-stats",
             ]
         else:
-            args = [f"--address={self.gcs_address}"]
+            # A temp dir of its own: two log monitors tailing one session's worker logs
+            # would forward every line to the driver twice.
+            own = self.temp_dir.parent / f"node{index}"
+            own.mkdir(exist_ok=True)
+            args = [f"--address={self.gcs_address}", f"--temp-dir={own}"]
         log = self.temp_dir.parent / f"ray-start-{index}.log"
         out = log.open("ab")
         process = subprocess.Popen(
@@ -154,7 +163,7 @@ class RayCluster:
 
     def alive_nodes(self) -> list[dict[str, object]]:
         """The cluster's live nodes, as the dashboard lists them."""
-        with urllib.request.urlopen(f"{self.address}/nodes?view=summary", timeout=5) as r:
+        with urllib.request.urlopen(self._get("/nodes?view=summary"), timeout=5) as r:
             body = json.load(r)
         summary = body["data"]["summary"]
         return [n for n in summary if n.get("raylet", {}).get("state") == "ALIVE"]
@@ -175,8 +184,12 @@ class RayCluster:
         raise RuntimeError(f"the Ray cluster did not come up in {START_TIMEOUT_S}s: {last}")
 
     def _jobs_api_up(self) -> bool:
-        with urllib.request.urlopen(f"{self.address}/api/jobs/", timeout=5) as r:
+        with urllib.request.urlopen(self._get("/api/jobs/"), timeout=5) as r:
             return r.status == 200
+
+    def _get(self, path: str) -> urllib.request.Request:
+        headers = {"Authorization": f"Bearer {self.token}"}
+        return urllib.request.Request(f"{self.address}{path}", headers=headers)
 
     # -- stop -------------------------------------------------------------------
 
@@ -219,8 +232,10 @@ def start_cluster(root: Path | None = None) -> RayCluster:
 
 
 if __name__ == "__main__":
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # `finally` stops the nodes
     started = start_cluster()
     print(f"RAY_ADDRESS={started.address}  (gcs {started.gcs_address})", flush=True)
+    print("RAY_AUTH_TOKEN: see the token attribute (not printed)", flush=True)
     try:
         signal.pause()
     finally:

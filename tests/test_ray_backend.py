@@ -42,6 +42,7 @@ def ray_cluster(tmp_path_factory, tiny_fixtures):
 @pytest.fixture
 def ray_project(ray_cluster, tiny_fixtures, tmp_path, monkeypatch):
     monkeypatch.setenv("RAY_ADDRESS", ray_cluster.address)
+    monkeypatch.setenv("RAY_AUTH_TOKEN", ray_cluster.token)
     return make_project(tmp_path, tiny_fixtures.model.parent), tiny_fixtures
 
 
@@ -107,6 +108,23 @@ def test_two_node_sft_completes_with_summary_metrics_and_report(ray_project, ray
     (report,) = (root / "training_reports").glob("*.md")
     body = report.read_text()
     assert "Completed" in body and "ray-2x0" in body
+    # The cluster's token went with every request and was written nowhere.
+    token = ray_cluster.token
+    assert token not in result.stdout + result.stderr
+    assert not [p for p in root.rglob("*") if p.is_file() and token.encode() in p.read_bytes()]
+
+
+def test_the_cluster_refuses_a_missing_or_wrong_token(ray_project, monkeypatch):
+    root, fixtures = ray_project
+    write_ray_experiment(root, fixtures, "no-token", steps=2)
+    monkeypatch.delenv("RAY_AUTH_TOKEN")
+    missing = cli(root, "submit", "experiments/no-token.yaml")
+    assert missing.returncode == ExitCode.BACKEND, missing.stderr
+    assert "(401)" in missing.stderr and "RAY_AUTH_TOKEN" in missing.stderr
+    monkeypatch.setenv("RAY_AUTH_TOKEN", "raytest_wrong_token_0042")
+    wrong = cli(root, "submit", "experiments/no-token.yaml")
+    assert wrong.returncode == ExitCode.BACKEND, wrong.stderr
+    assert "(403)" in wrong.stderr and "raytest_wrong_token_0042" not in wrong.stderr + wrong.stdout
 
 
 def wait_for(what: str, check, timeout: float = 180, every: float = 0.5):

@@ -11,8 +11,6 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
-from ci_runner.errors import BackendError
-
 ACCELERATOR_PREFIX = "accelerator_type:"
 MIB_PER_GB = 1000**3 / 1024**2
 
@@ -47,16 +45,3 @@ def shape_of(summary: list[dict[str, Any]]) -> ClusterShape:
         return ClusterShape(0, 0, None, None, 0)
     (gpus, gpu), count = max(kinds.items(), key=lambda item: (item[0][0] > 0, item[1]))
     return ClusterShape(count, gpus, gpu, memory.get((gpus, gpu)), len(live))
-
-
-def read_cluster(client: Any) -> ClusterShape:
-    """The live cluster's shape, through the dashboard the Jobs API is served by."""
-    import httpx2
-
-    try:
-        response = client.get("/nodes", params={"view": "summary"})
-    except httpx2.TransportError as exc:
-        raise BackendError(f"the Ray dashboard did not answer: {type(exc).__name__}") from None
-    if response.status_code != 200:
-        raise BackendError(f"the Ray dashboard refused to list nodes: HTTP {response.status_code}")
-    return shape_of(response.json()["data"]["summary"])

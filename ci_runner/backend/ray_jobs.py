@@ -74,6 +74,10 @@ ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]")
 ORIGIN = re.compile(r"^\((?:[\w.:<>-]+ )?pid=\d+(?:, ip=[^)]*)?\) ")
 
 
+class RayAuthError(BackendError):
+    """The cluster wants a token, or another one: no use retrying or planning around it."""
+
+
 def clean_line(line: str) -> str:
     """A log line as the script printed it: Ray's colour codes and origin prefix gone."""
     return ORIGIN.sub("", ANSI.sub("", line), count=1)
@@ -142,7 +146,7 @@ class RayJobsBackend:
             else:
                 status = response.status_code
                 if status in AUTH_HINTS:
-                    raise BackendError(f"Ray refused to {what} ({status}): {AUTH_HINTS[status]}")
+                    raise RayAuthError(f"Ray refused to {what} ({status}): {AUTH_HINTS[status]}")
                 if status not in RETRY_STATUS:
                     if status >= 400 and status != 404:
                         raise BackendError(
@@ -165,6 +169,13 @@ class RayJobsBackend:
     def _job(self, job_id: str) -> dict[str, Any] | None:
         response = self._request("inspect a job", "GET", f"/api/jobs/{job_id}")
         return None if response.status_code == 404 else dict(response.json())
+
+    def nodes(self) -> list[dict[str, Any]]:
+        """Every node of the cluster as the dashboard summarises it (``ray_cluster``)."""
+        response = self._request("list the cluster's nodes", "GET", "/nodes?view=summary")
+        if response.status_code == 404:
+            raise BackendError(f"{self.address} serves no Ray dashboard node list")
+        return list(response.json()["data"]["summary"])
 
     def _jobs(self) -> list[dict[str, Any]]:
         """Every submitted job the cluster knows, in one request (Ray has no filter)."""
@@ -234,7 +245,7 @@ class RayJobsBackend:
             if self._job(sid) is not None:
                 return JobHandle(sid, self.url(sid))
             if response.status_code in AUTH_HINTS:
-                raise BackendError(
+                raise RayAuthError(
                     f"Ray refused to submit the job ({response.status_code}): "
                     f"{AUTH_HINTS[response.status_code]}"
                 )

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ci_runner.backend.ray_cluster import ClusterShape, read_cluster
+from ci_runner.backend.ray_cluster import ClusterShape, shape_of
 from ci_runner.core.hub import hub_api, is_local_path, missing_path_hint, resolve_ref
 from ci_runner.core.jobs import BackendName
 from ci_runner.data.check import DataCheck, check_experiment_data, check_sample
@@ -217,9 +217,14 @@ def ray_cluster(ws: Workspace, experiment: Experiment) -> ClusterShape | None:
     spec = experiment.ray
     if spec is not None and spec.gpus_per_node is not None:
         return None
+    from ci_runner.backend.ray_jobs import RayAuthError, RayJobsBackend
+
     try:
         backend = ws.backend(BackendName.RAY)
-        return read_cluster(backend.client)  # type: ignore[attr-defined]
+        assert isinstance(backend, RayJobsBackend)
+        return shape_of(backend.nodes())
+    except RayAuthError:
+        raise  # a wrong or missing token fails now, not after a plan without hardware
     except CiRunnerError:
         return None
 

@@ -15,7 +15,8 @@ job is stopped (the driver gets SIGTERM), when a sibling rank fails, or when the
 itself dies (its child gets SIGTERM from the kernel): a stopped job leaves no training
 process behind on any node.
 
-Exit code: the first failing rank's, or 0.
+Exit code: the first failing rank's, or 0. A rank that outlives the others by
+``STRAGGLER_GRACE_S`` after they all exited cleanly is stopped, not waited for forever.
 """
 
 from __future__ import annotations
@@ -34,6 +35,8 @@ from pathlib import Path
 SPEC_FILE = "ray_launch.json"
 PREFIX = "[ci-runner]"
 PR_SET_PDEATHSIG = 1
+# A rank still running this long after another ended cleanly is stuck in teardown.
+STRAGGLER_GRACE_S = 120
 STOP_GRACE_S = 2  # Ray SIGKILLs a stopped driver after 3 s (RAY_JOB_STOP_WAIT_TIME_S)
 
 
@@ -148,8 +151,20 @@ def main() -> int:
         for rank, actor in enumerate(actors)
     }
     code = 0
+    finished_at = None
     while pending:
-        done, _ = ray.wait(list(pending), num_returns=1)
+        wait = None if finished_at is None else finished_at + STRAGGLER_GRACE_S - time.monotonic()
+        done, _ = ray.wait(
+            list(pending), num_returns=1, timeout=None if wait is None else max(wait, 0.0)
+        )
+        if not done:  # the others finished long ago: a rank hung tearing down
+            log(
+                f"rank(s) {sorted(pending.values())} still running {STRAGGLER_GRACE_S}s after "
+                "the others finished; stopping them"
+            )
+            stop_all()
+            break
+        finished_at = finished_at or time.monotonic()
         rank = pending.pop(done[0])
         rank_code = ray.get(done[0])
         if rank_code != 0 and code == 0:
