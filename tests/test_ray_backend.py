@@ -108,6 +108,12 @@ def test_two_node_sft_completes_with_summary_metrics_and_report(ray_project, ray
     (report,) = (root / "training_reports").glob("*.md")
     body = report.read_text()
     assert "Completed" in body and "ray-2x0" in body
+    # `logs` and `logs -f` print the lines as the script printed them: no Ray prefixes.
+    for args in (("logs", "two-nodes"), ("logs", "two-nodes", "-f")):
+        shown = cli(root, *args)
+        assert shown.returncode == 0, shown.stderr
+        assert "CI_RUNNER_SUMMARY " in shown.stdout and "pid=" not in shown.stdout
+        assert "\x1b[" not in shown.stdout
     # The cluster's token went with every request and was written nowhere.
     token = ray_cluster.token
     assert token not in result.stdout + result.stderr

@@ -1,4 +1,4 @@
-"""Plans for the ray backend: N nodes × G GPUs, memory per GPU over all of them.
+"""Plans and job files for the ray backend: N nodes × G GPUs, memory per GPU over all of them.
 
 The 70B full fine-tune is sized from Llama-3.1-70B-Instruct's real safetensors headers
 (through the loopback Hub, as in ``test_gpu_plans``), on 2 nodes of 8 GPUs: AdamW's
@@ -143,3 +143,41 @@ def test_ray_log_prefixes_and_colours_are_stripped_before_parsing():
     assert clean_line(raw) == 'CI_RUNNER_SUMMARY {"status": "completed"}'
     assert clean_line("(pid=17) step 3") == "step 3"
     assert clean_line("plain (pid=17) text") == "plain (pid=17) text"
+
+
+def test_pinned_environment_installs_the_scripts_pins_and_ships_the_driver(tmp_path):
+    """What a Ray job carries, as submit sends it: no cluster needed to read it back."""
+    import io
+    import json
+    import zipfile
+
+    from ci_runner.backend.ray_jobs import RayJobsBackend
+    from ci_runner.backend.ray_package import package
+    from ci_runner.core.jobs import JobRequest
+    from ci_runner.job_scripts import PACKAGE_DIR, script_dependencies
+    from ci_runner.runconfig import RunConfig, Tracking
+
+    config = RunConfig(
+        experiment="x",
+        run_id="x-1",
+        method="sft",
+        base_model="org/m",
+        dataset={"path": "org/d"},
+        output_dir="/tmp/x",
+        tracking=Tracking(project="p", run_name="x-1"),
+        launch=Launch(processes=8, strategy="fsdp", mixed_precision="bf16", nodes=2),
+    )
+    script = PACKAGE_DIR / "train.py"
+    request = JobRequest(script, config, {"ci-runner.run": "x-1"}, flavor="ray-2x8-H200")
+    ray = RayJobsBackend(None, address="http://head:8265", repo="r")
+    files = ray.job_files(request)
+    env = ray.runtime_env(request, package(files).uri)
+    assert env["pip"]["packages"] == script_dependencies(script)
+    assert env["working_dir"] == package(files).uri == package(dict(files)).uri  # reproducible
+    spec = json.loads(files["ray_launch.json"])
+    assert spec["nodes"] == 2 and spec["bundle"] == {"CPU": 1, "GPU": 8}
+    assert {"train.py", "ray_launch.py", "run_config.json", "accelerate_config.yaml"} <= set(files)
+    with zipfile.ZipFile(io.BytesIO(package(files).data)) as archive:
+        assert sorted(archive.namelist()) == sorted(files)  # flat: the job's cwd is its root
+    cluster_env = RayJobsBackend(None, address="http://h:8265", repo="r", environment="cluster")
+    assert "pip" not in cluster_env.runtime_env(request, "gcs://x.zip")
