@@ -181,3 +181,46 @@ def test_pinned_environment_installs_the_scripts_pins_and_ships_the_driver(tmp_p
         assert sorted(archive.namelist()) == sorted(files)  # flat: the job's cwd is its root
     cluster_env = RayJobsBackend(None, address="http://h:8265", repo="r", environment="cluster")
     assert "pip" not in cluster_env.runtime_env(request, "gcs://x.zip")
+
+
+NODES_ON_HF_JOBS = """name: too-many-nodes
+base_model: org/model
+method: sft
+dataset: org/data
+backend: hf-jobs
+nodes: 2
+output: {hub_model_id: alice/x}
+"""
+
+
+def test_nodes_on_a_one_machine_backend_is_refused_at_its_line(tmp_path):
+    from ci_runner.errors import SpecError
+    from ci_runner.spec.load import load_experiment
+
+    path = tmp_path / "too-many-nodes.yaml"
+    path.write_text(NODES_ON_HF_JOBS)
+    with pytest.raises(SpecError) as refused:
+        load_experiment(path)
+    (issue,) = [i for i in refused.value.issues if i.field == "nodes"]
+    assert issue.line == 6 and "backend: ray" in str(issue)
+
+
+def test_cluster_address_from_ray_address_first_then_the_file(tmp_path, monkeypatch):
+    from ci_runner.errors import BackendError
+    from ci_runner.flow.workspace import Workspace
+    from ci_runner.paths import Project
+
+    (tmp_path / "experiments").mkdir()
+    (tmp_path / "experiments" / "on-ray.yaml").write_text(
+        "name: on-ray\nbase_model: org/model\nmethod: sft\ndataset: org/data\n"
+        "backend: ray\nray: {address: 'http://head.internal:8265', environment: cluster}\n"
+    )
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    from_file = Workspace(Project(tmp_path)).backend("ray")  # a poll that loaded no file
+    assert from_file.address == "http://head.internal:8265"  # type: ignore[attr-defined]
+    assert from_file.environment == "cluster"  # type: ignore[attr-defined]
+    monkeypatch.setenv("RAY_ADDRESS", "http://other:8265")
+    assert Workspace(Project(tmp_path)).backend("ray").address == "http://other:8265"  # type: ignore[attr-defined]
+    monkeypatch.setenv("RAY_ADDRESS", "ray://head:10001")  # the Ray Client port, not the API
+    with pytest.raises(BackendError, match="dashboard"):
+        Workspace(Project(tmp_path)).backend("ray")

@@ -255,6 +255,12 @@ def require_plannable(
 ) -> None:
     """Refuse what cannot run, or costs more than the file allows, before anything starts."""
     for run in plan.runs:
+        if run.plan.flavor is None and run.plan.backend == BackendName.RAY.value:
+            raise NotReadyError(
+                "the Ray cluster's nodes are unknown (not reachable, or its GPU type is not "
+                "known): set RAY_ADDRESS (and RAY_AUTH_TOKEN) to reach it, or `ray.gpus_per_node` "
+                "and `ray.gpu` in the experiment file"
+            )
         if run.plan.flavor is None:
             raise NotReadyError(
                 f"cannot size {run.plan.base_model} (offline, or no safetensors metadata), so "
