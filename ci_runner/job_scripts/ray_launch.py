@@ -45,7 +45,8 @@ def log(message: str) -> None:
 
 
 def _die_with_parent() -> None:
-    """In the child, before exec: SIGTERM when the actor's worker process dies."""
+    """In the child, before exec: SIGTERM when the thread that started it ends, which is
+    the actor's (its threads live as long as it does): a killed actor takes its rank."""
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
