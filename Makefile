@@ -19,7 +19,7 @@ export CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DLLAVA_BUILD=OFF -DLLAMA_BUILD_EXAMPLES=
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[train,gguf,mcp,mlflow,dev]'
+	$(BIN)/pip install --quiet -e '.[train,gguf,mcp,mlflow,ray,dev]'
 	touch $(STAMP)
 
 # The demo needs only the training stack; `make test` adds llama.cpp (gguf) and dev tools.

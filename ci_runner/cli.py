@@ -77,7 +77,7 @@ def main(ctx: click.Context, root: str) -> None:
 
 BACKEND_OPTION = click.option(
     "--backend",
-    type=click.Choice(["local", "hf-jobs"]),
+    type=click.Choice(["local", "hf-jobs", "ray"]),
     default=None,
     help="Override the experiment file's backend.",
 )

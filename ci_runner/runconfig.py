@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from ci_runner.job_scripts.protocol import RUN_CONFIG_ENV as RUN_CONFIG_ENV
 from ci_runner.job_scripts.protocol import SCHEMA_VERSION as SCHEMA_VERSION
@@ -55,9 +55,21 @@ class Launch(_Frozen):
     gradients and optimizer states over them (FSDP2, from a generated accelerate config).
     """
 
-    processes: int = 1
+    processes: int = 1  # per node
     strategy: Literal["single", "ddp", "fsdp"] = "single"
     mixed_precision: Literal["no", "bf16", "fp16"] = "no"  # the accelerate config's value
+    # Machines, each starting ``processes`` (the Ray backend's ``nodes: N``); left out of
+    # the JSON on one machine, so single-node run configs read as they always have.
+    nodes: int = Field(default=1, ge=1, exclude_if=lambda nodes: nodes == 1)
+
+    @property
+    def distributed(self) -> bool:
+        """Several processes: ``accelerate launch`` starts them, on one machine or several."""
+        return self.processes > 1 or self.nodes > 1
+
+    @property
+    def world_size(self) -> int:
+        return self.processes * self.nodes
 
 
 # Where a local run's MLflow metrics go unless ``tracking.uri`` says: relative to the

@@ -11,6 +11,12 @@ Why ``--multi_gpu`` and not ``--cpu``: ``accelerate launch --cpu --num_processes
 starts a single process unless an MPI host file is given; ``--multi_gpu`` goes through
 ``torch.distributed.run`` and really starts N.
 
+Several machines (the Ray backend's ``nodes: N``): the same arguments with
+``--num_machines N --machine_rank i --main_process_ip <rank 0>``, once per node.
+Rank 0's address is only known once the cluster has placed the nodes, so
+``node_command`` leaves ``{machine_rank}``, ``{main_process_ip}`` and
+``{main_process_port}`` for the job's launcher (``job_scripts/ray_launch.py``) to fill.
+
 Extra packages (bitsandbytes for QLoRA) are not in the job script's PEP 723 header:
 the header is the one set of pins every run resolves, and the runner adds
 ``--with bitsandbytes==…`` to ``uv run`` only for the jobs that load a 4-bit base.
@@ -46,8 +52,8 @@ def accelerate_config(launch: Launch) -> str:
             "compute_environment: LOCAL_MACHINE",
             "distributed_type: FSDP",
             f"mixed_precision: '{launch.mixed_precision}'",
-            "num_machines: 1",
-            f"num_processes: {launch.processes}",
+            f"num_machines: {launch.nodes}",
+            f"num_processes: {launch.world_size}",
             "machine_rank: 0",
             "main_training_function: main",
             "rdzv_backend: static",
@@ -69,8 +75,18 @@ def accelerate_config(launch: Launch) -> str:
 def accelerate_args(
     launch: Launch, *, config_dir: str, main_process_port: int | None = None
 ) -> list[str]:
-    """``accelerate launch …`` up to (not including) the script: N processes, DDP or FSDP."""
-    args = ["accelerate", "launch", "--num_processes", str(launch.processes), "--num_machines", "1"]
+    """``accelerate launch …`` up to (not including) the script: N processes, DDP or FSDP.
+
+    ``--num_processes`` counts every process of every machine, as accelerate reads it.
+    """
+    args = [
+        "accelerate",
+        "launch",
+        "--num_processes",
+        str(launch.world_size),
+        "--num_machines",
+        str(launch.nodes),
+    ]
     if launch.strategy == "fsdp":
         args += ["--config_file", f"{config_dir}/{ACCELERATE_CONFIG}"]
     else:
@@ -84,9 +100,43 @@ def accelerate_args(
 def launch_files(launch: Launch, dependencies: list[str]) -> dict[str, bytes]:
     """What a multi-process job needs beside its script: the requirements ``uv`` installs
     accelerate's environment from, and the FSDP config."""
-    if launch.processes <= 1:
+    if not launch.distributed:
         return {}
     files = {REQUIREMENTS: "".join(f"{dep}\n" for dep in dependencies).encode()}
     if launch.strategy == "fsdp":
         files[ACCELERATE_CONFIG] = accelerate_config(launch).encode()
     return files
+
+
+# Filled in on each node by the job's launcher, once rank 0's node is known.
+MACHINE_RANK, MAIN_IP, MAIN_PORT, PYTHON = (
+    "{machine_rank}",
+    "{main_process_ip}",
+    "{main_process_port}",
+    "{python}",
+)
+
+
+def node_command(launch: Launch, script: str, config: str) -> list[str]:
+    """What each node of a Ray job runs, with the placeholders above.
+
+    One process: the script itself. Several: ``accelerate launch`` as a module of the
+    node's Python (a runtime env's virtualenv need not put ``accelerate`` on PATH), with
+    this node's rank and rank 0's address on top of ``accelerate_args``.
+    """
+    if not launch.distributed:
+        return [PYTHON, script, "--config", config]
+    args = accelerate_args(launch, config_dir=".")
+    multi_node = ["--machine_rank", MACHINE_RANK, "--main_process_ip", MAIN_IP]
+    return [
+        PYTHON,
+        "-m",
+        "accelerate.commands.launch",
+        *args[2:],
+        *(multi_node if launch.nodes > 1 else []),
+        "--main_process_port",
+        MAIN_PORT,
+        script,
+        "--config",
+        config,
+    ]

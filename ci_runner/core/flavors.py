@@ -103,4 +103,6 @@ ACCELERATORS: dict[str, Accelerator] = {
     "A100": Accelerator(bf16=True, mem_bw_gbps=2039, mfu=0.40),
     "RTX PRO 6000": Accelerator(bf16=True, mem_bw_gbps=1792, mfu=0.35),
     "H200": Accelerator(bf16=True, mem_bw_gbps=4800, mfu=0.35),
+    # Not an HF Jobs flavor; the GPU of most Ray clusters that train past one machine.
+    "H100": Accelerator(bf16=True, mem_bw_gbps=3350, mfu=0.35),
 }

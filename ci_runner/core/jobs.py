@@ -27,6 +27,7 @@ class StrEnum(str, Enum):
 class BackendName(StrEnum):
     LOCAL = "local"
     HF_JOBS = "hf-jobs"
+    RAY = "ray"
 
 
 class JobState(StrEnum):

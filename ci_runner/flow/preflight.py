@@ -13,12 +13,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ci_runner.backend.ray_cluster import ClusterShape, shape_of
 from ci_runner.core.hub import hub_api, is_local_path, missing_path_hint, resolve_ref
 from ci_runner.core.jobs import BackendName
 from ci_runner.data.check import DataCheck, check_experiment_data, check_sample
 from ci_runner.data.formats import Verdict
 from ci_runner.data.sample import DatasetSample
 from ci_runner.errors import (
+    CiRunnerError,
     DatasetNotFoundError,
     DatasetViewerError,
     DataSourceError,
@@ -212,13 +214,37 @@ def plan_run(
         if "prices" not in cache:
             cache["prices"] = prices_from_hardware(api)
         prices = cache["prices"]
+    cluster = None
+    if experiment.backend == BackendName.RAY.value:
+        if "ray_cluster" not in cache:
+            cache["ray_cluster"] = ray_cluster(ws, experiment)
+        cluster = cache["ray_cluster"]
     return make_plan(
         experiment,
         size=cache[key],
         dataset_rows=data.sample.num_rows if data else None,
         mean_seq_len=data.lengths.mean if data and data.lengths else None,
         prices=prices,
+        cluster=cluster,
     )
+
+
+def ray_cluster(ws: Workspace, experiment: Experiment) -> ClusterShape | None:
+    """The Ray cluster's nodes, when the file leaves them out and the cluster answers;
+    the plan says what it could not read."""
+    spec = experiment.ray
+    if spec is not None and spec.gpus_per_node is not None:
+        return None
+    from ci_runner.backend.ray_jobs import RayAuthError, RayJobsBackend
+
+    try:
+        backend = ws.backend(BackendName.RAY)
+        assert isinstance(backend, RayJobsBackend)
+        return shape_of(backend.nodes())
+    except RayAuthError:
+        raise  # a wrong or missing token fails now, not after a plan without hardware
+    except CiRunnerError:
+        return None
 
 
 def plan_runs(
@@ -272,6 +298,12 @@ def require_plannable(
     if unsized:
         raise NotReadyError("\n".join(problem.message(file) for problem in unsized))
     for run in plan.runs:
+        if run.plan.flavor is None and run.plan.backend == BackendName.RAY.value:
+            raise NotReadyError(
+                "the Ray cluster's nodes are unknown (not reachable, or its GPU type is not "
+                "known): set RAY_ADDRESS (and RAY_AUTH_TOKEN) to reach it, or `ray.gpus_per_node` "
+                "and `ray.gpu` in the experiment file"
+            )
         if run.plan.flavor is None:
             raise NotReadyError(
                 f"{file}: cannot size {run.plan.base_model}, so no hardware can be chosen\n"

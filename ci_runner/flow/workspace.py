@@ -15,7 +15,7 @@ from ci_runner.errors import BackendError, SpecIssue
 from ci_runner.ledger.model import Ledger, Run
 from ci_runner.paths import Project
 from ci_runner.spec.load import load_experiment
-from ci_runner.spec.model import Experiment
+from ci_runner.spec.model import Experiment, RaySpec
 
 # Called when a run's evaluation closes; returns the run with what it did recorded.
 # ``publish`` supplies the model-card push, so the flow never imports publish.
@@ -28,6 +28,9 @@ class Workspace:
     backends: dict[str, Backend] = field(default_factory=dict)
     now: Callable[[], str] = utc_now
     on_evaluated: EvaluatedHook | None = None
+    # The `ray:` settings of the last file loaded that runs on Ray: its address (unless
+    # RAY_ADDRESS names one) and how its jobs get their environment.
+    ray: RaySpec | None = None
 
     @property
     def root(self) -> Path:
@@ -47,9 +50,28 @@ class Workspace:
                 from ci_runner.backend.hf_jobs import from_environment
 
                 self.backends[name] = from_environment(self.project.root)
+            elif name == BackendName.RAY:
+                from ci_runner.backend import ray_jobs
+
+                ray = self.ray or self._ray_from_files()
+                self.backends[name] = ray_jobs.from_environment(
+                    self.project.root, address=ray.address, environment=ray.environment
+                )
             else:
-                raise BackendError(f"unknown backend {name!r}; use local or hf-jobs")
+                raise BackendError(f"unknown backend {name!r}; use local, hf-jobs or ray")
         return self.backends[name]
+
+    def _ray_from_files(self) -> RaySpec:
+        """A poll that loaded no file still finds the cluster a file names."""
+        for path in sorted((self.root / "experiments").glob("*.y*ml")):
+            text = path.read_text(encoding="utf-8", errors="replace")
+            if "ray" not in text:
+                continue
+            with contextlib.suppress(Exception):
+                experiment = load_experiment(path, None, root=self.project.root, warnings=[])
+                if experiment.backend == BackendName.RAY.value and experiment.ray is not None:
+                    return experiment.ray
+        return RaySpec()
 
     def wait_for_news(self, runs: list[Run], timeout_s: float) -> None:
         """Sleep until one of the runs' local jobs ends, or ``timeout_s``.
@@ -99,4 +121,9 @@ class Workspace:
         )
         if warnings is not None:
             warnings += [str(w) for w in found]
+        if experiment.backend == BackendName.RAY.value:
+            self.ray = experiment.ray or RaySpec()
+            built = self.backends.get(BackendName.RAY)
+            if built is not None and hasattr(built, "environment"):
+                built.environment = self.ray.environment
         return experiment

@@ -306,6 +306,12 @@ def train(config: dict[str, Any]) -> dict[str, Any] | None:
     summary["processes"] = args.world_size
     if data_notes:
         summary["data"] = data_notes
+    if args.world_size > 1:
+        # Every rank waits here, with the GIL released, until gloo's worker threads have
+        # finished and freed the last collectives. Freeing the model with one still
+        # queued deadlocked a rank of a two-node run at exit: the destructor joins the
+        # worker thread while holding the GIL that thread needs.
+        trainer.accelerator.wait_for_everyone()
     if hasattr(trainer, "end"):  # transformers >= 5.18: finish trackers (trackio)
         trainer.end()
     tracking = tracker_summary(config)

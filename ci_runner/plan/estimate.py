@@ -16,12 +16,14 @@ frozen base in 16 bits on a GPU flavor (``settings.precision_for``), or in 4-bit
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 
 from pydantic import BaseModel, ConfigDict
 
+from ci_runner.backend.ray_cluster import ClusterShape
 from ci_runner.core.durations import rounded_minutes as format_duration
 from ci_runner.core.flavors import ACCELERATORS, Flavor
 from ci_runner.plan.hardware import (
@@ -46,6 +48,7 @@ from ci_runner.plan.memory import (
 )
 from ci_runner.plan.model_size import ModelShape, ModelSize
 from ci_runner.plan.prices import prices_from_hardware
+from ci_runner.plan.ray_plan import ray_hardware
 from ci_runner.plan.savers import (
     SaverPlan,
     bf16_capable,
@@ -91,7 +94,7 @@ from ci_runner.plan.timing import (
     tokens_per_example,
     workload,
 )
-from ci_runner.spec.model import Experiment, LoraSpec
+from ci_runner.spec.model import Experiment, LoraSpec, RaySpec
 
 __all__ = [
     "LORA_AUTO_THRESHOLD",
@@ -152,6 +155,7 @@ class Plan(BaseModel):
     jobs: tuple[JobPlan, ...] = ()  # every job of the run: training, evaluations, export
     total_cost_usd: float | None = None  # all of them; the budget applies to it
     merge_in_training: bool | None = None  # output.merge: False pushes the adapter unmerged
+    nodes: int = 1  # machines the run spans (the ray backend); ``processes`` counts all
 
 
 # --- the plan ----------------------------------------------------------------
@@ -576,6 +580,7 @@ def make_plan(
     dataset_rows: int | None,
     mean_seq_len: float | None,
     prices: dict[str, float] | None = None,
+    cluster: ClusterShape | None = None,
 ) -> Plan:
     """Decide LoRA and hardware and estimate memory, time, cost and timeout.
 
@@ -584,6 +589,7 @@ def make_plan(
     (for GRPO ``mean_seq_len`` is the mean prompt length).
     ``prices`` ($/h by flavor) override the shipped table (see ``prices_from_hardware``).
     The local backend gets flavor "local" at no cost and no time estimate.
+    ``cluster``: a Ray cluster's nodes as its dashboard reported them (``ray_plan``).
     """
     prices = prices or {}
     s = settings_from(experiment)
@@ -608,6 +614,13 @@ def make_plan(
             notes.assumptions.append(
                 f"hardware {experiment.hardware} is ignored by the local backend"
             )
+    elif experiment.backend == "ray":
+        ray = ray_hardware(experiment, sized.size, cluster, sized.quantize)
+        choice = ray.choice
+        notes.warnings.extend(ray.warnings)
+        notes.assumptions.extend(ray.notes)
+        if choice.flavor is not None:
+            prices = {**prices, choice.flavor.name: ray.usd_per_hour or 0.0}
     else:
         choice, hw_warnings, hw_notes = _hardware(
             experiment, sized.size, size is not None, s, sized.quantize, lora_on, prices
@@ -618,6 +631,9 @@ def make_plan(
             )
         notes.warnings.extend(hw_warnings)
         notes.assumptions.extend(hw_notes)
+    unpriced = (
+        experiment.backend == "ray" and (experiment.ray or RaySpec()).usd_per_gpu_hour is None
+    )
     flavor = choice.flavor
     gpus = flavor.gpus if flavor else (1 if local else 0)
     precision = choice.precision
@@ -657,6 +673,8 @@ def make_plan(
     )
     jobs = pipeline_jobs(run_shape, experiment, train_job, prices)
     total = total_cost(jobs) if len(jobs) > 1 else None
+    if unpriced:  # a cluster has no list price: no cost rather than $0
+        timing = dataclasses.replace(timing, usd_per_hour=None, cost=None)
     over_budget, budget_warnings = (
         (False, [])
         if local
@@ -670,7 +688,7 @@ def make_plan(
         method=experiment.method,
         backend=experiment.backend,
         flavor="local" if local else (flavor.name if flavor else None),
-        flavor_usd_per_hour=0.0 if local else _hourly(flavor, timing, prices),
+        flavor_usd_per_hour=0.0 if local else None if unpriced else _hourly(flavor, timing, prices),
         flavor_vram_gb=flavor.total_vram_gb if flavor and flavor.is_gpu else None,
         gpus=gpus,
         sharded=choice.sharded,
@@ -712,6 +730,7 @@ def make_plan(
         jobs=jobs if len(jobs) > 1 else (),
         total_cost_usd=total,
         merge_in_training=merge_fits,
+        nodes=experiment.nodes,
     )
 
 

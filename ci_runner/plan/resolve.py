@@ -89,7 +89,15 @@ def launch_for(experiment: Experiment, plan: Plan) -> Launch:
         return Launch()
     s = settings_from(experiment)
     mixed = "fp16" if s.fp16 else "bf16" if s.bf16 else "no"
-    return Launch(processes=plan.processes, strategy=plan.launcher, mixed_precision=mixed)
+    if plan.flavor_vram_gb is None:  # CPU nodes: gloo, no autocast
+        mixed = "no"
+    nodes = max(plan.nodes, 1)
+    return Launch(
+        processes=plan.processes // nodes,
+        strategy=plan.launcher,
+        mixed_precision=mixed,
+        nodes=nodes,
+    )
 
 
 TRL_LOGGING_STEPS = 10  # the Trainer logs every 10 steps unless told otherwise

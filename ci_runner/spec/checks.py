@@ -239,6 +239,7 @@ def check_cross_fields(data: Any) -> list[Finding]:
     findings += _tracking_findings(data)
     if data.backend == "hf-jobs":
         findings += _hf_jobs_findings(data)
+    findings += _ray_findings(data)
     hp = data.hyperparameters
     if data.method == "grpo":
         # GRPOConfig's defaults for both are 8.
@@ -274,6 +275,32 @@ def _reversed_columns(columns: dict[str, str]) -> list[Finding]:
         for key, value in columns.items()
         if value in TRL_COLUMNS and key not in TRL_COLUMNS and key != value
     ]
+
+
+def _ray_findings(data: Any) -> list[Finding]:
+    """Several nodes, and the cluster's settings, only mean something on a Ray cluster."""
+    findings = []
+    if data.backend != "ray":
+        if data.nodes > 1:
+            findings.append(
+                Finding(
+                    ("nodes",),
+                    f"nodes: {data.nodes} needs a multi-node backend; {data.backend} runs a job "
+                    "on one machine",
+                    "set `backend: ray` (a Ray cluster), or remove `nodes:`",
+                    at_key=True,
+                )
+            )
+        if data.ray is not None:
+            findings.append(
+                Finding(
+                    ("ray",),
+                    f"`ray:` settings are for `backend: ray`, and this file uses {data.backend}",
+                    "set `backend: ray`, or remove the `ray:` section",
+                    at_key=True,
+                )
+            )
+    return findings
 
 
 def _tracking_findings(data: Any) -> list[Finding]:

@@ -41,7 +41,7 @@ from ci_runner.spec.model import MULTI_RUN, Experiment, StageSpec
 Path_ = tuple[str | int, ...]
 RESERVED = ("include", "exclude")
 MAX_RUNS = 256  # GitHub Actions' own limit for one matrix
-DEFAULT_MAX_PARALLEL = {"local": 1, "hf-jobs": 4}
+DEFAULT_MAX_PARALLEL = {"local": 1, "hf-jobs": 4, "ray": 2}
 # What a matrix cannot vary: the run's identity, and how the whole file is run and paid for.
 FIXED = {"name", "description", "backend", "budget", "retry", "allow_remote_code", *MULTI_RUN}
 _KEY_HINT = "vary fields such as hyperparameters.learning_rate, lora.r, base_model or dataset.path"

@@ -373,6 +373,40 @@ class ExportSpec(_Strict):
     gguf: GgufSpec | None = Field(default=None, description="Export GGUF files.")
 
 
+class RaySpec(_Strict):
+    """Where a ``backend: ray`` run goes and what the cluster's nodes hold.
+
+    Unset, the address is ``RAY_ADDRESS`` (Ray's own convention) and the nodes' GPUs are
+    read from the cluster at plan time; a file names them to plan without reaching it.
+    """
+
+    address: str | None = Field(
+        default=None,
+        min_length=1,
+        description="The cluster's dashboard, e.g. `http://head:8265` (else `RAY_ADDRESS`).",
+    )
+    gpus_per_node: int | None = Field(
+        default=None, ge=0, le=64, description="GPUs on each node (else read from the cluster)."
+    )
+    gpu: str | None = Field(
+        default=None, min_length=1, description="The GPU, as Ray names it: H100, A100, L40S ..."
+    )
+    gpu_memory_gb: float | None = Field(
+        default=None, gt=0, description="Memory of one GPU, when Ray's name does not say it."
+    )
+    cpus_per_node: int = Field(
+        default=1, ge=1, le=1024, description="CPUs each node's bundle reserves."
+    )
+    usd_per_gpu_hour: float | None = Field(
+        default=None, ge=0, description="Your price per GPU-hour: the plan shows cost only then."
+    )
+    environment: Literal["pinned", "cluster"] = Field(
+        default="pinned",
+        description="`pinned`: the job's runtime_env installs the script's pinned "
+        "dependencies; `cluster`: the nodes' image already carries them.",
+    )
+
+
 FailureKind = Literal["timeout", "preempted", "infra"]
 
 
@@ -557,8 +591,20 @@ class Experiment(_Strict):
     timeout: Timeout = Field(default=None, description=_TIMEOUT)
     output: OutputSpec = Field(default=OutputSpec(), description=_OUTPUT)
     tracking: TrackingSpec = Field(default=TrackingSpec(), description=_TRACKING)
-    backend: Literal["local", "hf-jobs"] = Field(
-        default="local", description="Where jobs run: this machine, or Hugging Face Jobs."
+    backend: Literal["local", "hf-jobs", "ray"] = Field(
+        default="local",
+        description="Where jobs run: this machine, Hugging Face Jobs, or a Ray cluster "
+        "(`RAY_ADDRESS`, `RAY_AUTH_TOKEN`).",
+    )
+    nodes: int = Field(
+        default=1,
+        ge=1,
+        le=64,
+        description="Machines the training job spans (`backend: ray`): one `accelerate "
+        "launch` per node.",
+    )
+    ray: RaySpec | None = Field(
+        default=None, description="The Ray cluster: address, GPUs per node, price, environment."
     )
     budget: BudgetSpec | None = Field(default=None, description="A spending cap.")
     retry: RetrySpec = Field(default=RetrySpec(), description="Resuming after transient failures.")
