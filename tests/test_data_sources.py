@@ -424,7 +424,8 @@ def test_unsupported_dataset_falls_back_to_streaming_only_limit_rows(fake, monke
     monkeypatch.setitem(sys.modules, "datasets", types.SimpleNamespace(load_dataset=load_dataset))
     sample = read_hub("org/script", config="c", split="train", viewer=client(fake), limit=7)
     assert len(sample.rows) == 7 and sample.columns == ["text"]
-    assert calls == [("org/script", "c", {"split": "train", "streaming": True, "token": TOKEN})]
+    expected = {"split": "train", "streaming": True, "token": TOKEN, "revision": None}
+    assert calls == [("org/script", "c", expected)]
     assert sample.origin.startswith("datasets streaming (the dataset viewer can't serve")
 
 
