@@ -194,7 +194,7 @@ def _first_benchmark(ledger: Ledger) -> str | None:
     return next((ev.benchmark for run in ledger.runs for ev in run.evaluations), None)
 
 
-def final_on(run: Run, benchmark: str | None) -> Evaluation | None:
+def _final_on(run: Run, benchmark: str | None) -> Evaluation | None:
     return next(
         (
             ev
@@ -208,7 +208,7 @@ def final_on(run: Run, benchmark: str | None) -> Evaluation | None:
 def _ranked(ledger: Ledger) -> tuple[list[Run], Verdict[str]]:
     """Runs by final score on the first benchmark (unscored last), and which is best."""
     first = _first_benchmark(ledger)
-    finals = {run.run_id: final_on(run, first) for run in ledger.runs}
+    finals = {run.run_id: _final_on(run, first) for run in ledger.runs}
 
     def key(run: Run) -> tuple[bool, float]:
         ev = finals[run.run_id]

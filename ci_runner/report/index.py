@@ -17,7 +17,7 @@ from ci_runner.core.inert import code, link
 from ci_runner.ledger.model import Evaluation, Ledger, Run
 from ci_runner.ledger.ranking import Candidate, Verdict, verdict
 from ci_runner.ledger.retry import wall_time
-from ci_runner.report.evaluations import LEGEND, benchmark_text, delta, final_on, score_text
+from ci_runner.report.evaluations import LEGEND, benchmark_text, delta, is_final, score_text
 from ci_runner.report.markdown import named, table
 from ci_runner.report.render import job_ref
 
@@ -82,7 +82,7 @@ def _rows(report: Report) -> list[list[str]]:
         finals = {
             run.run_id: ev
             for run in ledger.runs
-            if (ev := final_on(run, benchmark)) is not None and ev.score is not None
+            if (ev := _final(ledger, run, benchmark)) is not None
         }
         if not finals:
             continue
@@ -98,6 +98,21 @@ def _rows(report: Report) -> list[list[str]]:
     if not rows:
         rows.append([name, "—", _no_result(ledger), "—", "—", "—", "—", _links(report, None)])
     return rows
+
+
+def _final(ledger: Ledger, run: Run, benchmark: str) -> Evaluation | None:
+    """The run's trained model scored on ``benchmark`` (never the base, however labelled)."""
+    return next(
+        (
+            ev
+            for ev in run.evaluations
+            if ev.benchmark == benchmark
+            and is_final(ev)
+            and ev.model != ledger.base_model
+            and ev.score is not None
+        ),
+        None,
+    )
 
 
 def _row(report: Report, name: str, run: Run, ev: Evaluation, picked: Verdict[str]) -> list[str]:
