@@ -159,7 +159,7 @@ def test_untrusted_names_are_inert():
     ledger = codeforces_ledger(experiment="x <!-- hide @octocat acme/models#1")
     run = ledger.runs[0].model_copy(update={"title": "t`` <img src=https://evil>"})
     text = render_index([Report("evil", ledger.model_copy(update={"runs": [run]}))])
-    assert "&lt;!--" in text and "<!--" not in text
+    assert "&lt;!-- hide" in text and "<!-- hide" not in text
     assert "@octocat" not in text and "models#1" not in text  # no mention, no reference
     span = "``` t`` <img src=https://evil> ```"  # the title, in a code span it cannot close
     assert span in text and "<img" not in text.replace(span, "")
