@@ -47,7 +47,7 @@ from ci_runner.ledger.store import (
     save_ledger,
 )
 from ci_runner.paths import Project
-from ci_runner.report.files import write_all, write_report
+from ci_runner.report.files import write_all, write_index, write_report
 from ci_runner.spec.expand import expand
 from ci_runner.spec.model import Experiment
 
@@ -394,6 +394,7 @@ def cancel(ws: Workspace, run_ref: str) -> Canceled:
         if updated is not None:
             save_ledger(ws.project.ledger_path(stem), updated)
             write_report(ws.project, stem, updated)
+            write_index(ws.project)
             after = updated.run(run.run_id)
             status = after.status.value if after is not None else status
     how = "it had not started" if not jobs else f"job {', '.join(jobs)}"

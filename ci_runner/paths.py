@@ -15,6 +15,7 @@ from ci_runner.job_scripts import JobScript, locate
 REPORTS_DIR = "training_reports"
 WORKSPACE_DIR = ".ci-runner"
 LEDGER_SUFFIX = ".ledger.json"
+INDEX_NAME = "README.md"
 
 
 def slug(ref: str) -> str:
@@ -61,6 +62,11 @@ class Project:
 
     def report_path(self, stem: str) -> Path:
         return self.reports_dir / f"{stem}.md"
+
+    @property
+    def index_path(self) -> Path:
+        """The index across experiments (``report/index.py``)."""
+        return self.reports_dir / INDEX_NAME
 
     def plot_path(self, stem: str, figure: str = "loss") -> Path:
         """A report's figure (``report/figures.py``): ``<stem>.loss.svg``, ``<stem>.<key>.svg``."""

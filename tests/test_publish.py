@@ -58,7 +58,10 @@ def test_publish_opens_then_updates_one_pr_and_reruns_write_nothing(remote):
     log = git(bare, "log", "--format=%an <%ae>|%s", f"main..{BRANCH}").splitlines()
     assert log == [f"{BOT_NAME} <{BOT_EMAIL}>|ci-runner: update {EXPERIMENT} training report"]
     files = git(bare, "diff", "--name-only", f"main..{BRANCH}").splitlines()
-    assert files == [f"training_reports/{STEM}{s}" for s in (".ledger.json", ".loss.svg", ".md")]
+    assert files == [
+        "training_reports/README.md",  # the index, as it reads once this PR is merged
+        *(f"training_reports/{STEM}{s}" for s in (".ledger.json", ".loss.svg", ".md")),
+    ]
 
     # New results: one new commit, the same PR edited (PATCH), no second PR.
     fake.clear()

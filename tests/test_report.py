@@ -655,7 +655,7 @@ def test_report_twice_changes_nothing_the_second_time(tmp_path):
     first = cli(tmp_path, "report")
     assert first.returncode == 0, first.stderr
     written = sorted(project.reports_dir.iterdir())
-    assert len(first.stdout.splitlines()) == 2 + 2 + 2  # two reports, four plots
+    assert len(first.stdout.splitlines()) == 2 + 2 + 2 + 1  # two reports, four plots, the index
     before = {p: p.read_bytes() for p in written}
     second = cli(tmp_path, "report")
     assert second.returncode == 0, second.stderr

@@ -38,7 +38,7 @@ from ci_runner.ledger.stages import (
 )
 from ci_runner.ledger.store import CorruptLedgerError, load_ledger, save_ledger, scan
 from ci_runner.progress import Progress, parse_progress
-from ci_runner.report.files import write_report
+from ci_runner.report.files import write_index, write_report
 from ci_runner.track import mlflow_progress, trackio_progress
 from ci_runner.track.mlflow_progress import MlflowProgress
 from ci_runner.track.trackio_progress import TrackioProgress
@@ -81,6 +81,8 @@ def poll(ws: Workspace) -> PollOutcome:
             if save_ledger(path, ledger):
                 outcome.changed.append(path)
             outcome.changed.extend(write_report(ws.project, stem_of(path), ledger))
+    if active:
+        outcome.changed.extend(write_index(ws.project))
     return outcome
 
 

@@ -32,7 +32,7 @@ from ci_runner.ledger.repository import replace_run, stem_for
 from ci_runner.ledger.store import load_ledger, save_ledger
 from ci_runner.plan.estimate import Plan
 from ci_runner.plan.total import FilePlan
-from ci_runner.report.files import write_report
+from ci_runner.report.files import write_index, write_report
 from ci_runner.spec.expand import (
     ReplicateKey,
     RunSpec,
@@ -210,6 +210,7 @@ def submit(
             ledger = start_runs(ws, ledger, {s.run_id: s for s in runs})
         save_ledger(ledger_path, ledger)
         write_report(ws.project, stem, ledger)
+    write_index(ws.project)
     report = ws.project.report_path(stem)
     outcomes = [_outcome(ledger, ledger.run(s.run_id), before.get(s.run_id)) for s in runs]
     warnings = list(dict.fromkeys(warnings))

@@ -121,6 +121,18 @@ class Git:
         strip = f"refs/remotes/{self.remote}/"
         return [r.removeprefix(strip) for r in refs.splitlines() if r]
 
+    def files_under(self, rev: str, under: str) -> list[str]:
+        """Every file path under ``under`` in ``rev``'s tree."""
+        return self.out("ls-tree", "-r", "--name-only", rev, "--", under).splitlines()
+
+    def is_ancestor(self, ancestor: str, rev: str) -> bool:
+        return self.run("merge-base", "--is-ancestor", ancestor, rev, check=False).returncode == 0
+
+    def changed_between(self, old: str, new: str, paths: list[str]) -> list[str]:
+        """Which of ``paths`` differ between two commits."""
+        proc = self.run("diff", "--name-only", "--no-renames", old, new, "--", *paths)
+        return [line for line in proc.stdout.decode().splitlines() if line]
+
     def changed_since_fork(self, base: str, rev: str, under: str) -> list[str]:
         """Files under ``under`` that ``rev`` changed since it forked from ``base``."""
         proc = self.run(
@@ -137,15 +149,49 @@ class Git:
         with tempfile.TemporaryDirectory(prefix="ci-runner-index-") as tmp:
             index = {"GIT_INDEX_FILE": str(Path(tmp) / "index")}
             self.run("read-tree", parent, env=index)
-            for path, data in sorted(files.items()):
-                blob = self.out("hash-object", "-w", "--stdin", input=data)
-                self.run("update-index", "--add", "--cacheinfo", f"100644,{blob},{path}", env=index)
+            self._stage(files, index)
             tree = self.out("write-tree", env=index)
         if tree == self.out("rev-parse", f"{parent}^{{tree}}"):
             return None
         return self.out(
             "commit-tree", tree, "-p", parent, "-m", redact(message), env=bot_identity()
         )
+
+    def merge_onto(
+        self, tip: str, other: str, files: Mapping[str, bytes], message: str
+    ) -> str | None:
+        """A merge of ``other`` into ``tip`` whose conflicts lie only in ``files``, which
+        win; None when another file conflicts (or git predates ``merge-tree --write-tree``).
+        """
+        proc = self.run(
+            "merge-tree", "--write-tree", "--name-only", "--no-messages", tip, other, check=False
+        )
+        if proc.returncode not in (0, 1):
+            return None
+        tree, *conflicted = proc.stdout.decode().splitlines()
+        if not set(filter(None, conflicted)) <= set(files):
+            return None
+        with tempfile.TemporaryDirectory(prefix="ci-runner-index-") as tmp:
+            index = {"GIT_INDEX_FILE": str(Path(tmp) / "index")}
+            self.run("read-tree", tree, env=index)
+            self._stage(files, index)
+            merged = self.out("write-tree", env=index)
+        return self.out(
+            "commit-tree",
+            merged,
+            "-p",
+            tip,
+            "-p",
+            other,
+            "-m",
+            redact(message),
+            env=bot_identity(),
+        )
+
+    def _stage(self, files: Mapping[str, bytes], index: Mapping[str, str]) -> None:
+        for path, data in sorted(files.items()):
+            blob = self.out("hash-object", "-w", "--stdin", input=data)
+            self.run("update-index", "--add", "--cacheinfo", f"100644,{blob},{path}", env=index)
 
     def push(self, sha: str, branch: str) -> tuple[bool, str]:
         """Push ``sha`` as ``branch`` (fast-forward only); (pushed, why not)."""
@@ -154,6 +200,14 @@ class Git:
         )
         why = (proc.stdout + proc.stderr).decode(errors="replace").strip()
         return proc.returncode == 0, redact(why)
+
+
+def _base_touched(git: Git, tip: str, base_tip: str, paths: list[str]) -> bool:
+    """Has the base changed any of ``paths`` since ``tip`` forked from it (or last merged it)?"""
+    if git.is_ancestor(base_tip, tip):
+        return False
+    fork = git.run("merge-base", tip, base_tip, check=False).stdout.decode().strip()
+    return bool(fork) and bool(git.changed_between(fork, base_tip, paths))
 
 
 @dataclass(frozen=True)
@@ -176,17 +230,22 @@ def push_files(
     """Commit ``files`` onto ``branch`` (created from ``base``) and push; fetch-rebase-retry.
 
     Nothing is committed when the branch (or, before it exists, the base) already holds
-    these bytes, so a re-run with no new results makes no commit.
+    these bytes, so a re-run with no new results makes no commit. When the base has
+    since changed one of ``files`` (another experiment's merged PR rewrote the index),
+    the commit merges the base in, our files winning, so the PR stays mergeable.
     """
     last = ""
     for attempt in range(1, attempts + 1):
         tip = git.remote_tip(branch)
-        parent = tip or git.remote_tip(base)
+        base_tip = git.remote_tip(base)
+        parent = tip or base_tip
         if parent is None:
             raise GitError(f"base branch {base!r} not found on {git.remote}")
         sha = git.commit_onto(parent, files, message)
         if sha is None:
             return Pushed(tip, False, attempt)
+        if tip and base_tip and _base_touched(git, tip, base_tip, list(files)):
+            sha = git.merge_onto(tip, base_tip, files, message) or sha
         pushed, last = git.push(sha, branch)
         if pushed:
             return Pushed(sha, True, attempt)

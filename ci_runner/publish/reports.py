@@ -4,6 +4,13 @@ Only files under ``training_reports/`` that belong to the experiment are committ
 ``ci-runner/<experiment>``, and only when their bytes differ from the branch (or, before
 the branch exists, from the base). The PR body is rendered from the same ledger, so a
 re-run with nothing new makes no commit and no API write.
+
+The index (``training_reports/README.md``) goes with them, rendered from the ledgers the
+base branch holds plus this experiment's: the page as it will read once this PR alone is
+merged. It does not depend on other unmerged experiments, so one experiment's progress
+never adds commits to another's branch; and when another PR's merge rewrites the index
+on the base, the next publish merges the base into the branch (``push_files``), so the
+PR stays free of conflicts.
 """
 
 from __future__ import annotations
@@ -13,15 +20,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from pydantic import ValidationError
+
 from ci_runner.ledger.model import Ledger
 from ci_runner.ledger.repository import stem_of
 from ci_runner.ledger.store import scan
-from ci_runner.paths import Project
+from ci_runner.paths import LEDGER_SUFFIX, Project
 from ci_runner.publish.git import Git, push_files
 from ci_runner.publish.github import Written, upsert_pull
 from ci_runner.publish.pr_body import Links, pr_title, render_pr_body
 from ci_runner.publish.redact import redact
 from ci_runner.report.figures import figures
+from ci_runner.report.files import write_index
+from ci_runner.report.index import Report, render_index
 
 if TYPE_CHECKING:
     from github.Repository import Repository
@@ -84,6 +95,25 @@ def commit_message(ledger: Ledger) -> str:
     return "\n".join(lines).rstrip() + "\n"
 
 
+def branch_index(git: Git, project: Project, base: str, stem: str, ledger: Ledger) -> bytes:
+    """The index once this experiment's branch is merged: the base's ledgers, this
+    experiment's as it is now (an unreadable ledger on the base is left out)."""
+    reports = {stem: Report(stem, ledger)}
+    base_tip = git.remote_tip(base)
+    if base_tip is not None:
+        for path in git.files_under(base_tip, repo_path(git, project.reports_dir)):
+            name = path.rsplit("/", 1)[-1]
+            other = name.removesuffix(LEDGER_SUFFIX)
+            if other == name or other in reports:
+                continue
+            try:
+                found = Ledger.model_validate_json(git.read(base_tip, path) or b"")
+            except ValidationError:
+                continue
+            reports[other] = Report(other, found)
+    return render_index(list(reports.values())).encode()
+
+
 def _same_as_base(git: Git, base: str, files: dict[str, bytes]) -> bool:
     base_tip = git.remote_tip(base)
     return base_tip is not None and all(git.read(base_tip, p) == d for p, d in files.items())
@@ -101,6 +131,9 @@ def publish_experiment(
     files = experiment_files(git, [ledger_path, report_path, *plot_paths.values()])
     if not files:
         return Published(ledger.experiment, branch, (), None, False)
+    index = repo_path(git, project.index_path)
+    if not git.ignored([index]):
+        files[index] = branch_index(git, project, target.base, stem, ledger)
     pushed = push_files(
         git, branch=branch, base=target.base, files=files, message=commit_message(ledger)
     )
@@ -136,11 +169,13 @@ def publish_experiment(
 def publish_reports(
     project: Project, git: Git, target: Target, experiments: set[str] | None = None
 ) -> list[Published]:
-    """Publish every experiment with a ledger (or only those named).
+    """Publish every experiment with a ledger (or only those named), after bringing the
+    checkout's index up to date.
 
     An unreadable ledger is not published: its branch keeps the last good copy, and the
     command that reads ledgers names the file (``repository.corrupt_ledgers``).
     """
+    write_index(project)
     results = []
     for path, ledger in scan(project.ledger_paths()).found:
         if experiments and ledger.experiment not in experiments:
@@ -153,14 +188,19 @@ def restore_pending(project: Project, git: Git, base: str = "HEAD") -> list[str]
     """Bring results that wait in unmerged ``ci-runner/*`` branches into the checkout.
 
     ``poll`` runs on the default branch, where a run submitted since the last merge has no
-    ledger yet; without this it would never be polled.
+    ledger yet; without this it would never be polled. The index is not taken from a
+    branch: each branch's index leaves out the other branches, and the next ``report``
+    or ``poll`` renders it here from every ledger.
     """
     under = repo_path(git, project.reports_dir)
+    index = repo_path(git, project.index_path)
     top = Path(git.out("rev-parse", "--show-toplevel"))
     restored = []
     for branch in git.remote_branches(BRANCH_PREFIX):
         ref = f"refs/remotes/{git.remote}/{branch}"
         for path in git.changed_since_fork(base, ref, under):
+            if path == index:
+                continue
             data = git.read(ref, path)
             if data is None:
                 continue

@@ -1,4 +1,5 @@
-"""The report files beside each ledger: markdown and loss plot, written only when changed."""
+"""The report files beside each ledger (markdown and plots) and the index across them,
+written only when changed."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from ci_runner.ledger.repository import stem_of
 from ci_runner.ledger.store import scan
 from ci_runner.paths import Project
 from ci_runner.report.figures import figures
+from ci_runner.report.index import Report, render_index
 from ci_runner.report.plot import render_svg, unchanged
 from ci_runner.report.render import render_report
 
@@ -34,10 +36,20 @@ def write_report(project: Project, stem: str, ledger: Ledger) -> list[Path]:
     return changed
 
 
+def write_index(project: Project) -> list[Path]:
+    """``training_reports/README.md`` from every readable ledger; [] when unchanged.
+
+    Called once per command, after its reports are written, since it reads every ledger.
+    """
+    found = scan(project.ledger_paths()).found
+    text = render_index([Report(stem_of(path), ledger) for path, ledger in found])
+    return [project.index_path] if write_atomic(project.index_path, text) else []
+
+
 def write_all(project: Project) -> list[Path]:
-    """Every report re-rendered from its ledger (``ci-runner report``); an unreadable
-    ledger is skipped, its report left as it was."""
+    """Every report re-rendered from its ledger, then the index (``ci-runner report``);
+    an unreadable ledger is skipped, its report left as it was."""
     changed: list[Path] = []
     for path, ledger in scan(project.ledger_paths()).found:
         changed += write_report(project, stem_of(path), ledger)
-    return changed
+    return changed + write_index(project)
