@@ -125,6 +125,16 @@ class StageJob(_Model):
     submitted_at: str
     finished_at: str | None = None
     message: str | None = None
+    # A base evaluation: what identifies its scores (the pinned base, the benchmark
+    # settings, the lighteval version; ``flow.base_eval``), and the run whose job or scores
+    # this one takes instead of evaluating the same base again.
+    fingerprint: str | None = None
+    reused_from: str | None = None
+
+    @model_serializer(mode="wrap")
+    def _omit_unused_fields(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """Ledgers without these stay byte-identical to those written before they existed."""
+        return _omit_empty(handler(self), ("fingerprint", "reused_from"))
 
     @property
     def done(self) -> bool:
@@ -155,6 +165,7 @@ class Evaluation(_Model):
     job_url: str | None = None
     status: RunStatus = RunStatus.QUEUED
     samples: list[float] = []
+    reused_from: str | None = None  # the run that evaluated this base (``StageJob.reused_from``)
 
     @field_validator("samples", mode="before")
     @classmethod
@@ -163,7 +174,7 @@ class Evaluation(_Model):
 
     @model_serializer(mode="wrap")
     def _compact_samples(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
-        data = _omit_empty(handler(self), ("samples",))
+        data = _omit_empty(handler(self), ("samples", "reused_from"))
         values = data.get("samples")
         if values and all(v in (0.0, 1.0) for v in values):
             data["samples"] = "".join("1" if v else "0" for v in values)

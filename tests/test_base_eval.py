@@ -1,0 +1,183 @@
+"""The base model is evaluated at submit, beside training, and once: every run and
+experiment on the same pinned base, benchmarks and lighteval takes its scores, per-sample
+values included, and the report names the run that evaluated it.
+
+Submit and poll go through the real ``huggingface_hub`` client against the loopback HF
+Jobs API (pins included); the local backend runs the real evaluation job in
+``test_demo_learns`` and the runner tests.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from ci_runner.backend.hf_jobs import CONFIG_ENV
+from ci_runner.commands import cancel
+from ci_runner.flow.poll import poll as poll_once
+from ci_runner.flow.submit import submit as submit_file
+from ci_runner.ledger.model import RunStatus
+from ci_runner.ledger.repository import find_run
+from ci_runner.ledger.repository import ledgers as ledgers_of
+from ci_runner.ledger.stages import BASE
+from tests.test_hf_jobs_backend import creates, make_runner, summary_line, write
+
+pytestmark = pytest.mark.usefixtures("loopback_online")
+
+EVALUATION = "evaluation:\n  benchmarks:\n    - {benchmark: gsm8k, max_samples: 8}\n"
+SWEEP = EVALUATION + "matrix:\n  hyperparameters.learning_rate: [1.0e-4, 2.0e-4, 5.0e-4, 1.0e-3]\n"
+BASE_SAMPLES = [0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0, 0.0]
+FINAL_SAMPLES = [1.0, 1.0, 1.0, 1.0, 0.0, 1.0, 1.0, 1.0]
+
+
+def config_of(request) -> dict:
+    return json.loads(request.json["environment"][CONFIG_ENV])
+
+
+def job_id_of(request) -> str:
+    return json.loads(request.response_body)["id"]
+
+
+def eval_creates(hf) -> list:
+    return [r for r in creates(hf) if "model_label" in config_of(r)]
+
+
+def finish_eval(hf, request, samples: list[float]) -> None:
+    label = config_of(request)["model_label"]
+    score = {
+        "benchmark": "gsm8k",
+        "fewshot": 0,
+        "metric": "exact_match",
+        "score": sum(samples) / len(samples),
+        "values": samples,
+    }
+    hf.add_logs(job_id_of(request), [summary_line(model_label=label, scores=[score])])
+    hf.set_stage(job_id_of(request), "COMPLETED")
+
+
+def finish_training(hf, job_id: str) -> None:
+    hf.add_logs(job_id, [summary_line()])
+    hf.set_stage(job_id, "COMPLETED")
+
+
+def test_a_four_run_sweep_evaluates_its_base_once_at_submit(project, hf):
+    ws = make_runner(project, hf)
+    outcome = submit_file(ws, write(project, "sweep", SWEEP), check_data=False)
+    runs = outcome.runs
+    assert [r.status for r in runs] == ["submitted"] * 4
+    (base_request,) = eval_creates(hf)  # beside the four trainings, not after them
+    assert len(creates(hf)) == 5
+    base_config = config_of(base_request)
+    sha = hf.default_sha("models", "Qwen/Qwen3-0.6B", "main")
+    assert (base_config["model_label"], base_config["model"]) == (BASE, f"Qwen/Qwen3-0.6B@{sha}")
+    first, *others = runs
+    jobs = {r.run_id: find_run(project, r.run_id)[1].stage_jobs for r in runs}
+    assert all(len(j) == 1 and j[0].job_id == job_id_of(base_request) for j in jobs.values())
+    assert jobs[first.run_id][0].reused_from is None
+    assert {jobs[r.run_id][0].reused_from for r in others} == {first.run_id}
+
+    finish_eval(hf, base_request, BASE_SAMPLES)  # done while every run still trains
+    poll_once(ws)
+    for summary in runs:
+        _, run = find_run(project, summary.run_id)
+        assert run.status == RunStatus.RUNNING and run.stage == "train"
+        (ev,) = run.evaluations
+        assert (ev.model_label, ev.score, ev.samples) == (BASE, 0.25, BASE_SAMPLES)
+        assert ev.reused_from == (None if summary is first else first.run_id)
+
+    finish_training(hf, first.job_id)
+    poll_once(ws)
+    final_requests = eval_creates(hf)[1:]
+    assert [config_of(r)["model_label"] for r in final_requests] == ["final"]  # no base again
+    finish_eval(hf, final_requests[0], FINAL_SAMPLES)
+    poll_once(ws)
+    ledger, run = find_run(project, first.run_id)
+    assert run.status == RunStatus.COMPLETED
+    assert [e.model_label for e in run.evaluations] == [BASE, "final"]
+
+    # the poll is idempotent: nothing new is asked, written or started
+    before = (project.root / ledger.report_path).read_text()
+    assert poll_once(ws).changed == []
+    assert (project.root / ledger.report_path).read_text() == before
+    assert len(eval_creates(hf)) == 2
+
+
+def test_another_experiment_on_the_same_base_takes_the_scores_and_says_from_which_run(
+    project, hf
+):
+    ws = make_runner(project, hf)
+    first = submit_file(ws, write(project, "one", EVALUATION), check_data=False)
+    (base_request,) = eval_creates(hf)
+    finish_eval(hf, base_request, BASE_SAMPLES)
+    poll_once(ws)
+
+    other = submit_file(ws, write(project, "two", EVALUATION), check_data=False)
+    assert len(eval_creates(hf)) == 1  # no second evaluation of the same base
+    _, run = find_run(project, other.run_id)
+    (ev,) = run.evaluations
+    assert (ev.samples, ev.reused_from) == (BASE_SAMPLES, first.run_id)
+    (job,) = run.stage_jobs
+    assert job.done and job.reused_from == first.run_id
+
+    finish_training(hf, other.job_id)
+    poll_once(ws)
+    (final_request,) = eval_creates(hf)[1:]
+    finish_eval(hf, final_request, FINAL_SAMPLES)
+    poll_once(ws)
+    ledger, run = find_run(project, other.run_id)
+    assert run.status == RunStatus.COMPLETED
+    report = (project.root / ledger.report_path).read_text()
+    assert f"reused from `{first.run_id}`" in report
+    assert "Δ +0.625 [+0.250, +0.875], a significant gain" in report  # reused samples, paired
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        EVALUATION.replace("max_samples: 8", "max_samples: 9"),  # other benchmark settings
+        EVALUATION.replace("gsm8k,", "gsm8k, fewshot: 2,"),
+    ],
+)
+def test_other_benchmark_settings_evaluate_the_base_again(project, hf, change):
+    ws = make_runner(project, hf)
+    submit_file(ws, write(project, "one", EVALUATION), check_data=False)
+    finish_eval(hf, eval_creates(hf)[0], BASE_SAMPLES)
+    poll_once(ws)
+    submit_file(ws, write(project, "two", change), check_data=False)
+    assert len(eval_creates(hf)) == 2
+
+
+def test_another_lighteval_evaluates_the_base_again(project, hf):
+    ws = make_runner(project, hf)
+    submit_file(ws, write(project, "one", EVALUATION), check_data=False)
+    finish_eval(hf, eval_creates(hf)[0], BASE_SAMPLES)
+    poll_once(ws)
+    own = project.root / "job_scripts"
+    own.mkdir()
+    script = ws.project.job_script("evaluate.py").path.read_text(encoding="utf-8")
+    (own / "evaluate.py").write_text(script.replace("lighteval==0.13.0", "lighteval==0.14.0"))
+    submit_file(ws, write(project, "two", EVALUATION), check_data=False)
+    assert len(eval_creates(hf)) == 2
+
+
+def test_an_unpinned_base_is_never_reused(project, hf):
+    hf.fail_next("GET", r"^/api/(models|datasets)/", status=503, times=20)  # not pinned
+    ws = make_runner(project, hf)
+    submit_file(ws, write(project, "one", EVALUATION), check_data=False)
+    submit_file(ws, write(project, "two", EVALUATION), check_data=False)
+    assert len(eval_creates(hf)) == 2
+
+
+def test_canceling_a_run_leaves_the_base_job_it_shares_running(project, hf):
+    ws = make_runner(project, hf)
+    runs = submit_file(ws, write(project, "sweep", SWEEP), check_data=False).runs
+    (base_request,) = eval_creates(hf)
+    result = cancel(ws, runs[1].run_id)
+    assert result.canceled and job_id_of(base_request) not in result.message
+    assert hf.requests_to("POST", rf"/{job_id_of(base_request)}/cancel$") == []
+    finish_eval(hf, base_request, BASE_SAMPLES)
+    poll_once(ws)
+    ledger = ledgers_of(project)[0]
+    scored = [r for r in ledger.runs if r.evaluations]
+    assert len(scored) == 3  # the canceled run stops; the others got their base scores
