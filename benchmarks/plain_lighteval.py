@@ -101,8 +101,9 @@ class OneTask(Registry):
 scores = {}
 for model in args.models:
     started = time.perf_counter()
-    with tempfile.TemporaryDirectory() as out, mock.patch.object(
-        lighteval.pipeline, "Registry", OneTask
+    with (
+        tempfile.TemporaryDirectory() as out,
+        mock.patch.object(lighteval.pipeline, "Registry", OneTask),
     ):
         pipeline = Pipeline(
             tasks="tiny|0",

@@ -103,9 +103,7 @@ def test_a_four_run_sweep_evaluates_its_base_once_at_submit(project, hf):
     assert len(eval_creates(hf)) == 2
 
 
-def test_another_experiment_on_the_same_base_takes_the_scores_and_says_from_which_run(
-    project, hf
-):
+def test_another_experiment_on_the_base_takes_its_scores_and_names_the_run(project, hf):
     ws = make_runner(project, hf)
     first = submit_file(ws, write(project, "one", EVALUATION), check_data=False)
     (base_request,) = eval_creates(hf)
