@@ -67,6 +67,22 @@ def test_bench_train_runs_the_demo_and_both_trainers_and_prints_its_figures(tiny
     assert re.search(r"demo overhead wall/runtime\s+\d+\.\dx", out.stdout)
 
 
+@pytest.mark.training
+def test_bench_results_times_a_sweep_and_the_demo_against_its_floor(tiny_fixtures):
+    pytest.importorskip("lighteval")
+    fixtures = str(tiny_fixtures.model.parent)
+    out = run_benchmark("bench_results.py", "--repeats", "1", "--fixtures", fixtures)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert out.stdout.count("load average") == 2
+    one = r"\d+\.\d\s+\[\d+\.\d – \d+\.\d\]"
+    # two runs, one base evaluation: three evaluation jobs in all
+    assert re.search(rf"^\s+after\s+{one}\s+3\s+1$", out.stdout, re.MULTILINE), out.stdout
+    for row in ("demo \\(ci-runner run\\)", "plain TRL", "plain lighteval, 2 models", "floor"):
+        assert re.search(rf"^\s+{row}.*\s+{one}$", out.stdout, re.MULTILINE), (row, out.stdout)
+    assert re.search(r"^\s+demo / floor\s+\d+\.\d\d \[", out.stdout, re.MULTILINE)
+    assert re.search(r"demo scores base 0\.000 → final 0\.\d{3}", out.stdout)
+
+
 @pytest.mark.slow
 def test_bench_poll_runs_and_prints_its_figures():
     pytest.importorskip("trackio")
