@@ -179,3 +179,43 @@ def test_canceling_a_run_leaves_the_base_job_it_shares_running(project, hf):
     ledger = ledgers_of(project)[0]
     scored = [r for r in ledger.runs if r.evaluations]
     assert len(scored) == 3  # the canceled run stops; the others got their base scores
+
+
+# --- what identifies a base's scores (local inputs) ----------------------------------
+
+
+def local_run(tmp_path, **fields):
+    from tests.test_stages import make_run
+
+    model = tmp_path / "model"
+    model.mkdir(exist_ok=True)
+    (model / "config.json").write_text("{}")
+    (model / "tokenizer.json").write_text('{"v": 1}')
+    bench = tmp_path / "bench"
+    bench.mkdir(exist_ok=True)
+    (bench / "test.jsonl").write_text('{"question": "q", "answer": "#### 1"}\n')
+    evaluation = {"benchmarks": [{"benchmark": "gsm8k", "dataset": str(bench)}]}
+    return make_run(
+        base_model=str(model),
+        base_model_revision="sha256:0123456789abcdef",
+        evaluation=evaluation,
+        status=RunStatus.RUNNING,
+        **fields,
+    )
+
+
+def test_a_local_bases_fingerprint_follows_its_files_and_its_benchmark_data(tmp_path):
+    from ci_runner.flow.base_eval import fingerprint
+    from ci_runner.flow.workspace import Workspace
+    from ci_runner.paths import Project
+
+    ws = Workspace(Project(tmp_path))
+    run = local_run(tmp_path)
+    first = fingerprint(ws, run)
+    assert first and fingerprint(ws, local_run(tmp_path, run_id="r-2")) == first  # not per run
+    (tmp_path / "bench" / "test.jsonl").write_text('{"question": "q", "answer": "#### 2"}\n')
+    second = fingerprint(ws, run)
+    assert second != first  # the benchmark's rows changed
+    (tmp_path / "model" / "tokenizer.json").write_text('{"v": 2}')
+    assert fingerprint(ws, run) not in (first, second)  # the tokenizer, beyond the pin
+    assert fingerprint(ws, run.model_copy(update={"base_model_revision": None})) is None
