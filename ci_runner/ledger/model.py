@@ -162,10 +162,10 @@ class Evaluation(_Model):
     model_url: str | None = None
     score: float | None = None
     metric: str | None = None
+    reused_from: str | None = None  # the run that evaluated this base (``StageJob.reused_from``)
     job_url: str | None = None
     status: RunStatus = RunStatus.QUEUED
     samples: list[float] = []
-    reused_from: str | None = None  # the run that evaluated this base (``StageJob.reused_from``)
 
     @field_validator("samples", mode="before")
     @classmethod
@@ -174,10 +174,12 @@ class Evaluation(_Model):
 
     @model_serializer(mode="wrap")
     def _compact_samples(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
-        data = _omit_empty(handler(self), ("samples", "reused_from"))
+        data = _omit_empty(handler(self), ("samples",))
         values = data.get("samples")
         if values and all(v in (0.0, 1.0) for v in values):
             data["samples"] = "".join("1" if v else "0" for v in values)
+        if data.get("reused_from") is None:
+            data.pop("reused_from", None)
         return data
 
 

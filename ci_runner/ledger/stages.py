@@ -205,12 +205,12 @@ def _record_results(run: Run, job: StageJob, summary: EvalSummary | ExportSummar
             model_label=job.key,
             model=job.model,
             model_url=hub_url(job.model),
+            reused_from=job.reused_from,
             score=s.get("score"),
             metric=s.get("metric"),
             job_url=job.job_url,
             status=RunStatus.COMPLETED,
             samples=s.get("values") or [],
-            reused_from=job.reused_from,
         )
         for s in summary.scores
     ]
