@@ -219,3 +219,77 @@ def test_a_local_bases_fingerprint_follows_its_files_and_its_benchmark_data(tmp_
     (tmp_path / "model" / "tokenizer.json").write_text('{"v": 2}')
     assert fingerprint(ws, run) not in (first, second)  # the tokenizer, beyond the pin
     assert fingerprint(ws, run.model_copy(update={"base_model_revision": None})) is None
+
+
+# --- a local final evaluation waits for its training job -----------------------------
+
+
+def test_the_waiting_evaluation_goes_on_only_after_training_completed(tmp_path):
+    import os
+    import threading
+
+    from ci_runner.job_scripts import protocol
+
+    job = tmp_path / "local-train"
+    job.mkdir()
+    (job / "pid").write_text(f"{os.getpid()}\n")  # alive: it waits
+    ended = threading.Timer(
+        0.3, lambda: (job / "exit.json").write_text('{"exit_code": 0, "finished_at": "x"}')
+    )
+    ended.start()
+    protocol.wait_for_job(str(job), poll_s=0.05)
+    assert (job / "exit.json").exists()
+    (job / "exit.json").write_text('{"exit_code": 1, "finished_at": "x"}')
+    with pytest.raises(protocol.TrainingNotCompleted, match="exited with code 1"):
+        protocol.wait_for_job(str(job), poll_s=0.05)
+    (job / "exit.json").unlink()
+    (job / "pid").write_text("999999999\n")  # gone, with no exit code: it does not hang
+    with pytest.raises(protocol.TrainingNotCompleted, match="recorded no exit code"):
+        protocol.wait_for_job(str(job), poll_s=0.05)
+
+
+def test_locally_one_job_starts_with_training_and_a_resumed_attempt_gets_its_own_wait(tmp_path):
+    from ci_runner.core.jobs import JobState, JobStatus
+    from ci_runner.flow.base_eval import start_base_evaluation
+    from ci_runner.flow.poll import fold_facts
+    from ci_runner.flow.workspace import Workspace
+    from ci_runner.ledger.model import Attempt, Ledger
+    from ci_runner.paths import Project
+    from tests.test_shared_eval import RecordingBackend, scored
+    from tests.test_stages import NOW, make_run
+
+    backend = RecordingBackend("local")
+    ws = Workspace(Project(tmp_path), backends={"local": backend})
+    first = Attempt(number=1, backend="local", job_id="train-1", submitted_at=NOW)
+    run = make_run(
+        evaluation={"benchmarks": [{"benchmark": "gsm8k"}]},
+        status=RunStatus.RUNNING,
+        attempts=[first],
+    )
+    ledger = Ledger(
+        experiment="e", spec_path="e.yaml", report_path="e.md", base_model="b", dataset="d",
+        method="sft", runs=[run],
+    )  # fmt: skip
+    run = start_base_evaluation(ws, ledger, run)
+    (request,) = backend.requests
+    assert request.script.name == "evaluate_many.py"  # base, then final once training ended
+    base, final = request.run_config.evaluations
+    assert base.after_job is None
+    assert final.after_job == str(ws.project.jobs_dir / "train-1")
+    assert [(j.key, j.job_id) for j in run.stage_jobs] == [("base", "job-1"), ("final", "job-1")]
+    assert run.stage_jobs[1].after_attempt == 1
+    assert start_base_evaluation(ws, ledger, run) == run  # started once
+
+    # training failed and resumes: the final's evaluation waits for the new attempt
+    second = Attempt(number=2, backend="local", job_id="train-2", submitted_at=NOW)
+    run = start_base_evaluation(ws, ledger, run.model_copy(update={"attempts": [first, second]}))
+    assert backend.requests[1].script.name == "evaluate.py"
+    assert backend.requests[1].run_config.after_job == str(ws.project.jobs_dir / "train-2")
+    assert [(j.key, j.job_id) for j in run.stage_jobs] == [("base", "job-1"), ("final", "job-2")]
+    # the first job ended in error (its final part failed): the base keeps its own result
+    failed = JobStatus("job-1", JobState.ERROR, 1, "exited with code 1", NOW)
+    stale = summary_line(status="failed", model_label="final", error="training job failed")
+    lines = [scored("base", 0.25), stale]
+    run = fold_facts(run, {"job-1": (failed, lines)}, {})
+    assert run.stage_jobs[0].state == JobState.COMPLETED
+    assert [(e.model_label, e.score) for e in run.evaluations] == [("base", 0.25)]

@@ -7,6 +7,10 @@ those inputs finds another run's evaluation, in any ledger of the project: its s
 copied when it finished (per-sample values included, so intervals and paired deltas still
 work), else its job is shared and each run polls it as its own.
 
+On the local backend the final model's evaluation joins the base's job at submit and
+waits there for training to end (``final_with_training``): one process per run, whose
+imports overlap training.
+
 A base is fingerprinted only when its revision was pinned at submit (a Hub commit, or a
 local model's content hash): "the newest revision" is no promise the weights are the same.
 """
@@ -19,12 +23,20 @@ import re
 from importlib import metadata
 
 from ci_runner.core.hub import is_local_path, local_path
-from ci_runner.core.jobs import BackendName, JobKind
-from ci_runner.flow.launch import EVAL_SCRIPT, launch_jobs, stage_config
+from ci_runner.core.jobs import BackendName, JobKind, Stage
+from ci_runner.flow.launch import EVAL_SCRIPT, launch_jobs, shares_evals, stage_config
 from ci_runner.flow.pins import content_hash
 from ci_runner.flow.workspace import Workspace
 from ci_runner.ledger.model import Ledger, Run, StageJob
-from ci_runner.ledger.stages import BASE, base_eval_job, base_job, reusable_base, reuse_base
+from ci_runner.ledger.stages import (
+    BASE,
+    FINAL,
+    base_eval_job,
+    base_job,
+    eval_jobs,
+    reusable_base,
+    reuse_base,
+)
 from ci_runner.ledger.store import scan
 
 _PINNED = re.compile(r"""["']lighteval==([^"'\s;]+)["']""")
@@ -81,17 +93,51 @@ def other_runs(ws: Workspace, ledger: Ledger, run: Run) -> list[Run]:
     return runs
 
 
+def final_with_training(ws: Workspace, run: Run) -> list[StageJob]:
+    """On the local backend, the final model's evaluation too is started with training:
+    its job loads torch and lighteval while the model trains, and evaluates it once the
+    training job has ended (``EvalConfig.after_job``). One process then evaluates the
+    base and the final model, as after training. Not when checkpoints are evaluated
+    (which ones is known only after training)."""
+    settings = run.evaluation or {}
+    if (
+        not shares_evals(ws, run)
+        or settings.get("checkpoints") == "all"
+        or FINAL not in settings.get("models", [BASE, FINAL])
+    ):
+        return []
+    attempt = run.last_attempt.number if run.last_attempt else None
+    jobs = eval_jobs(run, final_model=run.output_dir, checkpoints=[], now=ws.now())
+    return [j.model_copy(update={"after_attempt": attempt}) for j in jobs if j.key == FINAL]
+
+
+def without_stale_waits(run: Run) -> Run:
+    """A resumed attempt: the final model's evaluation recorded with an earlier attempt
+    waited for that attempt's job (and failed with it); it is recorded again."""
+    attempt = run.last_attempt
+    number = attempt.number if attempt else None
+    keep = [j for j in run.stage_jobs if j.after_attempt in (None, number)]
+    return run.model_copy(update={"stage_jobs": keep})
+
+
 def start_base_evaluation(ws: Workspace, ledger: Ledger, run: Run) -> Run:
     """Record the run's base evaluation as its training starts: reused from another run's
-    when one matches, else a job of its own, started now."""
-    if not run.active or base_job(run) is not None:
+    when one matches, else a job of its own, started now (locally with the final's)."""
+    if not run.active or run.stage != Stage.TRAIN:
         return run
-    key = fingerprint(ws, run)
-    job = base_eval_job(run, now=ws.now(), fingerprint=key)
-    if job is None:
+    run = without_stale_waits(run)
+    early: list[StageJob] = []
+    if base_job(run) is None:
+        key = fingerprint(ws, run)
+        job = base_eval_job(run, now=ws.now(), fingerprint=key)
+        found = reusable_base(other_runs(ws, ledger, run), key) if job and key else None
+        if found is not None:
+            run = reuse_base(run, *found, now=ws.now())
+        elif job is not None:
+            early.append(job)
+    if not any(j.kind == JobKind.EVAL and j.key != BASE for j in run.stage_jobs):
+        early += final_with_training(ws, run)
+    if not early:
         return run
-    found = reusable_base(other_runs(ws, ledger, run), key) if key else None
-    if found is not None:
-        return reuse_base(run, *found, now=ws.now())
-    run = run.model_copy(update={"stage_jobs": [*run.stage_jobs, job]})
-    return launch_jobs(ws, run, [job])
+    run = run.model_copy(update={"stage_jobs": [*run.stage_jobs, *early]})
+    return launch_jobs(ws, run, early)

@@ -247,6 +247,7 @@ def stage_config(ws: Workspace, run: Run, job: StageJob) -> tuple[str, EvalConfi
             eval_id=f"{run.run_id}-{job.key}",
             model=base if job.model == run.base_model else job.model,
             model_label=job.key,
+            after_job=training_job_dir(ws, run) if job.key != BASE else None,
             base_model=adapter_base,
             benchmarks=[
                 BenchmarkSpec(**{**b, "max_samples": b.get("max_samples") or default_n})
@@ -266,6 +267,15 @@ def stage_config(ws: Workspace, run: Run, job: StageJob) -> tuple[str, EvalConfi
         output_dir=out,
         hub_repo=gguf.get("hub_repo"),
     )
+
+
+def training_job_dir(ws: Workspace, run: Run) -> str | None:
+    """A local run still training: the folder of the job a trained model's evaluation,
+    started with it, waits for (``EvalConfig.after_job``)."""
+    attempt = run.last_attempt
+    if run.stage != Stage.TRAIN or run.backend != BackendName.LOCAL or not attempt:
+        return None
+    return str(ws.project.jobs_dir / attempt.job_id) if attempt.job_id else None
 
 
 def enter_stage_jobs(ws: Workspace, run: Run) -> Run:

@@ -238,11 +238,14 @@ def _fold_stage_jobs(run: Run, facts: Facts, kind: JobKind) -> Run:
         assert job.job_id is not None  # it is in facts
         status, lines = facts[job.job_id]
         if status.state.terminal:
-            shared = shares_job(run, job)
-            raw = parse_summary(own_summaries(lines, job.key) if shared else lines)
+            # a model's part of a job that evaluated several (now, or before a resumed
+            # attempt recorded the final model's evaluation again): its own summary
+            own = own_summaries(lines, job.key) if kind == JobKind.EVAL else []
+            per_model = shares_job(run, job) or bool(own)
+            raw = parse_summary(own if per_model else lines)
             summary = typed.from_dict(raw) if raw is not None else None
             run = apply_stage_status(
-                run, job, own_status(status, summary) if shared else status, summary
+                run, job, own_status(status, summary) if per_model else status, summary
             )
     return run
 

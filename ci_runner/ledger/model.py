@@ -130,11 +130,14 @@ class StageJob(_Model):
     # this one takes instead of evaluating the same base again.
     fingerprint: str | None = None
     reused_from: str | None = None
+    # A trained model's evaluation started with training (local): the training attempt
+    # whose job it waits for. A resumed attempt records the evaluation again.
+    after_attempt: int | None = None
 
     @model_serializer(mode="wrap")
     def _omit_unused_fields(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
         """Ledgers without these stay byte-identical to those written before they existed."""
-        return _omit_empty(handler(self), ("fingerprint", "reused_from"))
+        return _omit_empty(handler(self), ("fingerprint", "reused_from", "after_attempt"))
 
     @property
     def done(self) -> bool:
