@@ -293,3 +293,22 @@ def test_locally_one_job_starts_with_training_and_a_resumed_attempt_gets_its_own
     run = fold_facts(run, {"job-1": (failed, lines)}, {})
     assert run.stage_jobs[0].state == JobState.COMPLETED
     assert [(e.model_label, e.score) for e in run.evaluations] == [("base", 0.25)]
+
+
+def test_a_run_that_evaluates_nothing_starts_no_evaluation(tmp_path):
+    from ci_runner.flow.base_eval import start_base_evaluation
+    from ci_runner.flow.workspace import Workspace
+    from ci_runner.ledger.model import Attempt, Ledger
+    from ci_runner.paths import Project
+    from tests.test_shared_eval import RecordingBackend
+    from tests.test_stages import NOW, make_run
+
+    backend = RecordingBackend("local")
+    ws = Workspace(Project(tmp_path), backends={"local": backend})
+    attempt = Attempt(number=1, backend="local", job_id="train-1", submitted_at=NOW)
+    run = make_run(status=RunStatus.RUNNING, attempts=[attempt])
+    ledger = Ledger(
+        experiment="e", spec_path="e.yaml", report_path="e.md", base_model="b", dataset="d",
+        method="sft", runs=[run],
+    )  # fmt: skip
+    assert start_base_evaluation(ws, ledger, run) == run and backend.requests == []

@@ -101,7 +101,8 @@ def final_with_training(ws: Workspace, run: Run) -> list[StageJob]:
     (which ones is known only after training)."""
     settings = run.evaluation or {}
     if (
-        not shares_evals(ws, run)
+        not settings
+        or not shares_evals(ws, run)
         or settings.get("checkpoints") == "all"
         or FINAL not in settings.get("models", [BASE, FINAL])
     ):
