@@ -39,9 +39,9 @@ NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?")
 
 
 def final_number(text: str) -> str | None:
-    text = text.split("####", 1)[1] if "####" in text else text
-    found = NUMBER.findall(text)
-    return found[0 if "####" in text else -1].replace(",", "") if found else None
+    marked = "####" in text
+    found = NUMBER.findall(text.split("####", 1)[1] if marked else text)
+    return found[0 if marked else -1].replace(",", "") if found else None
 
 
 def prompt(line, task_name=None):
