@@ -57,6 +57,7 @@ bench: $(DEMO_STAMP)
 	$(BIN)/python benchmarks/bench_cli.py
 	$(BIN)/python benchmarks/bench_poll.py
 	$(BIN)/python benchmarks/bench_action.py
+	$(BIN)/python benchmarks/bench_results.py
 
 clean:
 	rm -rf $(VENV) .ci-runner fixtures

@@ -154,6 +154,16 @@ def phases(
     kinds = {
         kind: (min(s[0] for s in group), max(s[1] for s in group)) for kind, group in spans.items()
     }
+    # A stage's span starts no earlier than the one before it ended: an evaluation that
+    # ran beside training (the base's) counts as training's time, so the phases still add
+    # up to the wall time.
+    previous_end = 0.0
+    for kind in PHASES:
+        if kind in kinds:
+            begin, end = kinds[kind]
+            begin = min(max(begin, previous_end), end)
+            kinds[kind] = (begin, end)
+            previous_end = max(previous_end, end)
     first = min(begin for begin, _ in kinds.values())
     last = max(end for _, end in kinds.values())
     result = {"submit_s": first - started, "report_s": ended - last}

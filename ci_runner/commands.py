@@ -372,7 +372,9 @@ def cancel(ws: Workspace, run_ref: str) -> Canceled:
     if not run.active:
         message = f"{run.run_id} is {run.status.label.lower()}; nothing to cancel"
         return Canceled(run.run_id, False, None, run.status.value, message)
-    jobs = list(dict.fromkeys(j.job_id for j in run.stage_jobs if j.job_id and not j.done))
+    # A base evaluation taken from another run is that run's job: it is left running.
+    own = [j.job_id for j in run.stage_jobs if j.job_id and not j.done and not j.reused_from]
+    jobs = list(dict.fromkeys(own))
     attempt = run.last_attempt
     if attempt and attempt.job_id and not attempt.state.terminal:
         jobs.insert(0, attempt.job_id)

@@ -31,6 +31,8 @@ DPO_FILENAME = "tiny-prefs.jsonl"
 GRPO_FILENAME = "tiny-math.jsonl"
 HUMANEVAL_DIRNAME = "tiny-humaneval"  # openai/openai_humaneval format, split "test"
 GSM8K_DIRNAME = "tiny-gsm8k"  # openai/gsm8k format, splits "train" (few-shot) and "test"
+SHOP_FILENAME = "tiny-shop.jsonl"  # the demo's training data: prompt-completion SFT rows
+SHOP_DIRNAME = "tiny-shop"  # its benchmark, held-out questions in openai/gsm8k format
 ROWS = 64
 VOCAB_SIZE = 512
 MAX_LENGTH = 2048
@@ -90,6 +92,9 @@ class FixturePaths:
     # Benchmark folders for job_scripts/evaluate.py (``BenchmarkSpec.dataset``).
     humaneval_data: Path | None = None
     gsm8k_data: Path | None = None
+    # The demo's task: training rows, and a benchmark of questions they never ask.
+    shop_data: Path | None = None
+    shop_benchmark: Path | None = None
 
 
 def build_fixtures(out_dir: Path, *, force: bool = False) -> FixturePaths:
@@ -117,6 +122,12 @@ def build_fixtures(out_dir: Path, *, force: bool = False) -> FixturePaths:
     _write_jsonl(humaneval_dir / "test.jsonl", humaneval_rows())
     _write_jsonl(gsm8k_dir / "train.jsonl", gsm8k_rows("train"))
     _write_jsonl(gsm8k_dir / "test.jsonl", gsm8k_rows("test"))
+    # The demo's task stays out of the tokenizer corpus too: the model predates it.
+    shop_dir = data_dir / SHOP_DIRNAME
+    shop_dir.mkdir(exist_ok=True)
+    _write_jsonl(data_dir / SHOP_FILENAME, shop_rows())
+    _write_jsonl(shop_dir / "train.jsonl", shop_benchmark_rows("train"))
+    _write_jsonl(shop_dir / "test.jsonl", shop_benchmark_rows("test"))
 
     model_dir = out_dir / MODEL_DIRNAME
     if force or not (model_dir / "config.json").is_file():
@@ -129,6 +140,8 @@ def build_fixtures(out_dir: Path, *, force: bool = False) -> FixturePaths:
         grpo_data=data_dir / GRPO_FILENAME,
         humaneval_data=humaneval_dir,
         gsm8k_data=gsm8k_dir,
+        shop_data=data_dir / SHOP_FILENAME,
+        shop_benchmark=shop_dir,
     )
 
 
@@ -352,6 +365,61 @@ def gsm8k_rows(split: str) -> list[dict[str, Any]]:
         for question, calc, n in _GSM8K
     ]
     return rows[:_GSM8K_TRAIN] if split == "train" else rows[_GSM8K_TRAIN:]
+
+
+# --- the demo's task: something the random model cannot know and training teaches ---
+#
+# A shop where every item costs the same. Only the training rows say what that price is;
+# the benchmark asks about other items, in other words, so the random-weight base scores
+# 0 and the trained model scores only by applying what it learned. Held out: no item and
+# no phrasing of the benchmark occurs in the training rows.
+
+SHOP_PRICE = 25
+_SHOP_ITEMS = ["apple", "pear", "plum", "lemon", "melon", "grape", "mango", "peach", "onion"]
+_SHOP_HELD_OUT_ITEMS = [
+    *("bread", "cheese", "milk", "rice", "honey", "salt", "tea", "soap"),
+    *("candle", "basket", "spoon", "cup", "towel", "brush", "lamp", "kettle"),
+]
+_SHOP_ASKED = [
+    "How much is one {item}?",
+    "What does a {item} cost?",
+    "Tell me the price of a {item}.",
+    "I want a {item}. What do I pay?",
+]
+_SHOP_HELD_OUT_ASKED = ["What is the price of one {item}?", "How many dollars for a {item}?"]
+
+
+def _shop_answer(item: str) -> str:
+    return f"A {item} costs {SHOP_PRICE} dollars.\n#### {SHOP_PRICE}"
+
+
+def shop_rows() -> list[dict[str, Any]]:
+    """Prompt-completion SFT rows in the benchmark's prompt format (``Question: ...``):
+    the loss is on the answer alone, which a few dozen steps learn."""
+    rng = random.Random(SEED + 3)
+    rows = []
+    for _ in range(ROWS):
+        item = rng.choice(_SHOP_ITEMS)
+        question = rng.choice(_SHOP_ASKED).format(item=item)
+        rows.append(
+            {
+                "prompt": [{"role": "user", "content": f"Question: {question}\nAnswer:"}],
+                "completion": [{"role": "assistant", "content": _shop_answer(item)}],
+            }
+        )
+    return rows
+
+
+def shop_benchmark_rows(split: str) -> list[dict[str, Any]]:
+    """The benchmark in openai/gsm8k format: ``test`` is every held-out item in every
+    held-out phrasing; ``train`` is the few-shot pool, from the training distribution."""
+    if split == "train":
+        pairs = [(a, i) for a in _SHOP_ASKED[:1] for i in _SHOP_ITEMS[:3]]
+    else:
+        pairs = [(a, i) for i in _SHOP_HELD_OUT_ITEMS for a in _SHOP_HELD_OUT_ASKED]  # 32
+    return [
+        {"question": asked.format(item=item), "answer": _shop_answer(item)} for asked, item in pairs
+    ]
 
 
 # --- model and tokenizer -----------------------------------------------------

@@ -168,6 +168,9 @@ class EvalConfig(_Frozen):
     eval_id: str  # stable per (run, model, benchmarks): the job's label
     model: str  # a local path or a Hub id (a repo, or repo@revision for a checkpoint)
     model_label: str  # "base", "final" or "checkpoint-<step>"
+    # Local only: the training job's folder. The job starts with training and loads its
+    # libraries while the model trains; this model is evaluated once that job has ended.
+    after_job: str | None = None
     base_model: str | None = None  # set when ``model`` is a LoRA adapter
     benchmarks: list[BenchmarkSpec]
     output_dir: str

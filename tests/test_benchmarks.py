@@ -54,7 +54,10 @@ def test_bench_train_runs_the_demo_and_both_trainers_and_prints_its_figures(tiny
     assert "load average" in out.stdout
     spread = r"\d+\.\d\d\s+\[\d+\.\d\d – \d+\.\d\d\]"
     phases = ("total", "check, plan, submit", "training job", r"evaluation job\(s\)")
-    for phase in (*phases, "hand-offs", "final poll, report"):
+    # no hand-offs: the evaluation job is already running when training ends (a row of
+    # zeros is left out)
+    assert not re.search(r"^\s+hand-offs\s", out.stdout, re.MULTILINE), out.stdout
+    for phase in (*phases, "final poll, report"):
         assert re.search(rf"^\s+{phase}\s+-?{spread}\s+-?\d+%$", out.stdout, re.MULTILINE), (
             phase,
             out.stdout,
@@ -65,6 +68,22 @@ def test_bench_train_runs_the_demo_and_both_trainers_and_prints_its_figures(tiny
         assert re.search(row, out.stdout, re.MULTILINE), (script, out.stdout)
     assert re.search(r"tokens/s ours/plain\s+\d\.\d{3}", out.stdout)
     assert re.search(r"demo overhead wall/runtime\s+\d+\.\dx", out.stdout)
+
+
+@pytest.mark.training
+def test_bench_results_times_a_sweep_and_the_demo_against_its_floor(tiny_fixtures):
+    pytest.importorskip("lighteval")
+    fixtures = str(tiny_fixtures.model.parent)
+    out = run_benchmark("bench_results.py", "--repeats", "1", "--fixtures", fixtures)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert out.stdout.count("load average") == 2
+    one = r"\d+\.\d\s+\[\d+\.\d – \d+\.\d\]"
+    # two runs, one evaluation job each, one base evaluation (the second run reuses it)
+    assert re.search(rf"^\s+after\s+{one}\s+2\s+1$", out.stdout, re.MULTILINE), out.stdout
+    for row in ("demo \\(ci-runner run\\)", "plain TRL", "plain lighteval, 2 models", "floor"):
+        assert re.search(rf"^\s+{row}.*\s+{one}$", out.stdout, re.MULTILINE), (row, out.stdout)
+    assert re.search(r"^\s+demo / floor\s+\d+\.\d\d \[", out.stdout, re.MULTILINE)
+    assert re.search(r"demo scores base 0\.000 → final 0\.\d{3}", out.stdout)
 
 
 @pytest.mark.slow

@@ -476,7 +476,7 @@ def test_a_70b_pipeline_runs_each_job_on_the_flavor_it_was_planned_for(
     planned = {job.key: job for job in plan.jobs}
     assert [j.key for j in plan.jobs] == ["train", "base", "final", "gguf"]
     assert plan.total_cost_usd == pytest.approx(sum(j.est_cost_usd for j in plan.jobs), abs=1e-3)
-    (train,) = creates(hf)
+    train, base = creates(hf)  # the base is evaluated beside training
     train_config = json.loads(train.json["environment"][CONFIG_ENV])
     assert train.json["flavor"] == "a100-large"
     # a100-large's 142 GB of RAM cannot reload the 141 GB base in 16 bits: no merge there
@@ -484,7 +484,7 @@ def test_a_70b_pipeline_runs_each_job_on_the_flavor_it_was_planned_for(
     hf.add_logs(outcome.job_id, [summary_line()])
     hf.set_stage(outcome.job_id, "COMPLETED")
     poll_once(runner)
-    evals = creates(hf)[1:]
+    evals = [base, *creates(hf)[2:]]
     assert len(evals) == 2
     for request in evals:
         body = request.json

@@ -16,7 +16,7 @@ from ci_runner.flow.records import run_timeout
 from ci_runner.flow.workspace import Workspace
 from ci_runner.ledger.model import Ledger, Run, StageJob
 from ci_runner.ledger.retry import next_attempt
-from ci_runner.ledger.stages import job_groups
+from ci_runner.ledger.stages import BASE, job_groups
 from ci_runner.plan.estimate import Plan
 from ci_runner.plan.resolve import ResolvedRun, resolve_run
 from ci_runner.runconfig import (
@@ -163,6 +163,12 @@ def launch_stage_jobs(ws: Workspace, run: Run) -> Run:
     pending = [j for j in run.current_stage_jobs if j.job_id is None]
     if not pending or not run.active:
         return run
+    return launch_jobs(ws, run, pending)
+
+
+def launch_jobs(ws: Workspace, run: Run, pending: list[StageJob]) -> Run:
+    """Start these stage jobs of the run (grouped as ``job_groups`` says), or adopt the
+    jobs their labels find; each records its job."""
     backend: Backend = ws.backend(run.backend)
     jobs = list(run.stage_jobs)
     for group in job_groups(pending, share_evals=shares_evals(ws, run)):
@@ -241,6 +247,7 @@ def stage_config(ws: Workspace, run: Run, job: StageJob) -> tuple[str, EvalConfi
             eval_id=f"{run.run_id}-{job.key}",
             model=base if job.model == run.base_model else job.model,
             model_label=job.key,
+            after_job=training_job_dir(ws, run) if job.key != BASE else None,
             base_model=adapter_base,
             benchmarks=[
                 BenchmarkSpec(**{**b, "max_samples": b.get("max_samples") or default_n})
@@ -263,11 +270,21 @@ def stage_config(ws: Workspace, run: Run, job: StageJob) -> tuple[str, EvalConfi
     )
 
 
+def training_job_dir(ws: Workspace, run: Run) -> str | None:
+    """A local run still training: the folder of the job a trained model's evaluation,
+    started with it, waits for (``EvalConfig.after_job``)."""
+    attempt = run.last_attempt
+    if run.stage != Stage.TRAIN or run.backend != BackendName.LOCAL or not attempt:
+        return None
+    return str(ws.project.jobs_dir / attempt.job_id) if attempt.job_id else None
+
+
 def enter_stage_jobs(ws: Workspace, run: Run) -> Run:
     """The jobs a run's new stage needs, recorded before any is started."""
-    from ci_runner.ledger.stages import eval_jobs, export_job
+    from ci_runner.ledger.stages import eval_jobs, export_job, missing_eval_jobs
 
-    if run.stage == Stage.EVAL and not any(j.kind == JobKind.EVAL for j in run.stage_jobs):
+    entered = not any(j.kind == JobKind.EVAL and j.key != BASE for j in run.stage_jobs)
+    if run.stage == Stage.EVAL and entered:  # the base's may have started with training
         final = run.hub_model_id if run.backend != BackendName.LOCAL else run.output_dir
         jobs = eval_jobs(
             run,
@@ -275,6 +292,7 @@ def enter_stage_jobs(ws: Workspace, run: Run) -> Run:
             checkpoints=local_checkpoints(ws, run),
             now=ws.now(),
         )
+        jobs = missing_eval_jobs(run, jobs)
         run = run.model_copy(update={"stage_jobs": [*run.stage_jobs, *jobs]})
     if run.stage == Stage.EXPORT and not any(j.kind == JobKind.EXPORT for j in run.stage_jobs):
         run = run.model_copy(

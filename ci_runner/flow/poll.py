@@ -25,7 +25,7 @@ from ci_runner.job_scripts.protocol import (
     parse_summary,
 )
 from ci_runner.ledger.advance import apply_job_status, mark_stale
-from ci_runner.ledger.model import Ledger, Run, RunStatus
+from ci_runner.ledger.model import Ledger, Run, RunStatus, StageJob
 from ci_runner.ledger.repository import replace_run, stem_of
 from ci_runner.ledger.retry import should_resume
 from ci_runner.ledger.stages import (
@@ -90,9 +90,16 @@ def live_job_ids(run: Run) -> list[str]:
     """The jobs a poll must ask about: training's current attempt, or the stage's jobs."""
     if run.stage == Stage.TRAIN:
         attempt = run.last_attempt
-        return [attempt.job_id] if attempt and attempt.job_id else []
-    jobs = [j.job_id for j in run.current_stage_jobs if j.job_id and not j.done]
+        training = [attempt.job_id] if attempt and attempt.job_id else []
+        jobs = [*training, *(j.job_id for j in _early_jobs(run) if j.job_id and not j.done)]
+    else:
+        jobs = [j.job_id for j in run.current_stage_jobs if j.job_id and not j.done]
     return list(dict.fromkeys(jobs))  # evaluations sharing one job ask once
+
+
+def _early_jobs(run: Run) -> list[StageJob]:
+    """Evaluation jobs started before the stage (the base's, beside training)."""
+    return [j for j in run.stage_jobs if j.kind == JobKind.EVAL]
 
 
 def job_facts(ws: Workspace, runs: list[Run], *, logs: bool = True) -> Facts:
@@ -201,35 +208,47 @@ def _with_eta(progress: trackio_progress.RunProgress, run: Run) -> Progress:
 def fold_facts(run: Run, facts: Facts, readings: dict[str, Reading]) -> Run:
     """What the backends said about the run's current jobs, folded in. Starts nothing."""
     if run.stage == Stage.TRAIN:
-        job_id = run.last_attempt.job_id if run.last_attempt else None
-        if job_id not in facts:
-            return run
-        status, lines = facts[job_id]
-        raw = parse_summary(lines) if status.state.terminal else None
-        reading = readings.get(run.run_id)
-        folded = apply_job_status(
-            run,
-            status,
-            progress=reading.progress if reading else None,
-            summary=TrainSummary.from_dict(raw) if raw is not None else None,
-            source=reading.source if reading else "logs",
-        )
-        if reading is None and not status.state.terminal:
-            folded = mark_stale(folded)
-        return folded
+        return _fold_stage_jobs(_fold_training(run, facts, readings), facts, JobKind.EVAL)
     if run.stage in (Stage.EVAL, Stage.EXPORT):
-        kind = JobKind(run.stage.value)
-        typed = EvalSummary if kind == JobKind.EVAL else ExportSummary
-        for job in [j for j in run.stage_jobs if j.kind == kind and j.job_id in facts]:
-            assert job.job_id is not None  # it is in facts
-            status, lines = facts[job.job_id]
-            if status.state.terminal:
-                shared = shares_job(run, job)
-                raw = parse_summary(own_summaries(lines, job.key) if shared else lines)
-                summary = typed.from_dict(raw) if raw is not None else None
-                run = apply_stage_status(
-                    run, job, own_status(status, summary) if shared else status, summary
-                )
+        return _fold_stage_jobs(run, facts, JobKind(run.stage.value))
+    return run
+
+
+def _fold_training(run: Run, facts: Facts, readings: dict[str, Reading]) -> Run:
+    """The training job's answer: progress while it runs, its summary once it ended."""
+    job_id = run.last_attempt.job_id if run.last_attempt else None
+    if job_id not in facts:
+        return run
+    status, lines = facts[job_id]
+    raw = parse_summary(lines) if status.state.terminal else None
+    reading = readings.get(run.run_id)
+    folded = apply_job_status(
+        run,
+        status,
+        progress=reading.progress if reading else None,
+        summary=TrainSummary.from_dict(raw) if raw is not None else None,
+        source=reading.source if reading else "logs",
+    )
+    if reading is None and not status.state.terminal:
+        folded = mark_stale(folded)
+    return folded
+
+
+def _fold_stage_jobs(run: Run, facts: Facts, kind: JobKind) -> Run:
+    typed = EvalSummary if kind == JobKind.EVAL else ExportSummary
+    for job in [j for j in run.stage_jobs if j.kind == kind and j.job_id in facts and not j.done]:
+        assert job.job_id is not None  # it is in facts
+        status, lines = facts[job.job_id]
+        if status.state.terminal:
+            # a model's part of a job that evaluated several (now, or before a resumed
+            # attempt recorded the final model's evaluation again): its own summary
+            own = own_summaries(lines, job.key) if kind == JobKind.EVAL else []
+            per_model = shares_job(run, job) or bool(own)
+            raw = parse_summary(own if per_model else lines)
+            summary = typed.from_dict(raw) if raw is not None else None
+            run = apply_stage_status(
+                run, job, own_status(status, summary) if per_model else status, summary
+            )
     return run
 
 

@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from ci_runner.flow import schedule
+from ci_runner.flow.base_eval import start_base_evaluation
 from ci_runner.flow.launch import launch_training, new_attempt, resolve, with_base, with_job
 from ci_runner.flow.pins import Pins
 from ci_runner.flow.preflight import plan_run
@@ -109,7 +110,8 @@ def _launch(
             spec, resolved, now=ws.now(), experiment=experiment, limit=run.max_parallel, pins=pins
         )
         run = fresh.model_copy(update={"created_at": run.created_at})
-    return with_job(run, launch_training(ws, experiment, resolved, run))
+    run = with_job(run, launch_training(ws, experiment, resolved, run))
+    return start_base_evaluation(ws, ledger, run)  # beside training, or reused
 
 
 def cancel_waiting(ws: Workspace, ledger: Ledger, run_id: str) -> Ledger | None:

@@ -190,6 +190,11 @@ def main(config: dict[str, Any]) -> dict[str, Any]:
     import torch
     import transformers
 
+    if config.get("after_job"):  # a local run's final model: evaluated once training ended
+        import lighteval.pipeline  # noqa: F401  - loaded while the model trains
+
+        protocol.wait_for_job(config["after_job"])
+        torch.set_num_threads(len(os.sched_getaffinity(0)))  # training's cores are free
     transformers.set_seed(int(config.get("seed", 42)))
     output_dir = Path(config["output_dir"]).expanduser().resolve()
     output_dir.mkdir(parents=True, exist_ok=True)

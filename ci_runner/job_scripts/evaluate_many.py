@@ -29,8 +29,10 @@ completed.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import json
+import os
 import sys
 
 import evaluate  # the sibling entry script: this runs exactly what it runs
@@ -45,6 +47,16 @@ def release_memory() -> None:
         torch.cuda.empty_cache()
 
 
+def yield_to_training() -> None:
+    """This job started beside a local training job, on the same cores: until training
+    ends (``evaluate.py`` waits for it before the trained model), it takes one thread at
+    a lower priority, so the base's evaluation fills the cores training leaves idle
+    instead of slowing every step of it."""
+    os.environ["OMP_NUM_THREADS"] = "1"  # torch is not imported yet: it reads it then
+    with contextlib.suppress(OSError):
+        os.nice(10)
+
+
 def main(argv: list[str] | None = None) -> int:
     description = (__doc__ or "").splitlines()[0]
     try:
@@ -53,6 +65,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     each = (evaluate.__doc__ or "").splitlines()[0]
+    if any(config.get("after_job") for config in batch["evaluations"]):
+        yield_to_training()
     codes = []
     for index, config in enumerate(batch["evaluations"]):
         if index:

@@ -17,6 +17,7 @@ import json
 import logging
 import os
 import sys
+import time
 import traceback
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, fields
@@ -313,3 +314,28 @@ def run_job(
     if summary is not None:  # None: another process of a multi-process job reports
         emit_summary({**summary, "versions": environment()}, config["output_dir"])
     return 0
+
+
+class TrainingNotCompleted(RuntimeError):
+    """The training job a local evaluation waited for did not complete."""
+
+
+def wait_for_job(job_dir: str, *, poll_s: float = 0.5) -> None:
+    """Block until a local job has ended (its supervisor's ``exit.json``), or its process
+    is gone without one; raise unless it exited 0. A local run's final model is evaluated
+    by a job started with training: the libraries load while the model trains."""
+    folder = Path(job_dir)
+    exit_file = folder / "exit.json"
+    while not exit_file.exists():
+        try:
+            os.kill(int((folder / "pid").read_text()), 0)
+        except (OSError, ValueError):
+            if exit_file.exists():
+                break
+            raise TrainingNotCompleted(
+                f"training job {folder.name} is gone and recorded no exit code"
+            ) from None
+        time.sleep(poll_s)
+    code = json.loads(exit_file.read_text(encoding="utf-8")).get("exit_code")
+    if code != 0:
+        raise TrainingNotCompleted(f"training job {folder.name} exited with code {code}")

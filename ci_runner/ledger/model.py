@@ -125,6 +125,19 @@ class StageJob(_Model):
     submitted_at: str
     finished_at: str | None = None
     message: str | None = None
+    # A base evaluation: what identifies its scores (the pinned base, the benchmark
+    # settings, the lighteval version; ``flow.base_eval``), and the run whose job or scores
+    # this one takes instead of evaluating the same base again.
+    fingerprint: str | None = None
+    reused_from: str | None = None
+    # A trained model's evaluation started with training (local): the training attempt
+    # whose job it waits for. A resumed attempt records the evaluation again.
+    after_attempt: int | None = None
+
+    @model_serializer(mode="wrap")
+    def _omit_unused_fields(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """Ledgers without these stay byte-identical to those written before they existed."""
+        return _omit_empty(handler(self), ("fingerprint", "reused_from", "after_attempt"))
 
     @property
     def done(self) -> bool:
@@ -152,6 +165,7 @@ class Evaluation(_Model):
     model_url: str | None = None
     score: float | None = None
     metric: str | None = None
+    reused_from: str | None = None  # the run that evaluated this base (``StageJob.reused_from``)
     job_url: str | None = None
     status: RunStatus = RunStatus.QUEUED
     samples: list[float] = []
@@ -172,6 +186,8 @@ class Evaluation(_Model):
         values = data.get("samples")
         if values and all(v in (0.0, 1.0) for v in values):
             data["samples"] = "".join("1" if v else "0" for v in values)
+        if data.get("reused_from") is None:
+            data.pop("reused_from", None)
         return data
 
 

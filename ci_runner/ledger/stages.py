@@ -51,6 +51,79 @@ def eval_jobs(run: Run, *, final_model: str, checkpoints: list[str], now: str) -
     return jobs
 
 
+def missing_eval_jobs(run: Run, jobs: list[StageJob]) -> list[StageJob]:
+    """Of a stage's evaluation jobs, those the run has not recorded yet: the base's may
+    have started with training (``base_eval_job``)."""
+    have = {j.key for j in run.stage_jobs if j.kind == JobKind.EVAL}
+    return [j for j in jobs if j.key not in have]
+
+
+# --- the base model, evaluated once ----------------------------------------------------
+
+
+def base_job(run: Run) -> StageJob | None:
+    return next((j for j in run.stage_jobs if j.kind == JobKind.EVAL and j.key == BASE), None)
+
+
+def base_eval_job(run: Run, *, now: str, fingerprint: str | None) -> StageJob | None:
+    """The base model's evaluation, recorded as training starts: the base is known then,
+    so its scores need not wait for training. None when the file does not evaluate the
+    base, or the run has that job already."""
+    settings = run.evaluation
+    if not settings or BASE not in settings.get("models", [BASE, FINAL]) or base_job(run):
+        return None
+    return StageJob(
+        kind=JobKind.EVAL,
+        key=BASE,
+        model=run.base_model,
+        submitted_at=now,
+        fingerprint=fingerprint,
+    )
+
+
+def reusable_base(runs: list[Run], fingerprint: str | None) -> tuple[Run, StageJob] | None:
+    """Another run's evaluation of the same base under the same settings: one that finished
+    with scores first, else one still under way (its job is then shared). Failed or
+    canceled ones are not reused."""
+    if fingerprint is None:
+        return None
+    finished = running = None
+    for other in runs:
+        job = base_job(other)
+        if job is None or job.fingerprint != fingerprint or job.job_id is None:
+            continue
+        scored = any(e.model_label == BASE and e.score is not None for e in other.evaluations)
+        if job.state == JobState.COMPLETED and scored:
+            finished = finished or (other, job)
+        elif not job.state.terminal:
+            running = running or (other, job)
+    return finished or running
+
+
+def reuse_base(run: Run, source: Run, job: StageJob, *, now: str) -> Run:
+    """Take ``source``'s base evaluation: its scores (per-sample values included) when it
+    finished, else its job, which this run then polls as its own. The origin is named
+    (``reused_from``): the run whose job evaluated the base."""
+    origin = job.reused_from or source.run_id
+    shared = job.model_copy(
+        update={"model": run.base_model, "reused_from": origin, "submitted_at": now}
+    )
+    update: dict[str, object] = {"stage_jobs": [*run.stage_jobs, shared]}
+    if job.done:
+        shared = shared.model_copy(update={"submitted_at": job.submitted_at})
+        scores = [
+            e.model_copy(update={"model": run.base_model, "reused_from": origin})
+            for e in source.evaluations
+            if e.model_label == BASE
+        ]
+        keep = [e for e in run.evaluations if e.model_label != BASE]
+        update = {
+            "stage_jobs": [*run.stage_jobs, shared],
+            "evaluations": sorted(keep + scores, key=_eval_order),
+        }
+    return run.model_copy(update=update)
+
+
 def export_job(run: Run, *, now: str) -> StageJob:
     model = run.best_model or run.output_dir
     return StageJob(kind=JobKind.EXPORT, key="gguf", model=model, submitted_at=now)
@@ -132,6 +205,7 @@ def _record_results(run: Run, job: StageJob, summary: EvalSummary | ExportSummar
             model_label=job.key,
             model=job.model,
             model_url=hub_url(job.model),
+            reused_from=job.reused_from,
             score=s.get("score"),
             metric=s.get("metric"),
             job_url=job.job_url,

@@ -56,6 +56,13 @@ def _model_link(ev: Evaluation) -> str:
     return named(ev.model, ev.model_url)
 
 
+def job_link(ev: Evaluation) -> str:
+    """The job that produced the score; a base score another run's job produced says whose
+    (the same pinned base, benchmarks and lighteval: evaluated once)."""
+    link = link_or_path(ev.job_url, "Logs")
+    return f"{link} (reused from {code(ev.reused_from)})" if ev.reused_from else link
+
+
 def is_final(ev: Evaluation) -> bool:
     return ev.model_label == "final"
 
@@ -141,7 +148,7 @@ def run_evaluations(ledger: Ledger, run: Run) -> str:
             _model_link(ev),
             score_text(ev),
             delta(ledger, run, ev),
-            link_or_path(ev.job_url, "Logs"),
+            job_link(ev),
         ]
         for ev in run.evaluations
     ]
@@ -244,7 +251,7 @@ def _eval_rows(ledger: Ledger, run: Run, best: str | None, with_delta: bool) -> 
                 benchmark_text(ev),
                 score,
                 *extra,
-                link_or_path(ev.job_url, "Logs"),
+                job_link(ev),
                 _model_link(ev),
             ]
         )
