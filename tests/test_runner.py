@@ -206,7 +206,7 @@ def test_bad_mapping_is_refused_before_running_and_fails_the_job_if_forced(tiny_
     # Past the check, the job itself fails, and the report says why.
     result = cli(root, "run", "--skip-data-check", "experiments/wrong-column.yaml")
     assert result.returncode == ExitCode.RUN_FAILED, result.stderr
-    (report,) = (root / "training_reports").glob("*.md")
+    (report,) = [p for p in (root / "training_reports").glob("*.md") if p.name != "README.md"]
     body = report.read_text()
     assert "- `Failed`" in body
     assert "conversation" in body  # the missing column is named
@@ -221,7 +221,7 @@ def test_cancel_marks_run_canceled_and_wait_exits_11(tiny_fixtures, tmp_path):
     assert canceled.returncode == 0 and "canceled" in canceled.stdout
     result = cli(root, "wait", "to-cancel", "--interval", "0.2")
     assert result.returncode == ExitCode.RUN_CANCELED
-    (report,) = (root / "training_reports").glob("*.md")
+    (report,) = [p for p in (root / "training_reports").glob("*.md") if p.name != "README.md"]
     assert "- `Canceled`" in report.read_text()
 
 

@@ -496,6 +496,10 @@ def test_submit_refuses_unisolated_generated_code(tmp_path, tiny_fixtures, monke
     from tests.conftest import cli, make_project
 
     root = make_project(tmp_path / "project", tiny_fixtures.model.parent, "tiny-sft.yaml")
+    spec = root / "experiments" / "tiny-sft.yaml"
+    gsm8k = "    - {benchmark: gsm8k, dataset: ./fixtures/data/tiny-shop}\n"
+    humaneval = "    - {benchmark: humaneval, max_samples: 4}\n"
+    spec.write_text(spec.read_text().replace(gsm8k, gsm8k + humaneval))
     monkeypatch.setenv("CI_RUNNER_SANDBOX_DISABLE", "all")
     done = cli(root, "submit", "experiments/tiny-sft.yaml")
     assert done.returncode == 8, done.stdout + done.stderr
