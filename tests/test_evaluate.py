@@ -289,9 +289,7 @@ def test_evaluate_tiny_model_on_both_benchmarks(tiny_fixtures, job_env, tmp_path
     assert (tiny_fixtures.humaneval_data / "test.jsonl").is_file()
     assert {p.name for p in tiny_fixtures.gsm8k_data.iterdir()} == {"train.jsonl", "test.jsonl"}
     config = eval_config(tmp_path, tiny_fixtures)
-    started = time.monotonic()
     code, output, summary = run_evaluate(config, job_env, tmp_path)
-    elapsed = time.monotonic() - started
     assert_evaluated(code, output, summary, config)
     assert "humaneval|0" in output and "pass@1=" in output  # readable progress
     # The sandbox's layers are in the summary and the log (tests/test_sandbox.py: the attacks)
@@ -302,7 +300,6 @@ def test_evaluate_tiny_model_on_both_benchmarks(tiny_fixtures, job_env, tmp_path
     assert "isolated" not in summary["scores"][0]  # only unisolated scores carry the mark
     assert "sandbox: " in output and "secrets dropped before running generated code" in output
     assert not any(Path(tiny_fixtures.model).glob("*/"))  # nothing written into the model
-    assert elapsed < 120
 
 
 @pytest.mark.training
