@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 pytest.importorskip("mcp")  # the [mcp] extra
 
@@ -199,7 +200,8 @@ async def test_documented_calls_run_the_offline_demo_end_to_end(tiny_fixtures, t
     (experiment,) = document(results["status"])
     (run,) = experiment["runs"]
     assert run["run_id"] == submitted["run_id"] and run["status"] == "completed"
-    assert run["metrics"]["step"] == 12 and run["evaluations"]
+    demo = yaml.safe_load((ROOT / "experiments" / "tiny-sft.yaml").read_text())
+    assert run["metrics"]["step"] == demo["hyperparameters"]["max_steps"] and run["evaluations"]
     log = document(results["logs"])
     assert log["run_id"] == run["run_id"] and log["job_id"] == submitted["job_id"]
     assert len(log["lines"]) == 20 and log["lines"][-1].startswith("CI_RUNNER_SUMMARY ")

@@ -51,7 +51,7 @@ def test_existing_run_ids_do_not_change():
     assert ids == {
         "qwen3-codeforces-sft": "qwen3-codeforces-sft-c7e7b6d7",
         "qwen3-gsm8k-grpo": "qwen3-gsm8k-grpo-f78cbe28",
-        "tiny-sft": "tiny-sft-d170db51",
+        "tiny-sft": "tiny-sft-1b7751eb",
         "tiny-dpo": "tiny-dpo-90401732",
         "tiny-grpo": "tiny-grpo-c466491e",
     }
