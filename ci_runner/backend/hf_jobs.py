@@ -25,7 +25,6 @@ import os
 import shlex
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -37,7 +36,7 @@ from ci_runner.backend.launcher import (
 )
 from ci_runner.core.flavors import FLAVORS_BY_NAME
 from ci_runner.core.hub import label_value
-from ci_runner.core.jobs import JobHandle, JobRequest, JobState, JobStatus
+from ci_runner.core.jobs import JobHandle, JobRequest, JobState, JobStatus, RetryPolicy
 from ci_runner.errors import BackendError
 from ci_runner.job_scripts import bundle_b64, script_dependencies
 from ci_runner.runconfig import EvalConfig, ExportConfig, Launch, RunConfig
@@ -100,13 +99,6 @@ def job_command(
     if script == "evaluate.py":  # bubblewrap gives the HumanEval sandbox its own filesystem
         run = f"{SANDBOX_SETUP}; {run}"
     return ["bash", "-c", f"{unpack} && {run}"]
-
-
-@dataclass(frozen=True)
-class RetryPolicy:
-    attempts: int = 4
-    base_delay_s: float = 1.0
-    max_delay_s: float = 16.0
 
 
 class HfJobsBackend:

@@ -30,7 +30,6 @@ import os
 import re
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +37,7 @@ from ci_runner.backend.launcher import launch_files, launch_of, node_command
 from ci_runner.backend.ray_package import package
 from ci_runner.core.hashing import short_hash
 from ci_runner.core.hub import label_value
-from ci_runner.core.jobs import JobHandle, JobRequest, JobState, JobStatus
+from ci_runner.core.jobs import JobHandle, JobRequest, JobState, JobStatus, RetryPolicy
 from ci_runner.errors import BackendError
 from ci_runner.job_scripts import PACKAGE_DIR, bundle_files, script_dependencies
 
@@ -99,13 +98,6 @@ def submission_id(repo: str, labels: dict[str, str]) -> str:
     run = label_value(labels.get("ci-runner.run", "job"))[:60]
     digest = short_hash(json.dumps({REPO_LABEL: repo, **labels}, sort_keys=True))
     return f"ci-runner-{run}-{digest}"
-
-
-@dataclass(frozen=True)
-class RetryPolicy:
-    attempts: int = 4
-    base_delay_s: float = 1.0
-    max_delay_s: float = 16.0
 
 
 class RayJobsBackend:

@@ -126,3 +126,12 @@ class Backend(Protocol):
         ...
 
     def cancel(self, job_id: str) -> None: ...
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How a remote backend retries a request that failed for a transient reason."""
+
+    attempts: int = 4
+    base_delay_s: float = 1.0
+    max_delay_s: float = 16.0
