@@ -6,11 +6,15 @@ own Pipeline and the transformers backend: greedy, the answer's final number mat
 exactly. No sandbox, no summary, no per-sample bookkeeping, no ci-runner import: only
 what any lighteval user would write. lighteval's registry would import every built-in
 task (some reach the network at import), so the one task is registered alone, as the
-lighteval docs do for custom tasks. The last line printed is JSON with each model's score.
+lighteval docs do for custom tasks. lighteval keeps its sample cache at
+``cache_dir / model_name``, which is the model's own folder when the name is an absolute
+path; each run gets a throwaway cache_dir and a relative model path so nothing is written
+beside the weights. The last line printed is JSON with each model's score.
 """
 
 import argparse
 import json
+import os
 import re
 import tempfile
 import time
@@ -112,7 +116,8 @@ for model in args.models:
             ),
             evaluation_tracker=EvaluationTracker(output_dir=out),
             model_config=TransformersModelConfig(
-                model_name=model,
+                model_name=os.path.relpath(model),
+                cache_dir=out,
                 device="cpu",
                 batch_size=8,
                 generation_parameters=GenerationParameters(temperature=0.0),

@@ -74,8 +74,11 @@ def test_bench_train_runs_the_demo_and_both_trainers_and_prints_its_figures(tiny
 def test_bench_results_times_a_sweep_and_the_demo_against_its_floor(tiny_fixtures):
     pytest.importorskip("lighteval")
     fixtures = str(tiny_fixtures.model.parent)
+    model_files = sorted(tiny_fixtures.model.rglob("*"))
     out = run_benchmark("bench_results.py", "--repeats", "1", "--fixtures", fixtures)
     assert out.returncode == 0, out.stdout + out.stderr
+    # plain lighteval caches at cache_dir / model_name: the baseline keeps it elsewhere
+    assert sorted(tiny_fixtures.model.rglob("*")) == model_files
     assert out.stdout.count("load average") == 2
     one = r"\d+\.\d\s+\[\d+\.\d – \d+\.\d\]"
     # two runs, one evaluation job each, one base evaluation (the second run reuses it)

@@ -289,8 +289,11 @@ def test_evaluate_tiny_model_on_both_benchmarks(tiny_fixtures, job_env, tmp_path
     assert (tiny_fixtures.humaneval_data / "test.jsonl").is_file()
     assert {p.name for p in tiny_fixtures.gsm8k_data.iterdir()} == {"train.jsonl", "test.jsonl"}
     config = eval_config(tmp_path, tiny_fixtures)
+    model_files = sorted(Path(tiny_fixtures.model).rglob("*"))
     code, output, summary = run_evaluate(config, job_env, tmp_path)
     assert_evaluated(code, output, summary, config)
+    # lighteval caches samples at cache_dir / model_name: the model's own folder for a path
+    assert sorted(Path(tiny_fixtures.model).rglob("*")) == model_files
     assert "humaneval|0" in output and "pass@1=" in output  # readable progress
     # The sandbox's layers are in the summary and the log (tests/test_sandbox.py: the attacks)
     layers = summary["sandbox"]["layers"]
@@ -299,7 +302,6 @@ def test_evaluate_tiny_model_on_both_benchmarks(tiny_fixtures, job_env, tmp_path
     assert str(tiny_fixtures.humaneval_data) in summary["sandbox"]["answers"]["sealed"]
     assert "isolated" not in summary["scores"][0]  # only unisolated scores carry the mark
     assert "sandbox: " in output and "secrets dropped before running generated code" in output
-    assert not any(Path(tiny_fixtures.model).glob("*/"))  # nothing written into the model
 
 
 @pytest.mark.training

@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import sys
 import time
 from pathlib import Path
@@ -219,6 +220,8 @@ def finish_trackers() -> None:
 
 # --- main -------------------------------------------------------------------
 
+_LIVE_UNTIL_EXIT: list[Any] = []  # see train(): what a multi-process run must not free
+
 
 def train(config: dict[str, Any]) -> dict[str, Any] | None:
     """Load, configure, train, save (and push); return the summary (None on the other
@@ -307,11 +310,12 @@ def train(config: dict[str, Any]) -> dict[str, Any] | None:
     if data_notes:
         summary["data"] = data_notes
     if args.world_size > 1:
-        # Every rank waits here, with the GIL released, until gloo's worker threads have
-        # finished and freed the last collectives. Freeing the model with one still
-        # queued deadlocked a rank of a two-node run at exit: the destructor joins the
-        # worker thread while holding the GIL that thread needs.
         trainer.accelerator.wait_for_everyone()
+        # Never free the DDP model: its reducer's destructor joins gloo's worker thread
+        # while holding the GIL, and that thread needs the GIL to drop the last
+        # collective's tensors, so a rank hung at exit (seen on CPU, on one machine and
+        # on two nodes). The trainer lives until the process leaves through os._exit.
+        _LIVE_UNTIL_EXIT.append(trainer)
     if hasattr(trainer, "end"):  # transformers >= 5.18: finish trackers (trackio)
         trainer.end()
     tracking = tracker_summary(config)
@@ -339,6 +343,10 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     code = main()
+    if _LIVE_UNTIL_EXIT:  # a rank of a multi-process run: leave without freeing the model
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
     import gc  # everything is written: skip the collections over the ML stack at exit (~1 s)
 
     gc.freeze()
