@@ -7,7 +7,7 @@
     fresh), split into its phases (check, plan and submit; the training job; the
     evaluation job(s); hand-offs; the final poll and report) with each one's share, and
     against the training job's own ``runtime_s``: the ratio wall/runtime is the overhead.
-(b) wrapper: train tokens/s of ``ci_runner/job_scripts/train.py`` (trackio on, eval off) against
+(b) wrapper: train tokens/s of ``job_scripts/train.py`` (trackio on, eval off) against
     ``benchmarks/plain_trl_sft.py`` (plain TRL, same model, data and hyperparameters);
     the ratio ours/plain is the throughput our wrapper keeps.
 
@@ -35,7 +35,7 @@ ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "fixtures"  # what `ci-runner fixtures` builds; --fixtures picks another
 MODEL, DATA = "tiny-llama", "data/tiny-chat.jsonl"  # inside it
 EXPERIMENT = "experiments/tiny-sft.yaml"
-TRAIN_SCRIPT = ROOT / "ci_runner" / "job_scripts" / "train.py"
+TRAIN_SCRIPT = ROOT / "job_scripts" / "train.py"
 PLAIN_SCRIPT = ROOT / "benchmarks" / "plain_trl_sft.py"
 SUMMARY_PREFIX = "CI_RUNNER_SUMMARY "
 ROOTS_ENV = "CI_RUNNER_ALLOWED_ROOTS"  # folders outside a project its files may read

@@ -16,7 +16,7 @@ import pytest
 
 # Job scripts import their helpers (protocol, shaping, sandbox) as top-level siblings, as
 # they do inside a job; tests that load a script as a module find them the same way.
-sys.path.append(str(Path(__file__).resolve().parents[1] / "ci_runner" / "job_scripts"))
+sys.path.append(str(Path(__file__).resolve().parents[1] / "job_scripts"))
 
 # Nothing in the suite may reach the real Hub: sizing a Hub model would otherwise
 # retry against an unreachable huggingface.co. Tests of the HF API use a loopback fake.
@@ -116,6 +116,30 @@ def job_env(tmp_path_factory) -> dict[str, str]:
 
 
 ROOT = __import__("pathlib").Path(__file__).resolve().parents[1]
+
+
+def copy_checkout(target) -> None:
+    """The files git knows (tracked, or new and not ignored) copied to ``target``, links
+    kept as links, as GitHub unpacks an action or a checkout: nothing built, no venv."""
+    import os
+    import shutil
+    import subprocess
+
+    listed = subprocess.run(
+        ["git", "-C", str(ROOT), "ls-files", "-co", "--exclude-standard", "-z"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    for name in filter(None, listed.stdout.split("\0")):
+        source, copy = ROOT / name, target / name
+        if not source.exists() and not source.is_symlink():
+            continue  # deleted in the work tree, not yet in the index
+        copy.parent.mkdir(parents=True, exist_ok=True)
+        if source.is_symlink():
+            copy.symlink_to(os.readlink(source))
+        else:
+            shutil.copy2(source, copy)
 
 
 def make_project(root, fixtures_dir, *experiments: str):

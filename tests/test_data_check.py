@@ -146,7 +146,7 @@ def test_check_data_job_script_streams_a_local_dataset(tmp_path):
     )
     config = {"dataset": {"path": str(folder), "config": None, "split": "train"}}
     out = subprocess.run(
-        [sys.executable, str(ROOT / "ci_runner" / "job_scripts" / "check_data.py")],
+        [sys.executable, str(ROOT / "job_scripts" / "check_data.py")],
         env={
             **__import__("os").environ,
             "CI_RUNNER_RUN_CONFIG": json.dumps(config),
@@ -196,7 +196,7 @@ def test_remote_check_runs_a_cpu_job_and_checks_its_rows():
         sample = fetch_remote_sample(
             backend,
             source,
-            script=ROOT / "ci_runner" / "job_scripts" / "check_data.py",
+            script=ROOT / "job_scripts" / "check_data.py",
             interval_s=0.05,
             sleep=time.sleep,
         )
@@ -204,7 +204,7 @@ def test_remote_check_runs_a_cpu_job_and_checks_its_rows():
         again = fetch_remote_sample(
             backend,
             source,
-            script=ROOT / "ci_runner" / "job_scripts" / "check_data.py",
+            script=ROOT / "job_scripts" / "check_data.py",
             interval_s=0.05,
             sleep=time.sleep,
         )

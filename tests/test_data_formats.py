@@ -25,7 +25,7 @@ from ci_runner.data.formats import (
 from ci_runner.data.sample import DatasetSample
 
 READY, NEEDS, INCOMPATIBLE = Verdict.READY, Verdict.NEEDS_MAPPING, Verdict.INCOMPATIBLE
-TRAIN_SCRIPT = Path(__file__).resolve().parents[1] / "ci_runner" / "job_scripts" / "train.py"
+TRAIN_SCRIPT = Path(__file__).resolve().parents[1] / "job_scripts" / "train.py"
 
 
 def sample(*rows: dict[str, Any], columns: list[str] | None = None) -> DatasetSample:

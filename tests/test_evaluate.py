@@ -1,4 +1,4 @@
-"""ci_runner/job_scripts/evaluate.py: the HumanEval sandbox, GSM8K scoring, a real run.
+"""job_scripts/evaluate.py: the HumanEval sandbox, GSM8K scoring, a real run.
 
 The scorer tests run real subprocesses (about 0.1 s each); only the end-to-end
 runs on the tiny model are marked ``training``.
@@ -19,7 +19,7 @@ from ci_runner.fixtures import gsm8k_rows, humaneval_rows
 from ci_runner.runconfig import RUN_CONFIG_ENV, SUMMARY_PREFIX, EvalConfig
 
 REPO = Path(__file__).resolve().parents[1]
-JOB_SCRIPTS = REPO / "ci_runner" / "job_scripts"
+JOB_SCRIPTS = REPO / "job_scripts"
 EVAL_SCRIPT = JOB_SCRIPTS / "evaluate.py"
 TIMEOUT_S = 2.0
 SLACK_S = 3.0  # process start-up and kill on two busy cores

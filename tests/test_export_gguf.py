@@ -20,7 +20,7 @@ from ci_runner.runconfig import SUMMARY_PREFIX, ExportConfig
 from tests.hub_server import COMMIT, FakeHub
 
 ROOT = Path(__file__).resolve().parents[1]
-SCRIPT = ROOT / "ci_runner" / "job_scripts" / "export_gguf.py"
+SCRIPT = ROOT / "job_scripts" / "export_gguf.py"
 CHATML_TEXT = (
     "<|im_start|>system\nYou are a concise assistant.<|im_end|>\n"
     "<|im_start|>user\nWhat is 7 * 3?<|im_end|>\n"

@@ -23,7 +23,7 @@ from ci_runner.errors import BackendError, ExitCode
 from ci_runner.flow.poll import poll as poll_once
 from ci_runner.flow.submit import submit as submit_file
 from ci_runner.flow.workspace import Workspace
-from ci_runner.job_scripts import ENTRY_SCRIPTS, HELPERS, PACKAGE_DIR, bundle_b64
+from ci_runner.job_scripts import ENTRY_SCRIPTS, HELPERS, PACKAGE_DIR, bundle_b64, locate
 from ci_runner.ledger.model import RunStatus
 from ci_runner.ledger.repository import find_run
 from ci_runner.ledger.store import load_ledger
@@ -111,7 +111,7 @@ def test_submit_sends_script_config_secret_labels_flavor_and_timeout(project, hf
     assert body["labels"]["ci-runner.experiment"] == "qwen-sft"
     assert body["labels"]["ci-runner.run"] == outcome.run_id
     shipped = unbundle(body["environment"][BUNDLE_ENV])
-    scripts = ROOT / "ci_runner" / "job_scripts"
+    scripts = ROOT / "job_scripts"
     assert shipped["train.py"] == (scripts / "train.py").read_bytes()
     assert shipped["shaping.py"] == (scripts / "shaping.py").read_bytes()
     assert shipped["curves.py"] == (scripts / "curves.py").read_bytes()
@@ -120,6 +120,31 @@ def test_submit_sends_script_config_secret_labels_flavor_and_timeout(project, hf
     assert body["command"][:2] == ["bash", "-c"] and "uv run" in body["command"][2]
     assert TOKEN.encode() not in request.response_body
     assert outcome.job_url == f"{hf.url}/jobs/{NS}/{outcome.job_id}"
+
+
+def test_a_projects_own_job_script_and_helper_ship_with_ours(project, hf):
+    """The override rule (job_scripts/README.md): a project's ``job_scripts/train.py``
+    replaces ours, a helper beside it replaces ours, every other helper is ours."""
+    scripts = ROOT / "job_scripts"
+    own = project.root / "job_scripts"
+    own.mkdir()
+    tuned = (scripts / "train.py").read_bytes() + b"\n# our lab's tweak\n"
+    (own / "train.py").write_bytes(tuned)
+    (own / "curves.py").write_bytes(b"REWARD_FUNCTION = 'ours'\n")
+    submit_file(make_runner(project, hf), write(project, "qwen-sft"))
+    (request,) = creates(hf)
+    shipped = unbundle(request.json["environment"][BUNDLE_ENV])
+    assert shipped["train.py"] == tuned
+    assert shipped["curves.py"] == b"REWARD_FUNCTION = 'ours'\n"
+    assert shipped["shaping.py"] == (scripts / "shaping.py").read_bytes()
+    assert locate("train.py", project.root).origin == "project (job_scripts/train.py)"
+
+
+def test_ci_runners_own_checkout_runs_its_scripts_without_overriding_them():
+    """This repository keeps the packaged scripts at the top level: they are not an override."""
+    found = locate("train.py", ROOT)
+    assert not found.overridden and found.origin == "ci-runner"
+    assert found.path == ROOT / "job_scripts" / "train.py" == PACKAGE_DIR / "train.py"
 
 
 @pytest.mark.parametrize("script", ENTRY_SCRIPTS)

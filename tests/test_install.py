@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import sysconfig
@@ -21,7 +20,7 @@ import pytest
 
 from ci_runner.backend.hf_jobs import BUNDLE_ENV, CONFIG_ENV
 from ci_runner.job_scripts import HELPERS, PACKAGE_DIR
-from tests.conftest import HF_NAMESPACE, HF_TOKEN, ROOT
+from tests.conftest import HF_NAMESPACE, HF_TOKEN, copy_checkout
 from tests.hf_jobs_server import unbundle
 from tests.test_hf_jobs_backend import experiment_text
 
@@ -43,12 +42,7 @@ def installed(tmp_path_factory) -> Path:
     # Build from a copy of the files git knows: building in place would leave build/ and
     # an egg-info in the checkout (which pip then takes for an installed ci-runner).
     source = base / "source"
-    listed = run("git", "-C", ROOT, "ls-files", "-co", "--exclude-standard", "-z")
-    assert listed.returncode == 0, listed.stderr
-    for name in filter(None, listed.stdout.split("\0")):
-        if (ROOT / name).is_file():
-            (source / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(ROOT / name, source / name)
+    copy_checkout(source)
     wheels = base / "wheels"
     clean = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     built = run(

@@ -44,7 +44,7 @@ OPENER = textwrap.dedent(
         client.log_metric(run.info.run_id, "loss", 1.5, step=1)
         print(json.dumps({{"run": run.info.run_id}}))
     """
-).format(scripts=str(ROOT / "ci_runner" / "job_scripts"))
+).format(scripts=str(ROOT / "job_scripts"))
 
 
 def race(tmp_path: Path, *roles: str) -> tuple[str, list[dict]]:

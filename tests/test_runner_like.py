@@ -34,7 +34,7 @@ import pytest
 import yaml
 
 from tests.action_harness import ActionRun, run_action
-from tests.conftest import HF_NAMESPACE, HF_TOKEN, ROOT, _store_env
+from tests.conftest import HF_NAMESPACE, HF_TOKEN, _store_env, copy_checkout
 from tests.github_server import FakeGitHub
 from tests.readme_workflow import readme_workflow
 from tests.test_hf_jobs_backend import summary_line
@@ -152,16 +152,7 @@ def git_trusts_the_runners_repos(monkeypatch):
 def action_dir(runner_root, runner) -> Path:
     """The action as GitHub unpacks ``uses: OWNER/ci-runner@sha``: its tracked files only."""
     target = runner_root / "actions" / "ci-runner"
-    listed = subprocess.run(
-        ["git", "-C", str(ROOT), "ls-files", "-co", "--exclude-standard", "-z"],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    for name in filter(None, listed.stdout.split("\0")):
-        if (ROOT / name).is_file():
-            (target / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(ROOT / name, target / name)
+    copy_checkout(target)
     give_to(target.parent, runner.uid, runner.gid)
     return target
 

@@ -1,4 +1,4 @@
-"""ci_runner/job_scripts/sandbox.py against known attacks, one named test per row.
+"""job_scripts/sandbox.py against known attacks, one named test per row.
 
 Each attack is a HumanEval completion of ``add`` whose body does the damage and
 then (mostly) returns the right answer, so a passing verdict proves the attack
@@ -26,7 +26,7 @@ from typing import Any
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-JOB_SCRIPTS = REPO / "ci_runner" / "job_scripts"
+JOB_SCRIPTS = REPO / "job_scripts"
 if str(JOB_SCRIPTS) not in sys.path:
     sys.path.insert(0, str(JOB_SCRIPTS))
 

@@ -37,7 +37,7 @@ from ci_runner.fixtures import humaneval_rows
 from tests.unprivileged import as_unprivileged, give_to, unprivileged_ids, userns_refused
 
 REPO = Path(__file__).resolve().parents[1]
-JOB_SCRIPTS = REPO / "ci_runner" / "job_scripts"
+JOB_SCRIPTS = REPO / "job_scripts"
 ADD = next(p for p in humaneval_rows() if p["entry_point"] == "add")
 TIMEOUT_S = 15.0
 OPT_IN = "evaluation.allow_unisolated_code"

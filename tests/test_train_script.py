@@ -22,7 +22,7 @@ import pytest
 from ci_runner.runconfig import RUN_CONFIG_ENV, SUMMARY_PREFIX, RunConfig
 
 REPO = Path(__file__).resolve().parents[1]
-TRAIN_SCRIPT = REPO / "ci_runner" / "job_scripts" / "train.py"
+TRAIN_SCRIPT = REPO / "job_scripts" / "train.py"
 PROJECT = "ci-runner-tests"
 
 

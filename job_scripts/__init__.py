@@ -1,18 +1,9 @@
-"""The code that runs inside a job (HF Jobs or the local backend), shipped with ci-runner.
+"""The code that runs inside a job, shipped with ci-runner: see README.md in this folder.
 
-Each entry script (``train.py``, ``evaluate.py``, ``export_gguf.py``, ``check_data.py``)
-is a PEP 723 script: ``uv run train.py --config run.json`` works anywhere. A script runs
-with its own folder first on ``sys.path``, so it imports the helper modules beside it
-(``protocol.py``, ``shaping.py``, ``curves.py``, ``sandbox.py``, ``evaluate_*.py``,
-``export_*.py``) as top-level modules; the runner ships every helper in ``HELPERS``
-with every job. Helpers import only the standard library at the top (heavy libraries
-inside functions), and ``sandbox_child.py`` also runs on its own: each sandbox gets
-its source, as the evaluator read it, through ``python -c``. ``evaluate_many.py`` runs
-``evaluate.py`` for several models in one process: only the local backend runs it,
-beside its sibling, so it is never bundled.
-
-A project may override an entry script by keeping its own ``job_scripts/<name>``; the
-helpers still come from here unless the project's folder has its own copy.
+The repository keeps it at the top level (``job_scripts/``); ``ci_runner/job_scripts`` links
+here, so the wheel carries it as ``ci_runner.job_scripts`` and the runner imports the
+protocol and shaping helpers the jobs use. Helpers import only the standard library at the
+top (heavy libraries inside functions): the runner imports them without the ML stack.
 """
 
 from __future__ import annotations
@@ -72,10 +63,12 @@ def locate(name: str, root: Path | None = None) -> JobScript:
     known = (*ENTRY_SCRIPTS, *LOCAL_SCRIPTS)
     if name not in known:
         raise ValueError(f"unknown job script {name!r}; known: {', '.join(known)}")
+    packaged = PACKAGE_DIR / name
     own = root / PROJECT_DIR / name if root is not None else None
-    if own is not None and own.is_file():
+    # ci-runner's own checkout keeps these very files in job_scripts/: not an override
+    if own is not None and own.is_file() and own.resolve() != packaged.resolve():
         return JobScript(name, own, overridden=True)
-    return JobScript(name, PACKAGE_DIR / name, overridden=False)
+    return JobScript(name, packaged, overridden=False)
 
 
 def bundle_files(script: Path) -> dict[str, bytes]:

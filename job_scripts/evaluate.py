@@ -58,7 +58,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import protocol  # helper modules beside this script (ci_runner/job_scripts), shipped with it
+import protocol  # helper modules beside this script (job_scripts/), shipped with it
 import sandbox
 from evaluate_pipeline import (
     RESULTS_DIRNAME,

@@ -49,7 +49,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import protocol  # helper modules beside this script (ci_runner/job_scripts), shipped with it
+import protocol  # helper modules beside this script (job_scripts/), shipped with it
 from export_convert import (
     LLAMA_CPP_PYTHON_VERSION,
     StageError,
