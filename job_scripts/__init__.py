@@ -23,6 +23,7 @@ ENTRY_SCRIPTS = ("train.py", "evaluate.py", "export_gguf.py", "check_data.py")
 LOCAL_SCRIPTS = ("evaluate_many.py",)  # entry scripts that import an entry script beside them
 HELPERS = (
     "protocol.py",
+    "job_config.py",
     "shaping.py",
     "curves.py",
     "train_data.py",

@@ -22,7 +22,8 @@ import itertools
 import sys
 from typing import Any
 
-import protocol  # a helper module beside this script, shipped with it
+import protocol  # helper modules beside this script, shipped with it
+from job_config import DataCheckConfig
 
 SAMPLE_ROWS = 50
 MAX_CELL_CHARS = 8000  # keeps the summary line within what a job log carries
@@ -53,20 +54,21 @@ def split_size(path: str, config: str | None, split: str) -> int | None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    config = protocol.read_config(
-        sys.argv[1:] if argv is None else argv,
-        description=__doc__.splitlines()[0],
-        required=("dataset",),
-    )
-    source = config["dataset"]
-    path, name, split = source["path"], source.get("config"), source.get("split", "train")
+    """Stream the rows and print them in the summary; the exit code (1: failed, and why).
+
+    The summary goes to the log alone: the job writes no files.
+    """
     try:
+        document, where = protocol.read_config(
+            sys.argv[1:] if argv is None else argv, description=__doc__.splitlines()[0]
+        )
+        source = DataCheckConfig.from_json(document, source=where).dataset
+        path, name, split = source.path, source.config, source.split
         from datasets import load_dataset
 
         print(f"streaming the first {SAMPLE_ROWS} rows of {path} ({name or 'default'}/{split})")
         # At the revision submit pins, when it is not the newest: the rows the job trains on.
-        revision = source.get("revision")
-        stream = load_dataset(path, name, split=split, streaming=True, revision=revision)
+        stream = load_dataset(path, name, split=split, streaming=True, revision=source.revision)
         rows = [jsonable(row) for row in itertools.islice(stream, SAMPLE_ROWS)]
         summary = {
             "status": "completed",
@@ -77,7 +79,9 @@ def main(argv: list[str] | None = None) -> int:
         }
         code = 0
     except Exception as exc:  # noqa: BLE001 - reported to the runner, which explains it
-        summary = protocol.failure(exc, config)
+        if isinstance(exc, protocol.ConfigError):
+            print(f"error: {exc}", file=sys.stderr)
+        summary = protocol.failure(exc, None)
         code = 1
     protocol.emit_summary(summary, None)
     return code

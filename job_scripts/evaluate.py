@@ -16,7 +16,7 @@
 
 Runs inside a job (HF Jobs or the local backend) and knows nothing about
 experiments: everything comes from one eval config (JSON, ``EvalConfig`` in
-``ci_runner/runconfig.py``), given as
+``ci_runner/runconfig.py``, read into ``job_config.EvalConfig``), given as
 
     python evaluate.py --config eval.json        # a path, or inline JSON
     CI_RUNNER_RUN_CONFIG=eval.json python evaluate.py
@@ -70,6 +70,7 @@ from evaluate_pipeline import (
     resolve_tasks,
     split_revision,
 )
+from job_config import EvalConfig
 from protocol import ConfigError
 
 # The config keys a failure summary repeats, to say which evaluation failed.
@@ -79,23 +80,18 @@ CODE_BENCHMARKS = {"humaneval"}  # benchmarks whose completions run (in sandboxe
 EXPECTED = (ConfigError, sandbox.UnisolatedError)
 
 
-def check_eval_config(config: dict[str, Any]) -> None:
-    """Fail fast, before any heavy import, on a config the runner should not have sent."""
-    missing = [key for key in ("model", "benchmarks", "output_dir") if key not in config]
-    if missing:
-        raise ConfigError(f"eval config lacks {missing}")
-    if not config["benchmarks"]:
+def check_eval_config(config: EvalConfig) -> EvalConfig:
+    """Fail fast, before any heavy import, on what the types alone let through."""
+    if not config.benchmarks:
         raise ConfigError("eval config lists no benchmarks")
-    for spec in config["benchmarks"]:
-        if not isinstance(spec, dict) or not spec.get("benchmark"):
+    for spec in config.benchmarks:
+        if not spec.benchmark:
             raise ConfigError(f"each benchmark needs a 'benchmark' name, got {spec!r}")
-        if "|" in spec["benchmark"]:
+        if "|" in spec.benchmark:
             raise ConfigError(
-                f"benchmark {spec['benchmark']!r}: give the name alone and set 'fewshot'"
+                f"benchmark {spec.benchmark!r}: give the name alone and set 'fewshot'"
             )
-    backend = config.get("inference_backend", "accelerate")
-    if backend not in ("accelerate", "vllm"):
-        raise ConfigError(f"inference_backend must be accelerate or vllm, not {backend!r}")
+    return config
 
 
 def quiet_libraries() -> None:
@@ -113,14 +109,14 @@ def _format_score(entry: dict[str, Any]) -> str:
     return f"{entry['task']:<24} {entry['metric']}={score}{stderr} ({entry['samples']} samples)"
 
 
-def answer_paths(config: dict[str, Any], configs: dict[str, Any]) -> list[str]:
+def answer_paths(config: EvalConfig, configs: dict[str, Any]) -> list[str]:
     """Where the benchmarks' rows (answers included), the model and the caches holding
     either live on disk: no sandbox may read them (:func:`sandbox.seal_answers`)."""
     paths = [str(getattr(task, "hf_repo", "") or "") for task in configs.values()]
-    for key in ("model", "base_model"):
-        if config.get(key):
-            paths.append(split_revision(str(config[key]))[0])
-    paths.append(config["output_dir"])  # earlier results and details
+    for model in (config.model, config.base_model):
+        if model:
+            paths.append(split_revision(model)[0])
+    paths.append(config.output_dir)  # earlier results and details
     for module, names in (
         ("huggingface_hub.constants", ("HF_HOME", "HF_HUB_CACHE")),
         ("datasets.config", ("HF_DATASETS_CACHE",)),
@@ -133,7 +129,7 @@ def answer_paths(config: dict[str, Any], configs: dict[str, Any]) -> list[str]:
 
 
 def guard_generated_code(
-    config: dict[str, Any], configs: dict[str, Any], extra_paths: Sequence[str] = ()
+    config: EvalConfig, configs: dict[str, Any], extra_paths: Sequence[str] = ()
 ) -> dict[str, Any]:
     """Before the first completion runs: drop the secrets, seal the answers, probe the
     sandbox (which refuses to run unisolated unless the experiment opted in)."""
@@ -146,11 +142,11 @@ def guard_generated_code(
         "caches out of other users' reach",
         flush=True,
     )
-    return sandbox.prepare(sys.stderr, allow_unisolated=bool(config.get("allow_unisolated_code")))
+    return sandbox.prepare(sys.stderr, allow_unisolated=config.allow_unisolated_code)
 
 
 def run_lighteval(
-    config, configs, task_strings, limits, tracker, runs_code: bool
+    config: EvalConfig, configs, task_strings, limits, tracker, runs_code: bool
 ) -> tuple[dict[str, int], bool]:
     """Build the pipeline, run it, save its results: (samples per task, chat template on).
 
@@ -182,7 +178,7 @@ def run_lighteval(
     return doc_counts, chat
 
 
-def main(config: dict[str, Any]) -> dict[str, Any]:
+def main(config: EvalConfig) -> dict[str, Any]:
     """Resolve tasks, load the model, run lighteval, save results; return the summary."""
     check_eval_config(config)
     started = time.monotonic()
@@ -190,21 +186,21 @@ def main(config: dict[str, Any]) -> dict[str, Any]:
     import torch
     import transformers
 
-    if config.get("after_job"):  # a local run's final model: evaluated once training ended
+    if config.after_job:  # a local run's final model: evaluated once training ended
         import lighteval.pipeline  # noqa: F401  - loaded while the model trains
 
-        protocol.wait_for_job(config["after_job"])
+        protocol.wait_for_job(config.after_job)
         torch.set_num_threads(len(os.sched_getaffinity(0)))  # training's cores are free
-    transformers.set_seed(int(config.get("seed", 42)))
-    output_dir = Path(config["output_dir"]).expanduser().resolve()
+    transformers.set_seed(config.seed)
+    output_dir = Path(config.output_dir).expanduser().resolve()
     output_dir.mkdir(parents=True, exist_ok=True)
-    max_new_tokens = int(config.get("max_new_tokens") or 256)
-    configs, task_strings, limits = resolve_tasks(config["benchmarks"], max_new_tokens)
-    backend = config.get("inference_backend", "accelerate")
+    max_new_tokens = config.max_new_tokens
+    configs, task_strings, limits = resolve_tasks(config.benchmarks, max_new_tokens)
+    backend = config.inference_backend
     device = "cuda" if torch.cuda.is_available() else "cpu"
     print(
-        f"ci-runner evaluate: {config['model']} ({config.get('model_label', 'model')})"
-        + (f" adapter on {config['base_model']}" if config.get("base_model") else "")
+        f"ci-runner evaluate: {config.model} ({config.model_label})"
+        + (f" adapter on {config.base_model}" if config.base_model else "")
         + f" | tasks {', '.join(task_strings)} | backend={backend} device={device}"
         + f" | max_new_tokens={max_new_tokens}",
         flush=True,
@@ -226,12 +222,12 @@ def main(config: dict[str, Any]) -> dict[str, Any]:
         print(_format_score(entry), flush=True)
     return {
         "status": "completed",
-        "experiment": config.get("experiment"),
-        "run_id": config.get("run_id"),
-        "eval_id": config.get("eval_id"),
-        "model": config["model"],
-        "model_label": config.get("model_label"),
-        "base_model": config.get("base_model"),
+        "experiment": config.experiment,
+        "run_id": config.run_id,
+        "eval_id": config.eval_id,
+        "model": config.model,
+        "model_label": config.model_label,
+        "base_model": config.base_model,
         "inference_backend": backend,
         "device": device,
         "chat_template": chat,
@@ -250,6 +246,7 @@ if __name__ == "__main__":
         protocol.run_job(
             main,
             None,
+            parse=EvalConfig.from_json,
             description=__doc__.splitlines()[0],
             reported=REPORTED,
             expected=EXPECTED,

@@ -37,6 +37,7 @@ import sys
 
 import evaluate  # the sibling entry script: this runs exactly what it runs
 import protocol
+from job_config import EvalBatchConfig, EvalConfig
 
 
 def release_memory() -> None:
@@ -60,22 +61,23 @@ def yield_to_training() -> None:
 def main(argv: list[str] | None = None) -> int:
     description = (__doc__ or "").splitlines()[0]
     try:
-        batch = protocol.read_config(argv, description=description, required=("evaluations",))
+        document, name = protocol.read_config(argv, description=description)
+        batch = EvalBatchConfig.from_json(document, source=name)
     except protocol.ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     each = (evaluate.__doc__ or "").splitlines()[0]
-    if any(config.get("after_job") for config in batch["evaluations"]):
+    if any(config.after_job for config in batch.evaluations):
         yield_to_training()
     codes = []
-    for index, config in enumerate(batch["evaluations"]):
+    for index, one in enumerate(document["evaluations"]):
         if index:
             release_memory()
-        one = ["--config", json.dumps(config)]
-        codes.append(
+        codes.append(  # each as its own evaluate.py run: its own summary, its own failure
             protocol.run_job(
                 evaluate.main,
-                one,
+                ["--config", json.dumps(one)],
+                parse=EvalConfig.from_json,
                 description=each,
                 reported=evaluate.REPORTED,
                 expected=evaluate.EXPECTED,

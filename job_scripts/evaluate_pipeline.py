@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import contextlib
 import copy
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
 from evaluate_gsm8k import gsm8k_task
 from evaluate_humaneval import humaneval_task
 from evaluate_tasks import lighteval_task_configs, override_dataset
+from job_config import BenchmarkSpec, EvalConfig
 from protocol import ConfigError, merge_lora
 
 T = TypeVar("T")
@@ -29,15 +31,14 @@ OWN_TASKS = {"humaneval": humaneval_task, "gsm8k": gsm8k_task}
 # --- tasks --------------------------------------------------------------------
 
 
-def resolve_tasks(benchmarks: list[dict[str, Any]], max_new_tokens: int):
+def resolve_tasks(benchmarks: Sequence[BenchmarkSpec], max_new_tokens: int):
     """(task configs by name, lighteval task strings, sample limit per task string)."""
     configs: dict[str, Any] = {}
     datasets: dict[str, str | None] = {}
     task_strings: list[str] = []
     limits: dict[str, int | None] = {}
     for spec in benchmarks:
-        name, fewshot = spec["benchmark"], int(spec.get("fewshot") or 0)
-        dataset = spec.get("dataset")
+        name, fewshot, dataset = spec.benchmark, spec.fewshot, spec.dataset
         if name in datasets and datasets[name] != dataset:
             raise ConfigError(f"benchmark {name!r} is listed twice with different datasets")
         datasets[name] = dataset
@@ -47,7 +48,7 @@ def resolve_tasks(benchmarks: list[dict[str, Any]], max_new_tokens: int):
             config = override_dataset(copy.deepcopy(config), dataset)
             config.generation_size = max_new_tokens  # unused by log-likelihood tasks
             configs[task_name] = config
-            limits[f"{task_name}|{fewshot}"] = spec.get("max_samples")
+            limits[f"{task_name}|{fewshot}"] = spec.max_samples
         task = f"{name}|{fewshot}"
         if task not in task_strings:
             task_strings.append(task)
@@ -120,31 +121,33 @@ def pick_dtype():
     return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
 
 
-def load_tokenizer(config: dict[str, Any]):
+def load_tokenizer(config: EvalConfig):
     """(tokenizer, its repo, its revision): an adapter's own, else its base's."""
     from transformers import AutoTokenizer
 
-    repo, revision = split_revision(config["model"])
+    repo, revision = split_revision(config.model)
     try:
         return AutoTokenizer.from_pretrained(repo, revision=revision), repo, revision
     except Exception:  # missing files surface as OSError, ValueError or TypeError
-        base_repo, base_revision = split_revision(config["base_model"])
+        if config.base_model is None:
+            raise
+        base_repo, base_revision = split_revision(config.base_model)
         tokenizer = AutoTokenizer.from_pretrained(base_repo, revision=base_revision)
         return tokenizer, base_repo, base_revision
 
 
-def load_model(config: dict[str, Any]):
+def load_model(config: EvalConfig):
     """(model, tokenizer or None, tokenizer repo, tokenizer revision); an adapter is merged
     into its base, with the tokenizer it was trained with (None: a full model's own)."""
     from transformers import AutoModelForCausalLM
 
-    repo, revision = split_revision(config["model"])
+    repo, revision = split_revision(config.model)
     placement = placement_kwargs(config)
-    if not config.get("base_model"):
+    if not config.base_model:
         model = AutoModelForCausalLM.from_pretrained(repo, revision=revision, **placement)
         return model, None, repo, revision
 
-    base_repo, base_revision = split_revision(config["base_model"])
+    base_repo, base_revision = split_revision(config.base_model)
     tokenizer, tokenizer_repo, tokenizer_revision = load_tokenizer(config)
     model = merge_lora(
         base_repo,
@@ -157,20 +160,20 @@ def load_model(config: dict[str, Any]):
     return model, tokenizer, tokenizer_repo, tokenizer_revision
 
 
-def placed(config: dict[str, Any]) -> bool:
+def placed(config: EvalConfig) -> bool:
     """The plan placed the model itself: 4-bit, or spread over the GPUs by device_map."""
-    return bool(config.get("quantize") or config.get("device_map"))
+    return bool(config.quantize or config.device_map)
 
 
-def placement_kwargs(config: dict[str, Any]) -> dict[str, Any]:
+def placement_kwargs(config: EvalConfig) -> dict[str, Any]:
     """``from_pretrained`` arguments for how the plan sized the evaluation: the dtype, and
     for a 4-bit or multi-GPU evaluation the bitsandbytes config and a device map, so the
     weights load straight onto the GPUs (never whole into host memory)."""
     kwargs: dict[str, Any] = {"dtype": pick_dtype()}
     if not placed(config):
         return kwargs
-    kwargs["device_map"] = config.get("device_map") or "auto"
-    if config.get("quantize") == "4bit":
+    kwargs["device_map"] = config.device_map or "auto"
+    if config.quantize == "4bit":
         from transformers import BitsAndBytesConfig
 
         kwargs["quantization_config"] = BitsAndBytesConfig(
@@ -185,23 +188,23 @@ def placement_kwargs(config: dict[str, Any]) -> dict[str, Any]:
 # --- pipeline -----------------------------------------------------------------
 
 
-def generation_parameters(config: dict[str, Any]):
+def generation_parameters(config: EvalConfig):
     """Greedy decoding. The token budget is set per task (``generation_size``), not here:
     with the transformers backend, ``max_new_tokens`` here also truncates every
     prompt to that many tokens (lighteval 0.13)."""
     from lighteval.models.model_input import GenerationParameters
 
-    return GenerationParameters(temperature=0.0, seed=int(config.get("seed", 42)))
+    return GenerationParameters(temperature=0.0, seed=config.seed)
 
 
-def build_pipeline(config, task_strings, registry_class, tracker, cache_dir, work_dir):
+def build_pipeline(config: EvalConfig, task_strings, registry_class, tracker, cache_dir, work_dir):
     """A lighteval Pipeline on the accelerate (transformers) or vLLM backend."""
     from unittest import mock
 
     import lighteval.pipeline
     from lighteval.pipeline import ParallelismManager, Pipeline, PipelineParameters
 
-    backend = config.get("inference_backend", "accelerate")
+    backend = config.inference_backend
     launcher = ParallelismManager.VLLM if backend == "vllm" else ParallelismManager.ACCELERATE
     if backend != "vllm" and placed(config):
         # lighteval's accelerate launcher moves the model onto one device (``.to``), which a
@@ -227,7 +230,7 @@ def build_pipeline(config, task_strings, registry_class, tracker, cache_dir, wor
     return pipeline
 
 
-def accelerate_model(config: dict[str, Any], cache_dir: Path):
+def accelerate_model(config: EvalConfig, cache_dir: Path):
     """The merged/loaded transformers model and the lighteval config wrapping it."""
     import torch
     from lighteval.models.transformers.transformers_model import TransformersModelConfig
@@ -235,7 +238,7 @@ def accelerate_model(config: dict[str, Any], cache_dir: Path):
     model, _, tokenizer_repo, tokenizer_revision = load_model(config)
     cuda = torch.cuda.is_available()
     model_config = TransformersModelConfig(
-        model_name=model_display_name(config["model"]),
+        model_name=model_display_name(config.model),
         tokenizer=tokenizer_repo,
         revision=tokenizer_revision or "main",
         batch_size=None if cuda else CPU_BATCH_SIZE,  # None: lighteval finds the largest
@@ -246,13 +249,13 @@ def accelerate_model(config: dict[str, Any], cache_dir: Path):
     return model, model_config
 
 
-def vllm_model_config(config: dict[str, Any], cache_dir: Path, work_dir: Path):
+def vllm_model_config(config: EvalConfig, cache_dir: Path, work_dir: Path):
     """vLLM loads from a path or repo, so an adapter is merged and saved first."""
     from lighteval.models.vllm.vllm_model import VLLMModelConfig
 
-    repo, revision = split_revision(config["model"])
+    repo, revision = split_revision(config.model)
     tokenizer = None
-    if config.get("base_model"):
+    if config.base_model:
         model, loaded_tokenizer, _, _ = load_model(config)
         merged = work_dir / "merged-model"
         model.save_pretrained(merged)
@@ -263,7 +266,7 @@ def vllm_model_config(config: dict[str, Any], cache_dir: Path, work_dir: Path):
         model_name=repo,
         tokenizer=tokenizer,
         revision=revision or "main",
-        seed=int(config.get("seed", 42)),
+        seed=config.seed,
         generation_parameters=generation_parameters(config),
         cache_dir=str(cache_dir),
     )
@@ -318,7 +321,7 @@ def _doc_order(doc_id: Any) -> tuple[int, str]:
 
 
 def build_scores(
-    config, configs, task_strings, results, doc_counts, details=None
+    config: EvalConfig, configs, task_strings, results, doc_counts, details=None
 ) -> list[dict[str, Any]]:
     """One entry per benchmark: its main metric, stderr, sample count and per-sample values.
 
@@ -326,7 +329,7 @@ def build_scores(
     their plain mean would not be its score).
     """
     scores = []
-    for spec, task in zip(unique_specs(config["benchmarks"]), task_strings, strict=True):
+    for spec, task in zip(unique_specs(config.benchmarks), task_strings, strict=True):
         name, fewshot = task.split("|")
         members = [n for n in configs if n == name or n.startswith(f"{name}:")]
         metric = primary_metric(configs[members[0]])
@@ -341,14 +344,14 @@ def build_scores(
         stderr = stderrs[0] if len(stderrs) == 1 else None
         scores.append(
             {
-                "benchmark": spec["benchmark"],
+                "benchmark": spec.benchmark,
                 "fewshot": int(fewshot),
                 "metric": metric,
                 "score": score,
                 "stderr": float(stderr) if isinstance(stderr, (int, float)) else None,
                 "task": task,
                 "samples": samples,
-                "dataset": spec.get("dataset"),
+                "dataset": spec.dataset,
                 "values": (
                     sample_values(details or {}, f"{members[0]}|{fewshot}", metric)
                     if len(members) == 1
@@ -359,11 +362,11 @@ def build_scores(
     return scores
 
 
-def unique_specs(benchmarks: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def unique_specs(benchmarks: Sequence[BenchmarkSpec]) -> list[BenchmarkSpec]:
     """The benchmark specs in order, one per task string (duplicates dropped)."""
     seen, specs = set(), []
     for spec in benchmarks:
-        key = (spec["benchmark"], int(spec.get("fewshot") or 0))
+        key = (spec.benchmark, spec.fewshot)
         if key not in seen:
             seen.add(key)
             specs.append(spec)

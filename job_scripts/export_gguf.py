@@ -18,7 +18,7 @@
 
 Runs inside a job (HF Jobs or the local backend) and knows nothing about
 experiments: everything comes from one export config (JSON, ``ExportConfig`` in
-``ci_runner/runconfig.py``), given as
+``ci_runner/runconfig.py``, read into ``job_config.ExportConfig``), given as
 
     python export_gguf.py --config export.json      # a path, or inline JSON
     CI_RUNNER_RUN_CONFIG=export.json python export_gguf.py
@@ -42,6 +42,7 @@ It always ends with a single ``CI_RUNNER_SUMMARY {json}`` line (also written to
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import shutil
@@ -59,6 +60,7 @@ from export_convert import (
 )
 from export_hub import fetch_model, gguf_readme, is_hub_id, push
 from export_quantize import FTYPES, quantize_all, smoke_test
+from job_config import ExportConfig
 from protocol import ConfigError
 
 TOKENIZER_FILES = (
@@ -77,17 +79,17 @@ TOKENIZER_FILES = (
 # --- export config ----------------------------------------------------------
 
 
-def validate_export_config(config: dict[str, Any]) -> dict[str, Any]:
-    """Check the fields this script needs; normalise the quantization names."""
-    missing = [key for key in ("model", "output_dir") if not config.get(key)]
+def validate_export_config(config: ExportConfig) -> ExportConfig:
+    """Check what the types alone let through; normalise the quantization names."""
+    missing = [name for name in ("model", "output_dir") if not getattr(config, name)]
     if missing:
-        raise ConfigError(f"export config lacks {missing}")
-    quants = [str(q).upper() for q in (config.get("quantizations") or ["Q4_K_M"])]
+        raise ConfigError(f"export config has an empty {' and '.join(missing)}")
+    quants = [q.upper() for q in config.quantizations or ("Q4_K_M",)]
     unknown = sorted(set(quants) - set(FTYPES))
     if unknown:
         raise ConfigError(f"unsupported quantization(s) {unknown}: use {', '.join(FTYPES)}")
-    config["quantizations"] = list(dict.fromkeys(quants))  # keep order, drop repeats
-    return config
+    # keep order, drop repeats
+    return dataclasses.replace(config, quantizations=tuple(dict.fromkeys(quants)))
 
 
 # --- merge --------------------------------------------------------------------
@@ -148,28 +150,28 @@ def adapter_base(model_dir: Path) -> str | None:
 # --- main ---------------------------------------------------------------------
 
 
-def file_stem(config: dict[str, Any]) -> str:
+def file_stem(config: ExportConfig) -> str:
     """``<stem>-<QUANT>.gguf``: the Hub repo's name, the model's, or the experiment's."""
-    if config.get("hub_repo"):
-        name = re.sub(r"[-_.]gguf$", "", config["hub_repo"].split("/")[-1], flags=re.I)
-    elif is_hub_id(config["model"]):
-        name = config["model"].partition("@")[0].split("/")[-1]
+    if config.hub_repo:
+        name = re.sub(r"[-_.]gguf$", "", config.hub_repo.split("/")[-1], flags=re.I)
+    elif is_hub_id(config.model):
+        name = config.model.partition("@")[0].split("/")[-1]
     else:
-        name = config.get("experiment") or Path(config["model"]).name
+        name = config.experiment or Path(config.model).name
     return re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-.") or "model"
 
 
-def main(config: dict[str, Any]) -> dict[str, Any]:
+def main(config: ExportConfig) -> dict[str, Any]:
     """Merge, convert, quantize, smoke-test and push; return the summary."""
     config = validate_export_config(config)
-    output_dir = Path(config["output_dir"]).resolve()
+    output_dir = Path(config.output_dir).resolve()
     output_dir.mkdir(parents=True, exist_ok=True)
     work_dir = fresh_dir(output_dir / "work")
     gguf_dir = fresh_dir(output_dir / "gguf")
-    quants: list[str] = config["quantizations"]
+    quants = list(config.quantizations)
     timings: dict[str, float] = {}
     stem = file_stem(config)
-    model, base = config["model"], config.get("base_model")
+    model, base = config.model, config.base_model
     named = adapter_base(Path(model)) if not base and Path(model).is_dir() else None
     if named:
         base = named
@@ -177,7 +179,7 @@ def main(config: dict[str, Any]) -> dict[str, Any]:
     print(
         f"ci-runner export: {model}{' + ' + base if base else ''} -> {', '.join(quants)}"
         f" | llama-cpp-python {LLAMA_CPP_PYTHON_VERSION}"
-        f" | hub={config.get('hub_repo') or 'off'}",
+        f" | hub={config.hub_repo or 'off'}",
         flush=True,
     )
 
@@ -201,7 +203,7 @@ def main(config: dict[str, Any]) -> dict[str, Any]:
             entry["smoke_test"] = smoke_test(gguf_dir / entry["name"])
             print(f"[smoke] {entry['name']}: {entry['smoke_test']!r}", flush=True)
 
-    hub_repo, hub_url, hub_commit = config.get("hub_repo"), None, None
+    hub_repo, hub_url, hub_commit = config.hub_repo, None, None
     readme = gguf_readme(
         hub_repo,
         files,
@@ -212,15 +214,16 @@ def main(config: dict[str, Any]) -> dict[str, Any]:
     (gguf_dir / "README.md").write_text(readme, encoding="utf-8")
     if hub_repo:
         with stage("push", timings):
-            private = config.get("hub_private", True)
-            hub_url, hub_commit = push(gguf_dir, hub_repo, private, config.get("run_id") or stem)
+            hub_url, hub_commit = push(
+                gguf_dir, hub_repo, config.hub_private, config.run_id or stem
+            )
         print(f"[push] {hub_url}", flush=True)
 
     shutil.rmtree(work_dir, ignore_errors=True)  # the merged copy and f16 are re-creatable
     return {
         "status": "completed",
-        "experiment": config.get("experiment"),
-        "run_id": config.get("run_id"),
+        "experiment": config.experiment,
+        "run_id": config.run_id,
         "model": model,
         "base_model": base,
         "merged": bool(base),
@@ -237,7 +240,7 @@ def main(config: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _stage_of(exc: BaseException, config: dict[str, Any]) -> dict[str, Any]:
+def _stage_of(exc: BaseException, config: ExportConfig | None) -> dict[str, Any]:
     return {"stage": getattr(exc, "stage", "config" if isinstance(exc, ConfigError) else None)}
 
 
@@ -246,6 +249,7 @@ if __name__ == "__main__":
         protocol.run_job(
             main,
             None,
+            parse=ExportConfig.from_json,
             description=__doc__.splitlines()[0],
             reported=("model", "hub_repo"),
             expected=(ConfigError, StageError),

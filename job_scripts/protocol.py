@@ -5,7 +5,8 @@ with them); the runner imports it as ``ci_runner.job_scripts.protocol``. Standar
 only, so it loads before any of the job's dependencies (``quiet_libraries`` and ``merge_lora``,
 for the jobs alone, import theirs when called).
 
-In: the config is JSON, given as ``--config PATH_OR_JSON`` or ``$CI_RUNNER_RUN_CONFIG``.
+In: the config is JSON, given as ``--config PATH_OR_JSON`` or ``$CI_RUNNER_RUN_CONFIG``,
+read into the job's typed config (``job_config.py``) before the job starts.
 Out: the script's last stdout line is ``CI_RUNNER_SUMMARY {json}`` (also written to
 ``<output_dir>/ci_runner_summary.json``); ``status`` is ``completed`` or ``failed``.
 """
@@ -22,13 +23,14 @@ import traceback
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 SCHEMA_VERSION = 1
 RUN_CONFIG_ENV = "CI_RUNNER_RUN_CONFIG"
 SUMMARY_PREFIX = "CI_RUNNER_SUMMARY "
 SUMMARY_FILENAME = "ci_runner_summary.json"
 COMPLETED, FAILED = "completed", "failed"
+C = TypeVar("C")  # a job's typed config (``job_config.py``)
 
 
 class ConfigError(ValueError):
@@ -38,46 +40,47 @@ class ConfigError(ValueError):
 # --- in ---------------------------------------------------------------------------
 
 
-def read_config(
-    argv: list[str] | None, *, description: str, required: Iterable[str]
-) -> dict[str, Any]:
-    """The job's config from ``--config`` or the env var (a path or inline JSON)."""
+def read_config(argv: list[str] | None, *, description: str) -> tuple[dict[str, Any], str]:
+    """The job's config document from ``--config`` or the env var (a path or inline JSON),
+    with the name its errors call it by (the file's name, or "the run config").
+
+    A document from another protocol version is refused here, before its fields are read:
+    the typed configs (``job_config.py``) check those.
+    """
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--config", help=f"JSON path or inline JSON (${RUN_CONFIG_ENV})")
     args = parser.parse_args(argv)
     source = args.config or os.environ.get(RUN_CONFIG_ENV)
     if not source:
         raise ConfigError(f"no config: pass --config run.json or set {RUN_CONFIG_ENV}")
+    inline = source.lstrip().startswith("{")
+    name = "the run config" if inline else Path(source).name
     try:
-        inline = source.lstrip().startswith("{")
         config = json.loads(source if inline else Path(source).read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as exc:
         raise ConfigError(f"cannot read the config: {exc}") from exc
     if not isinstance(config, dict):
-        raise ConfigError("the config must be a JSON object")
+        raise ConfigError(f"{name}: the config must be a JSON object")
     version = config.get("schema_version", SCHEMA_VERSION)
     if version != SCHEMA_VERSION:
         raise ConfigError(
-            f"config schema_version {version} is not {SCHEMA_VERSION}: the runner and this "
-            "job script come from different ci-runner versions"
+            f"{name}: config schema_version {version} is not {SCHEMA_VERSION}: the runner and "
+            "this job script come from different ci-runner versions"
         )
-    missing = [key for key in required if key not in config]
-    if missing:
-        raise ConfigError(f"config lacks {missing}")
-    return config
+    return config, name
 
 
 # --- out --------------------------------------------------------------------------
 
 
-def failure(exc: BaseException, config: Mapping[str, Any], **fields_: Any) -> dict[str, Any]:
+def failure(exc: BaseException, output_dir: str | None, **fields_: Any) -> dict[str, Any]:
     """The summary of a job that failed: what broke, in one line."""
     return {
         "status": FAILED,
         **fields_,
         "error_type": type(exc).__name__,
         "error": str(exc) or repr(exc),
-        "output_dir": config.get("output_dir"),
+        "output_dir": output_dir,
     }
 
 
@@ -281,38 +284,45 @@ def merge_lora(
 
 
 def run_job(
-    job: Callable[[dict[str, Any]], Mapping[str, Any] | None],
+    job: Callable[[C], Mapping[str, Any] | None],
     argv: list[str] | None,
     *,
+    parse: Callable[..., C],
     description: str,
-    required: Iterable[str] = (),
     reported: Iterable[str] = (),
     expected: tuple[type[BaseException], ...] = (ConfigError,),
-    on_failure: Callable[[BaseException, dict[str, Any]], dict[str, Any]] | None = None,
+    on_failure: Callable[[BaseException, C | None], dict[str, Any]] | None = None,
 ) -> int:
-    """Read the config, run the job, and always end with the summary line; the exit code.
+    """Read the config, type it with ``parse`` (a ``from_json``), run the job, and always end
+    with the summary line; the exit code.
 
     An ``expected`` error prints its message (the fix is in it); anything else its
-    traceback. The failure summary repeats the config's ``reported`` keys, plus what
-    ``on_failure`` adds (it may also clean up, e.g. close trackers).
+    traceback. The failure summary repeats the document's ``reported`` keys (read from the
+    JSON, so a config that failed its checks still says which job it was), plus what
+    ``on_failure`` adds (given the typed config, None if it never got one; it may also
+    clean up, e.g. close trackers).
     """
-    config: dict[str, Any] = {}
+    document: dict[str, Any] = {}
+    config: C | None = None
     try:
-        config = read_config(argv, description=description, required=required)
+        document, name = read_config(argv, description=description)
+        config = parse(document, source=name)
         summary = job(config)
     except Exception as exc:
         if isinstance(exc, expected):
             print(f"error: {exc}", file=sys.stderr)
         else:
             traceback.print_exc()
-        extra = {key: config.get(key) for key in reported}
+        extra = {key: document.get(key) for key in reported}
         if on_failure is not None:
             extra.update(on_failure(exc, config))
         extra["versions"] = environment()
-        emit_summary(failure(exc, config, **extra), config.get("output_dir"))
+        output_dir = document.get("output_dir")
+        output_dir = output_dir if isinstance(output_dir, str) else None
+        emit_summary(failure(exc, output_dir, **extra), output_dir)
         return 1
     if summary is not None:  # None: another process of a multi-process job reports
-        emit_summary({**summary, "versions": environment()}, config["output_dir"])
+        emit_summary({**summary, "versions": environment()}, document["output_dir"])
     return 0
 
 

@@ -19,18 +19,19 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from job_config import LoraSettings, Method, RunConfig
 from mlflow_store import open_store
 from protocol import ConfigError
 
 
-def trainer_classes(method: str):
+def trainer_classes(method: Method):
     """(Config class, Trainer class) for a method; imported late to keep --help fast."""
     import trl
 
     names = {  # only the method's own: GRPO's trainer alone takes ~1 s to import
-        "sft": ("SFTConfig", "SFTTrainer"),
-        "dpo": ("DPOConfig", "DPOTrainer"),
-        "grpo": ("GRPOConfig", "GRPOTrainer"),
+        Method.SFT: ("SFTConfig", "SFTTrainer"),
+        Method.DPO: ("DPOConfig", "DPOTrainer"),
+        Method.GRPO: ("GRPOConfig", "GRPOTrainer"),
     }[method]
     return getattr(trl, names[0]), getattr(trl, names[1])
 
@@ -71,17 +72,17 @@ def parallelism(args: Any) -> str:
     return str(args.distributed_state.distributed_type.value).lower()
 
 
-def quantization_config(config: dict[str, Any]) -> Any:
+def quantization_config(config: RunConfig) -> Any:
     """QLoRA: the bitsandbytes config the base loads with; None when not quantized.
 
     NF4 with double quantization, computing in the dtype the run config's
     ``model_init_kwargs.dtype`` names (bf16; fp16 on T4), as in the QLoRA paper.
     """
-    if ((config.get("lora") or {}).get("quantize")) != "4bit":
+    if config.lora is None or config.lora.quantize != "4bit":
         return None
     from transformers import BitsAndBytesConfig
 
-    kwargs = (config.get("hyperparameters") or {}).get("model_init_kwargs") or {}
+    kwargs = config.hyperparameters.get("model_init_kwargs") or {}
     return BitsAndBytesConfig(
         load_in_4bit=True,
         bnb_4bit_quant_type="nf4",
@@ -100,7 +101,7 @@ def torch_dtype(model_init_kwargs: dict[str, Any], default: str) -> Any:
     return dtype if isinstance(dtype, torch.dtype) else getattr(torch, default)
 
 
-def runtime_defaults(method: str, has_eval: bool, user: dict[str, Any]) -> dict[str, Any]:
+def runtime_defaults(method: Method, has_eval: bool, user: dict[str, Any]) -> dict[str, Any]:
     """Defaults that suit the machine; every one yields to a user hyperparameter."""
     import torch
 
@@ -118,50 +119,47 @@ def runtime_defaults(method: str, has_eval: bool, user: dict[str, Any]) -> dict[
         defaults["activation_checkpointing"] = cuda  # TRL's default on GPU, off on CPU
     if has_eval:
         defaults["eval_strategy"] = "steps"
-    if method in ("sft", "dpo"):
+    if method in (Method.SFT, Method.DPO):
         # GRPO counts prompt + completion tokens itself; these two need the Trainer to count.
         defaults["include_num_input_tokens_seen"] = "non_padding"
     return defaults
 
 
-def build_training_args(config: dict[str, Any], has_eval: bool):
+def build_training_args(config: RunConfig, has_eval: bool):
     """The TRL config: machine defaults < run-config settings < user hyperparameters."""
-    config_cls, _ = trainer_classes(config["method"])
-    hyperparameters = dict(config.get("hyperparameters") or {})
+    config_cls, _ = trainer_classes(config.method)
+    hyperparameters = dict(config.hyperparameters)
     check_field_names(config_cls, hyperparameters)
-    tracking = config["tracking"]
-    settings: dict[str, Any] = {
-        "seed": config.get("seed", 42),
-        "run_name": tracking["run_name"],
-    }
-    if tracking.get("backend") == "mlflow":
+    tracking = config.tracking
+    settings: dict[str, Any] = {"seed": config.seed, "run_name": tracking.run_name}
+    if tracking.backend == "mlflow":
         configure_mlflow(config)
         settings["report_to"] = "mlflow"
     else:
-        settings.update(report_to="trackio", project=tracking["project"])
-        if tracking.get("space_id"):
-            settings["trackio_space_id"] = tracking["space_id"]
-    if config.get("hub_model_id"):
+        settings.update(report_to="trackio", project=tracking.project)
+        if tracking.space_id:
+            settings["trackio_space_id"] = tracking.space_id
+    if config.hub_model_id:
         settings.update(
             push_to_hub=True,
-            hub_model_id=config["hub_model_id"],
-            hub_private_repo=config.get("hub_private", True),
+            hub_model_id=config.hub_model_id,
+            hub_private_repo=config.hub_private,
             hub_strategy="checkpoint",  # keeps last-checkpoint/ on the Hub, for resuming
         )
     output_dir = hyperparameters.pop("output_dir", None)
-    if output_dir and output_dir != config["output_dir"]:
-        print(f"note: ignoring hyperparameters.output_dir, using {config['output_dir']}")
-    defaults = runtime_defaults(config["method"], has_eval, hyperparameters)
+    if output_dir and output_dir != config.output_dir:
+        print(f"note: ignoring hyperparameters.output_dir, using {config.output_dir}")
+    defaults = runtime_defaults(config.method, has_eval, hyperparameters)
     kwargs = {**defaults, **settings, **hyperparameters}
     model_init = model_init_defaults(hyperparameters)
-    if config.get("base_model_revision"):  # TRL loads the model and tokenizer at this commit
-        model_init = {**(model_init or {}), "revision": config["base_model_revision"]}
+    if config.base_model_revision:  # TRL loads the model and tokenizer at this commit
+        model_init = {**(model_init or {}), "revision": config.base_model_revision}
     if model_init is not None:
         kwargs["model_init_kwargs"] = model_init
-    return config_cls(output_dir=config["output_dir"], **kwargs)
+    return config_cls(output_dir=config.output_dir, **kwargs)
 
 
-def configure_mlflow(config: dict[str, Any]) -> None:
+def configure_mlflow(config: RunConfig) -> None:
     """transformers' ``MLflowCallback`` (5.23) takes its settings from the environment:
     the tracking URI, the experiment (created if missing), and tags naming the ci-runner
     run, which is how the runner finds the MLflow run again. Each attempt is its own
@@ -171,22 +169,21 @@ def configure_mlflow(config: dict[str, Any]) -> None:
             "tracking.backend is mlflow, but the job has no mlflow package: install "
             "ci-runner's mlflow extra (pip install 'ci-runner[mlflow]') where local jobs run"
         )
-    tracking = config["tracking"]
-    uri = tracking.get("uri")
-    if uri:
-        os.environ["MLFLOW_TRACKING_URI"] = uri
-        open_store(uri)  # a local store: made now, by one process at a time
-    os.environ["MLFLOW_EXPERIMENT_NAME"] = tracking["project"]
-    tags = {"ci-runner.run": config.get("run_id") or tracking["run_name"]}
-    if config.get("experiment"):
-        tags["ci-runner.experiment"] = config["experiment"]
+    tracking = config.tracking
+    if tracking.uri:
+        os.environ["MLFLOW_TRACKING_URI"] = tracking.uri
+        open_store(tracking.uri)  # a local store: made now, by one process at a time
+    os.environ["MLFLOW_EXPERIMENT_NAME"] = tracking.project
+    tags = {"ci-runner.run": config.run_id or tracking.run_name}
+    if config.experiment:
+        tags["ci-runner.experiment"] = config.experiment
     os.environ["MLFLOW_TAGS"] = json.dumps(tags)
     os.environ.pop("MLFLOW_RUN_ID", None)  # never reattach to a run from elsewhere
 
 
-def tracker_summary(config: dict[str, Any]) -> dict[str, Any] | None:
+def tracker_summary(config: RunConfig) -> dict[str, Any] | None:
     """The MLflow run this job logged to, for the runner's ledger and report."""
-    if (config.get("tracking") or {}).get("backend") != "mlflow":
+    if config.tracking.backend != "mlflow":
         return None
     mlflow = sys.modules.get("mlflow")
     if mlflow is None:
@@ -201,47 +198,48 @@ def tracker_summary(config: dict[str, Any]) -> dict[str, Any] | None:
                 "backend": "mlflow",
                 "run_id": run.info.run_id,
                 "experiment_id": run.info.experiment_id,
-                "uri": config["tracking"].get("uri"),
+                "uri": config.tracking.uri,
             }
     return None
 
 
-def build_peft_config(lora: dict[str, Any] | None):
+def build_peft_config(lora: LoraSettings | None):
     """A LoraConfig when LoRA is on; None trains the full model."""
-    if not lora:
+    if lora is None:
         return None
     from peft import LoraConfig
 
+    modules = lora.target_modules
     return LoraConfig(
-        r=lora.get("r", 16),
-        lora_alpha=lora.get("alpha", 32),
-        lora_dropout=lora.get("dropout", 0.05),
-        target_modules=lora.get("target_modules", "all-linear"),
+        r=lora.r,
+        lora_alpha=lora.alpha,
+        lora_dropout=lora.dropout,
+        target_modules=modules if isinstance(modules, str) else list(modules),
         task_type="CAUSAL_LM",
     )
 
 
-def resolve_checkpoint(config: dict[str, Any]) -> str | bool | None:
+def resolve_checkpoint(config: RunConfig) -> str | bool | None:
     """Where to resume from: a local folder, "latest" in output_dir, or the Hub's copy.
 
     The job's disk may be gone, so a name missing locally (e.g. ``last-checkpoint``,
     which ``hub_strategy="checkpoint"`` pushes) is fetched from ``hub_model_id``.
     """
-    value = config.get("resume_from_checkpoint")
+    value = config.resume_from_checkpoint
     if not value:
         return None
     if value in ("latest", "true", "True"):
         return True  # the Trainer picks the newest checkpoint-* in output_dir
     if Path(value).is_dir():
         return value
-    if config.get("hub_model_id"):
+    if config.hub_model_id:
         from huggingface_hub import snapshot_download
 
         folder = value.strip("/")
         snapshot_download(
-            config["hub_model_id"], allow_patterns=[f"{folder}/*"], local_dir=config["output_dir"]
+            config.hub_model_id, allow_patterns=[f"{folder}/*"], local_dir=config.output_dir
         )
-        local = Path(config["output_dir"]) / folder
+        local = Path(config.output_dir) / folder
         if local.is_dir():
             return str(local)
         # The runner asks for the Hub's copy whenever one may exist; none pushed yet

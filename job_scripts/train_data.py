@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import shaping
+from job_config import DatasetSource, Method, RunConfig
 from protocol import ConfigError
 
 FILE_BUILDERS = {".jsonl": "json", ".json": "json", ".parquet": "parquet", ".csv": "csv"}
@@ -22,11 +23,11 @@ REQUIRED_COLUMNS: dict[str, list[tuple[str, ...]]] = {
 }
 
 
-def load_split(source: dict[str, Any], split: str):
+def load_split(source: DatasetSource, split: str):
     """One split from a local file, a local folder (saved or raw files) or a Hub dataset."""
     from datasets import Dataset, load_dataset, load_from_disk
 
-    path, name = source["path"], source.get("config")
+    path, name = source.path, source.config
     local = Path(path)
     if local.is_file():
         builder = FILE_BUILDERS.get(local.suffix.lower())
@@ -48,7 +49,7 @@ def load_split(source: dict[str, Any], split: str):
         return saved[split]
     # A folder of data files or a Hub id: the datasets library works out the rest, at the
     # commit submit pinned.
-    return load_dataset(path, name, split=split, revision=source.get("revision"))
+    return load_dataset(path, name, split=split, revision=source.revision)
 
 
 def rename_columns(dataset, columns: dict[str, str]):
@@ -68,12 +69,12 @@ def rename_columns(dataset, columns: dict[str, str]):
     return dataset.rename_columns({src: trl for trl, src in columns.items()})
 
 
-def check_columns(dataset, config: dict[str, Any], extra: set[str], what: str) -> None:
+def check_columns(dataset, config: RunConfig, extra: set[str], what: str) -> None:
     """Fail before training, with the fix, when TRL or a reward would miss a column."""
-    have, method = set(dataset.column_names), config["method"]
+    have, method = set(dataset.column_names), config.method.value
     options = list(REQUIRED_COLUMNS[method])
-    text_field = (config.get("hyperparameters") or {}).get("dataset_text_field")
-    if method == "sft" and text_field:
+    text_field = config.hyperparameters.get("dataset_text_field")
+    if config.method is Method.SFT and text_field:
         options.append((text_field,))
     if not any(set(option) <= have for option in options):
         wanted = " or ".join("+".join(option) for option in options)
@@ -89,22 +90,20 @@ def check_columns(dataset, config: dict[str, Any], extra: set[str], what: str) -
         )
 
 
-def shape_for_trl(dataset, config: dict[str, Any], what: str):
+def shape_for_trl(dataset, config: RunConfig, what: str):
     """Keep the columns the method's TRL format reads, chat-shaped and with content.
 
     Returns the dataset, the rows dropped for lacking content and the shape (None when
     no format is unambiguous); refuses the dataset when rows without content are the
     majority (``shaping.MAX_EMPTY_FRACTION``).
     """
-    hyperparameters = config.get("hyperparameters") or {}
-    columns = (config["dataset"].get("columns") or {}).keys()
     shape = shaping.choose_shape(
-        config["method"],
+        config.method.value,
         dataset.column_names,
         shaping.first_values(dataset.select(range(min(len(dataset), 100)))),
-        text_field=hyperparameters.get("dataset_text_field", "text"),
-        rewards=config.get("rewards") or [],
-        mapped=columns,
+        text_field=config.hyperparameters.get("dataset_text_field", "text"),
+        rewards=list(config.rewards),
+        mapped=config.dataset.columns.keys(),
     )
     if shape is None:
         return dataset, None, None  # no unambiguous format: check_columns says what is missing
@@ -128,13 +127,13 @@ def shape_for_trl(dataset, config: dict[str, Any], what: str):
     return dataset, empty, shape
 
 
-def load_datasets(config: dict[str, Any], extra_columns: set[str]):
+def load_datasets(config: RunConfig, extra_columns: set[str]):
     """Train and optional eval dataset, shaped for TRL: mapped, capped, narrowed, split.
 
     Also returns the data notes for the summary (rows dropped for lacking content).
     """
-    source = config["dataset"]
-    columns, limit = source.get("columns") or {}, source.get("max_samples")
+    source = config.dataset
+    columns, limit = source.columns, source.max_samples
     notes: dict[str, Any] = {}
 
     def prepare(split: str, what: str):
@@ -142,7 +141,7 @@ def load_datasets(config: dict[str, Any], extra_columns: set[str]):
         if limit is not None:
             dataset = dataset.select(range(min(limit, len(dataset))))
         if len(dataset) == 0:
-            raise ConfigError(f"the {split!r} split of {source['path']} is empty")
+            raise ConfigError(f"the {split!r} split of {source.path} is empty")
         dataset, empty, shape = shape_for_trl(dataset, config, what)
         if shape is not None and shape.system:
             notes[f"{what}_system_turn"] = {"column": shape.system}
@@ -154,14 +153,12 @@ def load_datasets(config: dict[str, Any], extra_columns: set[str]):
             }
         return dataset
 
-    train = prepare(source.get("split") or "train", "train")
+    train = prepare(source.split or "train", "train")
     evaluation = None
-    if source.get("eval_split"):
-        evaluation = prepare(source["eval_split"], "eval")
-    elif source.get("eval_fraction"):
-        parts = train.train_test_split(
-            test_size=source["eval_fraction"], seed=config.get("seed", 42)
-        )
+    if source.eval_split:
+        evaluation = prepare(source.eval_split, "eval")
+    elif source.eval_fraction:
+        parts = train.train_test_split(test_size=source.eval_fraction, seed=config.seed)
         train, evaluation = parts["train"], parts["test"]
 
     check_columns(train, config, extra_columns, "train")

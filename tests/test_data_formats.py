@@ -23,6 +23,7 @@ from ci_runner.data.formats import (
     report_to_json,
 )
 from ci_runner.data.sample import DatasetSample
+from tests.test_train_script import job_run_config
 
 READY, NEEDS, INCOMPATIBLE = Verdict.READY, Verdict.NEEDS_MAPPING, Verdict.INCOMPATIBLE
 TRAIN_SCRIPT = Path(__file__).resolve().parents[1] / "job_scripts" / "train.py"
@@ -595,12 +596,7 @@ def train_py_accepts(s: DatasetSample, method: str, columns: dict[str, str], rew
     import rewards as reward_module
     import train_data
 
-    config = {
-        "method": method,
-        "hyperparameters": {},
-        "dataset": {"path": "x", "columns": columns},
-        "rewards": rewards,
-    }
+    config = job_run_config(method, {"path": "x", "columns": columns}, rewards=rewards)
     needs = reward_module.resolve_rewards([r for r in rewards if ".py" not in r])[1]
     try:
         dataset = train_data.rename_columns(datasets.Dataset.from_list(s.rows), columns)

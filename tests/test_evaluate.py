@@ -29,6 +29,8 @@ if str(JOB_SCRIPTS) not in sys.path:  # like a job: evaluate.py's siblings are t
 import evaluate_gsm8k as gsm8k  # noqa: E402
 import evaluate_humaneval as humaneval  # noqa: E402
 import evaluate_pipeline  # noqa: E402
+import job_config  # noqa: E402
+from job_config import BenchmarkSpec  # noqa: E402
 from protocol import ConfigError  # noqa: E402
 
 
@@ -219,7 +221,15 @@ def run_evaluate(config: dict[str, Any] | str, env: dict[str, str], cwd: Path):
 
 
 def test_bad_config_fails_with_a_summary(job_env, tmp_path):
-    config = {"model": "m", "benchmarks": [], "output_dir": str(tmp_path / "out")}
+    config = {
+        "experiment": "e",
+        "run_id": "r",
+        "eval_id": "i",
+        "model": "m",
+        "model_label": "base",
+        "benchmarks": [],
+        "output_dir": str(tmp_path / "out"),
+    }
     code, output, summary = run_evaluate(config, job_env, tmp_path)
     assert code == 1, output
     assert summary["status"] == "failed" and "no benchmarks" in summary["error"]
@@ -229,7 +239,7 @@ def test_bad_config_fails_with_a_summary(job_env, tmp_path):
 def test_unknown_benchmark_is_a_clear_error():
     pytest.importorskip("lighteval")
     with pytest.raises(ConfigError, match="unknown benchmark 'no_such_bench'"):
-        evaluate_pipeline.resolve_tasks([{"benchmark": "no_such_bench"}], 16)
+        evaluate_pipeline.resolve_tasks([BenchmarkSpec("no_such_bench")], 16)
 
 
 # --- (d) a real run on the tiny model ----------------------------------------------
@@ -354,7 +364,7 @@ def test_the_planned_placement_reaches_from_pretrained(
         raise StopLoading
 
     monkeypatch.setattr(transformers.PreTrainedModel, "from_pretrained", classmethod(spy))
-    config = EvalConfig(
+    sent = EvalConfig(
         experiment="tiny",
         run_id="tiny-1",
         eval_id="tiny-1-final",
@@ -363,7 +373,8 @@ def test_the_planned_placement_reaches_from_pretrained(
         benchmarks=[{"benchmark": "gsm8k"}],
         output_dir="/tmp/unused",
         **placement,
-    ).model_dump()
+    )
+    config = job_config.EvalConfig.from_json(json.loads(sent.model_dump_json()))
     with pytest.raises(StopLoading):
         evaluate_pipeline.load_model(config)
     device_map, four_bit = expected

@@ -146,6 +146,7 @@ def test_local_inputs_are_pinned_to_a_hash_of_their_content(tiny_fixtures, tmp_p
 def test_load_split_passes_the_pinned_revision_to_load_dataset(monkeypatch):
     datasets = pytest.importorskip("datasets")
     import train_data
+    from job_config import DatasetSource
 
     seen = {}
 
@@ -154,7 +155,7 @@ def test_load_split_passes_the_pinned_revision_to_load_dataset(monkeypatch):
         return datasets.Dataset.from_list([{"text": "x"}])
 
     monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
-    train_data.load_split({"path": "org/data", "config": "c", "revision": "3" * 40}, "train")
+    train_data.load_split(DatasetSource("org/data", config="c", revision="3" * 40), "train")
     assert seen == {"path": "org/data", "name": "c", "split": "train", "revision": "3" * 40}
 
 

@@ -10,7 +10,6 @@ model-loading path (TRL's trainer, given the model id) hands it, then stops the 
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +19,7 @@ from ci_runner.plan.estimate import make_plan
 from ci_runner.plan.model_size import model_size
 from ci_runner.plan.resolve import resolve_run
 from ci_runner.spec.model import Experiment
-from tests.test_train_script import make_config, train_module
+from tests.test_train_script import job_side, make_config, train_module
 
 CONFIGS = Path(__file__).parent / "model_configs"
 
@@ -41,14 +40,14 @@ def experiment(model: str, **overrides: Any) -> Experiment:
     return Experiment.model_validate(data)
 
 
-def planned_run_config(model_dir: str, **overrides: Any) -> tuple[Any, dict[str, Any]]:
+def planned_run_config(model_dir: str, **overrides: Any) -> tuple[Any, Any]:
     """Plan the experiment and resolve it: the plan, and the run config as a job reads it."""
     org = "meta-llama" if model_dir.startswith("Llama") else "Qwen"
     exp = experiment(f"{org}/{model_dir}", **overrides)
     size = model_size(f"./{model_dir}", root=CONFIGS, api=None)
     plan = make_plan(exp, size=size, dataset_rows=None, mean_seq_len=None)
     resolved = resolve_run(exp, output_dir="/tmp/ci-runner/out", plan=plan)
-    return plan, json.loads(resolved.run_config.model_dump_json())
+    return plan, job_side(resolved.run_config)
 
 
 @pytest.mark.parametrize(
@@ -68,7 +67,7 @@ def test_model_init_kwargs_train_py_builds_match_the_plan(model, overrides, dtyp
     train = train_module()
     args = train.build_training_args(config, has_eval=False)
     assert args.model_init_kwargs == {"dtype": plan.dtype}
-    assert (config["lora"] or {}).get("quantize") == plan.quantization
+    assert (config.lora.quantize if config.lora else None) == plan.quantization
     bnb = train.quantization_config(config)
     if quantize:
         assert str(bnb.bnb_4bit_compute_dtype).removeprefix("torch.") == plan.dtype
@@ -138,7 +137,7 @@ def test_qlora_bitsandbytes_config_reaches_from_pretrained(
         rewards=["format"] if method == "grpo" else [],
     )
     with pytest.raises(StopLoading):
-        train_module().train(json.loads(config.model_dump_json()))
+        train_module().train(job_side(config))
     assert seen["model"] == str(tiny_fixtures.model)
     assert seen["cls"].__name__ == "LlamaForCausalLM"
     bnb = seen["quantization_config"]
@@ -176,7 +175,7 @@ def test_a_merge_on_a_reload_loads_the_base_at_its_pinned_revision(
         base_model_revision=pinned,
         hyperparameters={"model_init_kwargs": {"dtype": "bfloat16"}},
     )
-    config = json.loads(run.model_dump_json())
+    config = job_side(run)
     train = train_module()
     trainer = SimpleNamespace(args=train.build_training_args(config, has_eval=False))
     with pytest.raises(StopLoading):

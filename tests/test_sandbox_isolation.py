@@ -71,12 +71,16 @@ from lighteval.models.model_output import ModelResponse
 # What lighteval has done by now: the benchmark is read, before any sandbox starts.
 with open(params["data_file"], encoding="utf-8") as handle:
     problems = [json.loads(line) for line in handle]
-config = {
+config = evaluate.EvalConfig.from_json({
+    "experiment": "sandbox",
+    "run_id": "sandbox-1",
+    "eval_id": "sandbox-1-final",
+    "model_label": "final",
     "model": params["model"],
     "output_dir": params["output_dir"],
     "benchmarks": [{"benchmark": "humaneval", "dataset": params["data_dir"]}],
     "allow_unisolated_code": params["allow"],
-}
+})
 try:
     evaluate.guard_generated_code(
         config, {"humaneval": types.SimpleNamespace(hf_repo=params["data_dir"])}

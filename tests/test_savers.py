@@ -73,7 +73,11 @@ def saver(plan: Plan, name: str) -> bool:
 
 
 def trl_args(config: dict[str, Any]) -> Any:
-    return train_module().build_training_args(config, has_eval=False)
+    """The TRL config train.py builds from this JSON, read as the job reads it."""
+    import job_config
+
+    typed = job_config.RunConfig.from_json(config)
+    return train_module().build_training_args(typed, has_eval=False)
 
 
 GRPO = {

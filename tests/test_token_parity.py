@@ -19,6 +19,7 @@ from ci_runner.data.sources import read_local
 from ci_runner.data.tokens import ChatTokenizer
 from ci_runner.spec.load import parse_experiment
 from tests.corpus import entries
+from tests.test_train_script import job_run_config
 
 pytestmark = pytest.mark.training
 
@@ -109,12 +110,9 @@ def test_check_data_counts_what_the_trainer_tokenizes(
 
     counted = token_counts(sample, experiment, tokenizer=ours)
 
-    config = {
-        "method": method,
-        "dataset": {"path": str(path), "columns": dict(check.mapping)},
-        "hyperparameters": {},
-        "rewards": rewards,
-    }
+    config = job_run_config(
+        method, {"path": str(path), "columns": dict(check.mapping)}, rewards=rewards
+    )
     dataset, _, _ = train_data.load_datasets(config, set())
     tokenized = trl_lengths(method, str(tiny_fixtures.model), dataset, theirs, tmp_path)
     assert counted == tokenized

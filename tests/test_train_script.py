@@ -68,6 +68,24 @@ def make_config(tmp_path: Path, model: Path, data: Path | str, method: str, **fi
     )
 
 
+def job_side(config: RunConfig) -> Any:
+    """The run config as the job reads it: the runner's JSON through ``job_config``."""
+    import job_config
+
+    return job_config.RunConfig.from_json(json.loads(config.model_dump_json()))
+
+
+def job_run_config(method: str, dataset: dict[str, Any], **fields: Any) -> Any:
+    """A job-side run config with the given method, dataset and fields, the rest filled in:
+    for the data helpers, which read only those."""
+    import job_config
+
+    required = {"experiment": "t", "run_id": "t", "base_model": "m", "output_dir": "out"}
+    tracking = {"project": PROJECT, "run_name": "t"}
+    document = {**required, "tracking": tracking, **fields, "method": method, "dataset": dataset}
+    return job_config.RunConfig.from_json(document)
+
+
 def run_train(config: RunConfig, env: dict[str, str], cwd: Path, *, inline: bool = False) -> Result:
     """Run the script like a job does; the config goes in as a file or as inline JSON."""
     text = config.model_dump_json()
@@ -527,27 +545,28 @@ def test_load_split_from_saved_and_folder(tmp_path):
     datasets = pytest.importorskip("datasets")
     train = train_module()
     import train_data
+    from job_config import DatasetSource
 
     rows = {"prompt": ["a", "b", "c"], "answer": ["1", "2", "3"]}
     saved = tmp_path / "saved"
     datasets.DatasetDict(
         train=datasets.Dataset.from_dict(rows), test=datasets.Dataset.from_dict(rows)
     ).save_to_disk(str(saved))
-    assert train_data.load_split({"path": str(saved)}, "test")["answer"] == ["1", "2", "3"]
+    assert train_data.load_split(DatasetSource(str(saved)), "test")["answer"] == ["1", "2", "3"]
     with pytest.raises(train.ConfigError, match="no split 'dev'"):
-        train_data.load_split({"path": str(saved)}, "dev")
+        train_data.load_split(DatasetSource(str(saved)), "dev")
 
     folder = tmp_path / "files"
     folder.mkdir()
     for split in ("train", "test"):
         (folder / f"{split}.jsonl").write_text('{"prompt": "q", "answer": "1"}\n')
-    assert len(train_data.load_split({"path": str(folder)}, "test")) == 1
+    assert len(train_data.load_split(DatasetSource(str(folder)), "test")) == 1
 
     csv = tmp_path / "data.csv"
     csv.write_text("prompt,answer\nq,1\nr,2\n")
-    assert train_data.load_split({"path": str(csv)}, "train")["answer"] == [1, 2]
+    assert train_data.load_split(DatasetSource(str(csv)), "train")["answer"] == [1, 2]
     with pytest.raises(train.ConfigError, match="only has a 'train' split"):
-        train_data.load_split({"path": str(csv)}, "test")
+        train_data.load_split(DatasetSource(str(csv)), "test")
 
 
 def test_rename_columns_replaces_existing_target():
