@@ -21,6 +21,7 @@ LOG = [
 def make_run(**attempt) -> Run:
     return Run(
         run_id="r-1",
+        experiment="r",
         title="r-1",
         method="sft",
         spec_hash="abc",

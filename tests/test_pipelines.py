@@ -457,6 +457,7 @@ def _scored(run_id: str, final: float | None, **fields):
         ]
     return Run(
         run_id=run_id,
+        experiment="pipe",
         title=run_id,
         method="sft",
         spec_hash="h",

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from ci_runner.ledger.model import (
+    LEDGER_SCHEMA_VERSION,
     Attempt,
     Evaluation,
     JobState,
@@ -49,6 +50,7 @@ def _completed_sft() -> Run:
     ]
     return Run(
         run_id="sft-a10g-full",
+        experiment="qwen3-codeforces-sft",
         title="sft-a10g-full",
         method="sft",
         spec_hash="3f2a9c1d",
@@ -138,6 +140,7 @@ def _running_lora() -> Run:
     curve = [(s, round(2.4 - 0.006 * s, 4)) for s in range(0, 121, 20)]
     return Run(
         run_id="lora-r16",
+        experiment="qwen3-codeforces-sft",
         title="lora-r16-lr2e-4",
         method="sft",
         spec_hash="9b7e0a44",
@@ -226,12 +229,21 @@ def test_method_reports_match_golden(name, build):
     _check_golden(f"{name}.md", _render(build()))
 
 
-def test_a_ledger_from_before_the_new_fields_round_trips_byte_identical():
-    """Written by the previous release (the offline SFT demo): nothing new appears in it."""
+def test_a_ledger_from_before_the_new_fields_loads_and_gains_only_the_run_experiment():
+    """Written by schema version 1 (the offline SFT demo): its runs did not name their
+    experiment, and take the ledger's; it is written back as version 2, nothing else new."""
     text = (GOLDEN / "old-tiny-sft.ledger.json").read_text(encoding="utf-8")
+    assert '"experiment": "tiny-sft"' in text and text.count('"experiment"') == 1
     ledger = Ledger.model_validate_json(text)
-    assert ledger.model_dump_json(indent=2) + "\n" == text
     (run,) = ledger.runs
+    assert run.experiment == "tiny-sft"
+    assert ledger.schema_version == LEDGER_SCHEMA_VERSION == 2
+    expected = text.replace('"schema_version": 1,', '"schema_version": 2,').replace(
+        '"run_id": "tiny-sft-d170db51",\n',
+        '"run_id": "tiny-sft-d170db51",\n      "experiment": "tiny-sft",\n',
+    )
+    assert ledger.model_dump_json(indent=2) + "\n" == expected
+    assert Ledger.model_validate_json(expected) == ledger
     assert run.metrics.series == {} and run.rewards == [] and ledger.description is None
 
 

@@ -21,6 +21,7 @@ NOW = "2026-11-22T00:00:00Z"
 def make_run(**fields) -> Run:
     base = dict(
         run_id="r-1",
+        experiment="r",
         title="r-1",
         method="sft",
         spec_hash="h",

@@ -254,6 +254,7 @@ def test_a_reward_that_is_always_zero_is_no_learning_signal(
     assert summary["series"]["rewards/zero_reward/mean"] == [[1, 0.0], [2, 0.0]]
     run = Run(
         run_id="zero",
+        experiment="zero",
         title="zero",
         method="grpo",
         spec_hash="h",

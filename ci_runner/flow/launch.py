@@ -92,7 +92,7 @@ def launch_training(
     """The run's current attempt as a job: adopted if one with its labels exists."""
     backend = ws.backend(run.backend)
     attempt = run.last_attempt.number if run.last_attempt else 1
-    labels = run_labels(run.run_id, experiment.name, attempt)
+    labels = run_labels(run.run_id, run.experiment, attempt)
     existing = backend.find(labels)
     if existing:
         return existing[-1]  # started before a crash, never recorded: adopt it
@@ -174,11 +174,13 @@ def launch_jobs(ws: Workspace, run: Run, pending: list[StageJob]) -> Run:
     for group in job_groups(pending, share_evals=shares_evals(ws, run)):
         keys = ".".join(j.key for j in group)
         labels = {
-            "ci-runner.experiment": run.run_id.rsplit("-", 1)[0],
+            "ci-runner.experiment": run.experiment,
             "ci-runner.run": run.run_id,
             "ci-runner.stage": label_value(f"{group[0].kind}-{keys}"),
         }
-        existing = backend.find(labels)
+        # A run id is unique across experiments: the run and job labels find its job, and
+        # the experiment label is for a person filtering the backend's job list.
+        existing = backend.find({k: v for k, v in labels.items() if k != "ci-runner.experiment"})
         handle = existing[-1] if existing else backend.submit(stage_request(ws, run, group, labels))
         for job in group:
             jobs[jobs.index(job)] = job.model_copy(
@@ -237,12 +239,11 @@ def stage_config(ws: Workspace, run: Run, job: StageJob) -> tuple[str, EvalConfi
     # the commit the run trained from.
     base = pinned(run.base_model, run.base_model_revision)
     adapter_base = base if run.lora and job.model != run.base_model else None
-    experiment = run.run_id.rsplit("-", 1)[0]
     if job.kind == JobKind.EVAL:
         settings = run.evaluation or {}
         default_n = settings.get("max_samples")
         return EVAL_SCRIPT, EvalConfig(
-            experiment=experiment,
+            experiment=run.experiment,
             run_id=run.run_id,
             eval_id=f"{run.run_id}-{job.key}",
             model=base if job.model == run.base_model else job.model,
@@ -260,7 +261,7 @@ def stage_config(ws: Workspace, run: Run, job: StageJob) -> tuple[str, EvalConfi
         )
     gguf = (run.export or {}).get("gguf") or {}
     return EXPORT_SCRIPT, ExportConfig(
-        experiment=experiment,
+        experiment=run.experiment,
         run_id=run.run_id,
         model=job.model,
         base_model=adapter_base,

@@ -103,6 +103,7 @@ def new_run(
         split += f"[:{experiment.dataset.max_samples}]"
     run = Run(
         run_id=resolved.run_id,
+        experiment=experiment.name,
         title=resolved.run_id,
         method=experiment.method,
         spec_hash=experiment.spec_hash,

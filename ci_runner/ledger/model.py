@@ -14,11 +14,16 @@ from pydantic import (
     SerializerFunctionWrapHandler,
     field_validator,
     model_serializer,
+    model_validator,
 )
 
 from ci_runner.core.jobs import BackendName, FailureKind, JobKind, JobState, Stage, StrEnum
 
-LEDGER_SCHEMA_VERSION = 1
+# What a ledger file's ``schema_version`` says about its JSON:
+#   1: a run's record has no ``experiment``: it is the ledger's.
+#   2: each run names its ``experiment``.
+# A ledger of an earlier version is read into the current shape and written back as it.
+LEDGER_SCHEMA_VERSION = 2
 
 
 class RunStatus(StrEnum):
@@ -223,6 +228,7 @@ OPTIONAL_FIELDS = (
 
 class Run(_Model):
     run_id: str
+    experiment: str  # the experiment file's ``name:``, which the run id starts with
     title: str
     method: str
     spec_hash: str
@@ -326,6 +332,16 @@ class Ledger(_Model):
     dataset_url: str | None = None
     method: str
     runs: list[Run] = []
+
+    @model_validator(mode="before")
+    @classmethod
+    def _read_earlier_versions(cls, data: Any) -> Any:
+        """A ledger of an earlier schema version, in the current shape (written back so)."""
+        if not isinstance(data, dict) or not isinstance(data.get("runs"), list):
+            return data
+        name = data.get("experiment")  # one experiment's runs: a run without one is its
+        runs = [{"experiment": name, **r} if isinstance(r, dict) else r for r in data["runs"]]
+        return {**data, "schema_version": LEDGER_SCHEMA_VERSION, "runs": runs}
 
     @model_serializer(mode="wrap")
     def _omit_unused_fields(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
