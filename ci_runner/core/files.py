@@ -63,8 +63,8 @@ def write_atomic(path: Path, text: str) -> bool:
 def locked(lock_file: Path) -> Iterator[None]:
     """One process at a time per experiment: two ``poll``s must not start a stage twice.
 
-    An advisory ``flock`` on a file in the workspace; the kernel drops it if the holder
-    dies, so a killed poll never leaves the experiment locked.
+    An advisory ``flock`` on a file in the state folder (``.ci-runner/``); the kernel drops
+    it if the holder dies, so a killed poll never leaves the experiment locked.
     """
     import fcntl
 

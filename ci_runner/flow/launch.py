@@ -49,7 +49,7 @@ def run_labels(run_id: str, experiment: str, attempt: int) -> dict[str, str]:
 def resolve(
     ws: Workspace, experiment: Experiment, plan: Plan, *, run_id: str, pins: Pins | None = None
 ) -> ResolvedRun:
-    """The run config the job receives: output locally in the workspace, else in the job;
+    """The run config the job receives: output locally in the state folder, else in the job;
     the model and dataset at the commits they were pinned to."""
     if experiment.backend == BackendName.LOCAL.value:
         output_dir = ws.project.relative(ws.project.runs_dir / run_id / "output")
