@@ -37,9 +37,9 @@ from ci_runner.ledger.stages import (
     stage_finished,
 )
 from ci_runner.ledger.store import CorruptLedgerError, load_ledger, save_ledger, scan
-from ci_runner.progress import Progress, parse_progress
 from ci_runner.report.files import write_index, write_report
 from ci_runner.track import mlflow_progress, trackio_progress
+from ci_runner.track.log_progress import Progress, parse_progress
 from ci_runner.track.mlflow_progress import MlflowProgress
 from ci_runner.track.trackio_progress import TrackioProgress
 

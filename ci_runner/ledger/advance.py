@@ -16,7 +16,7 @@ from ci_runner.job_scripts import curves
 from ci_runner.job_scripts.protocol import TrainSummary
 from ci_runner.ledger.model import Attempt, Run, RunStatus, TrainMetrics
 from ci_runner.ledger.retry import SIGNATURES, attempt_cost, classify_failure
-from ci_runner.progress import Progress
+from ci_runner.track.log_progress import Progress
 
 T = TypeVar("T")
 
