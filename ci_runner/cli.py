@@ -150,17 +150,19 @@ def schema(markdown: bool, as_json: bool) -> None:
 @click.option("--force", is_flag=True, help="Rebuild the model even if it exists.")
 @click.pass_context
 def fixtures(ctx: click.Context, out: str, force: bool) -> None:
-    """Build the tiny offline model, tokenizer and datasets used by the demo.
+    """Build the offline demo's tiny model and data.
+
+    A tiny Llama and its tokenizer, the demo's datasets and benchmarks, under --out.
 
     Needs the train extra; without it, exits 4 with the install line and writes nothing.
     """
-    from ci_runner.fixtures import build_fixtures, require_train_extra
+    from ci_runner.demo import build_demo, require_train_extra
 
     require_train_extra()
     target = Path(ctx.obj["root"]) / out
     existed = target.exists()
     try:
-        paths = build_fixtures(target, force=force)
+        paths = build_demo(target, force=force)
     except BaseException:
         if not existed:  # a half-built folder would pass for a built one next time
             shutil.rmtree(target, ignore_errors=True)

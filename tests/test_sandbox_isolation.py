@@ -33,7 +33,7 @@ from typing import Any
 
 import pytest
 
-from ci_runner.fixtures import humaneval_rows
+from ci_runner.demo import humaneval_rows
 from tests.unprivileged import as_unprivileged, give_to, unprivileged_ids, userns_refused
 
 REPO = Path(__file__).resolve().parents[1]
