@@ -2,7 +2,7 @@
 
 Each function takes a :class:`Workspace` and the command's arguments, does the work, and
 returns what the command reports: the JSON document ``--json`` prints (built with
-``cli_output``'s functions, so the shapes live in one place), the exit code, and what a
+``documents``' functions, so the shapes live in one place), the exit code, and what a
 person reads. ``ci_runner.cli`` prints these; ``ci_runner.mcp_server`` returns them as tool
 results. Errors are raised as ``CiRunnerError`` with their exit code, as everywhere.
 """
@@ -17,16 +17,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ci_runner.cli_output import (
+from ci_runner.core.hashing import file_hash
+from ci_runner.data.check import DataCheck
+from ci_runner.data.formats import Verdict
+from ci_runner.documents import (
     ledgers_json,
     outcome_code,
     progress_line,
     run_json,
     submit_json,
 )
-from ci_runner.core.hashing import file_hash
-from ci_runner.data.check import DataCheck
-from ci_runner.data.formats import Verdict
 from ci_runner.errors import CiRunnerError, ExitCode, NotReadyError, SpecError
 from ci_runner.flow import preflight as pre
 from ci_runner.flow.poll import PollOutcome, peek

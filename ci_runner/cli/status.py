@@ -1,4 +1,4 @@
-"""``status`` and ``run``'s live view for people: a table in the spirit of ``hf jobs ps``.
+"""``ci-runner status``, and ``run``'s live view: a table in the spirit of ``hf jobs ps``.
 
 Rendered with rich, which colours only a terminal and honours ``NO_COLOR``; piped output
 is plain text. Machines read ``status --json`` instead.
@@ -6,11 +6,18 @@ is plain text. Machines read ``status --json`` instead.
 
 from __future__ import annotations
 
+import time
 from datetime import datetime, timezone
 from typing import Any
 
+import click
+
+from ci_runner import commands as cmd
+from ci_runner.cli.options import JSON_OPTION, ROOT_OPTION, workspace
+from ci_runner.cli.output import echo, echo_findings, emit_json, end_if_unreadable, warn
 from ci_runner.core.durations import parse_stamp, short
 from ci_runner.core.jobs import Stage
+from ci_runner.documents import ledgers_json
 from ci_runner.ledger.model import Ledger, Run, RunStatus
 from ci_runner.report.health import check_run
 
@@ -126,3 +133,62 @@ def progress_bar(run: Run, width: int = 20) -> str:
     if run.active and m and m.eta_s is not None:
         parts.append(f"ETA {short(m.eta_s)}")
     return " · ".join(parts)
+
+
+@click.command()
+@click.argument("names", nargs=-1)
+@ROOT_OPTION
+@click.option(
+    "--watch",
+    type=float,
+    is_flag=False,
+    flag_value=5.0,
+    default=None,
+    metavar="[SECONDS]",
+    help="Refresh in place every SECONDS (default 5) until interrupted.",
+)
+@JSON_OPTION
+@click.pass_context
+def status(
+    ctx: click.Context, names: tuple[str, ...], root: str | None, watch: float | None, as_json: bool
+) -> None:
+    """Every run, or the runs of NAMES (run ids, prefixes or experiment names), as the
+    backends see them now: one bulk status call per backend, one progress read per project.
+
+    Reads the live state without writing anything; `poll` is what records it.
+    """
+    ws = workspace(ctx, root)
+
+    warnings: list[str] = []
+
+    def current() -> list[Ledger]:
+        return cmd.status_ledgers(ws, names, warnings)
+
+    if as_json:
+        emit_json(ledgers_json(current()))
+        end_if_unreadable([] if names else cmd.unreadable_ledgers(ws))
+        return
+    out = console()
+    ledgers = current()
+    for warning in dict.fromkeys(warnings):
+        warn(warning)
+    unreadable = [] if names else cmd.unreadable_ledgers(ws)
+    if not ledgers and not unreadable:
+        echo("no experiments submitted yet; try `ci-runner submit experiments/<name>.yaml`")
+        return
+    if watch is None:
+        out.print(status_table(ledgers))
+        for ledger in ledgers:
+            for run in ledger.runs:
+                echo_findings(run)
+        end_if_unreadable(unreadable)
+        return
+    from rich.live import Live
+
+    try:
+        with Live(status_table(ledgers), console=out, auto_refresh=False) as live:
+            while True:
+                time.sleep(watch)
+                live.update(status_table(current()), refresh=True)
+    except KeyboardInterrupt:
+        return
