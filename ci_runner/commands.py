@@ -314,14 +314,14 @@ def select(ledgers: list[Ledger], names: tuple[str, ...]) -> list[Ledger]:
 
 
 def job_of(ws: Workspace, name: str) -> tuple[Run, str]:
-    """The job a name means: a job id (training attempt or stage job), else a run's job;
+    """The job a name means: a job id (training attempt or phase job), else a run's job;
     ``NotReadyError`` for a run that has none yet."""
     loaded = repository.ledgers(ws.project)
     for ledger in loaded:
         for run in ledger.runs:
             if any(a.job_id == name for a in run.attempts):
                 return run, name
-            if any(j.job_id == name for j in run.stage_jobs):
+            if any(j.job_id == name for j in run.phase_jobs):
                 return run, name
     with naming_unreadable(ws):
         _, run = repository.find_run_in(loaded, name)
@@ -373,7 +373,7 @@ def cancel(ws: Workspace, run_ref: str) -> Canceled:
         message = f"{run.run_id} is {run.status.label.lower()}; nothing to cancel"
         return Canceled(run.run_id, False, None, run.status.value, message)
     # A base evaluation taken from another run is that run's job: it is left running.
-    own = [j.job_id for j in run.stage_jobs if j.job_id and not j.done and not j.reused_from]
+    own = [j.job_id for j in run.phase_jobs if j.job_id and not j.done and not j.reused_from]
     jobs = list(dict.fromkeys(own))
     attempt = run.last_attempt
     if attempt and attempt.job_id and not attempt.state.terminal:

@@ -10,7 +10,7 @@ import json
 from typing import Any
 
 from ci_runner.core.durations import short
-from ci_runner.core.jobs import Stage
+from ci_runner.core.jobs import Phase
 from ci_runner.errors import ExitCode
 from ci_runner.flow.preflight import Preflight
 from ci_runner.flow.submit import SubmitOutcome
@@ -58,9 +58,9 @@ def progress_line(run: Run) -> str:
     parts = [f"{run.run_id}: {run.status.label}"]
     if run.waiting:
         parts.append("waiting to start" + (f" after {run.depends_on}" if run.depends_on else ""))
-    if run.active and run.stage in (Stage.EVAL, Stage.EXPORT):
-        jobs = run.current_stage_jobs
-        verb = "evaluating" if run.stage == Stage.EVAL else "exporting GGUF"
+    if run.active and run.phase in (Phase.EVAL, Phase.EXPORT):
+        jobs = run.current_phase_jobs
+        verb = "evaluating" if run.phase == Phase.EVAL else "exporting GGUF"
         parts.append(f"{verb} ({sum(j.done for j in jobs)}/{len(jobs)} jobs done)")
     m = run.metrics
     if m and m.step is not None:

@@ -349,7 +349,7 @@ DESCRIPTIONS = {
         "passes (at most 3600; runs continue). Returns `ci-runner wait --json`: {exit_code, "
         "runs}; exit_code 0 completed, 10 failed, 11 canceled, 12 still running. Polling is "
         "free, but it also starts what runs already submitted wait for (a pipeline's next "
-        "stage, evaluation jobs), which cost what their plan said."
+        "stage, evaluation and export jobs), which cost what their plan said."
     ),
     "report": (
         "Re-render every report in training_reports/ from its ledger; writes only files that "

@@ -33,7 +33,7 @@ def logs(
         emit_json(cmd.logs(ws, run_or_job, tail=tail).to_json())
         return
     run, job_id = cmd.job_of(ws, run_or_job)
-    others = [j for j in run.stage_jobs if j.job_id and j.job_id != job_id]
+    others = [j for j in run.phase_jobs if j.job_id and j.job_id != job_id]
     if others and job_id == (run.last_attempt.job_id if run.last_attempt else None):
         listing = ", ".join(f"{j.kind} {j.key}: {j.job_id}" for j in others)
         echo(f"# {run.run_id}: training job {job_id}; also {listing}", err=True)

@@ -16,7 +16,7 @@ from ci_runner import commands as cmd
 from ci_runner.cli.options import JSON_OPTION, ROOT_OPTION, workspace
 from ci_runner.cli.output import echo, echo_findings, emit_json, end_if_unreadable, warn
 from ci_runner.core.durations import parse_stamp, short
-from ci_runner.core.jobs import Stage
+from ci_runner.core.jobs import Phase
 from ci_runner.documents import ledgers_json
 from ci_runner.ledger.model import Ledger, Run, RunStatus
 from ci_runner.report.health import check_run
@@ -28,7 +28,7 @@ STYLES = {
     RunStatus.RUNNING: "cyan",
     RunStatus.QUEUED: "dim",
 }
-COLUMNS = ("Run", "Job", "Where", "Stage", "Step", "Loss", "Elapsed", "ETA", "Cost")
+COLUMNS = ("Run", "Job", "Where", "Status", "Step", "Loss", "Elapsed", "ETA", "Cost")
 
 
 def _now() -> datetime:
@@ -57,14 +57,15 @@ def cost_so_far(run: Run, now: datetime) -> float | None:
     return total
 
 
-def stage_text(run: Run) -> str:
+def status_text(run: Run) -> str:
+    """The run's status, and while it evaluates or exports, how many of those jobs are done."""
     text = run.status.label
     if run.waiting:
         return f"{text} (waiting for {run.depends_on or 'a slot'})"
-    if run.active and run.stage in (Stage.EVAL, Stage.EXPORT):
-        jobs = run.current_stage_jobs
+    if run.active and run.phase in (Phase.EVAL, Phase.EXPORT):
+        jobs = run.current_phase_jobs
         done = sum(j.done for j in jobs)
-        return f"{text} · {'eval' if run.stage == Stage.EVAL else 'export'} {done}/{len(jobs)}"
+        return f"{text} · {'eval' if run.phase == Phase.EVAL else 'export'} {done}/{len(jobs)}"
     return text
 
 
@@ -85,7 +86,7 @@ def row(run: Run, now: datetime) -> list[str]:
         run.run_id,
         (attempt.job_id or "") if attempt else "",
         where,
-        stage_text(run),
+        status_text(run),
         step,
         loss,
         short(elapsed) if elapsed is not None else "",
@@ -124,7 +125,7 @@ def console(*, stderr: bool = False) -> Any:
 def progress_bar(run: Run, width: int = 20) -> str:
     """``[#####-----] 5/12 loss 2.3451 · ETA 1m``: ``run``'s one line on a terminal."""
     m = run.metrics
-    parts = [f"{run.run_id}: {stage_text(run)}"]
+    parts = [f"{run.run_id}: {status_text(run)}"]
     if m and m.step is not None and m.max_steps:
         filled = round(width * min(m.step, m.max_steps) / m.max_steps)
         parts.append(f"[{'#' * filled}{'-' * (width - filled)}] {m.step}/{m.max_steps}")

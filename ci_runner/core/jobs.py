@@ -15,7 +15,7 @@ from pydantic import BaseModel
 
 
 class StrEnum(str, Enum):
-    """A closed set of strings that reads as its value in text (``f"{Stage.EVAL}"`` → eval)."""
+    """A closed set of strings that reads as its value in text (``f"{Phase.EVAL}"`` → eval)."""
 
     def __str__(self) -> str:
         return str(self.value)
@@ -44,7 +44,7 @@ class JobState(StrEnum):
         return self in (JobState.COMPLETED, JobState.ERROR, JobState.CANCELED)
 
 
-class Stage(StrEnum):
+class Phase(StrEnum):
     """Where a run is: training, then evaluation, then export."""
 
     TRAIN = "train"
