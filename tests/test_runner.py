@@ -160,13 +160,13 @@ def test_status_and_logs_read_back_as_json(demo):
 class CrashAfterStart(LocalBackend):
     """The runner dies right after the job started, before recording it."""
 
-    def submit(self, request):
-        super().submit(request)
+    def launch(self, request):
+        super().launch(request)
         raise KeyboardInterrupt("simulated crash")
 
 
 class CrashBeforeStart(LocalBackend):
-    def submit(self, request):
+    def launch(self, request):
         raise KeyboardInterrupt("simulated crash")
 
 

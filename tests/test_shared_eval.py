@@ -48,7 +48,7 @@ class RecordingBackend:
         found += [job_id] if job_id else []
         return [JobHandle(job_id, f"url/{job_id}") for job_id in found]
 
-    def submit(self, request: JobRequest) -> JobHandle:
+    def launch(self, request: JobRequest) -> JobHandle:
         self.requests.append(request)
         job_id = f"job-{len(self.requests)}"
         return JobHandle(job_id, f"url/{job_id}")

@@ -229,9 +229,9 @@ def test_reports_get_the_umask_mode_and_stale_temp_files_go(tmp_path):
 class SlowLocalBackend(LocalBackend):
     """The real local backend, slow to start a job: widens the window two polls race in."""
 
-    def submit(self, request):
+    def launch(self, request):
         time.sleep(0.5)
-        return super().submit(request)
+        return super().launch(request)
 
 
 @pytest.mark.training

@@ -190,7 +190,7 @@ def test_logs_follow_stops_when_a_local_job_ends(tmp_path):
         output_dir="out",
         tracking=Tracking(project="p", run_name="r1"),
     )
-    handle = backend.submit(JobRequest(script, config, {"ci-runner.run": "r1"}))
+    handle = backend.launch(JobRequest(script, config, {"ci-runner.run": "r1"}))
     started = time.monotonic()
     lines = list(backend.follow(handle.job_id))
     assert [line for line in lines if line.startswith("[step")] == [

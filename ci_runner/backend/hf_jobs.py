@@ -160,9 +160,9 @@ class HfJobsBackend:
     def url(self, job_id: str) -> str:
         return f"{self.api.endpoint}/jobs/{self.namespace}/{job_id}"
 
-    # -- submit -----------------------------------------------------------------
+    # -- launch -----------------------------------------------------------------
 
-    def submit(self, request: JobRequest) -> JobHandle:
+    def launch(self, request: JobRequest) -> JobHandle:
         """Create the job; on a retried create, adopt a job the failed call made."""
         labels = {REPO_LABEL: self.repo, **request.labels}
         run_config = request.run_config

@@ -105,11 +105,14 @@ class JobStatus:
 
 
 class Backend(Protocol):
-    """Four verbs, both backends, the same tests. Labels let a crashed submit be adopted."""
+    """Four verbs, every backend, the same tests. Labels let a job launched before a crash
+    be adopted."""
 
     name: str
 
-    def submit(self, request: JobRequest) -> JobHandle: ...
+    def launch(self, request: JobRequest) -> JobHandle:
+        """Put one job on the backend, now; ``flow.launch`` looks for it first (``find``)."""
+        ...
 
     def find(self, labels: dict[str, str]) -> list[JobHandle]:
         """Jobs carrying all these labels, oldest first."""

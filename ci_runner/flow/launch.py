@@ -1,7 +1,10 @@
-"""Starting jobs: a run's training attempt, and its evaluation and export jobs.
+"""Launching: putting one job on a backend, for a run's training attempt or one of its
+evaluation and export jobs.
 
 Each job is labelled with its run (and phase), and every launch first looks for a job
-with those labels: one started before a crash, never recorded, is adopted, not doubled.
+with those labels: one launched before a crash, never recorded, is adopted, not doubled.
+Only then does the backend launch a new one (``Backend.launch``). Which runs get a job
+now is ``flow.start``'s choice; ``flow.submit`` is the command that records a file's runs.
 """
 
 from __future__ import annotations
@@ -113,7 +116,7 @@ def launch_training(
         requirements=tuple(dict.fromkeys(packages)),
         secret_env=MLFLOW_SECRET_ENV if mlflow else (),
     )
-    return backend.submit(request)
+    return backend.launch(request)
 
 
 def with_job(run: Run, handle: JobHandle) -> Run:
@@ -184,7 +187,7 @@ def launch_jobs(ws: Workspace, run: Run, pending: list[PhaseJob]) -> Run:
         # A run id is unique across experiments: the run and job labels find its job, and
         # the experiment label is for a person filtering the backend's job list.
         existing = backend.find({k: v for k, v in labels.items() if k != "ci-runner.experiment"})
-        handle = existing[-1] if existing else backend.submit(phase_request(ws, run, group, labels))
+        handle = existing[-1] if existing else backend.launch(phase_request(ws, run, group, labels))
         for job in group:
             jobs[jobs.index(job)] = job.model_copy(
                 update={"job_id": handle.job_id, "job_url": handle.url}
