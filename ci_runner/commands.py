@@ -2,7 +2,7 @@
 
 Each function takes a :class:`Workspace` and the command's arguments, does the work, and
 returns what the command reports: the JSON document ``--json`` prints (built with
-``cli_output``'s functions, so the shapes live in one place), the exit code, and what a
+``documents``' functions, so the shapes live in one place), the exit code, and what a
 person reads. ``ci_runner.cli`` prints these; ``ci_runner.mcp_server`` returns them as tool
 results. Errors are raised as ``CiRunnerError`` with their exit code, as everywhere.
 """
@@ -17,16 +17,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ci_runner.cli_output import (
+from ci_runner.core.hashing import file_hash
+from ci_runner.data.check import DataCheck
+from ci_runner.data.formats import Verdict
+from ci_runner.documents import (
     ledgers_json,
     outcome_code,
     progress_line,
     run_json,
     submit_json,
 )
-from ci_runner.core.hashing import file_hash
-from ci_runner.data.check import DataCheck
-from ci_runner.data.formats import Verdict
 from ci_runner.errors import CiRunnerError, ExitCode, NotReadyError, SpecError
 from ci_runner.flow import preflight as pre
 from ci_runner.flow.poll import PollOutcome, peek
@@ -314,14 +314,14 @@ def select(ledgers: list[Ledger], names: tuple[str, ...]) -> list[Ledger]:
 
 
 def job_of(ws: Workspace, name: str) -> tuple[Run, str]:
-    """The job a name means: a job id (training attempt or stage job), else a run's job;
+    """The job a name means: a job id (training attempt or phase job), else a run's job;
     ``NotReadyError`` for a run that has none yet."""
     loaded = repository.ledgers(ws.project)
     for ledger in loaded:
         for run in ledger.runs:
             if any(a.job_id == name for a in run.attempts):
                 return run, name
-            if any(j.job_id == name for j in run.stage_jobs):
+            if any(j.job_id == name for j in run.phase_jobs):
                 return run, name
     with naming_unreadable(ws):
         _, run = repository.find_run_in(loaded, name)
@@ -373,7 +373,7 @@ def cancel(ws: Workspace, run_ref: str) -> Canceled:
         message = f"{run.run_id} is {run.status.label.lower()}; nothing to cancel"
         return Canceled(run.run_id, False, None, run.status.value, message)
     # A base evaluation taken from another run is that run's job: it is left running.
-    own = [j.job_id for j in run.stage_jobs if j.job_id and not j.done and not j.reused_from]
+    own = [j.job_id for j in run.phase_jobs if j.job_id and not j.done and not j.reused_from]
     jobs = list(dict.fromkeys(own))
     attempt = run.last_attempt
     if attempt and attempt.job_id and not attempt.state.terminal:

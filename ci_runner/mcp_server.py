@@ -1,7 +1,7 @@
 """``ci-runner mcp``: the commands as tools of a stdio MCP server, for agents in a terminal.
 
 Each tool is one command and answers with the document its ``--json`` prints: the same
-functions build both (``ci_runner.commands`` and ``ci_runner.cli_output``). A tool result
+functions build both (``ci_runner.commands`` and ``ci_runner.documents``). A tool result
 carries that document twice, as MCP asks: as text (byte for byte what ``--json`` prints,
 less the final newline) and as ``structuredContent`` (the same object; a list, which MCP
 does not allow there, comes as ``{"result": [...]}``). Its ``_meta`` holds
@@ -43,7 +43,7 @@ from mcp.types import CallToolResult, TextContent, ToolAnnotations
 
 from ci_runner import __version__
 from ci_runner import commands as cmd
-from ci_runner.cli_output import json_text, plan_json
+from ci_runner.documents import json_text, plan_json
 from ci_runner.errors import CiRunnerError, ExitCode, NotReadyError, SpecError, exit_meaning
 from ci_runner.flow.workspace import Workspace
 from ci_runner.publish.redact import redact
@@ -349,7 +349,7 @@ DESCRIPTIONS = {
         "passes (at most 3600; runs continue). Returns `ci-runner wait --json`: {exit_code, "
         "runs}; exit_code 0 completed, 10 failed, 11 canceled, 12 still running. Polling is "
         "free, but it also starts what runs already submitted wait for (a pipeline's next "
-        "stage, evaluation jobs), which cost what their plan said."
+        "stage, evaluation and export jobs), which cost what their plan said."
     ),
     "report": (
         "Re-render every report in training_reports/ from its ledger; writes only files that "

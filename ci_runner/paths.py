@@ -13,7 +13,7 @@ from pathlib import Path
 from ci_runner.job_scripts import JobScript, locate
 
 REPORTS_DIR = "training_reports"
-WORKSPACE_DIR = ".ci-runner"
+STATE_DIR = ".ci-runner"  # local scratch: jobs, runs, trackio store, locks
 LEDGER_SUFFIX = ".ledger.json"
 INDEX_NAME = "README.md"
 
@@ -38,20 +38,21 @@ class Project:
         return self.root / REPORTS_DIR
 
     @property
-    def workspace(self) -> Path:
-        return self.root / WORKSPACE_DIR
+    def state_dir(self) -> Path:
+        """``.ci-runner/``: what this checkout keeps and never commits."""
+        return self.root / STATE_DIR
 
     @property
     def jobs_dir(self) -> Path:
-        return self.workspace / "jobs"
+        return self.state_dir / "jobs"
 
     @property
     def runs_dir(self) -> Path:
-        return self.workspace / "runs"
+        return self.state_dir / "runs"
 
     @property
     def trackio_dir(self) -> Path:
-        return self.workspace / "trackio"
+        return self.state_dir / "trackio"
 
     def job_script(self, name: str) -> JobScript:
         """The project's own ``job_scripts/<name>``, else the one shipped with ci-runner."""

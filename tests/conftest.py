@@ -90,9 +90,9 @@ def tiny_fixtures(tmp_path_factory):
     """
     for module in ("torch", "transformers", "sentencepiece"):
         pytest.importorskip(module)
-    from ci_runner.fixtures import build_fixtures
+    from ci_runner.demo import build_demo
 
-    paths = build_fixtures(tmp_path_factory.mktemp("tiny-fixtures"))
+    paths = build_demo(tmp_path_factory.mktemp("tiny-fixtures"))
     # Projects link these fixtures in from outside their root: name it as a user would.
     os.environ["CI_RUNNER_ALLOWED_ROOTS"] = str(paths.model.parent)
     return paths

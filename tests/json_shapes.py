@@ -27,6 +27,19 @@ from tests.test_hf_jobs_backend import CAPYBARA, experiment_text, summary_line
 SPEC = experiment_text("shapes").replace("tracking:\n  space: alice/trackio\n", "")
 
 
+# A run's train → eval → export step is its phase (ledger schema version 2).
+RENAMED = {"stage": "phase", "stage_jobs": "phase_jobs", "stage_hardware": "phase_hardware"}
+
+
+def renamed(old: Any) -> Any:
+    """Recorded shapes under the keys the CLI prints now."""
+    if isinstance(old, dict):
+        return {RENAMED.get(key, key): renamed(value) for key, value in old.items()}
+    if isinstance(old, list):
+        return [renamed(item) for item in old]
+    return old
+
+
 def shape(value: Any) -> Any:
     """Keys and value types; a list is the union of its items' shapes."""
     if isinstance(value, dict):

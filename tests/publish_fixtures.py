@@ -92,6 +92,7 @@ def make_run(*, step: int, loss: float, done: bool, score: float | None, error: 
         )
     return Run(
         run_id=f"{EXPERIMENT}-3f2a9c1d",
+        experiment=EXPERIMENT,
         title=f"{EXPERIMENT}-3f2a9c1d",
         method="sft",
         spec_hash="3f2a9c1d",

@@ -26,6 +26,7 @@ def _run(run_id: str, method: str, dataset: str, **fields) -> Run:
     """A completed local run; ``fields`` override anything."""
     values = dict(
         run_id=run_id,
+        experiment=run_id.rsplit("-", 1)[0],
         title=run_id,
         method=method,
         spec_hash="0123456789ab",

@@ -6,7 +6,7 @@ from ci_runner.core.jobs import JobStatus
 from ci_runner.job_scripts.protocol import TrainSummary, parse_summary
 from ci_runner.ledger.advance import apply_job_status, diagnose
 from ci_runner.ledger.model import Attempt, JobState, Run, RunStatus
-from ci_runner.progress import parse_progress
+from ci_runner.track.log_progress import parse_progress
 
 LOG = [
     "loading model",
@@ -21,6 +21,7 @@ LOG = [
 def make_run(**attempt) -> Run:
     return Run(
         run_id="r-1",
+        experiment="r",
         title="r-1",
         method="sft",
         spec_hash="abc",

@@ -18,9 +18,9 @@ from ci_runner.commands import cancel
 from ci_runner.flow.poll import poll as poll_once
 from ci_runner.flow.submit import submit as submit_file
 from ci_runner.ledger.model import RunStatus
+from ci_runner.ledger.phases import BASE
 from ci_runner.ledger.repository import find_run
 from ci_runner.ledger.repository import ledgers as ledgers_of
-from ci_runner.ledger.stages import BASE
 from tests.test_hf_jobs_backend import creates, make_runner, summary_line, write
 
 pytestmark = pytest.mark.usefixtures("loopback_online")
@@ -72,7 +72,7 @@ def test_a_four_run_sweep_evaluates_its_base_once_at_submit(project, hf):
     sha = hf.default_sha("models", "Qwen/Qwen3-0.6B", "main")
     assert (base_config["model_label"], base_config["model"]) == (BASE, f"Qwen/Qwen3-0.6B@{sha}")
     first, *others = runs
-    jobs = {r.run_id: find_run(project, r.run_id)[1].stage_jobs for r in runs}
+    jobs = {r.run_id: find_run(project, r.run_id)[1].phase_jobs for r in runs}
     assert all(len(j) == 1 and j[0].job_id == job_id_of(base_request) for j in jobs.values())
     assert jobs[first.run_id][0].reused_from is None
     assert {jobs[r.run_id][0].reused_from for r in others} == {first.run_id}
@@ -81,7 +81,7 @@ def test_a_four_run_sweep_evaluates_its_base_once_at_submit(project, hf):
     poll_once(ws)
     for summary in runs:
         _, run = find_run(project, summary.run_id)
-        assert run.status == RunStatus.RUNNING and run.stage == "train"
+        assert run.status == RunStatus.RUNNING and run.phase == "train"
         (ev,) = run.evaluations
         assert (ev.model_label, ev.score, ev.samples) == (BASE, 0.25, BASE_SAMPLES)
         assert ev.reused_from == (None if summary is first else first.run_id)
@@ -115,7 +115,7 @@ def test_another_experiment_on_the_base_takes_its_scores_and_names_the_run(proje
     _, run = find_run(project, other.run_id)
     (ev,) = run.evaluations
     assert (ev.samples, ev.reused_from) == (BASE_SAMPLES, first.run_id)
-    (job,) = run.stage_jobs
+    (job,) = run.phase_jobs
     assert job.done and job.reused_from == first.run_id
 
     finish_training(hf, other.job_id)
@@ -185,7 +185,7 @@ def test_canceling_a_run_leaves_the_base_job_it_shares_running(project, hf):
 
 
 def local_run(tmp_path, **fields):
-    from tests.test_stages import make_run
+    from tests.test_phases import make_run
 
     model = tmp_path / "model"
     model.mkdir(exist_ok=True)
@@ -255,8 +255,8 @@ def test_locally_one_job_starts_with_training_and_a_resumed_attempt_gets_its_own
     from ci_runner.flow.workspace import Workspace
     from ci_runner.ledger.model import Attempt, Ledger
     from ci_runner.paths import Project
+    from tests.test_phases import NOW, make_run
     from tests.test_shared_eval import RecordingBackend, scored
-    from tests.test_stages import NOW, make_run
 
     backend = RecordingBackend("local")
     ws = Workspace(Project(tmp_path), backends={"local": backend})
@@ -276,8 +276,8 @@ def test_locally_one_job_starts_with_training_and_a_resumed_attempt_gets_its_own
     base, final = request.run_config.evaluations
     assert base.after_job is None
     assert final.after_job == str(ws.project.jobs_dir / "train-1")
-    assert [(j.key, j.job_id) for j in run.stage_jobs] == [("base", "job-1"), ("final", "job-1")]
-    assert run.stage_jobs[1].after_attempt == 1
+    assert [(j.key, j.job_id) for j in run.phase_jobs] == [("base", "job-1"), ("final", "job-1")]
+    assert run.phase_jobs[1].after_attempt == 1
     assert start_base_evaluation(ws, ledger, run) == run  # started once
 
     # training failed and resumes: the final's evaluation waits for the new attempt
@@ -285,13 +285,13 @@ def test_locally_one_job_starts_with_training_and_a_resumed_attempt_gets_its_own
     run = start_base_evaluation(ws, ledger, run.model_copy(update={"attempts": [first, second]}))
     assert backend.requests[1].script.name == "evaluate.py"
     assert backend.requests[1].run_config.after_job == str(ws.project.jobs_dir / "train-2")
-    assert [(j.key, j.job_id) for j in run.stage_jobs] == [("base", "job-1"), ("final", "job-2")]
+    assert [(j.key, j.job_id) for j in run.phase_jobs] == [("base", "job-1"), ("final", "job-2")]
     # the first job ended in error (its final part failed): the base keeps its own result
     failed = JobStatus("job-1", JobState.ERROR, 1, "exited with code 1", NOW)
     stale = summary_line(status="failed", model_label="final", error="training job failed")
     lines = [scored("base", 0.25), stale]
     run = fold_facts(run, {"job-1": (failed, lines)}, {})
-    assert run.stage_jobs[0].state == JobState.COMPLETED
+    assert run.phase_jobs[0].state == JobState.COMPLETED
     assert [(e.model_label, e.score) for e in run.evaluations] == [("base", 0.25)]
 
 
@@ -300,8 +300,8 @@ def test_a_run_that_evaluates_nothing_starts_no_evaluation(tmp_path):
     from ci_runner.flow.workspace import Workspace
     from ci_runner.ledger.model import Attempt, Ledger
     from ci_runner.paths import Project
+    from tests.test_phases import NOW, make_run
     from tests.test_shared_eval import RecordingBackend
-    from tests.test_stages import NOW, make_run
 
     backend = RecordingBackend("local")
     ws = Workspace(Project(tmp_path), backends={"local": backend})

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from ci_runner.fixtures import gsm8k_rows, humaneval_rows
+from ci_runner.demo import gsm8k_rows, humaneval_rows
 from ci_runner.runconfig import RUN_CONFIG_ENV, SUMMARY_PREFIX, EvalConfig
 
 REPO = Path(__file__).resolve().parents[1]

@@ -268,8 +268,8 @@ def test_create_that_keeps_failing_gives_a_clear_error_and_no_job(project, hf):
 
 
 class CrashAfterCreate(HfJobsBackend):
-    def submit(self, request):
-        super().submit(request)
+    def launch(self, request):
+        super().launch(request)
         raise KeyboardInterrupt("runner killed between create and ledger write")
 
 

@@ -62,7 +62,7 @@ def wait_for(backend: LocalBackend, job_id: str, timeout: float = 20):
 
 
 def test_completed_job_reports_exit_logs_and_summary(backend, tmp_path):
-    handle = backend.submit(request(tmp_path))
+    handle = backend.launch(request(tmp_path))
     status = wait_for(backend, handle.job_id)
     assert status.state == JobState.COMPLETED and status.exit_code == 0
     assert status.finished_at.endswith("Z")
@@ -74,7 +74,7 @@ def test_completed_job_reports_exit_logs_and_summary(backend, tmp_path):
 
 
 def test_failing_job_is_error_with_exit_code(backend, tmp_path):
-    handle = backend.submit(request(tmp_path, exit=3))
+    handle = backend.launch(request(tmp_path, exit=3))
     status = wait_for(backend, handle.job_id)
     assert status.state == JobState.ERROR
     assert status.exit_code == 3
@@ -82,7 +82,7 @@ def test_failing_job_is_error_with_exit_code(backend, tmp_path):
 
 
 def test_running_then_cancel_kills_the_process_group(backend, tmp_path):
-    handle = backend.submit(request(tmp_path, sleep=60))
+    handle = backend.launch(request(tmp_path, sleep=60))
     time.sleep(0.5)
     assert backend.statuses([handle.job_id])[handle.job_id].state == JobState.RUNNING
     backend.cancel(handle.job_id)
@@ -93,14 +93,14 @@ def test_running_then_cancel_kills_the_process_group(backend, tmp_path):
 
 
 def test_timeout_stops_the_job_and_says_so(backend, tmp_path):
-    handle = backend.submit(request(tmp_path, timeout_s=1, sleep=60))
+    handle = backend.launch(request(tmp_path, timeout_s=1, sleep=60))
     status = wait_for(backend, handle.job_id)
     assert status.state == JobState.ERROR
     assert status.message.startswith("timeout")
 
 
 def test_job_whose_supervisor_died_is_reported_lost(backend, tmp_path):
-    handle = backend.submit(request(tmp_path, sleep=60))
+    handle = backend.launch(request(tmp_path, sleep=60))
     pid = int((tmp_path / "jobs" / handle.job_id / "pid").read_text())
     os.killpg(pid, signal.SIGKILL)
     deadline = time.monotonic() + 10
@@ -113,8 +113,8 @@ def test_job_whose_supervisor_died_is_reported_lost(backend, tmp_path):
 
 
 def test_find_by_labels_and_bulk_status(backend, tmp_path):
-    a = backend.submit(request(tmp_path, run_id="a"))
-    b = backend.submit(request(tmp_path, run_id="b"))
+    a = backend.launch(request(tmp_path, run_id="a"))
+    b = backend.launch(request(tmp_path, run_id="b"))
     assert [h.job_id for h in backend.find({"ci-runner.run": "a"})] == [a.job_id]
     assert backend.find({"ci-runner.run": "zzz"}) == []
     wait_for(backend, a.job_id)
@@ -131,7 +131,7 @@ def test_jobs_get_sleeping_openmp_threads_unless_the_user_chose(tmp_path, monkey
 
     def policy(backend: LocalBackend) -> str:
         job = request(tmp_path)
-        handle = backend.submit(JobRequest(script, job.run_config, job.labels))
+        handle = backend.launch(JobRequest(script, job.run_config, job.labels))
         wait_for(backend, handle.job_id)
         return next(x for x in backend.logs(handle.job_id) if x.startswith("policy="))
 

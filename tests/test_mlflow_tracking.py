@@ -112,6 +112,7 @@ def test_tracking_settings_are_checked_with_a_location(tmp_path, tracking, backe
 def mlflow_run(uri: str = LOCAL_MLFLOW_URI) -> Run:
     return Run(
         run_id="mlf-1",
+        experiment="mlf",
         title="mlf-1",
         method="sft",
         spec_hash="abc",

@@ -45,6 +45,7 @@ def ledger_and_run() -> tuple[Ledger, Run]:
     ]
     run = Run(
         run_id="qwen3-codeforces-sft-1234abcd",
+        experiment="qwen3-codeforces-sft",
         title="t",
         method="sft",
         spec_hash="h",

@@ -207,8 +207,8 @@ def test_the_job_loads_the_pinned_commit_from_the_hub(tiny_fixtures, job_env, tm
 
 def test_a_lora_runs_evaluation_and_export_load_the_base_at_its_pinned_commit(project, hf):
     from ci_runner.core.jobs import JobKind
-    from ci_runner.flow.launch import stage_config
-    from ci_runner.ledger.model import StageJob
+    from ci_runner.flow.launch import phase_config
+    from ci_runner.ledger.model import PhaseJob
 
     ws = make_runner(project, hf)
     outcome = submit_file(ws, write(project, "pinned"), check_data=False)
@@ -217,6 +217,6 @@ def test_a_lora_runs_evaluation_and_export_load_the_base_at_its_pinned_commit(pr
     sha = hf.default_sha("models", MODEL, "main")
     adapter = "acme/pinned-adapter"
     for kind, key in ((JobKind.EVAL, "final"), (JobKind.EXPORT, "gguf")):
-        job = StageJob(kind=kind, key=key, model=adapter, submitted_at="2026-11-27T00:00:00Z")
-        _, config = stage_config(ws, run, job)
+        job = PhaseJob(kind=kind, key=key, model=adapter, submitted_at="2026-11-27T00:00:00Z")
+        _, config = phase_config(ws, run, job)
         assert (config.model, config.base_model) == (adapter, f"{MODEL}@{sha}"), kind

@@ -457,6 +457,7 @@ def _scored(run_id: str, final: float | None, **fields):
         ]
     return Run(
         run_id=run_id,
+        experiment="pipe",
         title=run_id,
         method="sft",
         spec_hash="h",
@@ -540,9 +541,9 @@ def test_sft_then_dpo_pipeline_runs_end_to_end(tiny_fixtures, tmp_path):
     assert (root / sft.output_dir / "merged" / "config.json").exists()
     log = (root / dpo.last_attempt.job_url).read_text()
     assert f"ci-runner train: DPO ./{sft.output_dir}/merged on" in log
-    sft_evals_done = max(j.finished_at for j in sft.stage_jobs)
+    sft_evals_done = max(j.finished_at for j in sft.phase_jobs)
     assert dpo.last_attempt.submitted_at >= sft_evals_done
-    assert [j.key for j in dpo.stage_jobs] == ["final"]
+    assert [j.key for j in dpo.phase_jobs] == ["final"]
     report = ledger_path.with_name("tiny-llama-tiny-chat-sft-dpo.md").read_text()
     pipeline = report.split("# Pipeline")[1].split("\n---\n")[0]
     assert f"| 1. sft | `{sft.run_id}` | SFT (TRL) | `./fixtures/tiny-llama` |" in pipeline

@@ -1,4 +1,4 @@
-"""The plan stage: model size, memory → flavor, LoRA auto, time, cost, timeout, budget.
+"""The plan: model size, memory → flavor, LoRA auto, time, cost, timeout, budget.
 
 Model sizes come from real Qwen configs under tests/model_configs/. Hub calls go
 through the real huggingface_hub client to a loopback server on 127.0.0.1.

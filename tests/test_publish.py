@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from ci_runner.cli_github import publish as publish_command
+from ci_runner.cli.github import publish as publish_command
 from ci_runner.paths import Project
 from ci_runner.publish.git import BOT_EMAIL, BOT_NAME, Git
 from ci_runner.publish.github import client, get_repo

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from ci_runner.ledger.model import (
+    LEDGER_SCHEMA_VERSION,
     Attempt,
     Evaluation,
     JobState,
@@ -49,6 +50,7 @@ def _completed_sft() -> Run:
     ]
     return Run(
         run_id="sft-a10g-full",
+        experiment="qwen3-codeforces-sft",
         title="sft-a10g-full",
         method="sft",
         spec_hash="3f2a9c1d",
@@ -138,6 +140,7 @@ def _running_lora() -> Run:
     curve = [(s, round(2.4 - 0.006 * s, 4)) for s in range(0, 121, 20)]
     return Run(
         run_id="lora-r16",
+        experiment="qwen3-codeforces-sft",
         title="lora-r16-lr2e-4",
         method="sft",
         spec_hash="9b7e0a44",
@@ -226,13 +229,40 @@ def test_method_reports_match_golden(name, build):
     _check_golden(f"{name}.md", _render(build()))
 
 
-def test_a_ledger_from_before_the_new_fields_round_trips_byte_identical():
-    """Written by the previous release (the offline SFT demo): nothing new appears in it."""
+def test_a_ledger_of_schema_version_1_loads_and_is_written_back_as_version_2():
+    """Written by schema version 1 (the offline SFT demo): its runs did not name their
+    experiment, and take the ledger's; their ``stage`` and ``stage_jobs`` are read as
+    ``phase`` and ``phase_jobs``. Written back as version 2, with nothing else new."""
     text = (GOLDEN / "old-tiny-sft.ledger.json").read_text(encoding="utf-8")
+    assert '"experiment": "tiny-sft"' in text and text.count('"experiment"') == 1
     ledger = Ledger.model_validate_json(text)
-    assert ledger.model_dump_json(indent=2) + "\n" == text
     (run,) = ledger.runs
+    assert run.experiment == "tiny-sft"
+    assert ledger.schema_version == LEDGER_SCHEMA_VERSION == 2
+    assert (run.phase, [j.key for j in run.phase_jobs]) == ("done", ["base", "final"])
+    expected = (
+        text.replace('"schema_version": 1,', '"schema_version": 2,')
+        .replace(
+            '"run_id": "tiny-sft-d170db51",\n',
+            '"run_id": "tiny-sft-d170db51",\n      "experiment": "tiny-sft",\n',
+        )
+        .replace('"stage": "done",', '"phase": "done",')
+        .replace('"stage_jobs": [', '"phase_jobs": [')
+    )
+    assert ledger.model_dump_json(indent=2) + "\n" == expected
+    assert Ledger.model_validate_json(expected) == ledger
     assert run.metrics.series == {} and run.rewards == [] and ledger.description is None
+
+
+def test_a_version_1_run_keeps_how_its_later_jobs_were_sized():
+    data = json.loads((GOLDEN / "old-tiny-sft.ledger.json").read_text(encoding="utf-8"))
+    sized = {"final": {"flavor": "a10g-small", "quantize": None}}
+    data["runs"][0] |= {"stage": "eval", "stage_hardware": sized}
+    (run,) = Ledger.model_validate(data).runs
+    assert (run.phase, run.phase_hardware) == ("eval", sized)
+    written = json.loads(run.model_dump_json())
+    assert written["phase_hardware"] == sized and written["phase"] == "eval"
+    assert not {"stage", "stage_jobs", "stage_hardware"} & written.keys()
 
 
 def test_rendering_is_byte_identical_and_survives_a_json_round_trip():

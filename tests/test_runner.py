@@ -97,8 +97,8 @@ def test_demo_evaluates_base_and_final_models(demo):
     root, _ = demo
     ledger = load_ledger(root / "training_reports" / f"{STEM}.ledger.json")
     (run,) = ledger.runs
-    base, final = run.stage_jobs
-    assert [(j.kind, j.key, j.state.value) for j in run.stage_jobs] == [
+    base, final = run.phase_jobs
+    assert [(j.kind, j.key, j.state.value) for j in run.phase_jobs] == [
         ("eval", "base", "COMPLETED"),  # started with training
         ("eval", "final", "COMPLETED"),
     ]
@@ -160,13 +160,13 @@ def test_status_and_logs_read_back_as_json(demo):
 class CrashAfterStart(LocalBackend):
     """The runner dies right after the job started, before recording it."""
 
-    def submit(self, request):
-        super().submit(request)
+    def launch(self, request):
+        super().launch(request)
         raise KeyboardInterrupt("simulated crash")
 
 
 class CrashBeforeStart(LocalBackend):
-    def submit(self, request):
+    def launch(self, request):
         raise KeyboardInterrupt("simulated crash")
 
 
@@ -274,7 +274,7 @@ def test_gguf_export_runs_after_training_and_lists_files_with_sizes(tiny_fixture
     assert result.returncode == 0, result.stderr
     (ledger_path,) = (root / "training_reports").glob("*.ledger.json")
     (run,) = load_ledger(ledger_path).runs
-    assert [(j.kind, j.state.value) for j in run.stage_jobs] == [("export", "COMPLETED")]
+    assert [(j.kind, j.state.value) for j in run.phase_jobs] == [("export", "COMPLETED")]
     (gguf,) = run.exports
     assert gguf.quantization == "Q4_K_M" and gguf.name.endswith("Q4_K_M.gguf")
     on_disk = next((root / ".ci-runner" / "runs" / run.run_id).rglob(gguf.name))

@@ -32,7 +32,7 @@ if str(JOB_SCRIPTS) not in sys.path:
 
 import sandbox  # noqa: E402  (a job script's sibling module, not a package)
 
-from ci_runner.fixtures import humaneval_rows  # noqa: E402
+from ci_runner.demo import humaneval_rows  # noqa: E402
 
 ADD = next(p for p in humaneval_rows() if p["entry_point"] == "add")
 TIMEOUT_S = 15.0  # runs that should pass: generous, for a loaded machine

@@ -33,7 +33,7 @@ from typing import Any
 
 import pytest
 
-from ci_runner.fixtures import humaneval_rows
+from ci_runner.demo import humaneval_rows
 from tests.unprivileged import as_unprivileged, give_to, unprivileged_ids, userns_refused
 
 REPO = Path(__file__).resolve().parents[1]
@@ -519,8 +519,8 @@ def test_opted_in_scores_are_marked_unisolated_in_the_ledger_and_the_report():
     (and only there), the report shows it beside the score and says what it means."""
     from ci_runner.core.jobs import JobStatus
     from ci_runner.job_scripts.protocol import EvalSummary
-    from ci_runner.ledger.model import JobState, Ledger, StageJob
-    from ci_runner.ledger.stages import apply_stage_status
+    from ci_runner.ledger.model import JobState, Ledger, PhaseJob
+    from ci_runner.ledger.phases import apply_phase_status
     from ci_runner.report.evaluations import UNISOLATED_MARK, UNISOLATED_NOTE
     from ci_runner.report.render import render_report
     from tests.report_ledgers import sft_ledger
@@ -528,7 +528,7 @@ def test_opted_in_scores_are_marked_unisolated_in_the_ledger_and_the_report():
     ledger = sft_ledger()
     assert "unisolated" not in render_report(ledger)  # isolated scores carry no mark
     run = ledger.runs[0]
-    job = StageJob(
+    job = PhaseJob(
         kind="eval",
         key="final",
         model=run.output_dir,
@@ -549,8 +549,8 @@ def test_opted_in_scores_are_marked_unisolated_in_the_ledger_and_the_report():
             ],
         }
     )
-    run = apply_stage_status(
-        run.model_copy(update={"stage_jobs": [job]}),
+    run = apply_phase_status(
+        run.model_copy(update={"phase_jobs": [job]}),
         job,
         JobStatus("j", JobState.COMPLETED),
         summary,

@@ -272,6 +272,7 @@ def test_a_reward_that_is_always_zero_is_no_learning_signal(
     assert summary["series"]["rewards/zero_reward/mean"] == [[1, 0.0], [2, 0.0]]
     run = Run(
         run_id="zero",
+        experiment="zero",
         title="zero",
         method="grpo",
         spec_hash="h",
@@ -583,20 +584,18 @@ def test_rename_columns_replaces_existing_target():
 # --- fixtures -----------------------------------------------------------------
 
 
-def test_fixtures_module_imports_light():
-    code = (
-        "import sys, ci_runner.fixtures; print(sorted({'torch','transformers'} & set(sys.modules)))"
-    )
+def test_demo_module_imports_light():
+    code = "import sys, ci_runner.demo; print(sorted({'torch','transformers'} & set(sys.modules)))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
 
 
 def test_fixtures_are_idempotent_and_well_formed(tiny_fixtures):
-    from ci_runner.fixtures import build_fixtures
+    from ci_runner.demo import build_demo
 
     files = [tiny_fixtures.model / "model.safetensors", tiny_fixtures.sft_data]
     before = [path.stat().st_mtime_ns for path in files]
-    again = build_fixtures(tiny_fixtures.model.parent)
+    again = build_demo(tiny_fixtures.model.parent)
     assert again == tiny_fixtures
     assert [path.stat().st_mtime_ns for path in files] == before  # nothing rewritten
 

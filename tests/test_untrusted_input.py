@@ -229,9 +229,9 @@ def test_reports_get_the_umask_mode_and_stale_temp_files_go(tmp_path):
 class SlowLocalBackend(LocalBackend):
     """The real local backend, slow to start a job: widens the window two polls race in."""
 
-    def submit(self, request):
+    def launch(self, request):
         time.sleep(0.5)
-        return super().submit(request)
+        return super().launch(request)
 
 
 @pytest.mark.training
@@ -271,7 +271,7 @@ def test_two_polls_at_once_start_each_evaluation_once(tiny_fixtures, tmp_path):
     ]
     (ledger_path,) = project.ledger_paths()
     run = load_ledger(ledger_path).runs[0]
-    recorded = [j.job_id for j in run.stage_jobs if j.kind == "eval"]
+    recorded = [j.job_id for j in run.phase_jobs if j.kind == "eval"]
     assert [d.name for d in eval_jobs] == recorded[:1]  # started once, by one of the polls
     assert len(recorded) == 2 and len(set(recorded)) == 1  # base and final share it
     for d in project.jobs_dir.iterdir():  # let the evaluations finish before cleanup

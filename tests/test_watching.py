@@ -1,5 +1,5 @@
 """Watching runs: progress from trackio in one read per project, logs once at a job's end,
-a live `status`, `cancel` recorded at once, and `logs -f` / stage-job logs.
+a live `status`, `cancel` recorded at once, and `logs -f` / phase-job logs.
 
 HF Jobs and the trackio Space are loopback servers spoken to by the real clients; the
 local tests run real detached jobs.
@@ -190,7 +190,7 @@ def test_logs_follow_stops_when_a_local_job_ends(tmp_path):
         output_dir="out",
         tracking=Tracking(project="p", run_name="r1"),
     )
-    handle = backend.submit(JobRequest(script, config, {"ci-runner.run": "r1"}))
+    handle = backend.launch(JobRequest(script, config, {"ci-runner.run": "r1"}))
     started = time.monotonic()
     lines = list(backend.follow(handle.job_id))
     assert [line for line in lines if line.startswith("[step")] == [
@@ -240,7 +240,7 @@ def test_cancel_shows_at_once_and_eval_job_logs_are_reachable(tiny_fixtures, tmp
         for led in json.loads(cli(root, "status", "--json").stdout)
         if led["experiment"] == "evaluated"
     ]
-    (eval_job,) = ledger["runs"][0]["stage_jobs"]
+    (eval_job,) = ledger["runs"][0]["phase_jobs"]
     listed = cli(root, "logs", "evaluated")
     assert f"eval final: {eval_job['job_id']}" in listed.stderr
     shown = cli(root, "logs", eval_job["job_id"])

@@ -66,4 +66,4 @@ class Outcome:
 
 def jobs_of(run: Run) -> list[str | None]:
     """A run's jobs: its training attempts, then its evaluation and export jobs."""
-    return [a.job_id for a in run.attempts] + [j.job_id for j in run.stage_jobs]
+    return [a.job_id for a in run.attempts] + [j.job_id for j in run.phase_jobs]

@@ -160,9 +160,9 @@ class HfJobsBackend:
     def url(self, job_id: str) -> str:
         return f"{self.api.endpoint}/jobs/{self.namespace}/{job_id}"
 
-    # -- submit -----------------------------------------------------------------
+    # -- launch -----------------------------------------------------------------
 
-    def submit(self, request: JobRequest) -> JobHandle:
+    def launch(self, request: JobRequest) -> JobHandle:
         """Create the job; on a retried create, adopt a job the failed call made."""
         labels = {REPO_LABEL: self.repo, **request.labels}
         run_config = request.run_config
@@ -223,7 +223,7 @@ class HfJobsBackend:
         )
 
     def find(self, labels: dict[str, str]) -> list[JobHandle]:
-        jobs = [j for j in self._list(labels) if _stage(j) != "DELETED"]
+        jobs = [j for j in self._list(labels) if _hub_status(j) != "DELETED"]
         jobs.sort(key=lambda j: (j.created_at or 0, j.id))
         return [JobHandle(j.id, self.url(j.id)) for j in jobs]
 
@@ -280,17 +280,18 @@ class HfJobsBackend:
         )
 
 
-def _stage(job: Any) -> str:
-    stage = job.status.stage if job.status else "SCHEDULING"
-    return getattr(stage, "value", stage)
+def _hub_status(job: Any) -> str:
+    """The Hub's name for where the job is (its ``status.stage``): ``RUNNING``, ``DELETED``..."""
+    name = job.status.stage if job.status else "SCHEDULING"
+    return getattr(name, "value", name)
 
 
 def _to_status(job: Any) -> JobStatus:
-    stage = _stage(job)
+    name = _hub_status(job)
     try:
-        state = JobState(stage)
-    except ValueError:  # DELETED, UPDATING, or a stage added later
-        state = JobState.ERROR if stage == "DELETED" else JobState.RUNNING
+        state = JobState(name)
+    except ValueError:  # DELETED, UPDATING, or a status the Hub adds later
+        state = JobState.ERROR if name == "DELETED" else JobState.RUNNING
     finished = getattr(job, "finished_at", None)
     return JobStatus(
         job.id,

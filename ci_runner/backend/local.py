@@ -65,9 +65,9 @@ class LocalBackend:
         self.env = env or {}
         self.python = python or sys.executable
 
-    # -- submit -----------------------------------------------------------------
+    # -- launch -----------------------------------------------------------------
 
-    def submit(self, request: JobRequest) -> JobHandle:
+    def launch(self, request: JobRequest) -> JobHandle:
         job_id = f"local-{datetime.now(timezone.utc):%Y%m%d%H%M%S}-{secrets.token_hex(3)}"
         job_dir = self.jobs_dir / job_id
         job_dir.mkdir(parents=True)

@@ -174,7 +174,7 @@ class RayJobsBackend:
         response = self._request("list jobs", "GET", "/api/jobs/")
         return [j for j in response.json() if j.get("type") == "SUBMISSION"]
 
-    # -- submit -----------------------------------------------------------------
+    # -- launch -----------------------------------------------------------------
 
     def job_files(self, request: JobRequest) -> dict[str, bytes]:
         """The working_dir: script and helpers, run config, launch files, the driver."""
@@ -216,7 +216,7 @@ class RayJobsBackend:
             )
         return pkg.uri
 
-    def submit(self, request: JobRequest) -> JobHandle:
+    def launch(self, request: JobRequest) -> JobHandle:
         """Create the job unless one with its labels' submission id exists: adopt that."""
         sid = submission_id(self.repo, request.labels)
         if self._job(sid) is not None:

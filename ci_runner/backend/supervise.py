@@ -1,6 +1,6 @@
 """Supervisor for one local job: run it, enforce its timeout, record how it ended.
 
-Started detached by ``LocalBackend.submit`` as the leader of the job's process
+Started detached by ``LocalBackend.launch`` as the leader of the job's process
 group. It ignores SIGTERM so that ``cancel`` (which signals the whole group)
 stops the job while the supervisor survives to write ``exit.json``.
 

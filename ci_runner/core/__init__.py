@@ -1,1 +1,1 @@
-"""The bottom layer: facts every stage shares (Hub references, ...). Imports nothing above it."""
+"""The bottom layer: facts every layer shares (Hub references, ...). Imports nothing above it."""

@@ -61,10 +61,10 @@ def write_atomic(path: Path, text: str) -> bool:
 
 @contextlib.contextmanager
 def locked(lock_file: Path) -> Iterator[None]:
-    """One process at a time per experiment: two ``poll``s must not start a stage twice.
+    """One process at a time per experiment: two ``poll``s must not start a job twice.
 
-    An advisory ``flock`` on a file in the workspace; the kernel drops it if the holder
-    dies, so a killed poll never leaves the experiment locked.
+    An advisory ``flock`` on a file in the state folder (``.ci-runner/``); the kernel drops
+    it if the holder dies, so a killed poll never leaves the experiment locked.
     """
     import fcntl
 

@@ -2,7 +2,7 @@
 
 Users write ``base_model: fixtures/tiny-llama`` as often as ``./fixtures/tiny-llama``. A
 value that exists on disk under the project root is local whatever its spelling, and
-``resolve_ref`` rewrites it as ``./…`` so every later stage (sizing, data check, job,
+``resolve_ref`` rewrites it as ``./…`` so every later step (sizing, data check, job,
 report links) sees the same answer through ``is_local_path``. A value shaped like a Hub
 id that also exists locally is local too, with a warning saying so.
 """

@@ -15,7 +15,7 @@ from pydantic import BaseModel
 
 
 class StrEnum(str, Enum):
-    """A closed set of strings that reads as its value in text (``f"{Stage.EVAL}"`` → eval)."""
+    """A closed set of strings that reads as its value in text (``f"{Phase.EVAL}"`` → eval)."""
 
     def __str__(self) -> str:
         return str(self.value)
@@ -44,7 +44,7 @@ class JobState(StrEnum):
         return self in (JobState.COMPLETED, JobState.ERROR, JobState.CANCELED)
 
 
-class Stage(StrEnum):
+class Phase(StrEnum):
     """Where a run is: training, then evaluation, then export."""
 
     TRAIN = "train"
@@ -105,11 +105,14 @@ class JobStatus:
 
 
 class Backend(Protocol):
-    """Four verbs, both backends, the same tests. Labels let a crashed submit be adopted."""
+    """Four verbs, every backend, the same tests. Labels let a job launched before a crash
+    be adopted."""
 
     name: str
 
-    def submit(self, request: JobRequest) -> JobHandle: ...
+    def launch(self, request: JobRequest) -> JobHandle:
+        """Put one job on the backend, now; ``flow.launch`` looks for it first (``find``)."""
+        ...
 
     def find(self, labels: dict[str, str]) -> list[JobHandle]:
         """Jobs carrying all these labels, oldest first."""

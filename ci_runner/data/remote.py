@@ -61,7 +61,7 @@ def fetch_remote_sample(
             flavor=CHECK_FLAVOR,
             timeout_s=CHECK_TIMEOUT_S,
         )
-        handle = backend.submit(request)
+        handle = backend.launch(request)
         progress(f"started check job {handle.job_id} ({handle.url})")
     deadline = time.monotonic() + wait_s
     while True:

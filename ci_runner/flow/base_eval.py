@@ -23,12 +23,12 @@ import re
 from importlib import metadata
 
 from ci_runner.core.hub import is_local_path, local_path
-from ci_runner.core.jobs import BackendName, JobKind, Stage
-from ci_runner.flow.launch import EVAL_SCRIPT, launch_jobs, shares_evals, stage_config
+from ci_runner.core.jobs import BackendName, JobKind, Phase
+from ci_runner.flow.launch import EVAL_SCRIPT, launch_jobs, phase_config, shares_evals
 from ci_runner.flow.pins import content_hash
 from ci_runner.flow.workspace import Workspace
-from ci_runner.ledger.model import Ledger, Run, StageJob
-from ci_runner.ledger.stages import (
+from ci_runner.ledger.model import Ledger, PhaseJob, Run
+from ci_runner.ledger.phases import (
     BASE,
     FINAL,
     base_eval_job,
@@ -61,8 +61,8 @@ def fingerprint(ws: Workspace, run: Run) -> str | None:
     lighteval that answers. None when the base was not pinned."""
     if not run.base_model_revision or not run.evaluation:
         return None
-    probe = StageJob(kind=JobKind.EVAL, key=BASE, model=run.base_model, submitted_at="")
-    _, config = stage_config(ws, run, probe)
+    probe = PhaseJob(kind=JobKind.EVAL, key=BASE, model=run.base_model, submitted_at="")
+    _, config = phase_config(ws, run, probe)
     asked = config.model_dump(
         mode="json", exclude={"experiment", "run_id", "eval_id", "output_dir", "model_label"}
     )
@@ -93,7 +93,7 @@ def other_runs(ws: Workspace, ledger: Ledger, run: Run) -> list[Run]:
     return runs
 
 
-def final_with_training(ws: Workspace, run: Run) -> list[StageJob]:
+def final_with_training(ws: Workspace, run: Run) -> list[PhaseJob]:
     """On the local backend, the final model's evaluation too is started with training:
     its job loads torch and lighteval while the model trains, and evaluates it once the
     training job has ended (``EvalConfig.after_job``). One process then evaluates the
@@ -117,17 +117,17 @@ def without_stale_waits(run: Run) -> Run:
     waited for that attempt's job (and failed with it); it is recorded again."""
     attempt = run.last_attempt
     number = attempt.number if attempt else None
-    keep = [j for j in run.stage_jobs if j.after_attempt in (None, number)]
-    return run.model_copy(update={"stage_jobs": keep})
+    keep = [j for j in run.phase_jobs if j.after_attempt in (None, number)]
+    return run.model_copy(update={"phase_jobs": keep})
 
 
 def start_base_evaluation(ws: Workspace, ledger: Ledger, run: Run) -> Run:
     """Record the run's base evaluation as its training starts: reused from another run's
     when one matches, else a job of its own, started now (locally with the final's)."""
-    if not run.active or run.stage != Stage.TRAIN:
+    if not run.active or run.phase != Phase.TRAIN:
         return run
     run = without_stale_waits(run)
-    early: list[StageJob] = []
+    early: list[PhaseJob] = []
     if base_job(run) is None:
         key = fingerprint(ws, run)
         job = base_eval_job(run, now=ws.now(), fingerprint=key)
@@ -136,9 +136,9 @@ def start_base_evaluation(ws: Workspace, ledger: Ledger, run: Run) -> Run:
             run = reuse_base(run, *found, now=ws.now())
         elif job is not None:
             early.append(job)
-    if not any(j.kind == JobKind.EVAL and j.key != BASE for j in run.stage_jobs):
+    if not any(j.kind == JobKind.EVAL and j.key != BASE for j in run.phase_jobs):
         early += final_with_training(ws, run)
     if not early:
         return run
-    run = run.model_copy(update={"stage_jobs": [*run.stage_jobs, *early]})
+    run = run.model_copy(update={"phase_jobs": [*run.phase_jobs, *early]})
     return launch_jobs(ws, run, early)

@@ -1,7 +1,10 @@
-"""Starting jobs: a run's training attempt, and its evaluation and export jobs.
+"""Launching: putting one job on a backend, for a run's training attempt or one of its
+evaluation and export jobs.
 
-Each job is labelled with its run (and stage), and every launch first looks for a job
-with those labels: one started before a crash, never recorded, is adopted, not doubled.
+Each job is labelled with its run (and phase), and every launch first looks for a job
+with those labels: one launched before a crash, never recorded, is adopted, not doubled.
+Only then does the backend launch a new one (``Backend.launch``). Which runs get a job
+now is ``flow.start``'s choice; ``flow.submit`` is the command that records a file's runs.
 """
 
 from __future__ import annotations
@@ -10,13 +13,13 @@ from pathlib import Path
 from typing import Any
 
 from ci_runner.core.hub import is_hub_commit, is_local_path, label_value
-from ci_runner.core.jobs import Backend, BackendName, JobHandle, JobKind, JobRequest, Stage
+from ci_runner.core.jobs import Backend, BackendName, JobHandle, JobKind, JobRequest, Phase
 from ci_runner.flow.pins import Pins
 from ci_runner.flow.records import run_timeout
 from ci_runner.flow.workspace import Workspace
-from ci_runner.ledger.model import Ledger, Run, StageJob
+from ci_runner.ledger.model import Ledger, PhaseJob, Run
+from ci_runner.ledger.phases import BASE, job_groups
 from ci_runner.ledger.retry import next_attempt
-from ci_runner.ledger.stages import BASE, job_groups
 from ci_runner.plan.estimate import Plan
 from ci_runner.plan.resolve import ResolvedRun, resolve_run
 from ci_runner.runconfig import (
@@ -36,6 +39,9 @@ EVAL_SCRIPT = "evaluate.py"
 EVAL_MANY_SCRIPT = "evaluate_many.py"  # several models in one process (local only)
 EXPORT_SCRIPT = "export_gguf.py"
 JOB_OUTPUT_ROOT = Path("/tmp/ci-runner")  # inside an HF Jobs container; the Hub keeps results
+# The label naming a phase job (``eval-final``, ``export-gguf``). Its key is part of every
+# job already started on a backend, which a later poll must still find: it stays as is.
+PHASE_LABEL = "ci-runner.stage"
 
 
 def run_labels(run_id: str, experiment: str, attempt: int) -> dict[str, str]:
@@ -49,7 +55,7 @@ def run_labels(run_id: str, experiment: str, attempt: int) -> dict[str, str]:
 def resolve(
     ws: Workspace, experiment: Experiment, plan: Plan, *, run_id: str, pins: Pins | None = None
 ) -> ResolvedRun:
-    """The run config the job receives: output locally in the workspace, else in the job;
+    """The run config the job receives: output locally in the state folder, else in the job;
     the model and dataset at the commits they were pinned to."""
     if experiment.backend == BackendName.LOCAL.value:
         output_dir = ws.project.relative(ws.project.runs_dir / run_id / "output")
@@ -92,7 +98,7 @@ def launch_training(
     """The run's current attempt as a job: adopted if one with its labels exists."""
     backend = ws.backend(run.backend)
     attempt = run.last_attempt.number if run.last_attempt else 1
-    labels = run_labels(run.run_id, experiment.name, attempt)
+    labels = run_labels(run.run_id, run.experiment, attempt)
     existing = backend.find(labels)
     if existing:
         return existing[-1]  # started before a crash, never recorded: adopt it
@@ -110,7 +116,7 @@ def launch_training(
         requirements=tuple(dict.fromkeys(packages)),
         secret_env=MLFLOW_SECRET_ENV if mlflow else (),
     )
-    return backend.submit(request)
+    return backend.launch(request)
 
 
 def with_job(run: Run, handle: JobHandle) -> Run:
@@ -151,40 +157,42 @@ def local_checkpoints(ws: Workspace, run: Run) -> list[str]:
     return [ws.project.relative(p) for p in found]
 
 
-# --- stage jobs -------------------------------------------------------------------------
+# --- phase jobs -------------------------------------------------------------------------
 
 
-def launch_stage_jobs(ws: Workspace, run: Run) -> Run:
-    """Start the current stage's jobs that have none yet; adopt any already started.
+def launch_phase_jobs(ws: Workspace, run: Run) -> Run:
+    """Start the current phase's jobs that have none yet; adopt any already started.
 
-    Locally a run's evaluations share one job (``job_groups``): each of their stage jobs
+    Locally a run's evaluations share one job (``job_groups``): each of their phase jobs
     records that job.
     """
-    pending = [j for j in run.current_stage_jobs if j.job_id is None]
+    pending = [j for j in run.current_phase_jobs if j.job_id is None]
     if not pending or not run.active:
         return run
     return launch_jobs(ws, run, pending)
 
 
-def launch_jobs(ws: Workspace, run: Run, pending: list[StageJob]) -> Run:
-    """Start these stage jobs of the run (grouped as ``job_groups`` says), or adopt the
+def launch_jobs(ws: Workspace, run: Run, pending: list[PhaseJob]) -> Run:
+    """Start these phase jobs of the run (grouped as ``job_groups`` says), or adopt the
     jobs their labels find; each records its job."""
     backend: Backend = ws.backend(run.backend)
-    jobs = list(run.stage_jobs)
+    jobs = list(run.phase_jobs)
     for group in job_groups(pending, share_evals=shares_evals(ws, run)):
         keys = ".".join(j.key for j in group)
         labels = {
-            "ci-runner.experiment": run.run_id.rsplit("-", 1)[0],
+            "ci-runner.experiment": run.experiment,
             "ci-runner.run": run.run_id,
-            "ci-runner.stage": label_value(f"{group[0].kind}-{keys}"),
+            PHASE_LABEL: label_value(f"{group[0].kind}-{keys}"),
         }
-        existing = backend.find(labels)
-        handle = existing[-1] if existing else backend.submit(stage_request(ws, run, group, labels))
+        # A run id is unique across experiments: the run and job labels find its job, and
+        # the experiment label is for a person filtering the backend's job list.
+        existing = backend.find({k: v for k, v in labels.items() if k != "ci-runner.experiment"})
+        handle = existing[-1] if existing else backend.launch(phase_request(ws, run, group, labels))
         for job in group:
             jobs[jobs.index(job)] = job.model_copy(
                 update={"job_id": handle.job_id, "job_url": handle.url}
             )
-    return run.model_copy(update={"stage_jobs": jobs})
+    return run.model_copy(update={"phase_jobs": jobs})
 
 
 def pinned(model: str, revision: str | None) -> str:
@@ -198,17 +206,17 @@ def shares_evals(ws: Workspace, run: Run) -> bool:
     return run.backend == BackendName.LOCAL and not ws.project.job_script(EVAL_SCRIPT).overridden
 
 
-def stage_request(
-    ws: Workspace, run: Run, group: list[StageJob], labels: dict[str, str]
+def phase_request(
+    ws: Workspace, run: Run, group: list[PhaseJob], labels: dict[str, str]
 ) -> JobRequest:
-    """One job for a stage job, or for a group of evaluations that share a process."""
+    """One job for a phase job, or for a group of evaluations that share a process."""
     config: EvalConfig | ExportConfig | EvalBatchConfig
     if len(group) == 1:
-        script, config = stage_config(ws, run, group[0])
+        script, config = phase_config(ws, run, group[0])
     else:
-        evaluations = [stage_config(ws, run, job)[1] for job in group]
+        evaluations = [phase_config(ws, run, job)[1] for job in group]
         script, config = EVAL_MANY_SCRIPT, EvalBatchConfig(evaluations=evaluations)
-    sized = stage_sizing(run, group[0])
+    sized = phase_sizing(run, group[0])
     return JobRequest(
         script=ws.project.job_script(script).path,
         run_config=config,
@@ -219,17 +227,17 @@ def stage_request(
     )
 
 
-def stage_sizing(run: Run, job: StageJob) -> dict[str, Any]:
-    """How the plan sized this job (``Run.stage_hardware``): a checkpoint's evaluation is
+def phase_sizing(run: Run, job: PhaseJob) -> dict[str, Any]:
+    """How the plan sized this job (``Run.phase_hardware``): a checkpoint's evaluation is
     sized as the final model's. Empty for runs planned before jobs were sized."""
-    key = job.key if job.key in run.stage_hardware else "final"
+    key = job.key if job.key in run.phase_hardware else "final"
     if job.kind == JobKind.EXPORT:
         key = job.key
-    return run.stage_hardware.get(key) or {}
+    return run.phase_hardware.get(key) or {}
 
 
-def stage_config(ws: Workspace, run: Run, job: StageJob) -> tuple[str, EvalConfig | ExportConfig]:
-    """The entry script a stage job runs, and its config."""
+def phase_config(ws: Workspace, run: Run, job: PhaseJob) -> tuple[str, EvalConfig | ExportConfig]:
+    """The entry script a phase job runs, and its config."""
     local = run.backend == BackendName.LOCAL
     scratch = ws.project.runs_dir / run.run_id if local else JOB_OUTPUT_ROOT / run.run_id
     out = ws.project.relative(scratch / f"{job.kind}-{job.key}") if local else str(scratch)
@@ -237,12 +245,11 @@ def stage_config(ws: Workspace, run: Run, job: StageJob) -> tuple[str, EvalConfi
     # the commit the run trained from.
     base = pinned(run.base_model, run.base_model_revision)
     adapter_base = base if run.lora and job.model != run.base_model else None
-    experiment = run.run_id.rsplit("-", 1)[0]
     if job.kind == JobKind.EVAL:
         settings = run.evaluation or {}
         default_n = settings.get("max_samples")
         return EVAL_SCRIPT, EvalConfig(
-            experiment=experiment,
+            experiment=run.experiment,
             run_id=run.run_id,
             eval_id=f"{run.run_id}-{job.key}",
             model=base if job.model == run.base_model else job.model,
@@ -255,12 +262,12 @@ def stage_config(ws: Workspace, run: Run, job: StageJob) -> tuple[str, EvalConfi
             ],
             output_dir=out,
             allow_unisolated_code=settings.get("allow_unisolated_code") is True,
-            quantize=stage_sizing(run, job).get("quantize"),
-            device_map=stage_sizing(run, job).get("device_map"),
+            quantize=phase_sizing(run, job).get("quantize"),
+            device_map=phase_sizing(run, job).get("device_map"),
         )
     gguf = (run.export or {}).get("gguf") or {}
     return EXPORT_SCRIPT, ExportConfig(
-        experiment=experiment,
+        experiment=run.experiment,
         run_id=run.run_id,
         model=job.model,
         base_model=adapter_base,
@@ -274,17 +281,17 @@ def training_job_dir(ws: Workspace, run: Run) -> str | None:
     """A local run still training: the folder of the job a trained model's evaluation,
     started with it, waits for (``EvalConfig.after_job``)."""
     attempt = run.last_attempt
-    if run.stage != Stage.TRAIN or run.backend != BackendName.LOCAL or not attempt:
+    if run.phase != Phase.TRAIN or run.backend != BackendName.LOCAL or not attempt:
         return None
     return str(ws.project.jobs_dir / attempt.job_id) if attempt.job_id else None
 
 
-def enter_stage_jobs(ws: Workspace, run: Run) -> Run:
-    """The jobs a run's new stage needs, recorded before any is started."""
-    from ci_runner.ledger.stages import eval_jobs, export_job, missing_eval_jobs
+def enter_phase_jobs(ws: Workspace, run: Run) -> Run:
+    """The jobs a run's new phase needs, recorded before any is started."""
+    from ci_runner.ledger.phases import eval_jobs, export_job, missing_eval_jobs
 
-    entered = not any(j.kind == JobKind.EVAL and j.key != BASE for j in run.stage_jobs)
-    if run.stage == Stage.EVAL and entered:  # the base's may have started with training
+    entered = not any(j.kind == JobKind.EVAL and j.key != BASE for j in run.phase_jobs)
+    if run.phase == Phase.EVAL and entered:  # the base's may have started with training
         final = run.hub_model_id if run.backend != BackendName.LOCAL else run.output_dir
         jobs = eval_jobs(
             run,
@@ -293,9 +300,9 @@ def enter_stage_jobs(ws: Workspace, run: Run) -> Run:
             now=ws.now(),
         )
         jobs = missing_eval_jobs(run, jobs)
-        run = run.model_copy(update={"stage_jobs": [*run.stage_jobs, *jobs]})
-    if run.stage == Stage.EXPORT and not any(j.kind == JobKind.EXPORT for j in run.stage_jobs):
+        run = run.model_copy(update={"phase_jobs": [*run.phase_jobs, *jobs]})
+    if run.phase == Phase.EXPORT and not any(j.kind == JobKind.EXPORT for j in run.phase_jobs):
         run = run.model_copy(
-            update={"stage_jobs": [*run.stage_jobs, export_job(run, now=ws.now())]}
+            update={"phase_jobs": [*run.phase_jobs, export_job(run, now=ws.now())]}
         )
     return run

@@ -12,9 +12,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ci_runner.core.jobs import BackendName, JobKind, JobStatus, Stage
+from ci_runner.core.jobs import BackendName, JobKind, JobStatus, Phase
 from ci_runner.errors import CiRunnerError
-from ci_runner.flow.launch import enter_stage_jobs, launch_stage_jobs, new_attempt
+from ci_runner.flow.launch import enter_phase_jobs, launch_phase_jobs, new_attempt
 from ci_runner.flow.start import start_runs
 from ci_runner.flow.workspace import Workspace
 from ci_runner.job_scripts.protocol import (
@@ -25,21 +25,21 @@ from ci_runner.job_scripts.protocol import (
     parse_summary,
 )
 from ci_runner.ledger.advance import apply_job_status, mark_stale
-from ci_runner.ledger.model import Ledger, Run, RunStatus, StageJob
+from ci_runner.ledger.model import Ledger, PhaseJob, Run, RunStatus
+from ci_runner.ledger.phases import (
+    apply_phase_status,
+    close_phase,
+    enter_next_phase,
+    own_status,
+    phase_finished,
+    shares_job,
+)
 from ci_runner.ledger.repository import replace_run, stem_of
 from ci_runner.ledger.retry import should_resume
-from ci_runner.ledger.stages import (
-    apply_stage_status,
-    close_stage,
-    enter_next_stage,
-    own_status,
-    shares_job,
-    stage_finished,
-)
 from ci_runner.ledger.store import CorruptLedgerError, load_ledger, save_ledger, scan
-from ci_runner.progress import Progress, parse_progress
 from ci_runner.report.files import write_index, write_report
 from ci_runner.track import mlflow_progress, trackio_progress
+from ci_runner.track.log_progress import Progress, parse_progress
 from ci_runner.track.mlflow_progress import MlflowProgress
 from ci_runner.track.trackio_progress import TrackioProgress
 
@@ -87,25 +87,25 @@ def poll(ws: Workspace) -> PollOutcome:
 
 
 def live_job_ids(run: Run) -> list[str]:
-    """The jobs a poll must ask about: training's current attempt, or the stage's jobs."""
-    if run.stage == Stage.TRAIN:
+    """The jobs a poll must ask about: training's current attempt, or the phase's jobs."""
+    if run.phase == Phase.TRAIN:
         attempt = run.last_attempt
         training = [attempt.job_id] if attempt and attempt.job_id else []
         jobs = [*training, *(j.job_id for j in _early_jobs(run) if j.job_id and not j.done)]
     else:
-        jobs = [j.job_id for j in run.current_stage_jobs if j.job_id and not j.done]
+        jobs = [j.job_id for j in run.current_phase_jobs if j.job_id and not j.done]
     return list(dict.fromkeys(jobs))  # evaluations sharing one job ask once
 
 
-def _early_jobs(run: Run) -> list[StageJob]:
-    """Evaluation jobs started before the stage (the base's, beside training)."""
-    return [j for j in run.stage_jobs if j.kind == JobKind.EVAL]
+def _early_jobs(run: Run) -> list[PhaseJob]:
+    """Evaluation jobs started before the phase (the base's, beside training)."""
+    return [j for j in run.phase_jobs if j.kind == JobKind.EVAL]
 
 
 def job_facts(ws: Workspace, runs: list[Run], *, logs: bool = True) -> Facts:
     """Every current job's status, one bulk call per backend; logs only for jobs that ended.
 
-    A job's log is read once, when it reaches a terminal stage, for its summary and
+    A job's log is read once, when it reaches a terminal state, for its summary and
     diagnosis. While it runs, progress comes from the metrics store (``read_progress``).
     """
     by_backend: dict[str, list[str]] = {}
@@ -142,7 +142,7 @@ def read_progress(ws: Workspace, runs: list[Run], facts: Facts) -> dict[str, Rea
     running = [
         r
         for r in runs
-        if r.stage == Stage.TRAIN
+        if r.phase == Phase.TRAIN
         and r.last_attempt
         and r.last_attempt.job_id in facts
         and not facts[r.last_attempt.job_id][0].state.terminal
@@ -207,10 +207,10 @@ def _with_eta(progress: trackio_progress.RunProgress, run: Run) -> Progress:
 
 def fold_facts(run: Run, facts: Facts, readings: dict[str, Reading]) -> Run:
     """What the backends said about the run's current jobs, folded in. Starts nothing."""
-    if run.stage == Stage.TRAIN:
-        return _fold_stage_jobs(_fold_training(run, facts, readings), facts, JobKind.EVAL)
-    if run.stage in (Stage.EVAL, Stage.EXPORT):
-        return _fold_stage_jobs(run, facts, JobKind(run.stage.value))
+    if run.phase == Phase.TRAIN:
+        return _fold_phase_jobs(_fold_training(run, facts, readings), facts, JobKind.EVAL)
+    if run.phase in (Phase.EVAL, Phase.EXPORT):
+        return _fold_phase_jobs(run, facts, JobKind(run.phase.value))
     return run
 
 
@@ -234,9 +234,9 @@ def _fold_training(run: Run, facts: Facts, readings: dict[str, Reading]) -> Run:
     return folded
 
 
-def _fold_stage_jobs(run: Run, facts: Facts, kind: JobKind) -> Run:
+def _fold_phase_jobs(run: Run, facts: Facts, kind: JobKind) -> Run:
     typed = EvalSummary if kind == JobKind.EVAL else ExportSummary
-    for job in [j for j in run.stage_jobs if j.kind == kind and j.job_id in facts and not j.done]:
+    for job in [j for j in run.phase_jobs if j.kind == kind and j.job_id in facts and not j.done]:
         assert job.job_id is not None  # it is in facts
         status, lines = facts[job.job_id]
         if status.state.terminal:
@@ -246,7 +246,7 @@ def _fold_stage_jobs(run: Run, facts: Facts, kind: JobKind) -> Run:
             per_model = shares_job(run, job) or bool(own)
             raw = parse_summary(own if per_model else lines)
             summary = typed.from_dict(raw) if raw is not None else None
-            run = apply_stage_status(
+            run = apply_phase_status(
                 run, job, own_status(status, summary) if per_model else status, summary
             )
     return run
@@ -269,17 +269,17 @@ def advance_run(
     facts: Facts,
     readings: dict[str, Reading] | None = None,
 ) -> Run:
-    """Fold the backend's answers into one run, then start what its stage needs next."""
+    """Fold the backend's answers into one run, then start what its phase needs next."""
     run = fold_facts(run, facts, readings or {})
-    if run.stage == Stage.TRAIN and run.status == RunStatus.COMPLETED:
-        run = enter_stage_jobs(ws, enter_next_stage(run, after=Stage.TRAIN))
-    elif run.stage in (Stage.EVAL, Stage.EXPORT):
-        kind = JobKind(run.stage.value)
-        if stage_finished(run, kind):
-            run = enter_stage_jobs(ws, close_stage(run, kind))
+    if run.phase == Phase.TRAIN and run.status == RunStatus.COMPLETED:
+        run = enter_phase_jobs(ws, enter_next_phase(run, after=Phase.TRAIN))
+    elif run.phase in (Phase.EVAL, Phase.EXPORT):
+        kind = JobKind(run.phase.value)
+        if phase_finished(run, kind):
+            run = enter_phase_jobs(ws, close_phase(run, kind))
             if kind == JobKind.EVAL and ws.on_evaluated is not None:
                 run = ws.on_evaluated(ledger, run)
-    return launch_stage_jobs(ws, run)
+    return launch_phase_jobs(ws, run)
 
 
 def peek(ws: Workspace, ledgers: list[Ledger], warnings: list[str] | None = None) -> list[Ledger]:

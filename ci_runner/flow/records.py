@@ -66,7 +66,7 @@ def new_ledger(
     )
 
 
-def stage_hardware(plan: Plan) -> dict[str, dict[str, Any]]:
+def phase_hardware(plan: Plan) -> dict[str, dict[str, Any]]:
     """What the plan sized each evaluation and export job on, by job key."""
     return {
         job.key: {
@@ -103,6 +103,7 @@ def new_run(
         split += f"[:{experiment.dataset.max_samples}]"
     run = Run(
         run_id=resolved.run_id,
+        experiment=experiment.name,
         title=resolved.run_id,
         method=experiment.method,
         spec_hash=experiment.spec_hash,
@@ -136,7 +137,7 @@ def new_run(
         tracking_space=config.tracking.space_id,
         **_mlflow_fields(config.tracking),
         attempts=[Attempt(number=1, backend=experiment.backend, submitted_at=now)],
-        stage_hardware=stage_hardware(resolved.plan),
+        phase_hardware=phase_hardware(resolved.plan),
     )
     if spec.replicate_of:  # a rerun: another seed of a recorded run, in the same report
         run = run.model_copy(

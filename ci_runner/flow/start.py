@@ -1,5 +1,7 @@
-"""Putting recorded runs on a backend: a run's first job, a resumed attempt, a waiting
-stage whose turn came. Shared by ``submit`` (right away) and ``poll`` (later)."""
+"""Starting: choosing which recorded runs get a job now (a run's first attempt, a resumed
+attempt, a waiting pipeline stage or ``max_parallel`` run whose turn came) and launching
+each one's training (``flow.launch``). Shared by ``submit`` (right away) and ``poll``
+(later)."""
 
 from __future__ import annotations
 
@@ -49,14 +51,14 @@ def start_runs(
     specs: Mapping[str, RunSpec] | None = None,
     plans: Mapping[str, Plan] | None = None,
 ) -> Ledger:
-    """Launch every run that should have a job now.
+    """Start every run that should have a job now.
 
     First the runs recorded with an attempt but no job (a fresh single run, a resumed
     attempt, a crash between recording and launching), then the waiting runs whose turn
     has come. ``specs``/``plans``: what the caller already has (else rebuilt from the file).
     """
     cache: dict[str, dict[str, RunSpec]] = {}
-    sizing: dict[Any, Any] = {}  # plan_run's model sizes and prices, shared by the launches
+    sizing: dict[Any, Any] = {}  # plan_run's model sizes and prices, shared by the starts
 
     def known(run: Run) -> Mapping[str, RunSpec]:
         if specs is not None:
@@ -67,8 +69,8 @@ def start_runs(
 
     for run in list(ledger.active_runs):
         if not run.waiting and run.last_attempt is not None and run.last_attempt.job_id is None:
-            launched = _launch(ws, ledger, run, known(run), plans or {}, sizing)
-            ledger = replace_run(ledger, launched)
+            started = _start(ws, ledger, run, known(run), plans or {}, sizing)
+            ledger = replace_run(ledger, started)
     decisions = schedule.decide(ledger)
     for run_id, reason in decisions.stop.items():
         stopped = ledger.run(run_id)
@@ -78,12 +80,12 @@ def start_runs(
     for run_id in decisions.start:
         waiting = ledger.run(run_id)
         if waiting is not None:
-            launched = _launch(ws, ledger, waiting, known(waiting), plans or {}, sizing)
-            ledger = replace_run(ledger, launched)
+            started = _start(ws, ledger, waiting, known(waiting), plans or {}, sizing)
+            ledger = replace_run(ledger, started)
     return ledger
 
 
-def _launch(
+def _start(
     ws: Workspace,
     ledger: Ledger,
     run: Run,
@@ -91,6 +93,8 @@ def _launch(
     plans: Mapping[str, Plan],
     sizing: dict[Any, Any],
 ) -> Run:
+    """One run's training job launched, its record brought up to date, and its base
+    evaluation beside it; a run its file no longer describes fails with the remedy."""
     spec = specs.get(run.run_id)
     if spec is None:
         what = f"attempt {run.last_attempt.number}" if run.last_attempt else "the run"
@@ -115,7 +119,7 @@ def _launch(
 
 
 def cancel_waiting(ws: Workspace, ledger: Ledger, run_id: str) -> Ledger | None:
-    """Cancel a run that has no job yet (waiting for its stage or its turn)."""
+    """Cancel a run that has no job yet (waiting for its pipeline stage or its turn)."""
     run = ledger.run(run_id)
     if run is None or not run.waiting:
         return None

@@ -1,4 +1,5 @@
-"""``submit``: record a file's runs in its ledger and start those whose turn it is.
+"""Submitting, the ``submit`` command: record a file's runs in its ledger, then start
+those whose turn it is (``flow.start``), which launches their jobs (``flow.launch``).
 
 One path for every file: a file without ``stages:`` or ``matrix:`` is a file of one run.
 Runs already recorded are left alone (resubmitting starts nothing), failed or canceled ones

@@ -101,7 +101,7 @@ class Workspace:
     @contextlib.contextmanager
     def lock(self, stem: str) -> Iterator[None]:
         """Held while an experiment's ledger is read, acted on and written."""
-        with locked(self.project.workspace / "locks" / f"{stem}.lock"):
+        with locked(self.project.state_dir / "locks" / f"{stem}.lock"):
             yield
 
     def load(

@@ -16,7 +16,7 @@ from ci_runner.job_scripts import curves
 from ci_runner.job_scripts.protocol import TrainSummary
 from ci_runner.ledger.model import Attempt, Run, RunStatus, TrainMetrics
 from ci_runner.ledger.retry import SIGNATURES, attempt_cost, classify_failure
-from ci_runner.progress import Progress
+from ci_runner.track.log_progress import Progress
 
 T = TypeVar("T")
 
@@ -129,11 +129,11 @@ def cancel_run(run: Run, *, now: str) -> Run:
     if attempt is not None and not attempt.state.terminal:
         ended = _update_attempt(run, attempt, state=JobState.CANCELED, finished_at=now)
         update["attempts"] = [*run.attempts[:-1], ended]
-    update["stage_jobs"] = [
+    update["phase_jobs"] = [
         j.model_copy(update={"state": JobState.CANCELED, "finished_at": now})
         if j.job_id and not j.done
         else j
-        for j in run.stage_jobs
+        for j in run.phase_jobs
     ]
     if run.metrics is not None:
         update["metrics"] = run.metrics.model_copy(update={"eta_s": None, "stale": False})

@@ -14,11 +14,20 @@ from pydantic import (
     SerializerFunctionWrapHandler,
     field_validator,
     model_serializer,
+    model_validator,
 )
 
-from ci_runner.core.jobs import BackendName, FailureKind, JobKind, JobState, Stage, StrEnum
+from ci_runner.core.jobs import BackendName, FailureKind, JobKind, JobState, Phase, StrEnum
 
-LEDGER_SCHEMA_VERSION = 1
+# What a ledger file's ``schema_version`` says about its JSON:
+#   1: a run's record has no ``experiment`` (it is the ledger's), and its train → eval →
+#      export step is ``stage``, with ``stage_jobs`` and ``stage_hardware``.
+#   2: each run names its ``experiment``; that step is its ``phase``, with ``phase_jobs``
+#      and ``phase_hardware`` (a pipeline's ``stage_index`` and ``stage_name`` stay).
+# A ledger of an earlier version is read into the current shape and written back as it.
+LEDGER_SCHEMA_VERSION = 2
+# A run's keys as schema version 1 wrote them, by the key that holds them now.
+RUN_KEYS_V1 = {"phase": "stage", "phase_jobs": "stage_jobs", "phase_hardware": "stage_hardware"}
 
 
 class RunStatus(StrEnum):
@@ -113,7 +122,7 @@ class TrainMetrics(_Model):
         return points[-1][1] if points else None
 
 
-class StageJob(_Model):
+class PhaseJob(_Model):
     """A job after training: one evaluation of one model, or the GGUF export."""
 
     kind: JobKind
@@ -165,7 +174,7 @@ class Evaluation(_Model):
     model_url: str | None = None
     score: float | None = None
     metric: str | None = None
-    reused_from: str | None = None  # the run that evaluated this base (``StageJob.reused_from``)
+    reused_from: str | None = None  # the run that evaluated this base (``PhaseJob.reused_from``)
     job_url: str | None = None
     status: RunStatus = RunStatus.QUEUED
     samples: list[float] = []
@@ -217,12 +226,13 @@ OPTIONAL_FIELDS = (
     "matrix",
     "max_parallel",
     "replicate_of",
-    "stage_hardware",
+    "phase_hardware",
 )
 
 
 class Run(_Model):
     run_id: str
+    experiment: str  # the experiment file's ``name:``, which the run id starts with
     title: str
     method: str
     spec_hash: str
@@ -260,10 +270,10 @@ class Run(_Model):
     tracking_run_id: str | None = None
     attempts: list[Attempt] = []
     metrics: TrainMetrics | None = None
-    stage: Stage = Stage.TRAIN  # train → eval → export → done
+    phase: Phase = Phase.TRAIN  # train → eval → export → done
     evaluation: dict[str, Any] | None = None  # the experiment's evaluation settings
     export: dict[str, Any] | None = None  # the experiment's export settings
-    stage_jobs: list[StageJob] = []
+    phase_jobs: list[PhaseJob] = []
     evaluations: list[Evaluation] = []
     best_model: str | None = None  # the evaluated model that scored best on the first benchmark
     exports: list[ExportFile] = []
@@ -281,7 +291,20 @@ class Run(_Model):
     replicate_of: str | None = None  # ``submit --rerun``: the run this one repeats, seed aside
     # How the plan sized each later job (HF Jobs), by its key ("base", "final", "gguf"):
     # {flavor, quantize, device_map, timeout_s}. Absent: the training flavor (older ledgers).
-    stage_hardware: dict[str, dict[str, Any]] = {}
+    phase_hardware: dict[str, dict[str, Any]] = {}
+
+    @model_validator(mode="before")
+    @classmethod
+    def _read_version_1_keys(cls, data: Any) -> Any:
+        """A run recorded by schema version 1, under the keys it has now."""
+        if not isinstance(data, dict) or not any(old in data for old in RUN_KEYS_V1.values()):
+            return data
+        data = dict(data)
+        for key, old in RUN_KEYS_V1.items():
+            if old in data:
+                value = data.pop(old)
+                data.setdefault(key, value)
+        return data
 
     @model_serializer(mode="wrap")
     def _omit_unused_fields(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
@@ -294,7 +317,7 @@ class Run(_Model):
 
     @property
     def started(self) -> bool:
-        """A job was submitted for the current attempt (or a later stage is under way)."""
+        """A job was submitted for the current attempt (or a later phase is under way)."""
         return bool(self.last_attempt and self.last_attempt.job_id)
 
     @property
@@ -309,9 +332,9 @@ class Run(_Model):
         return self.attempts[-1] if self.attempts else None
 
     @property
-    def current_stage_jobs(self) -> list[StageJob]:
-        """The evaluation or export jobs of the stage the run is in (none while training)."""
-        return [j for j in self.stage_jobs if j.kind.value == self.stage.value]
+    def current_phase_jobs(self) -> list[PhaseJob]:
+        """The evaluation or export jobs of the phase the run is in (none while training)."""
+        return [j for j in self.phase_jobs if j.kind.value == self.phase.value]
 
 
 class Ledger(_Model):
@@ -326,6 +349,16 @@ class Ledger(_Model):
     dataset_url: str | None = None
     method: str
     runs: list[Run] = []
+
+    @model_validator(mode="before")
+    @classmethod
+    def _read_earlier_versions(cls, data: Any) -> Any:
+        """A ledger of an earlier schema version, in the current shape (written back so)."""
+        if not isinstance(data, dict) or not isinstance(data.get("runs"), list):
+            return data
+        name = data.get("experiment")  # one experiment's runs: a run without one is its
+        runs = [{"experiment": name, **r} if isinstance(r, dict) else r for r in data["runs"]]
+        return {**data, "schema_version": LEDGER_SCHEMA_VERSION, "runs": runs}
 
     @model_serializer(mode="wrap")
     def _omit_unused_fields(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:

@@ -107,7 +107,7 @@ __all__ = [
 
 
 class Plan(BaseModel):
-    """Everything the plan stage decided and why; JSON round-trips."""
+    """Everything the plan decided and why; JSON round-trips."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 

@@ -149,7 +149,7 @@ class Git:
         with tempfile.TemporaryDirectory(prefix="ci-runner-index-") as tmp:
             index = {"GIT_INDEX_FILE": str(Path(tmp) / "index")}
             self.run("read-tree", parent, env=index)
-            self._stage(files, index)
+            self._add_to_index(files, index)
             tree = self.out("write-tree", env=index)
         if tree == self.out("rev-parse", f"{parent}^{{tree}}"):
             return None
@@ -174,7 +174,7 @@ class Git:
         with tempfile.TemporaryDirectory(prefix="ci-runner-index-") as tmp:
             index = {"GIT_INDEX_FILE": str(Path(tmp) / "index")}
             self.run("read-tree", tree, env=index)
-            self._stage(files, index)
+            self._add_to_index(files, index)
             merged = self.out("write-tree", env=index)
         return self.out(
             "commit-tree",
@@ -188,7 +188,7 @@ class Git:
             env=bot_identity(),
         )
 
-    def _stage(self, files: Mapping[str, bytes], index: Mapping[str, str]) -> None:
+    def _add_to_index(self, files: Mapping[str, bytes], index: Mapping[str, str]) -> None:
         for path, data in sorted(files.items()):
             blob = self.out("hash-object", "-w", "--stdin", input=data)
             self.run("update-index", "--add", "--cacheinfo", f"100644,{blob},{path}", env=index)

@@ -12,8 +12,8 @@ from __future__ import annotations
 from ci_runner.core import stats
 from ci_runner.core.inert import prose
 from ci_runner.ledger.model import Evaluation, Ledger, Run, RunStatus
+from ci_runner.ledger.phases import model_verdict
 from ci_runner.ledger.ranking import Candidate, Verdict, verdict
-from ci_runner.ledger.stages import model_verdict
 from ci_runner.report.markdown import TBD, code, hub_model, link_or_path, named, run_title, table
 
 EVAL_HEADER = ("Run Title", "Benchmark", "Score", "Evaluation Job Link", "Model Link")
@@ -135,9 +135,9 @@ def run_evaluations(ledger: Ledger, run: Run) -> str:
             return (
                 "Pending: "
                 + ", ".join(
-                    f"{j.key} ({j.state.value.lower()})" for j in run.stage_jobs if j.kind == "eval"
+                    f"{j.key} ({j.state.value.lower()})" for j in run.phase_jobs if j.kind == "eval"
                 )
-                if run.stage_jobs
+                if run.phase_jobs
                 else "Pending (after training)"
             )
         return "Pending" if run.active else "No evaluations configured"

@@ -491,6 +491,6 @@ def _pipeline_status(run: Run) -> str:
     if run.status is RunStatus.CANCELED and run.error and run.error.startswith("not started"):
         return "Not started (an earlier stage did not complete)"
     label = run.status.label
-    if run.active and run.stage in ("eval", "export"):
-        label += " (evaluating)" if run.stage == "eval" else " (exporting)"
+    if run.active and run.phase in ("eval", "export"):
+        label += " (evaluating)" if run.phase == "eval" else " (exporting)"
     return label

@@ -38,7 +38,7 @@ def _label(group: list[Run]) -> str:
     parts = [p for p in (first.stage_name, matrix_label(rest) if rest else None) if p]
     if parts:
         return ", ".join(parts)
-    return first.replicate_of or first.run_id.rsplit("-", 1)[0]  # the file's only setting
+    return first.replicate_of or first.experiment  # the file's only setting
 
 
 def _seed(run: Run) -> str:

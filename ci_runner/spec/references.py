@@ -1,7 +1,7 @@
 """What an experiment file points at outside itself: models, datasets and reward code.
 
 Checked while loading, against the project root, so ``validate`` reports a mistyped path or
-a missing reward function together with every other mistake, and every later stage sees
+a missing reward function together with every other mistake, and every later step sees
 each reference decided once: a local value is rewritten as ``./…`` (``core.hub``).
 Reward modules are parsed, never imported: the file is someone's code, and loading it
 here would run it.

@@ -51,7 +51,7 @@ from urllib.parse import urlsplit
 
 from ci_runner.core.durations import parse_stamp
 from ci_runner.job_scripts import curves
-from ci_runner.progress import Progress
+from ci_runner.track.log_progress import Progress
 
 URL_ENV = "CI_RUNNER_TRACKIO_URL"  # stands in for every Space's URL (tests, self-hosted trackio)
 MAX_CURVE_POINTS = curves.MAX_POINTS

@@ -1,9 +1,7 @@
 """GitHub commands: ``ci-runner publish`` and ``ci-runner action``.
 
-Kept out of cli.py so the core CLI never imports PyGithub. Register them with
-``main.add_command(publish)`` and ``main.add_command(action)``. The token comes from
-``GITHUB_TOKEN`` (or ``GH_TOKEN``) only, never from an option, so it never shows up in a
-process list or a shell history.
+The token comes from ``GITHUB_TOKEN`` (or ``GH_TOKEN``) only, never from an option, so it
+never shows up in a process list or a shell history.
 """
 
 from __future__ import annotations
@@ -15,7 +13,7 @@ from pathlib import Path
 import click
 
 from ci_runner.action.main import action
-from ci_runner.cli_output import end_if_unreadable
+from ci_runner.cli.output import end_if_unreadable
 from ci_runner.flow.workspace import Workspace
 from ci_runner.ledger import repository
 from ci_runner.ledger.store import CorruptLedgerError

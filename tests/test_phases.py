@@ -1,18 +1,18 @@
-"""Pure stage transitions after training: evaluate, pick the best, export."""
+"""Pure phase transitions after training: evaluate, pick the best, export."""
 
 from __future__ import annotations
 
 from ci_runner.core.jobs import JobStatus
 from ci_runner.job_scripts.protocol import EvalSummary
 from ci_runner.ledger.model import JobState, Run, RunStatus
-from ci_runner.ledger.stages import (
-    apply_stage_status,
+from ci_runner.ledger.phases import (
+    apply_phase_status,
     best_model,
-    close_stage,
-    enter_next_stage,
+    close_phase,
+    enter_next_phase,
     eval_jobs,
     export_job,
-    stage_finished,
+    phase_finished,
 )
 
 NOW = "2026-11-22T00:00:00Z"
@@ -21,6 +21,7 @@ NOW = "2026-11-22T00:00:00Z"
 def make_run(**fields) -> Run:
     base = dict(
         run_id="r-1",
+        experiment="r",
         title="r-1",
         method="sft",
         spec_hash="h",
@@ -55,14 +56,14 @@ def scores(humaneval: float, gsm8k: float) -> EvalSummary:
     )
 
 
-def test_without_later_stages_training_completes_the_run():
-    run = enter_next_stage(make_run(), after="train")
-    assert (run.stage, run.status) == ("done", RunStatus.COMPLETED)
+def test_without_later_phases_training_completes_the_run():
+    run = enter_next_phase(make_run(), after="train")
+    assert (run.phase, run.status) == ("done", RunStatus.COMPLETED)
 
 
 def test_evaluation_keeps_the_run_in_progress_and_plans_one_job_per_model():
-    run = enter_next_stage(make_run(evaluation=EVAL), after="train")
-    assert (run.stage, run.status) == ("eval", RunStatus.RUNNING)
+    run = enter_next_phase(make_run(evaluation=EVAL), after="train")
+    assert (run.phase, run.status) == ("eval", RunStatus.RUNNING)
     jobs = eval_jobs(
         run, final_model="out", checkpoints=["out/checkpoint-5", "out/checkpoint-10"], now=NOW
     )
@@ -75,29 +76,29 @@ def test_evaluation_keeps_the_run_in_progress_and_plans_one_job_per_model():
 
 
 def test_results_best_model_and_export():
-    run = enter_next_stage(
+    run = enter_next_phase(
         make_run(evaluation=EVAL, export={"gguf": {"quantizations": ["Q4_K_M"]}}), after="train"
     )
     jobs = eval_jobs(run, final_model="out", checkpoints=["out/checkpoint-5"], now=NOW)
     jobs = [j.model_copy(update={"job_id": f"j-{j.key}", "job_url": f"u/{j.key}"}) for j in jobs]
-    run = run.model_copy(update={"stage_jobs": jobs})
+    run = run.model_copy(update={"phase_jobs": jobs})
     results = {
         "base": scores(0.30, 0.2),
         "checkpoint-5": scores(0.36, 0.1),
         "final": scores(0.34, 0.5),
     }
     for job in jobs[:-1]:
-        run = apply_stage_status(
+        run = apply_phase_status(
             run, job, JobStatus(job.job_id, JobState.COMPLETED), results[job.key]
         )
-        assert not stage_finished(run, "eval")
-    run = apply_stage_status(
+        assert not phase_finished(run, "eval")
+    run = apply_phase_status(
         run, jobs[-1], JobStatus("j-final", JobState.COMPLETED), results["final"]
     )
-    assert stage_finished(run, "eval")
+    assert phase_finished(run, "eval")
     assert best_model(run) == "out/checkpoint-5"  # best on the first benchmark, humaneval
-    run = close_stage(run, "eval")
-    assert (run.stage, run.status, run.best_model) == (
+    run = close_phase(run, "eval")
+    assert (run.phase, run.status, run.best_model) == (
         "export",
         RunStatus.RUNNING,
         "out/checkpoint-5",
@@ -108,31 +109,31 @@ def test_results_best_model_and_export():
 
 
 def test_a_failed_eval_fails_the_run_with_its_reason():
-    run = enter_next_stage(make_run(evaluation=EVAL), after="train")
+    run = enter_next_phase(make_run(evaluation=EVAL), after="train")
     (job,) = [
         j.model_copy(update={"job_id": "j"})
         for j in eval_jobs(run, final_model="out", checkpoints=[], now=NOW)
         if j.key == "final"
     ]
-    run = run.model_copy(update={"stage_jobs": [job]})
+    run = run.model_copy(update={"phase_jobs": [job]})
     failed = EvalSummary.from_dict({"status": "failed", "error": "CUDA out of memory"})
-    run = apply_stage_status(run, job, JobStatus("j", JobState.ERROR, 1, "exit 1"), failed)
-    run = close_stage(run, "eval")
+    run = apply_phase_status(run, job, JobStatus("j", JobState.ERROR, 1, "exit 1"), failed)
+    run = close_phase(run, "eval")
     assert run.status == RunStatus.FAILED and "eval final: CUDA out of memory" in run.error
 
 
-def test_clean_exit_without_a_summary_is_a_failed_stage_job():
-    run = enter_next_stage(make_run(evaluation=EVAL), after="train")
+def test_clean_exit_without_a_summary_is_a_failed_phase_job():
+    run = enter_next_phase(make_run(evaluation=EVAL), after="train")
     job = eval_jobs(run, final_model="out", checkpoints=[], now=NOW)[0].model_copy(
         update={"job_id": "j"}
     )
-    run = apply_stage_status(
-        run.model_copy(update={"stage_jobs": [job]}),
+    run = apply_phase_status(
+        run.model_copy(update={"phase_jobs": [job]}),
         job,
         JobStatus("j", JobState.COMPLETED, 0),
         None,
     )
-    assert run.stage_jobs[0].state == JobState.ERROR
+    assert run.phase_jobs[0].state == JobState.ERROR
 
 
 def test_no_best_model_on_a_tie_or_without_a_rival():

@@ -1,4 +1,4 @@
-"""``status`` and ``run``'s live view for people: a table in the spirit of ``hf jobs ps``.
+"""``ci-runner status``, and ``run``'s live view: a table in the spirit of ``hf jobs ps``.
 
 Rendered with rich, which colours only a terminal and honours ``NO_COLOR``; piped output
 is plain text. Machines read ``status --json`` instead.
@@ -6,11 +6,18 @@ is plain text. Machines read ``status --json`` instead.
 
 from __future__ import annotations
 
+import time
 from datetime import datetime, timezone
 from typing import Any
 
+import click
+
+from ci_runner import commands as cmd
+from ci_runner.cli.options import JSON_OPTION, ROOT_OPTION, workspace
+from ci_runner.cli.output import echo, echo_findings, emit_json, end_if_unreadable, warn
 from ci_runner.core.durations import parse_stamp, short
-from ci_runner.core.jobs import Stage
+from ci_runner.core.jobs import Phase
+from ci_runner.documents import ledgers_json
 from ci_runner.ledger.model import Ledger, Run, RunStatus
 from ci_runner.report.health import check_run
 
@@ -21,7 +28,7 @@ STYLES = {
     RunStatus.RUNNING: "cyan",
     RunStatus.QUEUED: "dim",
 }
-COLUMNS = ("Run", "Job", "Where", "Stage", "Step", "Loss", "Elapsed", "ETA", "Cost")
+COLUMNS = ("Run", "Job", "Where", "Status", "Step", "Loss", "Elapsed", "ETA", "Cost")
 
 
 def _now() -> datetime:
@@ -50,14 +57,15 @@ def cost_so_far(run: Run, now: datetime) -> float | None:
     return total
 
 
-def stage_text(run: Run) -> str:
+def status_text(run: Run) -> str:
+    """The run's status, and while it evaluates or exports, how many of those jobs are done."""
     text = run.status.label
     if run.waiting:
         return f"{text} (waiting for {run.depends_on or 'a slot'})"
-    if run.active and run.stage in (Stage.EVAL, Stage.EXPORT):
-        jobs = run.current_stage_jobs
+    if run.active and run.phase in (Phase.EVAL, Phase.EXPORT):
+        jobs = run.current_phase_jobs
         done = sum(j.done for j in jobs)
-        return f"{text} · {'eval' if run.stage == Stage.EVAL else 'export'} {done}/{len(jobs)}"
+        return f"{text} · {'eval' if run.phase == Phase.EVAL else 'export'} {done}/{len(jobs)}"
     return text
 
 
@@ -78,7 +86,7 @@ def row(run: Run, now: datetime) -> list[str]:
         run.run_id,
         (attempt.job_id or "") if attempt else "",
         where,
-        stage_text(run),
+        status_text(run),
         step,
         loss,
         short(elapsed) if elapsed is not None else "",
@@ -117,7 +125,7 @@ def console(*, stderr: bool = False) -> Any:
 def progress_bar(run: Run, width: int = 20) -> str:
     """``[#####-----] 5/12 loss 2.3451 · ETA 1m``: ``run``'s one line on a terminal."""
     m = run.metrics
-    parts = [f"{run.run_id}: {stage_text(run)}"]
+    parts = [f"{run.run_id}: {status_text(run)}"]
     if m and m.step is not None and m.max_steps:
         filled = round(width * min(m.step, m.max_steps) / m.max_steps)
         parts.append(f"[{'#' * filled}{'-' * (width - filled)}] {m.step}/{m.max_steps}")
@@ -126,3 +134,62 @@ def progress_bar(run: Run, width: int = 20) -> str:
     if run.active and m and m.eta_s is not None:
         parts.append(f"ETA {short(m.eta_s)}")
     return " · ".join(parts)
+
+
+@click.command()
+@click.argument("names", nargs=-1)
+@ROOT_OPTION
+@click.option(
+    "--watch",
+    type=float,
+    is_flag=False,
+    flag_value=5.0,
+    default=None,
+    metavar="[SECONDS]",
+    help="Refresh in place every SECONDS (default 5) until interrupted.",
+)
+@JSON_OPTION
+@click.pass_context
+def status(
+    ctx: click.Context, names: tuple[str, ...], root: str | None, watch: float | None, as_json: bool
+) -> None:
+    """Every run, or the runs of NAMES (run ids, prefixes or experiment names), as the
+    backends see them now: one bulk status call per backend, one progress read per project.
+
+    Reads the live state without writing anything; `poll` is what records it.
+    """
+    ws = workspace(ctx, root)
+
+    warnings: list[str] = []
+
+    def current() -> list[Ledger]:
+        return cmd.status_ledgers(ws, names, warnings)
+
+    if as_json:
+        emit_json(ledgers_json(current()))
+        end_if_unreadable([] if names else cmd.unreadable_ledgers(ws))
+        return
+    out = console()
+    ledgers = current()
+    for warning in dict.fromkeys(warnings):
+        warn(warning)
+    unreadable = [] if names else cmd.unreadable_ledgers(ws)
+    if not ledgers and not unreadable:
+        echo("no experiments submitted yet; try `ci-runner submit experiments/<name>.yaml`")
+        return
+    if watch is None:
+        out.print(status_table(ledgers))
+        for ledger in ledgers:
+            for run in ledger.runs:
+                echo_findings(run)
+        end_if_unreadable(unreadable)
+        return
+    from rich.live import Live
+
+    try:
+        with Live(status_table(ledgers), console=out, auto_refresh=False) as live:
+            while True:
+                time.sleep(watch)
+                live.update(status_table(current()), refresh=True)
+    except KeyboardInterrupt:
+        return

@@ -1,4 +1,4 @@
-"""Offline fixtures: a tiny Llama, its tokenizer, three small datasets, two tiny benchmarks.
+"""The offline demo's model and data: a tiny Llama, its tokenizer, small datasets, benchmarks.
 
 Nothing can be downloaded from the Hub in CI or on an air-gapped laptop, so the
 demo and the tests train on a model and data built here. Everything is seeded,
@@ -9,7 +9,7 @@ sentencepiece) are imported inside the functions that need them: importing
 Tokenizer recipe (see DESIGN.md, "Facts checked"): a sentencepiece BPE with
 byte fallback and split digits, loaded as a ``LlamaTokenizer`` without a prefix
 space, ChatML tokens marked special. It is the one recipe that survived every
-later stage (TRL, lighteval, GGUF conversion and Q4_K_M quantization).
+later step (TRL, lighteval, GGUF conversion and Q4_K_M quantization).
 """
 
 from __future__ import annotations
@@ -82,8 +82,8 @@ def require_train_extra() -> None:
 
 
 @dataclass(frozen=True)
-class FixturePaths:
-    """Where :func:`build_fixtures` put each artifact (all absolute)."""
+class DemoPaths:
+    """Where :func:`build_demo` put each artifact (all absolute)."""
 
     model: Path
     sft_data: Path
@@ -97,7 +97,7 @@ class FixturePaths:
     shop_benchmark: Path | None = None
 
 
-def build_fixtures(out_dir: Path, *, force: bool = False) -> FixturePaths:
+def build_demo(out_dir: Path, *, force: bool = False) -> DemoPaths:
     """Write the datasets and the tiny model under ``out_dir``.
 
     Idempotent: a dataset file is only written when its (seeded, so fixed) text
@@ -133,7 +133,7 @@ def build_fixtures(out_dir: Path, *, force: bool = False) -> FixturePaths:
     if force or not (model_dir / "config.json").is_file():
         _build_model(model_dir, _corpus(rows_by_file))
 
-    return FixturePaths(
+    return DemoPaths(
         model=model_dir,
         sft_data=data_dir / SFT_FILENAME,
         dpo_data=data_dir / DPO_FILENAME,

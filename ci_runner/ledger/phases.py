@@ -1,8 +1,8 @@
 """After training: evaluate, pick the best model, export. Pure transitions.
 
-A run moves train → eval → export → done. Each later stage is a set of
-``StageJob``s the runner launches and polls like training jobs; these functions
-decide which jobs a stage needs and fold their results into the run.
+A run moves train → eval → export → done. Each later phase is a set of
+``PhaseJob``s the runner launches and polls like training jobs; these functions
+decide which jobs a phase needs and fold their results into the run.
 """
 
 from __future__ import annotations
@@ -10,69 +10,69 @@ from __future__ import annotations
 import dataclasses
 
 from ci_runner.core.hub import hub_url
-from ci_runner.core.jobs import JobKind, JobState, JobStatus, Stage
+from ci_runner.core.jobs import JobKind, JobState, JobStatus, Phase
 from ci_runner.job_scripts.protocol import EvalSummary, ExportSummary
-from ci_runner.ledger.model import Evaluation, ExportFile, Run, RunStatus, StageJob
+from ci_runner.ledger.model import Evaluation, ExportFile, PhaseJob, Run, RunStatus
 from ci_runner.ledger.ranking import Candidate, Verdict, verdict
 
 BASE, FINAL = "base", "final"
 
 
-def _next_stage(run: Run, after: Stage) -> Stage:
-    order = list(Stage)
-    for stage in order[order.index(Stage(after)) + 1 :]:
-        if stage == Stage.EVAL and run.evaluation:
-            return stage
-        if stage == Stage.EXPORT and run.export and run.export.get("gguf"):
-            return stage
-    return Stage.DONE
+def _next_phase(run: Run, after: Phase) -> Phase:
+    order = list(Phase)
+    for phase in order[order.index(Phase(after)) + 1 :]:
+        if phase == Phase.EVAL and run.evaluation:
+            return phase
+        if phase == Phase.EXPORT and run.export and run.export.get("gguf"):
+            return phase
+    return Phase.DONE
 
 
-def enter_next_stage(run: Run, *, after: Stage | str) -> Run:
-    """Training (or a stage) finished: the run stays in progress until the last stage."""
-    stage = _next_stage(run, Stage(after))
-    status = RunStatus.COMPLETED if stage == Stage.DONE else RunStatus.RUNNING
-    return run.model_copy(update={"stage": stage, "status": status})
+def enter_next_phase(run: Run, *, after: Phase | str) -> Run:
+    """Training (or a phase) finished: the run stays in progress until the last phase."""
+    phase = _next_phase(run, Phase(after))
+    status = RunStatus.COMPLETED if phase == Phase.DONE else RunStatus.RUNNING
+    return run.model_copy(update={"phase": phase, "status": status})
 
 
-def eval_jobs(run: Run, *, final_model: str, checkpoints: list[str], now: str) -> list[StageJob]:
+def eval_jobs(run: Run, *, final_model: str, checkpoints: list[str], now: str) -> list[PhaseJob]:
     """One evaluation job per model: the base, the final model, and checkpoints if asked."""
     settings = run.evaluation or {}
     models = list(settings.get("models", [BASE, FINAL]))
     jobs = []
     if BASE in models:
-        jobs.append(StageJob(kind=JobKind.EVAL, key=BASE, model=run.base_model, submitted_at=now))
+        jobs.append(PhaseJob(kind=JobKind.EVAL, key=BASE, model=run.base_model, submitted_at=now))
     if settings.get("checkpoints") == "all":
         for path in checkpoints:
             name = path.rstrip("/").rsplit("/", 1)[-1]
-            jobs.append(StageJob(kind=JobKind.EVAL, key=name, model=path, submitted_at=now))
+            jobs.append(PhaseJob(kind=JobKind.EVAL, key=name, model=path, submitted_at=now))
     if FINAL in models:
-        jobs.append(StageJob(kind=JobKind.EVAL, key=FINAL, model=final_model, submitted_at=now))
+        jobs.append(PhaseJob(kind=JobKind.EVAL, key=FINAL, model=final_model, submitted_at=now))
     return jobs
 
 
-def missing_eval_jobs(run: Run, jobs: list[StageJob]) -> list[StageJob]:
-    """Of a stage's evaluation jobs, those the run has not recorded yet: the base's may
+def missing_eval_jobs(run: Run, jobs: list[PhaseJob]) -> list[PhaseJob]:
+    """Of a phase's evaluation jobs, those the run has not recorded yet: the base's may
     have started with training (``base_eval_job``)."""
-    have = {j.key for j in run.stage_jobs if j.kind == JobKind.EVAL}
+    have = {j.key for j in run.phase_jobs if j.kind == JobKind.EVAL}
     return [j for j in jobs if j.key not in have]
 
 
 # --- the base model, evaluated once ----------------------------------------------------
 
 
-def base_job(run: Run) -> StageJob | None:
-    return next((j for j in run.stage_jobs if j.kind == JobKind.EVAL and j.key == BASE), None)
+def base_job(run: Run) -> PhaseJob | None:
+    return next((j for j in run.phase_jobs if j.kind == JobKind.EVAL and j.key == BASE), None)
 
 
-def base_eval_job(run: Run, *, now: str, fingerprint: str | None) -> StageJob | None:
+def base_eval_job(run: Run, *, now: str, fingerprint: str | None) -> PhaseJob | None:
     """The base model's evaluation, recorded as training starts: the base is known then,
     so its scores need not wait for training. None when the file does not evaluate the
     base, or the run has that job already."""
     settings = run.evaluation
     if not settings or BASE not in settings.get("models", [BASE, FINAL]) or base_job(run):
         return None
-    return StageJob(
+    return PhaseJob(
         kind=JobKind.EVAL,
         key=BASE,
         model=run.base_model,
@@ -81,7 +81,7 @@ def base_eval_job(run: Run, *, now: str, fingerprint: str | None) -> StageJob | 
     )
 
 
-def reusable_base(runs: list[Run], fingerprint: str | None) -> tuple[Run, StageJob] | None:
+def reusable_base(runs: list[Run], fingerprint: str | None) -> tuple[Run, PhaseJob] | None:
     """Another run's evaluation of the same base under the same settings: one that finished
     with scores first, else one still under way (its job is then shared). Failed or
     canceled ones are not reused."""
@@ -100,7 +100,7 @@ def reusable_base(runs: list[Run], fingerprint: str | None) -> tuple[Run, StageJ
     return finished or running
 
 
-def reuse_base(run: Run, source: Run, job: StageJob, *, now: str) -> Run:
+def reuse_base(run: Run, source: Run, job: PhaseJob, *, now: str) -> Run:
     """Take ``source``'s base evaluation: its scores (per-sample values included) when it
     finished, else its job, which this run then polls as its own. The origin is named
     (``reused_from``): the run whose job evaluated the base."""
@@ -108,7 +108,7 @@ def reuse_base(run: Run, source: Run, job: StageJob, *, now: str) -> Run:
     shared = job.model_copy(
         update={"model": run.base_model, "reused_from": origin, "submitted_at": now}
     )
-    update: dict[str, object] = {"stage_jobs": [*run.stage_jobs, shared]}
+    update: dict[str, object] = {"phase_jobs": [*run.phase_jobs, shared]}
     if job.done:
         shared = shared.model_copy(update={"submitted_at": job.submitted_at})
         scores = [
@@ -118,19 +118,19 @@ def reuse_base(run: Run, source: Run, job: StageJob, *, now: str) -> Run:
         ]
         keep = [e for e in run.evaluations if e.model_label != BASE]
         update = {
-            "stage_jobs": [*run.stage_jobs, shared],
+            "phase_jobs": [*run.phase_jobs, shared],
             "evaluations": sorted(keep + scores, key=_eval_order),
         }
     return run.model_copy(update=update)
 
 
-def export_job(run: Run, *, now: str) -> StageJob:
+def export_job(run: Run, *, now: str) -> PhaseJob:
     model = run.best_model or run.output_dir
-    return StageJob(kind=JobKind.EXPORT, key="gguf", model=model, submitted_at=now)
+    return PhaseJob(kind=JobKind.EXPORT, key="gguf", model=model, submitted_at=now)
 
 
-def job_groups(pending: list[StageJob], *, share_evals: bool) -> list[list[StageJob]]:
-    """The stage jobs to start, grouped by the process that runs them.
+def job_groups(pending: list[PhaseJob], *, share_evals: bool) -> list[list[PhaseJob]]:
+    """The phase jobs to start, grouped by the process that runs them.
 
     With ``share_evals`` (the local backend) a run's evaluations run in one process, one
     model after another: the libraries load once, which is most of an evaluation's time
@@ -143,10 +143,10 @@ def job_groups(pending: list[StageJob], *, share_evals: bool) -> list[list[Stage
     return [evals, *([j] for j in pending if j.kind != JobKind.EVAL)]
 
 
-def shares_job(run: Run, job: StageJob) -> bool:
-    """Does another of the run's stage jobs run in the same backend job (``job_groups``)?"""
+def shares_job(run: Run, job: PhaseJob) -> bool:
+    """Does another of the run's phase jobs run in the same backend job (``job_groups``)?"""
     return job.job_id is not None and any(
-        j.job_id == job.job_id and (j.kind, j.key) != (job.kind, job.key) for j in run.stage_jobs
+        j.job_id == job.job_id and (j.kind, j.key) != (job.kind, job.key) for j in run.phase_jobs
     )
 
 
@@ -158,15 +158,15 @@ def own_status(status: JobStatus, summary: EvalSummary | ExportSummary | None) -
     return status
 
 
-def _with_job(run: Run, job: StageJob) -> Run:
-    jobs = [job if (j.kind, j.key) == (job.kind, job.key) else j for j in run.stage_jobs]
-    return run.model_copy(update={"stage_jobs": jobs})
+def _with_job(run: Run, job: PhaseJob) -> Run:
+    jobs = [job if (j.kind, j.key) == (job.kind, job.key) else j for j in run.phase_jobs]
+    return run.model_copy(update={"phase_jobs": jobs})
 
 
-def apply_stage_status(
-    run: Run, job: StageJob, status: JobStatus, summary: EvalSummary | ExportSummary | None
+def apply_phase_status(
+    run: Run, job: PhaseJob, status: JobStatus, summary: EvalSummary | ExportSummary | None
 ) -> Run:
-    """Fold a stage job's status (and, once finished, its summary) into the run."""
+    """Fold a phase job's status (and, once finished, its summary) into the run."""
     failed = status.state == JobState.COMPLETED and not (summary and summary.completed)
     message = status.message
     if status.state == JobState.ERROR or failed:
@@ -184,7 +184,7 @@ def apply_stage_status(
     return run
 
 
-def _record_results(run: Run, job: StageJob, summary: EvalSummary | ExportSummary) -> Run:
+def _record_results(run: Run, job: PhaseJob, summary: EvalSummary | ExportSummary) -> Run:
     if isinstance(summary, ExportSummary):
         files = [
             ExportFile(
@@ -230,8 +230,8 @@ def _eval_order(ev: Evaluation) -> tuple[int, int]:
     return (2, 0)
 
 
-def stage_finished(run: Run, kind: str) -> bool:
-    jobs = [j for j in run.stage_jobs if j.kind == kind]
+def phase_finished(run: Run, kind: str) -> bool:
+    jobs = [j for j in run.phase_jobs if j.kind == kind]
     return bool(jobs) and all(j.done for j in jobs)
 
 
@@ -257,12 +257,12 @@ def model_verdict(run: Run) -> Verdict[str]:
     )
 
 
-def close_stage(run: Run, kind: str) -> Run:
-    """All of a stage's jobs ended: record failures, pick the best model, move on."""
-    failures = [j for j in run.stage_jobs if j.kind == kind and j.state != JobState.COMPLETED]
+def close_phase(run: Run, kind: str) -> Run:
+    """All of a phase's jobs ended: record failures, pick the best model, move on."""
+    failures = [j for j in run.phase_jobs if j.kind == kind and j.state != JobState.COMPLETED]
     if failures:
         names = ", ".join(f"{j.kind} {j.key}: {j.message}" for j in failures)
         return run.model_copy(update={"status": RunStatus.FAILED, "error": names})
     if kind == "eval":
         run = run.model_copy(update={"best_model": best_model(run)})
-    return enter_next_stage(run, after=kind)
+    return enter_next_phase(run, after=kind)

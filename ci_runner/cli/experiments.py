@@ -1,29 +1,25 @@
-"""``ci-runner``: the command line. Parse, call the flow, print (``cli_output``).
-
-Human-readable output goes to stdout for reading commands, progress to stderr;
-``--json`` prints one JSON document on stdout for scripts and agents. Every error ends
-in one place (``CliGroup``) with its exit code (``ci_runner.errors.ExitCode``, listed in
-the README) and a message with secrets redacted.
-"""
+"""Commands on experiment files and their runs: check, plan, submit, poll, report, and
+``run``/``wait``, which watch runs to their end."""
 
 from __future__ import annotations
 
-import shutil
 import sys
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any, TypeVar
 
 import click
 
-from ci_runner import __version__
 from ci_runner import commands as cmd
-from ci_runner.cli_output import (
+from ci_runner.cli.options import (
+    BACKEND_OPTION,
+    BUDGET_OPTION,
     JSON_OPTION,
-    echo,
-    echo_findings,
-    emit_json,
-    end_if_unreadable,
+    SKIP_DATA_OPTION,
+    workspace,
+)
+from ci_runner.cli.output import echo, echo_findings, emit_json, end_if_unreadable, warn
+from ci_runner.cli.status import console, progress_bar
+from ci_runner.documents import (
     outcome_code,
     plan_json,
     plan_text,
@@ -31,9 +27,7 @@ from ci_runner.cli_output import (
     run_json,
     submit_json,
     submit_text,
-    warn,
 )
-from ci_runner.errors import CiRunnerError, NotReadyError
 from ci_runner.flow.submit import SubmitOutcome
 from ci_runner.flow.workspace import Workspace
 from ci_runner.ledger.model import Run
@@ -42,57 +36,10 @@ from ci_runner.publish.redact import redact
 T = TypeVar("T")
 
 
-class CliGroup(click.Group):
-    """Turns every ci-runner error into its message and exit code; never a traceback."""
-
-    def invoke(self, ctx: click.Context) -> Any:
-        try:
-            return super().invoke(ctx)
-        except CiRunnerError as exc:
-            click.secho(f"error: {redact(str(exc))}", fg="red", err=True)
-            sys.exit(exc.exit_code)
-
-
-def workspace(ctx: click.Context) -> Workspace:
-    """The project at ``--root``; evaluations push their model card as they close."""
-    return cmd.open_workspace(ctx.obj["root"])
-
-
-@click.group(cls=CliGroup, context_settings={"help_option_names": ["-h", "--help"]})
-@click.option(
-    "--root",
-    default=".",
-    envvar="CI_RUNNER_ROOT",
-    show_default=True,
-    type=click.Path(file_okay=False),
-    help="Project root holding experiments/ and training_reports/.",
-)
-@click.version_option(__version__, prog_name="ci-runner")
-@click.pass_context
-def main(ctx: click.Context, root: str) -> None:
-    """Run LLM fine-tuning experiments from experiment files."""
-    ctx.ensure_object(dict)
-    ctx.obj["root"] = root
-
-
-BACKEND_OPTION = click.option(
-    "--backend",
-    type=click.Choice(["local", "hf-jobs", "ray"]),
-    default=None,
-    help="Override the experiment file's backend.",
-)
-BUDGET_OPTION = click.option(
-    "--allow-over-budget", is_flag=True, help="Submit even if the plan exceeds budget.max_cost_usd."
-)
-SKIP_DATA_OPTION = click.option(
-    "--skip-data-check", is_flag=True, help="Do not read the dataset before planning."
-)
-
-
 # --- reading commands ---------------------------------------------------------------------
 
 
-@main.command()
+@click.command()
 @click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False))
 @click.option("--data", "with_data", is_flag=True, help="Also check each dataset (reads rows).")
 @JSON_OPTION
@@ -127,7 +74,7 @@ def validate(ctx: click.Context, files: tuple[str, ...], with_data: bool, as_jso
         sys.exit(code)
 
 
-@main.command()
+@click.command()
 @click.option(
     "--markdown", is_flag=True, help="Print the field reference (a table) instead of the schema."
 )
@@ -145,33 +92,7 @@ def schema(markdown: bool, as_json: bool) -> None:
     click.echo(field_reference() if markdown else schema_text(), nl=False)
 
 
-@main.command()
-@click.option("--out", default="fixtures", show_default=True, type=click.Path(file_okay=False))
-@click.option("--force", is_flag=True, help="Rebuild the model even if it exists.")
-@click.pass_context
-def fixtures(ctx: click.Context, out: str, force: bool) -> None:
-    """Build the tiny offline model, tokenizer and datasets used by the demo.
-
-    Needs the train extra; without it, exits 4 with the install line and writes nothing.
-    """
-    from ci_runner.fixtures import build_fixtures, require_train_extra
-
-    require_train_extra()
-    target = Path(ctx.obj["root"]) / out
-    existed = target.exists()
-    try:
-        paths = build_fixtures(target, force=force)
-    except BaseException:
-        if not existed:  # a half-built folder would pass for a built one next time
-            shutil.rmtree(target, ignore_errors=True)
-        raise
-    fields = {k: v for k, v in vars(paths).items() if v is not None}
-    width = max(map(len, fields))
-    for label, path in fields.items():
-        echo(f"{label:<{width}}  {path}")
-
-
-@main.command()
+@click.command()
 @click.argument("file", type=click.Path(dir_okay=False))
 @BACKEND_OPTION
 @SKIP_DATA_OPTION
@@ -198,7 +119,7 @@ def plan(
         sys.exit(code)
 
 
-@main.command("check-data")
+@click.command("check-data")
 @click.argument("file", required=False, type=click.Path(dir_okay=False))
 @click.option("--dataset", "dataset", help="A Hub id or local path, instead of an experiment file.")
 @click.option("--config", "config", default=None, help="Hub dataset config (with --dataset).")
@@ -236,7 +157,7 @@ def check_data(
 # --- commands that act ------------------------------------------------------------------
 
 
-@main.command()
+@click.command()
 @click.argument("file", type=click.Path(dir_okay=False))
 @BACKEND_OPTION
 @BUDGET_OPTION
@@ -266,7 +187,7 @@ def submit(
     _show(submit_json(outcome), submit_text(outcome), as_json)
 
 
-@main.command()
+@click.command()
 @JSON_OPTION
 @click.pass_context
 def poll(ctx: click.Context, as_json: bool) -> None:
@@ -284,7 +205,7 @@ def poll(ctx: click.Context, as_json: bool) -> None:
     end_if_unreadable(outcome.corrupt)
 
 
-@main.command()
+@click.command()
 @JSON_OPTION
 @click.pass_context
 def report(ctx: click.Context, as_json: bool) -> None:
@@ -301,7 +222,7 @@ def report(ctx: click.Context, as_json: bool) -> None:
     end_if_unreadable(cmd.unreadable_ledgers(ws))
 
 
-@main.command()
+@click.command()
 @click.argument("file", type=click.Path(dir_okay=False))
 @BACKEND_OPTION
 @BUDGET_OPTION
@@ -359,7 +280,7 @@ def run(
     sys.exit(ran.exit_code)
 
 
-@main.command()
+@click.command()
 @click.argument("experiments", nargs=-1)
 @click.option(
     "--timeout", type=float, default=None, help="Give up after this many seconds (exit 12)."
@@ -416,8 +337,6 @@ def _watching(
     """Run ``watch`` with a display: on a terminal, one live line per run (a progress bar,
     step and loss) on stderr; piped (CI logs), a plain line whenever a run's line changes.
     """
-    from ci_runner.cli_status import console, progress_bar
-
     err = console(stderr=True)
     live = None
     on_runs = None
@@ -465,43 +384,3 @@ def _submit(
     for warning in outcome.warnings:
         warn(warning)
     return outcome
-
-
-@main.command("mcp")
-@click.option(
-    "--allow-submit",
-    is_flag=True,
-    help="Let agents submit runs (costs money on hf-jobs) and cancel them. Default: read-only.",
-)
-@click.option("--allow-cancel", is_flag=True, help="Let agents cancel runs (not submit).")
-@click.pass_context
-def mcp(ctx: click.Context, allow_submit: bool, allow_cancel: bool) -> None:
-    """Serve the commands as MCP tools over stdio (for Codex, Claude Code...).
-
-    Needs the mcp extra: pip install 'ci-runner[mcp]'. Tools: validate, check_data, plan,
-    submit, status, logs, cancel, wait, report; each returns its command's --json document.
-    """
-    import importlib.util
-
-    if importlib.util.find_spec("mcp") is None:
-        raise NotReadyError(
-            "`ci-runner mcp` needs the MCP SDK: pip install 'ci-runner[mcp]' (or -e '.[mcp]')"
-        )
-    from ci_runner.mcp_server import Settings, serve  # imports the SDK: only here
-
-    root = Path(ctx.obj["root"]).resolve()
-    serve(Settings(root=root, allow_submit=allow_submit, allow_cancel=allow_cancel))
-
-
-def _register_commands() -> None:
-    from ci_runner.cli_github import action, publish
-    from ci_runner.cli_watch import cancel, logs, status
-
-    for command in (status, logs, cancel, action, publish):
-        main.add_command(command)
-
-
-_register_commands()
-
-if __name__ == "__main__":
-    main()

@@ -1,4 +1,5 @@
-"""What the CLI prints: JSON documents for scripts and agents, lines for people.
+"""What a command returns, for the CLI and the MCP server alike: JSON documents for
+scripts and agents, lines for people.
 
 The JSON shapes here are the contract documented in AGENTS.md; tests pin them.
 """
@@ -6,58 +7,26 @@ The JSON shapes here are the contract documented in AGENTS.md; tests pin them.
 from __future__ import annotations
 
 import json
-import sys
 from typing import Any
 
-import click
-
 from ci_runner.core.durations import short
-from ci_runner.core.jobs import Stage
+from ci_runner.core.jobs import Phase
 from ci_runner.errors import ExitCode
 from ci_runner.flow.preflight import Preflight
 from ci_runner.flow.submit import SubmitOutcome
 from ci_runner.ledger.model import Ledger, Run, RunStatus
 from ci_runner.ledger.retry import wall_time
-from ci_runner.ledger.store import CorruptLedgerError
 from ci_runner.plan.render import plan_to_json, render_plan
 from ci_runner.plan.total import file_plan_to_json, render_file_plan
 from ci_runner.publish.redact import redact
 from ci_runner.report.health import check_run, fmt
 from ci_runner.report.render import OVERVIEW_COLUMNS
 
-JSON_OPTION = click.option(
-    "--json",
-    "as_json",
-    is_flag=True,
-    help="Print one JSON document on stdout (progress and warnings go to stderr).",
-)
-
 
 def json_text(data: Any) -> str:
     """The document as ``--json`` prints it (less the final newline): sorted, indented,
     redacted."""
     return redact(json.dumps(data, indent=2, sort_keys=True, default=str))
-
-
-def emit_json(data: Any) -> None:
-    click.echo(json_text(data))
-
-
-def echo(text: str = "", *, err: bool = False) -> None:
-    click.echo(redact(text), err=err)
-
-
-def warn(text: str) -> None:
-    click.secho(f"warning: {redact(text)}", fg="yellow", err=True)
-
-
-def end_if_unreadable(corrupt: list[CorruptLedgerError]) -> None:
-    """After a command that went over every ledger and did its work for the others: name
-    each ledger it skipped, with its remedy, and end with exit 9."""
-    for exc in corrupt:
-        click.secho(f"error: {redact(str(exc))}", fg="red", err=True)
-    if corrupt:
-        sys.exit(ExitCode.LEDGER_CORRUPT)
 
 
 def run_json(run: Run) -> dict[str, Any]:
@@ -72,13 +41,6 @@ def run_json(run: Run) -> dict[str, Any]:
         data["metrics"]["latest"] = {key: run.metrics.last(key) for key in run.metrics.series}
     data["checks"] = [finding.to_json() for finding in check_run(run)]
     return data
-
-
-def echo_findings(run: Run, *, indent: str = "") -> None:
-    """The run's health findings, each with its remedy, as warnings (stdout, as the run's
-    own lines are)."""
-    for finding in check_run(run):
-        click.secho(redact(f"{indent}warning: {run.run_id}: {finding.text}"), fg="yellow")
 
 
 def ledgers_json(ledgers: list[Ledger]) -> list[dict[str, Any]]:
@@ -96,9 +58,9 @@ def progress_line(run: Run) -> str:
     parts = [f"{run.run_id}: {run.status.label}"]
     if run.waiting:
         parts.append("waiting to start" + (f" after {run.depends_on}" if run.depends_on else ""))
-    if run.active and run.stage in (Stage.EVAL, Stage.EXPORT):
-        jobs = run.current_stage_jobs
-        verb = "evaluating" if run.stage == Stage.EVAL else "exporting GGUF"
+    if run.active and run.phase in (Phase.EVAL, Phase.EXPORT):
+        jobs = run.current_phase_jobs
+        verb = "evaluating" if run.phase == Phase.EVAL else "exporting GGUF"
         parts.append(f"{verb} ({sum(j.done for j in jobs)}/{len(jobs)} jobs done)")
     m = run.metrics
     if m and m.step is not None:
