@@ -103,6 +103,7 @@ def seed_ledger(root: Path) -> None:
     steps = int(experiment.hyperparameters.get("max_steps", 12))
     run = Run(
         run_id=f"{experiment.name}-bench",
+        experiment=experiment.name,
         title=experiment.name,
         method=experiment.method,
         spec_hash="bench",
@@ -134,7 +135,7 @@ def seed_ledger(root: Path) -> None:
             final_loss=5.5,
             loss_curve=[(s, 6.3 - s / steps) for s in range(1, steps + 1)],
         ),
-        stage="done",
+        phase="done",
     )
     ledger = Ledger(
         experiment=experiment.name,

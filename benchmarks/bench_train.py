@@ -131,15 +131,15 @@ def job_spans(jobs_dir: Path) -> dict[str, list[tuple[float, float, str]]]:
     """Each local job's (submitted, ended, job id), by kind: train, eval or export.
 
     A job's request file is written as it starts and its exit file as it ends; evaluation
-    and export jobs carry a ``ci-runner.stage`` label, training jobs do not.
+    and export jobs carry their phase in the ``ci-runner.stage`` label, training jobs do not.
     """
     spans: dict[str, list[tuple[float, float, str]]] = {}
     for request in sorted(jobs_dir.glob("*/request.json")):
         exit_file = request.with_name("exit.json")
         if not exit_file.exists():
             raise BenchError(f"job {request.parent.name} has not ended")
-        stage = json.loads(request.read_text())["labels"].get("ci-runner.stage")
-        kind = stage.split("-", 1)[0] if stage else "train"
+        phase = json.loads(request.read_text())["labels"].get("ci-runner.stage")
+        kind = phase.split("-", 1)[0] if phase else "train"
         span = (request.stat().st_mtime, exit_file.stat().st_mtime, request.parent.name)
         spans.setdefault(kind, []).append(span)
     return spans
@@ -149,12 +149,12 @@ def phases(
     spans: dict[str, list[tuple[float, float, str]]], started: float, ended: float
 ) -> dict[str, float]:
     """Where the demo's wall time went: before the first job (check, plan, submit), each
-    stage's jobs (first start to last end), after the last job (final poll and report),
-    and the hand-offs between stages (the runner noticing a job ended, starting the next)."""
+    phase's jobs (first start to last end), after the last job (final poll and report),
+    and the hand-offs between phases (the runner noticing a job ended, starting the next)."""
     kinds = {
         kind: (min(s[0] for s in group), max(s[1] for s in group)) for kind, group in spans.items()
     }
-    # A stage's span starts no earlier than the one before it ended: an evaluation that
+    # A phase's span starts no earlier than the one before it ended: an evaluation that
     # ran beside training (the base's) counts as training's time, so the phases still add
     # up to the wall time.
     previous_end = 0.0
