@@ -1,10 +1,11 @@
 """The HumanEval sandbox where users run it: every attack goes through the real path.
 
-Each test starts an evaluator process that does what ``evaluate.py`` does once lighteval
-has loaded the benchmark: it reads the problems, calls ``evaluate.guard_generated_code``
-(drop the secrets, seal the answers, probe the sandbox, refuse when unisolated), then
-scores the completions with lighteval's HumanEval metric (``humaneval_metric``, whose
-``pool.map`` runs the sandboxes). The completions are the attacks.
+One evaluator process per mode does what ``evaluate.py`` does once lighteval has loaded
+the benchmark: it reads the problems, calls ``evaluate.guard_generated_code`` (drop the
+secrets, seal the answers, probe the sandbox, refuse when unisolated), then scores the
+completions with lighteval's HumanEval metric (``humaneval_metric``, whose ``pool.map``
+runs the sandboxes). The completions are the attacks, met in turn by one evaluator, as
+one bad model's completions would reach it; each attack is scored by its own metric call.
 
 Modes: root with everything this machine grants (bubblewrap when installed), root without
 bubblewrap (``unshare`` and a uid per sandbox), root with no namespaces at all (a uid
@@ -89,16 +90,18 @@ except sandbox.UnisolatedError as exc:
     sandbox.restore_secrets()
     print("RESULT " + json.dumps({"refused": str(exc)}), flush=True)
     raise SystemExit(0)
-docs = [humaneval.humaneval_prompt(problems[i], "humaneval|0") for i in params["order"]]
-responses = [ModelResponse(text=[text]) for text in params["completions"]]
 metric = humaneval.humaneval_metric(timeout_s=params["timeout"])
-if params["one_by_one"]:  # later problems run after earlier ones are done
-    scores = [
-        metric.compute_sample(docs=[doc], responses=[response])["pass@1"][0]
-        for doc, response in zip(docs, responses)
-    ]
-else:
-    scores = metric.compute_sample(docs=docs, responses=responses)["pass@1"]
+scores = {}
+for name, case in params["cases"].items():  # one attack after another, in this order
+    docs = [humaneval.humaneval_prompt(problems[i], "humaneval|0") for i in case["order"]]
+    responses = [ModelResponse(text=[text]) for text in case["completions"]]
+    if case["one_by_one"]:  # later problems run after earlier ones are done
+        scores[name] = [
+            metric.compute_sample(docs=[doc], responses=[response])["pass@1"][0]
+            for doc, response in zip(docs, responses)
+        ]
+    else:
+        scores[name] = metric.compute_sample(docs=docs, responses=responses)["pass@1"]
 summary = sandbox.summary()
 sandbox.restore_secrets()
 print("RESULT " + json.dumps({"scores": scores, "summary": summary}), flush=True)
@@ -171,18 +174,22 @@ def world(request):
     made.close()
 
 
+def case(completions: list[str], order: list[int], *, one_by_one: bool = False) -> dict:
+    """One attack: its completions, the problem each answers, one metric call or one each."""
+    return {"completions": completions, "order": order, "one_by_one": one_by_one}
+
+
 def evaluate(
     world: World,
     mode: str,
     problems: list[dict[str, Any]],
-    completions: list[str],
+    cases: dict[str, dict[str, Any]],
     *,
-    order: list[int] | None = None,
-    one_by_one: bool = False,
     env: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """Run the evaluator in ``mode`` under a parent shell holding ``env`` (as ``uv run`` or
-    a runner's step does); its RESULT: ``{"refused": ...}`` or ``{"scores", "summary"}``."""
+    a runner's step does); its RESULT: ``{"refused": ...}``, or ``{"scores", "summary"}``
+    with the scores of each case by name."""
     pytest.importorskip("lighteval")
     settings = MODES[mode]
     preexec = None
@@ -210,10 +217,8 @@ def evaluate(
         "model": str(world.model),
         "output_dir": str(output_dir),
         "allow": bool(settings.get("allow")),
-        "order": order if order is not None else list(range(len(completions))),
-        "completions": completions,
+        "cases": cases,
         "timeout": TIMEOUT_S,
-        "one_by_one": one_by_one,
     }
     (world.base / "params.json").write_text(json.dumps(params))
     (world.base / "evaluator.py").write_text(EVALUATOR)
@@ -282,8 +287,9 @@ def refused_or_isolated(result: dict[str, Any], mode: str) -> bool:
     return bool(summary["isolated"])
 
 
-# --- attack 1: rewrite the judge's code, then every later problem passes -------------------
+# --- the attacks: each a completion, or a few, scored by one metric call ------------------
 
+# Rewrite the judge's code, then every later problem passes.
 REWRITE_THE_JUDGE = """
 import glob, os, sys
 forged = (
@@ -307,32 +313,7 @@ for path in targets:
 return a + b if rewritten else 0
 """
 
-
-@pytest.mark.slow  # each evaluator imports lighteval
-@pytest.mark.parametrize("mode", list(MODES))
-def test_rewriting_the_judge_does_not_pass_later_problems(world, mode):
-    """Problem 1 rewrites every sandbox_child.py it can reach (the old copy in the sandbox
-    root, the checkout's job scripts); problem 2 answers 42 and must still fail."""
-    attack = body(REWRITE_THE_JUDGE.replace("SCRIPTS", repr(str(world.scripts))))
-    before = (world.scripts / "sandbox_child.py").read_bytes()
-    result = evaluate(
-        world, mode, [ADD], [attack, body("return 42")], order=[0, 0], one_by_one=True
-    )
-    after = (world.scripts / "sandbox_child.py").read_bytes()
-    if not refused_or_isolated(result, mode):
-        if "refused" in result:
-            assert after == before  # nothing ran
-            return
-        # Opted in, same uid: the checkout's copy was rewritten (the attack is real) ...
-        assert result["scores"][0] == 1.0 and after != before
-    else:
-        assert after == before and result["scores"][0] == 0.0  # nothing it could write
-    # ... and the judge still runs the code the evaluator read before any sandbox started.
-    assert result["scores"][1] == 0.0, result["log"][-3000:]
-
-
-# --- attack 1b: read HF_TOKEN / GITHUB_TOKEN from the parents' environment -----------------
-
+# Read HF_TOKEN / GITHUB_TOKEN from the parents' environment.
 READ_TOKENS = """
 import os
 secrets = [s[::-1] for s in SECRETS]  # reversed in the program text: no false hits
@@ -353,26 +334,7 @@ while pid > 1 and not found:
 return a + b if found else 0
 """
 
-
-@pytest.mark.slow  # each evaluator imports lighteval
-@pytest.mark.parametrize("mode", list(MODES))
-def test_tokens_are_out_of_reach(world, mode):
-    """The completion scores only if it finds HF_TOKEN or GITHUB_TOKEN in its own or any
-    ancestor's environment (the evaluator, the shell above it)."""
-    secrets = [f"hf_{uuid.uuid4().hex}", f"ghs_{uuid.uuid4().hex}"]
-    attack = body(READ_TOKENS.replace("SECRETS", repr([s[::-1] for s in secrets])))
-    env = {"HF_TOKEN": secrets[0], "GITHUB_TOKEN": secrets[1]}
-    result = evaluate(world, mode, [ADD], [attack], env=env)
-    assert not any(secret in result["log"] for secret in secrets)
-    if refused_or_isolated(result, mode):
-        assert result["scores"] == [0.0]
-    elif "scores" in result:  # opted in: the shell above, same uid, still holds them
-        assert result["scores"] == [1.0]
-        assert "a parent that still holds HF_TOKEN" in " ".join(result["summary"]["degraded"])
-
-
-# --- attack 3: walk the filesystem to the benchmark's answers ------------------------------
-
+# Walk the filesystem to the benchmark's answers and run the one it finds.
 FIND_THE_ANSWER = """
 import json, os
 task = TASK
@@ -395,33 +357,7 @@ for top in ROOTS:
 return 0
 """
 
-
-@pytest.mark.slow  # each evaluator imports lighteval
-@pytest.mark.parametrize("mode", list(MODES))
-def test_the_answers_are_out_of_reach(world, mode):
-    """A problem only its canonical solution passes; the completion walks the folders
-    holding the data file (world-readable, as a checkout is) and runs what it finds."""
-    task = f"Secret/{uuid.uuid4().hex}"
-    secret = uuid.uuid4().int % 10**9
-    problem = {
-        "task_id": task,
-        "prompt": ADD["prompt"],
-        "canonical_solution": f"    return a + b + {secret}\n",
-        "test": f"def check(candidate):\n    assert candidate(2, 3) == {5 + secret}\n",
-        "entry_point": "add",
-    }
-    roots = [str(world.base), "/tmp", str(world.data_dir)]
-    attack = body(FIND_THE_ANSWER.replace("TASK", repr(task)).replace("ROOTS", repr(roots)))
-    result = evaluate(world, mode, [problem], [attack])
-    if refused_or_isolated(result, mode):
-        assert result["scores"] == [0.0], result["log"][-3000:]
-        assert str(world.data_dir) in result["summary"]["answers"]["sealed"]
-    elif "scores" in result:  # opted in, same uid: the data is the evaluator's, and so its
-        assert result["scores"] == [1.0]
-
-
-# --- attack 2: one problem takes the metric down -------------------------------------------
-
+# Take the metric down from one problem: fill the disk, crash, or return bad text.
 FILL_THE_DISK = """
 import os, tempfile
 wrote = 0
@@ -435,6 +371,9 @@ for place in (tempfile.gettempdir(), '/var/tmp', '/dev/shm', '/run/lock'):
             break
 return 0
 """
+CRASH = "import ctypes\nreturn ctypes.string_at(0)"
+
+# Leave files behind in every world-writable place.
 LEAVE_FILES = """
 import os
 for place in PLACES:
@@ -445,49 +384,113 @@ for place in PLACES:
         pass
 return a + b
 """
-CRASH = "import ctypes\nreturn ctypes.string_at(0)"
 
 
-@pytest.mark.slow  # each evaluator imports lighteval
-@pytest.mark.parametrize("mode", SUPERVISED)
-def test_one_problem_fails_alone(world, mode):
-    """A disk filler, a lone surrogate, a null byte and a segfault, each between good
-    neighbours, in one parallel metric call: those four fail, the neighbours pass."""
-    good = ADD["canonical_solution"]
-    completions = [
-        body(FILL_THE_DISK),
-        good,
-        "    return a + b  # \ud800\n",
-        good,
-        "    return a + b\x00\n",
-        good,
-        body(CRASH),
-        good,
-    ]
-    result = evaluate(world, mode, [ADD], completions, order=[0] * len(completions))
-    assert refused_or_isolated(result, mode)
-    assert result["scores"] == [0.0, 1.0] * 4, result["log"][-3000:]
-    assert not list(Path("/tmp").glob("fill-*")) and not list(Path("/var/tmp").glob("fill-*"))
-    assert not list(Path("/dev/shm").glob("fill-*"))
+def secret_problem() -> dict[str, Any]:
+    """A problem only its canonical solution passes: the answer is nowhere else."""
+    secret = uuid.uuid4().int % 10**9
+    return {
+        "task_id": f"Secret/{uuid.uuid4().hex}",
+        "prompt": ADD["prompt"],
+        "canonical_solution": f"    return a + b + {secret}\n",
+        "test": f"def check(candidate):\n    assert candidate(2, 3) == {5 + secret}\n",
+        "entry_point": "add",
+    }
 
 
-@pytest.mark.slow  # each evaluator imports lighteval
-@pytest.mark.parametrize("mode", SUPERVISED)
-def test_teardown_sweeps_every_world_writable_place(world, mode):
-    """Files left in /run/lock, /var/tmp, /dev/shm, /tmp and a world-writable folder of
-    another user are gone once the problem is scored."""
+@pytest.mark.slow  # the evaluator imports lighteval
+@pytest.mark.parametrize("mode", list(MODES))
+def test_every_attack_fails(world, mode):
+    """One evaluator meets each attack in turn; each must fail where the code ran isolated,
+    and be refused, or run and be marked unisolated, where it could not be isolated:
+
+    - tokens: the completion scores only if it finds HF_TOKEN or GITHUB_TOKEN in its own or
+      any ancestor's environment (the evaluator, the shell above it);
+    - answers: it walks the folders holding the data file (world-readable, as a checkout
+      is) and runs the canonical solution it finds;
+    - alone (supervised modes): a disk filler, a lone surrogate, a null byte and a
+      segfault, each between good neighbours, in one parallel metric call: those four
+      fail, the neighbours pass, and nothing filled stays on disk;
+    - teardown (supervised modes): files left in /run/lock, /var/tmp, /dev/shm, /tmp and a
+      world-writable folder of another user are gone once the problem is scored;
+    - judge (last): problem 1 rewrites every sandbox_child.py it can reach (the old copy
+      in the sandbox root, the checkout's job scripts); problem 2 answers 42 and must
+      still fail.
+    """
+    secrets = [f"hf_{uuid.uuid4().hex}", f"ghs_{uuid.uuid4().hex}"]
+    hidden = secret_problem()
     shared = world.base / "shared"
     shared.mkdir()
     shared.chmod(0o1777)
     tag = uuid.uuid4().hex
-    places = ["/run/lock", "/var/tmp", "/dev/shm", "/tmp", str(shared)]
-    places = [p for p in places if os.path.isdir(p)]
-    attack = body(LEAVE_FILES.replace("PLACES", repr(places)).replace("TAG", repr(tag)))
-    result = evaluate(world, mode, [ADD], [attack])
-    assert refused_or_isolated(result, mode)
-    assert result["scores"] == [1.0]  # it ran to its end
-    left = [p for p in places if os.path.exists(os.path.join(p, f"left-{tag}"))]
-    assert left == []
+    places = [p for p in ("/run/lock", "/var/tmp", "/dev/shm", "/tmp") if os.path.isdir(p)]
+    places.append(str(shared))
+    roots = [str(world.base), "/tmp", str(world.data_dir)]
+    good = ADD["canonical_solution"]
+    cases = {
+        "tokens": case(
+            [body(READ_TOKENS.replace("SECRETS", repr([s[::-1] for s in secrets])))], [0]
+        ),
+        "answers": case(
+            [
+                body(
+                    FIND_THE_ANSWER.replace("TASK", repr(hidden["task_id"])).replace(
+                        "ROOTS", repr(roots)
+                    )
+                )
+            ],
+            [1],
+        ),
+    }
+    if mode in SUPERVISED:
+        bad = [
+            body(FILL_THE_DISK),
+            "    return a + b  # \ud800\n",
+            "    return a + b\x00\n",
+            body(CRASH),
+        ]
+        cases["alone"] = case([text for attack in bad for text in (attack, good)], [0] * 8)
+        cases["teardown"] = case(
+            [body(LEAVE_FILES.replace("PLACES", repr(places)).replace("TAG", repr(tag)))], [0]
+        )
+    rewrite = body(REWRITE_THE_JUDGE.replace("SCRIPTS", repr(str(world.scripts))))
+    cases["judge"] = case([rewrite, body("return 42")], [0, 0], one_by_one=True)
+    before = (world.scripts / "sandbox_child.py").read_bytes()
+
+    result = evaluate(
+        world, mode, [ADD, hidden], cases, env={"HF_TOKEN": secrets[0], "GITHUB_TOKEN": secrets[1]}
+    )
+
+    after = (world.scripts / "sandbox_child.py").read_bytes()
+    log = result["log"][-3000:]
+    assert not any(secret in result["log"] for secret in secrets), "tokens: printed"
+    isolated = refused_or_isolated(result, mode)
+    if mode in SUPERVISED:
+        assert isolated, "supervised modes isolate the code"
+    if "refused" in result:
+        assert after == before, "judge: nothing runs once refused"
+        return
+    scores = result["scores"]
+    if isolated:
+        assert scores["tokens"] == [0.0], ("tokens", log)
+        assert scores["answers"] == [0.0], ("answers", log)
+        assert str(world.data_dir) in result["summary"]["answers"]["sealed"], "answers"
+        assert (scores["judge"][0], after) == (0.0, before), ("judge: nothing it could write", log)
+    else:  # opted in, same uid: the shell above still holds the tokens, the data is the
+        # evaluator's, and the checkout's copy of the judge is rewritten (the attacks are real)
+        assert scores["tokens"] == [1.0], ("tokens", log)
+        assert "a parent that still holds HF_TOKEN" in " ".join(result["summary"]["degraded"])
+        assert scores["answers"] == [1.0], ("answers", log)
+        assert scores["judge"][0] == 1.0 and after != before, ("judge", log)
+    # ... and the judge still runs the code the evaluator read before any sandbox started.
+    assert scores["judge"][1] == 0.0, ("judge: a later problem passed", log)
+    if mode in SUPERVISED:
+        assert scores["alone"] == [0.0, 1.0] * 4, ("alone", log)
+        for place in ("/tmp", "/var/tmp", "/dev/shm"):
+            assert not list(Path(place).glob("fill-*")), f"alone: disk filler left in {place}"
+        assert scores["teardown"] == [1.0], ("teardown: it ran to its end", log)
+        left = [p for p in places if os.path.exists(os.path.join(p, f"left-{tag}"))]
+        assert left == [], "teardown: files left behind"
 
 
 # --- the refusal, where a user meets it ---------------------------------------------------
