@@ -579,7 +579,7 @@ def _save_random_llama(tokenizer: LlamaTokenizer, model_dir: Path) -> None:
     )
     torch.manual_seed(SEED)
     model = LlamaForCausalLM(config)
-    model.generation_config = GenerationConfig(  # type: ignore[no-untyped-call]
+    model.generation_config = GenerationConfig(
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,

@@ -63,7 +63,7 @@ def gsm8k_prompt(line: dict[str, Any], task_name: str | None = None):
     from lighteval.tasks.requests import Doc
 
     return Doc(
-        task_name=task_name,  # type: ignore[arg-type]  # lighteval passes the task's name
+        task_name=task_name,  # lighteval passes the task's name
         query=GSM8K_PROMPT.format(question=line["question"]),
         choices=[f" {line['answer']}"],
         gold_index=0,

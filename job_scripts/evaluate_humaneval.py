@@ -74,7 +74,7 @@ def humaneval_prompt(line: dict[str, Any], task_name: str | None = None):
 
     problem = {key: line[key] for key in ("task_id", "prompt", "test", "entry_point")}
     return Doc(
-        task_name=task_name,  # type: ignore[arg-type]  # lighteval passes the task's name
+        task_name=task_name,  # lighteval passes the task's name
         query=line["prompt"],
         choices=[line["canonical_solution"]],
         gold_index=0,
@@ -87,7 +87,7 @@ def humaneval_metric(timeout_s: float = SANDBOX_TIMEOUT_S):
     from lighteval.metrics.metrics_sample import SampleLevelComputation
 
     class HumanEvalPassAt1(SampleLevelComputation):
-        def compute(self, responses=None, docs=None, **kwargs):  # type: ignore[override]
+        def compute(self, responses=None, docs=None, **kwargs):
             jobs = [
                 (doc.specific, response_text(r)) for doc, r in zip(docs, responses, strict=True)
             ]

@@ -82,7 +82,7 @@ def make_registry_class(configs: dict[str, Any], limits: dict[str, int | None]):
                 config.full_name: LimitedTask(config=config)
                 # lighteval annotates one config per task; each value is a list of them
                 for task_configs in self.task_to_configs.values()
-                for config in task_configs  # type: ignore[attr-defined]
+                for config in task_configs
             }
 
     return OnlyTheseTasks

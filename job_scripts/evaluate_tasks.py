@@ -74,7 +74,7 @@ def generative_task(
         name=name,
         prompt_function=prompt_function,
         hf_repo=repo,
-        hf_subset=subset,  # type: ignore[arg-type]  # None: the default subset
+        hf_subset=subset,  # None: the default subset
         hf_avail_splits=["test"] if few_shots_split == "test" else [few_shots_split, "test"],
         evaluation_splits=["test"],
         few_shots_split=few_shots_split,

@@ -274,7 +274,7 @@ def merge_lora(
     from transformers import AutoModelForCausalLM
 
     model = AutoModelForCausalLM.from_pretrained(base, **base_kwargs)
-    rows = model.get_input_embeddings().weight.shape[0]  # type: ignore[index]
+    rows = model.get_input_embeddings().weight.shape[0]
     if tokenizer is not None and len(tokenizer) > rows:
         model.resize_token_embeddings(len(tokenizer))
     return PeftModel.from_pretrained(model, adapter, revision=adapter_revision).merge_and_unload()

@@ -120,7 +120,7 @@ def main() -> int:
         )
         return 3
     # Two calls at once: ``stop`` must reach an actor whose ``run`` is still waiting.
-    actor_class = ray.remote(max_concurrency=2)(NodeRank)  # type: ignore[call-overload]
+    actor_class = ray.remote(max_concurrency=2)(NodeRank)
     actors = [
         actor_class.options(
             num_cpus=bundle.get("CPU", 0),
