@@ -33,8 +33,9 @@ OPENER = textwrap.dedent(
     Path(folder, role + ".ready").touch()
     while not Path(folder, "go").exists():
         time.sleep(0.001)
-    if role == "reader":  # `poll` reading progress while a job creates the store
-        progress = read_progress("sweep", ["sweep-run"], tracking_uri=uri)
+    if role == "reader":  # `poll` reading progress while a job creates the store; the
+        # wait is long enough for a loaded machine (a stuck initialiser has its own test)
+        progress = read_progress("sweep", ["sweep-run"], tracking_uri=uri, timeout_s=120)
         print(json.dumps({{"fresh": progress.fresh, "reason": progress.reason}}))
     else:  # a job, as train.py opens it before training
         open_store(uri)
