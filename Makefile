@@ -33,15 +33,14 @@ demo: $(DEMO_STAMP)
 	$(BIN)/ci-runner fixtures
 	$(BIN)/ci-runner run experiments/tiny-sft.yaml
 
-# Three pytest-xdist workers on 2 cores: the tests also wait (on subprocesses, loopback
-# servers, real timeouts), and a third worker fills those waits. Measured here, full suite:
-# 3 workers 9.5 min with the cores 2% idle; 2 workers 10-11 min; 4 workers 16 min.
+# Two pytest-xdist workers on 2 cores. Measured here on fresh clones, full suite: 2 workers
+# 10-11 min; 3 workers 9.5 to 14 min (one quiet run, then the cores thrash); 4, 16 min.
 test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/lint-imports
 	$(BIN)/mypy
-	$(BIN)/pytest -n 3
+	$(BIN)/pytest -n 2
 
 # Tests marked `training` (real TRL steps) or `slow` (job scripts, ML-stack imports, real
 # timeouts) are left out; `make test` runs them all.
