@@ -33,8 +33,8 @@ demo: $(DEMO_STAMP)
 	$(BIN)/ci-runner fixtures
 	$(BIN)/ci-runner run experiments/tiny-sft.yaml
 
-# Two pytest-xdist workers on 2 cores. Measured here on fresh clones, full suite: 2 workers
-# 10-11 min; 3 workers 9.5 to 14 min (one quiet run, then the cores thrash); 4, 16 min.
+# Two pytest-xdist workers on 2 cores. Full suite, measured here: 2 workers 10-11 min;
+# 3 workers 9.5 min once, then 14 on a fresh clone (the cores thrash); 4 workers 16 min.
 test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
