@@ -145,12 +145,11 @@ def _python_for(preexec) -> str | None:
 
 
 class World:
-    """A world-readable place for one attack: data, model, job scripts, the evaluator."""
+    """A world-readable place for one evaluator: data, model, job scripts, the evaluator."""
 
-    def __init__(self, owner: tuple[int, int] | None):
+    def __init__(self) -> None:
         self.base = Path(tempfile.mkdtemp(prefix="ci-runner-isolation-"))
         self.base.chmod(0o755)
-        self.owner = owner
         self.data_dir = self.base / "humaneval"
         self.data_dir.mkdir()
         self.model = self.base / "model"
@@ -168,8 +167,8 @@ class World:
 
 
 @pytest.fixture
-def world(request):
-    made = World(None)
+def world():
+    made = World()
     yield made
     made.close()
 
